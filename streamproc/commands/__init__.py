@@ -1,0 +1,1 @@
+"""One module per `streamproc` sub-command; each exposes `register(subparsers)`."""

@@ -1,0 +1,1 @@
+"""Partner destinations: one module each, declared as data (see `base`)."""

@@ -1,0 +1,166 @@
+"""What a partner destination is, as data: settings, actions with fields, presets, and two functions."""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+import orjson
+
+from streamproc.core.fields import Field
+from streamproc.errors import is_retryable_status
+
+__all__ = [
+    "Action",
+    "BuildContext",
+    "Destination",
+    "Outcome",
+    "Preset",
+    "Request",
+    "Skip",
+    "Verdict",
+    "classify_http",
+    "parse_retry_after",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One HTTP request to a partner. Header names are lower-case; `body` is the exact bytes sent."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    body: bytes | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The request as `streamproc send` prints it: a JSON body is shown parsed."""
+        body: Any = None
+        if self.body is not None:
+            try:
+                body = orjson.loads(self.body)
+            except orjson.JSONDecodeError:
+                body = self.body.decode("utf-8", "replace")
+        return {"method": self.method, "url": self.url, "headers": dict(self.headers), "body": body}
+
+
+@dataclass(frozen=True, slots=True)
+class Skip:
+    """An action decided, after mapping, that this event is not for its partner (not an error)."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class BuildContext:
+    """What a request builder may read besides the validated payload."""
+
+    settings: Mapping[str, Any]
+    endpoint: str
+    event: Mapping[str, Any]
+    now: datetime
+
+
+BuildFn = Callable[[Mapping[str, Any], BuildContext], "list[Request] | Skip"]
+
+
+class Verdict(Enum):
+    DELIVERED = "delivered"
+    RETRY = "retry"
+    FAIL = "fail"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How a partner's response is to be treated."""
+
+    verdict: Verdict
+    status: int | None
+    message: str = ""
+    retry_after: float | None = None
+
+
+ClassifyFn = Callable[[int, Mapping[str, str], bytes], Outcome]
+
+
+@dataclass(frozen=True)
+class Action:
+    """One thing a destination can do with an event (Segment's ActionDefinition)."""
+
+    key: str
+    title: str
+    description: str
+    fields: Mapping[str, Field]
+    build: BuildFn
+    default_subscription: str | None = None
+    hidden: bool = False
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A ready-made subscription: a trigger, an action and its mapping (defaults already merged)."""
+
+    name: str
+    subscribe: str
+    action: str
+    mapping: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Destination:
+    """A partner: everything streamproc knows about it lives in its own module as one of these."""
+
+    type: str
+    name: str
+    endpoint: str
+    settings: Mapping[str, Field]
+    actions: Mapping[str, Action]
+    presets: tuple[Preset, ...] = ()
+    classify: ClassifyFn = field(default=lambda status, headers, body: classify_http(status, headers, body))
+    normalize_settings: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None
+    """Checks and normalises settings beyond their field types; raises ValueError naming the key."""
+    presets_enabled_by_default: bool = False
+
+    def preset(self, name: str) -> Preset | None:
+        for p in self.presets:
+            if p.name == name:
+                return p
+        return None
+
+    def default_mapping(self, action: str) -> dict[str, Any]:
+        """The default mapping of an action: every field's `default`."""
+        from streamproc.core.jsvalues import UNDEFINED
+
+        return {k: f.default for k, f in self.actions[action].fields.items() if f.default is not UNDEFINED}
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date); None if absent or bad."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if seconds != seconds:  # NaN
+        return None
+    return max(0.0, seconds)
+
+
+def classify_http(status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
+    """Segment's rule: 2xx delivered; 408, 423, 429 and 5xx but 501 retried; other statuses permanent."""
+    if 200 <= status < 300:
+        return Outcome(Verdict.DELIVERED, status)
+    retry_after = parse_retry_after(headers.get("retry-after") or headers.get("Retry-After"))
+    verdict = Verdict.RETRY if is_retryable_status(status) else Verdict.FAIL
+    return Outcome(verdict, status, f"HTTP {status}", retry_after)

@@ -1,0 +1,1 @@
+"""Kafka edges: the consumer loop, offset tracking, the dead-letter producer, replay and redrive."""
