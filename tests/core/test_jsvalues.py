@@ -1,0 +1,54 @@
+"""JavaScript value rules: String(), JSON.stringify and truthiness as partners see them."""
+
+import math
+
+import pytest
+
+from streamproc.core.jsvalues import UNDEFINED, json_stringify, number_to_string, to_js_string, truthy
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (1.0, "1"),
+        (0.1, "0.1"),
+        (-0.0, "0"),
+        (1e21, "1e+21"),
+        (1e20, "100000000000000000000"),
+        (1e-7, "1e-7"),
+        (0.000001, "0.000001"),
+        (1.5e300, "1.5e+300"),
+        (123.456, "123.456"),
+        (2**53, "9007199254740992"),
+        (2**60, "1152921504606847000"),
+        (5e-324, "5e-324"),
+        (math.inf, "Infinity"),
+        (math.nan, "NaN"),
+    ],
+)
+def test_numbers_print_as_javascript_does(value: float, text: str) -> None:
+    assert number_to_string(value) == text
+
+
+def test_string_conversion_of_non_strings() -> None:
+    assert to_js_string(None) == "null"
+    assert to_js_string(UNDEFINED) == "undefined"
+    assert to_js_string(True) == "true"
+    assert to_js_string({"a": 1}) == "[object Object]"
+    assert to_js_string([1, None, "x", [2, 3]]) == "1,,x,2,3"
+
+
+def test_json_stringify_drops_undefined_members_and_keeps_unicode() -> None:
+    value = {"a": [1, UNDEFINED, None], "b": UNDEFINED, "c": "ü\n", "d": 2.50}
+    assert json_stringify(value) == '{"a":[1,null,null],"c":"ü\\n","d":2.5}'
+    assert json_stringify(UNDEFINED) is None
+
+
+@pytest.mark.parametrize("value", ["", 0, 0.0, math.nan, None, UNDEFINED, False])
+def test_falsy_values(value: object) -> None:
+    assert not truthy(value)
+
+
+@pytest.mark.parametrize("value", ["0", " ", 1, -1.5, [], {}, True])
+def test_truthy_values(value: object) -> None:
+    assert truthy(value)
