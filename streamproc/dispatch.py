@@ -1,0 +1,599 @@
+"""Per-destination bulkheads that send deliveries: concurrency, rate limit, retries, circuit breaker, order.
+
+Each destination instance gets its own `Bulkhead`, so a slow or broken partner holds only its own
+deliveries. A delivery is sent request by request; a request is retried while the destination's
+`classify` says RETRY (or no answer came back), with exponential backoff and full jitter that
+honours Retry-After, until `max_attempts` or the time budget runs out. The outcome of every
+delivery is a `DeliveryResult`: delivered, skipped, or to be dead-lettered with a `Failure`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any, Literal, Protocol
+
+import aiohttp
+import structlog
+from yarl import URL
+
+from streamproc.destinations.base import ClassifyFn, Outcome, Request, Verdict, classify_http
+from streamproc.errors import DeliveryError
+from streamproc.metrics import Metrics, status_class
+
+__all__ = [
+    "Bulkhead",
+    "BulkheadPolicy",
+    "CircuitBreaker",
+    "CircuitState",
+    "DeliveryLike",
+    "DeliveryResult",
+    "Dispatcher",
+    "Failure",
+    "KeySequencer",
+    "TokenBucket",
+]
+
+log = structlog.get_logger("streamproc.dispatch")
+
+RESPONSE_BODY_LIMIT = 2048
+"""Bytes of a partner's error response kept for the dead letter."""
+
+
+class DeliveryLike(Protocol):
+    """What dispatch reads from a router `Delivery`."""
+
+    @property
+    def delivery_id(self) -> str: ...
+    @property
+    def destination(self) -> str: ...
+    @property
+    def subscription(self) -> str: ...
+    @property
+    def action(self) -> str: ...
+    @property
+    def requests(self) -> Sequence[Request]: ...
+    @property
+    def error(self) -> DeliveryError | None: ...
+    @property
+    def skipped(self) -> str | None: ...
+    @property
+    def ordering_key(self) -> str | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """Why a delivery is dead-lettered: what a redrive or a person needs to decide what to do."""
+
+    type: str
+    message: str
+    status: int | None = None
+    response_body: str | None = None
+    attempts: int = 0
+    first_attempt_at: float | None = None
+    """Unix time of the first HTTP attempt (None when nothing was sent)."""
+    last_attempt_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryResult:
+    """The finished state of one delivery."""
+
+    outcome: Literal["delivered", "skipped", "dead_lettered"]
+    failure: Failure | None = None
+    attempts: int = 0
+
+
+@dataclass(frozen=True)
+class BulkheadPolicy:
+    """The limits of one destination instance (built from its `DestinationConfig`)."""
+
+    destination: str
+    ordered: bool = False
+    concurrency: int = 64
+    rate: float | None = None
+    timeout: float = 10.0
+    max_attempts: int = 8
+    budget: float = 300.0
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+    failure_ratio: float = 0.5
+    min_requests: int = 20
+    window: float = 30.0
+    open_for: float = 10.0
+
+    @classmethod
+    def from_config(cls, destination: Any) -> BulkheadPolicy:
+        """From a `config.DestinationConfig` (id, ordering, limits.{retry,breaker})."""
+        limits = destination.limits
+        return cls(
+            destination=destination.id,
+            ordered=destination.ordering == "key",
+            concurrency=limits.concurrency,
+            rate=limits.rate,
+            timeout=limits.timeout,
+            max_attempts=limits.retry.max_attempts,
+            budget=limits.retry.budget,
+            backoff_initial=limits.retry.backoff_initial,
+            backoff_max=limits.retry.backoff_max,
+            failure_ratio=limits.breaker.failure_ratio,
+            min_requests=limits.breaker.min_requests,
+            window=limits.breaker.window,
+            open_for=limits.breaker.open_for,
+        )
+
+
+class TokenBucket:
+    """A rate limit of `rate` requests per second with a burst of about one second's worth.
+
+    Tokens may go negative: each caller reserves its slot at once and sleeps until it comes, so
+    waiters are served in arrival order and nobody polls.
+    """
+
+    def __init__(self, rate: float, burst: float | None = None, clock: Callable[[], float] = time.monotonic):
+        if rate <= 0:
+            raise ValueError("rate must be positive")
+        self.rate = rate
+        self.capacity = burst if burst is not None else max(1.0, rate)
+        self._tokens = self.capacity
+        self._clock = clock
+        self._updated = clock()
+
+    def reserve(self) -> float:
+        """Take one token; returns how long the caller must wait before using it."""
+        now = self._clock()
+        self._tokens = min(self.capacity, self._tokens + (now - self._updated) * self.rate)
+        self._updated = now
+        self._tokens -= 1.0
+        return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+
+    async def acquire(self) -> float:
+        """Wait for a token; returns the seconds waited."""
+        delay = self.reserve()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        return delay
+
+
+class CircuitState(IntEnum):
+    """Values are what the `streamproc_circuit_state` gauge shows."""
+
+    CLOSED = 0
+    HALF_OPEN = 1
+    OPEN = 2
+
+
+class CircuitBreaker:
+    """Opens when the failure ratio over a sliding window passes a threshold (with a minimum of
+    requests), stays open for `open_for` seconds, then lets `probes` requests through one at a
+    time: a success closes it, a failure opens it again.
+
+    The window is kept as ten time buckets, so recording costs O(1) whatever the request rate.
+    """
+
+    BUCKETS = 10
+
+    def __init__(
+        self,
+        *,
+        failure_ratio: float = 0.5,
+        min_requests: int = 20,
+        window: float = 30.0,
+        open_for: float = 10.0,
+        probes: int = 1,
+        clock: Callable[[], float] = time.monotonic,
+        on_change: Callable[[CircuitState], None] | None = None,
+    ) -> None:
+        self.failure_ratio = failure_ratio
+        self.min_requests = max(1, min_requests)
+        self.window = window
+        self.open_for = open_for
+        self.probes = probes
+        self._clock = clock
+        self._on_change = on_change
+        self._bucket_width = window / self.BUCKETS
+        self._buckets: deque[list[int]] = deque()  # [bucket id, requests, failures]
+        self._total = 0
+        self._failures = 0
+        self.state = CircuitState.CLOSED
+        self._opened_at = 0.0
+        self._probes_out = 0
+        self._probe_successes = 0
+        self._changed = asyncio.Event()
+
+    # -- state -------------------------------------------------------------------------------
+    def _set(self, state: CircuitState) -> None:
+        if state is self.state:
+            return
+        self.state = state
+        if state is CircuitState.OPEN:
+            self._opened_at = self._clock()
+        if state is not CircuitState.CLOSED:
+            self._buckets.clear()
+            self._total = self._failures = 0
+        self._probes_out = 0
+        self._probe_successes = 0
+        # Wake every waiter so each re-reads the state; a fresh Event for the next change.
+        self._changed.set()
+        self._changed = asyncio.Event()
+        if self._on_change is not None:
+            self._on_change(state)
+
+    def _expire(self, now: float) -> int:
+        current = int(now / self._bucket_width)
+        buckets = self._buckets
+        while buckets and buckets[0][0] <= current - self.BUCKETS:
+            _, total, failures = buckets.popleft()
+            self._total -= total
+            self._failures -= failures
+        return current
+
+    def allows(self) -> bool:
+        """Whether a request may go now without waiting (does not reserve a probe)."""
+        if self.state is CircuitState.CLOSED:
+            return True
+        if self.state is CircuitState.OPEN:
+            return self._clock() >= self._opened_at + self.open_for
+        return self._probes_out < self.probes
+
+    def try_acquire(self) -> tuple[bool, bool]:
+        """(allowed, is_probe). A probe must be reported with `record` or `release`."""
+        if self.state is CircuitState.CLOSED:
+            return True, False
+        if self.state is CircuitState.OPEN and self._clock() >= self._opened_at + self.open_for:
+            self._set(CircuitState.HALF_OPEN)
+        if self.state is CircuitState.HALF_OPEN and self._probes_out < self.probes:
+            self._probes_out += 1
+            return True, True
+        return False, False
+
+    async def acquire(self, deadline: float) -> bool | None:
+        """Wait until a request may go; returns whether it is a probe, or None if `deadline`
+        (monotonic) passed first."""
+        while True:
+            allowed, probe = self.try_acquire()
+            if allowed:
+                return probe
+            now = self._clock()
+            if now >= deadline:
+                return None
+            wake = deadline
+            if self.state is CircuitState.OPEN:
+                wake = min(deadline, self._opened_at + self.open_for)
+            changed = self._changed
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), max(0.0, wake - now) + 0.001)
+
+    def release(self, probe: bool) -> None:
+        """Give back a probe that ended without an answer worth judging (cancelled)."""
+        if probe and self.state is CircuitState.HALF_OPEN and self._probes_out > 0:
+            self._probes_out -= 1
+            self._changed.set()
+            self._changed = asyncio.Event()
+
+    def record(self, success: bool, probe: bool = False) -> None:
+        """Report one finished request."""
+        if self.state is CircuitState.HALF_OPEN:
+            if not probe:
+                return  # a request admitted before the circuit opened says nothing about now
+            if not success:
+                self._set(CircuitState.OPEN)
+                return
+            self._probes_out -= 1
+            self._probe_successes += 1
+            if self._probe_successes >= self.probes:
+                self._set(CircuitState.CLOSED)
+            else:
+                self._changed.set()
+                self._changed = asyncio.Event()
+            return
+        if self.state is CircuitState.OPEN:
+            return
+        now = self._clock()
+        current = self._expire(now)
+        buckets = self._buckets
+        if not buckets or buckets[-1][0] != current:
+            buckets.append([current, 0, 0])
+        bucket = buckets[-1]
+        bucket[1] += 1
+        self._total += 1
+        if not success:
+            bucket[2] += 1
+            self._failures += 1
+            if self._total >= self.min_requests and self._failures >= self.failure_ratio * self._total:
+                self._set(CircuitState.OPEN)
+
+
+class KeySequencer:
+    """Runs work for one key one at a time, in the order `turn` was called, while other keys proceed.
+
+    Only the tail of each key's chain is kept, so memory is bounded by the work in flight.
+    """
+
+    def __init__(self) -> None:
+        self._tails: dict[Any, asyncio.Future[None]] = {}
+
+    def __len__(self) -> int:
+        return len(self._tails)
+
+    def turn(self, key: Any) -> tuple[asyncio.Future[None] | None, asyncio.Future[None]]:
+        """Join the queue for `key` now (synchronously, to fix the order): (predecessor, mine)."""
+        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        prev = self._tails.get(key)
+        self._tails[key] = mine
+        return prev, mine
+
+    def done(self, key: Any, mine: asyncio.Future[None]) -> None:
+        """Let the next one for `key` go."""
+        if not mine.done():
+            mine.set_result(None)
+        if self._tails.get(key) is mine:
+            del self._tails[key]
+
+
+_NETWORK_ERRORS = (aiohttp.ClientError, TimeoutError, OSError)
+
+
+class Bulkhead:
+    """Everything that limits and protects calls to one destination instance."""
+
+    def __init__(
+        self,
+        policy: BulkheadPolicy,
+        *,
+        classify: ClassifyFn = classify_http,
+        metrics: Metrics | None = None,
+        session: aiohttp.ClientSession | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.policy = policy
+        self.classify = classify
+        self._metrics = metrics if metrics is not None else Metrics()
+        self._session = session
+        self._owns_session = session is None
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._semaphore = asyncio.Semaphore(policy.concurrency)
+        self._bucket = TokenBucket(policy.rate, clock=clock) if policy.rate else None
+        self._timeout = aiohttp.ClientTimeout(total=policy.timeout)
+        dest = policy.destination
+        m = self._metrics
+        self._m_circuit = m.circuit_state.labels(dest)
+        self._m_circuit.set(0)
+        self.breaker = CircuitBreaker(
+            failure_ratio=policy.failure_ratio,
+            min_requests=policy.min_requests,
+            window=policy.window,
+            open_for=policy.open_for,
+            clock=clock,
+            on_change=self._on_circuit_change,
+        )
+        self._m_retries = m.retries.labels(dest)
+        self._m_request_latency = m.request_latency.labels(dest)
+        self._m_rate_wait = m.rate_limit_wait.labels(dest)
+        self._m_in_flight = m.in_flight_deliveries.labels(dest)
+        self._m_status: dict[str, Any] = {}
+
+    def _on_circuit_change(self, state: CircuitState) -> None:
+        self._m_circuit.set(int(state))
+        log.warning("circuit_state", destination=self.policy.destination, state=state.name.lower())
+
+    def _status_counter(self, status: int | None) -> Any:
+        cls = status_class(status)
+        counter = self._m_status.get(cls)
+        if counter is None:
+            counter = self._metrics.partner_responses.labels(self.policy.destination, cls)
+            self._m_status[cls] = counter
+        return counter
+
+    async def _session_get(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self.policy.concurrency, keepalive_timeout=30.0, ttl_dns_cache=300
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector, timeout=self._timeout, auto_decompress=True
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None and self._owns_session:
+            await self._session.close()
+        self._session = None
+
+    async def _send(self, request: Request) -> tuple[Outcome, str | None]:
+        """One attempt: the partner's verdict (RETRY when no answer came back) and, unless
+        delivered, the start of the response body."""
+        session = await self._session_get()
+        started = self._clock()
+        try:
+            # encoded=True: send the URL byte for byte as the action built it (no re-quoting).
+            async with session.request(
+                request.method,
+                URL(request.url, encoded=True),
+                headers=dict(request.headers),
+                data=request.body,
+                timeout=self._timeout,
+            ) as resp:
+                body = await resp.content.read(RESPONSE_BODY_LIMIT + 1)
+                status = resp.status
+                headers: Mapping[str, str] = resp.headers
+        except _NETWORK_ERRORS as exc:
+            self._m_request_latency.observe(self._clock() - started)
+            self._status_counter(None).inc()
+            kind = "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
+            return Outcome(Verdict.RETRY, None, f"{kind}: {exc}" if str(exc) else kind), None
+        self._m_request_latency.observe(self._clock() - started)
+        self._status_counter(status).inc()
+        outcome = self.classify(status, headers, body)
+        if outcome.verdict is not Verdict.DELIVERED and body:
+            return outcome, body[:RESPONSE_BODY_LIMIT].decode("utf-8", "replace")
+        return outcome, None
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        """Full jitter: uniform in [0, min(max, initial * 2^(attempt-1))], never less than Retry-After."""
+        p = self.policy
+        ceiling = min(p.backoff_max, p.backoff_initial * (2 ** (attempt - 1)))
+        delay = self._rng.uniform(0.0, ceiling)
+        if retry_after is not None:
+            delay = max(delay, retry_after)
+        return delay
+
+    async def deliver(self, delivery: DeliveryLike) -> DeliveryResult:
+        """Send every request of a delivery; never raises for partner trouble (it is the outcome)."""
+        if delivery.error is not None:
+            err = delivery.error
+            return DeliveryResult(
+                "dead_lettered", Failure(type(err).__name__, err.message, err.status, err.body)
+            )
+        if delivery.skipped is not None or not delivery.requests:
+            return DeliveryResult("skipped")
+        self._m_in_flight.inc()
+        try:
+            return await self._deliver(delivery.requests)
+        finally:
+            self._m_in_flight.dec()
+
+    async def _deliver(self, requests: Sequence[Request]) -> DeliveryResult:
+        p = self.policy
+        deadline = self._clock() + p.budget
+        attempts_total = 0
+        first_at: float | None = None
+        last_at: float | None = None
+        for request in requests:
+            attempt = 0
+            last: Outcome | None = None
+            last_body: str | None = None
+            while True:
+                probe = await self.breaker.acquire(deadline)
+                if probe is None:
+                    return self._failed(
+                        "CircuitOpenError",
+                        f"circuit of {p.destination} open until the retry budget of {p.budget:g}s ended"
+                        + (f"; last error: {last.message}" if last else ""),
+                        last,
+                        last_body,
+                        attempts_total,
+                        first_at,
+                        last_at,
+                    )
+                outcome: Outcome | None = None
+                try:
+                    async with self._semaphore:
+                        if self._bucket is not None:
+                            waited = await self._bucket.acquire()
+                            if waited:
+                                self._m_rate_wait.inc(waited)
+                        attempt += 1
+                        attempts_total += 1
+                        last_at = time.time()
+                        if first_at is None:
+                            first_at = last_at
+                        outcome, last_body = await self._send(request)
+                finally:
+                    if outcome is None:
+                        self.breaker.release(probe)
+                verdict = outcome.verdict
+                self.breaker.record(verdict is not Verdict.RETRY, probe)
+                last = outcome
+                if verdict is Verdict.DELIVERED:
+                    break
+                if verdict is Verdict.FAIL:
+                    return self._failed(
+                        "PermanentError",
+                        outcome.message,
+                        outcome,
+                        last_body,
+                        attempts_total,
+                        first_at,
+                        last_at,
+                    )
+                if attempt >= p.max_attempts:
+                    return self._failed(
+                        "RetryableError",
+                        f"gave up after {attempt} attempts: {outcome.message}",
+                        outcome,
+                        last_body,
+                        attempts_total,
+                        first_at,
+                        last_at,
+                    )
+                delay = self._backoff(attempt, outcome.retry_after)
+                if self._clock() + delay > deadline:
+                    return self._failed(
+                        "RetryableError",
+                        f"retry budget of {p.budget:g}s spent after {attempt} attempts: {outcome.message}",
+                        outcome,
+                        last_body,
+                        attempts_total,
+                        first_at,
+                        last_at,
+                    )
+                self._m_retries.inc()
+                await asyncio.sleep(delay)
+        return DeliveryResult("delivered", attempts=attempts_total)
+
+    @staticmethod
+    def _failed(
+        kind: str,
+        message: str,
+        outcome: Outcome | None,
+        body: str | None,
+        attempts: int,
+        first_at: float | None,
+        last_at: float | None,
+    ) -> DeliveryResult:
+        status = outcome.status if outcome is not None else None
+        return DeliveryResult(
+            "dead_lettered",
+            Failure(kind, message, status, body, attempts, first_at, last_at),
+            attempts=attempts,
+        )
+
+
+class Dispatcher:
+    """Routes each delivery to its destination's bulkhead, keeping per-key order where asked."""
+
+    def __init__(self, bulkheads: Iterable[Bulkhead]) -> None:
+        self.bulkheads: dict[str, Bulkhead] = {b.policy.destination: b for b in bulkheads}
+        self._sequencer = KeySequencer()
+
+    @classmethod
+    def from_config(cls, destinations: Iterable[tuple[Any, ClassifyFn]], metrics: Metrics) -> Dispatcher:
+        """From (`DestinationConfig`, the destination type's `classify`) pairs."""
+        return cls(
+            Bulkhead(BulkheadPolicy.from_config(cfg), classify=classify, metrics=metrics)
+            for cfg, classify in destinations
+        )
+
+    @property
+    def keys_waiting(self) -> int:
+        return len(self._sequencer)
+
+    async def deliver(self, delivery: DeliveryLike) -> DeliveryResult:
+        """Send one delivery. Per-key order is fixed when this is called, so call it in offset order
+        (the first await comes after the delivery has taken its place)."""
+        bulkhead = self.bulkheads[delivery.destination]
+        key = delivery.ordering_key
+        if not bulkhead.policy.ordered or key is None or delivery.error is not None:
+            return await bulkhead.deliver(delivery)
+        seq_key = (delivery.destination, key)
+        prev, mine = self._sequencer.turn(seq_key)
+        try:
+            if prev is not None and not prev.done():
+                # shield: our cancellation must not cancel the predecessor's marker.
+                await asyncio.shield(prev)
+            return await bulkhead.deliver(delivery)
+        finally:
+            self._sequencer.done(seq_key, mine)
+
+    async def close(self) -> None:
+        for bulkhead in self.bulkheads.values():
+            await bulkhead.close()

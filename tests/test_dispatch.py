@@ -1,0 +1,334 @@
+"""Dispatch against a stand-in partner: retries, dead-letter details, rate limit, breaker, key order."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+import pytest
+from aiohttp import web
+
+from streamproc.destinations.base import Request
+from streamproc.dispatch import (
+    Bulkhead,
+    BulkheadPolicy,
+    CircuitBreaker,
+    CircuitState,
+    Dispatcher,
+    TokenBucket,
+)
+from streamproc.errors import DeliveryError, PayloadValidationError
+from streamproc.metrics import Metrics
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class StandIn:
+    """A partner stand-in: one handler for every path, and what it saw."""
+
+    url: str = ""
+    handler: Handler | None = None
+    seen: list[tuple[str, str, bytes]] = field(default_factory=list)
+    concurrent: int = 0
+    max_concurrent: int = 0
+
+
+@pytest.fixture
+async def partner() -> AsyncIterator[StandIn]:
+    state = StandIn()
+
+    async def any_path(request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        state.seen.append((request.method, request.raw_path, body))
+        state.concurrent += 1
+        state.max_concurrent = max(state.max_concurrent, state.concurrent)
+        try:
+            assert state.handler is not None
+            return await state.handler(request)
+        finally:
+            state.concurrent -= 1
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", any_path)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    state.url = f"http://127.0.0.1:{port}"
+    yield state
+    await runner.cleanup()
+
+
+@dataclass(frozen=True)
+class FakeDelivery:
+    delivery_id: str
+    destination: str
+    requests: list[Request]
+    subscription: str = "sub"
+    action: str = "act"
+    error: DeliveryError | None = None
+    skipped: str | None = None
+    ordering_key: str | None = None
+
+
+def post(url: str, body: bytes = b"{}") -> Request:
+    return Request("POST", url, {"content-type": "application/json"}, body)
+
+
+def policy(**kw: object) -> BulkheadPolicy:
+    base: dict[str, object] = dict(
+        destination="p", backoff_initial=0.01, backoff_max=0.05, timeout=2.0, max_attempts=4, budget=10.0
+    )
+    base.update(kw)
+    return BulkheadPolicy(**base)  # type: ignore[arg-type]
+
+
+async def test_retryable_status_is_retried_honouring_retry_after(partner: StandIn) -> None:
+    calls = collections.Counter[str]()
+
+    async def flaky(request: web.Request) -> web.Response:
+        calls["n"] += 1
+        if calls["n"] <= 2:
+            return web.Response(status=503, headers={"Retry-After": "0.05"}, text="busy")
+        return web.Response(status=200)
+
+    partner.handler = flaky
+    metrics = Metrics()
+    bulkhead = Bulkhead(policy(), metrics=metrics)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    result = await bulkhead.deliver(FakeDelivery("d1", "p", [post(partner.url + "/x")]))
+    elapsed = loop.time() - started
+    await bulkhead.close()
+    assert result.outcome == "delivered"
+    assert result.attempts == 3
+    assert elapsed >= 0.1  # two Retry-After waits of 50 ms were honoured
+    assert metrics.retries.labels("p")._value.get() == 2
+
+
+async def test_permanent_error_is_dead_lettered_with_details(partner: StandIn) -> None:
+    async def reject(request: web.Request) -> web.Response:
+        return web.Response(status=400, text='{"error":"bad pixel id"}' + "x" * 5000)
+
+    partner.handler = reject
+    bulkhead = Bulkhead(policy())
+    result = await bulkhead.deliver(FakeDelivery("d1", "p", [post(partner.url + "/x")]))
+    await bulkhead.close()
+    assert result.outcome == "dead_lettered"
+    f = result.failure
+    assert f is not None
+    assert (f.type, f.status, f.attempts) == ("PermanentError", 400, 1)
+    assert f.response_body is not None and f.response_body.startswith('{"error":"bad pixel id"}')
+    assert len(f.response_body) == 2048
+    assert f.first_attempt_at is not None and f.first_attempt_at == f.last_attempt_at
+    assert len(partner.seen) == 1
+
+
+async def test_timeouts_retry_then_dead_letter_after_max_attempts(partner: StandIn) -> None:
+    async def hang(request: web.Request) -> web.Response:
+        await asyncio.sleep(0.5)
+        return web.Response(status=200)
+
+    partner.handler = hang
+    bulkhead = Bulkhead(policy(timeout=0.1, max_attempts=3, min_requests=100))
+    result = await bulkhead.deliver(FakeDelivery("d1", "p", [post(partner.url + "/x")]))
+    await bulkhead.close()
+    assert result.outcome == "dead_lettered"
+    assert result.failure is not None
+    assert result.failure.type == "RetryableError"
+    assert result.failure.status is None
+    assert "timeout" in result.failure.message
+    assert result.failure.attempts == 3
+    assert len(partner.seen) == 3
+
+
+async def test_budget_ends_retries_before_max_attempts(partner: StandIn) -> None:
+    async def busy(request: web.Request) -> web.Response:
+        return web.Response(status=429, headers={"Retry-After": "1"})
+
+    partner.handler = busy
+    bulkhead = Bulkhead(policy(budget=0.5, max_attempts=50, min_requests=100))
+    result = await bulkhead.deliver(FakeDelivery("d1", "p", [post(partner.url + "/x")]))
+    await bulkhead.close()
+    assert result.outcome == "dead_lettered"
+    assert result.failure is not None and "budget" in result.failure.message
+    assert result.failure.status == 429
+    assert len(partner.seen) == 1
+
+
+async def test_routing_errors_and_skips_send_nothing(partner: StandIn) -> None:
+    bulkhead = Bulkhead(policy())
+    bad = FakeDelivery(
+        "d1", "p", [], error=PayloadValidationError("The root value is missing the required field 'x'.")
+    )
+    skip = FakeDelivery("d2", "p", [], skipped="no pixel")
+    r1 = await bulkhead.deliver(bad)
+    r2 = await bulkhead.deliver(skip)
+    await bulkhead.close()
+    assert r1.outcome == "dead_lettered" and r1.failure is not None
+    assert (r1.failure.type, r1.failure.status, r1.failure.attempts) == ("PayloadValidationError", 400, 0)
+    assert r2.outcome == "skipped"
+    assert partner.seen == []
+
+
+async def test_url_and_body_are_sent_byte_for_byte(partner: StandIn) -> None:
+    async def ok(request: web.Request) -> web.Response:
+        return web.Response(status=200)
+
+    partner.handler = ok
+    bulkhead = Bulkhead(policy())
+    url = partner.url + "/saq_pxl?uid=a%2Fb&args=%7B%22x%22%3A1%7D&e=caf%C3%A9+x"
+    req = Request("GET", url, {}, None)
+    assert (await bulkhead.deliver(FakeDelivery("d", "p", [req]))).outcome == "delivered"
+    await bulkhead.close()
+    assert partner.seen == [("GET", "/saq_pxl?uid=a%2Fb&args=%7B%22x%22%3A1%7D&e=caf%C3%A9+x", b"")]
+
+
+async def test_concurrency_limit_is_respected(partner: StandIn) -> None:
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(0.02)
+        return web.Response(status=200)
+
+    partner.handler = slow
+    bulkhead = Bulkhead(policy(concurrency=3))
+    results = await asyncio.gather(
+        *(bulkhead.deliver(FakeDelivery(f"d{i}", "p", [post(partner.url + "/x")])) for i in range(20))
+    )
+    await bulkhead.close()
+    assert all(r.outcome == "delivered" for r in results)
+    assert partner.max_concurrent == 3
+
+
+def test_token_bucket_spaces_requests_at_the_rate() -> None:
+    now = [0.0]
+    bucket = TokenBucket(rate=10, burst=2, clock=lambda: now[0])
+    waits = [bucket.reserve() for _ in range(5)]
+    assert waits[:2] == [0.0, 0.0]
+    assert waits[2:] == pytest.approx([0.1, 0.2, 0.3])
+    now[0] = 10.0
+    assert bucket.reserve() == 0.0
+
+
+async def test_circuit_opens_on_failure_ratio_then_probes_and_closes() -> None:
+    now = [0.0]
+    states: list[CircuitState] = []
+    breaker = CircuitBreaker(
+        failure_ratio=0.5,
+        min_requests=4,
+        window=10,
+        open_for=5,
+        clock=lambda: now[0],
+        on_change=states.append,
+    )
+    for ok in (True, False, True):
+        breaker.record(ok)
+    assert breaker.state is CircuitState.CLOSED  # below the minimum of requests
+    breaker.record(False)
+    assert breaker.state is CircuitState.OPEN
+    assert breaker.try_acquire() == (False, False)
+    now[0] = 5.0
+    assert breaker.try_acquire() == (True, True)  # one probe
+    assert breaker.try_acquire() == (False, False)  # only one at a time
+    breaker.record(False, probe=True)
+    assert breaker.state is CircuitState.OPEN
+    now[0] = 10.0
+    assert breaker.try_acquire() == (True, True)
+    breaker.record(True, probe=True)
+    assert breaker.state is CircuitState.CLOSED
+    assert states == [
+        CircuitState.OPEN,
+        CircuitState.HALF_OPEN,
+        CircuitState.OPEN,
+        CircuitState.HALF_OPEN,
+        CircuitState.CLOSED,
+    ]
+
+
+async def test_old_failures_leave_the_window() -> None:
+    now = [0.0]
+    breaker = CircuitBreaker(failure_ratio=0.5, min_requests=4, window=10, open_for=5, clock=lambda: now[0])
+    for _ in range(3):
+        breaker.record(False)
+    now[0] = 30.0
+    for _ in range(3):
+        breaker.record(True)
+    breaker.record(False)
+    assert breaker.state is CircuitState.CLOSED
+
+
+async def test_open_circuit_holds_deliveries_and_recovers(partner: StandIn) -> None:
+    down = {"on": True}
+
+    async def outage(request: web.Request) -> web.Response:
+        return web.Response(status=503 if down["on"] else 200)
+
+    partner.handler = outage
+    metrics = Metrics()
+    bulkhead = Bulkhead(policy(min_requests=4, open_for=0.3, max_attempts=100, budget=20.0), metrics=metrics)
+    tasks = [
+        asyncio.create_task(bulkhead.deliver(FakeDelivery(f"d{i}", "p", [post(partner.url + "/x")])))
+        for i in range(10)
+    ]
+    for _ in range(200):
+        if bulkhead.breaker.state is CircuitState.OPEN:
+            break
+        await asyncio.sleep(0.01)
+    assert metrics.circuit_state.labels("p")._value.get() == 2
+    sent_while_open = len(partner.seen)
+    await asyncio.sleep(0.1)
+    assert len(partner.seen) == sent_while_open  # nothing goes out while open
+    down["on"] = False
+    results = await asyncio.gather(*tasks)
+    await bulkhead.close()
+    assert all(r.outcome == "delivered" for r in results)
+    assert bulkhead.breaker.state is CircuitState.CLOSED
+    assert metrics.circuit_state.labels("p")._value.get() == 0
+
+
+async def test_circuit_open_past_the_budget_dead_letters(partner: StandIn) -> None:
+    async def fail(request: web.Request) -> web.Response:
+        return web.Response(status=500)
+
+    partner.handler = fail
+    bulkhead = Bulkhead(policy(min_requests=2, open_for=60, max_attempts=100, budget=0.5))
+    results = await asyncio.gather(
+        *(bulkhead.deliver(FakeDelivery(f"d{i}", "p", [post(partner.url + "/x")])) for i in range(5))
+    )
+    await bulkhead.close()
+    assert {r.outcome for r in results} == {"dead_lettered"}
+    assert any(r.failure is not None and r.failure.type == "CircuitOpenError" for r in results)
+
+
+async def test_key_order_is_kept_while_other_keys_proceed(partner: StandIn) -> None:
+    import random
+
+    rnd = random.Random(7)
+
+    async def jittery(request: web.Request) -> web.Response:
+        await asyncio.sleep(rnd.uniform(0, 0.01))
+        return web.Response(status=200)
+
+    partner.handler = jittery
+    ordered = Bulkhead(policy(destination="o", ordered=True, concurrency=16))
+    dispatcher = Dispatcher([ordered])
+    tasks = []
+    for i in range(120):
+        user = f"u{i % 4}"
+        body = f'{{"user":"{user}","seq":{i}}}'.encode()
+        d = FakeDelivery(f"d{i}", "o", [post(partner.url + "/x", body)], ordering_key=user)
+        tasks.append(asyncio.create_task(dispatcher.deliver(d)))
+    await asyncio.gather(*tasks)
+    await dispatcher.close()
+    per_user: dict[str, list[int]] = collections.defaultdict(list)
+    import orjson
+
+    for _, _, body in partner.seen:
+        doc = orjson.loads(body)
+        per_user[doc["user"]].append(doc["seq"])
+    assert all(seqs == sorted(seqs) and len(seqs) == 30 for seqs in per_user.values())
+    assert partner.max_concurrent > 1  # different keys went out together
+    assert dispatcher.keys_waiting == 0
