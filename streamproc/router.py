@@ -1,0 +1,252 @@
+"""Turns one event into its deliveries: triggers pick subscriptions, mappings and actions build requests."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from streamproc.config import Config, DestinationConfig, SubscriptionConfig
+from streamproc.core.events import message_id as _message_id
+from streamproc.core.events import ordering_key as _ordering_key
+from streamproc.destinations.base import BuildContext, Destination, Request, Skip
+from streamproc.errors import DeliveryError, MappingError, StreamprocError
+
+__all__ = ["Delivery", "Router"]
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """What one subscription makes of one event: requests to send, or why there are none."""
+
+    delivery_id: str
+    destination: str
+    subscription: str
+    action: str
+    requests: list[Request]
+    error: DeliveryError | None = None
+    skipped: str | None = None
+    ordering_key: str | None = None
+
+
+class MappingFailed(DeliveryError):
+    """The subscription's mapping could not be resolved for this event (permanent, like a bad payload)."""
+
+    kind = "mapping"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, status=400, code="MAPPING_FAILED")
+
+
+class BuildFailed(DeliveryError):
+    """The action failed unexpectedly while building requests; the event is dead-lettered, never retried."""
+
+    kind = "internal"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, status=None, code="BUILD_FAILED")
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    """One enabled subscription, compiled: everything route() needs, with nothing left to look up."""
+
+    index: int
+    destination_id: str
+    subscription: str
+    action: str
+    id_suffix: str
+    matches: Callable[[Mapping[str, Any]], bool]
+    resolve: Callable[[Mapping[str, Any]], Any]
+    run: Callable[[Any, BuildContext], list[Request] | Skip]
+    settings: Mapping[str, Any]
+    endpoint: str
+
+
+# Triggers that only compare top-level fields with string literals (most presets) are answered with a
+# dictionary lookup instead of evaluating each trigger: `=` is true exactly when the field is a string
+# equal to the literal, and FQL strings have no escapes.
+_TOP_FIELDS = ("type", "event", "name", "userId")
+_EQ = r'\s*(type|event|name|userId)\s*=\s*"([^"\\]*)"\s*'
+_EQ_CHAIN = re.compile(rf"{_EQ}(?:or{_EQ})*")
+_EQ_ONE = re.compile(_EQ)
+
+
+def _literal_disjunction(trigger: str) -> list[tuple[str, str]] | None:
+    text = trigger.strip()
+    if text.startswith("(") and text.endswith(")") and text.count("(") == 1 and text.count(")") == 1:
+        text = text[1:-1]
+    if not _EQ_CHAIN.fullmatch(text):
+        return None
+    return [(m.group(1), m.group(2)) for m in _EQ_ONE.finditer(text)]
+
+
+def _index_is_exact(pairs: list[tuple[str, str]], matches: Callable[[Mapping[str, Any]], bool]) -> bool:
+    """Guard the shortcut with the trigger itself, so it can never select differently."""
+    try:
+        for field, value in pairs:
+            if not matches({field: value}) or matches({field: value + "\x00"}):
+                return False
+        return not matches({}) and not matches({f: 1 for f, _ in pairs})
+    except Exception:
+        return False
+
+
+class Router:
+    """Compiled once from a Config; `route(event)` is the hot path and never raises for bad event content."""
+
+    def __init__(self, config: Config, now: datetime | Callable[[], datetime] | None = None) -> None:
+        from streamproc import fql, mapping
+        from streamproc.destinations import registry
+        from streamproc.destinations.runtime import CompiledAction
+
+        self.config = config
+        if now is None:
+            self._now: Callable[[], datetime] = lambda: datetime.now(UTC)
+        elif isinstance(now, datetime):
+            frozen = now
+            self._now = lambda: frozen
+        else:
+            self._now = now
+        self._destinations: dict[str, tuple[Destination, DestinationConfig]] = {}
+        self._routes: list[_Route] = []
+        self._subscriptions: dict[tuple[str, str], SubscriptionConfig] = {}
+        triggers: dict[str, Any] = {}
+        actions: dict[tuple[str, str], Any] = {}
+        for dest_config in config.destinations:
+            destination = registry.get(dest_config.type)
+            self._destinations[dest_config.id] = (destination, dest_config)
+            for sub in dest_config.subscriptions:
+                self._subscriptions[(dest_config.id, sub.name)] = sub
+                if not sub.enabled:
+                    continue
+                trigger = triggers.get(sub.trigger)
+                if trigger is None:
+                    trigger = triggers[sub.trigger] = fql.parse(sub.trigger)
+                key = (dest_config.type, sub.action)
+                action = actions.get(key)
+                if action is None:
+                    action = actions[key] = CompiledAction(destination, sub.action)
+                self._routes.append(
+                    _Route(
+                        index=len(self._routes),
+                        destination_id=dest_config.id,
+                        subscription=sub.name,
+                        action=sub.action,
+                        id_suffix=f":{dest_config.id}:{sub.name}",
+                        matches=trigger.matches,
+                        resolve=mapping.compile(dict(sub.mapping)).resolve,
+                        run=action.run,
+                        settings=dest_config.settings,
+                        endpoint=dest_config.endpoint,
+                    )
+                )
+        # field -> literal -> routes; routes whose trigger is anything else are evaluated one by one.
+        self._index: dict[str, dict[str, list[_Route]]] = {}
+        self._evaluated: list[_Route] = []
+        for route in self._routes:
+            pairs = _literal_disjunction(
+                self._subscriptions[(route.destination_id, route.subscription)].trigger
+            )
+            if pairs is not None and _index_is_exact(pairs, route.matches):
+                for field, value in dict.fromkeys(pairs):
+                    self._index.setdefault(field, {}).setdefault(value, []).append(route)
+            else:
+                self._evaluated.append(route)
+        self._indexed_fields = tuple(f for f in _TOP_FIELDS if f in self._index)
+
+    @property
+    def destinations(self) -> Mapping[str, tuple[Destination, DestinationConfig]]:
+        """Every configured destination instance by id."""
+        return self._destinations
+
+    def destination(self, destination_id: str) -> tuple[Destination, DestinationConfig]:
+        """The definition and configuration of one destination instance; KeyError if there is none."""
+        return self._destinations[destination_id]
+
+    def subscription(self, destination_id: str, name: str) -> SubscriptionConfig:
+        return self._subscriptions[(destination_id, name)]
+
+    def matching(self, event: Mapping[str, Any]) -> list[_Route]:
+        """The enabled subscriptions whose trigger matches, in configuration order."""
+        candidates: list[_Route] = []
+        for field in self._indexed_fields:
+            value = event.get(field)
+            if type(value) is str:
+                routes = self._index[field].get(value)
+                if routes is not None:
+                    candidates.extend(routes)
+        for route in self._evaluated:
+            try:
+                if route.matches(event):
+                    candidates.append(route)
+            except Exception:  # a trigger that cannot read this event does not select it
+                continue
+        if len(candidates) > 1:
+            # One route can be reached through two fields (`type = "x" or event = "y"`).
+            candidates = sorted({r.index: r for r in candidates}.values(), key=lambda r: r.index)
+        return candidates
+
+    def route(
+        self,
+        event: Mapping[str, Any],
+        *,
+        destinations: Collection[str] | None = None,
+        subscriptions: Collection[tuple[str, str]] | None = None,
+    ) -> list[Delivery]:
+        """Deliveries for every matching subscription (optionally only some destinations/subscriptions)."""
+        routes = self.matching(event)
+        if not routes:
+            return []
+        mid = _message_id(event) or ""
+        key = _ordering_key(event)
+        now = self._now()
+        deliveries: list[Delivery] = []
+        contexts: dict[str, BuildContext] = {}
+        for route in routes:
+            dest_id = route.destination_id
+            if destinations is not None and dest_id not in destinations:
+                continue
+            if subscriptions is not None and (dest_id, route.subscription) not in subscriptions:
+                continue
+            ctx = contexts.get(dest_id)
+            if ctx is None:
+                ctx = contexts[dest_id] = BuildContext(route.settings, route.endpoint, event, now)
+            requests: list[Request] = []
+            error: DeliveryError | None = None
+            skipped: str | None = None
+            try:
+                payload = route.resolve(event)
+            except MappingError as exc:
+                error = MappingFailed(str(exc))
+            except Exception as exc:
+                error = MappingFailed(f"{type(exc).__name__}: {exc}")
+            else:
+                try:
+                    result = route.run(payload, ctx)
+                except DeliveryError as exc:
+                    error = exc
+                except (StreamprocError, Exception) as exc:
+                    error = BuildFailed(f"{type(exc).__name__}: {exc}")
+                else:
+                    if type(result) is list:
+                        requests = result
+                    elif isinstance(result, Skip):
+                        skipped = result.reason
+                    else:
+                        requests = list(result)  # type: ignore[arg-type]
+            deliveries.append(
+                Delivery(
+                    mid + route.id_suffix,
+                    dest_id,
+                    route.subscription,
+                    route.action,
+                    requests,
+                    error,
+                    skipped,
+                    key,
+                )
+            )
+        return deliveries
