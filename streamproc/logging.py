@@ -1,0 +1,358 @@
+"""Structured logging for every streamproc command: JSON lines or console, PII and secrets scrubbed.
+
+`configure_logging(log_config)` sets up structlog and routes the standard library's loggers
+(aiohttp, confluent-kafka callbacks) through the same processors, so nothing reaches the output
+unscrubbed. Context such as topic/partition/offset/destination is bound with
+`structlog.contextvars.bound_contextvars(...)` or a bound logger and appears on every line.
+
+Scrubbing: values under secret-like keys (token, secret, password, authorization, apiKey,
+accessToken, writeKey, ...) and every value registered with `register_secrets` are replaced by
+`[redacted]`; emails, phone numbers and IP addresses anywhere in a value, and every value under
+email/phone/ip keys, are replaced by a keyed hash (`<email:1a2b3c4d5e6f>`), so equal values can
+still be correlated across lines without being readable. Bearer tokens and `token=...` query
+parameters inside strings are redacted.
+
+Repeated identical warnings and errors are rate-limited: the first few per minute per
+(level, message, error type) pass, the rest are counted and reported as one summary line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import logging
+import os
+import re
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, MutableMapping
+from typing import Any, Protocol, TextIO
+
+import orjson
+import structlog
+
+__all__ = [
+    "RepeatLimiter",
+    "Scrubber",
+    "configure_logging",
+    "flush_suppressed",
+    "get_logger",
+    "register_secrets",
+]
+
+REDACTED = "[redacted]"
+
+# Compared against keys lower-cased with "_" and "-" removed.
+_SECRET_KEY_PARTS = (
+    "token",
+    "secret",
+    "password",
+    "passwd",
+    "authorization",
+    "apikey",
+    "accesskey",
+    "writekey",
+    "privatekey",
+    "credential",
+    "cookie",
+    "sasl",
+    "signature",
+)
+_PII_KEYS = {
+    "email": "email",
+    "emailaddress": "email",
+    "phone": "phone",
+    "phonenumber": "phone",
+    "mobile": "phone",
+    "ip": "ip",
+    "ipaddress": "ip",
+    "clientip": "ip",
+}
+
+_EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)+")
+# Phone numbers in international form (+ then digits with separators) or the North American
+# 3-3-4 grouping; plain digit runs (offsets, ids) and ISO dates are left alone on purpose.
+_PHONE = re.compile(r"(?<![\w+])(?:\+\d[\d\s().\-]{6,}\d|\(?\d{3}\)?[\s.\-]\d{3}[\s.\-]\d{4})(?!\w)")
+_IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
+_IPV6 = re.compile(r"(?<![0-9A-Fa-f:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![0-9A-Fa-f:])")
+_BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=\-]{8,}")
+_QUERY_SECRET = re.compile(
+    r"(?i)\b((?:access_?token|token|api_?key|apikey|secret|password|sig|signature)=)[^&\s\"']+"
+)
+_JWT = re.compile(r"\beyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}")
+_MAX_DEPTH = 8
+
+
+class LogSettings(Protocol):
+    """What logging reads from `Config.log`."""
+
+    @property
+    def format(self) -> str: ...
+
+    @property
+    def level(self) -> str: ...
+
+
+def _norm_key(key: str) -> str:
+    return key.lower().replace("_", "").replace("-", "")
+
+
+def _is_secret_key(key: str) -> bool:
+    k = _norm_key(key)
+    return any(part in k for part in _SECRET_KEY_PARTS)
+
+
+class Scrubber:
+    """A structlog processor that redacts secrets and hashes raw PII in every value of a log event."""
+
+    def __init__(self, hash_key: bytes | None = None) -> None:
+        # A keyed hash: without the key, a hashed email cannot be found by hashing candidate emails.
+        env_key = os.environ.get("STREAMPROC_LOG_HASH_KEY")
+        self._key = hash_key or (env_key.encode() if env_key else os.urandom(16))
+        self._secrets: frozenset[str] = frozenset()
+        self._secret_re: re.Pattern[str] | None = None
+        self._lock = threading.Lock()
+
+    def add_secrets(self, values: Iterable[str]) -> None:
+        """Redact these exact strings wherever they appear (configured credentials)."""
+        with self._lock:
+            new = {v for v in values if isinstance(v, str) and len(v) >= 4}
+            self._secrets = self._secrets | new
+            if self._secrets:
+                alternatives = sorted(self._secrets, key=len, reverse=True)
+                self._secret_re = re.compile("|".join(re.escape(s) for s in alternatives))
+
+    def digest(self, kind: str, value: str) -> str:
+        h = hashlib.blake2b(value.strip().lower().encode(), key=self._key, digest_size=6).hexdigest()
+        return f"<{kind}:{h}>"
+
+    def _ip(self, m: re.Match[str]) -> str:
+        text = m.group(0)
+        try:
+            ip = ipaddress.ip_address(text)
+        except ValueError:
+            return text
+        if ip.is_loopback or ip.is_unspecified:
+            return text
+        return self.digest("ip", text)
+
+    def scrub_text(self, text: str) -> str:
+        if self._secret_re is not None:
+            text = self._secret_re.sub(REDACTED, text)
+        if "@" in text:
+            text = _EMAIL.sub(lambda m: self.digest("email", m.group(0)), text)
+        text = _BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
+        text = _QUERY_SECRET.sub(lambda m: m.group(1) + REDACTED, text)
+        text = _JWT.sub(REDACTED, text)
+        text = _IPV4.sub(self._ip, text)
+        if text.count(":") >= 2:
+            text = _IPV6.sub(self._ip, text)
+        return _PHONE.sub(lambda m: self.digest("phone", m.group(0)), text)
+
+    def scrub(self, value: Any, depth: int = 0) -> Any:
+        if isinstance(value, str):
+            return self.scrub_text(value)
+        if value is None or isinstance(value, bool | int | float):
+            return value
+        if depth >= _MAX_DEPTH:
+            return "[too deep]"
+        if isinstance(value, dict):
+            return {k: self._scrub_item(k, v, depth) for k, v in value.items()}
+        if isinstance(value, list | tuple | set | frozenset):
+            return [self.scrub(v, depth + 1) for v in value]
+        if isinstance(value, bytes | bytearray | memoryview):
+            return self.scrub_text(bytes(value).decode("utf-8", "replace"))
+        return self.scrub_text(str(value))
+
+    def _scrub_item(self, key: Any, value: Any, depth: int) -> Any:
+        if isinstance(key, str):
+            if _is_secret_key(key) and value not in (None, ""):
+                return REDACTED
+            kind = _PII_KEYS.get(_norm_key(key))
+            if kind is not None and isinstance(value, str | int) and value != "":
+                return self.digest(kind, str(value))
+        return self.scrub(value, depth + 1)
+
+    def __call__(
+        self, logger: Any, method: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        for key in list(event_dict):
+            event_dict[key] = self._scrub_item(key, event_dict[key], 0)
+        return event_dict
+
+
+class RepeatLimiter:
+    """A structlog processor letting through the first `burst` identical warnings/errors per window.
+
+    Identical means same level, same message and same `error_type` / exception class. Dropped lines
+    are counted; the count is reported by `flush()` (one summary line per key) and on the first line
+    of the key's next window (`suppressed_before`).
+    """
+
+    _LEVELS = frozenset({"warning", "warn", "error", "exception", "critical", "fatal"})
+
+    def __init__(
+        self, burst: int = 5, window: float = 60.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.burst = burst
+        self.window = window
+        self._clock = clock
+        self._state: dict[tuple[str, str, str], list[float]] = {}  # key -> [window start, seen, dropped]
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(method: str, event_dict: MutableMapping[str, Any]) -> tuple[str, str, str]:
+        err = event_dict.get("error_type")
+        if err is None:
+            exc = event_dict.get("exc_info")
+            if isinstance(exc, BaseException):
+                err = type(exc).__name__
+            elif isinstance(exc, tuple) and exc and exc[0] is not None:
+                err = exc[0].__name__
+        return (method, str(event_dict.get("event", "")), str(err or ""))
+
+    def __call__(
+        self, logger: Any, method: str, event_dict: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        if method not in self._LEVELS:
+            return event_dict
+        key = self._key(method, event_dict)
+        now = self._clock()
+        with self._lock:
+            st = self._state.get(key)
+            if st is None or now - st[0] >= self.window:
+                dropped = int(st[2]) if st is not None else 0
+                self._state[key] = [now, 1, 0]
+                if dropped:
+                    event_dict["suppressed_before"] = dropped
+                return event_dict
+            st[1] += 1
+            if st[1] <= self.burst:
+                return event_dict
+            st[2] += 1
+        raise structlog.DropEvent
+
+    def flush(self, *, force: bool = False) -> list[tuple[str, str, str, int]]:
+        """Take the drop counts of windows that have ended (all of them when forced)."""
+        now = self._clock()
+        out: list[tuple[str, str, str, int]] = []
+        with self._lock:
+            for key, st in list(self._state.items()):
+                if force or now - st[0] >= self.window:
+                    if st[2]:
+                        out.append((*key, int(st[2])))
+                    del self._state[key]
+        return out
+
+
+_scrubber = Scrubber()
+_limiter = RepeatLimiter()
+
+
+def register_secrets(values: Iterable[str]) -> None:
+    """Redact these exact values (destination credentials, SASL passwords) from every log line."""
+    _scrubber.add_secrets(values)
+
+
+def flush_suppressed(*, force: bool = False) -> int:
+    """Log one summary line per rate-limited message whose window has ended; returns how many."""
+    summaries = _limiter.flush(force=force)
+    log = structlog.get_logger("streamproc.logging")
+    for method, message, error_type, dropped in summaries:
+        # Logged at info so the summary itself is never rate-limited.
+        log.info(
+            "repeated log lines suppressed",
+            level_of_suppressed=method,
+            message=message,
+            error_type=error_type or None,
+            suppressed=dropped,
+        )
+    return len(summaries)
+
+
+def get_logger(name: str | None = None, **context: Any) -> Any:
+    """A structlog logger, optionally bound to context (topic, partition, destination ...)."""
+    return structlog.get_logger(name, **context)
+
+
+def _json_renderer(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> str:
+    return orjson.dumps(event_dict, default=str).decode()
+
+
+def configure_logging(
+    log_config: LogSettings,
+    *,
+    stream: TextIO | None = None,
+    limiter: RepeatLimiter | None = None,
+    scrubber: Scrubber | None = None,
+) -> None:
+    """Set up structlog and the standard library's logging for one process (call once, at start).
+
+    `format` "auto" means console when stderr is a terminal, JSON lines otherwise.
+    """
+    global _scrubber, _limiter
+    out = stream if stream is not None else sys.stderr
+    fmt = log_config.format
+    if fmt == "auto":
+        fmt = "console" if out.isatty() else "json"
+    level = logging.getLevelNamesMapping().get(log_config.level.upper(), logging.INFO)
+    if scrubber is not None:
+        _scrubber = scrubber
+    if limiter is not None:
+        _limiter = limiter
+
+    renderer: Any
+    renderer = structlog.dev.ConsoleRenderer(colors=out.isatty()) if fmt == "console" else _json_renderer
+
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    tail: list[Any] = [
+        _limiter,
+        structlog.processors.format_exc_info,
+        _scrubber,
+    ]
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.add_logger_name, *tail, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=_NamedPrintLoggerFactory(out),
+        cache_logger_on_first_use=False,
+    )
+
+    # The standard library's loggers (aiohttp access logs carry client IPs) get the same treatment.
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name, structlog.stdlib.ExtraAdder()],
+            processors=[*tail, structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if getattr(h, "_streamproc", False):
+            root.removeHandler(h)
+    handler._streamproc = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(level)
+    # aiohttp's access log duplicates what /metrics shows; keep it out unless debugging.
+    logging.getLogger("aiohttp.access").setLevel(max(level, logging.WARNING))
+
+
+class _NamedPrintLogger(structlog.PrintLogger):
+    """A PrintLogger that remembers its name so add_logger_name can show it."""
+
+    def __init__(self, file: TextIO, name: str) -> None:
+        super().__init__(file)
+        self.name = name
+
+
+class _NamedPrintLoggerFactory:
+    def __init__(self, file: TextIO) -> None:
+        self._file = file
+
+    def __call__(self, *args: Any) -> _NamedPrintLogger:
+        name = args[0] if args and isinstance(args[0], str) else "streamproc"
+        return _NamedPrintLogger(self._file, name)
