@@ -1,0 +1,131 @@
+"""The operations server: Prometheus exposition, liveness from the heartbeat, readiness from the worker."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from streamproc.http import Health, OpsServer, Readiness
+from streamproc.metrics import Metrics
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    host: str = "127.0.0.1"
+    port: int = 0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def metrics() -> Metrics:
+    return Metrics()
+
+
+@pytest.fixture
+async def server(metrics: Metrics, clock: Clock) -> AsyncIterator[OpsServer]:
+    readiness = Readiness(clock=clock, gauge=metrics.ready)
+    srv = OpsServer(MetricsConfig(), metrics.registry, readiness, Health(clock=clock))
+    await srv.start()
+    yield srv
+    await srv.stop()
+
+
+async def get(srv: OpsServer, path: str, **headers: str) -> tuple[int, str, str]:
+    async with aiohttp.ClientSession() as s, s.get(f"{srv.url}{path}", headers=headers) as r:
+        return r.status, r.headers["Content-Type"], await r.text()
+
+
+async def test_metrics_exposes_the_worker_registry(server: OpsServer, metrics: Metrics) -> None:
+    metrics.events_consumed.labels(topic="events").inc(3)
+    metrics.deliveries.labels(destination="seg-1", action="track", outcome="delivered").inc()
+    status, ctype, body = await get(server, "/metrics")
+    assert status == 200
+    assert ctype.startswith("text/plain")
+    families = {f.name: f for f in text_string_to_metric_families(body)}
+    consumed = families["streamproc_events_consumed"].samples
+    assert any(s.labels == {"topic": "events"} and s.value == 3 for s in consumed)
+    assert "streamproc_deliveries" in families
+
+
+async def test_metrics_speaks_openmetrics_when_asked(server: OpsServer) -> None:
+    status, ctype, body = await get(server, "/metrics", Accept="application/openmetrics-text; version=1.0.0")
+    assert status == 200
+    assert ctype.startswith("application/openmetrics-text")
+    assert body.rstrip().endswith("# EOF")
+
+
+async def test_healthz_follows_the_heartbeat(server: OpsServer, clock: Clock) -> None:
+    assert (await get(server, "/healthz"))[0] == 200
+    clock.now += 30  # no heartbeat for 30 s: the loop is stuck
+    status, _, body = await get(server, "/healthz")
+    assert status == 503 and "heartbeat" in body
+    server.health.beat()
+    assert (await get(server, "/healthz"))[0] == 200
+
+
+async def test_healthz_fails_after_a_long_block_or_a_fatal_error(server: OpsServer) -> None:
+    server.health.beat(lag=25.0)
+    assert (await get(server, "/healthz"))[0] == 503
+    server.health.beat(lag=0.0)
+    server.health.fail("consumer loop stopped")
+    status, _, body = await get(server, "/healthz")
+    assert status == 503 and "consumer loop stopped" in body
+
+
+async def test_heartbeat_task_keeps_ticking() -> None:
+    health = Health(interval=0.01)
+    task = asyncio.create_task(health.run())
+    before = health.last_beat
+    await asyncio.sleep(0.1)
+    task.cancel()
+    assert health.last_beat > before
+
+
+async def test_readyz_needs_assignment_polling_and_dead_letter_producer(
+    server: OpsServer, clock: Clock, metrics: Metrics
+) -> None:
+    r = server.readiness
+    status, _, body = await get(server, "/readyz")
+    assert status == 503 and "assignment" in body
+    r.set_assignment(3)
+    r.polled()
+    status, _, body = await get(server, "/readyz")
+    assert status == 200 and '"assigned_partitions": 3' in body
+    assert metrics.ready._value.get() == 1
+
+    r.set_dlq(False, "dead-letter topic not writable")
+    status, _, body = await get(server, "/readyz")
+    assert status == 503 and "not writable" in body
+    assert metrics.ready._value.get() == 0
+    r.set_dlq(True)
+
+    clock.now += 60  # consumer stopped polling
+    assert (await get(server, "/readyz"))[0] == 503
+    r.polled()
+    assert (await get(server, "/readyz"))[0] == 200
+    r.set_stopping()
+    assert (await get(server, "/readyz"))[0] == 503
+
+
+async def test_an_empty_assignment_still_counts_as_joined(server: OpsServer) -> None:
+    # More workers than partitions: an idle member must not block a rolling deploy.
+    server.readiness.set_assignment(0)
+    server.readiness.polled()
+    assert (await get(server, "/readyz"))[0] == 200
