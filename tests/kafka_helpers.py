@@ -1,0 +1,268 @@
+"""Helpers for tests that talk to a real Kafka broker: topics, producing, reading back, offsets, waiting."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+T = TypeVar("T")
+
+Header = tuple[str, bytes | None]
+Payload = bytes | str | None
+
+
+@dataclass(frozen=True)
+class Record:
+    """One message read back from a topic."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[Header] = field(default_factory=list)
+    timestamp: int = -1  # milliseconds since the epoch, -1 when the broker gave none
+
+    def header(self, name: str) -> bytes | None:
+        """The last value of header `name`, or None."""
+        found = None
+        for k, v in self.headers:
+            if k == name:
+                found = v
+        return found
+
+
+def unique_name(prefix: str = "t") -> str:
+    """A topic or group name no other test uses."""
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def admin(bootstrap: str) -> AdminClient:
+    return AdminClient({"bootstrap.servers": bootstrap})
+
+
+def create_topic(
+    bootstrap: str,
+    name: str,
+    partitions: int = 4,
+    config: dict[str, str] | None = None,
+    timeout: float = 30.0,
+) -> str:
+    """Create `name` and wait until every partition has a leader (so producing right away succeeds)."""
+    client = admin(bootstrap)
+    futures = client.create_topics(
+        [NewTopic(name, num_partitions=partitions, replication_factor=1, config=config or {})],
+        operation_timeout=timeout,
+    )
+    futures[name].result(timeout)
+
+    def ready() -> bool:
+        md = client.list_topics(name, timeout=5).topics.get(name)
+        if md is None or md.error is not None or len(md.partitions) != partitions:
+            return False
+        return all(p.leader >= 0 and p.error is None for p in md.partitions.values())
+
+    wait_until(ready, timeout, message=f"topic {name} has no leaders")
+    return name
+
+
+def delete_topics(bootstrap: str, names: Sequence[str], timeout: float = 30.0) -> None:
+    if not names:
+        return
+    for future in admin(bootstrap).delete_topics(list(names), operation_timeout=timeout).values():
+        future.result(timeout)
+
+
+def partitions(bootstrap: str, topic: str, timeout: float = 10.0) -> list[int]:
+    md = admin(bootstrap).list_topics(topic, timeout=timeout).topics.get(topic)
+    if md is None or md.error is not None:
+        raise LookupError(f"topic {topic} not found: {md.error if md else 'no metadata'}")
+    return sorted(md.partitions)
+
+
+def produce(
+    bootstrap: str,
+    topic: str,
+    values: Iterable[Payload],
+    *,
+    keys: Iterable[Payload] | None = None,
+    headers: Iterable[Sequence[Header] | None] | None = None,
+    partition: int | None = None,
+    timeout: float = 30.0,
+    config: dict[str, Any] | None = None,
+) -> int:
+    """Produce the messages (keys/headers zipped with values), wait for every ack; return the count.
+
+    Raises if any message was not acknowledged.
+    """
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "linger.ms": 5,
+            "batch.num.messages": 10000,
+            "queue.buffering.max.messages": 200000,
+            "enable.idempotence": True,
+            **(config or {}),
+        }
+    )
+    failures: list[str] = []
+
+    def on_delivery(err: Any, _msg: Any) -> None:
+        if err is not None:
+            failures.append(str(err))
+
+    value_list = list(values)
+    key_list = list(keys) if keys is not None else [None] * len(value_list)
+    header_list = list(headers) if headers is not None else [None] * len(value_list)
+    if len(key_list) != len(value_list) or len(header_list) != len(value_list):
+        raise ValueError("keys and headers must have as many items as values")
+
+    extra: dict[str, Any] = {} if partition is None else {"partition": partition}
+    for value, key, hdrs in zip(value_list, key_list, header_list, strict=True):
+        while True:
+            try:
+                producer.produce(
+                    topic,
+                    value=value,
+                    key=key,
+                    headers=list(hdrs) if hdrs else None,
+                    on_delivery=on_delivery,
+                    **extra,
+                )
+                break
+            except BufferError:
+                producer.poll(0.05)
+        producer.poll(0)
+    remaining = producer.flush(timeout)
+    if remaining:
+        raise TimeoutError(f"{remaining} messages to {topic} not acknowledged within {timeout}s")
+    if failures:
+        raise KafkaException(f"{len(failures)} messages to {topic} failed, first: {failures[0]}")
+    return len(value_list)
+
+
+def end_offsets(bootstrap: str, topic: str, timeout: float = 10.0) -> dict[int, int]:
+    """High watermark of every partition of `topic`."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": unique_name("probe")})
+    try:
+        return {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout, cached=False)[1]
+            for p in partitions(bootstrap, topic, timeout)
+        }
+    finally:
+        consumer.close()
+
+
+def read_all(bootstrap: str, topic: str, timeout: float = 30.0) -> list[Record]:
+    """Every message currently in `topic` (beginning to the end offsets), ordered by partition, offset.
+
+    Uses partition assignment, not a consumer group, so it commits nothing.
+    """
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": unique_name("read-all"),
+            "enable.auto.commit": False,
+            "enable.partition.eof": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    try:
+        targets: dict[int, int] = {}
+        starts: list[TopicPartition] = []
+        for p in partitions(bootstrap, topic):
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)
+            if high > low:
+                targets[p] = high
+                starts.append(TopicPartition(topic, p, low))
+        records: list[Record] = []
+        if not targets:
+            return records
+        consumer.assign(starts)
+        deadline = time.monotonic() + timeout
+        pending = dict(targets)
+        while pending:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"read_all({topic}): partitions {sorted(pending)} not read to the end")
+            for msg in consumer.consume(num_messages=10000, timeout=0.2):
+                if msg.error() is not None:
+                    raise KafkaException(msg.error())
+                p, off = msg.partition() or 0, msg.offset() or 0
+                target = targets[p]
+                if off >= target:
+                    continue
+                ts_type, ts = msg.timestamp()
+                records.append(
+                    Record(
+                        topic=topic,
+                        partition=p,
+                        offset=off,
+                        key=msg.key(),
+                        value=msg.value(),
+                        headers=list(msg.headers() or []),  # type: ignore[arg-type]
+                        timestamp=ts if ts_type else -1,
+                    )
+                )
+                if off + 1 >= target:
+                    pending.pop(p, None)
+        records.sort(key=lambda r: (r.partition, r.offset))
+        return records
+    finally:
+        consumer.close()
+
+
+def committed_offsets(bootstrap: str, group: str, topic: str, timeout: float = 10.0) -> dict[int, int]:
+    """Offsets `group` has committed for `topic`; partitions without a commit are left out."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        tps = [TopicPartition(topic, p) for p in partitions(bootstrap, topic)]
+        return {
+            tp.partition: tp.offset
+            for tp in consumer.committed(tps, timeout=timeout)
+            if tp.offset != OFFSET_INVALID and tp.offset >= 0
+        }
+    finally:
+        consumer.close()
+
+
+def wait_until(
+    predicate: Callable[[], T],
+    timeout: float = 10.0,
+    interval: float = 0.05,
+    message: str | None = None,
+) -> T:
+    """Poll `predicate` until it returns something truthy, and return that; AssertionError on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise AssertionError(message or f"condition not met within {timeout}s (last value: {result!r})")
+        time.sleep(interval)
+
+
+async def async_wait_until(
+    predicate: Callable[[], T | Awaitable[T]],
+    timeout: float = 10.0,
+    interval: float = 0.05,
+    message: str | None = None,
+) -> T:
+    """`wait_until` for async tests: yields to the event loop between polls; predicate may be async."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
+            result = await result
+        if result:
+            return result  # type: ignore[return-value]
+        if time.monotonic() >= deadline:
+            raise AssertionError(message or f"condition not met within {timeout}s (last value: {result!r})")
+        await asyncio.sleep(interval)
