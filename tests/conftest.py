@@ -34,7 +34,7 @@ def _docker_answers() -> bool:
 
 def _log_tail(run_dir: Path, lines: int = 60) -> str:
     parts = []
-    for name in ("server.log", "stdout.log", "format.log"):
+    for name in ("stdout.log", "format.log", "server.log"):
         path = run_dir / "logs" / name
         if path.is_file() and path.stat().st_size:
             text = path.read_text(errors="replace").splitlines()[-lines:]
