@@ -1,0 +1,149 @@
+"""`streamproc send`: a dry run printing the requests each matching subscription would make for each event."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any, BinaryIO
+
+import orjson
+
+from streamproc.config import load_config
+from streamproc.core.events import decode_json, message_id
+from streamproc.errors import DecodeError, DeliveryError, StreamprocError
+from streamproc.router import Delivery, Router
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "send",
+        help="dry run: show the partner requests events would produce (nothing is sent)",
+        description=(
+            "Run events through routing, mapping and request building and print one JSON line per"
+            " delivery. Nothing is sent."
+        ),
+    )
+    p.add_argument(
+        "--config", "-c", required=True, metavar="FILE", help="the YAML or JSON configuration file"
+    )
+    p.add_argument(
+        "--events", "-e", required=True, metavar="FILE", help="one JSON event or JSON Lines; '-' reads stdin"
+    )
+    p.add_argument(
+        "--format", choices=("json", "pretty"), default="json", help="json: one line each (default)"
+    )
+    p.add_argument(
+        "--now",
+        metavar="ISO-8601",
+        type=_parse_now,
+        help="freeze the clock actions read (e.g. 2026-01-01T00:00:00Z) for reproducible output",
+    )
+    p.add_argument(
+        "--destination", "-d", action="append", metavar="ID", help="only these destination ids (repeatable)"
+    )
+    p.set_defaults(handler=run)
+
+
+def _parse_now(text: str) -> datetime:
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO-8601 time: {text!r}") from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+def read_events(raw: bytes) -> Iterator[tuple[int, bytes]]:
+    """One JSON document (possibly spread over lines) or JSON Lines; blank lines are not events."""
+    stripped = raw.strip()
+    if not stripped:
+        return
+    if stripped.startswith(b"{"):
+        try:
+            if isinstance(orjson.loads(stripped), dict):
+                yield 0, stripped
+                return
+        except orjson.JSONDecodeError:
+            pass
+    index = 0
+    for line in raw.splitlines():
+        if line.strip():
+            yield index, line
+            index += 1
+
+
+def _error_json(exc: DeliveryError | DecodeError | StreamprocError) -> dict[str, Any]:
+    return {
+        "type": type(exc).__name__,
+        "message": getattr(exc, "message", None) or str(exc),
+        "status": getattr(exc, "status", None),
+        "retryable": bool(getattr(exc, "retryable", False)),
+    }
+
+
+def delivery_json(index: int, delivery: Delivery, mid: str | None) -> dict[str, Any]:
+    """The line `send` prints for one delivery (the end-to-end tests compare partners' records with it)."""
+    line: dict[str, Any] = {
+        "index": index,
+        "messageId": mid,
+        "destination": delivery.destination,
+        "subscription": delivery.subscription,
+        "action": delivery.action,
+    }
+    if delivery.error is not None:
+        line["error"] = _error_json(delivery.error)
+    elif delivery.skipped is not None:
+        line["skipped"] = delivery.skipped
+    else:
+        line["requests"] = [r.to_json() for r in delivery.requests]
+    return line
+
+
+def run(args: argparse.Namespace, out: BinaryIO | None = None, stdin: BinaryIO | None = None) -> int:
+    output = out or sys.stdout.buffer
+    config = load_config(args.config)
+    router = Router(config, now=args.now or datetime.now(UTC))
+    if args.events == "-":
+        raw = (stdin or sys.stdin.buffer).read()
+    else:
+        try:
+            with open(args.events, "rb") as fh:
+                raw = fh.read()
+        except OSError as exc:
+            raise StreamprocError(f"cannot read events from {args.events}: {exc.strerror or exc}") from None
+    option = orjson.OPT_INDENT_2 if args.format == "pretty" else 0
+    destinations = set(args.destination) if args.destination else None
+    if destinations is not None:
+        unknown = sorted(destinations - set(router.destinations))
+        if unknown:
+            raise StreamprocError(f"unknown destination id(s): {', '.join(unknown)}")
+    events = deliveries = errors = skipped = 0
+    for index, line in read_events(raw):
+        events += 1
+        try:
+            event = decode_json(line)
+        except DecodeError as exc:
+            errors += 1
+            bad = {
+                "index": index,
+                "messageId": None,
+                "destination": None,
+                "subscription": None,
+                "action": None,
+                "error": _error_json(exc),
+            }
+            output.write(orjson.dumps(bad, option=option) + b"\n")
+            continue
+        mid = message_id(event)
+        for delivery in router.route(event, destinations=destinations):
+            deliveries += 1
+            errors += delivery.error is not None
+            skipped += delivery.skipped is not None
+            output.write(orjson.dumps(delivery_json(index, delivery, mid), option=option) + b"\n")
+    output.flush()
+    print(
+        f"{events} events, {deliveries} deliveries ({errors} errors, {skipped} skipped); nothing was sent",
+        file=sys.stderr,
+    )
+    return 0

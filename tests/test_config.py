@@ -1,0 +1,568 @@
+"""Configuration loading: sections, defaults, environment variables, presets, every problem at once."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+import sys
+import types
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streamproc.errors import ConfigError, FQLError, MappingError, PayloadValidationError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+# --- Small stand-ins for FQL, the mapping kit and the action runtime -------------------------------
+# Used only while those modules are not in the tree yet; the real ones are used as soon as they are.
+
+_COND = re.compile(
+    r"\s*(type|event|name|userId|(?:properties|traits|context)(?:\.[A-Za-z_][\w-]*)+)\s*"
+    r'(!=|>=|<=|=|>|<)\s*("[^"]*"|-?\d+(?:\.\d+)?|null)\s*'
+)
+
+
+def _lookup(event: Mapping[str, Any], field: str) -> Any:
+    value: Any = event
+    for part in field.split("."):
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(part)
+    return value
+
+
+def _fql_module() -> types.ModuleType:
+    def parse(text: str) -> Any:
+        joiner = " or " if " or " in text else " and "
+        conds = []
+        for part in text.split(joiner):
+            m = _COND.fullmatch(part)
+            if m is None:
+                raise FQLError(f"cannot parse {part.strip()!r}", 0, text)
+            field, op, raw = m.groups()
+            value = None if raw == "null" else json.loads(raw)
+            conds.append((field, op, value))
+
+        def one(event: Mapping[str, Any], field: str, op: str, value: Any) -> bool:
+            actual = _lookup(event, field)
+            if value is None:
+                return (actual is not None) == (op == "!=")
+            if isinstance(value, str):
+                return (isinstance(actual, str) and actual == value) == (op == "=")
+            if isinstance(actual, bool) or not isinstance(actual, int | float):
+                return False
+            return {
+                ">": actual > value,
+                "<": actual < value,
+                ">=": actual >= value,
+                "<=": actual <= value,
+                "=": actual == value,
+                "!=": actual != value,
+            }[op]
+
+        def matches(event: Mapping[str, Any]) -> bool:
+            results = (one(event, *c) for c in conds)
+            return any(results) if joiner == " or " else all(results)
+
+        return types.SimpleNamespace(matches=matches)
+
+    module = types.ModuleType("streamproc.fql")
+    module.parse = parse  # type: ignore[attr-defined]
+    return module
+
+
+def _mapping_module() -> types.ModuleType:
+    from streamproc.core.jsvalues import UNDEFINED
+
+    def path(event: Any, p: str) -> Any:
+        value = event
+        for part in p.replace("$.", "", 1).split("."):
+            if not value:
+                return value
+            value = value.get(part, UNDEFINED) if isinstance(value, Mapping) else UNDEFINED
+        return value
+
+    def resolve(m: Any, event: Any) -> Any:
+        if isinstance(m, dict):
+            if "@path" in m:
+                return path(event, m["@path"])
+            if "@if" in m:
+                o = m["@if"]
+                v = resolve(o.get("exists", o.get("blank")), event)
+                cond = v is not UNDEFINED and v is not None and ("exists" in o or v != "")
+                return resolve(o["then"], event) if cond else resolve(o.get("else", UNDEFINED), event)
+            out = {k: resolve(v, event) for k, v in m.items()}
+            return {k: v for k, v in out.items() if v is not UNDEFINED}
+        return m
+
+    def validate(m: Any) -> None:
+        if isinstance(m, dict):
+            for k, v in m.items():
+                if k.startswith("@") and k not in ("@path", "@if"):
+                    raise MappingError(f"/ has an invalid directive: {k}.")
+                validate(v)
+
+    def compile(m: Any) -> Any:
+        validate(m)
+        return types.SimpleNamespace(resolve=lambda event: resolve(m, event))
+
+    module = types.ModuleType("streamproc.mapping")
+    module.compile = compile  # type: ignore[attr-defined]
+    module.resolve = resolve  # type: ignore[attr-defined]
+    module.validate = validate  # type: ignore[attr-defined]
+    return module
+
+
+def _runtime_module() -> types.ModuleType:
+    class CompiledAction:
+        def __init__(self, destination: Any, action_key: str) -> None:
+            self.action = destination.actions[action_key]
+
+        def run(self, payload: Mapping[str, Any], ctx: Any) -> Any:
+            fields = self.action.fields
+            clean = {k: v for k, v in payload.items() if k in fields and v is not None and v != ""}
+            for key, f in fields.items():
+                if f.required is True and key not in clean:
+                    raise PayloadValidationError(f"The root value is missing the required field '{key}'.")
+                if f.choices and key in clean and clean[key] not in f.choices:
+                    raise PayloadValidationError(f"{f.label} must be one of: {f.choices}.")
+            return self.action.build(clean, ctx)
+
+    def validate_settings(destination: Any, settings: Mapping[str, Any]) -> dict[str, Any]:
+        out = {k: v for k, v in settings.items() if k in destination.settings}
+        for key, f in destination.settings.items():
+            if f.required is True and key not in out:
+                raise PayloadValidationError(f"The root value is missing the required field '{key}'.")
+        return destination.normalize_settings(out) if destination.normalize_settings else out
+
+    module = types.ModuleType("streamproc.destinations.runtime")
+    module.CompiledAction = CompiledAction  # type: ignore[attr-defined]
+    module.validate_settings = validate_settings  # type: ignore[attr-defined]
+    return module
+
+
+def install_standins(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Put stand-ins in place of whichever of FQL, mapping kit and runtime is not importable yet."""
+    for name, factory in (
+        ("streamproc.fql", _fql_module),
+        ("streamproc.mapping", _mapping_module),
+        ("streamproc.destinations.runtime", _runtime_module),
+    ):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            monkeypatch.setitem(sys.modules, name, factory())
+
+
+def fake_destination(**overrides: Any) -> Any:
+    """A minimal destination type "fake" with one action and two presets, for config and router tests."""
+    from streamproc.core.fields import Field
+    from streamproc.destinations.base import Action, Destination, Preset, Request, Skip
+
+    def build(payload: Mapping[str, Any], ctx: Any) -> Any:
+        if payload.get("skip"):
+            return Skip("asked to skip")
+        body = json.dumps(dict(payload), sort_keys=True).encode()
+        return [Request("POST", f"{ctx.endpoint}/send?key={ctx.settings['key']}", {"x": "1"}, body)]
+
+    def normalize(settings: Mapping[str, Any]) -> dict[str, Any]:
+        out = dict(settings)
+        if out.get("key") == "bad":
+            raise ValueError("key: must not be 'bad'")
+        return out
+
+    fields = {
+        "name": Field(label="Name", required=True, default={"@path": "$.event"}),
+        "user": Field(label="User", default={"@path": "$.userId"}),
+        "skip": Field(label="Skip", type="boolean"),
+    }
+    action = Action("send", "Send", "Send it", fields, build)
+    defaults = {"name": {"@path": "$.event"}, "user": {"@path": "$.userId"}}
+    params: dict[str, Any] = {
+        "type": "fake",
+        "name": "Fake",
+        "endpoint": "https://fake.example",
+        "settings": {"key": Field(label="Key", required=True), "region": Field(label="Region")},
+        "actions": {"send": action},
+        "presets": (
+            Preset("Signed Up", 'event = "Signed Up"', "send", defaults),
+            Preset("Pages", 'type = "page"', "send", {**defaults, "name": "page"}),
+        ),
+        "normalize_settings": normalize,
+    }
+    params.update(overrides)
+    return Destination(**params)
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The "fake" destination type registered, plus stand-ins for modules not in the tree yet."""
+    from streamproc.destinations import registry
+
+    install_standins(monkeypatch)
+    dest = fake_destination()
+    monkeypatch.setitem(registry._MODULES, "fake", "unused")
+    monkeypatch.setitem(registry._loaded, "fake", dest)
+    return dest
+
+
+# --- Tests -----------------------------------------------------------------------------------------
+
+from streamproc.config import (  # noqa: E402
+    BreakerPolicy,
+    DestinationLimits,
+    Limits,
+    LogConfig,
+    MetricsConfig,
+    RetryPolicy,
+    interpolate,
+    load_config,
+    parse_config,
+)
+
+
+def problems(data: Any, env: Mapping[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, "cfg.yaml", env or {})
+    return [str(p) for p in info.value.problems]
+
+
+def fake_dest(**extra: Any) -> dict[str, Any]:
+    return {"id": "f1", "type": "fake", "settings": {"key": "k"}, **extra}
+
+
+def test_minimal_config_has_safe_defaults(fake: Any) -> None:
+    config = parse_config({"destinations": [fake_dest()]}, "cfg.yaml", {})
+    assert config.kafka is None
+    assert config.limits == Limits()
+    assert config.metrics == MetricsConfig()
+    assert config.log == LogConfig()
+    assert config.input.format == "json"
+    (dest,) = config.destinations
+    assert dest.endpoint == "https://fake.example"
+    assert dest.ordering == "none"
+    assert dest.limits == DestinationLimits()
+    assert dest.limits.retry == RetryPolicy() and dest.limits.breaker == BreakerPolicy()
+    assert dest.subscriptions == ()  # the fake type does not enable presets by default
+
+
+def test_every_section_is_read(fake: Any) -> None:
+    data = {
+        "kafka": {
+            "bootstrap_servers": ["b1:9092", "b2:9092"],
+            "topics": ["events"],
+            "group_id": "g",
+            "dead_letter_topic": "events.dead",
+            "client": {"security.protocol": "SASL_SSL", "socket.keepalive.enable": True, "retries": 3},
+        },
+        "input": {"format": "avro", "schema_registry_url": "http://registry:8081"},
+        "limits": {"max_in_flight_events": 100, "resume_in_flight_events": 10, "commit_interval": 1},
+        "metrics": {"port": 9000, "enabled": False},
+        "log": {"format": "json", "level": "WARN"},
+        "destinations": [
+            fake_dest(
+                endpoint="http://127.0.0.1:8080/",
+                ordering="key",
+                limits={"concurrency": 4, "rate": 50, "retry": {"max_attempts": 3}, "breaker": {"window": 5}},
+            )
+        ],
+    }
+    config = parse_config(data, "cfg.yaml", {})
+    assert config.kafka is not None
+    assert config.kafka.bootstrap_servers == "b1:9092,b2:9092"
+    assert config.kafka.dead_letter_topic == "events.dead"
+    assert dict(config.kafka.client) == {
+        "security.protocol": "SASL_SSL",
+        "socket.keepalive.enable": "true",
+        "retries": "3",
+    }
+    assert config.input.schema_registry_url == "http://registry:8081"
+    assert config.limits.max_in_flight_events == 100 and config.limits.commit_interval == 1.0
+    assert config.metrics == MetricsConfig(port=9000, enabled=False)
+    assert config.log == LogConfig(format="json", level="warning")
+    dest = config.destinations[0]
+    assert dest.endpoint == "http://127.0.0.1:8080"
+    assert dest.ordering == "key"
+    assert dest.limits.concurrency == 4 and dest.limits.rate == 50.0
+    assert dest.limits.retry.max_attempts == 3 and dest.limits.retry.budget == 300.0
+    assert dest.limits.breaker.window == 5.0
+
+
+def test_config_values_are_frozen(fake: Any) -> None:
+    config = parse_config({"destinations": [fake_dest()]}, "cfg.yaml", {})
+    with pytest.raises(AttributeError):
+        config.limits.max_in_flight_events = 1  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        config.destinations[0].settings["key"] = "x"  # type: ignore[index]
+
+
+def test_dead_letter_topic_defaults_from_the_input_topic() -> None:
+    config = parse_config({"kafka": {"bootstrap_servers": "k:9092", "topics": "a,b"}}, "cfg.yaml", {})
+    assert config.kafka is not None
+    assert config.kafka.topics == ("a", "b")
+    assert config.kafka.dead_letter_topic == "a.dlq"
+
+
+def test_environment_variables_are_interpolated(fake: Any) -> None:
+    data = {
+        "metrics": {"port": "${PORT}", "enabled": "${METRICS:-true}"},
+        "destinations": [fake_dest(settings={"key": "${KEY}", "region": "eu-${REGION:-west}"})],
+    }
+    config = parse_config(data, "cfg.yaml", {"PORT": "9100", "KEY": "s3cret"})
+    assert config.metrics.port == 9100 and config.metrics.enabled is True
+    assert dict(config.destinations[0].settings) == {"key": "s3cret", "region": "eu-west"}
+
+
+def test_interpolation_forms() -> None:
+    env = {"A": "1", "EMPTY": ""}
+    assert interpolate("x${A}y", env) == ("x1y", [])
+    assert interpolate("${EMPTY:-d}", env)[0] == "d"
+    assert interpolate("${EMPTY-d}", env)[0] == ""
+    assert interpolate("${MISSING-d}", env)[0] == "d"
+    assert interpolate("$${A}", env)[0] == "${A}"
+    assert interpolate("${MISSING}", env)[1] == ["environment variable MISSING is not set"]
+    assert interpolate("${1A}", env)[1]
+
+
+def test_a_missing_variable_names_the_key(fake: Any) -> None:
+    found = problems({"destinations": [fake_dest(settings={"key": "${API_KEY}"})]})
+    assert "cfg.yaml: destinations[0].settings.key: environment variable API_KEY is not set" in found
+
+
+def test_a_number_from_the_environment_must_be_a_number(fake: Any) -> None:
+    found = problems({"metrics": {"port": "${PORT}"}}, {"PORT": "http"})
+    assert found == ["cfg.yaml: metrics.port: must be an integer, got 'http' from the environment"]
+
+
+def test_literal_strings_are_not_numbers() -> None:
+    assert problems({"metrics": {"port": "9464"}}) == [
+        "cfg.yaml: metrics.port: must be an integer, got a string"
+    ]
+
+
+def test_unknown_keys_get_a_did_you_mean_hint(fake: Any) -> None:
+    found = problems(
+        {
+            "limit": {},
+            "metrics": {"prot": 1},
+            "destinations": [fake_dest(setings={}, subscriptions=[{"preset": "Pages", "triger": "x"}])],
+        }
+    )
+    assert "cfg.yaml: limit: unknown key; did you mean 'limits'?" in found
+    assert "cfg.yaml: metrics.prot: unknown key; did you mean 'port'?" in found
+    assert "cfg.yaml: destinations[0].setings: unknown key; did you mean 'settings'?" in found
+    assert "cfg.yaml: destinations[0].subscriptions[0].triger: unknown key; did you mean 'trigger'?" in found
+
+
+def test_every_problem_is_reported_at_once(fake: Any) -> None:
+    data = {
+        "log": {"level": "loud"},
+        "limits": {"poll_batch_size": 0},
+        "destinations": [
+            fake_dest(),
+            fake_dest(
+                settings={"key": "bad"},
+                ordering="sorted",
+                subscriptions=[
+                    {"name": "a", "trigger": 'event = "A"', "action": "sned"},
+                    {"name": "b", "trigger": "event ==== 1", "action": "send"},
+                    {
+                        "name": "c",
+                        "trigger": 'event = "C"',
+                        "action": "send",
+                        "mapping": {"name": {"@nope": 1}},
+                    },
+                    {"preset": "Sign Up"},
+                ],
+            ),
+            {"id": "x", "type": "stackadapp"},
+        ],
+    }
+    found = problems(data)
+    expected_prefixes = [
+        "cfg.yaml: log.level: must be one of debug, info, warning, error, critical; got 'loud'",
+        "cfg.yaml: limits.poll_batch_size: must be at least 1, got 0",
+        "cfg.yaml: destinations[1].id: duplicate destination id 'f1' (first used at destinations[0])",
+        "cfg.yaml: destinations[1].settings.key: key: must not be 'bad'",
+        "cfg.yaml: destinations[1].ordering: must be one of none, key; got 'sorted'",
+        "cfg.yaml: destinations[1].subscriptions[0].action: unknown action 'sned' of fake;"
+        " did you mean 'send'?",
+        "cfg.yaml: destinations[1].subscriptions[1].trigger: ",
+        "cfg.yaml: destinations[1].subscriptions[2].mapping: ",
+        "cfg.yaml: destinations[1].subscriptions[3].preset: unknown preset 'Sign Up' of fake;"
+        " did you mean 'Signed Up'?",
+        "cfg.yaml: destinations[2].type: unknown destination type 'stackadapp'; did you mean 'stackadapt'?",
+    ]
+    for prefix in expected_prefixes:
+        assert any(p.startswith(prefix) for p in found), (prefix, found)
+    assert len(found) == len(expected_prefixes), found
+
+
+def test_missing_required_subscription_parts(fake: Any) -> None:
+    found = problems({"destinations": [fake_dest(subscriptions=[{"mapping": {}}])]})
+    assert any(p.startswith("cfg.yaml: destinations[0].subscriptions[0].name: is required") for p in found)
+    assert any(p.startswith("cfg.yaml: destinations[0].subscriptions[0].trigger: is required") for p in found)
+    assert any(p.startswith("cfg.yaml: destinations[0].subscriptions[0].action: is required") for p in found)
+
+
+def test_settings_are_checked_by_the_destination(fake: Any) -> None:
+    found = problems({"destinations": [fake_dest(settings={})]})
+    assert len(found) == 1 and found[0].startswith("cfg.yaml: destinations[0].settings")
+    assert "key" in found[0]
+
+
+def test_mapping_is_merged_over_the_action_defaults(fake: Any) -> None:
+    sub = {
+        "name": "big",
+        "trigger": 'event = "Order Completed"',
+        "action": "send",
+        "mapping": {"name": "order"},
+    }
+    config = parse_config({"destinations": [fake_dest(subscriptions=[sub])]}, "cfg.yaml", {})
+    (s,) = config.destinations[0].subscriptions
+    assert dict(s.mapping) == {"name": "order", "user": {"@path": "$.userId"}}
+    assert s.enabled and s.preset is None
+
+
+def test_defaults_false_keeps_the_mapping_alone(fake: Any) -> None:
+    sub = {
+        "name": "n",
+        "trigger": 'event = "A"',
+        "action": "send",
+        "mapping": {"name": "x"},
+        "defaults": False,
+    }
+    config = parse_config({"destinations": [fake_dest(subscriptions=[sub])]}, "cfg.yaml", {})
+    assert dict(config.destinations[0].subscriptions[0].mapping) == {"name": "x"}
+
+
+def test_presets_true_enables_every_preset(fake: Any) -> None:
+    config = parse_config({"destinations": [fake_dest(presets=True)]}, "cfg.yaml", {})
+    subs = config.destinations[0].subscriptions
+    assert [(s.name, s.preset, s.trigger) for s in subs] == [
+        ("Signed Up", "Signed Up", 'event = "Signed Up"'),
+        ("Pages", "Pages", 'type = "page"'),
+    ]
+    assert subs[1].mapping["name"] == "page"
+
+
+def test_presets_by_name_and_a_preset_override(fake: Any) -> None:
+    data = fake_dest(
+        presets=["Pages"],
+        subscriptions=[
+            {"preset": "Signed Up", "mapping": {"user": "fixed"}},
+            {"preset": "Pages", "enabled": False},
+        ],
+    )
+    config = parse_config({"destinations": [data]}, "cfg.yaml", {})
+    subs = config.destinations[0].subscriptions
+    assert [(s.name, s.enabled) for s in subs] == [("Pages", False), ("Signed Up", True)]
+    assert dict(subs[1].mapping) == {"name": {"@path": "$.event"}, "user": "fixed"}
+
+
+def test_a_preset_subscription_can_be_renamed_and_retriggered(fake: Any) -> None:
+    sub = {"preset": "Signed Up", "name": "Registrations", "trigger": 'event = "Registered"'}
+    config = parse_config({"destinations": [fake_dest(presets=True, subscriptions=[sub])]}, "cfg.yaml", {})
+    assert [(s.name, s.trigger) for s in config.destinations[0].subscriptions] == [
+        ("Registrations", 'event = "Registered"'),
+        ("Pages", 'type = "page"'),
+    ]
+
+
+def test_a_preset_cannot_change_its_action(fake: Any) -> None:
+    found = problems({"destinations": [fake_dest(subscriptions=[{"preset": "Pages", "action": "other"}])]})
+    assert found == [
+        "cfg.yaml: destinations[0].subscriptions[0].action: preset 'Pages' uses action 'send', not 'other'"
+    ]
+
+
+def test_duplicate_subscription_names(fake: Any) -> None:
+    subs = [{"name": "Pages", "trigger": 'type = "page"', "action": "send"}]
+    found = problems({"destinations": [fake_dest(presets=True, subscriptions=subs)]})
+    assert len(found) == 1
+    assert found[0].startswith(
+        "cfg.yaml: destinations[0].subscriptions[0].name: duplicate subscription name 'Pages'"
+    )
+
+
+def test_kafka_settings_owned_by_the_worker_are_refused() -> None:
+    found = problems({"kafka": {"bootstrap_servers": "k:9092", "topics": ["t"], "client": {"group.id": "x"}}})
+    assert found == ["cfg.yaml: kafka.client.group.id: is set by streamproc; use kafka.group_id"]
+
+
+def test_limits_must_be_consistent() -> None:
+    found = problems(
+        {
+            "limits": {"max_in_flight_events": 10, "resume_in_flight_events": 10},
+            "destinations": [],
+        }
+    )
+    assert found == ["cfg.yaml: limits.resume_in_flight_events: must be below max_in_flight_events (10)"]
+    assert (
+        parse_config({"limits": {"max_in_flight_events": 100}}, "c", {}).limits.resume_in_flight_events == 50
+    )
+
+
+def test_avro_needs_a_schema() -> None:
+    assert problems({"input": {"format": "avro"}}) == [
+        "cfg.yaml: input: format avro needs schema_registry_url (Confluent wire format) or schema_file"
+    ]
+
+
+def test_not_a_mapping_and_empty() -> None:
+    assert problems(["a"]) == ["cfg.yaml: must be a mapping (key: value), got a list"]
+    assert problems(None) == ["cfg.yaml: the configuration is empty"]
+
+
+def test_load_yaml_and_json_files(fake: Any, tmp_path: Path) -> None:
+    y = tmp_path / "c.yaml"
+    y.write_text("destinations:\n  - id: f1\n    type: fake\n    settings: {key: '${K}'}\n")
+    assert load_config(y, env={"K": "v"}).destinations[0].settings["key"] == "v"
+    j = tmp_path / "c.json"
+    j.write_text(json.dumps({"destinations": [fake_dest()]}))
+    assert load_config(j, env={}).source == str(j)
+
+
+def test_load_reports_syntax_errors_with_a_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("destinations:\n  - id: [\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(bad, env={})
+    assert str(info.value).startswith(f"{bad}: line ")
+    with pytest.raises(ConfigError, match="cannot read the file"):
+        load_config(tmp_path / "missing.yaml", env={})
+
+
+def test_seg_settings_are_normalised_and_checked(fake: Any) -> None:
+    seg = {"id": "seg", "type": "seg", "settings": {"apiKey": "{ABC8FB18-7559-4324-9921-A4B5015B4A1C}"}}
+    config = parse_config({"destinations": [seg]}, "cfg.yaml", {})
+    assert config.destinations[0].settings["apiKey"] == "abc8fb18-7559-4324-9921-a4b5015b4a1c"
+    bad = {"id": "seg", "type": "seg", "settings": {"apiKey": "not-a-guid"}}
+    (found,) = problems({"destinations": [bad]})
+    assert found.startswith("cfg.yaml: destinations[0].settings.apiKey: ")
+    assert "GUID" in found
+
+
+def test_example_config_loads_with_its_defaults() -> None:
+    pytest.importorskip("streamproc.destinations.runtime")
+    pytest.importorskip("streamproc.destinations.stackadapt")
+    pytest.importorskip("streamproc.destinations.tiktok_offline")
+    config = load_config(REPO / "examples" / "config.yaml", env={})
+    assert {d.type for d in config.destinations} == {"stackadapt", "tiktok-offline-conversions", "seg"}
+
+
+def test_example_config_matches_the_json_schema() -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    import yaml
+
+    schema = json.loads((REPO / "schemas" / "config.schema.json").read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    example = yaml.safe_load((REPO / "examples" / "config.yaml").read_text())
+    jsonschema.Draft202012Validator(schema).validate(example)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft202012Validator(schema).validate({**example, "limitz": {}})
