@@ -1,0 +1,81 @@
+"""Broker questions asked at start and by tools: do the topics exist, how far behind is a group."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import confluent_kafka
+from confluent_kafka import TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from streamproc.errors import KafkaError
+
+__all__ = ["check_topics", "group_lag"]
+
+
+def _admin_config(bootstrap_servers: str, client: Mapping[str, str]) -> dict[str, Any]:
+    conf: dict[str, Any] = {
+        k: v for k, v in client.items() if not k.startswith(("group.", "enable.", "auto."))
+    }
+    conf["bootstrap.servers"] = bootstrap_servers
+    return conf
+
+
+def check_topics(
+    bootstrap_servers: str, client: Mapping[str, str], topics: Iterable[str], *, timeout: float = 15.0
+) -> dict[str, int]:
+    """Partition count of each topic; raises KafkaError naming the missing ones or the unreachable broker."""
+    wanted = list(dict.fromkeys(topics))
+    admin = AdminClient(_admin_config(bootstrap_servers, client))
+    try:
+        metadata = admin.list_topics(timeout=timeout)
+    except confluent_kafka.KafkaException as exc:
+        raise KafkaError(
+            f"cannot reach the Kafka brokers at {bootstrap_servers} within {timeout:g}s ({exc.args[0]}); "
+            "check kafka.bootstrap_servers and the kafka.client security settings"
+        ) from exc
+    found: dict[str, int] = {}
+    missing = []
+    for name in wanted:
+        topic = metadata.topics.get(name)
+        if topic is None or topic.error is not None or not topic.partitions:
+            missing.append(name)
+        else:
+            found[name] = len(topic.partitions)
+    if missing:
+        raise KafkaError(
+            f"topic(s) {', '.join(repr(t) for t in missing)} do not exist on {bootstrap_servers}; "
+            "create them (the dead-letter topic too) before starting the worker"
+        )
+    return found
+
+
+def group_lag(
+    bootstrap_servers: str,
+    client: Mapping[str, str],
+    group_id: str,
+    topics: Iterable[str],
+    *,
+    timeout: float = 15.0,
+) -> dict[tuple[str, int], tuple[int | None, int]]:
+    """(committed offset or None, end offset) of every partition of `topics` for `group_id`."""
+    conf = _admin_config(bootstrap_servers, client)
+    conf.update({"group.id": group_id, "enable.auto.commit": False})
+    consumer = confluent_kafka.Consumer(conf)
+    try:
+        metadata = consumer.list_topics(timeout=timeout)
+        tps = [
+            TopicPartition(t, p)
+            for t in topics
+            if t in metadata.topics
+            for p in sorted(metadata.topics[t].partitions)
+        ]
+        committed = consumer.committed(tps, timeout=timeout)
+        out: dict[tuple[str, int], tuple[int | None, int]] = {}
+        for tp in committed:
+            _, high = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=timeout)
+            out[(tp.topic, tp.partition)] = (tp.offset if tp.offset >= 0 else None, high)
+        return out
+    finally:
+        consumer.close()

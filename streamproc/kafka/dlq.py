@@ -1,0 +1,214 @@
+"""Dead letters: one record per failed delivery (or undecodable message) on the dead-letter topic.
+
+A dead letter keeps the consumed key and value bytes unchanged and the original headers first,
+then adds `streamproc.*` headers that say what failed and where the message came from. An event
+counts as finished only once its dead letters are acknowledged by the broker (idempotent
+producer, acks=all); a dead letter that cannot be written stops the worker rather than let it
+commit past it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import confluent_kafka
+import structlog
+
+from streamproc.errors import KafkaError
+
+__all__ = ["DLQ_VERSION", "DeadLetter", "DeadLetterProducer", "iso_utc", "scrub_pii"]
+
+log = structlog.get_logger("streamproc.dlq")
+
+DLQ_VERSION = "1"
+BODY_LIMIT = 2048
+
+_EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
+_IPV4 = re.compile(r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)(?![\d.])")
+# Full form (eight groups) or compressed with "::"; clock times like 13:56:05 are not addresses.
+_IPV6 = re.compile(
+    r"(?<![0-9A-Fa-f:])(?:(?:[0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}"
+    r"|(?:[0-9A-Fa-f]{1,4}:){1,6}:[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4})*"
+    r"|::(?:[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4})*))(?![0-9A-Fa-f:])"
+)
+# A phone number: optional +country, then 7-15 digits with common separators. Dates and times
+# (2026-11-23, 13:56:05) are left alone: they never start with + and use at most 8 digits.
+_PHONE = re.compile(
+    r"(?<![\w+])(?:\+\d[\d\s().\-]{6,18}\d|\(?\d{3}\)?[\s.\-]\d{3}[\s.\-]\d{4}|\d{9,15})(?!\w)"
+)
+
+
+def scrub_pii(text: str) -> str:
+    """Replace emails, IP addresses and phone numbers so a partner's echo of an event leaks nothing."""
+    text = _EMAIL.sub("[email]", text)
+    text = _IPV4.sub("[ip]", text)
+    text = _IPV6.sub("[ip]", text)
+    return _PHONE.sub("[phone]", text)
+
+
+def iso_utc(ts: float) -> str:
+    """Unix seconds as ISO-8601 UTC with milliseconds, e.g. 2026-11-23T13:56:05.123Z."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A message that could not be delivered somewhere, and why."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int | None
+    key: bytes | None
+    value: bytes | None
+    original_headers: Sequence[tuple[str, bytes | None]]
+    error_type: str
+    error_message: str
+    delivery_id: str | None = None
+    destination: str | None = None
+    action: str | None = None
+    subscription: str | None = None
+    http_status: int | None = None
+    response_body: str | None = None
+    attempts: int = 0
+    first_attempt_at: float | None = None
+    last_attempt_at: float | None = None
+
+    def headers(self) -> list[tuple[str, str | bytes | None]]:
+        """Original headers first, then the `streamproc.*` ones (absent values are left out)."""
+        out: list[tuple[str, str | bytes | None]] = list(self.original_headers)
+        fields: list[tuple[str, Any]] = [
+            ("streamproc.dlq.version", DLQ_VERSION),
+            ("streamproc.delivery_id", self.delivery_id),
+            ("streamproc.destination", self.destination),
+            ("streamproc.action", self.action),
+            ("streamproc.subscription", self.subscription),
+            ("streamproc.error.type", self.error_type),
+            ("streamproc.error.message", scrub_pii(self.error_message)[:BODY_LIMIT]),
+            ("streamproc.http.status", self.http_status),
+            (
+                "streamproc.response.body",
+                scrub_pii(self.response_body[:BODY_LIMIT]) if self.response_body else None,
+            ),
+            ("streamproc.attempts", self.attempts),
+            (
+                "streamproc.first_attempt_at",
+                iso_utc(self.first_attempt_at) if self.first_attempt_at else None,
+            ),
+            ("streamproc.last_attempt_at", iso_utc(self.last_attempt_at) if self.last_attempt_at else None),
+            ("streamproc.original.topic", self.topic),
+            ("streamproc.original.partition", self.partition),
+            ("streamproc.original.offset", self.offset),
+            (
+                "streamproc.original.timestamp",
+                iso_utc(self.timestamp_ms / 1000) if self.timestamp_ms is not None else None,
+            ),
+        ]
+        for name, value in fields:
+            if value is not None:
+                out.append((name, str(value).encode("utf-8")))
+        return out
+
+
+def producer_config(bootstrap_servers: str, client: Mapping[str, str]) -> dict[str, Any]:
+    """librdkafka settings of the dead-letter producer: the user's `client` settings (security),
+    then the ones that make a dead letter durable and written once."""
+    conf: dict[str, Any] = {k: v for k, v in client.items() if not k.startswith(("group.", "enable.auto"))}
+    conf.update(
+        {
+            "bootstrap.servers": bootstrap_servers,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 5,
+            "delivery.timeout.ms": 30000,
+            "compression.type": "lz4",
+        }
+    )
+    return conf
+
+
+class DeadLetterProducer:
+    """Writes dead letters and tells the caller when the broker has them.
+
+    Delivery reports arrive on a polling thread and are handed to the event loop; `send` retries a
+    failed write a few times (the producer already retries inside `delivery.timeout.ms`) and then
+    raises KafkaError, which stops the worker without committing.
+    """
+
+    def __init__(
+        self,
+        topic: str,
+        config: Mapping[str, Any],
+        *,
+        attempts: int = 3,
+        backoff: float = 1.0,
+        producer: Any = None,
+    ) -> None:
+        self.topic = topic
+        self._producer = producer if producer is not None else confluent_kafka.Producer(dict(config))
+        self._attempts = attempts
+        self._backoff = backoff
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, name="dlq-poll", daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self._producer.poll(0.1)
+
+    async def send(self, letter: DeadLetter) -> None:
+        """Write one dead letter and wait for the broker's acknowledgement."""
+        loop = asyncio.get_running_loop()
+        error: Any = None
+        for attempt in range(1, self._attempts + 1):
+            future: asyncio.Future[Any] = loop.create_future()
+
+            def on_delivery(err: Any, _msg: Any, future: asyncio.Future[Any] = future) -> None:
+                loop.call_soon_threadsafe(_resolve, future, err)
+
+            try:
+                while True:
+                    try:
+                        self._producer.produce(
+                            self.topic,
+                            value=letter.value,
+                            key=letter.key,
+                            headers=letter.headers(),
+                            on_delivery=on_delivery,
+                        )
+                        break
+                    except BufferError:
+                        # The local queue is full because the broker is slow: wait for room.
+                        await asyncio.sleep(0.05)
+            except confluent_kafka.KafkaException as exc:
+                error = exc.args[0] if exc.args else exc
+            else:
+                error = await future
+                if error is None:
+                    return
+            log.warning("dead_letter_write_failed", topic=self.topic, attempt=attempt, error=str(error))
+            if attempt < self._attempts:
+                await asyncio.sleep(self._backoff * attempt)
+        raise KafkaError(
+            f"could not write a dead letter to topic {self.topic!r} after {self._attempts} attempts "
+            f"({error}); nothing past it was committed. Check that the topic exists, that this "
+            "worker may write to it, and that the brokers are healthy, then restart the worker."
+        )
+
+    def close(self, timeout: float = 10.0) -> int:
+        """Flush what is queued and stop polling; returns how many records were left unsent."""
+        left: int = self._producer.flush(timeout)
+        self._stop.set()
+        self._thread.join(timeout=1.0)
+        return left
+
+
+def _resolve(future: asyncio.Future[Any], err: Any) -> None:
+    if not future.done():
+        future.set_result(err)
