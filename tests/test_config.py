@@ -199,9 +199,8 @@ def fake_destination(**overrides: Any) -> Any:
     return Destination(**params)
 
 
-@pytest.fixture
-def fake(monkeypatch: pytest.MonkeyPatch) -> Any:
-    """The "fake" destination type registered, plus stand-ins for modules not in the tree yet."""
+def register_fake(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Register the "fake" destination type, plus stand-ins for modules not in the tree yet."""
     from streamproc.destinations import registry
 
     install_standins(monkeypatch)
@@ -209,6 +208,11 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setitem(registry._MODULES, "fake", "unused")
     monkeypatch.setitem(registry._loaded, "fake", dest)
     return dest
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> Any:
+    return register_fake(monkeypatch)
 
 
 # --- Tests -----------------------------------------------------------------------------------------

@@ -1,0 +1,206 @@
+"""Routing: which subscriptions an event selects and what each delivery carries (requests, error, skip)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pytest
+from test_config import register_fake
+
+from streamproc.config import parse_config
+from streamproc.errors import DeliveryError, PayloadValidationError
+from streamproc.router import Router
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> Any:
+    return register_fake(monkeypatch)
+
+
+def make(destinations: list[dict[str, Any]], **kw: Any) -> Router:
+    return Router(parse_config({"destinations": destinations}, "t.yaml", {}), **kw)
+
+
+def dest(id: str = "f1", **extra: Any) -> dict[str, Any]:
+    return {"id": id, "type": "fake", "settings": {"key": "k"}, **extra}
+
+
+def sub(name: str, trigger: str, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "trigger": trigger, "action": "send", **extra}
+
+
+def body(delivery: Any) -> dict[str, Any]:
+    (request,) = delivery.requests
+    return orjson.loads(request.body)
+
+
+def test_a_matching_event_becomes_one_delivery(fake: Any) -> None:
+    r = make([dest(subscriptions=[sub("orders", 'event = "Order Completed"')])])
+    event = {
+        "type": "track",
+        "event": "Order Completed",
+        "messageId": "m1",
+        "userId": "u1",
+        "anonymousId": "a",
+    }
+    (d,) = r.route(event)
+    assert d.delivery_id == "m1:f1:orders"
+    assert (d.destination, d.subscription, d.action) == ("f1", "orders", "send")
+    assert d.error is None and d.skipped is None
+    assert d.ordering_key == "u1"
+    (request,) = d.requests
+    assert request.url == "https://fake.example/send?key=k"
+    assert body(d) == {"name": "Order Completed", "user": "u1"}
+    assert r.route({"type": "track", "event": "Order Started", "messageId": "m2"}) == []
+
+
+def test_every_matching_subscription_of_every_destination_in_config_order(fake: Any) -> None:
+    r = make(
+        [
+            dest("a", presets=True, subscriptions=[sub("all tracks", 'type = "track"')]),
+            dest(
+                "b",
+                subscriptions=[sub("big", "properties.revenue > 100"), sub("signup", 'event = "Signed Up"')],
+            ),
+        ]
+    )
+    event = {"type": "track", "event": "Signed Up", "messageId": "m", "properties": {"revenue": 500}}
+    assert [(d.destination, d.subscription) for d in r.route(event)] == [
+        ("a", "Signed Up"),
+        ("a", "all tracks"),
+        ("b", "big"),
+        ("b", "signup"),
+    ]
+
+
+def test_disabled_subscriptions_are_not_routed(fake: Any) -> None:
+    r = make([dest(subscriptions=[sub("s", 'type = "track"', enabled=False)])])
+    assert r.route({"type": "track"}) == []
+    assert r.subscription("f1", "s").enabled is False
+
+
+def test_equality_triggers_need_a_string_value(fake: Any) -> None:
+    r = make([dest(subscriptions=[sub("s", 'event = "5" or type = "page"')])])
+    assert r.route({"event": 5}) == []
+    assert r.route({"event": ["5"]}) == []
+    assert len(r.route({"event": "5"})) == 1
+    assert len(r.route({"event": "5", "type": "page"})) == 1  # reached twice, delivered once
+    assert r.route({"type": "Page"}) == []
+
+
+def test_filters_by_destination_and_subscription(fake: Any) -> None:
+    r = make([dest("a", presets=True), dest("b", presets=True)])
+    event = {"type": "page", "messageId": "m"}
+    assert [d.destination for d in r.route(event)] == ["a", "b"]
+    assert [d.destination for d in r.route(event, destinations={"b"})] == ["b"]
+    assert [d.delivery_id for d in r.route(event, subscriptions={("a", "Pages")})] == ["m:a:Pages"]
+    assert r.route(event, subscriptions={("a", "Signed Up")}) == []
+
+
+def test_validation_failure_is_a_delivery_error_not_an_exception(fake: Any) -> None:
+    r = make([dest(subscriptions=[sub("s", 'type = "track"')])])
+    (d,) = r.route({"type": "track", "messageId": "m"})  # no event name: required field missing
+    assert d.requests == []
+    assert isinstance(d.error, PayloadValidationError)
+    assert d.error.status == 400 and not d.error.retryable
+
+
+def test_mapping_failure_is_a_delivery_error(fake: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamproc.errors import MappingError
+
+    r = make([dest(subscriptions=[sub("s", 'type = "track"')])])
+
+    def broken(event: Any) -> Any:
+        raise MappingError("@path: expected string, got number")
+
+    route = r._routes[0]
+    object.__setattr__(route, "resolve", broken)
+    (d,) = r.route({"type": "track", "event": "x"})
+    assert isinstance(d.error, DeliveryError)
+    assert d.error.message == "@path: expected string, got number" and not d.error.retryable
+
+
+def test_an_unexpected_build_failure_is_a_delivery_error(fake: Any) -> None:
+    r = make([dest(subscriptions=[sub("s", 'type = "track"')])])
+
+    def broken(payload: Any, ctx: Any) -> Any:
+        raise KeyError("oops")
+
+    object.__setattr__(r._routes[0], "run", broken)
+    (d,) = r.route({"type": "track", "event": "x"})
+    assert d.error is not None and "KeyError" in d.error.message and not d.error.retryable
+
+
+def test_skip_becomes_a_skipped_delivery(fake: Any) -> None:
+    r = make([dest(subscriptions=[sub("s", 'type = "track"', mapping={"skip": True})])])
+    (d,) = r.route({"type": "track", "event": "x", "messageId": "m"})
+    assert d.skipped == "asked to skip" and d.requests == [] and d.error is None
+
+
+def test_frozen_clock_reaches_the_action(fake: Any) -> None:
+    seen: list[datetime] = []
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    r = make([dest(subscriptions=[sub("s", 'type = "track"')])], now=when)
+
+    original = r._routes[0].run
+
+    def spy(payload: Any, ctx: Any) -> Any:
+        seen.append(ctx.now)
+        return original(payload, ctx)
+
+    object.__setattr__(r._routes[0], "run", spy)
+    r.route({"type": "track", "event": "x"})
+    assert seen == [when]
+
+
+def test_event_without_message_id_or_user(fake: Any) -> None:
+    r = make([dest(subscriptions=[sub("s", 'type = "track"')])])
+    (d,) = r.route({"type": "track", "event": "x"})
+    assert d.delivery_id == ":f1:s" and d.ordering_key is None
+
+
+def test_destination_lookup(fake: Any) -> None:
+    r = make([dest("a")])
+    definition, config = r.destination("a")
+    assert definition is fake and config.id == "a"
+    with pytest.raises(KeyError):
+        r.destination("nope")
+
+
+@pytest.mark.parametrize(
+    "trigger",
+    [
+        'event = "A"',
+        'event = "A" or event = "B"',
+        ' type = "page"  or event = "A" ',
+        'userId = "u1"',
+        'name = "Home" or type = "screen"',
+    ],
+)
+def test_indexed_triggers_select_like_the_trigger_itself(fake: Any, trigger: str) -> None:
+    from streamproc import fql
+
+    r = make([dest(subscriptions=[sub("s", trigger)])])
+    assert r._evaluated == []  # answered by the index
+    parsed = fql.parse(trigger)
+    for event in (
+        {"event": "A"},
+        {"event": "B"},
+        {"event": "a"},
+        {"type": "page"},
+        {"type": "screen", "name": "x"},
+        {"userId": "u1"},
+        {"name": "Home"},
+        {"event": None},
+        {},
+    ):
+        assert bool(r.route(event)) == parsed.matches(event), event
+
+
+def test_other_triggers_are_evaluated(fake: Any) -> None:
+    r = make([dest(subscriptions=[sub("s", 'event = "A" and properties.n > 1')])])
+    assert len(r._evaluated) == 1
+    assert len(r.route({"event": "A", "properties": {"n": 2}})) == 1
+    assert r.route({"event": "A", "properties": {"n": 1}}) == []
