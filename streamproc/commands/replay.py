@@ -1,0 +1,271 @@
+"""`streamproc replay`: backfill a time or offset range of a topic through the configured routing."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from streamproc.config import Config, KafkaConfig, load_config
+from streamproc.decoding import make_decoder
+from streamproc.dispatch import DeliveryResult, Dispatcher
+from streamproc.errors import StreamprocError
+from streamproc.kafka.dlq import DeadLetter, DeadLetterProducer, producer_config
+from streamproc.kafka.replay import (
+    DeliveryPipeline,
+    MessagePlan,
+    RangeReader,
+    ReplayState,
+    Summary,
+    dead_letter,
+    parse_position,
+    range_consumer_config,
+    resolve_ranges,
+    run_replay,
+)
+from streamproc.logging import configure_logging
+from streamproc.metrics import Metrics
+from streamproc.progress import Progress
+from streamproc.router import Delivery, Router
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "replay",
+        help="backfill a time or offset range of a topic through the routing (own consumer, no group commit)",
+        description=(
+            "Read a range of a topic with partitions assigned (the live consumer group is never touched),"
+            " route every event like the worker, deliver, and dead-letter what fails. Positions are"
+            " ISO-8601 times, one offset for every partition (1200), per-partition offsets"
+            " (0:1200,1:980), beginning or end; --to is exclusive."
+        ),
+    )
+    p.add_argument("--config", "-c", required=True, metavar="FILE")
+    p.add_argument("--from", dest="start", metavar="POSITION", help="first position (default: beginning)")
+    p.add_argument(
+        "--to", dest="end", metavar="POSITION", help="end position, exclusive (default: the end now)"
+    )
+    p.add_argument("--topic", help="the topic to replay (default: the configured topic, if only one)")
+    add_filter_arguments(p)
+    p.add_argument("--rate", type=positive_float, metavar="N", help="at most N events per second")
+    p.add_argument(
+        "--dry-run", action="store_true", help="print what would be sent (like `send`), send nothing"
+    )
+    p.add_argument("--state", type=Path, metavar="FILE", help="save progress here; rerun with it to resume")
+    p.add_argument("--max-in-flight", type=int, default=1000, metavar="N", help="events in flight (1000)")
+    p.set_defaults(handler=run)
+
+
+def add_filter_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--destination", "-d", action="append", metavar="ID", help="only this destination (repeatable)"
+    )
+    p.add_argument(
+        "--subscription",
+        "-s",
+        action="append",
+        metavar="ID/NAME",
+        help="only this subscription: DESTINATION_ID/NAME, or NAME when unambiguous (repeatable)",
+    )
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be greater than 0")
+    return value
+
+
+def route_filters(
+    router: Router, destinations: list[str] | None, subscriptions: list[str] | None
+) -> tuple[set[str] | None, set[tuple[str, str]] | None]:
+    """Check --destination/--subscription against the configuration and turn them into Router filters."""
+    known = router.destinations
+    dests = set(destinations) if destinations else None
+    if dests:
+        unknown = sorted(dests - set(known))
+        if unknown:
+            raise StreamprocError(
+                f"unknown destination id(s): {', '.join(unknown)} (known: {', '.join(known)})"
+            )
+    subs: set[tuple[str, str]] | None = None
+    if subscriptions:
+        subs = set()
+        all_subs = [(d, s.name) for d, (_dest, cfg) in known.items() for s in cfg.subscriptions]
+        for text in subscriptions:
+            if "/" in text:
+                d, _, name = text.partition("/")
+                found = [(d, name)] if (d, name) in all_subs else []
+            else:
+                found = [pair for pair in all_subs if pair[1] == text]
+            if not found:
+                raise StreamprocError(f"unknown subscription {text!r}")
+            if len(found) > 1:
+                options = ", ".join(f"{d}/{n}" for d, n in found)
+                raise StreamprocError(
+                    f"subscription {text!r} is in several destinations; use one of {options}"
+                )
+            subs.add(found[0])
+    return dests, subs
+
+
+@dataclass
+class DeliveryStack:
+    """The worker's delivery machinery, built the same way for replay and redrive."""
+
+    config: Config
+    kafka: KafkaConfig
+    router: Router
+    metrics: Metrics
+    dispatcher: Dispatcher | None
+    dlq: DeadLetterProducer | None
+
+    async def close(self) -> None:
+        if self.dispatcher is not None:
+            await self.dispatcher.close()
+        if self.dlq is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.dlq.close)
+
+
+def load(config_path: str) -> tuple[Config, KafkaConfig]:
+    config = load_config(config_path)
+    configure_logging(config.log)
+    if config.kafka is None:
+        raise StreamprocError(f"{config_path}: this command needs the kafka section")
+    return config, config.kafka
+
+
+def build_stack(config: Config, kafka: KafkaConfig, *, dry_run: bool) -> DeliveryStack:
+    router = Router(config)
+    metrics = Metrics()
+    if dry_run:
+        return DeliveryStack(config, kafka, router, metrics, None, None)
+    dispatcher = Dispatcher.from_config(
+        ((cfg, dest.classify) for dest, cfg in router.destinations.values()), metrics
+    )
+    dlq = DeadLetterProducer(kafka.dead_letter_topic, producer_config(kafka.bootstrap_servers, kafka.client))
+    return DeliveryStack(config, kafka, router, metrics, dispatcher, dlq)
+
+
+def dry_run_printer(out: Any) -> Callable[[Any, Delivery], None]:
+    from streamproc.commands.send import delivery_json
+
+    def show(msg: Any, delivery: Delivery) -> None:
+        line = delivery_json(msg.offset(), delivery, delivery.delivery_id.split(":")[0] or None)
+        line["partition"] = msg.partition()
+        line["offset"] = msg.offset()
+        out.write(orjson.dumps(line) + b"\n")
+
+    return show
+
+
+def install_stop(stop: asyncio.Event) -> None:
+    """First Ctrl-C or SIGTERM: stop reading and finish in-flight work, then save."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+
+
+async def replay(args: argparse.Namespace, out: Any = None, err: Any = None) -> tuple[int, Summary]:
+    """The whole command, callable from tests; returns the exit code and the summary."""
+    out = out if out is not None else sys.stdout.buffer
+    err = err if err is not None else sys.stderr
+    config, kafka = load(args.config)
+    topic = args.topic
+    if topic is None:
+        if len(kafka.topics) != 1:
+            raise StreamprocError(
+                f"the configuration has topics {', '.join(kafka.topics)}; choose one with --topic"
+            )
+        topic = kafka.topics[0]
+    stack = build_stack(config, kafka, dry_run=args.dry_run)
+    dests, subs = route_filters(stack.router, args.destination, args.subscription)
+    decode = make_decoder(config.input)
+
+    state_path: Path | None = None if args.dry_run else args.state
+    state = ReplayState.load(state_path) if state_path is not None else None
+    group = f"{kafka.group_id}.replay.{uuid.uuid4().hex[:8]}"
+    reader = RangeReader(range_consumer_config(kafka.bootstrap_servers, kafka.client, group), topic)
+    summary = Summary()
+    router = stack.router
+
+    def plan(msg: Any) -> MessagePlan:
+        event = decode(msg.value())
+        deliveries = router.route(event, destinations=dests, subscriptions=subs)
+
+        def letter(delivery: Delivery, result: DeliveryResult) -> DeadLetter:
+            return dead_letter(msg, delivery, result)
+
+        return deliveries, letter
+
+    pipeline = DeliveryPipeline(
+        plan,
+        dispatcher=stack.dispatcher,
+        dlq=stack.dlq,
+        summary=summary,
+        max_in_flight=args.max_in_flight,
+        rate=args.rate,
+        on_dry_run=dry_run_printer(out) if args.dry_run else None,
+    )
+    install_stop(pipeline.stop)
+    progress: Progress | None = None
+    try:
+        consumer = await reader.open()
+        if state is not None:
+            if state.topic != topic or (args.start, args.end) not in ((state.start, state.end), (None, None)):
+                raise StreamprocError(
+                    f"{state_path} belongs to a replay of {state.topic} --from {state.start} --to"
+                    f" {state.end}; use another state file for a different range"
+                )
+            print(f"resuming from {state_path}: {state.total_left()} events left", file=err)
+        else:
+            start = parse_position(args.start, edge="beginning")
+            end = parse_position(args.end, edge="end")
+            ranges = await reader.call(resolve_ranges, consumer, topic, start, end)
+            state = ReplayState(
+                state_path, topic, args.start, args.end, ranges, {p: s for p, (s, _e) in ranges.items()}
+            )
+            state.save()
+        progress = Progress(state.total_left(), stream=err)
+        await run_replay(
+            reader,
+            state,
+            pipeline,
+            shutdown_timeout=config.limits.shutdown_timeout,
+            on_progress=progress.update,
+        )
+    finally:
+        if progress is not None:
+            progress.close()
+        await reader.close()
+        await stack.close()
+    out.flush()
+    interrupted = pipeline.stop.is_set() and state.total_left() > 0
+    print(summary.render(dry_run=args.dry_run), file=err)
+    if interrupted:
+        print(
+            f"interrupted: {state.total_left()} events left; rerun with --state {state_path} to resume",
+            file=err,
+        )
+        return 130, summary
+    if args.dry_run:
+        print("dry run: nothing was sent", file=err)
+    return 0, summary
+
+
+def run(args: argparse.Namespace) -> int:
+    code, _summary = asyncio.run(replay(args))
+    return code

@@ -1,0 +1,597 @@
+"""Replays a time or offset range of a topic through the live routing, without touching the live group.
+
+The replay consumer *assigns* partitions (no group membership, no commit), so the workers'
+committed offsets never move. Each message is decoded, routed (optionally only some destinations
+or subscriptions), delivered through the same per-destination bulkheads as the worker, and failed
+deliveries are dead-lettered like the worker's. Progress is the per-partition contiguous
+watermark (an `OffsetTracker` per partition, as in the worker), saved to a state file now and then
+and at exit; a rerun with the same state file continues from there, re-sending at most the events
+that were in flight when it stopped.
+
+The pieces shared with `dlq redrive` live here too: `RangeReader` (reads assigned partitions up to
+fixed end offsets on its own thread), `DeliveryPipeline` (bounded in-flight work, rate limit,
+dispatch, dead letters, watermarks) and `Summary`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import os
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import confluent_kafka
+import orjson
+import structlog
+from confluent_kafka import TopicPartition
+
+from streamproc.dispatch import DeliveryResult, Dispatcher, TokenBucket
+from streamproc.errors import DecodeError, KafkaError, StreamprocError
+from streamproc.kafka.dlq import DeadLetter, DeadLetterProducer
+from streamproc.kafka.offsets import OffsetTracker
+from streamproc.router import Delivery
+
+__all__ = [
+    "DeliveryPipeline",
+    "RangeReader",
+    "ReplayState",
+    "Summary",
+    "parse_position",
+    "resolve_ranges",
+]
+
+log = structlog.get_logger("streamproc.replay")
+
+PartitionRanges = dict[int, tuple[int, int]]
+"""partition -> (first offset to read, first offset not to read)."""
+
+
+# -- ranges ----------------------------------------------------------------------------------------
+
+_OFFSET_LIST = re.compile(r"^\s*\d+\s*:\s*\d+\s*(,\s*\d+\s*:\s*\d+\s*)*$")
+
+
+@dataclass(frozen=True)
+class Position:
+    """Where a range starts or ends: a time, one offset for every partition, or per-partition offsets."""
+
+    kind: str  # "edge" (beginning/end), "time", "offset", "offsets"
+    time_ms: int | None = None
+    offset: int | None = None
+    offsets: Mapping[int, int] | None = None
+
+
+def parse_position(text: str | None, *, edge: str) -> Position:
+    """`2026-11-23T10:00:00Z` (ISO-8601, UTC when no zone), `1200` (every partition),
+    `0:1200,1:980` (per partition), `beginning`/`end`, or None for `edge`."""
+    if text is None or text.strip().lower() in ("", edge, "beginning", "earliest", "end", "latest"):
+        word = (text or edge).strip().lower()
+        return Position("edge", offset=0 if word in ("beginning", "earliest") else -1)
+    t = text.strip()
+    if t.isdigit():
+        return Position("offset", offset=int(t))
+    if _OFFSET_LIST.match(t):
+        pairs = [p.split(":") for p in t.split(",")]
+        return Position("offsets", offsets={int(p.strip()): int(o.strip()) for p, o in pairs})
+    try:
+        when = datetime.fromisoformat(t.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise StreamprocError(
+            f"cannot read position {text!r}: use an ISO-8601 time (2026-11-23T10:00:00Z), an offset "
+            "for every partition (1200), per-partition offsets (0:1200,1:980), beginning or end"
+        ) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return Position("time", time_ms=int(when.timestamp() * 1000))
+
+
+def resolve_ranges(
+    consumer: Any, topic: str, start: Position, end: Position, timeout: float = 10.0
+) -> PartitionRanges:
+    """Turn positions into concrete offsets per partition, clamped to what the topic holds now."""
+    md = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+    if md is None or md.error is not None or not md.partitions:
+        raise KafkaError(f"topic {topic!r} not found ({md.error if md else 'no metadata'}); check --topic")
+    parts = sorted(md.partitions)
+    marks = {
+        p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout, cached=False)
+        for p in parts
+    }
+
+    def at(pos: Position, is_end: bool) -> dict[int, int]:
+        if pos.kind == "edge":
+            return {p: marks[p][0] if pos.offset == 0 else marks[p][1] for p in parts}
+        if pos.kind == "offset":
+            return dict.fromkeys(parts, pos.offset or 0)
+        if pos.kind == "offsets":
+            assert pos.offsets is not None
+            unknown = sorted(set(pos.offsets) - set(parts))
+            if unknown:
+                raise StreamprocError(f"topic {topic!r} has no partition {unknown[0]}")
+            return {p: pos.offsets[p] for p in parts if p in pos.offsets}
+        found = consumer.offsets_for_times(
+            [TopicPartition(topic, p, pos.time_ms or 0) for p in parts], timeout=timeout
+        )
+        # -1: no message at or after the time, so the range edge is the partition's end.
+        return {tp.partition: tp.offset if tp.offset >= 0 else marks[tp.partition][1] for tp in found}
+
+    starts = at(start, False)
+    ends = at(end, True)
+    ranges: PartitionRanges = {}
+    for p in parts:
+        if p not in starts:
+            continue
+        low, high = marks[p]
+        s = min(max(starts[p], low), high)
+        e = min(max(ends.get(p, high), low), high)
+        if e > s:
+            ranges[p] = (s, e)
+    return ranges
+
+
+# -- reading ---------------------------------------------------------------------------------------
+
+
+class RangeReader:
+    """Reads assigned partitions from given offsets up to (not including) fixed end offsets.
+
+    Every consumer call runs on one dedicated thread, so blocking polls never stall the event loop.
+    """
+
+    def __init__(self, conf: Mapping[str, Any], topic: str, *, batch: int = 500) -> None:
+        self._conf = dict(conf)
+        self.topic = topic
+        self._batch = batch
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="kafka-range"
+        )
+        self.consumer: Any = None
+        self._ends: dict[int, int] = {}
+
+    async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run a consumer call on the reader's thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def open(self) -> Any:
+        self.consumer = await self.call(confluent_kafka.Consumer, self._conf)
+        return self.consumer
+
+    async def read(
+        self, ranges: Mapping[int, tuple[int, int]], stop: asyncio.Event
+    ) -> AsyncIterator[list[Any]]:
+        """Batches of messages in offset order per partition until every range is read or `stop` is set."""
+        self._ends = {p: e for p, (s, e) in ranges.items() if e > s}
+        if not self._ends:
+            return
+        await self.call(
+            self.consumer.assign, [TopicPartition(self.topic, p, ranges[p][0]) for p in self._ends]
+        )
+        pending = set(self._ends)
+        while pending and not stop.is_set():
+            msgs = await self.call(self._consume)
+            batch = []
+            for msg in msgs:
+                err = msg.error()
+                if err is not None:
+                    if err.code() == confluent_kafka.KafkaError._PARTITION_EOF:
+                        continue
+                    if err.fatal() or not err.retriable():
+                        raise KafkaError(f"reading {self.topic}: {err.str()}")
+                    continue
+                p = msg.partition()
+                if p in pending and msg.offset() < self._ends[p]:
+                    batch.append(msg)
+            finished = await self.call(self._finished, pending)
+            if finished:
+                pending -= finished
+                await self.call(self.consumer.pause, [TopicPartition(self.topic, p) for p in finished])
+            if batch:
+                yield batch
+
+    def _consume(self) -> list[Any]:
+        return list(self.consumer.consume(num_messages=self._batch, timeout=0.2))
+
+    def _finished(self, pending: set[int]) -> set[int]:
+        positions = self.consumer.position([TopicPartition(self.topic, p) for p in pending])
+        return {tp.partition for tp in positions if tp.offset >= self._ends[tp.partition]}
+
+    async def close(self) -> None:
+        if self.consumer is not None:
+            with contextlib.suppress(Exception):
+                await self.call(self.consumer.close)
+            self.consumer = None
+        self._executor.shutdown(wait=False)
+
+
+def range_consumer_config(bootstrap: str, client: Mapping[str, str], group_id: str) -> dict[str, Any]:
+    """A consumer that only assigns and never commits (the group id is only a label for the broker)."""
+    conf: dict[str, Any] = {k: v for k, v in client.items() if not k.startswith("group.")}
+    conf.update(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group_id,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "enable.partition.eof": False,
+            "auto.offset.reset": "earliest",
+            "queued.max.messages.kbytes": 16384,
+        }
+    )
+    return conf
+
+
+# -- summary ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Tally:
+    """What happened to the deliveries of one destination."""
+
+    matched: int = 0
+    delivered: int = 0
+    skipped: int = 0
+    dead_lettered: int = 0
+
+
+@dataclass
+class Summary:
+    """Counts for the final report of a replay or redrive."""
+
+    read: int = 0
+    undecodable: int = 0
+    unmatched: int = 0
+    destinations: dict[str, Tally] = field(default_factory=dict)
+
+    def tally(self, destination: str) -> Tally:
+        t = self.destinations.get(destination)
+        if t is None:
+            t = self.destinations[destination] = Tally()
+        return t
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "read": self.read,
+            "undecodable": self.undecodable,
+            "unmatched": self.unmatched,
+            "destinations": {k: vars(v) for k, v in sorted(self.destinations.items())},
+        }
+
+    def render(self, dry_run: bool = False) -> str:
+        lines = [
+            f"read {self.read} messages, {self.undecodable} undecodable, {self.unmatched} matched nothing"
+        ]
+        if not self.destinations:
+            lines.append("no deliveries")
+            return "\n".join(lines)
+        head = (
+            "destination",
+            "matched",
+            "would send" if dry_run else "delivered",
+            "skipped",
+            "dead-lettered",
+        )
+        rows = [head] + [
+            (d, str(t.matched), str(t.delivered), str(t.skipped), str(t.dead_lettered))
+            for d, t in sorted(self.destinations.items())
+        ]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+        for r in rows:
+            lines.append(
+                "  ".join(c.ljust(widths[0]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(r))
+            )
+        return "\n".join(lines)
+
+
+# -- delivering ------------------------------------------------------------------------------------
+
+
+def header_dict(headers: Sequence[tuple[str, bytes | None]] | None) -> dict[str, str]:
+    """The last value of each header, decoded as UTF-8."""
+    out: dict[str, str] = {}
+    for k, v in headers or ():
+        out[k] = v.decode("utf-8", "replace") if v is not None else ""
+    return out
+
+
+def dead_letter(
+    msg: Any,
+    delivery: Delivery,
+    result: DeliveryResult,
+    *,
+    origin: Mapping[str, Any] | None = None,
+    extra_attempts: int = 0,
+    first_attempt_at: float | None = None,
+) -> DeadLetter:
+    """The dead letter of a failed delivery of message `msg` (consumed from the input, or, with
+    `origin`, re-read from the dead-letter topic, whose original coordinates it keeps)."""
+    failure = result.failure
+    assert failure is not None
+    if origin is None:
+        ts_type, ts = msg.timestamp()
+        origin = {
+            "topic": msg.topic(),
+            "partition": msg.partition(),
+            "offset": msg.offset(),
+            "timestamp_ms": ts if ts_type else None,
+            "headers": list(msg.headers() or []),
+        }
+    return DeadLetter(
+        topic=origin["topic"],
+        partition=origin["partition"],
+        offset=origin["offset"],
+        timestamp_ms=origin["timestamp_ms"],
+        key=msg.key(),
+        value=msg.value(),
+        original_headers=origin["headers"],
+        error_type=failure.type,
+        error_message=failure.message,
+        delivery_id=delivery.delivery_id,
+        destination=delivery.destination,
+        action=delivery.action,
+        subscription=delivery.subscription,
+        http_status=failure.status,
+        response_body=failure.response_body,
+        attempts=failure.attempts + extra_attempts,
+        first_attempt_at=first_attempt_at or failure.first_attempt_at,
+        last_attempt_at=failure.last_attempt_at,
+    )
+
+
+MessagePlan = tuple[list[Delivery], Callable[[Delivery, DeliveryResult], DeadLetter]]
+"""What to do with one message: its deliveries, and how to dead-letter one that fails."""
+
+
+class DeliveryPipeline:
+    """Runs deliveries for a stream of messages with bounded in-flight events and an optional rate.
+
+    `plan(msg)` decides the deliveries of a message (raising DecodeError for a message that cannot
+    be read). Offsets complete when every delivery has finished and its dead letter, if any, is
+    acknowledged; `watermarks()` is what is safe to record as done.
+    """
+
+    def __init__(
+        self,
+        plan: Callable[[Any], MessagePlan],
+        *,
+        dispatcher: Dispatcher | None,
+        dlq: DeadLetterProducer | None,
+        summary: Summary,
+        max_in_flight: int = 1000,
+        rate: float | None = None,
+        on_dry_run: Callable[[Any, Delivery], None] | None = None,
+    ) -> None:
+        self._plan = plan
+        self._dispatcher = dispatcher
+        self._dlq = dlq
+        self.summary = summary
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._bucket = TokenBucket(rate, burst=1.0) if rate else None
+        self._on_dry_run = on_dry_run
+        self.trackers: dict[int, OffsetTracker] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.completed = 0
+        self.fatal: BaseException | None = None
+        self.stop = asyncio.Event()
+
+    def start_at(self, topic: str, partition: int) -> OffsetTracker:
+        tracker = self.trackers.get(partition)
+        if tracker is None:
+            tracker = self.trackers[partition] = OffsetTracker(topic, partition)
+        return tracker
+
+    def watermarks(self) -> dict[int, int]:
+        return {p: w for p, t in self.trackers.items() if (w := t.watermark()) is not None}
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    async def feed(
+        self, batches: AsyncIterator[list[Any]], on_progress: Callable[[], Any] | None = None
+    ) -> None:
+        """Take every message of `batches` into work (waiting for room and for the rate limit)."""
+        async for batch in batches:
+            for msg in batch:
+                if self.stop.is_set():
+                    return
+                await self._slots.acquire()
+                if self._bucket is not None:
+                    await self._bucket.acquire()
+                if self.stop.is_set():
+                    self._slots.release()
+                    return
+                tracker = self.start_at(msg.topic(), msg.partition())
+                tracker.add(msg.offset())
+                self.summary.read += 1
+                task = asyncio.create_task(self._process(msg, tracker))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            if on_progress is not None:
+                on_progress()
+            if self.fatal is not None:
+                raise self.fatal
+
+    async def _process(self, msg: Any, tracker: OffsetTracker) -> None:
+        try:
+            try:
+                deliveries, make_letter = self._plan(msg)
+            except DecodeError as exc:
+                self.summary.undecodable += 1
+                log.warning("undecodable", partition=msg.partition(), offset=msg.offset(), error=str(exc))
+            else:
+                if not deliveries:
+                    self.summary.unmatched += 1
+                else:
+                    await asyncio.gather(*(self._one(msg, d, make_letter) for d in deliveries))
+            tracker.complete(msg.offset())
+            self.completed += 1
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            # A dead letter that could not be written: stop, and never mark this offset done.
+            if self.fatal is None:
+                self.fatal = exc
+            self.stop.set()
+        finally:
+            self._slots.release()
+
+    async def _one(self, msg: Any, delivery: Delivery, make_letter: Callable[..., DeadLetter]) -> None:
+        tally = self.summary.tally(delivery.destination)
+        tally.matched += 1
+        if self._dispatcher is None:
+            if self._on_dry_run is not None:
+                self._on_dry_run(msg, delivery)
+            if delivery.error is not None:
+                tally.dead_lettered += 1
+            elif delivery.skipped is not None or not delivery.requests:
+                tally.skipped += 1
+            else:
+                tally.delivered += 1
+            return
+        result = await self._dispatcher.deliver(delivery)
+        if result.outcome == "delivered":
+            tally.delivered += 1
+        elif result.outcome == "skipped":
+            tally.skipped += 1
+        else:
+            assert self._dlq is not None
+            await self._dlq.send(make_letter(delivery, result))
+            tally.dead_lettered += 1
+
+    async def drain(self, timeout: float) -> int:
+        """Wait for in-flight work up to `timeout`, then cancel the rest; returns how many were cancelled."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout)
+        left = list(self._tasks)
+        for t in left:
+            t.cancel()
+        if left:
+            await asyncio.gather(*left, return_exceptions=True)
+        return len(left)
+
+
+# -- the replay itself -----------------------------------------------------------------------------
+
+
+@dataclass
+class ReplayState:
+    """What a replay has finished, so a rerun can continue: the ranges and the next offset per partition."""
+
+    path: Path | None
+    topic: str
+    start: str | None
+    end: str | None
+    ranges: PartitionRanges
+    next: dict[int, int]
+
+    @classmethod
+    def load(cls, path: Path) -> ReplayState | None:
+        try:
+            data = orjson.loads(path.read_bytes())
+        except FileNotFoundError:
+            return None
+        except (OSError, orjson.JSONDecodeError) as exc:
+            raise StreamprocError(f"cannot read replay state {path}: {exc}") from None
+        return cls(
+            path,
+            data["topic"],
+            data.get("from"),
+            data.get("to"),
+            {int(p): (int(r[0]), int(r[1])) for p, r in data["ranges"].items()},
+            {int(p): int(o) for p, o in data["next"].items()},
+        )
+
+    def save(self) -> None:
+        if self.path is None:
+            return
+        data = {
+            "version": 1,
+            "topic": self.topic,
+            "from": self.start,
+            "to": self.end,
+            "ranges": {str(p): list(r) for p, r in sorted(self.ranges.items())},
+            "next": {str(p): o for p, o in sorted(self.next.items())},
+            "saved_at": datetime.now(UTC).isoformat(),
+        }
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
+        os.replace(tmp, self.path)
+
+    def remaining(self) -> dict[int, tuple[int, int]]:
+        return {
+            p: (max(s, self.next.get(p, s)), e)
+            for p, (s, e) in self.ranges.items()
+            if self.next.get(p, s) < e
+        }
+
+    def total_left(self) -> int:
+        return sum(e - s for s, e in self.remaining().values())
+
+
+async def run_replay(
+    reader: RangeReader,
+    state: ReplayState,
+    pipeline: DeliveryPipeline,
+    *,
+    save_every: float = 2.0,
+    shutdown_timeout: float = 30.0,
+    on_progress: Callable[[int], Any] | None = None,
+) -> None:
+    """Read the state's remaining ranges through the pipeline, saving progress as it goes."""
+    remaining = state.remaining()
+    for p, (_s, _e) in remaining.items():
+        pipeline.start_at(state.topic, p)
+    last_save = time.monotonic()
+
+    def tick() -> None:
+        nonlocal last_save
+        if on_progress is not None:
+            on_progress(pipeline.completed)
+        if time.monotonic() - last_save >= save_every:
+            state.next.update(pipeline.watermarks())
+            state.save()
+            last_save = time.monotonic()
+
+    try:
+        await _with_ticks(pipeline.feed(reader.read(remaining, pipeline.stop), tick), tick)
+        if pipeline.fatal is None:
+            await _finish(pipeline, tick, shutdown_timeout)
+    finally:
+        if pipeline.in_flight:
+            await pipeline.drain(shutdown_timeout)
+        state.next.update(pipeline.watermarks())
+        state.save()
+        if on_progress is not None:
+            on_progress(pipeline.completed)
+    if pipeline.fatal is not None:
+        raise pipeline.fatal
+
+
+async def _with_ticks(work: Awaitable[None], tick: Callable[[], None], every: float = 0.5) -> None:
+    """Run `work`, calling `tick` periodically even while it waits (rate limit, full in-flight)."""
+    task = asyncio.ensure_future(work)
+    try:
+        while not task.done():
+            await asyncio.wait({task}, timeout=every)
+            tick()
+        task.result()
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+async def _finish(pipeline: DeliveryPipeline, tick: Callable[[], None], timeout: float) -> None:
+    """After the last message: wait for the work still in flight (it may be retrying)."""
+    deadline = time.monotonic() + max(timeout, 3600.0)
+    while pipeline.in_flight and time.monotonic() < deadline and not pipeline.stop.is_set():
+        await asyncio.sleep(0.1)
+        tick()
