@@ -216,6 +216,20 @@ class _Checker:
     def __init__(self, source: str) -> None:
         self.source = source
         self.problems: list[ConfigProblem] = []
+        self.order: dict[str, int] = {"": -1}
+        """Key path -> its position in the file, so problems are reported top to bottom."""
+
+    def sorted_problems(self) -> list[ConfigProblem]:
+        def position(problem: ConfigProblem) -> int:
+            path = problem.path
+            while path not in self.order:
+                shorter = _LAST_SEGMENT.sub("", path)
+                if shorter == path:
+                    return -1
+                path = shorter
+            return self.order[path]
+
+        return sorted(self.problems, key=position)
 
     def add(self, path: str, message: str) -> None:
         self.problems.append(ConfigProblem(self.source, path, message))
@@ -239,6 +253,7 @@ class _Checker:
 
 
 _T = TypeVar("_T")
+_LAST_SEGMENT = re.compile(r"(\.[^.\[\]()]*|\[\d+\]|\([^)]*\))$")
 
 
 def _join(path: str, key: str | int) -> str:
@@ -355,6 +370,10 @@ def _bool(value: Any) -> bool:
 
 def _str(*, empty: bool = False) -> Callable[[Any], str]:
     def convert(value: Any) -> str:
+        if isinstance(value, bool):
+            raise ValueError(
+                "must be a string, got a boolean (YAML reads unquoted yes/no/on/off that way; quote it)"
+            )
         if not isinstance(value, str):
             raise ValueError(f"must be a string, got {_kind(value)}")
         if not empty and not value.strip():
@@ -807,23 +826,23 @@ def _subscription(
         trigger = trigger or preset.subscribe
         base_mapping = preset.mapping
     else:
-        if name is None:
+        if name is None and data.get("name") is None:
             c.add(_join(path, "name"), "is required (or name a preset with `preset:`)")
             ok = False
-        if trigger is None:
+        if trigger is None and data.get("trigger") is None:
             c.add(_join(path, "trigger"), 'is required: an FQL trigger such as event = "Order Completed"')
             ok = False
-        if action is None:
+        if action is None and data.get("action") is None:
             c.add(_join(path, "action"), f"is required: one of {', '.join(destination.actions)}")
             ok = False
-        elif action not in destination.actions:
+        elif action is not None and action not in destination.actions:
             c.add(
                 _join(path, "action"),
                 f"unknown action {action!r} of {destination.type}"
                 f"{_did_you_mean(action, destination.actions)}",
             )
             ok = False
-        else:
+        elif action is not None:
             base_mapping = destination.default_mapping(action)
 
     if trigger is not None:
@@ -832,7 +851,7 @@ def _subscription(
     if user_mapping is not None:
         final_mapping = {**base_mapping, **user_mapping} if use_defaults else dict(user_mapping)
         _check_mapping(c, final_mapping, _join(path, "mapping"), k)
-    if not ok or name is None or trigger is None or action is None:
+    if not ok or name is None or trigger is None or action is None or action not in destination.actions:
         return None
     return SubscriptionConfig(
         name=name,
@@ -849,6 +868,7 @@ def _subscription(
 
 
 def _interpolate_tree(c: _Checker, value: Any, path: str, env: Mapping[str, str]) -> Any:
+    c.order.setdefault(path, len(c.order))
     if isinstance(value, str):
         text, problems = interpolate(value, env)
         for problem in problems:
@@ -895,7 +915,7 @@ def parse_config(data: Any, source: str = "<config>", env: Mapping[str, str] | N
             if dest is not None:
                 destinations.append(dest)
     if c.problems:
-        raise ConfigError(c.problems)
+        raise ConfigError(c.sorted_problems())
     return Config(
         source=source,
         kafka=kafka,

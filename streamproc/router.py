@@ -236,7 +236,7 @@ class Router:
                     elif isinstance(result, Skip):
                         skipped = result.reason
                     else:
-                        requests = list(result)  # type: ignore[arg-type]
+                        requests = list(result)
             deliveries.append(
                 Delivery(
                     mid + route.id_suffix,

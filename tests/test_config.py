@@ -518,6 +518,14 @@ def test_avro_needs_a_schema() -> None:
     ]
 
 
+def test_yaml_booleans_in_string_places_get_a_hint(fake: Any) -> None:
+    subs = [{"name": False, "trigger": 'type = "page"', "action": "send"}]
+    assert problems({"destinations": [fake_dest(subscriptions=subs)]}) == [
+        "cfg.yaml: destinations[0].subscriptions[0].name: must be a string, got a boolean"
+        " (YAML reads unquoted yes/no/on/off that way; quote it)"
+    ]
+
+
 def test_not_a_mapping_and_empty() -> None:
     assert problems(["a"]) == ["cfg.yaml: must be a mapping (key: value), got a list"]
     assert problems(None) == ["cfg.yaml: the configuration is empty"]

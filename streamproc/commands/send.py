@@ -118,13 +118,13 @@ def run(args: argparse.Namespace, out: BinaryIO | None = None, stdin: BinaryIO |
         unknown = sorted(destinations - set(router.destinations))
         if unknown:
             raise StreamprocError(f"unknown destination id(s): {', '.join(unknown)}")
-    events = deliveries = errors = skipped = 0
+    events = undecodable = deliveries = failed = skipped = 0
     for index, line in read_events(raw):
         events += 1
         try:
             event = decode_json(line)
         except DecodeError as exc:
-            errors += 1
+            undecodable += 1
             bad = {
                 "index": index,
                 "messageId": None,
@@ -138,12 +138,13 @@ def run(args: argparse.Namespace, out: BinaryIO | None = None, stdin: BinaryIO |
         mid = message_id(event)
         for delivery in router.route(event, destinations=destinations):
             deliveries += 1
-            errors += delivery.error is not None
+            failed += delivery.error is not None
             skipped += delivery.skipped is not None
             output.write(orjson.dumps(delivery_json(index, delivery, mid), option=option) + b"\n")
     output.flush()
     print(
-        f"{events} events, {deliveries} deliveries ({errors} errors, {skipped} skipped); nothing was sent",
+        f"{events} events ({undecodable} not decodable), {deliveries} deliveries ({failed} failed,"
+        f" {skipped} skipped); nothing was sent",
         file=sys.stderr,
     )
     return 0
