@@ -1,0 +1,836 @@
+"""Validates and coerces a mapped payload against an action's fields, the way Segment's runtime does."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from streamproc.core.fields import Choice, ConditionalRequired, Field
+from streamproc.core.jsvalues import UNDEFINED, number_to_string
+from streamproc.errors import PayloadValidationError
+
+__all__ = ["PayloadSchema", "js_date_parse", "js_to_number"]
+
+# Segment's pipeline, reproduced here (actions-core + AJV 8 with coerceTypes "array", allErrors,
+# removeAdditional, ajv-formats, @segment/ajv-human-errors):
+#   1. removeEmptyValues: null dropped unless the type allows null, "" dropped unless the type is a
+#      string (at the root "" is always dropped), array items judged one by one but kept unchanged.
+#   2. top-level `multiple` fields holding a single value are wrapped in a list.
+#   3. AJV: per schema node, type (with coercion) first, then enum / conditional rules, then number
+#      limits, string limits and format, then array items, then object required / unknown-key
+#      removal / properties. Errors keep that order; messages are ajv-human-errors' sentences.
+
+_Check = Callable[[Any, str, list[str]], Any]
+_Clean = Callable[[Any], Any]
+
+_JS_WHITESPACE = (
+    "\t\n\v\f\r \u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
+    "\u2028\u2029\u202f\u205f\u3000\ufeff"
+)
+_DECIMAL = re.compile(r"[+-]?(?:Infinity|(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)")
+_RADIX = re.compile(r"0([xXoObB])([0-9a-zA-Z]+)")
+
+
+def js_to_number(text: str) -> float:
+    """JavaScript `Number(string)`: surrounding whitespace ignored, "" is 0, junk is NaN."""
+    t = text.strip(_JS_WHITESPACE)
+    if not t:
+        return 0.0
+    if _DECIMAL.fullmatch(t):
+        return float(t)
+    m = _RADIX.fullmatch(t)
+    if m:
+        base = {"x": 16, "o": 8, "b": 2}[m.group(1).lower()]
+        try:
+            return float(int(m.group(2), base))
+        except ValueError:
+            return math.nan
+    return math.nan
+
+
+def _js_number(value: float) -> int | float:
+    """A coerced number as Python keeps it: integral values inside the safe range become ints."""
+    if value.is_integer() and abs(value) <= 9007199254740992.0:
+        return int(value)
+    return value
+
+
+def _is_number(v: Any) -> bool:
+    # AJV's strictNumbers: NaN and infinities are not numbers; bool is not a number in JSON.
+    cls = v.__class__
+    if cls is int:
+        return True
+    if cls is float:
+        return math.isfinite(v)
+    return False
+
+
+def _is_integer(v: Any) -> bool:
+    cls = v.__class__
+    if cls is int:
+        return True
+    if cls is float:
+        return math.isfinite(v) and v.is_integer()
+    return False
+
+
+_TYPE_TESTS: dict[str, Callable[[Any], bool]] = {
+    "string": lambda v: v.__class__ is str,
+    "number": _is_number,
+    "integer": _is_integer,
+    "boolean": lambda v: v.__class__ is bool,
+    "null": lambda v: v is None,
+    "object": lambda v: isinstance(v, dict),
+    "array": lambda v: isinstance(v, list),
+}
+
+
+def _type_of(value: Any) -> str:
+    """ajv-human-errors' description of what a value was."""
+    if value is None:
+        return "null"
+    if value is UNDEFINED:
+        return "undefined"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list | tuple):
+        return "an array"
+    return "an object"
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in ("a", "e", "i", "o", "u") else "a"
+
+
+def _humanize_list(items: list[str], conjunction: str) -> str:
+    if not items:
+        return "nothing"
+    if len(items) == 1:
+        return items[0]
+    if len(items) == 2:
+        return f"{items[0]} {conjunction} {items[1]}"
+    return f"{', '.join(items[:-1])}, {conjunction} {items[-1]}"
+
+
+def _capitalize(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _pointer_key(key: str) -> str:
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+def _js_stringify_scalar(value: Any) -> str:
+    """JSON.stringify of an enum member (strings, numbers, booleans, null)."""
+    from streamproc.core.jsvalues import json_stringify
+
+    return json_stringify(value) or "undefined"
+
+
+def _utf16_length(text: str) -> int:
+    return len(text) + sum(1 for ch in text if ord(ch) > 0xFFFF)
+
+
+def _js_equal(a: Any, b: Any) -> bool:
+    """Deep equality as AJV's `enum`/`const` see it (bool is never equal to a number)."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    if isinstance(a, int | float) and isinstance(b, int | float):
+        return bool(a == b)
+    if a.__class__ is not b.__class__:
+        if isinstance(a, dict) and isinstance(b, dict):
+            pass
+        elif isinstance(a, list) and isinstance(b, list):
+            pass
+        else:
+            return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_js_equal(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_js_equal(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
+
+
+# ---------------------------------------------------------------------------------------------
+# JavaScript Date.parse (V8), for `date-like` and for partners that read timestamps.
+
+_ISO_LIKE = re.compile(
+    r"([+-]\d{6}|\d{4})(?:-(\d{1,2})(?:-(\d{1,2}))?)?"
+    r"(?:[Tt ](\d{1,2}):(\d{2})(?::(\d{2})(?:\.(\d+))?)?\s*(Z|z|[+-]\d{2}:?\d{2})?)?",
+    re.ASCII,
+)
+_MONTHS = {m: i + 1 for i, m in enumerate(
+    ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+)}
+_MONTH_FIRST = re.compile(
+    r"(?:[a-z]+,?\s+)?([a-z]{3})[a-z]*\.?\s+(\d{1,2}),?\s+(\d{4})"
+    r"(?:\s+(\d{1,2}):(\d{2})(?::(\d{2}))?)?\s*(?:gmt|utc|z)?\s*([+-]\d{4})?",
+    re.ASCII | re.IGNORECASE,
+)
+_DAY_FIRST = re.compile(
+    r"(?:[a-z]+,?\s+)?(\d{1,2})\s+([a-z]{3})[a-z]*\.?\s+(\d{4})"
+    r"(?:\s+(\d{1,2}):(\d{2})(?::(\d{2}))?)?\s*(?:gmt|utc|z)?\s*([+-]\d{4})?",
+    re.ASCII | re.IGNORECASE,
+)
+_SLASHED = re.compile(r"(\d{4})/(\d{1,2})/(\d{1,2})(?:\s+(\d{1,2}):(\d{2})(?::(\d{2}))?)?", re.ASCII)
+
+
+def _days_from_civil(y: int, m: int, d: int) -> int:
+    y -= m <= 2
+    era = (y if y >= 0 else y - 399) // 400
+    yoe = y - era * 400
+    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
+def _epoch_ms(y: int, mo: int, d: int, h: int, mi: int, s: int, ms: int, offset_min: int) -> float:
+    if not (1 <= mo <= 12 and 1 <= d <= 31 and h <= 24 and mi <= 59 and s <= 59):
+        return math.nan
+    if h == 24 and (mi or s or ms):
+        return math.nan
+    days = _days_from_civil(y, mo, 1) + d - 1
+    value = ((days * 24 + h) * 60 + mi - offset_min) * 60_000 + s * 1000 + ms
+    return float(value) if abs(value) <= 8.64e15 else math.nan
+
+
+def _offset_minutes(text: str | None) -> int:
+    if not text or text in ("Z", "z"):
+        return 0
+    digits = text[1:].replace(":", "")
+    minutes = int(digits[:2]) * 60 + int(digits[2:4])
+    return -minutes if text[0] == "-" else minutes
+
+
+def js_date_parse(text: str) -> float:
+    """`Date.parse(text)` in epoch milliseconds (NaN when V8 would say Invalid Date). ISO-8601 forms
+    follow V8 exactly (date-only is UTC; the worker's local time is taken to be UTC); of V8's lenient
+    legacy forms, the RFC 2822, "Mon D YYYY" and "YYYY/MM/DD" families are understood."""
+    t = text.strip()
+    m = _ISO_LIKE.fullmatch(t)
+    if m:
+        frac = (m.group(7) or "0")[:3].ljust(3, "0")
+        return _epoch_ms(
+            int(m.group(1)),
+            int(m.group(2) or 1),
+            int(m.group(3) or 1),
+            int(m.group(4) or 0),
+            int(m.group(5) or 0),
+            int(m.group(6) or 0),
+            int(frac),
+            _offset_minutes(m.group(8)),
+        )
+    m = _MONTH_FIRST.fullmatch(t)
+    if m and m.group(1).lower() in _MONTHS:
+        month, day, year = _MONTHS[m.group(1).lower()], int(m.group(2)), int(m.group(3))
+    else:
+        m = _DAY_FIRST.fullmatch(t)
+        if m and m.group(2).lower() in _MONTHS:
+            day, month, year = int(m.group(1)), _MONTHS[m.group(2).lower()], int(m.group(3))
+        else:
+            m = _SLASHED.fullmatch(t)
+            if not m:
+                return math.nan
+            year, month, day = int(m.group(1)), int(m.group(2)), int(m.group(3))
+            return _epoch_ms(year, month, day, int(m.group(4) or 0), int(m.group(5) or 0),
+                             int(m.group(6) or 0), 0, 0)
+    return _epoch_ms(year, month, day, int(m.group(4) or 0), int(m.group(5) or 0), int(m.group(6) or 0),
+                     0, _offset_minutes(m.group(7)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Formats (ajv-formats "full" mode, plus Segment's own `text` and `date-like`).
+
+_FLAGS = re.IGNORECASE | re.ASCII
+_EMAIL = re.compile(
+    r"[a-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[a-z0-9!#$%&'*+/=?^_`{|}~-]+)*@"
+    r"(?:[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\.)+[a-z0-9](?:[a-z0-9-]*[a-z0-9])?",
+    _FLAGS,
+)
+_HOSTNAME = re.compile(
+    r"(?=.{1,253}\.?\Z)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[-0-9a-z]{0,61}[0-9a-z])?)*\.?",
+    _FLAGS,
+)
+_IPV4 = re.compile(r"(?:(?:25[0-5]|2[0-4]\d|[01]?\d\d?)\.){3}(?:25[0-5]|2[0-4]\d|[01]?\d\d?)", _FLAGS)
+_UUID = re.compile(r"(?:urn:uuid:)?[0-9a-f]{8}-(?:[0-9a-f]{4}-){3}[0-9a-f]{12}", _FLAGS)
+_DATE = re.compile(r"(\d\d\d\d)-(\d\d)-(\d\d)", re.ASCII)
+_TIME = re.compile(r"(\d\d):(\d\d):(\d\d)(\.\d+)?(z|[+-]\d\d(?::?\d\d)?)?", _FLAGS)
+_DAYS = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+_H16 = r"[0-9a-f]{1,4}"
+_IPV4_PART = r"(?:(?:25[0-5]|2[0-4]\d|[01]?\d\d?)\.){3}(?:25[0-5]|2[0-4]\d|[01]?\d\d?)"
+_URI_HOST_IPV6 = (
+    rf"(?:(?:(?:{_H16}:){{6}}|::(?:{_H16}:){{5}}|(?:{_H16})?::(?:{_H16}:){{4}}"
+    rf"|(?:(?:{_H16}:){{0,1}}{_H16})?::(?:{_H16}:){{3}}|(?:(?:{_H16}:){{0,2}}{_H16})?::(?:{_H16}:){{2}}"
+    rf"|(?:(?:{_H16}:){{0,3}}{_H16})?::{_H16}:|(?:(?:{_H16}:){{0,4}}{_H16})?::)"
+    rf"(?:{_H16}:{_H16}|{_IPV4_PART})|(?:(?:{_H16}:){{0,5}}{_H16})?::{_H16}"
+    rf"|(?:(?:{_H16}:){{0,6}}{_H16})?::)"
+)
+_PCHAR = r"(?:[a-z0-9\-._~!$&'()*+,;=:@]|%[0-9a-f]{2})"
+_URI = re.compile(
+    r"(?:[a-z][a-z0-9+\-.]*:)(?:/?/(?:(?:[a-z0-9\-._~!$&'()*+,;=:]|%[0-9a-f]{2})*@)?"
+    rf"(?:\[(?:{_URI_HOST_IPV6}|[Vv][0-9a-f]+\.[a-z0-9\-._~!$&'()*+,;=:]+)\]|{_IPV4_PART}"
+    r"|(?:[a-z0-9\-._~!$&'()*+,;=]|%[0-9a-f]{2})*)(?::\d*)?"
+    rf"(?:/{_PCHAR}*)*|/(?:{_PCHAR}+(?:/{_PCHAR}*)*)?|{_PCHAR}+(?:/{_PCHAR}*)*)"
+    rf"(?:\?(?:[a-z0-9\-._~!$&'()*+,;=:@/?]|%[0-9a-f]{{2}})*)?"
+    rf"(?:#(?:[a-z0-9\-._~!$&'()*+,;=:@/?]|%[0-9a-f]{{2}})*)?",
+    _FLAGS,
+)
+_DAYJS_PARSE = re.compile(
+    r"(\d{4})[-/]?(\d{1,2})?[-/]?(\d{0,2})[Tt\s]*(\d{1,2})?:?(\d{1,2})?:?(\d{1,2})?[.:]?(\d+)?", re.ASCII
+)
+
+
+def _is_date(text: str) -> bool:
+    m = _DATE.fullmatch(text)
+    if not m:
+        return False
+    year, month, day = int(m.group(1)), int(m.group(2)), int(m.group(3))
+    leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+    return 1 <= month <= 12 and 1 <= day <= (29 if month == 2 and leap else _DAYS[month])
+
+
+def _is_time(text: str, with_zone: bool = False) -> bool:
+    m = _TIME.fullmatch(text)
+    if not m:
+        return False
+    h, mi, s = int(m.group(1)), int(m.group(2)), int(m.group(3))
+    ok = (h <= 23 and mi <= 59 and s <= 59) or (h == 23 and mi == 59 and s == 60)
+    return ok and (not with_zone or bool(m.group(5)))
+
+
+def _is_date_time(text: str) -> bool:
+    parts = re.split(r"[tT\s]", text)
+    return len(parts) == 2 and _is_date(parts[0]) and _is_time(parts[1], True)
+
+
+def _is_uri(text: str) -> bool:
+    return ("/" in text or ":" in text) and _URI.fullmatch(text) is not None
+
+
+def _is_regex(text: str) -> bool:
+    if re.search(r"[^\\]\\Z", text):
+        return False
+    try:
+        re.compile(text)
+    except re.error:
+        return False
+    return True
+
+
+def _is_date_like(text: str) -> bool:
+    """Segment's `date-like`: anything dayjs can turn into a valid date."""
+    if number_to_string(js_to_number(text)) == text:
+        # A canonical number string is read as unix seconds.
+        return abs(js_to_number(text) * 1000) <= 8.64e15
+    if not text.endswith(("Z", "z")) and _DAYJS_PARSE.fullmatch(text):
+        return True
+    return not math.isnan(js_date_parse(text))
+
+
+_FORMATS: dict[str, Callable[[str], bool]] = {
+    "email": lambda s: _EMAIL.fullmatch(s) is not None,
+    "hostname": lambda s: _HOSTNAME.fullmatch(s) is not None,
+    "ipv4": lambda s: _IPV4.fullmatch(s) is not None,
+    "uuid": lambda s: _UUID.fullmatch(s) is not None,
+    "date": _is_date,
+    "time": _is_time,
+    "date-time": _is_date_time,
+    "uri": _is_uri,
+    "regex": _is_regex,
+    "date-like": _is_date_like,
+}
+
+
+def _ipv6(text: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return "%" not in text
+
+
+_FORMATS["ipv6"] = _ipv6
+
+_FORMAT_LABELS = {
+    "date-time": "date and time",
+    "time": "time",
+    "date": "date",
+    "email": "email address",
+    "hostname": "hostname",
+    "ipv4": "IPv4 address",
+    "ipv6": "IPv6 address",
+    "uri": "URI",
+    "uri-reference": "URI Reference",
+    "uri-template": "URI-template",
+    "json-pointer": "JSON Pointer",
+    "relative-json-pointer": "relative JSON Pointer",
+    "regex": "regular expression",
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Coercion (AJV coerceTypes: "array").
+
+_COERCIBLE = ("string", "number", "integer", "boolean", "null", "array")
+
+
+def _coerce_one(target: str, v: Any) -> Any:
+    """One step of AJV's coercion chain; UNDEFINED when this target does not apply."""
+    cls = v.__class__
+    if target == "string":
+        if cls is bool:
+            return "true" if v else "false"
+        if cls is int or cls is float:
+            return number_to_string(v)
+        if v is None:
+            return ""
+    elif target == "number" or target == "integer":
+        if cls is bool:
+            return 1 if v else 0
+        if v is None:
+            return 0
+        if cls is str and v:
+            n = js_to_number(v)
+            if not math.isnan(n) and (target == "number" or math.isinf(n) or n.is_integer()):
+                return _js_number(n)
+    elif target == "boolean":
+        if v == "false" or v is None or v is False or (cls in (int, float) and v == 0):
+            return False
+        if v == "true" or v is True or (cls in (int, float) and v == 1):
+            return True
+    elif target == "null":
+        if v == "" or v is False or (cls in (int, float) and v == 0):
+            return None
+    elif target == "array":
+        if cls in (str, int, float, bool) or v is None:
+            return [v]
+    return UNDEFINED
+
+
+@dataclass
+class _Node:
+    """One JSON-schema node as Segment builds it from a field (only the keywords it can have)."""
+
+    title: str | None
+    types: tuple[str, ...]
+    enum: tuple[Any, ...] | None = None
+    format: str | None = None
+    min_length: float | None = None
+    max_length: float | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    items: _Node | None = None
+    properties: dict[str, _Node] | None = None
+    required: tuple[str, ...] = ()
+    additional: bool = True
+
+
+def _field_node(f: Field) -> _Node:
+    base = {"string": "string", "text": "string", "password": "string", "datetime": None}.get(f.type, f.type)
+    types: tuple[str, ...] = ("string", "number") if base is None else (base,)
+    fmt = f.format
+    if f.type == "datetime":
+        fmt = "date-like"
+    elif f.type in ("password", "text"):
+        fmt = f.type
+    node = _Node(title=f.label, types=types, format=fmt)
+    # Limits count only when truthy, and only for plain strings and numbers.
+    if f.type == "string":
+        node.min_length = f.minimum or None
+        node.max_length = f.maximum or None
+    elif f.type == "number":
+        node.minimum = f.minimum or None
+        node.maximum = f.maximum or None
+    enum: list[Any] | None = None
+    if f.choices is not None:
+        enum = [c.value if isinstance(c, Choice) else c for c in f.choices]
+    if f.allow_null:
+        node.types = (*types, "null")
+        if enum is not None:
+            enum.append(None)
+    node.enum = tuple(enum) if enum is not None else None
+    nested: _Node | None = None
+    if base == "object" and f.properties is not None:
+        nested = _object_node(f.properties, None, f.additional_properties)
+    if f.multiple:
+        node.items = _Node(title=None, types=types, enum=node.enum)
+        node.enum = None
+        node.types = ("array",)
+        if nested is not None:
+            node.items = nested
+    elif nested is not None:
+        node.properties = nested.properties
+        node.required = nested.required
+        node.additional = nested.additional
+    return node
+
+
+def _object_node(fields: Mapping[str, Field], title: str | None, additional: bool) -> _Node:
+    nested_conditional = any(isinstance(sub.required, ConditionalRequired) for sub in fields.values())
+    required = () if nested_conditional else tuple(k for k, sub in fields.items() if sub.required is True)
+    return _Node(
+        title=title,
+        types=("object",),
+        properties={k: _field_node(sub) for k, sub in fields.items()},
+        required=required,
+        additional=additional,
+    )
+
+
+def _preamble(title: str | None, ptr: str) -> str:
+    if title:
+        return title
+    return "the root value" if ptr == "" else f"the value at {ptr}"
+
+
+def _compile_clean(node: _Node) -> _Clean:
+    """removeEmptyValues for values below the root (the root has its own loop)."""
+    keeps_null = "null" in node.types
+    keeps_empty = "string" in node.types
+    items = _compile_clean(node.items) if node.items is not None else None
+    props = {k: _compile_clean(n) for k, n in (node.properties or {}).items()} if node.properties else None
+
+    def clean(v: Any) -> Any:
+        if v is None:
+            return v if keeps_null else UNDEFINED
+        cls = v.__class__
+        if cls is str:
+            return v if (v or keeps_empty) else UNDEFINED
+        if cls is list:
+            if items is None:
+                return v
+            return [item for item in v if items(item) is not UNDEFINED]
+        if cls is dict and props is not None:
+            out = {}
+            for k, val in v.items():
+                sub = props.get(k)
+                if sub is not None:
+                    val = sub(val)
+                if val is not UNDEFINED:
+                    out[k] = val
+            return out
+        return v
+
+    return clean
+
+
+def _compile_check(node: _Node) -> _Check:
+    """AJV's validation of one node: returns the (possibly coerced) value, appends messages."""
+    types = node.types
+    tests = tuple(_TYPE_TESTS[t] for t in types)
+    coerce_to = tuple(t for t in types if t in _COERCIBLE)
+    title = node.title
+    expected = _humanize_list(list(types), "or")
+    expected = f"{_article(expected)} {expected}"
+    enum = node.enum
+    enum_text = (
+        _humanize_list([_js_stringify_scalar(e) for e in enum], "or") if enum is not None else ""
+    )
+    fmt = node.format
+    fmt_test = _FORMATS.get(fmt) if fmt else None
+    fmt_label = _FORMAT_LABELS.get(fmt, fmt) if fmt else ""
+    min_len, max_len = node.min_length, node.max_length
+    minimum, maximum = node.minimum, node.maximum
+    item_check = _compile_check(node.items) if node.items is not None else None
+    props: dict[str, tuple[int, _Check, str]] | None = None
+    if node.properties is not None:
+        props = {
+            k: (i, _compile_check(n), "/" + _pointer_key(k)) for i, (k, n) in enumerate(node.properties.items())
+        }
+    required = node.required
+    additional = node.additional
+    simple = (
+        enum is None
+        and fmt_test is None
+        and min_len is None
+        and max_len is None
+        and minimum is None
+        and maximum is None
+        and item_check is None
+        and props is None
+    )
+    single_test = tests[0] if len(tests) == 1 else None
+
+    def type_error(v: Any, ptr: str, errors: list[str]) -> None:
+        errors.append(_capitalize(f"{_preamble(title, ptr)} must be {expected} but it was {_type_of(v)}") + ".")
+
+    def coerce(v: Any, ptr: str, errors: list[str]) -> tuple[Any, Any, bool]:
+        """(value for the parent, value the later keywords see, type ok)."""
+        if any(t(v) for t in tests):
+            return v, v, True
+        if types == ("object",):
+            type_error(v, ptr, errors)
+            return v, v, False
+        d = v
+        if isinstance(d, list) and len(d) == 1:
+            d = d[0]
+            if any(t(d) for t in tests):
+                return d, d, True
+        for target in coerce_to:
+            c = _coerce_one(target, d)
+            if c is not UNDEFINED:
+                return c, c, True
+        type_error(d, ptr, errors)
+        return v, d, False
+
+    def check(v: Any, ptr: str, errors: list[str]) -> Any:
+        if single_test is not None and single_test(v) and simple:
+            return v
+        out, d, _ok = coerce(v, ptr, errors)
+        if simple:
+            return out
+        if enum is not None and not any(_js_equal(d, e) for e in enum):
+            errors.append(_capitalize(f"{_preamble(title, ptr)} must be one of: {enum_text}") + ".")
+        if _is_number(d) and d.__class__ is not bool:
+            if maximum is not None and d > maximum:
+                errors.append(
+                    _capitalize(f"{_preamble(title, ptr)} must be equal to or less than {number_to_string(maximum)}")
+                    + "."
+                )
+            if minimum is not None and d < minimum:
+                errors.append(
+                    _capitalize(
+                        f"{_preamble(title, ptr)} must be equal to or greater than {number_to_string(minimum)}"
+                    )
+                    + "."
+                )
+        elif d.__class__ is str:
+            if max_len is not None or min_len is not None:
+                length = len(d)
+                actual = _utf16_length(d)
+                if max_len is not None and length > max_len:
+                    limit = number_to_string(max_len)
+                    errors.append(
+                        _capitalize(
+                            f"{_preamble(title, ptr)} must be {limit} {'character' if max_len == 1 else 'characters'}"
+                            f" or fewer but it was {actual} {'character' if actual == 1 else 'characters'}"
+                        )
+                        + "."
+                    )
+                if min_len is not None and length < min_len:
+                    limit = number_to_string(min_len)
+                    errors.append(
+                        _capitalize(
+                            f"{_preamble(title, ptr)} must be {limit} {'character' if min_len == 1 else 'characters'}"
+                            f" or more but it was {actual} {'character' if actual == 1 else 'characters'}"
+                        )
+                        + "."
+                    )
+            if fmt_test is not None and not fmt_test(d):
+                errors.append(
+                    _capitalize(f"{_preamble(title, ptr)} must be a valid {fmt_label} string but it was not") + "."
+                )
+        elif item_check is not None and isinstance(d, list):
+            out = [item_check(item, f"{ptr}/{i}", errors) for i, item in enumerate(d)]
+        elif props is not None and isinstance(d, dict):
+            out = _check_object(d, ptr, errors, title, props, required, additional)
+        return out
+
+    return check
+
+
+def _check_object(
+    d: dict[str, Any],
+    ptr: str,
+    errors: list[str],
+    title: str | None,
+    props: dict[str, tuple[int, _Check, str]],
+    required: tuple[str, ...],
+    additional: bool,
+) -> dict[str, Any]:
+    for key in required:
+        if d.get(key, UNDEFINED) is UNDEFINED:
+            errors.append(_capitalize(f"{_preamble(title, ptr)} is missing the required field '{key}'") + ".")
+    out: dict[str, Any] = {}
+    spans: list[tuple[int, int, int]] | None = None
+    for k, val in d.items():
+        entry = props.get(k)
+        if entry is None:
+            if additional:
+                out[k] = val
+            continue
+        if val is UNDEFINED:
+            continue
+        idx, sub, kptr = entry
+        n = len(errors)
+        out[k] = sub(val, ptr + kptr, errors)
+        if len(errors) != n:
+            if spans is None:
+                spans = []
+            spans.append((idx, n, len(errors)))
+    if spans is not None and len(spans) > 1:
+        _reorder(errors, spans)
+    return out
+
+
+def _reorder(errors: list[str], spans: list[tuple[int, int, int]]) -> None:
+    """Errors were produced in payload key order; AJV reports them in field order."""
+    start = spans[0][1]
+    chunks = sorted(spans, key=lambda s: s[0])
+    errors[start:] = [m for _i, a, b in chunks for m in errors[a:b]]
+
+
+# ---------------------------------------------------------------------------------------------
+# Conditionally required fields (Segment's if/then rules).
+
+_Cond = Callable[[Mapping[str, Any]], bool]
+
+
+def _null_like(v: Any) -> bool:
+    # AJV's `type: "null"` test with coercion: "", 0 and false count as null.
+    return v is None or v == "" or v is False or (v.__class__ in (int, float) and v == 0)
+
+
+def _compile_condition(fc: Any, multiple: bool) -> _Cond:
+    key: str = fc.field_key
+    operator = fc.operator
+    value = fc.value
+    if "." in key:
+        parent, child = key.split(".")[:2]
+
+        def obj_cond(d: Mapping[str, Any]) -> bool:
+            if d.get(parent, UNDEFINED) is UNDEFINED:
+                return False
+            p = d[parent]
+            if not isinstance(p, dict):
+                return True
+            c = p.get(child, UNDEFINED)
+            if c is UNDEFINED:
+                return False
+            equal = _js_equal(c, value) if value is not UNDEFINED else False
+            return equal if operator == "is" else not equal
+
+        return obj_cond
+    if value is UNDEFINED:
+        if multiple:
+            if operator == "is":
+                return lambda d: d.get(key, UNDEFINED) is UNDEFINED
+            return lambda d: d.get(key, UNDEFINED) is not UNDEFINED
+        if operator == "is":
+            return lambda d: d.get(key, UNDEFINED) is UNDEFINED or _null_like(d[key])
+        return lambda d: d.get(key, UNDEFINED) is not UNDEFINED and not _null_like(d[key])
+
+    def simple(d: Mapping[str, Any]) -> bool:
+        v = d.get(key, UNDEFINED)
+        if v is UNDEFINED:
+            return False
+        return _js_equal(v, value) if operator == "is" else not _js_equal(v, value)
+
+    return simple
+
+
+def _compile_rule(field_key: str, rule: ConditionalRequired) -> Callable[[Mapping[str, Any], list[str]], None]:
+    multiple = len(rule.conditions) > 1
+    conds = [_compile_condition(c, multiple) for c in rule.conditions]
+    match_any = rule.match == "any"
+    dotted = "." in field_key and not multiple
+    parent, _, child = field_key.partition(".")
+
+    def apply(d: Mapping[str, Any], errors: list[str]) -> None:
+        holds = any(c(d) for c in conds) if match_any else all(c(d) for c in conds)
+        if not holds:
+            return
+        n = len(errors)
+        if dotted:
+            p = d.get(parent, UNDEFINED)
+            if p is UNDEFINED:
+                errors.append(f"The root value is missing the required field '{parent}'.")
+            elif isinstance(p, dict) and p.get(child, UNDEFINED) is UNDEFINED:
+                errors.append(f"The value at /{_pointer_key(parent)} is missing the required field '{child}'.")
+        elif d.get(field_key, UNDEFINED) is UNDEFINED:
+            errors.append(f"The root value is missing the required field '{field_key}'.")
+        if len(errors) != n:
+            errors.append('The root value must match "then" schema.')
+
+    return apply
+
+
+def _conditional_rules(fields: Mapping[str, Field]) -> list[Callable[[Mapping[str, Any], list[str]], None]]:
+    rules = []
+    for key, f in fields.items():
+        if f.properties and f.type == "object":
+            for sub_key, sub in f.properties.items():
+                if isinstance(sub.required, ConditionalRequired):
+                    rules.append(_compile_rule(f"{key}.{sub_key}", sub.required))
+        if isinstance(f.required, ConditionalRequired):
+            rules.append(_compile_rule(key, f.required))
+    return rules
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+class PayloadSchema:
+    """The compiled validator of one action's fields; `validate` is the hot path."""
+
+    __slots__ = ("_entries", "_fields", "_required", "_rules")
+
+    def __init__(self, fields: Mapping[str, Field]) -> None:
+        self._fields = dict(fields)
+        root = _object_node(fields, None, False)
+        assert root.properties is not None
+        self._required = tuple(k for k, f in fields.items() if f.required is True)
+        # key -> (field order, removeEmptyValues, wrap single values, check, pointer)
+        self._entries: dict[str, tuple[int, _Clean, bool, _Check, str]] = {
+            k: (i, _compile_clean(n), n.types == ("array",), _compile_check(n), "/" + _pointer_key(k))
+            for i, (k, n) in enumerate(root.properties.items())
+        }
+        self._rules = _conditional_rules(fields)
+
+    @property
+    def fields(self) -> Mapping[str, Field]:
+        return self._fields
+
+    def validate(self, payload: Mapping[str, Any], *, root: bool = True) -> dict[str, Any]:
+        """removeEmptyValues, then validation with coercion; unknown keys are dropped.
+        Raises PayloadValidationError with Segment's message (every problem, in AJV's order)."""
+        if not isinstance(payload, dict):
+            if isinstance(payload, Mapping):
+                payload = dict(payload)
+            else:
+                raise PayloadValidationError(
+                    f"The root value must be an object but it was {_type_of(payload)}."
+                )
+        entries = self._entries
+        cleaned: dict[str, Any] = {}
+        for k, v in payload.items():
+            entry = entries.get(k)
+            if entry is None or v is UNDEFINED:
+                continue
+            if root and v.__class__ is str and v == "":
+                continue
+            v = entry[1](v)
+            if v is UNDEFINED:
+                continue
+            if entry[2] and v is not None and v.__class__ is not list:
+                v = [v]
+            cleaned[k] = v
+        errors: list[str] = []
+        for rule in self._rules:
+            rule(cleaned, errors)
+        for key in self._required:
+            if key not in cleaned:
+                errors.append(f"The root value is missing the required field '{key}'.")
+        spans: list[tuple[int, int, int]] | None = None
+        for k, v in cleaned.items():
+            idx, _clean, _wrap, check, ptr = entries[k]
+            n = len(errors)
+            cleaned[k] = check(v, ptr, errors)
+            if len(errors) != n:
+                if spans is None:
+                    spans = []
+                spans.append((idx, n, len(errors)))
+        if errors:
+            if spans is not None and len(spans) > 1:
+                _reorder(errors, spans)
+            raise PayloadValidationError(" ".join(errors))
+        return cleaned
