@@ -1,0 +1,41 @@
+# syntax=docker/dockerfile:1
+# streamproc worker image: a builder stage makes the wheel and a virtualenv, the runtime stage
+# carries only that virtualenv on the slim Python base, running as an unprivileged user.
+#
+# Pin the base by digest in production builds, e.g.
+#   --build-arg BASE_IMAGE=python:3.11-slim-bookworm@sha256:<digest>
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+
+FROM ${BASE_IMAGE} AS builder
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PYTHONDONTWRITEBYTECODE=1
+WORKDIR /src
+# Dependencies first: this layer is reused while only the sources change.
+COPY pyproject.toml README.md ./
+COPY streamproc ./streamproc
+RUN python -m venv /opt/streamproc \
+ && /opt/streamproc/bin/pip install --upgrade pip==24.3.1 wheel==0.45.1 \
+ && /opt/streamproc/bin/pip wheel --wheel-dir /wheels . \
+ && /opt/streamproc/bin/pip install --no-index --find-links /wheels streamproc \
+ && /opt/streamproc/bin/pip uninstall -y pip wheel \
+ && find /opt/streamproc -name '__pycache__' -type d -prune -exec rm -rf {} +
+
+FROM ${BASE_IMAGE} AS runtime
+ARG VERSION=0.1.0
+LABEL org.opencontainers.image.title="streamproc" \
+      org.opencontainers.image.description="Kafka worker that routes Segment events to partner APIs" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.licenses="Apache-2.0"
+ENV PATH=/opt/streamproc/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+RUN groupadd --system --gid 10001 streamproc \
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
+        --shell /usr/sbin/nologin streamproc
+COPY --from=builder /opt/streamproc /opt/streamproc
+COPY examples/config.yaml /etc/streamproc/config.yaml
+USER 10001:10001
+EXPOSE 9464
+ENTRYPOINT ["streamproc"]
+CMD ["run", "--config", "/etc/streamproc/config.yaml"]
