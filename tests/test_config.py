@@ -122,8 +122,16 @@ def _runtime_module() -> types.ModuleType:
     class CompiledAction:
         def __init__(self, destination: Any, action_key: str) -> None:
             self.action = destination.actions[action_key]
+            try:
+                from streamproc.core.payload import PayloadSchema
+
+                self.schema: Any = PayloadSchema(self.action.fields)
+            except ImportError:
+                self.schema = None
 
         def run(self, payload: Mapping[str, Any], ctx: Any) -> Any:
+            if self.schema is not None:
+                return self.action.build(self.schema.validate(payload), ctx)
             fields = self.action.fields
             clean = {k: v for k, v in payload.items() if k in fields and v is not None and v != ""}
             for key, f in fields.items():
@@ -148,15 +156,19 @@ def _runtime_module() -> types.ModuleType:
 
 def install_standins(monkeypatch: pytest.MonkeyPatch) -> None:
     """Put stand-ins in place of whichever of FQL, mapping kit and runtime is not importable yet."""
-    for name, factory in (
-        ("streamproc.fql", _fql_module),
-        ("streamproc.mapping", _mapping_module),
-        ("streamproc.destinations.runtime", _runtime_module),
+    for name, core_name, factory in (
+        ("streamproc.fql", "streamproc.core.fql", _fql_module),
+        ("streamproc.mapping", "streamproc.core.mapping", _mapping_module),
+        ("streamproc.destinations.runtime", None, _runtime_module),
     ):
         try:
             importlib.import_module(name)
         except ImportError:
-            monkeypatch.setitem(sys.modules, name, factory())
+            try:
+                module = importlib.import_module(core_name) if core_name else factory()
+            except ImportError:
+                module = factory()
+            monkeypatch.setitem(sys.modules, name, module)
 
 
 def fake_destination(**overrides: Any) -> Any:
