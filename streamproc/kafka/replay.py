@@ -45,6 +45,8 @@ __all__ = [
     "Summary",
     "parse_position",
     "resolve_ranges",
+    "run_ranges",
+    "run_replay",
 ]
 
 log = structlog.get_logger("streamproc.replay")
@@ -247,6 +249,8 @@ class Summary:
     read: int = 0
     undecodable: int = 0
     unmatched: int = 0
+    filtered: int = 0
+    not_redrivable: int = 0
     destinations: dict[str, Tally] = field(default_factory=dict)
 
     def tally(self, destination: str) -> Tally:
@@ -260,13 +264,18 @@ class Summary:
             "read": self.read,
             "undecodable": self.undecodable,
             "unmatched": self.unmatched,
+            "filtered": self.filtered,
+            "not_redrivable": self.not_redrivable,
             "destinations": {k: vars(v) for k, v in sorted(self.destinations.items())},
         }
 
     def render(self, dry_run: bool = False) -> str:
-        lines = [
-            f"read {self.read} messages, {self.undecodable} undecodable, {self.unmatched} matched nothing"
-        ]
+        first = f"read {self.read} messages, {self.undecodable} undecodable, {self.unmatched} matched nothing"
+        if self.filtered:
+            first += f", {self.filtered} left out by the filters"
+        if self.not_redrivable:
+            first += f", {self.not_redrivable} without a delivery to redrive"
+        lines = [first]
         if not self.destinations:
             lines.append("no deliveries")
             return "\n".join(lines)
@@ -344,8 +353,9 @@ def dead_letter(
     )
 
 
-MessagePlan = tuple[list[Delivery], Callable[[Delivery, DeliveryResult], DeadLetter]]
-"""What to do with one message: its deliveries, and how to dead-letter one that fails."""
+MessagePlan = tuple[list[Delivery], Callable[[Delivery, DeliveryResult], DeadLetter] | None]
+"""What to do with one message: its deliveries, and how to dead-letter one that fails (None: the
+message was left out on purpose, which is not counted as matching nothing)."""
 
 
 class DeliveryPipeline:
@@ -426,7 +436,9 @@ class DeliveryPipeline:
                 self.summary.undecodable += 1
                 log.warning("undecodable", partition=msg.partition(), offset=msg.offset(), error=str(exc))
             else:
-                if not deliveries:
+                if make_letter is None:
+                    pass
+                elif not deliveries:
                     self.summary.unmatched += 1
                 else:
                     await asyncio.gather(*(self._one(msg, d, make_letter) for d in deliveries))
@@ -545,29 +557,56 @@ async def run_replay(
     on_progress: Callable[[int], Any] | None = None,
 ) -> None:
     """Read the state's remaining ranges through the pipeline, saving progress as it goes."""
-    remaining = state.remaining()
-    for p, (_s, _e) in remaining.items():
-        pipeline.start_at(state.topic, p)
-    last_save = time.monotonic()
+
+    def save(watermarks: dict[int, int]) -> None:
+        state.next.update(watermarks)
+        state.save()
+
+    await run_ranges(
+        reader,
+        state.topic,
+        state.remaining(),
+        pipeline,
+        save,
+        every=save_every,
+        shutdown_timeout=shutdown_timeout,
+        on_progress=on_progress,
+    )
+
+
+async def run_ranges(
+    reader: RangeReader,
+    topic: str,
+    ranges: Mapping[int, tuple[int, int]],
+    pipeline: DeliveryPipeline,
+    checkpoint: Callable[[dict[int, int]], None],
+    *,
+    every: float = 2.0,
+    shutdown_timeout: float = 30.0,
+    on_progress: Callable[[int], Any] | None = None,
+) -> None:
+    """Read `ranges` through the pipeline; `checkpoint(watermarks)` now and then and once at the end
+    (also after an interruption or a fatal error: what is complete stays complete)."""
+    for p in ranges:
+        pipeline.start_at(topic, p)
+    last = time.monotonic()
 
     def tick() -> None:
-        nonlocal last_save
+        nonlocal last
         if on_progress is not None:
             on_progress(pipeline.completed)
-        if time.monotonic() - last_save >= save_every:
-            state.next.update(pipeline.watermarks())
-            state.save()
-            last_save = time.monotonic()
+        if time.monotonic() - last >= every:
+            checkpoint(pipeline.watermarks())
+            last = time.monotonic()
 
     try:
-        await _with_ticks(pipeline.feed(reader.read(remaining, pipeline.stop), tick), tick)
+        await _with_ticks(pipeline.feed(reader.read(ranges, pipeline.stop), tick), tick)
         if pipeline.fatal is None:
             await _finish(pipeline, tick, shutdown_timeout)
     finally:
         if pipeline.in_flight:
             await pipeline.drain(shutdown_timeout)
-        state.next.update(pipeline.watermarks())
-        state.save()
+        checkpoint(pipeline.watermarks())
         if on_progress is not None:
             on_progress(pipeline.completed)
     if pipeline.fatal is not None:

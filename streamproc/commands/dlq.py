@@ -1,0 +1,197 @@
+"""`streamproc dlq inspect|redrive`: look into the dead-letter topic, and re-deliver what failed."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import uuid
+from typing import Any
+
+import orjson
+from confluent_kafka import TopicPartition
+
+from streamproc.commands.replay import build_stack, dry_run_printer, install_stop, load, positive_float
+from streamproc.decoding import make_decoder
+from streamproc.kafka.redrive import (
+    DeadLetterFilter,
+    Inspection,
+    parse_time,
+    redrive_group,
+    redrive_plan,
+    start_offsets,
+    statuses,
+)
+from streamproc.kafka.replay import DeliveryPipeline, RangeReader, Summary, range_consumer_config, run_ranges
+from streamproc.progress import Progress
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("dlq", help="inspect or redrive the dead-letter topic")
+    sub = p.add_subparsers(dest="dlq_command", metavar="ACTION", required=True)
+
+    inspect = sub.add_parser("inspect", help="counts by destination, error type and status, with samples")
+    _common(inspect)
+    inspect.add_argument("--samples", type=int, default=3, metavar="N", help="samples per group (3)")
+    inspect.add_argument("--json", action="store_true", help="print one JSON document")
+    inspect.set_defaults(handler=run_inspect)
+
+    redrive = sub.add_parser(
+        "redrive",
+        help="re-deliver the failed delivery each dead letter names",
+        description=(
+            "Re-route each dead letter's original value with only the subscription it names and send"
+            " it; failures go back to the dead-letter topic. Progress is committed to the consumer"
+            " group <group_id>.redrive (a hash of the filters is appended when filters are given),"
+            " so running it again sends nothing already handled."
+        ),
+    )
+    _common(redrive)
+    redrive.add_argument("--rate", type=positive_float, metavar="N", help="at most N dead letters per second")
+    redrive.add_argument("--dry-run", action="store_true", help="print what would be sent; commit nothing")
+    redrive.add_argument("--group", help="consumer group for the redrive position (default: see above)")
+    redrive.add_argument("--max-in-flight", type=int, default=1000, metavar="N")
+    redrive.set_defaults(handler=run_redrive)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", "-c", required=True, metavar="FILE")
+    p.add_argument("--since", type=parse_time, metavar="TIME", help="dead-lettered at or after (ISO-8601)")
+    p.add_argument("--until", type=parse_time, metavar="TIME", help="dead-lettered before (ISO-8601)")
+    p.add_argument("--destination", "-d", action="append", metavar="ID", help="repeatable")
+    p.add_argument(
+        "--error-type",
+        action="append",
+        metavar="TYPE",
+        help="e.g. RetryableError, PermanentError (repeatable)",
+    )
+    p.add_argument("--status", action="append", metavar="STATUS", help="503, 5xx or none (repeatable)")
+
+
+def make_filter(args: argparse.Namespace) -> DeadLetterFilter:
+    return DeadLetterFilter(
+        since=args.since,
+        until=args.until,
+        destinations=frozenset(args.destination or ()),
+        error_types=frozenset(args.error_type or ()),
+        statuses=statuses(args.status),
+    )
+
+
+async def inspect(args: argparse.Namespace, out: Any = None) -> Inspection:
+    out = out if out is not None else sys.stdout
+    _config, kafka = load(args.config)
+    flt = make_filter(args)
+    topic = kafka.dead_letter_topic
+    group = f"{kafka.group_id}.inspect.{uuid.uuid4().hex[:8]}"
+    reader = RangeReader(range_consumer_config(kafka.bootstrap_servers, kafka.client, group), topic)
+    result = Inspection(samples_per_group=args.samples)
+    stop = asyncio.Event()
+    install_stop(stop)
+    try:
+        consumer = await reader.open()
+
+        def whole_topic() -> dict[int, tuple[int, int]]:
+            md = consumer.list_topics(topic, timeout=10).topics.get(topic)
+            if md is None or md.error is not None:
+                raise_missing(topic, md)
+            return {
+                p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)
+                for p in md.partitions
+            }
+
+        ranges = await reader.call(whole_topic)
+        async for batch in reader.read(ranges, stop):
+            for msg in batch:
+                result.add(msg, flt)
+    finally:
+        await reader.close()
+    if args.json:
+        out.write(orjson.dumps(result.to_json(), option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        out.write(result.render() + "\n")
+    return result
+
+
+def raise_missing(topic: str, md: Any) -> None:
+    from streamproc.errors import KafkaError
+
+    raise KafkaError(f"dead-letter topic {topic!r} not found ({md.error if md else 'no metadata'})")
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    asyncio.run(inspect(args))
+    return 0
+
+
+async def redrive(args: argparse.Namespace, out: Any = None, err: Any = None) -> tuple[int, Summary]:
+    """The whole redrive, callable from tests; returns the exit code and the summary."""
+    out = out if out is not None else sys.stdout.buffer
+    err = err if err is not None else sys.stderr
+    config, kafka = load(args.config)
+    flt = make_filter(args)
+    topic = kafka.dead_letter_topic
+    group = args.group or redrive_group(kafka.group_id, flt)
+    stack = build_stack(config, kafka, dry_run=args.dry_run)
+    unknown = sorted(set(flt.destinations) - set(stack.router.destinations))
+    if unknown:
+        print(f"note: destination(s) {', '.join(unknown)} are not in the configuration", file=err)
+    summary = Summary()
+    plan = redrive_plan(stack.router, make_decoder(config.input), flt, summary)
+    pipeline = DeliveryPipeline(
+        plan,
+        dispatcher=stack.dispatcher,
+        dlq=stack.dlq,
+        summary=summary,
+        max_in_flight=args.max_in_flight,
+        rate=args.rate,
+        on_dry_run=dry_run_printer(out) if args.dry_run else None,
+    )
+    install_stop(pipeline.stop)
+    # The group only holds the position: partitions are assigned, never balanced, and a dry run
+    # reads the position without committing.
+    reader = RangeReader(range_consumer_config(kafka.bootstrap_servers, kafka.client, group), topic)
+    progress: Progress | None = None
+    try:
+        consumer = await reader.open()
+        ranges = await reader.call(start_offsets, consumer, topic)
+        total = sum(e - s for s, e in ranges.values())
+        print(f"redrive of {topic} as group {group}: {total} dead letters to read", file=err)
+
+        def commit(watermarks: dict[int, int]) -> None:
+            if args.dry_run or not watermarks:
+                return
+            offsets = [TopicPartition(topic, p, o) for p, o in watermarks.items()]
+            consumer.commit(offsets=offsets, asynchronous=True)
+
+        progress = Progress(total, label="dead letters", stream=err)
+        await run_ranges(
+            reader,
+            topic,
+            ranges,
+            pipeline,
+            commit,
+            shutdown_timeout=config.limits.shutdown_timeout,
+            on_progress=progress.update,
+        )
+        if not args.dry_run and pipeline.watermarks():
+            final = [TopicPartition(topic, p, o) for p, o in pipeline.watermarks().items()]
+            await reader.call(lambda: consumer.commit(offsets=final, asynchronous=False))
+    finally:
+        if progress is not None:
+            progress.close()
+        await reader.close()
+        await stack.close()
+    out.flush()
+    print(summary.render(dry_run=args.dry_run), file=err)
+    if args.dry_run:
+        print("dry run: nothing was sent or committed", file=err)
+    if pipeline.stop.is_set() and pipeline.fatal is None:
+        print("interrupted: rerun to continue from the committed position", file=err)
+        return 130, summary
+    return 0, summary
+
+
+def run_redrive(args: argparse.Namespace) -> int:
+    code, _summary = asyncio.run(redrive(args))
+    return code

@@ -1,0 +1,358 @@
+"""Reads the dead-letter topic: counts and samples for `dlq inspect`, re-delivery for `dlq redrive`.
+
+A dead letter names one failed delivery (destination + subscription headers) of one original
+message (its bytes, unchanged). Redrive decodes the original value again, routes it with only that
+subscription, and sends what the router builds now; nothing that succeeded the first time is sent
+again. What fails again goes back to the dead-letter topic with the attempts added up and the
+original topic/partition/offset/timestamp kept. Redrive commits its own consumer group (offsets of
+the dead-letter topic, up to the contiguous watermark) as it goes, so a second run with the same
+filters finds nothing new to send.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import structlog
+from confluent_kafka import OFFSET_INVALID, TopicPartition
+
+from streamproc.dispatch import DeliveryResult
+from streamproc.errors import DecodeError, StreamprocError
+from streamproc.kafka.dlq import DeadLetter
+from streamproc.kafka.replay import MessagePlan, Summary, dead_letter, header_dict
+from streamproc.logging import Scrubber
+from streamproc.router import Delivery, Router
+
+__all__ = [
+    "DeadLetterFilter",
+    "DeadLetterView",
+    "Inspection",
+    "redrive_group",
+    "redrive_plan",
+    "start_offsets",
+]
+
+log = structlog.get_logger("streamproc.redrive")
+
+PREFIX = "streamproc."
+
+
+def parse_time(text: str) -> datetime:
+    """ISO-8601 (UTC when no zone)."""
+    try:
+        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise StreamprocError(f"not an ISO-8601 time: {text!r}") from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class DeadLetterView:
+    """The `streamproc.*` headers of one dead-letter record, read once."""
+
+    partition: int
+    offset: int
+    timestamp_ms: int | None
+    headers: Mapping[str, str]
+    original_headers: list[tuple[str, bytes | None]]
+
+    @classmethod
+    def of(cls, msg: Any) -> DeadLetterView:
+        raw = list(msg.headers() or [])
+        ts_type, ts = msg.timestamp()
+        return cls(
+            msg.partition(),
+            msg.offset(),
+            ts if ts_type and ts >= 0 else None,
+            header_dict([(k, v) for k, v in raw if k.startswith(PREFIX)]),
+            [(k, v) for k, v in raw if not k.startswith(PREFIX)],
+        )
+
+    def get(self, name: str) -> str | None:
+        return self.headers.get(PREFIX + name)
+
+    @property
+    def destination(self) -> str | None:
+        return self.get("destination")
+
+    @property
+    def subscription(self) -> str | None:
+        return self.get("subscription")
+
+    @property
+    def error_type(self) -> str:
+        return self.get("error.type") or "unknown"
+
+    @property
+    def status(self) -> str:
+        return self.get("http.status") or "none"
+
+    @property
+    def attempts(self) -> int:
+        try:
+            return int(self.get("attempts") or 0)
+        except ValueError:
+            return 0
+
+    def time(self) -> datetime | None:
+        """When the record was dead-lettered (its last attempt, else the record's own timestamp)."""
+        last = self.get("last_attempt_at")
+        if last:
+            try:
+                return parse_time(last)
+            except StreamprocError:
+                pass
+        if self.timestamp_ms is not None:
+            return datetime.fromtimestamp(self.timestamp_ms / 1000, UTC)
+        return None
+
+    def origin(self) -> dict[str, Any]:
+        """Where the original message came from, for a dead letter written again."""
+        ts = self.get("original.timestamp")
+        ts_ms = int(parse_time(ts).timestamp() * 1000) if ts else None
+        return {
+            "topic": self.get("original.topic") or "",
+            "partition": int(self.get("original.partition") or -1),
+            "offset": int(self.get("original.offset") or -1),
+            "timestamp_ms": ts_ms,
+            "headers": self.original_headers,
+        }
+
+
+@dataclass(frozen=True)
+class DeadLetterFilter:
+    """Which dead letters a command looks at; every given criterion must hold."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+    destinations: frozenset[str] = frozenset()
+    error_types: frozenset[str] = frozenset()
+    statuses: frozenset[str] = frozenset()
+    """HTTP statuses (`503`), classes (`5xx`) or `none` (no HTTP answer)."""
+
+    @property
+    def empty(self) -> bool:
+        return not (self.since or self.until or self.destinations or self.error_types or self.statuses)
+
+    def describe(self) -> str:
+        parts = []
+        if self.since:
+            parts.append(f"since={self.since.isoformat()}")
+        if self.until:
+            parts.append(f"until={self.until.isoformat()}")
+        for name, values in (
+            ("destination", self.destinations),
+            ("error_type", self.error_types),
+            ("status", self.statuses),
+        ):
+            if values:
+                parts.append(f"{name}={','.join(sorted(values))}")
+        return " ".join(parts)
+
+    def matches(self, view: DeadLetterView) -> bool:
+        if self.destinations and view.destination not in self.destinations:
+            return False
+        if self.error_types and view.error_type not in self.error_types:
+            return False
+        if self.statuses:
+            status = view.status
+            klass = f"{status[0]}xx" if status[:1].isdigit() else status
+            if status not in self.statuses and klass not in self.statuses:
+                return False
+        if self.since or self.until:
+            when = view.time()
+            if when is None:
+                return False
+            if self.since and when < self.since:
+                return False
+            if self.until and when >= self.until:
+                return False
+        return True
+
+
+def redrive_group(group_id: str, flt: DeadLetterFilter) -> str:
+    """`<group>.redrive`, plus a short hash of the filters when there are any: each filter set keeps
+    its own position, so a filtered redrive never hides other dead letters from a later one."""
+    if flt.empty:
+        return f"{group_id}.redrive"
+    digest = hashlib.sha1(flt.describe().encode()).hexdigest()[:10]
+    return f"{group_id}.redrive.{digest}"
+
+
+def start_offsets(consumer: Any, topic: str, timeout: float = 10.0) -> dict[int, tuple[int, int]]:
+    """For each partition: (the group's committed offset, else the beginning; the end right now)."""
+    md = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+    if md is None or md.error is not None:
+        raise StreamprocError(f"dead-letter topic {topic!r} not found ({md.error if md else 'no metadata'})")
+    parts = sorted(md.partitions)
+    committed = {
+        tp.partition: tp.offset
+        for tp in consumer.committed([TopicPartition(topic, p) for p in parts], timeout=timeout)
+    }
+    out: dict[int, tuple[int, int]] = {}
+    for p in parts:
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout, cached=False)
+        c = committed.get(p, OFFSET_INVALID)
+        start = c if c is not None and c >= 0 else low
+        start = min(max(start, low), high)
+        if high > start:
+            out[p] = (start, high)
+    return out
+
+
+def redrive_plan(
+    router: Router,
+    decode: Callable[[bytes], dict[str, Any]],
+    flt: DeadLetterFilter,
+    summary: Summary,
+) -> Callable[[Any], MessagePlan]:
+    """The plan for one dead-letter record: the one delivery it names, re-built from the original value."""
+
+    def plan(msg: Any) -> MessagePlan:
+        view = DeadLetterView.of(msg)
+        if not flt.matches(view):
+            summary.filtered += 1
+            return [], None
+        dest, sub = view.destination, view.subscription
+        if not dest or not sub:
+            # An undecodable message: there is no delivery to make again.
+            summary.not_redrivable += 1
+            return [], None
+        value = msg.value()
+        if value is None:
+            raise DecodeError("dead letter without a value")
+        event = decode(value)
+        deliveries = [
+            d
+            for d in router.route(event, subscriptions={(dest, sub)})
+            if d.destination == dest and d.subscription == sub
+        ]
+        if not deliveries:
+            log.warning(
+                "redrive_no_longer_matches",
+                destination=dest,
+                subscription=sub,
+                partition=view.partition,
+                offset=view.offset,
+            )
+        origin = view.origin()
+        first_text = view.get("first_attempt_at")
+        first = parse_time(first_text).timestamp() if first_text else None
+        previous = view.attempts
+
+        def letter(delivery: Delivery, result: DeliveryResult) -> DeadLetter:
+            return dead_letter(
+                msg, delivery, result, origin=origin, extra_attempts=previous, first_attempt_at=first
+            )
+
+        return deliveries, letter
+
+    return plan
+
+
+@dataclass
+class Inspection:
+    """Counts of dead letters by destination, error type and status, with a few scrubbed samples."""
+
+    samples_per_group: int = 3
+    scrubber: Scrubber = field(default_factory=Scrubber)
+    total: int = 0
+    filtered: int = 0
+    by_destination: Counter[str] = field(default_factory=Counter)
+    by_error_type: Counter[str] = field(default_factory=Counter)
+    by_status: Counter[str] = field(default_factory=Counter)
+    by_group: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    samples: dict[tuple[str, str, str], list[dict[str, Any]]] = field(default_factory=dict)
+
+    def add(self, msg: Any, flt: DeadLetterFilter) -> None:
+        view = DeadLetterView.of(msg)
+        if not flt.matches(view):
+            self.filtered += 1
+            return
+        self.total += 1
+        dest = view.destination or "(none: undecodable)"
+        key = (dest, view.error_type, view.status)
+        self.by_destination[dest] += 1
+        self.by_error_type[view.error_type] += 1
+        self.by_status[view.status] += 1
+        self.by_group[key] += 1
+        bucket = self.samples.setdefault(key, [])
+        if len(bucket) < self.samples_per_group:
+            bucket.append(self.sample(msg, view))
+
+    def sample(self, msg: Any, view: DeadLetterView) -> dict[str, Any]:
+        value = msg.value()
+        shown: Any
+        try:
+            shown = orjson.loads(value) if value is not None else None
+        except orjson.JSONDecodeError:
+            shown = f"<{len(value)} bytes, not JSON>" if value is not None else None
+        when = view.time()
+        return {
+            "partition": view.partition,
+            "offset": view.offset,
+            "dead_lettered_at": when.isoformat() if when else None,
+            "delivery_id": view.get("delivery_id"),
+            "subscription": view.subscription,
+            "action": view.get("action"),
+            "attempts": view.attempts,
+            "message": self.scrubber.scrub(view.get("error.message") or ""),
+            "response_body": self.scrubber.scrub(view.get("response.body")),
+            "original": f"{view.get('original.topic')}[{view.get('original.partition')}]"
+            f"@{view.get('original.offset')}",
+            "value": self.scrubber.scrub(shown),
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "total": self.total,
+            "left_out_by_filters": self.filtered,
+            "by_destination": dict(self.by_destination.most_common()),
+            "by_error_type": dict(self.by_error_type.most_common()),
+            "by_status": dict(self.by_status.most_common()),
+            "groups": [
+                {
+                    "destination": d,
+                    "error_type": e,
+                    "status": s,
+                    "count": n,
+                    "samples": self.samples.get((d, e, s), []),
+                }
+                for (d, e, s), n in self.by_group.most_common()
+            ],
+        }
+
+    def render(self) -> str:
+        lines = [
+            f"{self.total} dead letters"
+            + (f" ({self.filtered} left out by the filters)" if self.filtered else "")
+        ]
+        for title, counter in (
+            ("by destination", self.by_destination),
+            ("by error type", self.by_error_type),
+            ("by HTTP status", self.by_status),
+        ):
+            lines.append(f"\n{title}:")
+            lines.extend(f"  {n:>8}  {k}" for k, n in counter.most_common())
+        for (d, e, s), n in self.by_group.most_common():
+            lines.append(f"\n{d} / {e} / status {s}: {n}")
+            for sample in self.samples.get((d, e, s), []):
+                lines.append("  " + orjson.dumps(sample).decode())
+        return "\n".join(lines)
+
+
+def statuses(values: Iterable[str] | None) -> frozenset[str]:
+    """Normalise --status values: 503, 5xx, none."""
+    out = set()
+    for v in values or ():
+        for part in v.split(","):
+            part = part.strip().lower()
+            if part:
+                out.add(part)
+    return frozenset(out)
