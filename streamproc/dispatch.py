@@ -422,7 +422,8 @@ class Bulkhead:
                 data=request.body,
                 timeout=self._timeout,
             ) as resp:
-                body = await resp.content.read(RESPONSE_BODY_LIMIT + 1)
+                # Read it all (answers are small) so the connection goes back to the pool.
+                body = await resp.read()
                 status = resp.status
                 headers: Mapping[str, str] = resp.headers
         except _NETWORK_ERRORS as exc:
