@@ -119,59 +119,70 @@ _ALIAS_FIELDS: dict[str, Field] = {
 }
 
 
-def _present(value: Any) -> bool:
-    return value is not None and value is not UNDEFINED
+def _pick(
+    out: dict[str, Any], source: Mapping[str, Any], table: tuple[tuple[str, str], ...]
+) -> dict[str, Any]:
+    """Copy `source[in_key]` to `out[out_key]` where the value is present; missing keys are omitted."""
+    get = source.get
+    for out_key, in_key in table:
+        value = get(in_key)
+        if value is not None and value is not UNDEFINED:
+            out[out_key] = value
+    return out
 
 
-def _put(body: dict[str, Any], key: str, value: Any) -> None:
-    if value is not None and value is not UNDEFINED:
-        body[key] = value
-
-
-def _either(source: Mapping[str, Any], *keys: str) -> Any:
-    for key in keys:
-        value = source.get(key)
-        if value is not None and value != "":
-            return value
-    return None
+def _either(source: Mapping[str, Any], first: str, second: str) -> Any:
+    value = source.get(first)
+    if value is None or value == "":
+        value = source.get(second)
+    return value
 
 
 def _list_or_single(source: Mapping[str, Any], many: str, one: str) -> Any:
     values = source.get(many)
-    if _present(values):
+    if values is not None:
         return values
     value = source.get(one)
-    if _present(value):
-        return [value]
-    return None
+    return None if value is None else [value]
+
+
+_PRODUCT = (
+    ("Sku", "sku"),
+    ("Name", "name"),
+    ("Price", "price"),
+    ("OriginalPrice", "original_price"),
+    ("Quantity", "quantity"),
+    ("ImageUrl", "image_url"),
+    ("VariantName", "variant_name"),
+)
 
 
 def _product(item: Any) -> dict[str, Any]:
     if not isinstance(item, Mapping):
         return {}
     product: dict[str, Any] = {}
-    _put(product, "Id", _either(item, "id", "product_id"))
-    _put(product, "Sku", item.get("sku"))
-    _put(product, "Name", item.get("name"))
-    _put(product, "Price", item.get("price"))
-    _put(product, "OriginalPrice", item.get("original_price"))
-    _put(product, "Quantity", item.get("quantity"))
-    _put(product, "ImageUrl", item.get("image_url"))
-    _put(product, "VariantName", item.get("variant_name"))
-    _put(product, "Categories", _list_or_single(item, "categories", "category"))
-    _put(product, "Brands", item.get("brands"))
+    product_id = _either(item, "id", "product_id")
+    if product_id is not None:
+        product["Id"] = product_id
+    _pick(product, item, _PRODUCT)
+    categories = _list_or_single(item, "categories", "category")
+    if categories is not None:
+        product["Categories"] = categories
+    brands = item.get("brands")
+    if brands is not None:
+        product["Brands"] = brands
     return product
 
 
 def _range_view(props: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    _put(out, "Categories", _list_or_single(props, "categories", "category"))
-    _put(out, "Brands", props.get("brands"))
+    categories = _list_or_single(props, "categories", "category")
+    if categories is not None:
+        out["Categories"] = categories
+    brands = props.get("brands")
+    if brands is not None:
+        out["Brands"] = brands
     return out
-
-
-def _product_view(props: Mapping[str, Any]) -> dict[str, Any]:
-    return _product(props)
 
 
 def _added_to_basket(props: Mapping[str, Any]) -> dict[str, Any]:
@@ -180,19 +191,28 @@ def _added_to_basket(props: Mapping[str, Any]) -> dict[str, Any]:
     return {"OrderLines": [line]}
 
 
+_ORDER = (
+    ("Total", "total"),
+    ("DeliveryRevenue", "shipping"),
+    ("Tax", "tax"),
+    ("Discount", "discount"),
+    ("Coupon", "coupon"),
+    ("Currency", "currency"),
+    ("Repeat", "repeat"),
+    ("DeliveryMethod", "delivery_method"),
+    ("_p", "_p"),
+)
+
+
 def _order_placed(props: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    _put(out, "Id", _either(props, "orderId", "order_id"))
-    _put(out, "Revenue", _either(props, "revenue", "total"))
-    _put(out, "Total", props.get("total"))
-    _put(out, "DeliveryRevenue", props.get("shipping"))
-    _put(out, "Tax", props.get("tax"))
-    _put(out, "Discount", props.get("discount"))
-    _put(out, "Coupon", props.get("coupon"))
-    _put(out, "Currency", props.get("currency"))
-    _put(out, "Repeat", props.get("repeat"))
-    _put(out, "DeliveryMethod", props.get("delivery_method"))
-    _put(out, "_p", props.get("_p"))
+    order_id = _either(props, "orderId", "order_id")
+    if order_id is not None:
+        out["Id"] = order_id
+    revenue = _either(props, "revenue", "total")
+    if revenue is not None:
+        out["Revenue"] = revenue
+    _pick(out, props, _ORDER)
     products = props.get("products")
     out["OrderLines"] = [_product(p) for p in products] if isinstance(products, list) else []
     return out
@@ -200,18 +220,25 @@ def _order_placed(props: Mapping[str, Any]) -> dict[str, Any]:
 
 _PROPERTIES_BUILDERS = {
     "RangeView": _range_view,
-    "ProductView": _product_view,
+    "ProductView": _product,
     "AddedToBasket": _added_to_basket,
     "OrderPlaced": _order_placed,
 }
 
-
-def _common(payload: Mapping[str, Any]) -> dict[str, Any]:
-    body: dict[str, Any] = {}
-    _put(body, "MessageId", payload.get("messageId"))
-    _put(body, "Timestamp", payload.get("timestamp"))
-    _put(body, "Id", payload.get("id"))
-    return body
+_COMMON_KEYS = (("MessageId", "messageId"), ("Timestamp", "timestamp"), ("Id", "id"))
+_IDENTIFY_KEYS = (
+    *_COMMON_KEYS,
+    ("Email", "email"),
+    ("FirstName", "firstName"),
+    ("LastName", "lastName"),
+    ("CountryCode", "countryCode"),
+    ("Title", "title"),
+    ("Gender", "gender"),
+    ("DateOfBirth", "dateOfBirth"),
+    ("Traits", "traits"),
+)
+_TRACK_KEYS = (*_COMMON_KEYS, ("Email", "email"))
+_PAGE_KEYS = (*_COMMON_KEYS, ("Url", "url"), ("Title", "title"), ("Referrer", "referrer"), ("Email", "email"))
 
 
 def _post(ctx: BuildContext, operation: str, body: Mapping[str, Any]) -> list[Request]:
@@ -220,34 +247,19 @@ def _post(ctx: BuildContext, operation: str, body: Mapping[str, Any]) -> list[Re
 
 
 def build_identify(payload: Mapping[str, Any], ctx: BuildContext) -> list[Request] | Skip:
-    body = _common(payload)
-    _put(body, "Email", payload.get("email"))
-    _put(body, "FirstName", payload.get("firstName"))
-    _put(body, "LastName", payload.get("lastName"))
-    _put(body, "CountryCode", payload.get("countryCode"))
-    _put(body, "Title", payload.get("title"))
-    _put(body, "Gender", payload.get("gender"))
-    _put(body, "DateOfBirth", payload.get("dateOfBirth"))
-    _put(body, "Traits", payload.get("traits"))
-    return _post(ctx, "identify", body)
+    return _post(ctx, "identify", _pick({}, payload, _IDENTIFY_KEYS))
 
 
 def build_track(payload: Mapping[str, Any], ctx: BuildContext) -> list[Request] | Skip:
     seg_event = payload["segEvent"]
-    body: dict[str, Any] = {"Event": seg_event, **_common(payload)}
-    _put(body, "Email", payload.get("email"))
+    body = _pick({"Event": seg_event}, payload, _TRACK_KEYS)
     props = payload.get("properties")
     body["Properties"] = _PROPERTIES_BUILDERS[seg_event](props if isinstance(props, Mapping) else {})
     return _post(ctx, "track", body)
 
 
 def build_page(payload: Mapping[str, Any], ctx: BuildContext) -> list[Request] | Skip:
-    body = _common(payload)
-    _put(body, "Url", payload.get("url"))
-    _put(body, "Title", payload.get("title"))
-    _put(body, "Referrer", payload.get("referrer"))
-    _put(body, "Email", payload.get("email"))
-    return _post(ctx, "page", body)
+    return _post(ctx, "page", _pick({}, payload, _PAGE_KEYS))
 
 
 def _is_email(value: Any) -> bool:
@@ -259,7 +271,7 @@ def build_alias(payload: Mapping[str, Any], ctx: BuildContext) -> list[Request] 
     if not (_is_email(previous) and _is_email(new)):
         # Seg ignores aliases between anything but two email addresses.
         return Skip("alias is sent to Seg only when previousId and userId are both email addresses")
-    body = _common(payload)
+    body = _pick({}, payload, _COMMON_KEYS)
     body["PreviousEmail"] = previous
     body["Email"] = new
     return _post(ctx, "alias", body)
