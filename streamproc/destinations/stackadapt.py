@@ -1,0 +1,244 @@
+"""StackAdapt Events & Conversions: forwards events to StackAdapt's pixel endpoint as one GET each."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote_plus
+
+from streamproc.core.fields import Field
+from streamproc.core.jsvalues import UNDEFINED, json_stringify, to_js_string
+from streamproc.destinations.base import Action, BuildContext, Destination, Preset, Request, Skip
+
+__all__ = ["DESTINATION", "build_forward_event", "form_encode"]
+
+ENDPOINT = "https://tags.srv.stackadapt.com"
+SUBSCRIBE = 'type = "identify" or type = "page" or type = "screen" or type = "track"'
+
+
+def _either(first: str, second: str) -> dict[str, Any]:
+    """The mapping `first` when it exists, else `second` (Segment's @if/exists pattern)."""
+    return {"@if": {"exists": {"@path": first}, "then": {"@path": first}, "else": {"@path": second}}}
+
+
+SETTINGS: dict[str, Field] = {
+    "pixelId": Field(
+        label="Universal Pixel ID",
+        description="Your StackAdapt Universal Pixel ID",
+        required=True,
+    ),
+}
+
+
+def _product_fields() -> dict[str, Field]:
+    return {
+        "product_price": Field(label="Price", type="number", description="The price of the product."),
+        "product_quantity": Field(label="Quantity", type="integer", description="The quantity of the product."),
+        "product_id": Field(label="Product ID", description="An identifier for the product."),
+        "product_category": Field(label="Product Category", description="A category for the product."),
+        "product_name": Field(label="Product Name", description="The name of the product."),
+    }
+
+
+FORWARD_EVENT_FIELDS: dict[str, Field] = {
+    "user_id": Field(
+        label="Segment User ID",
+        description="The ID of the user in Segment",
+        default=_either("$.userId", "$.anonymousId"),
+    ),
+    "event_type": Field(
+        label="Event Type",
+        description="The Segment event type (page, track, etc.)",
+        default={"@path": "$.type"},
+    ),
+    "action": Field(
+        label="Event Name",
+        description="The event name (e.g. Order Completed)",
+        default={"@path": "$.event"},
+    ),
+    "ip_fwd": Field(
+        label="IP Address",
+        description="IP address of the user",
+        required=True,
+        default={"@path": "$.context.ip"},
+    ),
+    "title": Field(
+        label="Page Title",
+        description="The title of the page where the event occurred.",
+        default={"@path": "$.context.page.title"},
+    ),
+    "url": Field(
+        label="URL",
+        description="The URL of the page where the event occurred.",
+        default={"@path": "$.context.page.url"},
+    ),
+    "referrer": Field(
+        label="Referrer",
+        description="The referrer of the page where the event occurred.",
+        default={"@path": "$.context.page.referrer"},
+    ),
+    "utm_source": Field(
+        label="UTM Source",
+        description="UTM source parameter associated with event",
+        format="text",
+        default={"@path": "$.context.campaign.source"},
+    ),
+    "user_agent": Field(
+        label="User Agent",
+        description="User-Agent of the user",
+        required=True,
+        default={"@path": "$.context.userAgent"},
+    ),
+    "email": Field(
+        label="Email",
+        description="Email address of the individual who triggered the event.",
+        format="email",
+        default=_either("$.traits.email", "$.properties.email"),
+    ),
+    "phone": Field(
+        label="Phone Number",
+        description="Phone number of the individual who triggered the event",
+        default=_either("$.traits.phone", "$.properties.phone"),
+    ),
+    "first_name": Field(
+        label="First Name",
+        description="First name of the individual who triggered the event.",
+        default=_either("$.traits.first_name", "$.properties.first_name"),
+    ),
+    "last_name": Field(
+        label="Last Name",
+        description="Last name of the individual who triggered the event.",
+        default=_either("$.traits.last_name", "$.properties.last_name"),
+    ),
+    "ecommerce_data": Field(
+        label="Ecommerce Data",
+        type="object",
+        description="Additional ecommerce fields that are included in the pixel payload.",
+        properties={
+            "revenue": Field(label="Revenue", type="number", description="The revenue generated from the event."),
+            "order_id": Field(label="Order ID", description="The ID of the order."),
+            **_product_fields(),
+        },
+        additional_properties=True,
+        default={
+            "revenue": {"@path": "$.properties.revenue"},
+            "order_id": {"@path": "$.properties.order_id"},
+            "product_price": {"@path": "$.properties.price"},
+            "product_quantity": {"@path": "$.properties.quantity"},
+            "product_id": {"@path": "$.properties.product_id"},
+            "product_category": {"@path": "$.properties.category"},
+            "product_name": {"@path": "$.properties.name"},
+        },
+    ),
+    "ecommerce_products": Field(
+        label="Products",
+        type="object",
+        description=(
+            "The list of products associated with the event (for events with multiple products, "
+            "such as Order Completed)"
+        ),
+        multiple=True,
+        properties=_product_fields(),
+        additional_properties=True,
+        default={
+            "@arrayPath": [
+                "$.properties.products",
+                {
+                    "product_price": {"@path": "price"},
+                    "product_quantity": {"@path": "quantity"},
+                    "product_id": {"@path": "product_id"},
+                    "product_category": {"@path": "category"},
+                    "product_name": {"@path": "name"},
+                },
+            ]
+        },
+    ),
+}
+
+# WHATWG URLSearchParams keeps only ASCII alphanumerics and *-._ unescaped and writes space as "+";
+# quote_plus also keeps "~", which URLSearchParams escapes.
+
+
+def _usv(text: str) -> str:
+    """Lone surrogates become U+FFFD, as they do when JavaScript converts a string to UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
+def form_encode(pairs: list[tuple[str, str]]) -> str:
+    """`new URLSearchParams(pairs).toString()`."""
+    return "&".join(
+        f"{quote_plus(_usv(k), safe='*').replace('~', '%7E')}={quote_plus(_usv(v), safe='*').replace('~', '%7E')}"
+        for k, v in pairs
+    )
+
+
+def _or_empty(value: Any) -> str:
+    """`value ?? ''` as a query value."""
+    if value is None or value is UNDEFINED:
+        return ""
+    return to_js_string(value)
+
+
+def build_forward_event(payload: Mapping[str, Any], ctx: BuildContext) -> list[Request] | Skip:
+    """One GET to /saq_pxl with the event as query parameters; ecommerce data and identity in `args`."""
+    get = payload.get
+    args: dict[str, Any] = {}
+    ecommerce = get("ecommerce_data")
+    if isinstance(ecommerce, dict):
+        args.update(ecommerce)
+    products = get("ecommerce_products")
+    if isinstance(products, list) and products:
+        args["products"] = products
+    action = get("action")
+    args["action"] = "" if action is None else action
+    utm_source = get("utm_source")
+    args["utm_source"] = "" if utm_source is None else utm_source
+    for key in ("user_id", "first_name", "last_name", "email", "phone"):
+        args[key] = get(key, UNDEFINED)
+    ip = _or_empty(get("ip_fwd"))
+    user_agent = _or_empty(get("user_agent"))
+    query = form_encode(
+        [
+            ("segment_ss", "1"),
+            ("event_type", _or_empty(get("event_type"))),
+            ("title", _or_empty(get("title"))),
+            ("url", _or_empty(get("url"))),
+            ("ref", _or_empty(get("referrer"))),
+            ("ip_fwd", ip),
+            ("ua_fwd", user_agent),
+            ("uid", _or_empty(ctx.settings.get("pixelId"))),
+            ("args", json_stringify(args) or "{}"),
+        ]
+    )
+    headers = {"content-type": "application/json", "x-forwarded-for": ip, "user-agent": user_agent}
+    return [Request("GET", f"{ctx.endpoint}/saq_pxl?{query}", headers, None)]
+
+
+FORWARD_EVENT = Action(
+    key="forwardEvent",
+    title="Forward Event",
+    description="Forward Segment events to StackAdapt for conversion tracking",
+    fields=FORWARD_EVENT_FIELDS,
+    build=build_forward_event,
+    default_subscription=SUBSCRIBE,
+)
+
+DESTINATION = Destination(
+    type="stackadapt",
+    name="StackAdapt Events & Conversions",
+    endpoint=ENDPOINT,
+    settings=SETTINGS,
+    actions={"forwardEvent": FORWARD_EVENT},
+    presets=(
+        Preset(
+            name="Forward Event",
+            subscribe=SUBSCRIBE,
+            action="forwardEvent",
+            mapping={k: f.default for k, f in FORWARD_EVENT_FIELDS.items() if f.default is not UNDEFINED},
+        ),
+    ),
+)

@@ -1,0 +1,610 @@
+"""TikTok Offline Conversions: reports offline events (store and call-centre purchases, leads) to TikTok."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+import orjson
+
+from streamproc.core.fields import Choice, Field
+from streamproc.core.jsvalues import UNDEFINED, truthy
+from streamproc.core.payload import js_date_parse
+from streamproc.destinations.base import (
+    Action,
+    BuildContext,
+    Destination,
+    Outcome,
+    Preset,
+    Request,
+    Skip,
+    Verdict,
+    classify_http,
+)
+from streamproc.errors import PayloadValidationError
+
+__all__ = [
+    "DESTINATION",
+    "build_offline_event",
+    "classify",
+    "format_emails",
+    "format_phones",
+    "format_user_ids",
+    "url_query_param",
+]
+
+ENDPOINT = "https://business-api.tiktok.com"
+API_VERSION = "v1.3"
+PII_REQUIRED = "TikTok Offline Conversions API requires an email address and/or phone number and or a userId"
+
+
+def _either(first: str, second: str) -> dict[str, Any]:
+    """The mapping `first` when it exists, else `second` (Segment's @if/exists pattern)."""
+    return {"@if": {"exists": {"@path": first}, "then": {"@path": first}, "else": {"@path": second}}}
+
+
+SETTINGS: dict[str, Field] = {
+    "accessToken": Field(
+        label="Access Token",
+        type="password",
+        description=(
+            "Your TikTok Access Token. Please see TikTok’s [Events API 2.0 "
+            "documentation](https://business-api.tiktok.com/portal/docs?id=1771101130925058) "
+            "for information on how to generate an access token via the TikTok Ads Manager or"
+            " API."
+        ),
+        required=True,
+    ),
+    "eventSetID": Field(
+        label="Event Set ID",
+        description=(
+            "Your TikTok Offline Event Set ID. Please see TikTok’s [Events API 2.0 "
+            "documentation](https://business-api.tiktok.com/portal/docs?id=1771101027431425) "
+            "for information on how to find this value."
+        ),
+        required=True,
+    ),
+}
+
+FIELDS: dict[str, Field] = {
+    "event": Field(
+        label="Event Name",
+        description=(
+            "Conversion event name. Please refer to the \"Offline Standard Events\" section on "
+            "in TikTok’s [Events API 2.0 "
+            "documentation](https://business-api.tiktok.com/portal/docs?id=1771101186666498) "
+            "for accepted event names."
+        ),
+        required=True,
+    ),
+    "event_id": Field(
+        label="Event ID",
+        description="Any hashed ID that can identify a unique user/session.",
+        default={"@path": "$.messageId"},
+    ),
+    "timestamp": Field(
+        label="Event Timestamp",
+        description="Timestamp that the event took place, in ISO 8601 format.",
+        default={"@path": "$.timestamp"},
+    ),
+    "phone_numbers": Field(
+        label="Phone Number",
+        description=(
+            "A single phone number or array of phone numbers in E.164 standard format. At "
+            "least one phone number value is required if both Email and External ID fields "
+            "are empty."
+        ),
+        multiple=True,
+        default=_either("$.properties.phone", "$.context.traits.phone"),
+        extra={"category": "hashedPII"},
+    ),
+    "email_addresses": Field(
+        label="Email",
+        description=(
+            "A single email address or an array of email addresses. At least one email value "
+            "is required if both Phone Number and External ID fields are empty."
+        ),
+        multiple=True,
+        default=_either("$.properties.email", "$.context.traits.email"),
+        extra={"category": "hashedPII"},
+    ),
+    "order_id": Field(
+        label="Order ID",
+        description="Order ID of the transaction.",
+        default={"@path": "$.properties.order_id"},
+    ),
+    "shop_id": Field(
+        label="Shop ID",
+        description="Shop ID of the transaction.",
+        default={"@path": "$.properties.shop_id"},
+    ),
+    "external_ids": Field(
+        label="External ID",
+        description=(
+            "Uniquely identifies the user who triggered the conversion event. TikTok Offline "
+            "Conversions Destination supports both string and string[] types for sending "
+            "external ID(s). At least one external ID value is required if both Email and "
+            "Phone Number fields are empty."
+        ),
+        multiple=True,
+        default=_either("$.userId", "$.anonymousId"),
+        extra={"category": "hashedPII"},
+    ),
+    "ttclid": Field(
+        label="TikTok Click ID",
+        description=(
+            "The value of the ttclid used to match website visitor events with TikTok ads. "
+            "The ttclid is valid for 7 days. See [Set up ttclid](https://ads.tiktok.com/marke"
+            "ting_api/docs?rid=4eezrhr6lg4&id=1681728034437121) for details."
+        ),
+        default=_either("$.properties.ttclid", "$.integrations.TikTok Offline Conversions.ttclid"),
+    ),
+    "ttp": Field(
+        label="TikTok Cookie ID",
+        description=(
+            "TikTok Cookie ID. If you also use Pixel SDK and have enabled cookies, Pixel SDK "
+            "automatically saves a unique identifier in the `_ttp` cookie. The value of "
+            "`_ttp` is used to match website visitor events with TikTok ads. You can extract "
+            "the value of `_ttp` and attach the value here. To learn more about the `ttp` "
+            "parameter, refer to [Events API 2.0 - Send TikTok "
+            "Cookie](https://ads.tiktok.com/marketing_api/docs?id=%201771100936446977) "
+            "(`_ttp`)."
+        ),
+        default=_either("$.properties.ttp", "$.integrations.TikTok Offline Conversions.ttp"),
+    ),
+    "lead_id": Field(
+        label="TikTok Lead ID",
+        description=(
+            "ID of TikTok leads. Every lead will have its own lead_id when exported from "
+            "TikTok. This feature is in Beta. Please contact your TikTok representative to "
+            "inquire regarding availability"
+        ),
+        default={"@path": "$.properties.lead_id"},
+    ),
+    "locale": Field(
+        label="Locale",
+        description=(
+            "The BCP 47 language identifier. For reference, refer to the [IETF BCP 47 "
+            "standardized code](https://www.rfc-editor.org/rfc/bcp/bcp47.txt)."
+        ),
+        default={"@path": "$.context.locale"},
+    ),
+    "url": Field(
+        label="Page URL",
+        description="The page URL where the conversion event took place.",
+        default={"@path": "$.context.page.url"},
+    ),
+    "referrer": Field(
+        label="Page Referrer",
+        description="The page referrer.",
+        default={"@path": "$.context.page.referrer"},
+    ),
+    "ip": Field(
+        label="IP Address",
+        description="IP address of the browser.",
+        default={"@path": "$.context.ip"},
+    ),
+    "user_agent": Field(
+        label="User Agent",
+        description="User agent from the user’s device.",
+        default={"@path": "$.context.userAgent"},
+    ),
+    "contents": Field(
+        label="Contents",
+        type="object",
+        description="Related item details for the event.",
+        multiple=True,
+        properties={
+            "price": Field(
+                label="Price",
+                type="number",
+                description="Price of the item.",
+            ),
+            "quantity": Field(
+                label="Quantity",
+                type="number",
+                description="Number of items.",
+            ),
+            "content_category": Field(
+                label="Content Category",
+                description="Category of the product item.",
+            ),
+            "content_id": Field(
+                label="Content ID",
+                description="ID of the product item.",
+            ),
+            "content_name": Field(
+                label="Content Name",
+                description="Name of the product item.",
+            ),
+            "brand": Field(
+                label="Brand",
+                description="Brand name of the product item.",
+            ),
+        },
+        extra={"defaultObjectUI": "keyvalue"},
+    ),
+    "content_type": Field(
+        label="Content Type",
+        description=(
+            "Type of the product item. When the `content_id` in the `Contents` field is "
+            "specified as a `sku_id`, set this field to `product`. When the `content_id` in "
+            "the `Contents` field is specified as an `item_group_id`, set this field to "
+            "`product_group`."
+        ),
+        choices=(Choice("product", "product"), Choice("product_group", "product_group")),
+        default="product",
+    ),
+    "currency": Field(
+        label="Currency",
+        description="Currency for the value specified as ISO 4217 code.",
+        default={"@path": "$.properties.currency"},
+    ),
+    "value": Field(
+        label="Value",
+        type="number",
+        description="Value of the order or items sold.",
+        default=_either("$.properties.value", "$.properties.revenue"),
+    ),
+    "description": Field(
+        label="Description",
+        description="A string description of the web event.",
+    ),
+    "query": Field(
+        label="Query",
+        description="The text string that was searched for.",
+        default={"@path": "$.properties.query"},
+    ),
+    "limited_data_use": Field(
+        label="Limited Data Use",
+        type="boolean",
+        description=(
+            "Use this field to flag an event for limited data processing. TikTok will "
+            "recognize this parameter as a request for limited data processing, and will "
+            "limit its processing activities accordingly if the event shared occurred in an "
+            "eligible location. To learn more about the Limited Data Use feature, refer to "
+            "[Events API 2.0 - Limited Data "
+            "Use](https://ads.tiktok.com/marketing_api/docs?id=1771101204435970)."
+        ),
+        default={"@path": "$.properties.limited_data_use"},
+    ),
+    "test_event_code": Field(
+        label="Test Event Code",
+        description=(
+            "Use this field to specify that events should be test events rather than actual "
+            "traffic. You can find your Test Event Code in your TikTok Events Manager under "
+            "the \"Test Event\" tab. You'll want to remove your Test Event Code when sending "
+            "real traffic through this integration."
+        ),
+    ),
+}
+
+# ---------------------------------------------------------------------------------------------
+# Identifier normalisation and hashing (Segment's "smart hashing": blank stays "", a value that
+# already looks like a SHA-256 hex digest is passed through, anything else is cleaned and hashed).
+
+_JS_WHITESPACE = (
+    "\t\n\v\f\r \u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
+    "\u2028\u2029\u202f\u205f\u3000\ufeff"
+)
+_SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
+_NON_DIGITS = re.compile(r"[^0-9]")
+
+
+def _utf8(text: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        # JavaScript hashes a lone surrogate as U+FFFD.
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode("utf-8")
+
+
+def _smart_hash(value: str, clean: Any = None) -> str:
+    if not value.strip(_JS_WHITESPACE):
+        return ""
+    if len(value) == 64 and _SHA256_HEX.fullmatch(value):
+        return value
+    if clean is not None:
+        value = clean(value)
+    return hashlib.sha256(_utf8(value)).hexdigest()
+
+
+def _clean_phone(phone: str) -> str:
+    # No country-code inference: "+" then the digits, at most 15 characters in all.
+    return ("+" + _NON_DIGITS.sub("", phone))[:15]
+
+
+def format_emails(emails: list[str] | None) -> list[str]:
+    """Emails are lower-cased (not trimmed) before hashing."""
+    return [_smart_hash(e.lower()) for e in emails or ()]
+
+
+def format_phones(phones: list[str] | None) -> list[str]:
+    """Phones: the pass-through check sees the raw value; otherwise "+" + digits, cut to 15, hashed."""
+    return [_smart_hash(p, _clean_phone) for p in phones or ()]
+
+
+def format_user_ids(user_ids: list[str] | None) -> list[str]:
+    """External ids are lower-cased (not trimmed) before hashing."""
+    return [_smart_hash(u.lower()) for u in user_ids or ()]
+
+
+# ---------------------------------------------------------------------------------------------
+# The `ttclid` fallback reads the page URL the way `new URL(url).searchParams.get(...)` does.
+
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:")
+_SPECIAL = {"http", "https", "ws", "wss", "ftp", "file"}
+_FORBIDDEN_HOST = set(" #%/:<>?@[\\]^|\x00")
+_C0_AND_SPACE = "".join(chr(c) for c in range(0x21))
+
+
+def _query_of(url: str) -> str | None:
+    """The query of a URL WHATWG's parser accepts (None when it rejects the URL or has no query)."""
+    url = url.strip(_C0_AND_SPACE).replace("\t", "").replace("\n", "").replace("\r", "")
+    m = _SCHEME.match(url)
+    if not m:
+        return None
+    scheme = m.group(0)[:-1].lower()
+    rest = url[m.end() :]
+    if scheme in _SPECIAL and scheme != "file":
+        rest = rest.lstrip("/\\")
+        end = len(rest)
+        for sep in "/\\?#":
+            i = rest.find(sep)
+            if i != -1:
+                end = min(end, i)
+        authority = rest[:end]
+        host_port = authority.rpartition("@")[2]
+        if host_port.startswith("["):
+            host, _, port = host_port.partition("]")
+            port = port[1:] if port.startswith(":") else port
+            if not host[1:]:
+                return None
+        else:
+            host, _, port = host_port.partition(":")
+            if not host or any(ch in _FORBIDDEN_HOST for ch in host):
+                return None
+        if port and (not port.isdigit() or not port.isascii() or int(port) > 65535):
+            return None
+    fragment = rest.find("#")
+    if fragment != -1:
+        rest = rest[:fragment]
+    q = rest.find("?")
+    return rest[q + 1 :] if q != -1 else None
+
+
+def url_query_param(url: str, name: str) -> str | None:
+    """`new URL(url).searchParams.get(name)`; None when the URL does not parse or lacks the name."""
+    query = _query_of(url)
+    if query is None:
+        return None
+    for part in query.split("&"):
+        if not part:
+            continue
+        key, _, value = part.partition("=")
+        if _form_decode(key) == name:
+            return _form_decode(value)
+    return None
+
+
+def _form_decode(text: str) -> str:
+    return unquote_to_bytes(text.replace("+", " ")).decode("utf-8", "replace")
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _js_number(value: Any) -> Any:
+    """Numbers as JavaScript writes them in JSON: 5.0 is 5, integers beyond 2**53 lose precision."""
+    if value.__class__ is float:
+        if value.is_integer() and abs(value) < 1e21:
+            return int(value)
+        return value
+    if value.__class__ is int and abs(value) > 9007199254740992:
+        return _js_number(float(value))
+    return value
+
+
+def _contents(items: Any) -> list[Any]:
+    out = []
+    for item in items:
+        if isinstance(item, dict):
+            item = {k: _js_number(v) for k, v in item.items()}
+        out.append(item)
+    return out
+
+
+def _event_time(timestamp: Any, ctx: BuildContext) -> int | None:
+    if truthy(timestamp):
+        millis = js_date_parse(str(timestamp))
+        return None if math.isnan(millis) else math.floor(millis / 1000)
+    return math.floor(ctx.now.timestamp())
+
+
+def build_offline_event(payload: Mapping[str, Any], ctx: BuildContext) -> list[Request] | Skip:
+    """One POST to /event/track/ with a single offline event; identifiers hashed."""
+    get = payload.get
+    phones = format_phones(get("phone_numbers"))
+    emails = format_emails(get("email_addresses"))
+    user_ids = format_user_ids(get("external_ids"))
+    if not phones and not emails and not user_ids:
+        raise PayloadValidationError(PII_REQUIRED)
+
+    ttclid = get("ttclid")
+    if not truthy(ttclid):
+        ttclid = None
+        url = get("url")
+        if truthy(url):
+            ttclid = url_query_param(str(url), "ttclid") or None
+
+    user: dict[str, Any] = {}
+    if ttclid is not None:
+        user["ttclid"] = ttclid
+    user["external_id"] = user_ids
+    user["phone"] = phones
+    user["email"] = emails
+    for key in ("lead_id", "ttp", "ip", "user_agent", "locale"):
+        value = get(key)
+        if truthy(value):
+            user[key] = value
+
+    contents = get("contents")
+    properties: dict[str, Any] = {"contents": _contents(contents) if truthy(contents) else []}
+    for key in ("content_type", "currency"):
+        value = get(key)
+        if truthy(value):
+            properties[key] = value
+    value = get("value")
+    if truthy(value) or (value.__class__ in (int, float) and value == 0):
+        properties["value"] = _js_number(value)
+    for key in ("query", "description", "order_id", "shop_id"):
+        value = get(key)
+        if truthy(value):
+            properties[key] = value
+
+    page: dict[str, Any] = {}
+    for key in ("url", "referrer"):
+        value = get(key)
+        if truthy(value):
+            page[key] = value
+
+    event: dict[str, Any] = {
+        "event": get("event"),
+        "event_time": _event_time(get("timestamp"), ctx),
+    }
+    event_id = get("event_id")
+    if truthy(event_id):
+        event["event_id"] = str(event_id)
+    event["user"] = user
+    event["properties"] = properties
+    event["page"] = page
+    limited = get("limited_data_use")
+    event["limited_data_use"] = limited if truthy(limited) else False
+    test_code = get("test_event_code")
+    if truthy(test_code):
+        event["test_event_code"] = test_code
+
+    body = {
+        "event_source": "offline",
+        "event_source_id": ctx.settings.get("eventSetID"),
+        "partner_name": "Segment",
+        "data": [event],
+    }
+    headers = {
+        "access-token": str(ctx.settings.get("accessToken", "")),
+        "content-type": "application/json",
+        "user-agent": "Segment (Actions)",
+    }
+    url = f"{ctx.endpoint}/open_api/{API_VERSION}/event/track/"
+    return [Request("POST", url, headers, orjson.dumps(body))]
+
+
+def classify(status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
+    """HTTP status decides, as in Segment (which never reads TikTok's envelope). A 200 whose JSON
+    envelope carries a non-zero `code` is still delivered, but the code and TikTok's message are kept
+    in the outcome so that they show up in logs and metrics."""
+    outcome = classify_http(status, headers, body)
+    if outcome.verdict is not Verdict.DELIVERED or not body:
+        return outcome
+    try:
+        envelope = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return outcome
+    if isinstance(envelope, dict):
+        code = envelope.get("code")
+        if code not in (None, 0, "0"):
+            message = str(envelope.get("message", ""))[:200]
+            return Outcome(Verdict.DELIVERED, status, f"TikTok code {code}: {message}", None)
+    return outcome
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _action(key: str, title: str, description: str) -> Action:
+    return Action(key=key, title=title, description=description, fields=FIELDS, build=build_offline_event)
+
+
+ACTIONS = {
+    "trackPaymentOfflineConversion": _action(
+        "trackPaymentOfflineConversion",
+        "[Deprecated] Track Payment Offline Conversion",
+        "[Deprecated] Send details of an in-store purchase or console purchase to the Tiktok Offline Events "
+        "API. This Action has been Deprecated. Please use the 'Track Payment Offline Conversion' Action instead",
+    ),
+    "trackNonPaymentOfflineConversion": _action(
+        "trackNonPaymentOfflineConversion",
+        "[Deprecated] Track Non Payment Offline Conversion",
+        "[Deprecated] Send a non payment related event to the TikTok Offline Conversions API. This Action "
+        "has been Deprecated. Please use the 'Track Payment Offline Conversion' Action instead",
+    ),
+    "reportOfflineEvent": _action(
+        "reportOfflineEvent",
+        "Track Offline Conversion",
+        "Send details of an in-store purchase or console purchase to the Tiktok Offline Events API",
+    ),
+}
+
+
+def _contents_from(root: str) -> dict[str, Any]:
+    return {
+        "@arrayPath": [
+            root,
+            {
+                "price": {"@path": "$.price"},
+                "quantity": {"@path": "$.quantity"},
+                "content_category": {"@path": "$.category"},
+                "content_id": {"@path": "$.product_id"},
+                "content_name": {"@path": "$.name"},
+                "brand": {"@path": "$.brand"},
+            },
+        ]
+    }
+
+
+_DEFAULTS = {k: f.default for k, f in FIELDS.items() if f.default is not UNDEFINED}
+_MULTI = "$.properties.products"
+_SINGLE = "$.properties"
+
+# (preset name, trigger, TikTok event name, root of the products for `contents` or None)
+_PRESETS: tuple[tuple[str, str, str, str | None], ...] = (
+    ("Complete Payment", 'event = "Order Completed"', "CompletePayment", _MULTI),
+    ("Contact", 'event = "Callback Started"', "Contact", None),
+    ("Subscribe", 'event = "Subscription Created"', "Subscribe", None),
+    ("Submit Form", 'event = "Form Submitted"', "SubmitForm", None),
+    ("Page View", 'type="page"', "PageView", _MULTI),
+    ("View Content", 'event = "Product Viewed"', "ViewContent", _SINGLE),
+    ("Click Button", 'event = "Product Clicked"', "ClickButton", _SINGLE),
+    ("Search", 'event = "Products Searched"', "Search", _SINGLE),
+    ("Add to Wishlist", 'event = "Product Added to Wishlist"', "AddToWishlist", _SINGLE),
+    ("Add to Cart", 'event = "Product Added"', "AddToCart", _SINGLE),
+    ("Initiate Checkout", 'event = "Checkout Started"', "InitiateCheckout", _MULTI),
+    ("Add Payment Info", 'event = "Payment Info Entered"', "AddPaymentInfo", _MULTI),
+    ("Place an Order", 'event = "Order Placed"', "PlaceAnOrder", _MULTI),
+    ("Download", 'event = "Download Link Clicked"', "Download", None),
+    ("Complete Registration", 'event = "Signed Up"', "CompleteRegistration", None),
+)
+
+
+def _preset(name: str, subscribe: str, event: str, products: str | None) -> Preset:
+    mapping = dict(_DEFAULTS)
+    if products is not None:
+        mapping["contents"] = _contents_from(products)
+    mapping["event"] = event
+    return Preset(name=name, subscribe=subscribe, action="reportOfflineEvent", mapping=mapping)
+
+
+DESTINATION = Destination(
+    type="tiktok-offline-conversions",
+    name="TikTok Offline Conversions",
+    endpoint=ENDPOINT,
+    settings=SETTINGS,
+    actions=ACTIONS,
+    presets=tuple(_preset(*p) for p in _PRESETS),
+    classify=classify,
+    presets_enabled_by_default=False,
+)
