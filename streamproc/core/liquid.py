@@ -1,0 +1,256 @@
+"""The @liquid directive: templates parsed once with python-liquid, configured like Segment's liquidjs."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from io import StringIO
+from typing import Any
+
+from liquid import Environment
+from liquid.builtin.statement import Statement, StatementNode
+from liquid.builtin.tags.echo_tag import EchoNode, EchoTag
+from liquid.context import Context
+from liquid.exceptions import Error as LiquidError
+from liquid.exceptions import LiquidSyntaxError
+from liquid.stream import TokenStream
+from liquid.tag import Tag
+
+from streamproc.core.jsvalues import UNDEFINED, number_to_string
+from streamproc.core.mapping import _error, _json_stringify
+
+__all__ = ["DISABLED_FILTERS", "DISABLED_TAGS", "MAX_TEMPLATE_LENGTH", "compile_liquid"]
+
+MAX_TEMPLATE_LENGTH = 1000
+# Byte budget for strings built while rendering (Segment gives liquidjs a memory limit of 1e8).
+MEMORY_LIMIT = 100_000_000
+
+DISABLED_TAGS: tuple[str, ...] = ("case", "for", "include", "layout", "render", "tablerow")
+DISABLED_FILTERS: tuple[str, ...] = (
+    "array_to_sentence_string",
+    "concat",
+    "find",
+    "find_exp",
+    "find_index",
+    "find_index_exp",
+    "group_by",
+    "group_by_exp",
+    "has",
+    "has_exp",
+    "map",
+    "newline_to_br",
+    "reject",
+    "reject_exp",
+    "reverse",
+    "sort",
+    "sort_natural",
+    "uniq",
+    "where_exp",
+    "type",
+)
+
+
+class _Disabled(LiquidSyntaxError):
+    """A disabled tag or filter was used; `kind` and `name` rebuild Segment's message."""
+
+    def __init__(self, kind: str, name: str, linenum: int | None = None) -> None:
+        super().__init__(f'{kind} "{name}" is disabled', linenum=linenum)
+        self.kind = kind
+        self.what = name
+
+
+def _output_text(value: Any) -> str:
+    """How liquidjs prints a value: JavaScript numbers, arrays flattened and joined with ""."""
+    if isinstance(value, str):
+        return value
+    if value is None or value is UNDEFINED:
+        return ""
+    if value is True or value is False:
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return number_to_string(value)
+    if isinstance(value, list | tuple):
+        return "".join(_output_text(v) for v in value)
+    if isinstance(value, dict):
+        return "[object Object]"
+    return str(value)
+
+
+class _JsStatementNode(StatementNode):
+    def render_to_output(self, context: Context, buffer: Any) -> bool | None:
+        buffer.write(_output_text(self.expression.evaluate(context)))
+        return None
+
+
+class _JsStatement(Statement):
+    node_class = _JsStatementNode
+
+
+class _JsEchoNode(EchoNode):
+    def render_to_output(self, context: Context, buffer: Any) -> bool | None:
+        buffer.write(_output_text(self.expression.evaluate(context)))
+        return None
+
+
+class _JsEchoTag(EchoTag):
+    node_class = _JsEchoNode
+
+
+def _disabled_tag(tag_name: str) -> type[Tag]:
+    class DisabledTag(Tag):
+        name = tag_name
+        block = False
+
+        def parse(self, stream: TokenStream) -> Any:
+            raise _Disabled("tag", tag_name, linenum=stream.current.linenum)
+
+    return DisabledTag
+
+
+def _disabled_filter(filter_name: str) -> Callable[..., Any]:
+    def disabled(*_args: Any, **_kwargs: Any) -> Any:
+        raise _Disabled("filter", filter_name)
+
+    return disabled
+
+
+def _number(value: Any) -> float:
+    if value is True or value is False:
+        return 1.0 if value else 0.0
+    if isinstance(value, int | float):
+        return float(value)
+    if value is None:
+        return 0.0
+    try:
+        return float(str(value).strip() or 0)
+    except ValueError:
+        return math.nan
+
+
+def _integral(value: float) -> int | float:
+    if math.isfinite(value) and value == int(value) and abs(value) < 2**53:
+        return int(value)
+    return value
+
+
+def _divided_by(value: Any, other: Any) -> Any:
+    divisor = _number(other)
+    dividend = _number(value)
+    if divisor == 0:
+        if dividend == 0 or math.isnan(dividend):
+            return math.nan
+        return math.copysign(math.inf, dividend) * math.copysign(1, divisor)
+    return _integral(dividend / divisor)
+
+
+def _modulo(value: Any, other: Any) -> Any:
+    divisor = _number(other)
+    dividend = _number(value)
+    if divisor == 0 or not math.isfinite(dividend):
+        return math.nan
+    return _integral(math.fmod(dividend, divisor))
+
+
+def _round(value: Any, digits: Any = 0) -> Any:
+    places = int(_number(digits)) if digits is not None else 0
+    scale = 10.0**places
+    number = _number(value)
+    if not math.isfinite(number):
+        return number
+    return _integral(math.floor(number * scale + 0.5) / scale)
+
+
+def _json(value: Any, *_args: Any) -> Any:
+    text = _json_stringify(value)
+    return "" if text is None else text
+
+
+class _SegmentLiquid(Environment):
+    local_namespace_limit = MEMORY_LIMIT
+    output_stream_limit = MEMORY_LIMIT
+
+    def setup_tags_and_filters(self) -> None:
+        super().setup_tags_and_filters()
+        self.add_tag(_JsStatement)
+        self.add_tag(_JsEchoTag)
+        for tag in DISABLED_TAGS:
+            self.tags.pop(tag, None)
+            self.add_tag(_disabled_tag(tag))
+        self.add_filter("divided_by", _divided_by)
+        self.add_filter("modulo", _modulo)
+        self.add_filter("round", _round)
+        self.add_filter("json", _json)
+        for name in DISABLED_FILTERS:
+            self.add_filter(name, _disabled_filter(name))
+
+
+_ENV = _SegmentLiquid(strict_filters=False)
+
+
+def _location(source: str, exc: _Disabled) -> str:
+    """liquidjs's ", line:L, col:C" suffix: where the tag or output holding the name starts."""
+    if exc.kind == "tag":
+        pattern = re.compile(r"\{%-?\s*" + re.escape(exc.what) + r"(?![\w-])")
+    else:
+        pattern = re.compile(r"(\{\{|\{%)(?:(?!\}\}|%\}).)*?\|\s*" + re.escape(exc.what) + r"(?![\w-])", re.S)
+    matches = list(pattern.finditer(source))
+    if not matches:
+        return ""
+    chosen = matches[0]
+    if exc.linenum:
+        on_line = [m for m in matches if source.count("\n", 0, m.start()) + 1 == exc.linenum]
+        if on_line:
+            chosen = on_line[0]
+    start = chosen.start()
+    line = source.count("\n", 0, start) + 1
+    col = start - (source.rfind("\n", 0, start) + 1) + 1
+    return f", line:{line}, col:{col}"
+
+
+def _message(source: str, exc: LiquidError) -> str:
+    if isinstance(exc, _Disabled):
+        return str(exc.args[0]) + _location(source, exc)
+    return str(exc)
+
+
+def _fail(message: str) -> Callable[[Any], Any]:
+    def fail(payload: Any) -> Any:
+        raise _error(message)
+
+    return fail
+
+
+def _js_length(text: str) -> int:
+    return len(text) + sum(1 for c in text if ord(c) > 0xFFFF)
+
+
+def compile_liquid(option: Any) -> Callable[[Any], Any]:
+    """A resolver for one @liquid option. The template is parsed here; a template Segment would
+    refuse fails each time it is resolved, with Segment's message, as Segment does."""
+    if not isinstance(option, str):
+        return _fail("liquid template value must be a string")
+    if option == "":
+        return lambda payload: ""
+    if _js_length(option) > MAX_TEMPLATE_LENGTH:
+        return _fail("liquid template values are limited to 1000 characters")
+    try:
+        template = _ENV.from_string(option)
+    except LiquidError as exc:
+        return _fail(_message(option, exc))
+    except (RecursionError, ValueError) as exc:
+        return _fail(str(exc))
+
+    def render(payload: Any) -> Any:
+        data = payload if isinstance(payload, dict) else {}
+        buffer = StringIO()
+        try:
+            context = Context(_ENV, globals=data)
+            template.render_with_context(context, buffer)
+        except LiquidError as exc:
+            raise _error(_message(option, exc)) from None
+        except (RecursionError, ValueError, TypeError, ArithmeticError) as exc:
+            raise _error(f"liquid render failed: {exc}") from None
+        return buffer.getvalue()
+
+    return render

@@ -1,0 +1,1132 @@
+"""The mapping kit: validates a Mapping once and resolves it against events with Segment's semantics."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+
+from streamproc.core.jsvalues import UNDEFINED, number_to_string, to_js_string, truthy
+from streamproc.errors import MappingError
+
+__all__ = ["DIRECTIVES", "CompiledMapping", "compile", "resolve", "validate"]
+
+Resolver = Callable[[Any], Any]
+
+DIRECTIVES: tuple[str, ...] = (
+    "@if",
+    "@case",
+    "@replace",
+    "@arrayPath",
+    "@path",
+    "@template",
+    "@literal",
+    "@flatten",
+    "@json",
+    "@merge",
+    "@transform",
+    "@excludeWhenNull",
+    "@liquid",
+)
+
+ROOT_DIRECTIVE_KEY = "__segment_internal_directive"
+MAX_PATTERN_LENGTH = 10
+MAX_REPLACEMENT_LENGTH = 10
+
+
+def _error(message: str, messages: list[str] | None = None) -> MappingError:
+    err = MappingError(message)
+    err.messages = messages if messages is not None else [message]  # type: ignore[attr-defined]
+    return err
+
+
+# ---------------------------------------------------------------------------------------------
+# JavaScript value helpers specific to the mapping kit
+# ---------------------------------------------------------------------------------------------
+
+
+def real_type_of(value: Any) -> str:
+    """`Object.prototype.toString` type word, lower-cased, as Segment's error messages use it."""
+    if value is None:
+        return "null"
+    if value is UNDEFINED:
+        return "undefined"
+    if value is True or value is False:
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list | tuple):
+        return "array"
+    return "object"
+
+
+def _typeof(value: Any) -> str:
+    """JavaScript `typeof` (null and arrays are "object")."""
+    t = real_type_of(value)
+    return "object" if t in ("null", "array") else t
+
+
+def _utf16_units(text: str) -> list[str]:
+    """A string split into UTF-16 code units, as JavaScript indexes strings."""
+    if text.isascii() or all(ord(c) <= 0xFFFF for c in text):
+        return list(text)
+    raw = text.encode("utf-16-le", "surrogatepass")
+    return [raw[i : i + 2].decode("utf-16-le", "surrogatepass") for i in range(0, len(raw), 2)]
+
+
+def js_length(text: str) -> int:
+    """JavaScript `string.length` (UTF-16 code units)."""
+    if text.isascii():
+        return len(text)
+    return len(text) + sum(1 for c in text if ord(c) > 0xFFFF)
+
+
+_INDEX_RE = re.compile(r"(?:0|[1-9][0-9]*)\Z")
+
+
+def _is_index(key: str) -> bool:
+    return _INDEX_RE.match(key) is not None and int(key) < 4294967295
+
+
+def _js_keys(obj: dict[str, Any]) -> list[str]:
+    """Own keys in JavaScript order: array-index keys ascending first, then insertion order."""
+    keys = list(obj)
+    indices = [k for k in keys if _is_index(k)]
+    if not indices:
+        return keys
+    indices.sort(key=int)
+    return indices + [k for k in keys if not _is_index(k)]
+
+
+def _spread_source(value: Any) -> list[tuple[str, Any]]:
+    """The (key, value) pairs `Object.assign` / object spread copies from a value."""
+    if isinstance(value, dict):
+        return [(k, value[k]) for k in _js_keys(value)]
+    if isinstance(value, list | tuple):
+        return [(str(i), v) for i, v in enumerate(value)]
+    if isinstance(value, str):
+        return [(str(i), u) for i, u in enumerate(_utf16_units(value))]
+    return []
+
+
+def _is_plain_object(value: Any) -> bool:
+    return isinstance(value, dict)
+
+
+def _is_directive(value: Any) -> bool:
+    """Resolver's rule: an object with an `@` key whose other keys are all `_metadata`."""
+    if not isinstance(value, dict):
+        return False
+    has_at = False
+    for key in value:
+        if key.startswith("@"):
+            has_at = True
+        elif key != "_metadata":
+            return False
+    return has_at
+
+
+def _loosely_blank(value: Any) -> bool:
+    """JavaScript `value == ''` for a value that is neither null nor undefined."""
+    if isinstance(value, str):
+        return value == ""
+    if value is True or value is False:
+        return value is False
+    if isinstance(value, int | float):
+        return value == 0
+    if isinstance(value, list | tuple):
+        return to_js_string(value) == ""
+    return False
+
+
+_JS_WHITESPACE = (
+    " \t\n\v\f\r\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
+    "\u2028\u2029\u202f\u205f\u3000\ufeff"
+)
+
+
+def _js_trim(text: str) -> str:
+    return text.strip(_JS_WHITESPACE)
+
+
+# --- JSON.stringify / JSON.parse -------------------------------------------------------------
+
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _json_quote(text: str) -> str:
+    out = json.dumps(text, ensure_ascii=False)
+    if _LONE_SURROGATE.search(out):
+        out = _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", out)
+    return out
+
+
+def _json_stringify(value: Any) -> str | None:
+    """`JSON.stringify(value)`: JavaScript key order and numbers; None for undefined."""
+    if value is UNDEFINED:
+        return None
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, str):
+        return _json_quote(value)
+    if isinstance(value, int | float):
+        if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+            return "null"
+        return number_to_string(value)
+    if isinstance(value, dict):
+        parts = []
+        for key in _js_keys(value):
+            text = _json_stringify(value[key])
+            if text is not None:
+                parts.append(_json_quote(str(key)) + ":" + text)
+        return "{" + ",".join(parts) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ",".join(_json_stringify(v) or "null" for v in value) + "]"
+    return None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(name)
+
+
+def _parse_int(text: str) -> int | float:
+    number = int(text)
+    if -(2**53) <= number <= 2**53:
+        return number
+    return float(number)
+
+
+def _json_parse(text: str) -> Any:
+    """`JSON.parse`: strict JSON, numbers as JavaScript doubles; raises ValueError when invalid."""
+    return json.loads(text, parse_constant=_reject_constant, parse_int=_parse_int)
+
+
+# ---------------------------------------------------------------------------------------------
+# Path lookup (Segment's `get`)
+# ---------------------------------------------------------------------------------------------
+
+_PATH_SPLIT = re.compile(r"\[(?=[\"'0-9])|\.|(?<=[\"'0-9])\]+")
+_ROOT: tuple[str, ...] | None = None
+
+
+def split_path(path: str) -> tuple[str, ...] | None:
+    """Pieces of a path as Segment splits them; None means the whole payload."""
+    if path == "" or path == ".":
+        return None
+    return tuple(p.replace("'", "").replace('"', "") for p in _PATH_SPLIT.split(path) if p)
+
+
+def _property(obj: Any, key: str) -> Any:
+    """`obj[key]` for a truthy JSON value that is not an object."""
+    if isinstance(obj, list | tuple):
+        if key == "length":
+            return len(obj)
+        if _is_index(key):
+            index = int(key)
+            return obj[index] if index < len(obj) else UNDEFINED
+        return UNDEFINED
+    if isinstance(obj, str):
+        if key == "length":
+            return js_length(obj)
+        if _is_index(key):
+            units = obj if obj.isascii() else _utf16_units(obj)
+            index = int(key)
+            return units[index] if index < len(units) else UNDEFINED
+        return UNDEFINED
+    return UNDEFINED
+
+
+def lookup(obj: Any, parts: tuple[str, ...] | None) -> Any:
+    """Walk pre-split path pieces; a falsy value met on the way is returned as it is."""
+    if parts is None:
+        return obj
+    for key in parts:
+        if type(obj) is dict:
+            obj = obj.get(key, UNDEFINED)
+        elif not truthy(obj):
+            return obj
+        elif isinstance(obj, dict):
+            obj = obj.get(key, UNDEFINED)
+        else:
+            obj = _property(obj, key)
+    return obj
+
+
+_PATH_CACHE: dict[str, tuple[str, ...] | None] = {}
+
+
+def _cached_split(path: str) -> tuple[str, ...] | None:
+    try:
+        return _PATH_CACHE[path]
+    except KeyError:
+        parts = split_path(path)
+        if len(_PATH_CACHE) < 4096:
+            _PATH_CACHE[path] = parts
+        return parts
+
+
+def _strip_dollar(path: str) -> str:
+    return path.replace("$.", "", 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# @template placeholders
+# ---------------------------------------------------------------------------------------------
+
+_TRIPLE = re.compile(r"\{\{\{([^}]+)\}\}\}")
+_DOUBLE = re.compile(r"\{\{([^}]+)\}\}")
+
+
+def _placeholder_text(value: Any) -> str:
+    if value is None or value is UNDEFINED:
+        return ""
+    if isinstance(value, str):
+        return value
+    return to_js_string(value)
+
+
+def _substitute(pattern: re.Pattern[str], width: int, template: str, data: Any) -> str:
+    def replace(match: re.Match[str]) -> str:
+        inner = _js_trim(match.group(0)[width:-width])
+        return _placeholder_text(lookup(data, _cached_split(inner)))
+
+    return pattern.sub(replace, template)
+
+
+def compile_template(template: str) -> Callable[[Any], str]:
+    """Renderer for an @template string; placeholders are found once, here."""
+    if _TRIPLE.search(template) is None:
+        literals: list[str] = []
+        paths: list[tuple[str, ...] | None] = []
+        pos = 0
+        for match in _DOUBLE.finditer(template):
+            literals.append(template[pos : match.start()])
+            paths.append(split_path(_js_trim(match.group(1))))
+            pos = match.end()
+        tail = template[pos:]
+        if not paths:
+            return lambda data: template
+        if len(paths) == 1:
+            head, only = literals[0], paths[0]
+            return lambda data: head + _placeholder_text(lookup(data, only)) + tail
+        pairs = list(zip(literals, paths, strict=True))
+
+        def render(data: Any) -> str:
+            out = []
+            for literal, parts in pairs:
+                out.append(literal)
+                out.append(_placeholder_text(lookup(data, parts)))
+            out.append(tail)
+            return "".join(out)
+
+        return render
+
+    # Triple braces are substituted first and their values may form new double-brace
+    # placeholders, so this case keeps Segment's two passes.
+    return lambda data: _substitute(_DOUBLE, 2, _substitute(_TRIPLE, 3, template, data), data)
+
+
+def render_template(template: str, data: Any) -> str:
+    """Render an @template string once (no caching of the parsed form)."""
+    return compile_template(template)(data)
+
+
+# ---------------------------------------------------------------------------------------------
+# @replace with JavaScript replacement templates
+# ---------------------------------------------------------------------------------------------
+
+_DOLLAR = re.compile(r"\$([$&`'])")
+
+
+def _replacement_parts(replacement: str) -> list[str | int]:
+    """Split a JavaScript replacement template into literals and references
+    (0 = match, 1 = text before it, 2 = text after it). The pattern has no capture groups,
+    so `$1`, `$<name>` and other `$` sequences stay literal."""
+    parts: list[str | int] = []
+    pos = 0
+    for match in _DOLLAR.finditer(replacement):
+        parts.append(replacement[pos : match.start()])
+        symbol = match.group(1)
+        if symbol == "$":
+            parts.append("$")
+        else:
+            parts.append({"&": 0, "`": 1, "'": 2}[symbol])
+        pos = match.end()
+    parts.append(replacement[pos:])
+    merged: list[str | int] = []
+    for part in parts:
+        if isinstance(part, str) and merged and isinstance(merged[-1], str):
+            merged[-1] += part
+        elif part != "":
+            merged.append(part)
+    return merged
+
+
+def _make_replacer(pattern: str, replacement: str, flags: str) -> Callable[[str], str]:
+    if js_length(pattern) > MAX_PATTERN_LENGTH:
+        message = f'@replace requires a "pattern" less than {MAX_PATTERN_LENGTH} characters'
+        return _raising(message)
+    if js_length(replacement) > MAX_REPLACEMENT_LENGTH:
+        message = f'@replace requires a "replacement" less than {MAX_REPLACEMENT_LENGTH} characters'
+        return _raising(message)
+    count = 0 if "g" in flags else 1
+    parts = _replacement_parts(replacement)
+    if "i" not in flags and all(isinstance(p, str) for p in parts):
+        literal = "".join(p for p in parts if isinstance(p, str))
+        if count:
+            return lambda value: value.replace(pattern, literal, 1)
+        return lambda value: value.replace(pattern, literal)
+    regex = re.compile(re.escape(pattern), re.IGNORECASE if "i" in flags else 0)
+
+    def expand(value: str) -> str:
+        def one(match: re.Match[str]) -> str:
+            out = []
+            for part in parts:
+                if isinstance(part, str):
+                    out.append(part)
+                elif part == 0:
+                    out.append(match.group(0))
+                elif part == 1:
+                    out.append(value[: match.start()])
+                else:
+                    out.append(value[match.end() :])
+            return "".join(out)
+
+        return regex.sub(one, value, count=count)
+
+    return expand
+
+
+def _raising(message: str) -> Callable[..., Any]:
+    def fail(*_args: Any) -> Any:
+        raise _error(message)
+
+    return fail
+
+
+# ---------------------------------------------------------------------------------------------
+# Resolution: each mapping node becomes a closure payload -> value
+# ---------------------------------------------------------------------------------------------
+
+
+def _const(value: Any) -> Resolver:
+    return lambda payload: value
+
+
+def _compile_node(node: Any) -> Resolver:
+    if isinstance(node, dict):
+        if _is_directive(node):
+            name = next(k for k in node if k.startswith("@"))
+            builder = _BUILDERS.get(name)
+            if builder is None:
+                return _raising(f"{name} is not a valid directive, got undefined")
+            return builder(node[name])
+        items = [(key, _compile_node(value), value) for key, value in node.items()]
+        if all(not isinstance(v, dict | list | tuple) for _, _, v in items):
+            constant = {key: value for key, _, value in items}
+            return lambda payload: dict(constant)
+        pairs = [(key, fn) for key, fn, _ in items]
+        return lambda payload: {key: fn(payload) for key, fn in pairs}
+    if isinstance(node, list | tuple):
+        fns = [_compile_node(value) for value in node]
+        return lambda payload: [fn(payload) for fn in fns]
+    return _const(node)
+
+
+def _compile_string_directive(
+    name: str, option: Any, make: Callable[[str], Callable[[Any], Any]]
+) -> Resolver:
+    """A directive whose option must resolve to a string (@path, @template)."""
+    if isinstance(option, str):
+        return make(option)
+    option_fn = _compile_node(option)
+
+    def run(payload: Any) -> Any:
+        text = option_fn(payload)
+        if not isinstance(text, str):
+            raise _error(f"{name}: expected string, got {real_type_of(text)}")
+        return make(text)(payload)
+
+    return run
+
+
+def _build_path(option: Any) -> Resolver:
+    def make(path: str) -> Callable[[Any], Any]:
+        parts = _cached_split(_strip_dollar(path))
+        return lambda payload: lookup(payload, parts)
+
+    return _compile_string_directive("@path", option, make)
+
+
+_TEMPLATE_CACHE: dict[str, Callable[[Any], str]] = {}
+
+
+def _cached_template(template: str) -> Callable[[Any], str]:
+    try:
+        return _TEMPLATE_CACHE[template]
+    except KeyError:
+        render = compile_template(template)
+        if len(_TEMPLATE_CACHE) < 1024:
+            _TEMPLATE_CACHE[template] = render
+        return render
+
+
+def _build_template(option: Any) -> Resolver:
+    if isinstance(option, str):
+        return compile_template(option)
+    return _compile_string_directive("@template", option, _cached_template)
+
+
+def _build_literal(option: Any) -> Resolver:
+    return _compile_node(option)
+
+
+def _build_if(opts: Any) -> Resolver:
+    if not isinstance(opts, dict):
+        return _raising('@if requires an object with an "exists" key')
+    exists = opts.get("exists", UNDEFINED)
+    blank = opts.get("blank", UNDEFINED)
+    if not truthy(exists) and not truthy(blank):
+        return _raising('@if requires an "exists" key or a "blank" key')
+    use_blank = exists is UNDEFINED
+    condition_fn = _compile_node(blank if use_blank else exists)
+    then = opts.get("then", UNDEFINED)
+    then_fn = _compile_node(then) if then is not UNDEFINED else None
+    otherwise = opts.get("else", UNDEFINED)
+    else_fn = _compile_node(otherwise) if truthy(otherwise) else None
+
+    def run(payload: Any) -> Any:
+        value = condition_fn(payload)
+        condition = value is not None and value is not UNDEFINED
+        if condition and use_blank:
+            condition = not _loosely_blank(value)
+        if condition:
+            return then_fn(payload) if then_fn is not None else UNDEFINED
+        return else_fn(payload) if else_fn is not None else UNDEFINED
+
+    return run
+
+
+def _build_case(opts: Any) -> Resolver:
+    if not isinstance(opts, dict):
+        return _raising('@case requires an object with a "operator" key')
+    operator = opts.get("operator", UNDEFINED)
+    if not truthy(operator):
+        return _raising('@case requires a "operator" key')
+    value = opts.get("value", UNDEFINED)
+    if not truthy(value):
+        return _const(UNDEFINED)
+    value_fn = _compile_node(value)
+
+    def run(payload: Any) -> Any:
+        resolved = value_fn(payload)
+        if isinstance(resolved, str):
+            if operator == "lower" and isinstance(operator, str):
+                return resolved.lower()
+            if operator == "upper" and isinstance(operator, str):
+                return resolved.upper()
+            raise _error('operator key should have a value of "lower" or "upper"')
+        return resolved
+
+    return run
+
+
+def _build_replace(opts: Any) -> Resolver:
+    if not isinstance(opts, dict):
+        return _raising('@replace requires an object with a "pattern" key')
+    pattern = opts.get("pattern", UNDEFINED)
+    if not truthy(pattern):
+        return _raising('@replace requires a "pattern" key')
+    replacement = opts.get("replacement", UNDEFINED)
+    if replacement is None or replacement is UNDEFINED:
+        replacement = ""
+    pattern2 = opts.get("pattern2", UNDEFINED)
+    replacement2 = opts.get("replacement2", UNDEFINED)
+    if truthy(pattern2) and (replacement2 is None or replacement2 is UNDEFINED):
+        replacement2 = ""
+    ignorecase = opts.get("ignorecase", UNDEFINED)
+    if ignorecase is None or ignorecase is UNDEFINED:
+        ignorecase = False
+    is_global = opts.get("global", UNDEFINED)
+    if is_global is None or is_global is UNDEFINED:
+        is_global = True
+    value = opts.get("value", UNDEFINED)
+    if not truthy(value):
+        return _const(UNDEFINED)
+    value_fn = _compile_node(value)
+    usable = (
+        isinstance(pattern, str)
+        and isinstance(replacement, str)
+        and isinstance(ignorecase, bool)
+        and isinstance(is_global, bool)
+    )
+    if not usable:
+        return lambda payload: (value_fn(payload), "")[1]
+    flags = ("g" if is_global else "") + ("i" if ignorecase else "")
+    first = _make_replacer(pattern, replacement, flags)
+    second = None
+    if truthy(pattern2) and isinstance(pattern2, str) and isinstance(replacement2, str):
+        second = _make_replacer(pattern2, replacement2, flags)
+
+    def run(payload: Any) -> Any:
+        resolved = value_fn(payload)
+        if resolved is True or resolved is False:
+            resolved = "true" if resolved else "false"
+        elif isinstance(resolved, int | float):
+            resolved = number_to_string(resolved)
+        if not isinstance(resolved, str):
+            return ""
+        result = first(resolved)
+        if second is not None:
+            result = second(result)
+        return result
+
+    return run
+
+
+def _build_array_path(opts: Any) -> Resolver:
+    if not isinstance(opts, list | tuple):
+        return _raising(f"@arrayPath expected array, got {real_type_of(opts)}")
+    path = opts[0] if len(opts) > 0 else UNDEFINED
+    shape = opts[1] if len(opts) > 1 else UNDEFINED
+    root_fn: Resolver
+    if isinstance(path, str):
+        parts = split_path(_strip_dollar(path))
+        root_fn = lambda payload: lookup(payload, parts)  # noqa: E731
+    else:
+        root_fn = _compile_node(path)
+    if not (isinstance(shape, dict) and len(shape) > 0):
+        return root_fn
+    shape_fn = _compile_node(shape)
+
+    def run(payload: Any) -> Any:
+        root = root_fn(payload)
+        if isinstance(root, list | tuple):
+            return [shape_fn(item) for item in root]
+        if isinstance(root, dict):
+            return [shape_fn(root)]
+        return root
+
+    return run
+
+
+def flatten(value: Any, prefix: str, separator: str, omit_arrays: bool) -> dict[str, Any]:
+    """Segment's flattenObject: nested keys joined with the separator."""
+    out: dict[str, Any] = {}
+    _flatten_into(out, value, prefix, separator, omit_arrays)
+    return out
+
+
+def _flatten_into(out: dict[str, Any], value: Any, prefix: str, separator: str, omit_arrays: bool) -> None:
+    if isinstance(value, dict) or (not omit_arrays and isinstance(value, list | tuple)):
+        for key, item in _spread_source(value):
+            new_key = f"{prefix}{separator}{key}" if prefix else key
+            _flatten_into(out, item, new_key, separator, omit_arrays)
+        return
+    out.pop(prefix, None)  # a later duplicate key moves to the end, as object spread does
+    out[prefix] = value
+
+
+def _build_flatten(opts: Any) -> Resolver:
+    if not isinstance(opts, dict):
+        return _raising('@flatten requires an object with a "separator" key')
+    separator = opts.get("separator", UNDEFINED)
+    if not truthy(separator):
+        return _raising('@flatten requires a "separator" key')
+    separator_fn = _compile_node(separator)
+    value_fn = _compile_node(opts.get("value", UNDEFINED))
+    omit_arrays = truthy(opts.get("omitArrays", UNDEFINED))
+
+    def run(payload: Any) -> Any:
+        sep = separator_fn(payload)
+        if not isinstance(sep, str):
+            raise _error("@flatten requires a string separator")
+        return flatten(value_fn(payload), "", sep, omit_arrays)
+
+    return run
+
+
+def _build_json(opts: Any) -> Resolver:
+    if not isinstance(opts, dict):
+        return _raising('@json requires an object with a "value" key')
+    mode = opts.get("mode", UNDEFINED)
+    if not truthy(mode):
+        return _raising('@json requires a "mode" key')
+    value = opts.get("value", UNDEFINED)
+    if not truthy(value):
+        return _raising('@json requires a "value" key')
+    value_fn = _compile_node(value)
+    if mode == "encode" and isinstance(mode, str):
+
+        def encode(payload: Any) -> Any:
+            text = _json_stringify(value_fn(payload))
+            return UNDEFINED if text is None else text
+
+        return encode
+    if mode == "decode" and isinstance(mode, str):
+
+        def decode(payload: Any) -> Any:
+            resolved = value_fn(payload)
+            if isinstance(resolved, str):
+                try:
+                    return _json_parse(resolved)
+                except (ValueError, RecursionError):
+                    return resolved
+            return resolved
+
+        return decode
+    return lambda payload: (value_fn(payload), UNDEFINED)[1]
+
+
+def _build_merge(opts: Any) -> Resolver:
+    if not isinstance(opts, dict):
+        return _raising('@merge requires an object with an "objects" key and a "direction" key')
+    direction = opts.get("direction", UNDEFINED)
+    if not truthy(direction):
+        return _raising('@merge requires a "direction" key')
+    direction_fn = _compile_node(direction)
+    objects = opts.get("objects", UNDEFINED)
+    problem = None
+    if not truthy(objects):
+        problem = '@merge requires a "objects" key'
+    elif not isinstance(objects, list | tuple):
+        problem = f"@merge: expected opts.array, got {_typeof(objects)}"
+    if problem is not None:
+        message = problem
+
+        def fail(payload: Any) -> Any:
+            direction_fn(payload)
+            raise _error(message)
+
+        return fail
+    object_fns = [_compile_node(o) for o in objects]
+
+    def run(payload: Any) -> Any:
+        side = direction_fn(payload)
+        resolved = [fn(payload) for fn in object_fns]
+        if side == "left" and isinstance(side, str):
+            resolved.reverse()
+        merged: dict[str, Any] = {}
+        for source in resolved:
+            if isinstance(source, dict):
+                merged.update(source)
+            elif source is not None and source is not UNDEFINED:
+                merged.update(_spread_source(source))
+        return merged
+
+    return run
+
+
+def _build_transform(opts: Any) -> Resolver:
+    if not isinstance(opts, dict):
+        return _raising('@transform requires an object with an "apply" key and a "mapping" key')
+    mapping = opts.get("mapping", UNDEFINED)
+    if not truthy(mapping):
+        return _raising('@transform requires a "mapping" key')
+    apply = opts.get("apply", UNDEFINED)
+    if not truthy(apply):
+        return _raising('@transform requires a "apply" key')
+    if not isinstance(apply, dict):
+        return _raising('@transform "apply" key should be an object')
+    try:
+        inner = _compile_root(apply)
+    except MappingError as exc:
+        failure = exc
+        apply_fn: Resolver = lambda payload: _reraise(failure)  # noqa: E731
+    else:
+        apply_fn = inner
+    mapping_fn = _compile_node(mapping)
+    return lambda payload: mapping_fn(apply_fn(payload))
+
+
+def _reraise(exc: MappingError) -> Any:
+    raise _error(str(exc), list(getattr(exc, "messages", [str(exc)])))
+
+
+def _clean_nulls(value: Any) -> Any:
+    if isinstance(value, dict):
+        cleaned = dict(value)
+        for key, item in value.items():
+            if item is None:
+                cleaned[key] = UNDEFINED
+            elif isinstance(item, dict):
+                cleaned[key] = _clean_nulls(item)
+        return cleaned
+    return value
+
+
+def _build_exclude_when_null(option: Any) -> Resolver:
+    value_fn = _compile_node(option)
+
+    def run(payload: Any) -> Any:
+        resolved = value_fn(payload)
+        if resolved is None:
+            return UNDEFINED
+        return _clean_nulls(resolved)
+
+    return run
+
+
+def _build_liquid(option: Any) -> Resolver:
+    from streamproc.core.liquid import compile_liquid
+
+    return compile_liquid(option)
+
+
+_BUILDERS: dict[str, Callable[[Any], Resolver]] = {
+    "@if": _build_if,
+    "@case": _build_case,
+    "@replace": _build_replace,
+    "@arrayPath": _build_array_path,
+    "@path": _build_path,
+    "@template": _build_template,
+    "@literal": _build_literal,
+    "@flatten": _build_flatten,
+    "@json": _build_json,
+    "@merge": _build_merge,
+    "@transform": _build_transform,
+    "@excludeWhenNull": _build_exclude_when_null,
+    "@liquid": _build_liquid,
+}
+
+
+def remove_undefined(value: Any) -> Any:
+    """Copy of a resolved value without undefined object members (array slots keep them)."""
+    if isinstance(value, dict):
+        return {k: remove_undefined(v) for k, v in value.items() if v is not UNDEFINED}
+    if isinstance(value, list | tuple):
+        return [remove_undefined(v) for v in value]
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation (Segment's validate(mapping)), messages word for word
+# ---------------------------------------------------------------------------------------------
+
+
+class _Invalid(Exception):
+    """One or more validation messages (Segment's ValidationError / AggregateError)."""
+
+    def __init__(self, messages: list[str]) -> None:
+        super().__init__(messages)
+        self.messages = messages
+
+
+def _invalid(message: str, stack: list[str]) -> _Invalid:
+    return _Invalid([f"/{'/'.join(stack)} {message}."])
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in ("a", "e", "i", "o", "u") else "a"
+
+
+def _type_or_directive(value: Any) -> str:
+    if isinstance(value, dict) and any(k.startswith("@") for k in value):
+        return "directive"
+    return real_type_of(value)
+
+
+def _it_is(kind: str) -> str:
+    return f"{_article(kind)} {kind}"
+
+
+def _validate(mapping: Any, stack: list[str]) -> None:
+    kind = _type_or_directive(mapping)
+    if kind == "directive":
+        _validate_directive(mapping, stack)
+    elif kind == "object":
+        _validate_object(mapping, stack)
+
+
+def _validate_directive(obj: Any, stack: list[str]) -> None:
+    if not isinstance(obj, dict):
+        kind = real_type_of(obj)
+        raise _invalid(f"should be a directive object but it is {_it_is(kind)}", stack)
+    directive_keys = [k for k in obj if k.startswith("@")]
+    if len(directive_keys) > 1:
+        raise _invalid(f"should only have one @-prefixed key but it has {len(directive_keys)} keys", stack)
+    if any(not k.startswith("@") and k != "_metadata" for k in obj):
+        raise _invalid(f"should only have one @-prefixed key but it has {len(obj)} keys", stack)
+    name = directive_keys[0]
+    validator = _VALIDATORS.get(name)
+    if validator is None:
+        raise _invalid(f"has an invalid directive: {name}", stack)
+    validator(obj[name], [*stack, name])
+
+
+def _validate_directive_or_raw(value: Any, stack: list[str]) -> None:
+    kind = _type_or_directive(value)
+    if kind == "directive":
+        _validate_directive(value, stack)
+    elif kind not in ("object", "array", "boolean", "string", "number", "null"):
+        raise _invalid(f"should be a mapping directive or a JSON value but it is {_it_is(kind)}", stack)
+
+
+def _validate_directive_or_string(value: Any, stack: list[str]) -> None:
+    kind = _type_or_directive(value)
+    if kind == "directive":
+        _validate_directive(value, stack)
+    elif kind != "string":
+        raise _invalid(f"should be a string or a mapping directive but it is {_it_is(kind)}", stack)
+
+
+def _validate_directive_or_object(value: Any, stack: list[str]) -> None:
+    kind = _type_or_directive(value)
+    if kind == "directive":
+        _validate_directive(value, stack)
+    elif kind == "object":
+        _validate_object(value, stack)
+    else:
+        raise _invalid(f"should be a object or a mapping directive but it is {_it_is(kind)}", stack)
+
+
+def _validate_string(value: Any, stack: list[str]) -> None:
+    kind = _type_or_directive(value)
+    if kind != "string":
+        raise _invalid(f"should be a string but it is {_it_is(kind)}", stack)
+
+
+def _string_length(low: int, high: int) -> Callable[[Any, list[str]], None]:
+    def check(value: Any, stack: list[str]) -> None:
+        if isinstance(value, str) and js_length(value) < low:
+            raise _invalid(f"should be a string of length {low} or greater", stack)
+        if isinstance(value, str) and js_length(value) > high:
+            raise _invalid(f"should be a string of length {high} or less", stack)
+
+    return check
+
+
+def _allowed_strings(*allowed: str) -> Callable[[Any, list[str]], None]:
+    def check(value: Any, stack: list[str]) -> None:
+        _validate_string(value, stack)
+        if value.lower() not in allowed:
+            raise _invalid(f"should be one of {', '.join(allowed)} but it is {_json_quote(value)}", stack)
+
+    return check
+
+
+def _validate_boolean(value: Any, stack: list[str]) -> None:
+    kind = _type_or_directive(value)
+    if kind != "boolean":
+        raise _invalid(f"should be a boolean but it is {_it_is(kind)}", stack)
+
+
+def _validate_object(value: Any, stack: list[str]) -> None:
+    kind = _type_or_directive(value)
+    if kind != "object":
+        raise _invalid(f"should be an object but it is {_it_is(kind)}", stack)
+    errors: list[str] = []
+    for key in _js_keys(value):
+        try:
+            _validate(value[key], [*stack, key])
+        except _Invalid as exc:
+            errors.extend(exc.messages)
+    if errors:
+        raise _Invalid(errors)
+
+
+def _validate_array(value: Any, stack: list[str]) -> None:
+    kind = real_type_of(value)
+    if kind != "array":
+        raise _invalid(f"should be an array but it is {_it_is(kind)}", stack)
+
+
+Check = Callable[[Any, list[str]], None]
+
+
+def _chain(*checks: Check) -> Check:
+    def run(value: Any, stack: list[str]) -> None:
+        for check in checks:
+            check(value, stack)
+
+    return run
+
+
+def _validate_fields(
+    value: Any, stack: list[str], required: dict[str, Check], optional: dict[str, Check], order: list[str]
+) -> None:
+    _validate_object(value, stack)
+    errors: list[str] = []
+    for prop in order:
+        try:
+            item = value.get(prop, UNDEFINED)
+            if prop in required:
+                if item is UNDEFINED:
+                    raise _invalid(f'should have field "{prop}" but it doesn\'t', stack)
+                required[prop](item, [*stack, prop])
+            elif item is not UNDEFINED:
+                optional[prop](item, [*stack, prop])
+        except _Invalid as exc:
+            errors.extend(exc.messages)
+    if errors:
+        raise _Invalid(errors)
+
+
+def _fields(required: dict[str, Check], optional: dict[str, Check], order: list[str]) -> Check:
+    return lambda value, stack: _validate_fields(value, stack, required, optional, order)
+
+
+def _validate_array_path(value: Any, stack: list[str]) -> None:
+    _validate_array(value, stack)
+    _validate_directive_or_string(value[0] if len(value) > 0 else UNDEFINED, stack)
+    _validate(value[1] if len(value) > 1 else UNDEFINED, stack)
+
+
+_merge_fields = _fields(
+    {"objects": _validate_array}, {"direction": _allowed_strings("left", "right")}, ["direction", "objects"]
+)
+
+
+def _validate_merge(value: Any, stack: list[str]) -> None:
+    _merge_fields(value, stack)
+    for item in value["objects"]:
+        _validate_directive_or_object(item, [])
+
+
+_VALIDATORS: dict[str, Check] = {
+    "@if": _fields(
+        {},
+        {
+            "exists": _validate_directive_or_raw,
+            "then": _validate_directive_or_raw,
+            "else": _validate_directive_or_raw,
+        },
+        ["exists", "then", "else"],
+    ),
+    "@case": _fields(
+        {}, {"operator": _validate_string, "value": _validate_directive_or_string}, ["operator", "value"]
+    ),
+    "@replace": _fields(
+        {
+            "pattern": _chain(_validate_string, _string_length(1, MAX_PATTERN_LENGTH)),
+            "value": _validate_directive_or_string,
+        },
+        {
+            "replacement": _chain(_validate_string, _string_length(0, MAX_REPLACEMENT_LENGTH)),
+            "ignorecase": _validate_boolean,
+            "global": _validate_boolean,
+        },
+        ["pattern", "replacement", "value", "ignorecase", "global"],
+    ),
+    "@arrayPath": _validate_array_path,
+    "@path": _validate_directive_or_string,
+    "@json": _fields(
+        {"value": _validate_directive_or_raw, "mode": _allowed_strings("encode", "decode")},
+        {},
+        ["value", "mode"],
+    ),
+    "@flatten": _fields(
+        {"value": _validate_directive_or_raw}, {"separator": _validate_string}, ["separator", "value"]
+    ),
+    "@merge": _validate_merge,
+    "@template": _validate_directive_or_string,
+    "@literal": _validate_directive_or_raw,
+    "@transform": _fields(
+        {"apply": _validate_directive_or_object, "mapping": _validate_directive_or_object},
+        {},
+        ["apply", "mapping"],
+    ),
+    "@excludeWhenNull": _validate_directive_or_raw,
+    "@liquid": _validate_string,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry points
+# ---------------------------------------------------------------------------------------------
+
+
+def _mapping_to_process(mapping: Any) -> Any:
+    """Object-spread copy of the mapping, with the root directive key folded in (Segment's
+    getMappingToProcess). Works on a deep copy so the caller's mapping is never changed."""
+    if mapping is None or mapping is UNDEFINED:
+        raise _error("Cannot convert undefined or null to object")
+    mapping = copy.deepcopy(mapping)
+    processed: Any = dict(_spread_source(mapping))
+    if isinstance(mapping, dict) and ROOT_DIRECTIVE_KEY in mapping:
+        customer = {k: v for k, v in mapping.items() if k != ROOT_DIRECTIVE_KEY}
+        processed = mapping[ROOT_DIRECTIVE_KEY]
+        if processed is None or processed is UNDEFINED:
+            raise _error("Cannot convert undefined or null to object")
+        keys = _spread_source(processed)
+        if len(keys) > 1:
+            raise _error("The root mapping must only have a single directive object")
+        root_directive = keys[0][1] if keys else UNDEFINED
+        if not truthy(root_directive) or not isinstance(root_directive, dict | list | tuple):
+            raise _error("The root directive must be an object")
+        if isinstance(root_directive, dict):
+            root_directive["mapping"] = customer
+    return processed
+
+
+def _validate_processed(processed: Any) -> None:
+    try:
+        _validate(processed, [])
+    except _Invalid as exc:
+        raise _error("\n".join(exc.messages), exc.messages) from None
+
+
+def _compile_root(mapping: Any) -> Resolver:
+    """Segment's transform() as a closure: validated here, resolved and cleaned per payload."""
+    processed = _mapping_to_process(mapping)
+    _validate_processed(processed)
+    fn = _compile_node(processed)
+
+    def run(data: Any) -> Any:
+        if data is UNDEFINED:
+            data = {}
+        elif type(data) is not dict:
+            raise _error(f"data must be an object, got {real_type_of(data)}")
+        return remove_undefined(fn(data))
+
+    return run
+
+
+class CompiledMapping:
+    """A validated Mapping, ready to resolve against many events."""
+
+    __slots__ = ("_run", "mapping")
+
+    def __init__(self, mapping: Any) -> None:
+        self.mapping = mapping
+        try:
+            self._run = _compile_root(mapping)
+        except RecursionError:
+            raise _error("Maximum call stack size exceeded") from None
+
+    def resolve(self, event: Any) -> Any:
+        """The mapped payload for one event; JavaScript undefined members are absent and a bare
+        undefined result is UNDEFINED. Raises MappingError when a directive fails."""
+        try:
+            return self._run(event)
+        except RecursionError:
+            raise _error("Maximum call stack size exceeded") from None
+
+    def __repr__(self) -> str:
+        return f"CompiledMapping({self.mapping!r})"
+
+
+def compile(mapping: Any) -> CompiledMapping:
+    """Validate a Mapping once; raises MappingError with Segment's path-prefixed messages."""
+    return CompiledMapping(mapping)
+
+
+def validate(mapping: Any) -> None:
+    """Raise MappingError if Segment would refuse this Mapping."""
+    try:
+        _validate_processed(_mapping_to_process(mapping))
+    except RecursionError:
+        raise _error("Maximum call stack size exceeded") from None
+
+
+def resolve(mapping: Any, event: Any) -> Any:
+    """Compile and resolve in one go (Segment's transform(mapping, event))."""
+    return compile(mapping).resolve(event)
