@@ -15,7 +15,7 @@ from kafka_helpers import create_topic, delete_topics, unique_name
 
 REPO = Path(__file__).resolve().parent.parent
 KAFKA_LOCAL = REPO / "scripts" / "kafka-local"
-START_TIMEOUT = float(os.environ.get("KAFKA_LOCAL_START_TIMEOUT", "90"))
+START_TIMEOUT = float(os.environ.get("KAFKA_LOCAL_START_TIMEOUT", "120"))
 
 
 def _docker_answers() -> bool:
