@@ -15,7 +15,7 @@ from typing import Any, Literal, TypeVar
 import yaml
 
 from streamproc.destinations.base import Destination
-from streamproc.errors import ConfigError, ConfigProblem
+from streamproc.errors import ConfigError, ConfigProblem, PayloadValidationError
 
 __all__ = [
     "BreakerPolicy",
@@ -167,6 +167,17 @@ class _FromEnv(str):
     """A string that came (wholly) out of `${VAR}`; number and boolean keys may then parse it."""
 
     __slots__ = ()
+
+
+def _plain(value: Any) -> Any:
+    """The same data with every string a plain `str` (what partner code and validators expect)."""
+    if isinstance(value, str):
+        return str(value) if type(value) is not str else value
+    if isinstance(value, dict):
+        return {key: _plain(val) for key, val in value.items()}
+    if isinstance(value, list):
+        return [_plain(val) for val in value]
+    return value
 
 
 def interpolate(text: str, env: Mapping[str, str]) -> tuple[str, list[str]]:
@@ -615,6 +626,16 @@ class _Collaborators:
         self.registry = registry
 
 
+def _settings_problem(
+    path: str, message: str, destination: Destination, settings: Mapping[str, Any]
+) -> tuple[str, str]:
+    """The key path and message of a settings problem (without the runtime's "<type> settings: ")."""
+    prefix = f"{destination.type} settings: "
+    if message.startswith(prefix):
+        message = message[len(prefix) :]
+    return _settings_problem_path(path, message, destination, settings), message
+
+
 def _settings_problem_path(
     path: str, message: str, destination: Destination, settings: Mapping[str, Any]
 ) -> str:
@@ -663,17 +684,14 @@ def _destination(
 
     settings: dict[str, Any] = {}
     raw_settings = c.mapping(data.get("settings"), _join(path, "settings"))
-    if destination is not None and raw_settings is not None:
+    settings_path = _join(path, "settings")
+    # A setting whose variable is missing is already reported; do not report it again as empty.
+    unresolved = any(p.path == settings_path or p.path.startswith(settings_path + ".") for p in c.problems)
+    if destination is not None and raw_settings is not None and not unresolved:
         try:
-            settings = dict(k.validate_settings(destination, raw_settings))
-        except ValueError as exc:
-            where = _settings_problem_path(_join(path, "settings"), str(exc), destination, raw_settings)
-            c.add(where, str(exc))
-        except Exception as exc:  # PayloadValidationError and friends, each with a message naming the key
-            if not hasattr(exc, "message"):
-                raise
-            where = _settings_problem_path(_join(path, "settings"), str(exc), destination, raw_settings)
-            c.add(where, str(exc))
+            settings = dict(k.validate_settings(destination, _plain(raw_settings)))
+        except (ValueError, PayloadValidationError) as exc:
+            c.add(*_settings_problem(_join(path, "settings"), str(exc), destination, raw_settings))
 
     default_endpoint = destination.endpoint if destination is not None else ""
     settings_endpoint = settings.get("endpoint")
@@ -803,7 +821,7 @@ def _subscription(
     name = _get(c, data, "name", path, _str(), None)
     trigger = _get(c, data, "trigger", path, _str(), None)
     action = _get(c, data, "action", path, _str(), None)
-    user_mapping = c.mapping(data.get("mapping"), _join(path, "mapping"))
+    user_mapping = _plain(c.mapping(data.get("mapping"), _join(path, "mapping")))
     ok = user_mapping is not None
 
     preset_name = _get(c, data, "preset", path, _str(), None)
