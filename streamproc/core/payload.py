@@ -144,13 +144,9 @@ def _js_equal(a: Any, b: Any) -> bool:
         return a is b
     if isinstance(a, int | float) and isinstance(b, int | float):
         return bool(a == b)
-    if a.__class__ is not b.__class__:
-        if isinstance(a, dict) and isinstance(b, dict):
-            pass
-        elif isinstance(a, list) and isinstance(b, list):
-            pass
-        else:
-            return False
+    same_kind = (isinstance(a, dict) and isinstance(b, dict)) or (isinstance(a, list) and isinstance(b, list))
+    if a.__class__ is not b.__class__ and not same_kind:
+        return False
     if isinstance(a, dict):
         return a.keys() == b.keys() and all(_js_equal(a[k], b[k]) for k in a)
     if isinstance(a, list):
@@ -166,9 +162,12 @@ _ISO_LIKE = re.compile(
     r"(?:[Tt ](\d{1,2}):(\d{2})(?::(\d{2})(?:\.(\d+))?)?\s*(Z|z|[+-]\d{2}:?\d{2})?)?",
     re.ASCII,
 )
-_MONTHS = {m: i + 1 for i, m in enumerate(
-    ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
-)}
+_MONTHS = {
+    m: i + 1
+    for i, m in enumerate(
+        ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+    )
+}
 _MONTH_FIRST = re.compile(
     r"(?:[a-z]+,?\s+)?([a-z]{3})[a-z]*\.?\s+(\d{1,2}),?\s+(\d{4})"
     r"(?:\s+(\d{1,2}):(\d{2})(?::(\d{2}))?)?\s*(?:gmt|utc|z)?\s*([+-]\d{4})?",
@@ -239,10 +238,19 @@ def js_date_parse(text: str) -> float:
             if not m:
                 return math.nan
             year, month, day = int(m.group(1)), int(m.group(2)), int(m.group(3))
-            return _epoch_ms(year, month, day, int(m.group(4) or 0), int(m.group(5) or 0),
-                             int(m.group(6) or 0), 0, 0)
-    return _epoch_ms(year, month, day, int(m.group(4) or 0), int(m.group(5) or 0), int(m.group(6) or 0),
-                     0, _offset_minutes(m.group(7)))
+            return _epoch_ms(
+                year, month, day, int(m.group(4) or 0), int(m.group(5) or 0), int(m.group(6) or 0), 0, 0
+            )
+    return _epoch_ms(
+        year,
+        month,
+        day,
+        int(m.group(4) or 0),
+        int(m.group(5) or 0),
+        int(m.group(6) or 0),
+        0,
+        _offset_minutes(m.group(7)),
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -407,12 +415,10 @@ def _coerce_one(target: str, v: Any) -> Any:
             return False
         if v == "true" or v is True or (cls in (int, float) and v == 1):
             return True
-    elif target == "null":
-        if v == "" or v is False or (cls in (int, float) and v == 0):
-            return None
-    elif target == "array":
-        if cls in (str, int, float, bool) or v is None:
-            return [v]
+    elif target == "null" and (v == "" or v is False or (cls in (int, float) and v == 0)):
+        return None
+    elif target == "array" and (cls in (str, int, float, bool) or v is None):
+        return [v]
     return UNDEFINED
 
 
@@ -492,6 +498,15 @@ def _preamble(title: str | None, ptr: str) -> str:
     return "the root value" if ptr == "" else f"the value at {ptr}"
 
 
+def _sentence(title: str | None, ptr: str, text: str) -> str:
+    """One human message: the field's label (or where it is), the problem, a full stop."""
+    return _capitalize(f"{_preamble(title, ptr)} {text}") + "."
+
+
+def _characters(n: float) -> str:
+    return f"{number_to_string(n)} {'character' if n == 1 else 'characters'}"
+
+
 def _compile_clean(node: _Node) -> _Clean:
     """removeEmptyValues for values below the root (the root has its own loop)."""
     keeps_null = "null" in node.types
@@ -532,9 +547,7 @@ def _compile_check(node: _Node) -> _Check:
     expected = _humanize_list(list(types), "or")
     expected = f"{_article(expected)} {expected}"
     enum = node.enum
-    enum_text = (
-        _humanize_list([_js_stringify_scalar(e) for e in enum], "or") if enum is not None else ""
-    )
+    enum_text = _humanize_list([_js_stringify_scalar(e) for e in enum], "or") if enum is not None else ""
     fmt = node.format
     fmt_test = _FORMATS.get(fmt) if fmt else None
     fmt_label = _FORMAT_LABELS.get(fmt, fmt) if fmt else ""
@@ -544,7 +557,8 @@ def _compile_check(node: _Node) -> _Check:
     props: dict[str, tuple[int, _Check, str]] | None = None
     if node.properties is not None:
         props = {
-            k: (i, _compile_check(n), "/" + _pointer_key(k)) for i, (k, n) in enumerate(node.properties.items())
+            k: (i, _compile_check(n), "/" + _pointer_key(k))
+            for i, (k, n) in enumerate(node.properties.items())
         }
     required = node.required
     additional = node.additional
@@ -561,7 +575,9 @@ def _compile_check(node: _Node) -> _Check:
     single_test = tests[0] if len(tests) == 1 else None
 
     def type_error(v: Any, ptr: str, errors: list[str]) -> None:
-        errors.append(_capitalize(f"{_preamble(title, ptr)} must be {expected} but it was {_type_of(v)}") + ".")
+        errors.append(
+            _capitalize(f"{_preamble(title, ptr)} must be {expected} but it was {_type_of(v)}") + "."
+        )
 
     def coerce(v: Any, ptr: str, errors: list[str]) -> tuple[Any, Any, bool]:
         """(value for the parent, value the later keywords see, type ok)."""
@@ -589,46 +605,31 @@ def _compile_check(node: _Node) -> _Check:
         if simple:
             return out
         if enum is not None and not any(_js_equal(d, e) for e in enum):
-            errors.append(_capitalize(f"{_preamble(title, ptr)} must be one of: {enum_text}") + ".")
-        if _is_number(d) and d.__class__ is not bool:
+            errors.append(_sentence(title, ptr, f"must be one of: {enum_text}"))
+        if _is_number(d):
             if maximum is not None and d > maximum:
                 errors.append(
-                    _capitalize(f"{_preamble(title, ptr)} must be equal to or less than {number_to_string(maximum)}")
-                    + "."
+                    _sentence(title, ptr, f"must be equal to or less than {number_to_string(maximum)}")
                 )
             if minimum is not None and d < minimum:
                 errors.append(
-                    _capitalize(
-                        f"{_preamble(title, ptr)} must be equal to or greater than {number_to_string(minimum)}"
-                    )
-                    + "."
+                    _sentence(title, ptr, f"must be equal to or greater than {number_to_string(minimum)}")
                 )
         elif d.__class__ is str:
             if max_len is not None or min_len is not None:
+                # AJV compares code points but reports JavaScript's length (UTF-16 units).
                 length = len(d)
-                actual = _utf16_length(d)
+                actual = _characters(_utf16_length(d))
                 if max_len is not None and length > max_len:
-                    limit = number_to_string(max_len)
                     errors.append(
-                        _capitalize(
-                            f"{_preamble(title, ptr)} must be {limit} {'character' if max_len == 1 else 'characters'}"
-                            f" or fewer but it was {actual} {'character' if actual == 1 else 'characters'}"
-                        )
-                        + "."
+                        _sentence(title, ptr, f"must be {_characters(max_len)} or fewer but it was {actual}")
                     )
                 if min_len is not None and length < min_len:
-                    limit = number_to_string(min_len)
                     errors.append(
-                        _capitalize(
-                            f"{_preamble(title, ptr)} must be {limit} {'character' if min_len == 1 else 'characters'}"
-                            f" or more but it was {actual} {'character' if actual == 1 else 'characters'}"
-                        )
-                        + "."
+                        _sentence(title, ptr, f"must be {_characters(min_len)} or more but it was {actual}")
                     )
             if fmt_test is not None and not fmt_test(d):
-                errors.append(
-                    _capitalize(f"{_preamble(title, ptr)} must be a valid {fmt_label} string but it was not") + "."
-                )
+                errors.append(_sentence(title, ptr, f"must be a valid {fmt_label} string but it was not"))
         elif item_check is not None and isinstance(d, list):
             out = [item_check(item, f"{ptr}/{i}", errors) for i, item in enumerate(d)]
         elif props is not None and isinstance(d, dict):
@@ -649,7 +650,7 @@ def _check_object(
 ) -> dict[str, Any]:
     for key in required:
         if d.get(key, UNDEFINED) is UNDEFINED:
-            errors.append(_capitalize(f"{_preamble(title, ptr)} is missing the required field '{key}'") + ".")
+            errors.append(_sentence(title, ptr, f"is missing the required field '{key}'"))
     out: dict[str, Any] = {}
     spans: list[tuple[int, int, int]] | None = None
     for k, val in d.items():
@@ -728,7 +729,9 @@ def _compile_condition(fc: Any, multiple: bool) -> _Cond:
     return simple
 
 
-def _compile_rule(field_key: str, rule: ConditionalRequired) -> Callable[[Mapping[str, Any], list[str]], None]:
+def _compile_rule(
+    field_key: str, rule: ConditionalRequired
+) -> Callable[[Mapping[str, Any], list[str]], None]:
     multiple = len(rule.conditions) > 1
     conds = [_compile_condition(c, multiple) for c in rule.conditions]
     match_any = rule.match == "any"
@@ -745,7 +748,9 @@ def _compile_rule(field_key: str, rule: ConditionalRequired) -> Callable[[Mappin
             if p is UNDEFINED:
                 errors.append(f"The root value is missing the required field '{parent}'.")
             elif isinstance(p, dict) and p.get(child, UNDEFINED) is UNDEFINED:
-                errors.append(f"The value at /{_pointer_key(parent)} is missing the required field '{child}'.")
+                errors.append(
+                    f"The value at /{_pointer_key(parent)} is missing the required field '{child}'."
+                )
         elif d.get(field_key, UNDEFINED) is UNDEFINED:
             errors.append(f"The root value is missing the required field '{field_key}'.")
         if len(errors) != n:

@@ -33,7 +33,9 @@ SETTINGS: dict[str, Field] = {
 def _product_fields() -> dict[str, Field]:
     return {
         "product_price": Field(label="Price", type="number", description="The price of the product."),
-        "product_quantity": Field(label="Quantity", type="integer", description="The quantity of the product."),
+        "product_quantity": Field(
+            label="Quantity", type="integer", description="The quantity of the product."
+        ),
         "product_id": Field(label="Product ID", description="An identifier for the product."),
         "product_category": Field(label="Product Category", description="A category for the product."),
         "product_name": Field(label="Product Name", description="The name of the product."),
@@ -115,7 +117,9 @@ FORWARD_EVENT_FIELDS: dict[str, Field] = {
         type="object",
         description="Additional ecommerce fields that are included in the pixel payload.",
         properties={
-            "revenue": Field(label="Revenue", type="number", description="The revenue generated from the event."),
+            "revenue": Field(
+                label="Revenue", type="number", description="The revenue generated from the event."
+            ),
             "order_id": Field(label="Order ID", description="The ID of the order."),
             **_product_fields(),
         },
@@ -168,12 +172,13 @@ def _usv(text: str) -> str:
     return text
 
 
+def _form_component(text: str) -> str:
+    return quote_plus(_usv(text), safe="*").replace("~", "%7E")
+
+
 def form_encode(pairs: list[tuple[str, str]]) -> str:
     """`new URLSearchParams(pairs).toString()`."""
-    return "&".join(
-        f"{quote_plus(_usv(k), safe='*').replace('~', '%7E')}={quote_plus(_usv(v), safe='*').replace('~', '%7E')}"
-        for k, v in pairs
-    )
+    return "&".join(f"{_form_component(k)}={_form_component(v)}" for k, v in pairs)
 
 
 def _or_empty(value: Any) -> str:

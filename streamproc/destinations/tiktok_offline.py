@@ -74,7 +74,7 @@ FIELDS: dict[str, Field] = {
     "event": Field(
         label="Event Name",
         description=(
-            "Conversion event name. Please refer to the \"Offline Standard Events\" section on "
+            'Conversion event name. Please refer to the "Offline Standard Events" section on '
             "in TikTok’s [Events API 2.0 "
             "documentation](https://business-api.tiktok.com/portal/docs?id=1771101186666498) "
             "for accepted event names."
@@ -277,7 +277,7 @@ FIELDS: dict[str, Field] = {
         description=(
             "Use this field to specify that events should be test events rather than actual "
             "traffic. You can find your Test Event Code in your TikTok Events Manager under "
-            "the \"Test Event\" tab. You'll want to remove your Test Event Code when sending "
+            'the "Test Event" tab. You\'ll want to remove your Test Event Code when sending '
             "real traffic through this integration."
         ),
     ),
@@ -533,8 +533,9 @@ ACTIONS = {
     "trackPaymentOfflineConversion": _action(
         "trackPaymentOfflineConversion",
         "[Deprecated] Track Payment Offline Conversion",
-        "[Deprecated] Send details of an in-store purchase or console purchase to the Tiktok Offline Events "
-        "API. This Action has been Deprecated. Please use the 'Track Payment Offline Conversion' Action instead",
+        "[Deprecated] Send details of an in-store purchase or console purchase to the Tiktok Offline "
+        "Events API. This Action has been Deprecated. Please use the 'Track Payment Offline Conversion' "
+        "Action instead",
     ),
     "trackNonPaymentOfflineConversion": _action(
         "trackNonPaymentOfflineConversion",

@@ -89,7 +89,9 @@ def test_output_keeps_the_payload_key_order_but_errors_follow_field_order() -> N
     assert list(schema.validate({"b": "true", "r": "req", "n": "1"})) == ["b", "r", "n"]
     with pytest.raises(PayloadValidationError) as info:
         schema.validate({"b": "yes", "n": "abc", "r": "req"})
-    assert str(info.value) == "N must be a number but it was a string. B must be a boolean but it was a string."
+    assert (
+        str(info.value) == "N must be a number but it was a string. B must be a boolean but it was a string."
+    )
 
 
 def test_batch_mode_keeps_root_empty_strings_for_string_fields() -> None:
@@ -132,7 +134,9 @@ def test_number_coercion_follows_javascript_number() -> None:
 
 
 def test_choices_with_three_values_and_allow_null() -> None:
-    schema = PayloadSchema({"c": Field(label="Colour", choices=("r", "g", Choice("Blue", "b")), allow_null=True)})
+    schema = PayloadSchema(
+        {"c": Field(label="Colour", choices=("r", "g", Choice("Blue", "b")), allow_null=True)}
+    )
     assert schema.validate({"c": None}) == {"c": None}
     with pytest.raises(PayloadValidationError) as info:
         schema.validate({"c": "x"})
@@ -140,7 +144,9 @@ def test_choices_with_three_values_and_allow_null() -> None:
 
 
 def test_minimum_length_message_and_number_minimum() -> None:
-    schema = PayloadSchema({"s": Field(label="Code", minimum=2), "n": Field(label="N", type="number", minimum=1)})
+    schema = PayloadSchema(
+        {"s": Field(label="Code", minimum=2), "n": Field(label="N", type="number", minimum=1)}
+    )
     with pytest.raises(PayloadValidationError) as info:
         schema.validate({"s": "a", "n": 0.5})
     assert str(info.value) == (
@@ -164,7 +170,9 @@ def test_email_format(value: str, valid: bool) -> None:
     if valid:
         assert schema.validate({"e": value}) == {"e": value}
     else:
-        with pytest.raises(PayloadValidationError, match="^Email must be a valid email address string but it was not.$"):
+        with pytest.raises(
+            PayloadValidationError, match=r"^Email must be a valid email address string but it was not\.$"
+        ):
             schema.validate({"e": value})
 
 

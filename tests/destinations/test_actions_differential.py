@@ -101,7 +101,9 @@ def _compare_request(actual: Request, expected: dict[str, Any]) -> None:
         if "body_raw" in expected:
             assert actual.body.decode() == expected["body_raw"]
     if expected.get("query") is not None:
-        assert parse_qsl(urlsplit(actual.url).query, keep_blank_values=True) == [tuple(p) for p in expected["query"]]
+        assert parse_qsl(urlsplit(actual.url).query, keep_blank_values=True) == [
+            tuple(p) for p in expected["query"]
+        ]
 
 
 @pytest.mark.parametrize("row", CASES, ids=[row["input"]["id"] for row in CASES])
