@@ -1,0 +1,150 @@
+"""`streamproc dlq redrive` and `inspect` after a partner outage, on the real broker: every dead letter
+of that destination is delivered, nothing that succeeded is sent again, a second redrive sends nothing,
+and what fails again goes back to the dead-letter topic with its history."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import orjson
+import pytest
+from kafka_helpers import async_wait_until, committed_offsets, end_offsets, produce, read_all, unique_name
+from ops_helpers import cli_args, make_events, predicted, received, write_config
+
+from streamproc.app import Worker
+from streamproc.commands.dlq import inspect, redrive
+from streamproc.config import load_config
+from streamproc.simulator import PartnerSimulator
+
+pytestmark = pytest.mark.kafka
+
+N = 150
+
+
+@pytest.fixture
+async def sims() -> AsyncIterator[tuple[PartnerSimulator, PartnerSimulator]]:
+    a, b = PartnerSimulator(seed=1), PartnerSimulator(seed=2)
+    await a.start()
+    await b.start()
+    yield a, b
+    await a.stop()
+    await b.stop()
+
+
+async def run_worker_until_done(cfg: Path, bootstrap: str, topic: str, group: str) -> None:
+    worker = Worker(load_config(cfg), serve_http=False)
+    task = asyncio.create_task(worker.run_async())
+    ends = end_offsets(bootstrap, topic)
+    try:
+        await async_wait_until(
+            lambda: task.done() or committed_offsets(bootstrap, group, topic) == ends,
+            timeout=90,
+            interval=0.3,
+            message="the worker did not finish the topic",
+        )
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 60)
+
+
+@pytest.fixture
+async def outage(kafka_bootstrap: str, topic, sims, tmp_path: Path):
+    """seg-a answers 503 to everything while the worker runs: all its deliveries are dead-lettered."""
+    a, b = sims
+    source = topic("redrive", partitions=2)
+    dlq = topic("redrive-dlq", partitions=2)
+    group = unique_name("live")
+    events = make_events(N, prefix="r")
+    produce(kafka_bootstrap, source, [orjson.dumps(e) for e in events], keys=[e["userId"] for e in events])
+    cfg = write_config(
+        tmp_path / "config.yaml",
+        bootstrap=kafka_bootstrap,
+        topic=source,
+        dlq=dlq,
+        group=group,
+        url_a=a.base_url,
+        url_b=b.base_url,
+    )
+    a.fault("seg", down=503)
+    await run_worker_until_done(cfg, kafka_bootstrap, source, group)
+    a.clear()
+    assert received(b) == predicted(cfg, events)["seg-b"]
+    b.clear()
+    return cfg, events, dlq
+
+
+async def test_redrive_after_an_outage_delivers_exactly_the_dead_letters_once(
+    kafka_bootstrap: str, outage, sims
+) -> None:
+    cfg, events, dlq = outage
+    a, b = sims
+    letters = read_all(kafka_bootstrap, dlq)
+    assert len(letters) == N  # every event matched seg-a's subscription
+
+    inspected = await inspect(cli_args("dlq", "inspect", "--config", str(cfg), "--json"), out=io.StringIO())
+    assert inspected.by_destination == {"seg-a": N}
+    assert inspected.by_status == {"503": N}
+
+    code, summary = await redrive(
+        cli_args("dlq", "redrive", "--config", str(cfg)), out=io.BytesIO(), err=io.StringIO()
+    )
+    assert code == 0
+    assert received(a) == predicted(cfg, events)["seg-a"]
+    assert not b.requests  # seg-b's successes are not repeated
+    assert summary.destinations["seg-a"].delivered == N
+    assert len(read_all(kafka_bootstrap, dlq)) == N  # nothing new was dead-lettered
+
+    a.clear()
+    code, summary = await redrive(
+        cli_args("dlq", "redrive", "--config", str(cfg)), out=io.BytesIO(), err=io.StringIO()
+    )
+    assert code == 0
+    assert summary.read == 0
+    assert not a.requests and not b.requests
+
+
+async def test_failures_during_redrive_go_back_with_their_history(kafka_bootstrap: str, outage, sims) -> None:
+    cfg, _events, dlq = outage
+    a, _b = sims
+    before = read_all(kafka_bootstrap, dlq)
+    a.fault("seg", down=400)  # still failing, now permanently
+    code, summary = await redrive(
+        cli_args("dlq", "redrive", "--config", str(cfg), "--destination", "seg-a", "--status", "5xx"),
+        out=io.BytesIO(),
+        err=io.StringIO(),
+    )
+    assert code == 0
+    assert summary.destinations["seg-a"].dead_lettered == N
+    after = read_all(kafka_bootstrap, dlq)
+    seen = {(r.partition, r.offset) for r in before}
+    new = [r for r in after if (r.partition, r.offset) not in seen]
+    assert len(new) == N
+    old_by_id = {r.header("streamproc.delivery_id"): r for r in before}
+    for record in new:
+        old = old_by_id[record.header("streamproc.delivery_id")]
+        assert record.value == old.value and record.key == old.key
+        assert record.header("streamproc.http.status") == b"400"
+        assert int(record.header("streamproc.attempts")) == int(old.header("streamproc.attempts")) + 1
+        for name in ("topic", "partition", "offset", "timestamp"):
+            assert record.header(f"streamproc.original.{name}") == old.header(f"streamproc.original.{name}")
+        assert record.header("streamproc.first_attempt_at") == old.header("streamproc.first_attempt_at")
+
+
+async def test_a_dry_run_sends_and_commits_nothing(kafka_bootstrap: str, outage, sims) -> None:
+    cfg, _events, _dlq = outage
+    a, b = sims
+    out = io.BytesIO()
+    code, summary = await redrive(
+        cli_args("dlq", "redrive", "--config", str(cfg), "--dry-run"), out=out, err=io.StringIO()
+    )
+    assert code == 0
+    assert not a.requests and not b.requests
+    lines = [orjson.loads(line) for line in out.getvalue().splitlines()]
+    assert len(lines) == N and {line["destination"] for line in lines} == {"seg-a"}
+    code, summary = await redrive(
+        cli_args("dlq", "redrive", "--config", str(cfg)), out=io.BytesIO(), err=io.StringIO()
+    )
+    assert summary.destinations["seg-a"].delivered == N
