@@ -271,9 +271,12 @@ class _Lexer:
                 return _Token("op", "!=", start)
             after = self.peek()
             if after == "=":
-                fix = "put a space after '!=', e.g. properties.x != 5"
-            else:
-                fix = "'!' is only allowed directly before contains( or match(; use '!=' to compare"
+                raise _LexError(
+                    start,
+                    "'!=' directly followed by its value",
+                    "put a space after '!=', e.g. userId != null",
+                )
+            fix = "'!' is only allowed directly before contains( or match(; use '!=' to compare"
             raise _LexError(start, f"'!' followed by {_show(after)}", fix)
         if first == "a":
             return _Token("cond", "and", start) if self.accept("nd") else self._word(first, start)
@@ -996,7 +999,8 @@ class _Parser:
                 "FQL has no 'not' (Segment ignores the word)",
                 "use '!=' or !contains() / !match()",
             )
-        if self.peek(1).kind == "parenleft" and tok is self.peek():
+        index = next((i for i, t in enumerate(self.tokens) if t is tok), len(self.tokens) - 1)
+        if self.tokens[min(index + 1, len(self.tokens) - 1)].kind == "parenleft":
             return self.fail(
                 tok.pos,
                 "unknown-field",
@@ -1423,7 +1427,11 @@ def parse(text: str) -> Trigger:
     try:
         tokens = _Lexer(units).lex()
     except _LexError as exc:
-        raise _error(text, units, exc.pos, None, exc.problem, exc.fix) from None
+        fix = exc.fix
+        if "\r" in text and "LF" not in fix:
+            # a CR after a closing quote keeps the quote open, so the real cause can look unrelated
+            fix += "; also use LF line endings (a carriage return is not allowed in FQL)"
+        raise _error(text, units, exc.pos, None, exc.problem, fix) from None
     parser = _Parser(text, units, _normalise(tokens))
     ast = parser.parse()
     extensions = frozenset({"nested-parentheses"}) if parser.nested else frozenset()
