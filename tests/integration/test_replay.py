@@ -112,7 +112,7 @@ async def test_a_time_range_sends_exactly_its_events_and_leaves_the_live_group_a
 
 
 async def test_offsets_filters_and_dry_run(kafka_bootstrap: str, setup, sims) -> None:
-    cfg, source, events = setup
+    cfg, _source, _events = setup
     a, b = sims
     out = io.BytesIO()
     code, summary = await replay(
