@@ -26,7 +26,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, MutableMapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from typing import Any, Protocol, TextIO
 
 import orjson
@@ -35,6 +35,7 @@ import structlog
 __all__ = [
     "RepeatLimiter",
     "Scrubber",
+    "config_secrets",
     "configure_logging",
     "flush_suppressed",
     "get_logger",
@@ -253,6 +254,29 @@ _limiter = RepeatLimiter()
 def register_secrets(values: Iterable[str]) -> None:
     """Redact these exact values (destination credentials, SASL passwords) from every log line."""
     _scrubber.add_secrets(values)
+
+
+def config_secrets(config: Any) -> list[str]:
+    """The secret values of a loaded Config: destination settings typed `password` or named like a
+    secret (apiKey, accessToken, ...), and secret-like librdkafka client settings (sasl.password)."""
+    found: list[str] = []
+    kafka = getattr(config, "kafka", None)
+    for key, value in (getattr(kafka, "client", None) or {}).items():
+        if isinstance(value, str) and _is_secret_key(key.replace(".", "")):
+            found.append(value)
+    for dest in getattr(config, "destinations", ()):
+        fields: Mapping[str, Any] = {}
+        try:
+            from streamproc.destinations.registry import get
+
+            fields = get(dest.type).settings
+        except Exception:  # an unknown type is reported by the config check, not here
+            pass
+        for key, value in dest.settings.items():
+            field_type = getattr(fields.get(key), "type", None)
+            if isinstance(value, str) and (field_type == "password" or _is_secret_key(key)):
+                found.append(value)
+    return found
 
 
 def flush_suppressed(*, force: bool = False) -> int:

@@ -204,3 +204,20 @@ def test_scrubber_hash_is_keyed() -> None:
     a, b = Scrubber(hash_key=b"k1"), Scrubber(hash_key=b"k2")
     assert a.digest("email", "x@y.z") == a.digest("email", "X@Y.Z ")
     assert a.digest("email", "x@y.z") != b.digest("email", "x@y.z")
+
+
+def test_config_secrets_finds_password_fields_and_secret_names() -> None:
+    from types import SimpleNamespace
+
+    from streamproc.logging import config_secrets
+
+    config = SimpleNamespace(
+        kafka=SimpleNamespace(client={"sasl.password": "kafka-pw-1", "client.id": "worker"}),
+        destinations=(
+            SimpleNamespace(
+                type="tiktok-offline-conversions", settings={"accessToken": "tt-0001", "eventSetID": "42"}
+            ),
+            SimpleNamespace(type="seg", settings={"apiKey": "seg-key-1"}),
+        ),
+    )
+    assert sorted(config_secrets(config)) == ["kafka-pw-1", "seg-key-1", "tt-0001"]

@@ -32,7 +32,7 @@ from streamproc.kafka.replay import (
     resolve_ranges,
     run_replay,
 )
-from streamproc.logging import configure_logging
+from streamproc.logging import config_secrets, configure_logging, register_secrets
 from streamproc.metrics import Metrics
 from streamproc.progress import Progress
 from streamproc.router import Delivery, Router
@@ -142,6 +142,7 @@ class DeliveryStack:
 def load(config_path: str) -> tuple[Config, KafkaConfig]:
     config = load_config(config_path)
     configure_logging(config.log)
+    register_secrets(config_secrets(config))
     if config.kafka is None:
         raise StreamprocError(f"{config_path}: this command needs the kafka section")
     return config, config.kafka
