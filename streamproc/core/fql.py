@@ -447,164 +447,109 @@ def _as_double(value: int | float) -> float | int:
 
 
 class _JSMember:
-    """A built-in method that JavaScript finds on a value's prototype (e.g. `"abc".search`)."""
+    """A built-in function that JavaScript finds on a value's prototype (e.g. `"abc".search`): truthy,
+    neither a string nor a number, with the `name` and `length` JavaScript gives it."""
 
-    __slots__ = ("name",)
+    __slots__ = ("length", "name")
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, length: int) -> None:
         self.name = name
+        self.length = length
 
     def __repr__(self) -> str:
-        return f"<js builtin {self.name}>"
+        return f"<js builtin {self.name}/{self.length}>"
 
 
-_OBJECT_MEMBERS: Final = frozenset(
-    [
-        "constructor",
-        "hasOwnProperty",
-        "isPrototypeOf",
-        "propertyIsEnumerable",
-        "toLocaleString",
-        "toString",
-        "valueOf",
-        "__defineGetter__",
-        "__defineSetter__",
-        "__lookupGetter__",
-        "__lookupSetter__",
-        "__proto__",
-    ]
+def _arities(spec: str) -> dict[str, tuple[str, int]]:
+    """`key:length` or `key:name:length` words -> {key: (function name, length)}."""
+    table: dict[str, tuple[str, int]] = {}
+    for word in spec.split():
+        parts = word.split(":")
+        table[parts[0]] = (parts[0] if len(parts) == 2 else parts[1], int(parts[-1]))
+    return table
+
+
+# Members every value inherits from Object.prototype (Node 20), by key: (function name, length).
+_OBJECT_PROTO: Final = _arities(
+    "hasOwnProperty:1 isPrototypeOf:1 propertyIsEnumerable:1 toLocaleString:0 toString:0 valueOf:0 "
+    "__defineGetter__:2 __defineSetter__:2 __lookupGetter__:1 __lookupSetter__:1"
 )
-_ARRAY_MEMBERS: Final = _OBJECT_MEMBERS | frozenset(
-    [
-        "at",
-        "concat",
-        "copyWithin",
-        "entries",
-        "every",
-        "fill",
-        "filter",
-        "find",
-        "findIndex",
-        "findLast",
-        "findLastIndex",
-        "flat",
-        "flatMap",
-        "forEach",
-        "includes",
-        "indexOf",
-        "join",
-        "keys",
-        "lastIndexOf",
-        "map",
-        "pop",
-        "push",
-        "reduce",
-        "reduceRight",
-        "reverse",
-        "shift",
-        "slice",
-        "some",
-        "sort",
-        "splice",
-        "toReversed",
-        "toSorted",
-        "toSpliced",
-        "unshift",
-        "values",
-        "with",
-    ]
-)
-_STRING_MEMBERS: Final = _OBJECT_MEMBERS | frozenset(
-    [
-        "anchor",
-        "at",
-        "big",
-        "blink",
-        "bold",
-        "charAt",
-        "charCodeAt",
-        "codePointAt",
-        "concat",
-        "endsWith",
-        "fontcolor",
-        "fontsize",
-        "fixed",
-        "includes",
-        "indexOf",
-        "isWellFormed",
-        "italics",
-        "lastIndexOf",
-        "link",
-        "localeCompare",
-        "match",
-        "matchAll",
-        "normalize",
-        "padEnd",
-        "padStart",
-        "repeat",
-        "replace",
-        "replaceAll",
-        "search",
-        "slice",
-        "small",
-        "split",
-        "strike",
-        "sub",
-        "substr",
-        "substring",
-        "sup",
-        "startsWith",
-        "toWellFormed",
-        "trim",
-        "trimStart",
-        "trimLeft",
-        "trimEnd",
-        "trimRight",
-        "toLocaleLowerCase",
-        "toLocaleUpperCase",
-        "toLowerCase",
-        "toUpperCase",
-    ]
-)
-_NUMBER_MEMBERS: Final = _OBJECT_MEMBERS | frozenset(["toExponential", "toFixed", "toPrecision"])
-_FUNCTION_MEMBERS: Final = _OBJECT_MEMBERS | frozenset(["apply", "bind", "call"])
+_PROTOTYPES: Final = {
+    "object": {**_OBJECT_PROTO, **_arities("constructor:Object:1 __proto__:Object:0")},
+    "array": {
+        **_OBJECT_PROTO,
+        **_arities(
+            "constructor:Array:1 __proto__:Object:0 at:1 concat:1 copyWithin:2 entries:0 every:1 fill:1 "
+            "filter:1 find:1 findIndex:1 findLast:1 findLastIndex:1 flat:0 flatMap:1 forEach:1 includes:1 "
+            "indexOf:1 join:1 keys:0 lastIndexOf:1 map:1 pop:0 push:1 reduce:1 reduceRight:1 reverse:0 "
+            "shift:0 slice:2 some:1 sort:1 splice:2 toReversed:0 toSorted:1 toSpliced:2 unshift:1 "
+            "values:0 with:2"
+        ),
+    },
+    "string": {
+        **_OBJECT_PROTO,
+        **_arities(
+            "constructor:String:1 __proto__:Object:0 at:1 concat:1 includes:1 indexOf:1 lastIndexOf:1 "
+            "slice:2 anchor:1 big:0 blink:0 bold:0 charAt:1 charCodeAt:1 codePointAt:1 endsWith:1 fixed:0 "
+            "fontcolor:1 fontsize:1 isWellFormed:0 italics:0 link:1 localeCompare:1 match:1 matchAll:1 "
+            "normalize:0 padEnd:1 padStart:1 repeat:1 replace:2 replaceAll:2 search:1 small:0 split:2 "
+            "startsWith:1 strike:0 sub:0 substr:2 substring:2 sup:0 toLocaleLowerCase:0 "
+            "toLocaleUpperCase:0 toLowerCase:0 toUpperCase:0 toWellFormed:0 trim:0 trimEnd:0 "
+            "trimLeft:trimStart:0 trimRight:trimEnd:0 trimStart:0"
+        ),
+    },
+    "number": {
+        **_OBJECT_PROTO,
+        **_arities(
+            "constructor:Number:1 __proto__:Object:0 toString:1 toExponential:1 toFixed:1 toPrecision:1"
+        ),
+    },
+    "boolean": {**_OBJECT_PROTO, **_arities("constructor:Boolean:1 __proto__:Object:0")},
+    "function": {
+        **_OBJECT_PROTO,
+        **_arities("constructor:Function:1 __proto__:Object:0 apply:2 bind:1 call:1"),
+    },
+}
 _INDEX = re.compile(r"0|[1-9][0-9]*")
 
 
-def _utf16(text: str) -> list[str]:
-    return _code_units(text)
+def _inherited(kind: str, key: str) -> Any:
+    member = _PROTOTYPES[kind].get(key)
+    return UNDEFINED if member is None else _JSMember(*member)
 
 
 def _js_get(value: Any, key: str) -> Any:
     """`value[key]` in JavaScript, for a truthy JSON value and a string key."""
     if isinstance(value, Mapping):
         found = value.get(key, _MISSING)
-        if found is not _MISSING:
-            return found
-        return _JSMember(key) if key in _OBJECT_MEMBERS else UNDEFINED
+        return found if found is not _MISSING else _inherited("object", key)
     if isinstance(value, list | tuple):
         if _INDEX.fullmatch(key):
             index = int(key)
             return value[index] if index < len(value) else UNDEFINED
         if key == "length":
             return len(value)
-        return _JSMember(key) if key in _ARRAY_MEMBERS else UNDEFINED
+        return _inherited("array", key)
     if isinstance(value, str):
-        units = _utf16(value)
+        units = _code_units(value)
         if _INDEX.fullmatch(key):
             index = int(key)
             return units[index] if index < len(units) else UNDEFINED
         if key == "length":
             return len(units)
-        return _JSMember(key) if key in _STRING_MEMBERS else UNDEFINED
+        return _inherited("string", key)
     if isinstance(value, bool):
-        return _JSMember(key) if key in _OBJECT_MEMBERS else UNDEFINED
+        return _inherited("boolean", key)
     if isinstance(value, int | float):
-        return _JSMember(key) if key in _NUMBER_MEMBERS else UNDEFINED
+        return _inherited("number", key)
     if isinstance(value, _JSMember):
+        # Only a function's own name/length and Function.prototype are modelled; the static members of
+        # built-in constructors (e.g. properties.constructor.keys) read as undefined.
         if key == "name":
             return value.name
-        return _JSMember(key) if key in _FUNCTION_MEMBERS else UNDEFINED
+        if key == "length":
+            return value.length
+        return _inherited("function", key)
     return UNDEFINED
 
 
