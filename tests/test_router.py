@@ -204,3 +204,62 @@ def test_other_triggers_are_evaluated(fake: Any) -> None:
     assert len(r._evaluated) == 1
     assert len(r.route({"event": "A", "properties": {"n": 2}})) == 1
     assert r.route({"event": "A", "properties": {"n": 1}}) == []
+
+
+# --- Segment's own answers, through configuration and routing ------------------------------------
+
+
+def _differential_rows() -> list[Any]:
+    from spec_data import differential
+
+    return [pytest.param(row, id=row["input"]["id"]) for row in differential("action")]
+
+
+@pytest.mark.parametrize("row", _differential_rows())
+def test_segment_differential_cases_through_the_router(row: dict[str, Any]) -> None:
+    """A preset (or an action with its mapping merged over the defaults) selects and builds what
+    Segment's published packages did for the same event, settings and clock."""
+    from streamproc.errors import ConfigError
+
+    case, expected = row["input"], row["expected"]
+    if "preset" in case:
+        subscription: dict[str, Any] = {"preset": case["preset"]}
+    else:
+        subscription = {
+            "name": "s",
+            "trigger": 'type != "-"',
+            "action": case["action"],
+            "mapping": case["mapping"],
+            "defaults": case["merge_defaults"],
+        }
+    destination = {
+        "id": "d",
+        "type": case["destination"],
+        "settings": case["settings"],
+        "presets": False,
+        "subscriptions": [subscription],
+    }
+    now = datetime.fromisoformat(case["now"].replace("Z", "+00:00"))
+    try:
+        router = Router(parse_config({"destinations": [destination]}, "t.yaml", {}), now=now)
+    except ConfigError as exc:
+        # Segment rejects bad settings per event; streamproc refuses them at start-up.
+        assert "error" in expected, exc
+        return
+    deliveries = router.route(case["event"])
+    if expected.get("subscribed") is False:
+        assert deliveries == []
+        return
+    (delivery,) = deliveries
+    if "error" in expected:
+        assert delivery.error is not None, delivery.requests
+        assert delivery.error.message == expected["error"]["message"]
+        assert delivery.error.status == expected["error"]["status"]
+        return
+    assert delivery.error is None, delivery.error
+    got = [
+        {"method": r.method, "url": r.url, "headers": dict(r.headers), "body": r.to_json()["body"]}
+        for r in delivery.requests
+    ]
+    want = [{k: r[k] for k in ("method", "url", "headers", "body")} for r in expected["requests"]]
+    assert got == want
