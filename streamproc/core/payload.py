@@ -178,7 +178,9 @@ _DAY_FIRST = re.compile(
     r"(?:\s+(\d{1,2}):(\d{2})(?::(\d{2}))?)?\s*(?:gmt|utc|z)?\s*([+-]\d{4})?",
     re.ASCII | re.IGNORECASE,
 )
-_SLASHED = re.compile(r"(\d{4})/(\d{1,2})/(\d{1,2})(?:\s+(\d{1,2}):(\d{2})(?::(\d{2}))?)?", re.ASCII)
+_NUMERIC = re.compile(
+    r"[+-]?(\d+)(?:[./,\s-]+(\d+))?(?:[./,\s-]+(\d+))?(?:\s+(\d{1,2}):(\d{2})(?::(\d{2}))?)?", re.ASCII
+)
 
 
 def _days_from_civil(y: int, m: int, d: int) -> int:
@@ -208,10 +210,25 @@ def _offset_minutes(text: str | None) -> int:
     return -minutes if text[0] == "-" else minutes
 
 
+def _legacy_numeric(m: re.Match[str]) -> float:
+    # V8's fallback for bare numbers: missing parts are 1; the first number is a year when it cannot
+    # be a day (so "5" is May 2001 and "100" is the year 100); years below 100 are 19xx/20xx.
+    first, second, third = (int(g) if g is not None else 1 for g in m.group(1, 2, 3))
+    if 1 <= first <= 31:
+        month, day, year = first, second, third
+    else:
+        year, month, day = first, second, third
+    if 0 <= year <= 49:
+        year += 2000
+    elif 50 <= year <= 99:
+        year += 1900
+    return _epoch_ms(year, month, day, int(m.group(4) or 0), int(m.group(5) or 0), int(m.group(6) or 0), 0, 0)
+
+
 def js_date_parse(text: str) -> float:
     """`Date.parse(text)` in epoch milliseconds (NaN when V8 would say Invalid Date). ISO-8601 forms
     follow V8 exactly (date-only is UTC; the worker's local time is taken to be UTC); of V8's lenient
-    legacy forms, the RFC 2822, "Mon D YYYY" and "YYYY/MM/DD" families are understood."""
+    legacy forms, the RFC 2822, "Mon D YYYY" and bare-number ("3/4/2024", "5") families are understood."""
     t = text.strip()
     m = _ISO_LIKE.fullmatch(t)
     if m:
@@ -234,13 +251,8 @@ def js_date_parse(text: str) -> float:
         if m and m.group(2).lower() in _MONTHS:
             day, month, year = int(m.group(1)), _MONTHS[m.group(2).lower()], int(m.group(3))
         else:
-            m = _SLASHED.fullmatch(t)
-            if not m:
-                return math.nan
-            year, month, day = int(m.group(1)), int(m.group(2)), int(m.group(3))
-            return _epoch_ms(
-                year, month, day, int(m.group(4) or 0), int(m.group(5) or 0), int(m.group(6) or 0), 0, 0
-            )
+            m = _NUMERIC.fullmatch(t)
+            return _legacy_numeric(m) if m else math.nan
     return _epoch_ms(
         year,
         month,
