@@ -16,8 +16,9 @@ from liquid.exceptions import Error as LiquidError
 from liquid.exceptions import LiquidSyntaxError
 from liquid.stream import TokenStream
 from liquid.tag import Tag
+from liquid.undefined import is_undefined
 
-from streamproc.core.jsvalues import UNDEFINED, number_to_string
+from streamproc.core.jsvalues import UNDEFINED, number_to_string, to_js_string
 from streamproc.core.mapping import _error, _json_stringify
 
 __all__ = ["DISABLED_FILTERS", "DISABLED_TAGS", "MAX_TEMPLATE_LENGTH", "compile_liquid"]
@@ -116,16 +117,24 @@ def _disabled_filter(filter_name: str) -> Callable[..., Any]:
 
 
 def _number(value: Any) -> float:
+    """JavaScript `Number(value)` for the values a template can hold."""
     if value is True or value is False:
         return 1.0 if value else 0.0
     if isinstance(value, int | float):
         return float(value)
     if value is None:
         return 0.0
-    try:
-        return float(str(value).strip() or 0)
-    except ValueError:
-        return math.nan
+    if isinstance(value, str):
+        text = value.strip()
+        if text == "":
+            return 0.0
+        try:
+            return float(text)
+        except ValueError:
+            return math.nan
+    if isinstance(value, list | tuple):
+        return _number(_join(value, ",")) if len(value) <= 1 else math.nan
+    return math.nan
 
 
 def _integral(value: float) -> int | float:
@@ -134,7 +143,21 @@ def _integral(value: float) -> int | float:
     return value
 
 
-def _divided_by(value: Any, other: Any) -> Any:
+def _arith(op: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    """A math filter with JavaScript doubles (Python ints stay exact where both sides are ints)."""
+
+    def apply(value: Any, other: Any = None) -> Any:
+        if type(value) is int and type(other) is int:
+            return op(value, other)
+        try:
+            return op(_number(value), _number(other))
+        except (OverflowError, ZeroDivisionError):
+            return math.nan
+
+    return apply
+
+
+def _divided_by(value: Any, other: Any = None) -> Any:
     divisor = _number(other)
     dividend = _number(value)
     if divisor == 0:
@@ -144,21 +167,29 @@ def _divided_by(value: Any, other: Any) -> Any:
     return _integral(dividend / divisor)
 
 
-def _modulo(value: Any, other: Any) -> Any:
-    divisor = _number(other)
-    dividend = _number(value)
-    if divisor == 0 or not math.isfinite(dividend):
-        return math.nan
-    return _integral(math.fmod(dividend, divisor))
-
-
 def _round(value: Any, digits: Any = 0) -> Any:
-    places = int(_number(digits)) if digits is not None else 0
+    """liquidjs rounds halves away from zero."""
+    places = int(_number(digits)) if digits is not None and not is_undefined(digits) else 0
     scale = 10.0**places
     number = _number(value)
     if not math.isfinite(number):
         return number
-    return _integral(math.floor(number * scale + 0.5) / scale)
+    return _integral(math.copysign(math.floor(abs(number) * scale + 0.5) / scale, number))
+
+
+def _join(value: Any, separator: Any = " ") -> Any:
+    if not isinstance(value, list | tuple):
+        return value
+    sep = " " if separator is None or is_undefined(separator) else _output_text(separator)
+    return sep.join("" if v is None or is_undefined(v) else to_js_string(v) for v in value)
+
+
+def _append(value: Any, other: Any = None) -> str:
+    return _output_text(value) + _output_text(other)
+
+
+def _prepend(value: Any, other: Any = None) -> str:
+    return _output_text(other) + _output_text(value)
 
 
 def _json(value: Any, *_args: Any) -> Any:
@@ -177,9 +208,15 @@ class _SegmentLiquid(Environment):
         for tag in DISABLED_TAGS:
             self.tags.pop(tag, None)
             self.add_tag(_disabled_tag(tag))
+        self.tags.pop("ifchanged", None)  # not a liquidjs tag
+        self.add_filter("plus", _arith(lambda a, b: a + b))
+        self.add_filter("minus", _arith(lambda a, b: a - b))
+        self.add_filter("times", _arith(lambda a, b: a * b))
         self.add_filter("divided_by", _divided_by)
-        self.add_filter("modulo", _modulo)
         self.add_filter("round", _round)
+        self.add_filter("join", _join)
+        self.add_filter("append", _append)
+        self.add_filter("prepend", _prepend)
         self.add_filter("json", _json)
         for name in DISABLED_FILTERS:
             self.add_filter(name, _disabled_filter(name))
@@ -208,9 +245,17 @@ def _location(source: str, exc: _Disabled) -> str:
     return f", line:{line}, col:{col}"
 
 
+_UNKNOWN_TAG = re.compile(r"unexpected tag '([^']+)'")
+
+
 def _message(source: str, exc: LiquidError) -> str:
     if isinstance(exc, _Disabled):
         return str(exc.args[0]) + _location(source, exc)
+    unknown = _UNKNOWN_TAG.match(str(exc.args[0]) if exc.args else "")
+    if unknown:
+        name = unknown.group(1)
+        where = _location(source, _Disabled("tag", name, linenum=exc.linenum))
+        return f'tag "{name}" not found{where}'
     return str(exc)
 
 

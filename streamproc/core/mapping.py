@@ -370,6 +370,55 @@ def _replacement_parts(replacement: str) -> list[str | int]:
     return merged
 
 
+def _js_canonical(ch: str) -> str:
+    """The character a JavaScript `i` regex (without `u`) compares: its upper case when that is one
+    character and does not turn a non-ASCII character into an ASCII one."""
+    upper = ch.upper()
+    if len(upper) != 1 or (ord(ch) >= 128 and ord(upper) < 128):
+        return ch
+    return upper
+
+
+_CASE_CLASSES: dict[str, str] = {}
+
+
+def _case_class(ch: str) -> str:
+    """Every BMP character that JavaScript's case-insensitive matching treats as `ch`."""
+    if not _CASE_CLASSES:
+        groups: dict[str, list[str]] = {}
+        for code in range(0x10000):
+            if 0xD800 <= code <= 0xDFFF:
+                continue
+            c = chr(code)
+            key = _js_canonical(c)
+            if key != c or c.lower() != c:
+                groups.setdefault(key, []).append(c)
+        for members in groups.values():
+            for c in members:
+                _CASE_CLASSES[c] = "".join(members)
+    return _CASE_CLASSES.get(ch, ch)
+
+
+def _js_ignorecase_pattern(pattern: str) -> str:
+    """A Python regex matching `pattern` literally under JavaScript's case-insensitive rules
+    (Python's own IGNORECASE also folds e.g. "ſ" to "s" and the Kelvin sign to "k")."""
+    out = []
+    for ch in pattern:
+        if ch.isascii():
+            alternatives = {ch, ch.upper(), ch.lower()} if ch.isalpha() else {ch}
+        elif ord(ch) > 0xFFFF:
+            alternatives = {ch}
+        else:
+            key = _js_canonical(ch)
+            alternatives = set(_case_class(key)) | {ch, key}
+            alternatives = {a for a in alternatives if _js_canonical(a) == key}
+        if len(alternatives) == 1:
+            out.append(re.escape(ch))
+        else:
+            out.append("[" + "".join(re.escape(a) for a in sorted(alternatives)) + "]")
+    return "".join(out)
+
+
 def _make_replacer(pattern: str, replacement: str, flags: str) -> Callable[[str], str]:
     if js_length(pattern) > MAX_PATTERN_LENGTH:
         message = f'@replace requires a "pattern" less than {MAX_PATTERN_LENGTH} characters'
@@ -384,7 +433,7 @@ def _make_replacer(pattern: str, replacement: str, flags: str) -> Callable[[str]
         if count:
             return lambda value: value.replace(pattern, literal, 1)
         return lambda value: value.replace(pattern, literal)
-    regex = re.compile(re.escape(pattern), re.IGNORECASE if "i" in flags else 0)
+    regex = re.compile(_js_ignorecase_pattern(pattern) if "i" in flags else re.escape(pattern))
 
     def expand(value: str) -> str:
         def one(match: re.Match[str]) -> str:
@@ -429,7 +478,8 @@ def _compile_node(node: Any) -> Resolver:
             if builder is None:
                 return _raising(f"{name} is not a valid directive, got undefined")
             return builder(node[name])
-        items = [(key, _compile_node(value), value) for key, value in node.items()]
+        # Keys resolve in JavaScript's order, which decides which failing directive reports first.
+        items = [(key, _compile_node(node[key]), node[key]) for key in _js_keys(node)]
         if all(not isinstance(v, dict | list | tuple) for _, _, v in items):
             constant = {key: value for key, _, value in items}
             return lambda payload: dict(constant)
