@@ -204,7 +204,9 @@ def interpolate(text: str, env: Mapping[str, str]) -> tuple[str, list[str]]:
         if value is None or (when_empty and value == ""):
             if default is None:
                 problems.append(f"environment variable {name} is not set")
-                return ""
+                # Keep the reference as the value: the file is refused anyway, and other checks of
+                # this value then do not report it a second time as empty.
+                return match.group(0)
             return default
         return value
 
@@ -633,7 +635,11 @@ def _settings_problem(
     prefix = f"{destination.type} settings: "
     if message.startswith(prefix):
         message = message[len(prefix) :]
-    return _settings_problem_path(path, message, destination, settings), message
+    where = _settings_problem_path(path, message, destination, settings)
+    key = where[len(path) + 1 :]
+    if key and message.startswith(f"{key}: "):
+        message = message[len(key) + 2 :]
+    return where, message
 
 
 def _settings_problem_path(
@@ -686,12 +692,14 @@ def _destination(
     raw_settings = c.mapping(data.get("settings"), _join(path, "settings"))
     settings_path = _join(path, "settings")
     # A setting whose variable is missing is already reported; do not report it again as empty.
-    unresolved = any(p.path == settings_path or p.path.startswith(settings_path + ".") for p in c.problems)
-    if destination is not None and raw_settings is not None and not unresolved:
+    unresolved = {p.path for p in c.problems if p.path.startswith(settings_path + ".")}
+    if destination is not None and raw_settings is not None:
         try:
             settings = dict(k.validate_settings(destination, _plain(raw_settings)))
         except (ValueError, PayloadValidationError) as exc:
-            c.add(*_settings_problem(_join(path, "settings"), str(exc), destination, raw_settings))
+            where, message = _settings_problem(settings_path, str(exc), destination, raw_settings)
+            if where not in unresolved:
+                c.add(where, message)
 
     default_endpoint = destination.endpoint if destination is not None else ""
     settings_endpoint = settings.get("endpoint")

@@ -350,6 +350,14 @@ def test_a_missing_variable_names_the_key(fake: Any) -> None:
     assert "cfg.yaml: destinations[0].settings.key: environment variable API_KEY is not set" in found
 
 
+def test_a_missing_variable_does_not_hide_other_settings_problems(fake: Any) -> None:
+    found = problems({"destinations": [fake_dest(settings={"region": "${REGION}"})]})
+    assert found == [
+        "cfg.yaml: destinations[0].settings.key: The root value is missing the required field 'key'.",
+        "cfg.yaml: destinations[0].settings.region: environment variable REGION is not set",
+    ]
+
+
 def test_a_number_from_the_environment_must_be_a_number(fake: Any) -> None:
     found = problems({"metrics": {"port": "${PORT}"}}, {"PORT": "http"})
     assert found == ["cfg.yaml: metrics.port: must be an integer, got 'http' from the environment"]
@@ -404,7 +412,7 @@ def test_every_problem_is_reported_at_once(fake: Any) -> None:
         "cfg.yaml: log.level: must be one of debug, info, warning, error, critical; got 'loud'",
         "cfg.yaml: limits.poll_batch_size: must be at least 1, got 0",
         "cfg.yaml: destinations[1].id: duplicate destination id 'f1' (first used at destinations[0])",
-        "cfg.yaml: destinations[1].settings.key: key: must not be 'bad'",
+        "cfg.yaml: destinations[1].settings.key: must not be 'bad'",
         "cfg.yaml: destinations[1].ordering: must be one of none, key; got 'sorted'",
         "cfg.yaml: destinations[1].subscriptions[0].action: unknown action 'sned' of fake;"
         " did you mean 'send'?",
