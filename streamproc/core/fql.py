@@ -830,6 +830,7 @@ class _Parser:
         self.tokens = tokens
         self.i = 0
         self.nested = False
+        self.functions = 0  # contains()/match() calls seen so far
 
     # -- helpers
     def peek(self, ahead: int = 0) -> _Token:
@@ -856,12 +857,21 @@ class _Parser:
         return node
 
     def level(self, depth: int, opener: _Token | None) -> dict[str, Any]:
+        functions_before = self.functions
         items = [self.item(depth)]
         conjunction: str | None = None
         while True:
             tok = self.peek()
             if tok.kind == "eos":
                 if opener is not None:
+                    if self.functions > functions_before:
+                        # Segment closes the group at the function's ')' and accepts the trigger
+                        raise self.fail(
+                            opener.pos,
+                            "function-in-group",
+                            "'(' is never closed (Segment closes it at the ')' of the function call inside)",
+                            "add the missing ')'",
+                        )
                     raise self.fail(opener.pos, None, "'(' is never closed", "add the missing ')'")
                 break
             if tok.kind == "parenright":
@@ -1147,6 +1157,7 @@ class _Parser:
         )
 
     def function(self, negate: bool) -> _Item:
+        self.functions += 1
         name_tok = self.advance()
         name = name_tok.text
         self.advance()  # '(' (checked by the caller)
