@@ -20,6 +20,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
+from streamproc.logging import flush_suppressed
+
 __all__ = ["Health", "OpsServer", "Readiness"]
 
 
@@ -103,6 +105,7 @@ class Readiness:
         self.dlq_healthy = True
         self.dlq_problem: str | None = None
         self.stopping = False
+        self._published_ready = False
 
     def set_assignment(self, partitions: int) -> None:
         """Call from the assign/revoke callbacks with the number of partitions now owned."""
@@ -111,8 +114,10 @@ class Readiness:
         self._publish()
 
     def polled(self) -> None:
-        """Call after every poll of the consumer (cheap: one clock read)."""
+        """Call after every poll of the consumer (cheap: one clock read, unless readiness changes)."""
         self.last_poll = self._clock()
+        if not self._published_ready:
+            self._publish()
 
     def set_dlq(self, healthy: bool, problem: str | None = None) -> None:
         self.dlq_healthy = healthy
@@ -141,8 +146,11 @@ class Readiness:
         return not problems, {"assigned_partitions": self.assigned, "problems": problems}
 
     def _publish(self) -> None:
+        """Bring the `streamproc_ready` gauge up to date (also called on every heartbeat)."""
+        ok = self.status()[0]
+        self._published_ready = ok
         if self._gauge is not None:
-            self._gauge.set(1 if self.status()[0] else 0)
+            self._gauge.set(1 if ok else 0)
 
 
 class OpsServer:
@@ -159,6 +167,9 @@ class OpsServer:
         self.registry = registry
         self.readiness = readiness
         self.health = health or Health()
+        # Once a second: the ready gauge follows a consumer that stopped polling, and rate-limited
+        # log lines get their summary.
+        self.health.on_beat.extend([readiness._publish, flush_suppressed])
         self._runner: web.AppRunner | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         self.url: str | None = None
@@ -183,9 +194,8 @@ class OpsServer:
         return web.json_response({"status": "ok" if ok else "failing", **detail}, status=200 if ok else 503)
 
     async def _readyz(self, request: web.Request) -> web.Response:
+        self.readiness._publish()
         ok, detail = self.readiness.status()
-        if self.readiness._gauge is not None:
-            self.readiness._gauge.set(1 if ok else 0)
         return web.json_response(
             {"status": "ready" if ok else "not ready", **detail}, status=200 if ok else 503
         )

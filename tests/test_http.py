@@ -129,3 +129,14 @@ async def test_an_empty_assignment_still_counts_as_joined(server: OpsServer) -> 
     server.readiness.set_assignment(0)
     server.readiness.polled()
     assert (await get(server, "/readyz"))[0] == 200
+
+
+async def test_ready_gauge_follows_polling_without_anyone_asking(clock: Clock, metrics: Metrics) -> None:
+    r = Readiness(clock=clock, gauge=metrics.ready)
+    r.set_assignment(2)
+    assert metrics.ready._value.get() == 0  # joined, but not consuming yet
+    r.polled()
+    assert metrics.ready._value.get() == 1
+    clock.now += 60
+    r._publish()  # what the heartbeat does every second
+    assert metrics.ready._value.get() == 0
