@@ -260,6 +260,51 @@ def lookup(obj: Any, parts: tuple[str, ...] | None) -> Any:
     return obj
 
 
+def make_getter(parts: tuple[str, ...] | None) -> Callable[[Any], Any]:
+    """A lookup closure for one pre-split path, unrolled for the common short paths."""
+    if parts is None:
+        return lambda payload: payload
+    if len(parts) == 1:
+        (k0,) = parts
+
+        def get1(obj: Any) -> Any:
+            if type(obj) is dict:
+                return obj.get(k0, UNDEFINED)
+            return lookup(obj, parts)
+
+        return get1
+    if len(parts) == 2:
+        k0, k1 = parts
+        rest1 = parts[1:]
+
+        def get2(obj: Any) -> Any:
+            if type(obj) is dict:
+                obj = obj.get(k0, UNDEFINED)
+                if type(obj) is dict:
+                    return obj.get(k1, UNDEFINED)
+                return lookup(obj, rest1)
+            return lookup(obj, parts)
+
+        return get2
+    if len(parts) == 3:
+        k0, k1, k2 = parts
+        rest1, rest2 = parts[1:], parts[2:]
+
+        def get3(obj: Any) -> Any:
+            if type(obj) is dict:
+                obj = obj.get(k0, UNDEFINED)
+                if type(obj) is dict:
+                    obj = obj.get(k1, UNDEFINED)
+                    if type(obj) is dict:
+                        return obj.get(k2, UNDEFINED)
+                    return lookup(obj, rest2)
+                return lookup(obj, rest1)
+            return lookup(obj, parts)
+
+        return get3
+    return lambda obj: lookup(obj, parts)
+
+
 _PATH_CACHE: dict[str, tuple[str, ...] | None] = {}
 
 
@@ -305,25 +350,25 @@ def compile_template(template: str) -> Callable[[Any], str]:
     """Renderer for an @template string; placeholders are found once, here."""
     if _TRIPLE.search(template) is None:
         literals: list[str] = []
-        paths: list[tuple[str, ...] | None] = []
+        getters: list[Callable[[Any], Any]] = []
         pos = 0
         for match in _DOUBLE.finditer(template):
             literals.append(template[pos : match.start()])
-            paths.append(split_path(_js_trim(match.group(1))))
+            getters.append(make_getter(split_path(_js_trim(match.group(1)))))
             pos = match.end()
         tail = template[pos:]
-        if not paths:
+        if not getters:
             return lambda data: template
-        if len(paths) == 1:
-            head, only = literals[0], paths[0]
-            return lambda data: head + _placeholder_text(lookup(data, only)) + tail
-        pairs = list(zip(literals, paths, strict=True))
+        if len(getters) == 1:
+            head, only = literals[0], getters[0]
+            return lambda data: head + _placeholder_text(only(data)) + tail
+        pairs = list(zip(literals, getters, strict=True))
 
         def render(data: Any) -> str:
             out = []
-            for literal, parts in pairs:
+            for literal, getter in pairs:
                 out.append(literal)
-                out.append(_placeholder_text(lookup(data, parts)))
+                out.append(_placeholder_text(getter(data)))
             out.append(tail)
             return "".join(out)
 
@@ -509,6 +554,9 @@ def _compile_string_directive(
 
 
 def _build_path(option: Any) -> Resolver:
+    if isinstance(option, str):
+        return make_getter(split_path(_strip_dollar(option)))
+
     def make(path: str) -> Callable[[Any], Any]:
         parts = _cached_split(_strip_dollar(path))
         return lambda payload: lookup(payload, parts)
@@ -647,12 +695,7 @@ def _build_array_path(opts: Any) -> Resolver:
         return _raising(f"@arrayPath expected array, got {real_type_of(opts)}")
     path = opts[0] if len(opts) > 0 else UNDEFINED
     shape = opts[1] if len(opts) > 1 else UNDEFINED
-    root_fn: Resolver
-    if isinstance(path, str):
-        parts = split_path(_strip_dollar(path))
-        root_fn = lambda payload: lookup(payload, parts)  # noqa: E731
-    else:
-        root_fn = _compile_node(path)
+    root_fn = make_getter(split_path(_strip_dollar(path))) if isinstance(path, str) else _compile_node(path)
     if not (isinstance(shape, dict) and len(shape) > 0):
         return root_fn
     shape_fn = _compile_node(shape)
@@ -849,7 +892,19 @@ _BUILDERS: dict[str, Callable[[Any], Resolver]] = {
 
 
 def remove_undefined(value: Any) -> Any:
-    """Copy of a resolved value without undefined object members (array slots keep them)."""
+    """Copy of a resolved value without undefined object members (array slots keep them).
+    Containers are always copied, as Segment's cleanup does, so a payload never aliases the event."""
+    kind = type(value)
+    if kind is dict:
+        out = {}
+        for key, item in value.items():
+            if item is UNDEFINED:
+                continue
+            item_kind = type(item)
+            out[key] = remove_undefined(item) if item_kind is dict or item_kind is list else item
+        return out
+    if kind is list:
+        return [remove_undefined(v) if type(v) is dict or type(v) is list else v for v in value]
     if isinstance(value, dict):
         return {k: remove_undefined(v) for k, v in value.items() if v is not UNDEFINED}
     if isinstance(value, list | tuple):
