@@ -275,14 +275,14 @@ def make_getter(parts: tuple[str, ...] | None) -> Callable[[Any], Any]:
         return get1
     if len(parts) == 2:
         k0, k1 = parts
-        rest1 = parts[1:]
+        tail1 = parts[1:]
 
         def get2(obj: Any) -> Any:
             if type(obj) is dict:
                 obj = obj.get(k0, UNDEFINED)
                 if type(obj) is dict:
                     return obj.get(k1, UNDEFINED)
-                return lookup(obj, rest1)
+                return lookup(obj, tail1)
             return lookup(obj, parts)
 
         return get2
