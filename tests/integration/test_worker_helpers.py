@@ -7,6 +7,7 @@ import asyncio
 import collections
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -98,14 +99,23 @@ def write_config(
     data["metrics"] = {"enabled": metrics_port is not None, "port": metrics_port or 9464, "host": "127.0.0.1"}
     data["log"] = {"format": "json", "level": "info"}
     for dest in data["destinations"]:
+        # Literal settings: the test must not depend on the environment.
+        dest["settings"] = {k: _env_default(v) for k, v in dest["settings"].items()}
         dest["endpoint"] = sim_url
-        own = (destination_limits or {}).get(dest["id"])
-        if own is not None:
-            dest["limits"] = own
+        # The example caps TikTok at 200 requests/s; tests replace every destination's limits.
+        dest["limits"] = (destination_limits or {}).get(dest["id"], {"concurrency": 64})
         if dest["id"] == "seg":
             dest["ordering"] = ordering
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
+
+
+def _env_default(value: Any) -> Any:
+    if isinstance(value, str):
+        m = re.fullmatch(r"\$\{[A-Za-z_][A-Za-z0-9_]*:-(.*)\}", value)
+        if m:
+            return m.group(1)
+    return value
 
 
 def request_key(method: str, url: str, body: bytes | None) -> RequestKey:
