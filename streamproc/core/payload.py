@@ -25,6 +25,8 @@ __all__ = ["PayloadSchema", "js_date_parse", "js_to_number"]
 
 _Check = Callable[[Any, str, list[str]], Any]
 _Clean = Callable[[Any], Any]
+# property key -> (field order, checker, JSON-pointer segment, classes that pass untouched)
+_Prop = tuple[int, _Check, str, "frozenset[type] | None"]
 
 _JS_WHITESPACE = (
     "\t\n\v\f\r \u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
@@ -523,7 +525,10 @@ def _compile_clean(node: _Node) -> _Clean:
     """removeEmptyValues for values below the root (the root has its own loop)."""
     keeps_null = "null" in node.types
     keeps_empty = "string" in node.types
-    items = _compile_clean(node.items) if node.items is not None else None
+    items = node.items
+    # An item is only ever dropped (never rewritten), so its own emptiness is all that matters.
+    item_keeps_null = items is not None and "null" in items.types
+    item_keeps_empty = items is not None and "string" in items.types
     props = {k: _compile_clean(n) for k, n in (node.properties or {}).items()} if node.properties else None
 
     def clean(v: Any) -> Any:
@@ -535,7 +540,14 @@ def _compile_clean(node: _Node) -> _Clean:
         if cls is list:
             if items is None:
                 return v
-            return [item for item in v if items(item) is not UNDEFINED]
+            return [
+                x
+                for x in v
+                if not (
+                    (x is None and not item_keeps_null)
+                    or (x == "" and x.__class__ is str and not item_keeps_empty)
+                )
+            ]
         if cls is dict and props is not None:
             out = {}
             for k, val in v.items():
@@ -550,6 +562,34 @@ def _compile_clean(node: _Node) -> _Clean:
     return clean
 
 
+_CLASSES = {"string": (str,), "boolean": (bool,), "integer": (int,), "number": (int,), "null": (type(None),)}
+
+
+def _fast_classes(node: _Node) -> frozenset[type] | None:
+    """Classes whose values need no work at all for this node (valid as they are, nothing to coerce):
+    the hot path tests `value.__class__ in fast` instead of calling the checker."""
+    if (
+        node.enum is not None
+        or node.format not in (None, "text", "password")
+        or node.min_length is not None
+        or node.max_length is not None
+        or node.minimum is not None
+        or node.maximum is not None
+        or node.items is not None
+        or node.properties is not None
+    ):
+        return None
+    classes: set[type] = set()
+    for t in node.types:
+        if t == "object":
+            classes.add(dict)
+        elif t in _CLASSES:
+            classes.update(_CLASSES[t])
+        else:
+            return None
+    return frozenset(classes)
+
+
 def _compile_check(node: _Node) -> _Check:
     """AJV's validation of one node: returns the (possibly coerced) value, appends messages."""
     types = node.types
@@ -560,20 +600,24 @@ def _compile_check(node: _Node) -> _Check:
     expected = f"{_article(expected)} {expected}"
     enum = node.enum
     enum_text = _humanize_list([_js_stringify_scalar(e) for e in enum], "or") if enum is not None else ""
+    enum_strings = frozenset(e for e in enum or () if e.__class__ is str)
     fmt = node.format
     fmt_test = _FORMATS.get(fmt) if fmt else None
     fmt_label = _FORMAT_LABELS.get(fmt, fmt) if fmt else ""
     min_len, max_len = node.min_length, node.max_length
     minimum, maximum = node.minimum, node.maximum
     item_check = _compile_check(node.items) if node.items is not None else None
-    props: dict[str, tuple[int, _Check, str]] | None = None
+    item_fast = _fast_classes(node.items) if node.items is not None else None
+    props: dict[str, _Prop] | None = None
     if node.properties is not None:
         props = {
-            k: (i, _compile_check(n), "/" + _pointer_key(k))
+            k: (i, _compile_check(n), "/" + _pointer_key(k), _fast_classes(n))
             for i, (k, n) in enumerate(node.properties.items())
         }
     required = node.required
     additional = node.additional
+    only_items = item_check is not None and enum is None and fmt_test is None and min_len is None
+    only_props = props is not None and enum is None
     simple = (
         enum is None
         and fmt_test is None
@@ -611,12 +655,25 @@ def _compile_check(node: _Node) -> _Check:
         return v, d, False
 
     def check(v: Any, ptr: str, errors: list[str]) -> Any:
-        if single_test is not None and single_test(v) and simple:
+        cls = v.__class__
+        if only_items and cls is list:
+            assert item_check is not None
+            if item_fast is not None and all(x.__class__ in item_fast for x in v):
+                return list(v)
+            return [item_check(x, f"{ptr}/{i}", errors) for i, x in enumerate(v)]
+        if only_props and cls is dict:
+            assert props is not None
+            return _check_object(v, ptr, errors, title, props, required, additional)
+        if simple and single_test is not None and single_test(v):
             return v
         out, d, _ok = coerce(v, ptr, errors)
         if simple:
             return out
-        if enum is not None and not any(_js_equal(d, e) for e in enum):
+        if (
+            enum is not None
+            and not (d.__class__ is str and d in enum_strings)
+            and not any(_js_equal(d, e) for e in enum)
+        ):
             errors.append(_sentence(title, ptr, f"must be one of: {enum_text}"))
         if _is_number(d):
             if maximum is not None and d > maximum:
@@ -656,7 +713,7 @@ def _check_object(
     ptr: str,
     errors: list[str],
     title: str | None,
-    props: dict[str, tuple[int, _Check, str]],
+    props: dict[str, _Prop],
     required: tuple[str, ...],
     additional: bool,
 ) -> dict[str, Any]:
@@ -673,7 +730,10 @@ def _check_object(
             continue
         if val is UNDEFINED:
             continue
-        idx, sub, kptr = entry
+        idx, sub, kptr, fast = entry
+        if fast is not None and val.__class__ in fast:
+            out[k] = val
+            continue
         n = len(errors)
         out[k] = sub(val, ptr + kptr, errors)
         if len(errors) != n:
@@ -796,11 +856,19 @@ class PayloadSchema:
         root = _object_node(fields, None, False)
         assert root.properties is not None
         self._required = tuple(k for k, f in fields.items() if f.required is True)
-        # key -> (field order, removeEmptyValues, wrap single values, check, pointer)
-        self._entries: dict[str, tuple[int, _Clean, bool, _Check, str]] = {
-            k: (i, _compile_clean(n), n.types == ("array",), _compile_check(n), "/" + _pointer_key(k))
-            for i, (k, n) in enumerate(root.properties.items())
-        }
+        self._entries: dict[str, _Entry] = {}
+        for i, (k, n) in enumerate(root.properties.items()):
+            deep = n.items is not None or n.properties is not None
+            self._entries[k] = _Entry(
+                index=i,
+                fast=_fast_classes(n),
+                clean=_compile_clean(n) if deep else None,
+                keeps_null="null" in n.types,
+                keeps_empty="string" in n.types,
+                wrap=n.types == ("array",),
+                check=_compile_check(n),
+                pointer="/" + _pointer_key(k),
+            )
         self._rules = _conditional_rules(fields)
 
     @property
@@ -818,36 +886,77 @@ class PayloadSchema:
                     f"The root value must be an object but it was {_type_of(payload)}."
                 )
         entries = self._entries
-        cleaned: dict[str, Any] = {}
+        rule_errors: list[str] = []
+        if self._rules:
+            # Conditional rules see the payload after empty values are removed, before coercion.
+            cleaned = self._clean(payload, root)
+            for rule in self._rules:
+                rule(cleaned, rule_errors)
+        out: dict[str, Any] = {}
+        errors: list[str] = []
+        spans: list[tuple[int, int, int]] | None = None
         for k, v in payload.items():
             entry = entries.get(k)
-            if entry is None or v is UNDEFINED:
+            if entry is None:
                 continue
-            if root and v.__class__ is str and v == "":
+            cls = v.__class__
+            fast = entry.fast
+            if fast is not None and cls in fast:
+                if root and cls is str and not v:
+                    continue
+                out[k] = v
                 continue
-            v = entry[1](v)
+            v = entry.prepare(v, root)
             if v is UNDEFINED:
                 continue
-            if entry[2] and v is not None and v.__class__ is not list:
-                v = [v]
-            cleaned[k] = v
-        errors: list[str] = []
-        for rule in self._rules:
-            rule(cleaned, errors)
-        for key in self._required:
-            if key not in cleaned:
-                errors.append(f"The root value is missing the required field '{key}'.")
-        spans: list[tuple[int, int, int]] | None = None
-        for k, v in cleaned.items():
-            idx, _clean, _wrap, check, ptr = entries[k]
             n = len(errors)
-            cleaned[k] = check(v, ptr, errors)
+            out[k] = entry.check(v, entry.pointer, errors)
             if len(errors) != n:
                 if spans is None:
                     spans = []
-                spans.append((idx, n, len(errors)))
-        if errors:
+                spans.append((entry.index, n, len(errors)))
+        missing = [k for k in self._required if k not in out]
+        if errors or missing or rule_errors:
             if spans is not None and len(spans) > 1:
                 _reorder(errors, spans)
-            raise PayloadValidationError(" ".join(errors))
+            required = [f"The root value is missing the required field '{k}'." for k in missing]
+            raise PayloadValidationError(" ".join(rule_errors + required + errors))
+        return out
+
+    def _clean(self, payload: Mapping[str, Any], root: bool) -> dict[str, Any]:
+        cleaned = {}
+        for k, v in payload.items():
+            entry = self._entries.get(k)
+            if entry is not None:
+                v = entry.prepare(v, root)
+                if v is not UNDEFINED:
+                    cleaned[k] = v
         return cleaned
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    """One top-level field, compiled."""
+
+    index: int
+    fast: frozenset[type] | None
+    clean: _Clean | None
+    keeps_null: bool
+    keeps_empty: bool
+    wrap: bool
+    check: _Check
+    pointer: str
+
+    def prepare(self, v: Any, root: bool) -> Any:
+        """removeEmptyValues and the wrapping of single values for `multiple` fields."""
+        if v is UNDEFINED:
+            return v
+        if v is None:
+            return v if self.keeps_null else UNDEFINED
+        if v.__class__ is str and not v:
+            return v if (self.keeps_empty and not root) else UNDEFINED
+        if self.clean is not None:
+            v = self.clean(v)
+        if self.wrap and v.__class__ is not list:
+            v = [v]
+        return v

@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
+
+from streamproc.core.jsvalues import json_stringify
 from streamproc.core.payload import PayloadSchema
 from streamproc.destinations.base import Action, BuildContext, Destination, Request, Skip
 from streamproc.errors import PayloadValidationError
 
-__all__ = ["CompiledAction", "validate_settings"]
+__all__ = ["CompiledAction", "js_json", "validate_settings"]
 
 
 class CompiledAction:
@@ -59,3 +62,36 @@ def validate_settings(destination: Destination, settings: Mapping[str, Any]) -> 
     if destination.normalize_settings is not None:
         checked = destination.normalize_settings(checked)
     return checked
+
+
+class _NotPlain(Exception):
+    """A number orjson would print differently from JavaScript."""
+
+
+def _js_numbers(value: Any) -> Any:
+    cls = value.__class__
+    if cls is float:
+        if value.is_integer():
+            if abs(value) > 9007199254740992.0:
+                raise _NotPlain
+            return int(value)
+        return value
+    if cls is int:
+        if abs(value) > 9007199254740992:
+            raise _NotPlain
+        return value
+    if cls is dict:
+        return {k: _js_numbers(v) for k, v in value.items()}
+    if cls is list:
+        return [_js_numbers(v) for v in value]
+    return value
+
+
+def js_json(value: Any) -> bytes:
+    """`JSON.stringify(value)` as UTF-8 bytes. orjson writes the same text as JavaScript once integral
+    floats are ints; huge numbers, undefined members and lone surrogates take the slower exact path."""
+    try:
+        return orjson.dumps(_js_numbers(value))
+    except (TypeError, _NotPlain):
+        text = json_stringify(value) or ""
+        return text.encode("utf-8", "surrogatepass")

@@ -7,10 +7,11 @@ from typing import Any
 from urllib.parse import quote_plus
 
 from streamproc.core.fields import Field
-from streamproc.core.jsvalues import UNDEFINED, json_stringify, to_js_string
+from streamproc.core.jsvalues import UNDEFINED, to_js_string
 from streamproc.destinations.base import Action, BuildContext, Destination, Preset, Request, Skip
+from streamproc.destinations.runtime import js_json
 
-__all__ = ["DESTINATION", "build_forward_event", "form_encode"]
+__all__ = ["DESTINATION", "args_json", "build_forward_event", "form_encode"]
 
 ENDPOINT = "https://tags.srv.stackadapt.com"
 SUBSCRIBE = 'type = "identify" or type = "page" or type = "screen" or type = "track"'
@@ -161,6 +162,10 @@ FORWARD_EVENT_FIELDS: dict[str, Field] = {
 
 # WHATWG URLSearchParams keeps only ASCII alphanumerics and *-._ unescaped and writes space as "+";
 # quote_plus also keeps "~", which URLSearchParams escapes.
+_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789*-._")
+_ASCII_FORM = str.maketrans(
+    {c: (chr(c) if c in _SAFE else "+" if c == 0x20 else f"%{c:02X}") for c in range(128)}
+)
 
 
 def _usv(text: str) -> str:
@@ -173,12 +178,19 @@ def _usv(text: str) -> str:
 
 
 def _form_component(text: str) -> str:
+    if text.isascii():
+        return text.translate(_ASCII_FORM)
     return quote_plus(_usv(text), safe="*").replace("~", "%7E")
 
 
 def form_encode(pairs: list[tuple[str, str]]) -> str:
     """`new URLSearchParams(pairs).toString()`."""
     return "&".join(f"{_form_component(k)}={_form_component(v)}" for k, v in pairs)
+
+
+def args_json(args: dict[str, Any]) -> str:
+    """`JSON.stringify(args)`."""
+    return js_json(args).decode("utf-8", "surrogatepass")
 
 
 def _or_empty(value: Any) -> str:
@@ -203,7 +215,9 @@ def build_forward_event(payload: Mapping[str, Any], ctx: BuildContext) -> list[R
     utm_source = get("utm_source")
     args["utm_source"] = "" if utm_source is None else utm_source
     for key in ("user_id", "first_name", "last_name", "email", "phone"):
-        args[key] = get(key, UNDEFINED)
+        value = get(key, UNDEFINED)
+        if value is not UNDEFINED:
+            args[key] = value
     ip = _or_empty(get("ip_fwd"))
     user_agent = _or_empty(get("user_agent"))
     query = form_encode(
@@ -216,7 +230,7 @@ def build_forward_event(payload: Mapping[str, Any], ctx: BuildContext) -> list[R
             ("ip_fwd", ip),
             ("ua_fwd", user_agent),
             ("uid", _or_empty(ctx.settings.get("pixelId"))),
-            ("args", json_stringify(args) or "{}"),
+            ("args", args_json(args)),
         ]
     )
     headers = {"content-type": "application/json", "x-forwarded-for": ip, "user-agent": user_agent}

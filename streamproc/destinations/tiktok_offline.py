@@ -25,6 +25,7 @@ from streamproc.destinations.base import (
     Verdict,
     classify_http,
 )
+from streamproc.destinations.runtime import js_json
 from streamproc.errors import PayloadValidationError
 
 __all__ = [
@@ -398,26 +399,6 @@ def _form_decode(text: str) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def _js_number(value: Any) -> Any:
-    """Numbers as JavaScript writes them in JSON: 5.0 is 5, integers beyond 2**53 lose precision."""
-    if value.__class__ is float:
-        if value.is_integer() and abs(value) < 1e21:
-            return int(value)
-        return value
-    if value.__class__ is int and abs(value) > 9007199254740992:
-        return _js_number(float(value))
-    return value
-
-
-def _contents(items: Any) -> list[Any]:
-    out = []
-    for item in items:
-        if isinstance(item, dict):
-            item = {k: _js_number(v) for k, v in item.items()}
-        out.append(item)
-    return out
-
-
 def _event_time(timestamp: Any, ctx: BuildContext) -> int | None:
     if truthy(timestamp):
         millis = js_date_parse(str(timestamp))
@@ -453,14 +434,14 @@ def build_offline_event(payload: Mapping[str, Any], ctx: BuildContext) -> list[R
             user[key] = value
 
     contents = get("contents")
-    properties: dict[str, Any] = {"contents": _contents(contents) if truthy(contents) else []}
+    properties: dict[str, Any] = {"contents": contents if truthy(contents) else []}
     for key in ("content_type", "currency"):
         value = get(key)
         if truthy(value):
             properties[key] = value
     value = get("value")
     if truthy(value) or (value.__class__ in (int, float) and value == 0):
-        properties["value"] = _js_number(value)
+        properties["value"] = value
     for key in ("query", "description", "order_id", "shop_id"):
         value = get(key)
         if truthy(value):
@@ -500,7 +481,7 @@ def build_offline_event(payload: Mapping[str, Any], ctx: BuildContext) -> list[R
         "user-agent": "Segment (Actions)",
     }
     url = f"{ctx.endpoint}/open_api/{API_VERSION}/event/track/"
-    return [Request("POST", url, headers, orjson.dumps(body))]
+    return [Request("POST", url, headers, js_json(body))]
 
 
 def classify(status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
