@@ -74,6 +74,14 @@ _EQ_CHAIN = re.compile(rf"{_EQ}(?:or{_EQ})*")
 _EQ_ONE = re.compile(_EQ)
 
 
+# Bounds the memory of remembered selections when a trigger indexes a high-cardinality field (userId).
+_SELECTIONS_KEPT = 4096
+
+
+def _by_index(route: _Route) -> int:
+    return route.index
+
+
 def _literal_disjunction(trigger: str) -> list[tuple[str, str]] | None:
     text = trigger.strip()
     if text.startswith("(") and text.endswith(")") and text.count("(") == 1 and text.count(")") == 1:
@@ -156,6 +164,7 @@ class Router:
             else:
                 self._evaluated.append(route)
         self._indexed_fields = tuple(f for f in _TOP_FIELDS if f in self._index)
+        self._selections: dict[tuple[str | None, ...], tuple[_Route, ...]] = {}
 
     @property
     def destinations(self) -> Mapping[str, tuple[Destination, DestinationConfig]]:
@@ -169,25 +178,37 @@ class Router:
     def subscription(self, destination_id: str, name: str) -> SubscriptionConfig:
         return self._subscriptions[(destination_id, name)]
 
-    def matching(self, event: Mapping[str, Any]) -> list[_Route]:
+    def matching(self, event: Mapping[str, Any]) -> tuple[_Route, ...]:
         """The enabled subscriptions whose trigger matches, in configuration order."""
-        candidates: list[_Route] = []
-        for field in self._indexed_fields:
-            value = event.get(field)
-            if type(value) is str:
-                routes = self._index[field].get(value)
-                if routes is not None:
-                    candidates.extend(routes)
+        key = tuple([v if type(v := event.get(f)) is str else None for f in self._indexed_fields])
+        selected = self._selections.get(key)
+        if selected is None:
+            selected = self._select(key)
+        if not self._evaluated:
+            return selected
+        extra = []
         for route in self._evaluated:
             try:
                 if route.matches(event):
-                    candidates.append(route)
+                    extra.append(route)
             except Exception:  # a trigger that cannot read this event does not select it
                 continue
-        if len(candidates) > 1:
-            # One route can be reached through two fields (`type = "x" or event = "y"`).
-            candidates = sorted({r.index: r for r in candidates}.values(), key=lambda r: r.index)
-        return candidates
+        if not extra:
+            return selected
+        return tuple(sorted((*selected, *extra), key=_by_index))
+
+    def _select(self, key: tuple[str | None, ...]) -> tuple[_Route, ...]:
+        """Indexed routes for one combination of top-level values, remembered: events repeat their
+        type and event name far more often than anything else."""
+        found: dict[int, _Route] = {}
+        for field, value in zip(self._indexed_fields, key, strict=True):
+            if value is not None:
+                for route in self._index[field].get(value, ()):
+                    found[route.index] = route
+        selected = tuple(sorted(found.values(), key=_by_index))
+        if len(self._selections) < _SELECTIONS_KEPT:
+            self._selections[key] = selected
+        return selected
 
     def route(
         self,

@@ -263,3 +263,11 @@ def test_segment_differential_cases_through_the_router(row: dict[str, Any]) -> N
     ]
     want = [{k: r[k] for k in ("method", "url", "headers", "body")} for r in expected["requests"]]
     assert got == want
+
+
+def test_many_distinct_values_of_an_indexed_field(fake: Any) -> None:
+    r = make([dest(subscriptions=[sub("s", 'userId = "u1"'), sub("t", 'type = "track"')])])
+    for i in range(5000):
+        assert [d.subscription for d in r.route({"type": "track", "userId": f"x{i}"})] == ["t"]
+    assert [d.subscription for d in r.route({"type": "track", "userId": "u1"})] == ["s", "t"]
+    assert [d.subscription for d in r.route({"type": "page", "userId": "u1"})] == ["s"]
