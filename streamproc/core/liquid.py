@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Callable
 from io import StringIO
 from typing import Any
 
+import liquid.expression as _liquid_expression
 from liquid import Environment
 from liquid.builtin.statement import Statement, StatementNode
 from liquid.builtin.tags.echo_tag import EchoNode, EchoTag
 from liquid.context import Context
 from liquid.exceptions import Error as LiquidError
-from liquid.exceptions import LiquidSyntaxError
+from liquid.exceptions import LiquidSyntaxError, LiquidTypeError
+from liquid.expression import Blank, Empty
 from liquid.stream import TokenStream
 from liquid.tag import Tag
 from liquid.undefined import is_undefined
@@ -65,7 +68,7 @@ def _output_text(value: Any) -> str:
     """How liquidjs prints a value: JavaScript numbers, arrays flattened and joined with ""."""
     if isinstance(value, str):
         return value
-    if value is None or value is UNDEFINED:
+    if value is None or value is UNDEFINED or is_undefined(value) or isinstance(value, Empty | Blank):
         return ""
     if value is True or value is False:
         return "true" if value else "false"
@@ -117,7 +120,12 @@ def _disabled_filter(filter_name: str) -> Callable[..., Any]:
 
 
 def _number(value: Any) -> float:
-    """JavaScript `Number(value)` for the values a template can hold."""
+    """The number liquidjs math filters see: JavaScript `Number(value)`, with NaN read as 0."""
+    number = _js_number(value)
+    return 0.0 if math.isnan(number) else number
+
+
+def _js_number(value: Any) -> float:
     if value is True or value is False:
         return 1.0 if value else 0.0
     if isinstance(value, int | float):
@@ -133,7 +141,7 @@ def _number(value: Any) -> float:
         except ValueError:
             return math.nan
     if isinstance(value, list | tuple):
-        return _number(_join(value, ",")) if len(value) <= 1 else math.nan
+        return _js_number(_join(value, ",")) if len(value) <= 1 else math.nan
     return math.nan
 
 
@@ -177,6 +185,16 @@ def _round(value: Any, digits: Any = 0) -> Any:
     return _integral(math.copysign(math.floor(abs(number) * scale + 0.5) / scale, number))
 
 
+def _unary(op: Callable[[float], Any]) -> Callable[[Any], Any]:
+    def apply(value: Any) -> Any:
+        number = _number(value)
+        if not math.isfinite(number):
+            return number
+        return _integral(float(op(number)))
+
+    return apply
+
+
 def _join(value: Any, separator: Any = " ") -> Any:
     if not isinstance(value, list | tuple):
         return value
@@ -190,6 +208,46 @@ def _append(value: Any, other: Any = None) -> str:
 
 def _prepend(value: Any, other: Any = None) -> str:
     return _output_text(other) + _output_text(value)
+
+
+# Filters that take text: liquidjs turns their input and arguments into text the JavaScript way
+# ("true", "100", arrays joined), where python-liquid would use Python's str().
+_TEXT_FILTERS = (
+    "capitalize",
+    "downcase",
+    "upcase",
+    "escape",
+    "escape_once",
+    "lstrip",
+    "rstrip",
+    "strip",
+    "strip_html",
+    "strip_newlines",
+    "remove",
+    "remove_first",
+    "remove_last",
+    "replace",
+    "replace_first",
+    "replace_last",
+    "split",
+    "truncate",
+    "truncatewords",
+    "url_encode",
+    "url_decode",
+    "base64_encode",
+    "base64_decode",
+    "base64_url_safe_encode",
+    "base64_url_safe_decode",
+)
+
+
+def _text_filter(func: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(func)
+    def apply(value: Any, *args: Any, **kwargs: Any) -> Any:
+        texts = [a if type(a) in (int, float) else _output_text(a) for a in args]
+        return func(_output_text(value), *texts, **kwargs)
+
+    return apply
 
 
 def _json(value: Any, *_args: Any) -> Any:
@@ -214,13 +272,36 @@ class _SegmentLiquid(Environment):
         self.add_filter("times", _arith(lambda a, b: a * b))
         self.add_filter("divided_by", _divided_by)
         self.add_filter("round", _round)
+        self.add_filter("floor", _unary(math.floor))
+        self.add_filter("ceil", _unary(math.ceil))
+        self.add_filter("abs", _unary(abs))
         self.add_filter("join", _join)
         self.add_filter("append", _append)
         self.add_filter("prepend", _prepend)
         self.add_filter("json", _json)
+        for name in _TEXT_FILTERS:
+            if name in self.filters:
+                self.add_filter(name, _text_filter(self.filters[name]))
         for name in DISABLED_FILTERS:
             self.add_filter(name, _disabled_filter(name))
 
+
+def _lenient_compare(original: Callable[[Any, str, Any], bool]) -> Callable[[Any, str, Any], bool]:
+    def compare(left: Any, op: str, right: Any) -> bool:
+        try:
+            return original(left, op, right)
+        except LiquidTypeError:
+            return False
+
+    compare.__wrapped__ = original  # type: ignore[attr-defined]
+    return compare
+
+
+# liquidjs answers false for a comparison of unrelated types (`5 contains "a"`, `nil > 2`) where
+# python-liquid raises. python-liquid looks this function up at module level, and streamproc is its
+# only user in the process, so it is replaced once here.
+if not hasattr(_liquid_expression.compare, "__wrapped__"):
+    _liquid_expression.compare = _lenient_compare(_liquid_expression.compare)  # type: ignore[assignment]
 
 _ENV = _SegmentLiquid(strict_filters=False)
 
