@@ -1,0 +1,87 @@
+"""`streamproc demo`: broker, partner simulator, generated Segment traffic and a worker, with progress."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from streamproc.demo import DEFAULT_CONFIG, DemoOptions, format_summary, run_demo
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be a positive integer")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be a positive number")
+    return value
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "demo",
+        help="run everything locally: broker, simulated partners, generated events, the worker",
+        description=(
+            "Start a Kafka broker (scripts/kafka-local; librdkafka's mock cluster where Java or Maven"
+            " are missing), the partner simulator and the worker with all three destinations pointed"
+            " at it, then produce a stream of Segment events (all six types, shop sessions, sign-ups,"
+            " and some poison messages) and show progress. Ctrl-C stops everything cleanly."
+        ),
+    )
+    p.add_argument("--events", type=_positive_int, metavar="N", help="produce N events, then finish")
+    p.add_argument("--duration", type=_positive_float, metavar="SECONDS", help="stop after SECONDS")
+    p.add_argument("--rate", type=_positive_float, default=200.0, metavar="N", help="events per second (200)")
+    p.add_argument("--bootstrap", metavar="HOST:PORT", help="use this broker instead of starting one")
+    p.add_argument(
+        "--broker",
+        choices=["auto", "local", "mock"],
+        default="auto",
+        help="auto: local Kafka when possible, else the mock cluster (default auto)",
+    )
+    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, metavar="FILE", help="demo configuration")
+    p.add_argument(
+        "--metrics-port", type=int, default=0, metavar="PORT", help="0 picks a free port (default)"
+    )
+    p.add_argument("--partitions", type=_positive_int, default=3, metavar="N", help="input partitions (3)")
+    p.add_argument("--poison-every", type=int, default=50, metavar="N", help="every Nth message is bad input")
+    p.add_argument("--seed", type=int, default=7, help="random seed of the event stream (7)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    options = DemoOptions(
+        events=args.events,
+        duration=args.duration,
+        rate=args.rate,
+        bootstrap=args.bootstrap,
+        broker=args.broker,
+        config=args.config,
+        metrics_port=args.metrics_port,
+        partitions=args.partitions,
+        seed=args.seed,
+        poison_every=args.poison_every,
+        out=sys.stderr,
+    )
+    try:
+        from streamproc.config import LogConfig
+        from streamproc.logging import configure_logging
+    except ImportError:
+        pass
+    else:
+        # The progress line owns the terminal: only warnings and errors from the worker.
+        configure_logging(LogConfig(format="console", level="warning"))
+    summary = asyncio.run(run_demo(options))
+    print(format_summary(summary), file=sys.stderr)
+    if args.json:
+        print(json.dumps(summary.to_json(), indent=2))
+    return 130 if summary.interrupted else 0
