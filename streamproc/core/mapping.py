@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from streamproc.core.jsvalues import UNDEFINED, number_to_string, to_js_string, truthy
@@ -1149,12 +1148,38 @@ _VALIDATORS: dict[str, Check] = {
 # ---------------------------------------------------------------------------------------------
 
 
+def _json_key(key: Any, stack: list[str]) -> str:
+    if isinstance(key, str):
+        return key
+    if key is None or isinstance(key, bool | int | float):
+        return to_js_string(key)
+    where = "/" + "/".join(stack)
+    raise _error(f"{where} has a key that is not text: {key!r}.")
+
+
+def _json_copy(value: Any, stack: list[str]) -> Any:
+    """Deep copy of a Mapping as JSON data. Configuration files may hold what JSON cannot
+    (YAML's integer keys become JavaScript's string keys; dates and other objects are refused)."""
+    if value is None or value is UNDEFINED or isinstance(value, str | bool | int | float):
+        return value
+    if isinstance(value, Mapping):
+        out = {}
+        for key, item in value.items():
+            text = _json_key(key, stack)
+            out[text] = _json_copy(item, [*stack, text])
+        return out
+    if isinstance(value, list | tuple):
+        return [_json_copy(item, [*stack, str(i)]) for i, item in enumerate(value)]
+    where = "/" + "/".join(stack)
+    raise _error(f"{where} should be a JSON value but it is {type(value).__name__}.")
+
+
 def _mapping_to_process(mapping: Any) -> Any:
     """Object-spread copy of the mapping, with the root directive key folded in (Segment's
     getMappingToProcess). Works on a deep copy so the caller's mapping is never changed."""
     if mapping is None or mapping is UNDEFINED:
         raise _error("Cannot convert undefined or null to object")
-    mapping = copy.deepcopy(mapping)
+    mapping = _json_copy(mapping, [])
     processed: Any = dict(_spread_source(mapping))
     if isinstance(mapping, dict) and ROOT_DIRECTIVE_KEY in mapping:
         customer = {k: v for k, v in mapping.items() if k != ROOT_DIRECTIVE_KEY}
@@ -1189,7 +1214,9 @@ def _compile_root(mapping: Any) -> Resolver:
         if data is UNDEFINED:
             data = {}
         elif type(data) is not dict:
-            raise _error(f"data must be an object, got {real_type_of(data)}")
+            if not isinstance(data, Mapping):
+                raise _error(f"data must be an object, got {real_type_of(data)}")
+            data = dict(data)
         return remove_undefined(fn(data))
 
     return run

@@ -238,3 +238,16 @@ def test_liquid_disabled_tags_and_filters(template: str, message: str) -> None:
     with pytest.raises(MappingError) as caught:
         mk.resolve({"a": {"@liquid": template}}, {"x": [2, 1]})
     assert str(caught.value) == message
+
+
+def test_mapping_from_yaml_with_non_text_keys_and_values() -> None:
+    compiled = mk.compile({0: {"@path": "$.a"}, "t": ({"@path": "$.b"},)})
+    assert compiled.resolve({"a": 1, "b": 2}) == {"0": 1, "t": [2]}
+    with pytest.raises(MappingError, match=r"^/when should be a JSON value but it is date\.$"):
+        mk.compile({"when": __import__("datetime").date(2024, 1, 1)})
+
+
+def test_event_may_be_any_mapping() -> None:
+    from types import MappingProxyType
+
+    assert mk.resolve({"a": {"@path": "$.x"}}, MappingProxyType({"x": 5})) == {"a": 5}
