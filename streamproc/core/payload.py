@@ -562,7 +562,14 @@ def _compile_clean(node: _Node) -> _Clean:
     return clean
 
 
-_CLASSES = {"string": (str,), "boolean": (bool,), "integer": (int,), "number": (int,), "null": (type(None),)}
+# Floats pass as numbers untouched: payloads come from JSON, which has no NaN or Infinity.
+_CLASSES = {
+    "string": (str,),
+    "boolean": (bool,),
+    "integer": (int,),
+    "number": (int, float),
+    "null": (type(None),),
+}
 
 
 def _fast_classes(node: _Node) -> frozenset[type] | None:

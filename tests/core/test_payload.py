@@ -11,6 +11,8 @@ from spec_data import cases
 from streamproc.core.fields import Choice, Condition, ConditionalRequired, Field
 from streamproc.core.jsvalues import UNDEFINED
 from streamproc.core.payload import PayloadSchema, js_date_parse, js_to_number
+from streamproc.destinations.base import Destination
+from streamproc.destinations.runtime import validate_settings
 from streamproc.errors import PayloadValidationError
 
 
@@ -65,6 +67,43 @@ def test_segment_validation_case(case: dict[str, Any]) -> None:
 
 
 F1_SINGLE_EVENT = [c for c in cases("F1") if c["id"] in ("CORE-10", "CORE-11", "CORE-12", "CORE-12b")]
+
+# The F1 cases this suite does not replay, and why (each is about something other than validating
+# one event's payload).
+F1_NOT_HERE = {
+    "CORE-01": "batching (performBatch and multistatus results); streamproc sends one request per event",
+    "CORE-02": "batching: empty values removed per payload of a batch",
+    "CORE-03": "batching: invalid payloads excluded from a batch",
+    "CORE-04": "batching: multistatus order",
+    "CORE-05": "batching: no valid payload left, performBatch not called",
+    "CORE-B1": "batching: non-root removeEmptyValues (covered by validate(root=False) below)",
+    "CORE-B2": "batching: multistatus mapping",
+    "CORE-B3": "batching: error thrown by performBatch",
+    "CORE-B4": "batching: MultiStatusResponse mapping",
+    "CORE-B5": "batching: MultiStatusResponse missing entries",
+    "CORE-B6": "batching",
+    "CORE-13": "MultiStatusResponse API (errortype inferred from status)",
+    "CORE-06": "an empty trigger: refused when the configuration is loaded (FQL)",
+    "CORE-07": "an unparseable trigger: refused when the configuration is loaded (FQL)",
+    "CORE-08": "trigger matching of an empty event (FQL)",
+    "CORE-09": "settings validation: tested below with validate_settings",
+}
+
+
+def test_every_f1_case_is_replayed_or_listed_with_a_reason() -> None:
+    ids = {c["id"] for c in cases("F1")}
+    assert ids == {c["id"] for c in F1_SINGLE_EVENT} | set(F1_NOT_HERE)
+
+
+def test_settings_are_validated_before_any_event() -> None:
+    [case] = [c for c in cases("F1") if c["id"] == "CORE-09"]
+    fields = {k: field_from_segment(v) for k, v in case["destination_settings_schema"].items()}
+    destination = Destination(type="test", name="Test", endpoint="http://x", settings=fields, actions={})
+    with pytest.raises(PayloadValidationError) as info:
+        validate_settings(destination, {k: v for k, v in case["settings"].items() if k != "subscription"})
+    assert info.value.message.endswith(case["expected_result"]["throws"]["message"])
+    assert info.value.status == 400
+    assert validate_settings(destination, {"apiSecret": "k", "other": 1}) == {"apiSecret": "k"}
 
 
 @pytest.mark.parametrize("case", F1_SINGLE_EVENT, ids=[c["id"] for c in F1_SINGLE_EVENT])
