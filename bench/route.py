@@ -17,6 +17,7 @@ import random
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -72,14 +73,17 @@ def corpus(size: int, seed: int = 7) -> list[bytes]:
     return out
 
 
-def measure(label: str, fn, rounds: int) -> float:  # type: ignore[no-untyped-def]
-    best = float("inf")
+def measure(fn: Callable[[], None], rounds: int) -> tuple[float, float]:
+    """Best (wall seconds, CPU seconds of this process) over `rounds` runs. CPU time is what one core
+    spent, so it stays meaningful on a busy machine; wall time is shown next to it."""
+    best_wall = best_cpu = float("inf")
     for _ in range(rounds):
         gc.collect()
-        started = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.process_time()
         fn()
-        best = min(best, time.perf_counter() - started)
-    return best
+        best_cpu = min(best_cpu, time.process_time() - cpu)
+        best_wall = min(best_wall, time.perf_counter() - wall)
+    return best_wall, best_cpu
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,18 +117,23 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     outcomes["requests"] += len(delivery.requests)
 
-    decode_s = measure("decode", decode_only, args.rounds)
-    route_s = measure("route", route_all, args.rounds)
+    decode_wall, decode_cpu = measure(decode_only, args.rounds)
+    route_wall, route_cpu = measure(route_all, args.rounds)
     n = len(raw)
     deliveries = outcomes["deliveries"]
     print(f"corpus: {n} events; {len(config.destinations)} destinations, {subscriptions} subscriptions")
-    print(f"raw decode (orjson):                       {n / decode_s:>12,.0f} events/s")
-    print(f"decode+match+map+validate+build (1 core):  {n / route_s:>12,.0f} events/s")
+    rows = [
+        ("raw decode (orjson)", decode_cpu, decode_wall),
+        ("decode+match+map+validate+build (1 core)", route_cpu, route_wall),
+    ]
+    print(f"{'':42} {'per CPU second':>16} {'per wall second':>16}")
+    for label, cpu, wall in rows:
+        print(f"{label + ':':42} {n / cpu:>16,.0f} {n / wall:>16,.0f}  events/s")
     print(
-        f"  per event: {route_s / n * 1e6:.1f} us; outcomes per pass: {outcomes['requests']} requests,"
-        f" {outcomes['error']} errors, {outcomes['skipped']} skipped ({deliveries} deliveries)"
+        f"  per event: {route_cpu / n * 1e6:.1f} us CPU; per pass: {deliveries} deliveries,"
+        f" {outcomes['requests']} requests, {outcomes['error']} errors, {outcomes['skipped']} skipped"
     )
-    print(f"  goal 25,000 events/s per core: {'met' if n / route_s >= 25_000 else 'NOT met'}")
+    print(f"  goal 25,000 events/s per core: {'met' if n / route_cpu >= 25_000 else 'NOT met'}")
 
     if args.profile:
         profiler = cProfile.Profile()
