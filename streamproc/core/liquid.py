@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import hashlib
+import hmac
 import math
 import re
 from collections.abc import Callable
@@ -250,6 +252,15 @@ def _text_filter(func: Callable[..., Any]) -> Callable[..., Any]:
     return apply
 
 
+def _sha256(value: Any) -> str:
+    return hashlib.sha256(_output_text(value).encode("utf-8")).hexdigest()
+
+
+def _hmac_sha256(value: Any, key: Any = "") -> str:
+    secret = _output_text(key).encode("utf-8")
+    return hmac.new(secret, _output_text(value).encode("utf-8"), hashlib.sha256).hexdigest()
+
+
 def _json(value: Any, *_args: Any) -> Any:
     text = _json_stringify(value)
     return "" if text is None else text
@@ -279,6 +290,8 @@ class _SegmentLiquid(Environment):
         self.add_filter("append", _append)
         self.add_filter("prepend", _prepend)
         self.add_filter("json", _json)
+        self.add_filter("sha256", _sha256)
+        self.add_filter("hmac_sha256", _hmac_sha256)
         for name in _TEXT_FILTERS:
             if name in self.filters:
                 self.add_filter(name, _text_filter(self.filters[name]))
@@ -286,8 +299,22 @@ class _SegmentLiquid(Environment):
             self.add_filter(name, _disabled_filter(name))
 
 
+def _is_blank(value: Any) -> bool:
+    """liquidjs's `blank`: nil, undefined, false, whitespace-only text, empty arrays and objects."""
+    if value is None or value is False or is_undefined(value) or isinstance(value, Blank | Empty):
+        return True
+    if isinstance(value, str):
+        return value.strip() == ""
+    if isinstance(value, list | tuple | dict):
+        return len(value) == 0
+    return False
+
+
 def _lenient_compare(original: Callable[[Any, str, Any], bool]) -> Callable[[Any, str, Any], bool]:
     def compare(left: Any, op: str, right: Any) -> bool:
+        if op in ("==", "!=", "<>") and (isinstance(left, Blank) or isinstance(right, Blank)):
+            other = right if isinstance(left, Blank) else left
+            return _is_blank(other) == (op == "==")
         try:
             return original(left, op, right)
         except LiquidTypeError:
@@ -340,6 +367,29 @@ def _message(source: str, exc: LiquidError) -> str:
     return str(exc)
 
 
+_MARKUP = re.compile(r"\{%-?\s*raw\s*-?%\}.*?\{%-?\s*endraw\s*-?%\}|\{\{.*?\}\}|\{%.*?%\}", re.S)
+_RAW_START = re.compile(r"\{%-?\s*raw\s*-?%\}")
+_QUOTED = re.compile(r"(\"[^\"]*\"|'[^']*')")
+_KEYWORD_PROPERTY = re.compile(r"(?<=[\w\]])\.(empty|blank|nil|null|true|false)(?![\w-])")
+
+
+def _quote_keyword_properties(source: str) -> str:
+    """`a.empty`, `a.true` ... are plain properties to liquidjs but keywords to python-liquid's
+    lexer, so inside tags and outputs they are rewritten as `a["empty"]` (quoted text untouched)."""
+    if "." not in source:
+        return source
+
+    def in_markup(match: re.Match[str]) -> str:
+        if _RAW_START.match(match.group(0)):
+            return match.group(0)
+        parts = _QUOTED.split(match.group(0))
+        for i in range(0, len(parts), 2):
+            parts[i] = _KEYWORD_PROPERTY.sub(lambda m: f'["{m.group(1)}"]', parts[i])
+        return "".join(parts)
+
+    return _MARKUP.sub(in_markup, source)
+
+
 def _fail(message: str) -> Callable[[Any], Any]:
     def fail(payload: Any) -> Any:
         raise _error(message)
@@ -361,7 +411,7 @@ def compile_liquid(option: Any) -> Callable[[Any], Any]:
     if _js_length(option) > MAX_TEMPLATE_LENGTH:
         return _fail("liquid template values are limited to 1000 characters")
     try:
-        template = _ENV.from_string(option)
+        template = _ENV.from_string(_quote_keyword_properties(option))
     except LiquidError as exc:
         return _fail(_message(option, exc))
     except (RecursionError, ValueError) as exc:

@@ -251,3 +251,117 @@ def test_event_may_be_any_mapping() -> None:
     from types import MappingProxyType
 
     assert mk.resolve({"a": {"@path": "$.x"}}, MappingProxyType({"x": 5})) == {"a": 5}
+
+
+# Templates a mapping author writes, with what Segment's liquidjs renders for LIQUID_EVENT.
+LIQUID_EVENT = {
+    "userId": "U1",
+    "event": "Order Completed",
+    "timestamp": "2024-03-15T10:30:00.000Z",
+    "properties": {
+        "name": "Jane Doe",
+        "price": 19.99,
+        "qty": 3,
+        "email": " Jane@Example.COM ",
+        "tags": ["a", "b"],
+        "empty": "",
+        "none": None,
+        "zero": 0,
+        "flag": False,
+        "nested": {"k": "v"},
+        "count": "12",
+    },
+    "traits": {"first_name": "jane", "phone": "+1 (555) 123-4567"},
+    "context": {"page": {"url": "https://x.example/p?q=1&r=2"}},
+}
+LIQUID_CASES = [
+    ("{{ properties.name | downcase }}", "jane doe"),
+    ("{{ properties.email | strip | downcase }}", "jane@example.com"),
+    ("{{ properties.price | times: 100 | round }}", "1999"),
+    ("{{ properties.price | times: 100 }}", "1998.9999999999998"),
+    ("{{ properties.price | plus: 0.01 }}", "20"),
+    ("{{ properties.qty | times: properties.price }}", "59.97"),
+    ("{{ properties.missing | default: 'none' }}", "none"),
+    ("{{ properties.empty | default: 'none' }}", "none"),
+    ("{{ properties.none | default: 'none' }}", "none"),
+    ("{{ properties.zero | default: 'none' }}", "0"),
+    ("{{ properties.flag | default: 'none' }}", "none"),
+    ("{{ properties.flag | default: 'none', allow_false: true }}", "false"),
+    ("{% if properties.email %}has{% else %}no{% endif %}", "has"),
+    (
+        "{% if properties.empty == blank %}B{% endif %}{% if properties.none == blank %}N{% endif %}"
+        "{% if properties.missing == blank %}M{% endif %}{% if properties.zero == blank %}Z{% endif %}"
+        "{% if properties.flag == blank %}F{% endif %}",
+        "BNMF",
+    ),
+    (
+        "{% if properties.tags contains 'a' %}A{% endif %}"
+        "{% if properties.name contains 'Doe' %}D{% endif %}",
+        "AD",
+    ),
+    ("{{ traits.first_name | capitalize }} {{ properties.name | split: ' ' | last }}", "Jane Doe"),
+    ("{{ properties.name | slice: 0, 4 }}", "Jane"),
+    ("{{ properties.name | truncate: 6 }}", "Jan..."),
+    ("{{ properties.tags | join: ', ' }}", "a, b"),
+    ("{{ properties.tags | size }}", "2"),
+    ("{{ properties.tags.size }}", "2"),
+    ("{{ properties.tags | first }}", "a"),
+    ("{{ properties.count | plus: 1 }}", "13"),
+    ("{{ properties.price | ceil }}", "20"),
+    ("{{ properties.price | floor }}", "19"),
+    ("{{ properties.price | divided_by: 3 }}", "6.663333333333333"),
+    ("{{ properties.qty | divided_by: 2 }}", "1.5"),
+    ("{{ properties.qty | modulo: 2 }}", "1"),
+    ("{{ properties.price | round: 1 }}", "20"),
+    ("{{ context.page.url | url_encode }}", "https%3A%2F%2Fx.example%2Fp%3Fq%3D1%26r%3D2"),
+    ("{{ properties.name | replace: ' ', '_' | upcase }}", "JANE_DOE"),
+    ("{{ properties.name | remove: 'Doe' | strip }}", "Jane"),
+    ("{{ traits.phone | remove: ' ' | remove: '(' | remove: ')' | remove: '-' }}", "+15551234567"),
+    ("{{ properties.nested.k }}{{ properties['nested']['k'] }}", "vv"),
+    (
+        "{% assign full = traits.first_name | append: ' ' | append: properties.name %}{{ full }}",
+        "jane Jane Doe",
+    ),
+    ("{% unless properties.flag %}not flagged{% endunless %}", "not flagged"),
+    (
+        "{% if properties.qty > 2 and properties.price < 20 %}bulk"
+        "{% elsif properties.qty > 1 %}multi{% else %}single{% endif %}",
+        "bulk",
+    ),
+    ("{{ properties.price | at_least: 20 }}", "20"),
+    ("{{ event | downcase | replace: ' ', '_' }}", "order_completed"),
+    ("{{ userId | prepend: 'user-' }}", "user-U1"),
+    (
+        "{{ properties.email | strip | downcase | sha256 }}",
+        "8c87b489ce35cf2e2f39f80e282cb2e804932a56a213983eeeb428407d43b52d",
+    ),
+    ("{{ properties.name | md5 }}", "Jane Doe"),
+    ("{{ properties.none }}{{ properties.missing.deeper }}", ""),
+    ("{{ properties.qty | minus: 5 | abs }}", "2"),
+    ("{{ 'a,b,c' | split: ',' | size }}", "3"),
+    ("{{ properties.name | escape }}", "Jane Doe"),
+    ("{{ properties.price }}", "19.99"),
+    ("{{ properties.name | size }}", "8"),
+    ("{{ properties.name | strip_newlines }}", "Jane Doe"),
+    ("{{ properties.price | json }}", "19.99"),
+    ("{{ properties.nested | json }}", '{"k":"v"}'),
+    ("{% capture x %}{{ userId }}-{{ event }}{% endcapture %}{{ x | downcase }}", "u1-order completed"),
+    ("{%- if userId -%} yes {%- endif -%}", "yes"),
+    ("{{ properties.tags | compact | join: '' }}", "ab"),
+    ("{{ properties.name | split: '' | size }}", "8"),
+    ("{{ properties.email | url_decode }}", " Jane@Example.COM "),
+    ("{{ properties.zero | plus: properties.none }}", "0"),
+    ("{{ properties.count | times: 1 }}", "12"),
+    ("{{ properties.count | json }}", '"12"'),
+]
+
+
+@pytest.mark.parametrize(("template", "expected"), LIQUID_CASES)
+def test_liquid_everyday_templates_render_as_segment_does(template: str, expected: str) -> None:
+    assert mk.resolve({"a": {"@liquid": template}}, LIQUID_EVENT) == {"a": expected}
+
+
+def test_liquid_keywords_are_property_names_after_a_dot() -> None:
+    event = {"p": {"empty": 1, "true": 2, "nil": 3}}
+    template = '{{ p.empty }}{{ p.true }}{{ p.nil }}{{ "p.true" }}{% raw %}{{ p.true }}{% endraw %}'
+    assert mk.resolve({"@liquid": template}, event) == "123p.true{{ p.true }}"
