@@ -256,7 +256,9 @@ class RecordedRequest:
         self.received_at = received_at  # time.time() when the request arrived
         self.attempt = attempt  # 1 for the first identical request, 2 for its first retry, ...
         self.status: int | None = None  # None when the simulator hung or reset instead of answering
-        self.outcome: OutcomeKind = "ok"
+        # "ok" / "status": answered; "timeout" / "reset": fault injected; "client_gone": the client
+        # disconnected while an injected latency was delaying the answer.
+        self.outcome: str = "ok"
 
     @property
     def path(self) -> str:
@@ -485,7 +487,13 @@ class PartnerSimulator:
             return record, OK, None
         outcome = fault.next_outcome()
         if fault.latency is not None:
-            await asyncio.sleep(fault.latency.sample(self._rng))
+            try:
+                await asyncio.sleep(fault.latency.sample(self._rng))
+            except asyncio.CancelledError:
+                # The client hung up (its timeout) before the delayed answer was due.
+                record.outcome = "client_gone"
+                self._stats[partner]["client_gone"] += 1
+                raise
         return record, outcome, fault
 
     async def _misbehave(

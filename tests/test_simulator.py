@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import orjson
 import pytest
+from kafka_helpers import async_wait_until
 from yarl import URL
 
 from streamproc.simulator import Latency, Outcome, PartnerSimulator
@@ -232,6 +233,9 @@ async def test_latency_longer_than_the_client_timeout_times_the_client_out(
     sim.fault("seg", latency=Latency.fixed(2000))
     with pytest.raises(asyncio.TimeoutError):
         await post(http, f"{sim.base_url}{SEG_TRACK}", timeout=aiohttp.ClientTimeout(total=0.2))
+    await async_wait_until(lambda: sim.requests[0].outcome == "client_gone", timeout=5)
+    assert sim.requests[0].status is None
+    assert sim.stats()["partners"]["seg"] == {"client_gone": 1}
 
 
 def test_latency_distributions_sample_within_their_bounds() -> None:
