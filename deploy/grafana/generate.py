@@ -30,8 +30,14 @@ def row(title: str) -> None:
         _y += 8
         _x = 0
     _panels.append(
-        {"type": "row", "title": title, "id": _next_id(), "collapsed": False,
-         "gridPos": {"h": 1, "w": 24, "x": 0, "y": _y}, "panels": []}
+        {
+            "type": "row",
+            "title": title,
+            "id": _next_id(),
+            "collapsed": False,
+            "gridPos": {"h": 1, "w": 24, "x": 0, "y": _y},
+            "panels": [],
+        }
     )
     _y += 1
 
@@ -54,7 +60,10 @@ def panel(
     defaults: dict[str, Any] = {"unit": unit}
     if kind == "timeseries":
         defaults["custom"] = {
-            "drawStyle": "line", "lineWidth": 1, "fillOpacity": 10, "showPoints": "never",
+            "drawStyle": "line",
+            "lineWidth": 1,
+            "fillOpacity": 10,
+            "showPoints": "never",
             "stacking": {"mode": "normal" if stack else "none", "group": "A"},
         }
     if mappings:
@@ -66,8 +75,10 @@ def panel(
         "datasource": DS,
         "gridPos": {"h": 8, "w": width, "x": _x, "y": _y},
         "fieldConfig": {"defaults": defaults, "overrides": []},
-        "options": {"legend": {"displayMode": "list", "placement": "bottom", "showLegend": True},
-                    "tooltip": {"mode": "multi", "sort": "desc"}},
+        "options": {
+            "legend": {"displayMode": "list", "placement": "bottom", "showLegend": True},
+            "tooltip": {"mode": "multi", "sort": "desc"},
+        },
         "targets": [
             {"datasource": DS, "expr": expr, "legendFormat": legend, "refId": chr(ord("A") + i)}
             for i, (expr, legend) in enumerate(targets)
@@ -81,79 +92,179 @@ def panel(
 
 def quantiles(metric: str, by: str, selector: str) -> list[tuple[str, str]]:
     return [
-        (f"histogram_quantile({q}, sum by ({by}le) (rate({metric}_bucket{{{selector}}}[{RI}])))",
-         f"p{int(q * 100)}" + (" {{destination}}" if by else ""))
+        (
+            f"histogram_quantile({q}, sum by ({by}le) (rate({metric}_bucket{{{selector}}}[{RI}])))",
+            f"p{int(q * 100)}" + (" {{destination}}" if by else ""),
+        )
         for q in (0.5, 0.95, 0.99)
     ]
 
 
 row("Throughput")
-panel("Events consumed /s", [(f"sum by (topic) (rate(streamproc_events_consumed_total[{RI}]))", "{{topic}}")],
-      unit="ops")
-panel("Deliveries matched /s", [
-    (f"sum by (destination) (rate(streamproc_events_matched_total{{{D}}}[{RI}]))", "{{destination}}")],
-      unit="ops", description="Deliveries created: an event matched a subscription.")
-panel("Delivered /s per destination", [
-    (f'sum by (destination) (rate(streamproc_deliveries_total{{{D}, outcome="delivered"}}[{RI}]))',
-     "{{destination}}")], unit="ops")
-panel("Delivery outcomes /s", [
-    (f"sum by (destination, outcome) (rate(streamproc_deliveries_total{{{D}}}[{RI}]))",
-     "{{destination}} {{outcome}}")], unit="ops", width=12, stack=True)
-panel("Deliveries /s per action", [
-    (f"sum by (destination, action) (rate(streamproc_deliveries_total{{{D}}}[{RI}]))",
-     "{{destination}} {{action}}")], unit="ops", width=12)
+panel(
+    "Events consumed /s",
+    [(f"sum by (topic) (rate(streamproc_events_consumed_total[{RI}]))", "{{topic}}")],
+    unit="ops",
+)
+panel(
+    "Deliveries matched /s",
+    [(f"sum by (destination) (rate(streamproc_events_matched_total{{{D}}}[{RI}]))", "{{destination}}")],
+    unit="ops",
+    description="Deliveries created: an event matched a subscription.",
+)
+panel(
+    "Delivered /s per destination",
+    [
+        (
+            f'sum by (destination) (rate(streamproc_deliveries_total{{{D}, outcome="delivered"}}[{RI}]))',
+            "{{destination}}",
+        )
+    ],
+    unit="ops",
+)
+panel(
+    "Delivery outcomes /s",
+    [
+        (
+            f"sum by (destination, outcome) (rate(streamproc_deliveries_total{{{D}}}[{RI}]))",
+            "{{destination}} {{outcome}}",
+        )
+    ],
+    unit="ops",
+    width=12,
+    stack=True,
+)
+panel(
+    "Deliveries /s per action",
+    [
+        (
+            f"sum by (destination, action) (rate(streamproc_deliveries_total{{{D}}}[{RI}]))",
+            "{{destination}} {{action}}",
+        )
+    ],
+    unit="ops",
+    width=12,
+)
 
 row("Latency")
-panel("Delivery latency (consumed → finished)",
-      quantiles("streamproc_delivery_duration_seconds", "destination, ", D), unit="s")
-panel("End-to-end latency (event timestamp → delivered)",
-      quantiles("streamproc_end_to_end_latency_seconds", "destination, ", D), unit="s")
-panel("Partner request latency",
-      quantiles("streamproc_partner_request_duration_seconds", "destination, ", D), unit="s")
+panel(
+    "Delivery latency (consumed → finished)",
+    quantiles("streamproc_delivery_duration_seconds", "destination, ", D),
+    unit="s",
+)
+panel(
+    "End-to-end latency (event timestamp → delivered)",
+    quantiles("streamproc_end_to_end_latency_seconds", "destination, ", D),
+    unit="s",
+)
+panel(
+    "Partner request latency",
+    quantiles("streamproc_partner_request_duration_seconds", "destination, ", D),
+    unit="s",
+)
 
 row("Kafka")
-panel("Consumer lag per topic", [("sum by (topic) (streamproc_consumer_lag)", "{{topic}}")],
-      description="Messages between the committed position and the end of each partition.")
-panel("Consumer lag per partition", [("max by (topic, partition) (streamproc_consumer_lag)",
-                                      "{{topic}}/{{partition}}")])
-panel("Partitions: assigned and paused", [
-    ("sum(streamproc_assigned_partitions)", "assigned"),
-    ("sum(streamproc_paused_partitions)", "paused (backpressure)")])
+panel(
+    "Consumer lag per topic",
+    [("sum by (topic) (streamproc_consumer_lag)", "{{topic}}")],
+    description="Messages between the committed position and the end of each partition.",
+)
+panel(
+    "Consumer lag per partition",
+    [("max by (topic, partition) (streamproc_consumer_lag)", "{{topic}}/{{partition}}")],
+)
+panel(
+    "Partitions: assigned and paused",
+    [
+        ("sum(streamproc_assigned_partitions)", "assigned"),
+        ("sum(streamproc_paused_partitions)", "paused (backpressure)"),
+    ],
+)
 panel("Offset commit latency", quantiles("streamproc_commit_duration_seconds", "", ""), unit="s")
 panel("Rebalances", [(f"sum by (kind) (increase(streamproc_rebalances_total[{RI}]))", "{{kind}}")])
 panel("Workers ready", [("sum(streamproc_ready)", "ready"), ("count(streamproc_ready)", "workers")])
 
 row("Failures")
-panel("Dead letters /s", [
-    (f"sum by (destination, error_type) (rate(streamproc_dead_letters_total{{{D}}}[{RI}]))",
-     "{{destination}} {{error_type}}")], unit="ops",
-      description="An empty destination is input that could not be decoded.")
-panel("Retries /s", [
-    (f"sum by (destination) (rate(streamproc_delivery_retries_total{{{D}}}[{RI}]))", "{{destination}}")],
-      unit="ops")
-panel("Undecodable messages /s", [
-    (f"sum by (topic) (rate(streamproc_events_undecodable_total[{RI}]))", "{{topic}}")], unit="ops")
-panel("Partner responses by status class /s", [
-    (f"sum by (destination, status_class) (rate(streamproc_partner_responses_total{{{D}}}[{RI}]))",
-     "{{destination}} {{status_class}}")], unit="ops", width=12, stack=True)
-panel("Partner error ratio (5xx + no response)", [
-    (f'sum by (destination) (rate(streamproc_partner_responses_total{{{D}, status_class=~"5xx|error"}}[{RI}]))'
-     f" / sum by (destination) (rate(streamproc_partner_responses_total{{{D}}}[{RI}]))",
-     "{{destination}}")], unit="percentunit", width=12)
+panel(
+    "Dead letters /s",
+    [
+        (
+            f"sum by (destination, error_type) (rate(streamproc_dead_letters_total{{{D}}}[{RI}]))",
+            "{{destination}} {{error_type}}",
+        )
+    ],
+    unit="ops",
+    description="An empty destination is input that could not be decoded.",
+)
+panel(
+    "Retries /s",
+    [(f"sum by (destination) (rate(streamproc_delivery_retries_total{{{D}}}[{RI}]))", "{{destination}}")],
+    unit="ops",
+)
+panel(
+    "Undecodable messages /s",
+    [(f"sum by (topic) (rate(streamproc_events_undecodable_total[{RI}]))", "{{topic}}")],
+    unit="ops",
+)
+panel(
+    "Partner responses by status class /s",
+    [
+        (
+            f"sum by (destination, status_class) (rate(streamproc_partner_responses_total{{{D}}}[{RI}]))",
+            "{{destination}} {{status_class}}",
+        )
+    ],
+    unit="ops",
+    width=12,
+    stack=True,
+)
+panel(
+    "Partner error ratio (5xx + no response)",
+    [
+        (
+            "sum by (destination) (rate(streamproc_partner_responses_total"
+            f'{{{D}, status_class=~"5xx|error"}}[{RI}]))'
+            f" / sum by (destination) (rate(streamproc_partner_responses_total{{{D}}}[{RI}]))",
+            "{{destination}}",
+        )
+    ],
+    unit="percentunit",
+    width=12,
+)
 
 row("Flow control")
-panel("Circuit state", [(f"max by (destination) (streamproc_circuit_state{{{D}}})", "{{destination}}")],
-      kind="state-timeline",
-      mappings=[{"type": "value", "options": {
-          "0": {"text": "closed", "color": "green", "index": 0},
-          "1": {"text": "half-open", "color": "yellow", "index": 1},
-          "2": {"text": "open", "color": "red", "index": 2}}}])
-panel("In flight", [
-    (f"sum by (destination) (streamproc_deliveries_in_flight{{{D}}})", "deliveries {{destination}}"),
-    ("sum(streamproc_events_in_flight)", "events")])
-panel("Rate limiter wait (s/s)", [
-    (f"sum by (destination) (rate(streamproc_rate_limit_wait_seconds_total{{{D}}}[{RI}]))", "{{destination}}")],
-      unit="s")
+panel(
+    "Circuit state",
+    [(f"max by (destination) (streamproc_circuit_state{{{D}}})", "{{destination}}")],
+    kind="state-timeline",
+    mappings=[
+        {
+            "type": "value",
+            "options": {
+                "0": {"text": "closed", "color": "green", "index": 0},
+                "1": {"text": "half-open", "color": "yellow", "index": 1},
+                "2": {"text": "open", "color": "red", "index": 2},
+            },
+        }
+    ],
+)
+panel(
+    "In flight",
+    [
+        (f"sum by (destination) (streamproc_deliveries_in_flight{{{D}}})", "deliveries {{destination}}"),
+        ("sum(streamproc_events_in_flight)", "events"),
+    ],
+)
+panel(
+    "Rate limiter wait (s/s)",
+    [
+        (
+            f"sum by (destination) (rate(streamproc_rate_limit_wait_seconds_total{{{D}}}[{RI}]))",
+            "{{destination}}",
+        )
+    ],
+    unit="s",
+)
 
 dashboard = {
     "uid": "streamproc",
@@ -169,15 +280,37 @@ dashboard = {
     "time": {"from": "now-3h", "to": "now"},
     "annotations": {"list": []},
     "links": [],
-    "templating": {"list": [
-        {"name": "datasource", "label": "Data source", "type": "datasource", "query": "prometheus",
-         "current": {}, "hide": 0, "refresh": 1},
-        {"name": "destination", "label": "Destination", "type": "query", "datasource": DS,
-         "query": {"query": "label_values(streamproc_events_matched_total, destination)", "refId": "destination"},
-         "definition": "label_values(streamproc_events_matched_total, destination)",
-         "refresh": 2, "multi": True, "includeAll": True, "allValue": ".*", "sort": 1,
-         "current": {"selected": True, "text": ["All"], "value": ["$__all"]}, "hide": 0},
-    ]},
+    "templating": {
+        "list": [
+            {
+                "name": "datasource",
+                "label": "Data source",
+                "type": "datasource",
+                "query": "prometheus",
+                "current": {},
+                "hide": 0,
+                "refresh": 1,
+            },
+            {
+                "name": "destination",
+                "label": "Destination",
+                "type": "query",
+                "datasource": DS,
+                "query": {
+                    "query": "label_values(streamproc_events_matched_total, destination)",
+                    "refId": "destination",
+                },
+                "definition": "label_values(streamproc_events_matched_total, destination)",
+                "refresh": 2,
+                "multi": True,
+                "includeAll": True,
+                "allValue": ".*",
+                "sort": 1,
+                "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
+                "hide": 0,
+            },
+        ]
+    },
     "panels": _panels,
 }
 
@@ -186,7 +319,9 @@ queries = {
     "variables": {"$destination": ".*", "$__rate_interval": "1m"},
     "queries": [
         {"panel": p["title"], "refId": t["refId"], "expr": t["expr"]}
-        for p in _panels if p["type"] != "row" for t in p["targets"]
+        for p in _panels
+        if p["type"] != "row"
+        for t in p["targets"]
     ],
 }
 
