@@ -272,7 +272,7 @@ def main(argv: list[str]) -> int:
             failed += bool(problems)
         problems = check_selectors(docs)
         print(
-            f"  {'ok' if not problems else 'FAIL':4} {name}: Service, PodDisruptionBudget, ServiceMonitor selectors"
+            f"  {'ok' if not problems else 'FAIL':4} {name}: Service, PDB and ServiceMonitor selectors"
         )
         for p in problems:
             print(f"       - {p}")
