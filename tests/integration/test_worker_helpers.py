@@ -85,6 +85,7 @@ def write_config(
     destination_limits: dict[str, dict[str, Any]] | None = None,
     ordering: str = "key",
     metrics_port: int | None = None,
+    client: dict[str, str] | None = None,
 ) -> Path:
     """The example configuration pointed at the broker and the simulator."""
     data = yaml.safe_load((REPO / "examples" / "config.yaml").read_text())
@@ -93,7 +94,7 @@ def write_config(
         "topics": [topic],
         "group_id": group,
         "dead_letter_topic": dlq,
-        "client": {"session.timeout.ms": "6000", "heartbeat.interval.ms": "500"},
+        "client": {"session.timeout.ms": "6000", "heartbeat.interval.ms": "500", **(client or {})},
     }
     data["limits"] = {"commit_interval": 0.5, "shutdown_timeout": 10, "revoke_timeout": 10, **(limits or {})}
     data["metrics"] = {"enabled": metrics_port is not None, "port": metrics_port or 9464, "host": "127.0.0.1"}
