@@ -158,7 +158,7 @@ _PRODUCT = (
 
 
 def _product(item: Any) -> dict[str, Any]:
-    if not isinstance(item, Mapping):
+    if type(item) is not dict and not isinstance(item, Mapping):
         return {}
     product: dict[str, Any] = {}
     product_id = _either(item, "id", "product_id")
@@ -254,7 +254,9 @@ def build_track(payload: Mapping[str, Any], ctx: BuildContext) -> list[Request] 
     seg_event = payload["segEvent"]
     body = _pick({"Event": seg_event}, payload, _TRACK_KEYS)
     props = payload.get("properties")
-    body["Properties"] = _PROPERTIES_BUILDERS[seg_event](props if isinstance(props, Mapping) else {})
+    if type(props) is not dict and not isinstance(props, Mapping):
+        props = {}
+    body["Properties"] = _PROPERTIES_BUILDERS[seg_event](props)
     return _post(ctx, "track", body)
 
 
