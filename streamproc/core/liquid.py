@@ -17,7 +17,7 @@ from liquid.builtin.statement import Statement, StatementNode
 from liquid.builtin.tags.echo_tag import EchoNode, EchoTag
 from liquid.context import Context
 from liquid.exceptions import Error as LiquidError
-from liquid.exceptions import LiquidSyntaxError, LiquidTypeError
+from liquid.exceptions import LiquidSyntaxError, LiquidTypeError, ResourceLimitError
 from liquid.expression import Blank, Empty
 from liquid.stream import TokenStream
 from liquid.tag import Tag
@@ -359,6 +359,8 @@ _UNKNOWN_TAG = re.compile(r"unexpected tag '([^']+)'")
 def _message(source: str, exc: LiquidError) -> str:
     if isinstance(exc, _Disabled):
         return str(exc.args[0]) + _location(source, exc)
+    if isinstance(exc, ResourceLimitError):
+        return "memory alloc limit exceeded"
     unknown = _UNKNOWN_TAG.match(str(exc.args[0]) if exc.args else "")
     if unknown:
         name = unknown.group(1)

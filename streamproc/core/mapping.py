@@ -378,9 +378,12 @@ def compile_template(template: str) -> Callable[[Any], str]:
     return lambda data: _substitute(_DOUBLE, 2, _substitute(_TRIPLE, 3, template, data), data)
 
 
-def render_template(template: str, data: Any) -> str:
-    """Render an @template string once (no caching of the parsed form)."""
-    return compile_template(template)(data)
+def render_template(template: Any, data: Any = UNDEFINED) -> str:
+    """Render an @template string once (Segment's placeholder renderer)."""
+    if not isinstance(template, str):
+        kind = real_type_of(template)
+        raise _error(f'Invalid template! Template should be a "string" but {kind} was given.')
+    return compile_template(template)({} if data is UNDEFINED else data)
 
 
 # ---------------------------------------------------------------------------------------------

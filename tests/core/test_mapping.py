@@ -48,6 +48,17 @@ def resolve_cases() -> list[Any]:
     return out
 
 
+def render_cases() -> list[Any]:
+    return [pytest.param(c, id=c["id"]) for c in cases("D") if "render_template_arg" in c]
+
+
+@pytest.mark.parametrize("case", render_cases())
+def test_segment_placeholder_renderer_case(case: dict[str, Any]) -> None:
+    with pytest.raises(MappingError) as caught:
+        mk.render_template(case["render_template_arg"], case["input"])
+    assert str(caught.value) == case["expected_error"]
+
+
 def validate_cases() -> list[Any]:
     return [pytest.param(c, id=c["id"]) for c in cases("D") if "validate_mapping" in c]
 
