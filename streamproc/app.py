@@ -56,6 +56,7 @@ class Worker:
         now: datetime | Callable[[], datetime] | None = None,
         check_topics_at_start: bool = True,
         serve_http: bool | None = None,
+        dead_letter_producer: DeadLetterProducer | None = None,
     ) -> None:
         if config.kafka is None:
             raise ConfigError(
@@ -91,7 +92,7 @@ class Worker:
             on_poll=self._on_poll,
             on_assignment=self._on_assignment,
         )
-        self.dlq: DeadLetterProducer | None = None
+        self.dlq: DeadLetterProducer | None = dead_letter_producer
         self._stop: asyncio.Event | None = None
         self._readiness: Any = None
         self._server: Any = None
@@ -173,6 +174,8 @@ class Worker:
             self.consumer.fail(exc)
             if self._readiness is not None:
                 self._readiness.set_dlq(False, str(exc))
+            if self._server is not None:
+                self._server.health.fail(f"dead letters cannot be written: {exc}")
             return
         except Exception as exc:  # a bug in one delivery: stop loudly rather than skip the event
             log.exception("delivery_crashed", error=repr(exc))
@@ -270,9 +273,10 @@ class Worker:
                     kafka.bootstrap_servers, kafka.client, [*kafka.topics, kafka.dead_letter_topic]
                 ),
             )
-        self.dlq = DeadLetterProducer(
-            kafka.dead_letter_topic, producer_config(kafka.bootstrap_servers, kafka.client)
-        )
+        if self.dlq is None:
+            self.dlq = DeadLetterProducer(
+                kafka.dead_letter_topic, producer_config(kafka.bootstrap_servers, kafka.client)
+            )
         await self._start_http()
         limits = self.config.limits
         fatal: BaseException | None = None

@@ -418,7 +418,7 @@ class Bulkhead:
             async with session.request(
                 request.method,
                 URL(request.url, encoded=True),
-                headers=dict(request.headers),
+                headers=request.headers,
                 data=request.body,
                 timeout=self._timeout,
             ) as resp:

@@ -11,7 +11,27 @@ from confluent_kafka.admin import AdminClient
 
 from streamproc.errors import KafkaError
 
-__all__ = ["check_topics", "group_lag"]
+__all__ = ["check_topics", "consumer_only", "group_lag"]
+
+_CONSUMER_ONLY = (
+    "group.",
+    "enable.auto.",
+    "auto.",
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "max.poll.interval.ms",
+    "partition.assignment.strategy",
+    "fetch.",
+    "queued.",
+    "isolation.level",
+    "check.crcs",
+    "enable.partition.eof",
+)
+
+
+def consumer_only(key: str) -> bool:
+    """Whether a librdkafka setting only means something to a consumer (a producer would warn)."""
+    return key.startswith(_CONSUMER_ONLY)
 
 
 def _admin_config(bootstrap_servers: str, client: Mapping[str, str]) -> dict[str, Any]:

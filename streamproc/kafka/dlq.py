@@ -21,6 +21,7 @@ import confluent_kafka
 import structlog
 
 from streamproc.errors import KafkaError
+from streamproc.kafka.admin import consumer_only
 
 __all__ = ["DLQ_VERSION", "DeadLetter", "DeadLetterProducer", "iso_utc", "scrub_pii"]
 
@@ -116,30 +117,10 @@ class DeadLetter:
         return out
 
 
-_CONSUMER_ONLY = (
-    "group.",
-    "enable.auto.",
-    "auto.",
-    "session.timeout.ms",
-    "heartbeat.interval.ms",
-    "max.poll.interval.ms",
-    "partition.assignment.strategy",
-    "fetch.",
-    "queued.",
-    "isolation.level",
-    "check.crcs",
-    "enable.partition.eof",
-)
-
-
-def _consumer_only(key: str) -> bool:
-    return key.startswith(_CONSUMER_ONLY)
-
-
 def producer_config(bootstrap_servers: str, client: Mapping[str, str]) -> dict[str, Any]:
     """librdkafka settings of the dead-letter producer: the user's `client` settings (security),
     then the ones that make a dead letter durable and written once."""
-    conf: dict[str, Any] = {k: v for k, v in client.items() if not _consumer_only(k)}
+    conf: dict[str, Any] = {k: v for k, v in client.items() if not consumer_only(k)}
     conf.update(
         {
             "bootstrap.servers": bootstrap_servers,

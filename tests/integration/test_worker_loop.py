@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +28,8 @@ from streamproc.config import (
     RetryPolicy,
 )
 from streamproc.destinations.base import Request, classify_http
-from streamproc.errors import ConfigError, PayloadValidationError
+from streamproc.errors import ConfigError, KafkaError, PayloadValidationError
+from streamproc.kafka.dlq import DeadLetterProducer
 from streamproc.metrics import Metrics
 from streamproc.router import Delivery
 
@@ -181,3 +183,42 @@ async def test_every_event_is_delivered_or_dead_lettered_and_offsets_reach_the_e
     assert sorted(r.value for r in poison_letters) == sorted(poison)
     assert all(b"JSON" in (r.header("streamproc.error.message") or b"") for r in poison_letters)
     assert metrics.events_consumed.labels(src)._value.get() == n + 3
+
+
+class _RefusingProducer:
+    """Accepts every dead letter, then reports it failed (a dead-letter topic that cannot be written)."""
+
+    def produce(self, topic: str, *, value: Any, key: Any, headers: Any, on_delivery: Any) -> None:
+        on_delivery("Broker: Topic authorization failed", None)
+
+    def poll(self, timeout: float) -> int:
+        time.sleep(timeout)
+        return 0
+
+    def flush(self, timeout: float) -> int:
+        return 0
+
+
+async def test_a_dead_letter_that_cannot_be_written_stops_the_worker_without_committing_past_it(
+    kafka_bootstrap: str, topic: Any, partner: Partner
+) -> None:
+    src, dlq = topic("events", partitions=1), topic("dlq", partitions=1)
+    group = unique_name("g")
+    values = [
+        orjson.dumps({"type": "track", "messageId": f"m{i}", "userId": "u", "bad": i == 50})
+        for i in range(100)
+    ]
+    produce(kafka_bootstrap, src, values)
+    cfg = make_config(kafka_bootstrap, src, dlq, group)
+    worker = Worker(
+        cfg,
+        router=StandInRouter(cfg, partner.url),  # type: ignore[arg-type]
+        dead_letter_producer=DeadLetterProducer(
+            dlq, {}, attempts=2, backoff=0.01, producer=_RefusingProducer()
+        ),
+    )
+    with pytest.raises(KafkaError, match="could not write a dead letter"):
+        await asyncio.wait_for(worker.run_async(), 60)
+    committed = committed_offsets(kafka_bootstrap, group, src)
+    assert committed.get(0, 0) <= 50  # never past the event whose dead letter was not written
+    assert read_all(kafka_bootstrap, dlq) == []
