@@ -400,7 +400,7 @@ class DemoOptions:
 
     events: int | None = None
     duration: float | None = None
-    rate: float = 200.0
+    rate: float = 100.0
     bootstrap: str | None = None
     broker: str = "auto"
     config: Path = DEFAULT_CONFIG
@@ -455,6 +455,8 @@ class _Producer:
                 "linger.ms": 5,
                 "enable.idempotence": True,
                 "client.id": "streamproc-demo-producer",
+                # Errors only: a just-started broker answers "coordinator load in progress" for a moment.
+                "log_level": 3,
             }
         )
         self.topic, self.gen, self.rate, self.limit = topic, gen, rate, limit
@@ -574,6 +576,8 @@ class _Display:
             f"  dead letters {dead}  in flight {totals['in_flight']['events']}"
         )
         if self.tty:
+            # A wrapped line could not be redrawn in place.
+            line = line[: max(20, shutil.get_terminal_size().columns - 1)]
             self.out.write("\r\x1b[2K" + line + ("\n" if final else ""))
             self.out.flush()
         elif final or now - self.last_print >= 2.0:
@@ -722,7 +726,10 @@ def format_summary(s: DemoSummary) -> str:
         "",
         f"streamproc demo: {s.produced} events produced, {s.consumed} consumed in {s.seconds:g}s"
         + (" (interrupted)" if s.interrupted else ""),
-        "  produced by kind: " + ", ".join(f"{k} {v}" for k, v in s.produced_by_kind.items()),
+        "  events by type: "
+        + ", ".join(f"{k} {v}" for k, v in s.produced_by_kind.items() if not k.startswith("poison:")),
+        "  poison messages: "
+        + ", ".join(f"{k[7:]} {v}" for k, v in s.produced_by_kind.items() if k.startswith("poison:")),
         "  destination        delivered  dead-lettered  skipped  partner requests",
     ]
     for dest in sorted(set(s.delivered) | set(s.dead_lettered) | set(s.partner_requests)):

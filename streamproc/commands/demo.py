@@ -39,7 +39,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--events", type=_positive_int, metavar="N", help="produce N events, then finish")
     p.add_argument("--duration", type=_positive_float, metavar="SECONDS", help="stop after SECONDS")
-    p.add_argument("--rate", type=_positive_float, default=200.0, metavar="N", help="events per second (200)")
+    p.add_argument("--rate", type=_positive_float, default=100.0, metavar="N", help="events per second (100)")
     p.add_argument("--bootstrap", metavar="HOST:PORT", help="use this broker instead of starting one")
     p.add_argument(
         "--broker",
