@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import operator
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -645,12 +646,12 @@ def _compile_condition(node: Mapping[str, Any]) -> Predicate:
     if op in ("number_equals", "number_not_equals", "<", "<=", ">", ">="):
         number = js_to_number(expected)
         compare: Callable[[Any, float], bool] = {
-            "number_equals": lambda a, b: a == b,
-            "number_not_equals": lambda a, b: a != b,
-            "<": lambda a, b: a < b,
-            "<=": lambda a, b: a <= b,
-            ">": lambda a, b: a > b,
-            ">=": lambda a, b: a >= b,
+            "number_equals": operator.eq,
+            "number_not_equals": operator.ne,
+            "<": operator.lt,
+            "<=": operator.le,
+            ">": operator.gt,
+            ">=": operator.ge,
         }[op]
         return _numeric(get, compare, number)
     if op in ("contains", "not_contains", "starts_with", "not_starts_with", "ends_with", "not_ends_with"):
