@@ -2,173 +2,27 @@
 
 from __future__ import annotations
 
-import importlib
 import json
-import re
-import sys
-import types
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from streamproc.errors import ConfigError, FQLError, MappingError, PayloadValidationError
+from streamproc.config import (
+    BreakerPolicy,
+    DestinationLimits,
+    Limits,
+    LogConfig,
+    MetricsConfig,
+    RetryPolicy,
+    interpolate,
+    load_config,
+    parse_config,
+)
+from streamproc.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-# --- Small stand-ins for FQL, the mapping kit and the action runtime -------------------------------
-# Used only while those modules are not in the tree yet; the real ones are used as soon as they are.
-
-_COND = re.compile(
-    r"\s*(type|event|name|userId|(?:properties|traits|context)(?:\.[A-Za-z_][\w-]*)+)\s*"
-    r'(!=|>=|<=|=|>|<)\s*("[^"]*"|-?\d+(?:\.\d+)?|null)\s*'
-)
-
-
-def _lookup(event: Mapping[str, Any], field: str) -> Any:
-    value: Any = event
-    for part in field.split("."):
-        if not isinstance(value, Mapping):
-            return None
-        value = value.get(part)
-    return value
-
-
-def _fql_module() -> types.ModuleType:
-    def parse(text: str) -> Any:
-        joiner = " or " if " or " in text else " and "
-        conds = []
-        for part in text.split(joiner):
-            m = _COND.fullmatch(part)
-            if m is None:
-                raise FQLError(f"cannot parse {part.strip()!r}", 0, text)
-            field, op, raw = m.groups()
-            value = None if raw == "null" else json.loads(raw)
-            conds.append((field, op, value))
-
-        def one(event: Mapping[str, Any], field: str, op: str, value: Any) -> bool:
-            actual = _lookup(event, field)
-            if value is None:
-                return (actual is not None) == (op == "!=")
-            if isinstance(value, str):
-                return (isinstance(actual, str) and actual == value) == (op == "=")
-            if isinstance(actual, bool) or not isinstance(actual, int | float):
-                return False
-            return {
-                ">": actual > value,
-                "<": actual < value,
-                ">=": actual >= value,
-                "<=": actual <= value,
-                "=": actual == value,
-                "!=": actual != value,
-            }[op]
-
-        def matches(event: Mapping[str, Any]) -> bool:
-            results = (one(event, *c) for c in conds)
-            return any(results) if joiner == " or " else all(results)
-
-        return types.SimpleNamespace(matches=matches)
-
-    module = types.ModuleType("streamproc.fql")
-    module.parse = parse  # type: ignore[attr-defined]
-    return module
-
-
-def _mapping_module() -> types.ModuleType:
-    from streamproc.core.jsvalues import UNDEFINED
-
-    def path(event: Any, p: str) -> Any:
-        value = event
-        for part in p.replace("$.", "", 1).split("."):
-            if not value:
-                return value
-            value = value.get(part, UNDEFINED) if isinstance(value, Mapping) else UNDEFINED
-        return value
-
-    def resolve(m: Any, event: Any) -> Any:
-        if isinstance(m, dict):
-            if "@path" in m:
-                return path(event, m["@path"])
-            if "@if" in m:
-                o = m["@if"]
-                v = resolve(o.get("exists", o.get("blank")), event)
-                cond = v is not UNDEFINED and v is not None and ("exists" in o or v != "")
-                return resolve(o["then"], event) if cond else resolve(o.get("else", UNDEFINED), event)
-            out = {k: resolve(v, event) for k, v in m.items()}
-            return {k: v for k, v in out.items() if v is not UNDEFINED}
-        return m
-
-    def validate(m: Any) -> None:
-        if isinstance(m, dict):
-            for k, v in m.items():
-                if k.startswith("@") and k not in ("@path", "@if"):
-                    raise MappingError(f"/ has an invalid directive: {k}.")
-                validate(v)
-
-    def compile(m: Any) -> Any:
-        validate(m)
-        return types.SimpleNamespace(resolve=lambda event: resolve(m, event))
-
-    module = types.ModuleType("streamproc.mapping")
-    module.compile = compile  # type: ignore[attr-defined]
-    module.resolve = resolve  # type: ignore[attr-defined]
-    module.validate = validate  # type: ignore[attr-defined]
-    return module
-
-
-def _runtime_module() -> types.ModuleType:
-    class CompiledAction:
-        def __init__(self, destination: Any, action_key: str) -> None:
-            self.action = destination.actions[action_key]
-            try:
-                from streamproc.core.payload import PayloadSchema
-
-                self.schema: Any = PayloadSchema(self.action.fields)
-            except ImportError:
-                self.schema = None
-
-        def run(self, payload: Mapping[str, Any], ctx: Any) -> Any:
-            if self.schema is not None:
-                return self.action.build(self.schema.validate(payload), ctx)
-            fields = self.action.fields
-            clean = {k: v for k, v in payload.items() if k in fields and v is not None and v != ""}
-            for key, f in fields.items():
-                if f.required is True and key not in clean:
-                    raise PayloadValidationError(f"The root value is missing the required field '{key}'.")
-                if f.choices and key in clean and clean[key] not in f.choices:
-                    raise PayloadValidationError(f"{f.label} must be one of: {f.choices}.")
-            return self.action.build(clean, ctx)
-
-    def validate_settings(destination: Any, settings: Mapping[str, Any]) -> dict[str, Any]:
-        out = {k: v for k, v in settings.items() if k in destination.settings}
-        for key, f in destination.settings.items():
-            if f.required is True and key not in out:
-                raise PayloadValidationError(f"The root value is missing the required field '{key}'.")
-        return destination.normalize_settings(out) if destination.normalize_settings else out
-
-    module = types.ModuleType("streamproc.destinations.runtime")
-    module.CompiledAction = CompiledAction  # type: ignore[attr-defined]
-    module.validate_settings = validate_settings  # type: ignore[attr-defined]
-    return module
-
-
-def install_standins(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Put stand-ins in place of whichever of FQL, mapping kit and runtime is not importable yet."""
-    for name, core_name, factory in (
-        ("streamproc.fql", "streamproc.core.fql", _fql_module),
-        ("streamproc.mapping", "streamproc.core.mapping", _mapping_module),
-        ("streamproc.destinations.runtime", None, _runtime_module),
-    ):
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            try:
-                module = importlib.import_module(core_name) if core_name else factory()
-            except ImportError:
-                module = factory()
-            monkeypatch.setitem(sys.modules, name, module)
 
 
 def fake_destination(**overrides: Any) -> Any:
@@ -212,10 +66,9 @@ def fake_destination(**overrides: Any) -> Any:
 
 
 def register_fake(monkeypatch: pytest.MonkeyPatch) -> Any:
-    """Register the "fake" destination type, plus stand-ins for modules not in the tree yet."""
+    """Register the "fake" destination type (one action, two presets) for this test."""
     from streamproc.destinations import registry
 
-    install_standins(monkeypatch)
     dest = fake_destination()
     monkeypatch.setitem(registry._MODULES, "fake", "unused")
     monkeypatch.setitem(registry._loaded, "fake", dest)
@@ -225,21 +78,6 @@ def register_fake(monkeypatch: pytest.MonkeyPatch) -> Any:
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> Any:
     return register_fake(monkeypatch)
-
-
-# --- Tests -----------------------------------------------------------------------------------------
-
-from streamproc.config import (  # noqa: E402
-    BreakerPolicy,
-    DestinationLimits,
-    Limits,
-    LogConfig,
-    MetricsConfig,
-    RetryPolicy,
-    interpolate,
-    load_config,
-    parse_config,
-)
 
 
 def problems(data: Any, env: Mapping[str, str] | None = None) -> list[str]:
@@ -581,9 +419,6 @@ def test_seg_settings_are_normalised_and_checked(fake: Any) -> None:
 
 
 def test_example_config_loads_with_its_defaults() -> None:
-    pytest.importorskip("streamproc.destinations.runtime")
-    pytest.importorskip("streamproc.destinations.stackadapt")
-    pytest.importorskip("streamproc.destinations.tiktok_offline")
     config = load_config(REPO / "examples" / "config.yaml", env={})
     assert {d.type for d in config.destinations} == {"stackadapt", "tiktok-offline-conversions", "seg"}
 

@@ -151,8 +151,6 @@ def test_now_must_be_iso_8601(config: Path, capsysbinary: pytest.CaptureFixture[
 
 
 def test_the_examples_run_out_of_the_box(capsysbinary: pytest.CaptureFixture[bytes]) -> None:
-    pytest.importorskip("streamproc.destinations.stackadapt")
-    pytest.importorskip("streamproc.destinations.tiktok_offline")
     examples = Path(__file__).resolve().parents[2] / "examples"
     args = ["--config", str(examples / "config.yaml"), "--events", str(examples / "events.jsonl")]
     code, lines, _ = send(capsysbinary, *args, "--now", "2026-03-02T10:00:00Z")

@@ -7,7 +7,6 @@ from typing import Any
 
 import orjson
 import pytest
-from test_config import install_standins
 
 from streamproc.config import parse_config
 from streamproc.destinations import registry, seg
@@ -21,7 +20,6 @@ HEADERS = {"content-type": "application/json", "accept": "application/json"}
 
 
 def make_router(monkeypatch: pytest.MonkeyPatch, **dest: Any) -> Router:
-    install_standins(monkeypatch)
     data = {"destinations": [{"id": "seg", "type": "seg", "settings": {"apiKey": GUID}, **dest}]}
     return Router(parse_config(data, "test.yaml", {}))
 
