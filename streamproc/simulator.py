@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import orjson
-from aiohttp import web
+from aiohttp import ClientSession, web
 
 PARTNERS = ("stackadapt", "tiktok", "seg")
 # Destination type names and short forms people type, mapped to the simulator's partner names.
@@ -86,15 +86,22 @@ class Outcome:
             unknown = set(spec) - {"kind", "status", "code", "message", "retry_after"}
             if unknown:
                 raise ValueError(f"unknown outcome keys: {sorted(unknown)}")
-            base = cls.parse(spec["kind"]) if "kind" in spec else cls()
-            status = spec.get("status", base.status)
-            kind = base.kind
-            if "kind" not in spec and status is not None:
-                kind = cls._for_status(int(status)).kind
+            status = spec.get("status")
+            if status is not None:
+                status = int(status)
+                kind = cls._for_status(status).kind
+            else:
+                kind = "ok"
+            if "kind" in spec:
+                kind = spec["kind"]
+                if kind not in ("ok", "status", "timeout", "reset"):
+                    raise ValueError(f"unknown outcome kind {kind!r}")
+                if kind == "status" and status is None:
+                    raise ValueError("an outcome of kind 'status' needs a status")
             retry_after = spec.get("retry_after")
             return cls(
                 kind=kind,
-                status=int(status) if status is not None else None,
+                status=status,
                 code=int(spec["code"]) if spec.get("code") is not None else None,
                 message=spec.get("message"),
                 retry_after=None if retry_after is None else str(retry_after),
@@ -636,6 +643,73 @@ class PartnerSimulator:
     async def _api_reset(self, request: web.Request) -> web.StreamResponse:
         self.clear()
         return web.Response(status=204)
+
+
+class SimulatorClient:
+    """Drives a simulator running in another process through its /_sim/ control API."""
+
+    def __init__(self, base_url: str, session: ClientSession | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._session = session
+        self._own_session = session is None
+
+    async def __aenter__(self) -> SimulatorClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._own_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _http(self) -> ClientSession:
+        if self._session is None:
+            self._session = ClientSession()
+        return self._session
+
+    async def _call(self, method: str, path: str, **kw: Any) -> Any:
+        async with self._http().request(method, f"{self.base_url}/_sim/{path}", **kw) as r:
+            raw = await r.read()
+            if r.status >= 400:
+                raise ValueError(
+                    f"simulator refused {method} /_sim/{path}: {r.status} {raw.decode(errors='replace')}"
+                )
+            return orjson.loads(raw) if raw else None
+
+    async def requests(self, partner: str | None = None, since: int = 0) -> list[dict[str, Any]]:
+        """Recorded requests as JSON objects (body as text, body_base64 always), oldest first."""
+        params = {"since": str(since)} | ({"partner": partner} if partner else {})
+        result: list[dict[str, Any]] = await self._call("GET", "requests", params=params)
+        return result
+
+    async def fault(self, partner: str, **spec: Any) -> dict[str, Any]:
+        """Same arguments as PartnerSimulator.fault; Latency/Outcome values go as their JSON forms."""
+        body = {"partner": partner} | {k: _jsonable(v) for k, v in spec.items()}
+        result: dict[str, Any] = await self._call("POST", "faults", data=orjson.dumps(body))
+        return result
+
+    async def clear_faults(self, partner: str | None = None) -> None:
+        await self._call("DELETE", "faults", params={"partner": partner} if partner else None)
+
+    async def clear_requests(self) -> None:
+        await self._call("DELETE", "requests")
+
+    async def clear(self) -> None:
+        await self._call("POST", "reset")
+
+    async def stats(self) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("GET", "stats")
+        return result
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Latency | Outcome):
+        return value.to_json()
+    if isinstance(value, list | tuple | deque):
+        return [_jsonable(v) for v in value]
+    return value
 
 
 _NO_CACHE = {"Cache-Control": "no-cache, no-store, must-revalidate"}

@@ -16,7 +16,7 @@ import pytest
 from kafka_helpers import async_wait_until
 from yarl import URL
 
-from streamproc.simulator import Latency, Outcome, PartnerSimulator
+from streamproc.simulator import Latency, Outcome, PartnerSimulator, SimulatorClient
 
 TIKTOK = "/open_api/v1.3/event/track/"
 SEG_TRACK = "/segment/abc8fb18-7559-4324-9921-a4b5015b4a1c/track"
@@ -321,6 +321,36 @@ async def test_control_api_rejects_bad_faults(sim: PartnerSimulator, http: aioht
             assert r.status == 400
             assert "error" in await r.json()
     assert sim.faults() == {}
+
+
+async def test_simulator_client_drives_the_control_api(
+    sim: PartnerSimulator, http: aiohttp.ClientSession
+) -> None:
+    assert sim.base_url is not None
+    async with SimulatorClient(sim.base_url) as client:
+        await client.fault(
+            "tiktok",
+            sequence=[Outcome.parse(429), {"status": 200, "code": 40100}, "reset"],
+            latency=Latency.uniform(0, 1),
+            retry_after=3,
+        )
+        assert sim.faults()["tiktok"]["sequence"][1] == {"kind": "ok", "status": 200, "code": 40100}
+        assert (await post(http, f"{sim.base_url}{TIKTOK}"))[0] == 429
+        assert (await client.stats())["partners"] == {"tiktok": {"429": 1}}
+        [recorded] = await client.requests(partner="tiktok")
+        assert recorded["status"] == 429 and recorded["method"] == "POST"
+        await client.clear()
+        assert await client.requests() == [] and sim.faults() == {}
+        with pytest.raises(ValueError, match="unknown partner"):
+            await client.fault("linkedin", down=True)
+
+
+def test_outcomes_survive_their_json_form() -> None:
+    for spec in (503, "timeout", "reset", "ok", {"status": 200, "code": 40002, "message": "bad"}):
+        outcome = Outcome.parse(spec)  # type: ignore[arg-type]
+        assert Outcome.parse(outcome.to_json()) == outcome
+    with pytest.raises(ValueError):
+        Outcome.parse({"kind": "status"})
 
 
 def test_simulate_command_serves_until_terminated() -> None:
