@@ -798,7 +798,6 @@ _ROOTS: Final = {
 _TOP_LEVEL: Final = ("type", "event", "name", "userId")
 _CONTAINER_ROOTS: Final = ("properties", "traits", "context")
 _FUNCTIONS: Final = ("contains", "match")
-_OPERATORS: Final = ("=", "!=", "<", "<=", ">", ">=")
 _NOT_TESTABLE: Final = frozenset(
     [
         "anonymousId",

@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streamproc.core.fql import _Lexer, _LexError, _normalise, _Token, js_to_number
+from streamproc.core.fql import _code_units, _Lexer, _LexError, _normalise, _Token, js_to_number
 from streamproc.core.jsvalues import to_js_string
 from streamproc.errors import FQLError
 from streamproc.fql import FQLSyntaxError, Trigger, parse
@@ -170,8 +170,6 @@ def _parse(tokens: list[_Token]) -> Any:
 
 def segment_parse_fql(text: str) -> dict[str, Any]:
     """What Segment's parseFql returns for `text`; raises SegmentError where it returns {error}."""
-    from streamproc.core.fql import _code_units
-
     try:
         tokens = _Lexer(_code_units(text)).lex()
     except _LexError:
