@@ -538,6 +538,43 @@ def _compile_node(node: Any) -> Resolver:
     return _const(node)
 
 
+def _cleaned(fn: Resolver) -> Resolver:
+    def run(payload: Any) -> Any:
+        value = fn(payload)
+        kind = type(value)
+        return remove_undefined(value) if kind is dict or kind is list else value
+
+    return run
+
+
+def _compile_clean(node: Any) -> Resolver:
+    """Like _compile_node, but what it returns is already what Segment's final undefined cleanup
+    would return (undefined members dropped, containers fresh), so the root needs no second pass.
+    Only raw objects and arrays are fused; a directive's value is cleaned as it comes out."""
+    if isinstance(node, dict) and not _is_directive(node):
+        items = [(key, _compile_clean(node[key]), node[key]) for key in _js_keys(node)]
+        if all(not isinstance(v, dict | list | tuple) for _, _, v in items):
+            constant = {key: value for key, _, value in items if value is not UNDEFINED}
+            return lambda payload: dict(constant)
+        pairs = [(key, fn) for key, fn, _ in items]
+
+        def build(payload: Any) -> dict[str, Any]:
+            out = {}
+            for key, fn in pairs:
+                value = fn(payload)
+                if value is not UNDEFINED:
+                    out[key] = value
+            return out
+
+        return build
+    if isinstance(node, list | tuple):
+        fns = [_compile_clean(value) for value in node]
+        return lambda payload: [fn(payload) for fn in fns]
+    if isinstance(node, dict):
+        return _cleaned(_compile_node(node))
+    return _const(node)
+
+
 def _compile_string_directive(
     name: str, option: Any, make: Callable[[str], Callable[[Any], Any]]
 ) -> Resolver:
@@ -1211,7 +1248,7 @@ def _compile_root(mapping: Any) -> Resolver:
     """Segment's transform() as a closure: validated here, resolved and cleaned per payload."""
     processed = _mapping_to_process(mapping)
     _validate_processed(processed)
-    fn = _compile_node(processed)
+    fn = _compile_clean(processed)
 
     def run(data: Any) -> Any:
         if data is UNDEFINED:
@@ -1220,7 +1257,7 @@ def _compile_root(mapping: Any) -> Resolver:
             if not isinstance(data, Mapping):
                 raise _error(f"data must be an object, got {real_type_of(data)}")
             data = dict(data)
-        return remove_undefined(fn(data))
+        return fn(data)
 
     return run
 
