@@ -261,7 +261,8 @@ class RecordedRequest:
         self._headers = headers
         self.body = body
         self.received_at = received_at  # time.time() when the request arrived
-        self.attempt = attempt  # 1 for the first identical request, 2 for its first retry, ...
+        # 1 for the first identical request, 2 for its first retry, ...; 0 when not recording.
+        self.attempt = attempt
         self.status: int | None = None  # None when the simulator hung or reset instead of answering
         # "ok" / "status": answered; "timeout" / "reset": fault injected; "client_gone": the client
         # disconnected while an injected latency was delaying the answer.
@@ -331,8 +332,11 @@ class PartnerSimulator:
     delivery: retries resend the same bytes.
     """
 
-    def __init__(self, *, seed: int | None = None) -> None:
+    def __init__(self, *, seed: int | None = None, record: bool = True) -> None:
+        """record=False keeps only the statistics (long benchmarks would otherwise hold every body)."""
+        self.record = record
         self.requests: list[RecordedRequest] = []
+        self._total = 0
         self._faults: dict[str, Fault] = {}
         self._attempts: dict[tuple[str, str, bytes], int] = {}
         self._stats: dict[str, Counter[str]] = {p: Counter() for p in (*PARTNERS, "unknown")}
@@ -340,7 +344,6 @@ class PartnerSimulator:
         self._seq = itertools.count(1)
         self._request_ids = itertools.count(1)
         self._stopping = asyncio.Event()
-        self._hanging: set[asyncio.Task[Any]] = set()
         self._runner: web.AppRunner | None = None
         self.base_url: str | None = None
         self.app = self._build_app()
@@ -446,6 +449,7 @@ class PartnerSimulator:
     def clear_requests(self) -> None:
         self.requests.clear()
         self._attempts.clear()
+        self._total = 0
         for counter in self._stats.values():
             counter.clear()
 
@@ -461,7 +465,7 @@ class PartnerSimulator:
     def stats(self) -> dict[str, Any]:
         """Answers per partner keyed by status (or "timeout"/"reset"), and the total."""
         partners = {p: dict(c) for p, c in self._stats.items() if c}
-        return {"total": len(self.requests), "partners": partners}
+        return {"total": self._total, "partners": partners}
 
     def faults(self) -> dict[str, Any]:
         return {p: f.to_json() for p, f in self._faults.items()}
@@ -473,10 +477,13 @@ class PartnerSimulator:
     ) -> tuple[RecordedRequest, Outcome, Fault | None]:
         body = await request.read()
         raw_path = request.raw_path
-        key = (request.method, raw_path, body)
-        attempts = self._attempts
-        attempt = attempts.get(key, 0) + 1
-        attempts[key] = attempt
+        self._total += 1
+        if self.record:
+            key = (request.method, raw_path, body)
+            attempt = self._attempts.get(key, 0) + 1
+            self._attempts[key] = attempt
+        else:
+            attempt = 0
         record = RecordedRequest(
             next(self._seq),
             partner,
@@ -488,7 +495,8 @@ class PartnerSimulator:
             time.time(),
             attempt,
         )
-        self.requests.append(record)
+        if self.record:
+            self.requests.append(record)
         fault = self._faults.get(partner)
         if fault is None:
             return record, OK, None

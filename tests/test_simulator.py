@@ -353,6 +353,15 @@ def test_outcomes_survive_their_json_form() -> None:
         Outcome.parse({"kind": "status"})
 
 
+async def test_without_recording_only_statistics_are_kept(http: aiohttp.ClientSession) -> None:
+    async with PartnerSimulator(record=False) as simulator:
+        simulator.fault("seg", sequence=[500])
+        for _ in range(3):
+            await post(http, f"{simulator.base_url}{SEG_TRACK}")
+        assert simulator.requests == []
+        assert simulator.stats() == {"total": 3, "partners": {"seg": {"500": 1, "204": 2}}}
+
+
 def test_simulate_command_serves_until_terminated() -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamproc", "simulate", "--port", "0"],

@@ -26,6 +26,12 @@ def register(subparsers: Any) -> None:
         "--port", type=int, default=8787, help="port to listen on; 0 picks a free one (default 8787)"
     )
     p.add_argument("--seed", type=int, default=None, help="seed for latency sampling (reproducible runs)")
+    p.add_argument(
+        "--no-record",
+        dest="record",
+        action="store_false",
+        help="keep only /_sim/stats counts, not every request (long benchmarks)",
+    )
     p.set_defaults(handler=run)
 
 
@@ -37,12 +43,12 @@ def run(args: Any) -> int:
     except ImportError:
         runner = asyncio.run
     with contextlib.suppress(KeyboardInterrupt):
-        runner(_serve(args.host, args.port, args.seed))
+        runner(_serve(args.host, args.port, args.seed, args.record))
     return 0
 
 
-async def _serve(host: str, port: int, seed: int | None) -> None:
-    simulator = PartnerSimulator(seed=seed)
+async def _serve(host: str, port: int, seed: int | None, record: bool) -> None:
+    simulator = PartnerSimulator(seed=seed, record=record)
     base_url = await simulator.start(host, port)
     # The base URL on stdout lets a parent process start the simulator with --port 0 and read it.
     print(base_url, flush=True)
