@@ -397,3 +397,38 @@ def test_matching_any_json_event_never_raises(text: str, event: dict[str, Any]) 
         assert error.category == "function-in-group", str(error)
         return
     assert trigger.matches(event) in (True, False)
+
+
+def test_every_single_condition_and_function_call_has_segments_tree() -> None:
+    """Exhaustive over the field, operator and value pools (with and without spaces), not sampled."""
+    texts = [
+        f"{field}{space}{op}{space2}{value}"
+        for field in FIELDS + CLEAN_FIELDS
+        for op in OPERATORS
+        for value in VALUES + CLEAN_VALUES
+        for space, space2 in [(" ", " "), ("", ""), (" ", "")]
+    ] + [
+        f"{name}({field}, {value})"
+        for name in FUNCTIONS
+        for field in FIELDS + CLEAN_FIELDS
+        for value in [*VALUES, *CLEAN_VALUES, '"ab*"', '"*b"', '"*"', '"a*b"']
+    ]
+    checked = mismatched = 0
+    for text in texts:
+        try:
+            trigger = parse(text)
+        except FQLSyntaxError as error:
+            if error.category is None:
+                try:
+                    segment_parse_fql(text)
+                except SegmentError:
+                    continue
+                raise AssertionError(
+                    f"Segment accepts {text!r}, but the refusal names no difference"
+                ) from None
+            continue
+        checked += 1
+        if trigger.ast != segment_parse_fql(text):
+            mismatched += 1
+            raise AssertionError(f"{text!r}: {trigger.ast} != {segment_parse_fql(text)}")
+    assert checked > 1000 and mismatched == 0
