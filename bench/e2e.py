@@ -104,9 +104,8 @@ def write_config(path: Path, bootstrap: str, topic: str, dlq: str, group: str, s
 
 # -- kafka ------------------------------------------------------------------------------------------
 def create_topic(bootstrap: str, name: str, partitions: int) -> None:
-    futures = AdminClient({"bootstrap.servers": bootstrap}).create_topics(
-        [NewTopic(name, num_partitions=partitions, replication_factor=1)]
-    )
+    admin = AdminClient({"bootstrap.servers": bootstrap})  # kept alive until the result is in
+    futures = admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
     futures[name].result(30)
     time.sleep(1.0)
 
@@ -272,7 +271,7 @@ def run_mix(name: str, args: argparse.Namespace, bootstrap: str, sim_url: str, w
     requests = [r for e in events for d in router.route(e) for r in d.requests]
     by_partner: dict[str, int] = defaultdict(int)
     for r in requests:
-        by_partner[r.url.split("/")[3]] += 1
+        by_partner[r.url.split("?")[0].split("/")[3]] += 1
 
     out: dict[str, Any] = {
         "mix": name,
@@ -367,7 +366,12 @@ def main() -> int:
     parser.add_argument(
         "--latency-events", type=int, default=5000, help="events produced at --rate for latency"
     )
-    parser.add_argument("--rate", type=float, default=1000.0, help="events/s produced for the latency phase")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="events/s for the latency phase (default: half the drain rate)",
+    )
     parser.add_argument("--mix", default="stackadapt,tiktok")
     parser.add_argument("--bootstrap", default=None)
     args = parser.parse_args()
