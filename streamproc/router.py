@@ -12,9 +12,9 @@ from streamproc.config import Config, DestinationConfig, SubscriptionConfig
 from streamproc.core.events import message_id as _message_id
 from streamproc.core.events import ordering_key as _ordering_key
 from streamproc.destinations.base import BuildContext, Destination, Request, Skip
-from streamproc.errors import DeliveryError, MappingError, StreamprocError
+from streamproc.errors import DeliveryError, MappingError
 
-__all__ = ["Delivery", "Router"]
+__all__ = ["BuildFailed", "Delivery", "MappingFailed", "Router"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,7 +249,7 @@ class Router:
                     result = route.run(payload, ctx)
                 except DeliveryError as exc:
                     error = exc
-                except (StreamprocError, Exception) as exc:
+                except Exception as exc:
                     error = BuildFailed(f"{type(exc).__name__}: {exc}")
                 else:
                     if type(result) is list:
