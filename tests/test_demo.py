@@ -99,3 +99,34 @@ def test_demo_delivers_to_every_partner_and_dead_letters_the_poison(kafka_bootst
     assert summary["dead_letter_topic_records"] == sum(summary["dead_lettered"].values())
     assert "/metrics" in summary["metrics_url"]
     assert "dead-letter topic" in proc.stderr
+
+
+def test_demo_runs_on_the_mock_cluster_where_there_is_no_broker() -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "streamproc",
+            "demo",
+            "--broker",
+            "mock",
+            "--events",
+            "150",
+            "--rate",
+            "500",
+            "--poison-every",
+            "30",
+            "--json",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    summary = json.loads(proc.stdout)
+    assert summary["broker"] == "mock"
+    assert summary["consumed"] == 150
+    assert set(summary["delivered"]) == {"stackadapt", "tiktok-offline", "seg"}
+    assert summary["dead_letter_error_types"]["DecodeError"] == 4
