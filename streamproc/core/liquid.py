@@ -1,4 +1,16 @@
-"""The @liquid directive: templates parsed once with python-liquid, configured like Segment's liquidjs."""
+"""The @liquid directive: templates parsed once with python-liquid, configured like Segment's liquidjs.
+
+Matched with Segment: the 1000-character limit, the disabled tags and filters with liquidjs's
+messages and positions, unknown tags, how values print (JavaScript numbers, arrays joined, objects as
+"[object Object]"), unknown filters passing the value through, JavaScript arithmetic in math filters,
+text conversion in string filters, `blank`, sha256/hmac_sha256/json filters, keywords as property
+names (`a.empty`). Known differences, all outside the spec's recorded cases:
+- other syntax errors keep python-liquid's wording ("..., on line N") instead of "line:L, col:C";
+- the memory limit is python-liquid's namespace/output byte count (same message, no position), and
+  the 500 ms render limit is not enforced (without loop tags rendering is linear in template size);
+- comparisons inside `{{ }}` are a syntax error, and filters applied to values of a type they do not
+  expect (`nil | slice`, `where` on text, `date` on numbers) may answer differently.
+"""
 
 from __future__ import annotations
 
@@ -58,7 +70,7 @@ DISABLED_FILTERS: tuple[str, ...] = (
 
 
 class _Disabled(LiquidSyntaxError):
-    """A disabled tag or filter was used; `kind` and `name` rebuild Segment's message."""
+    """A disabled tag or filter was used; `kind` and `what` rebuild Segment's message."""
 
     def __init__(self, kind: str, name: str, linenum: int | None = None) -> None:
         super().__init__(f'{kind} "{name}" is disabled', linenum=linenum)

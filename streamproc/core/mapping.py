@@ -1,4 +1,12 @@
-"""The mapping kit: validates a Mapping once and resolves it against events with Segment's semantics."""
+"""The mapping kit: validates a Mapping once and resolves it against events with Segment's semantics.
+
+`compile(mapping)` does what Segment's transform() does before resolving (object spread of the root,
+the root-directive fold, validation with Segment's messages) and turns every node into a closure;
+`CompiledMapping.resolve(event)` runs them and drops undefined object members. Errors a directive
+raises at run time in Segment are raised at resolve time here too, only when that directive runs.
+Not reproduced: JavaScript's inherited properties in paths (`$.a.__proto__`, `$.a.constructor`,
+`$.n.toFixed` resolve to undefined here).
+"""
 
 from __future__ import annotations
 
@@ -112,10 +120,6 @@ def _spread_source(value: Any) -> list[tuple[str, Any]]:
     return []
 
 
-def _is_plain_object(value: Any) -> bool:
-    return isinstance(value, dict)
-
-
 def _is_directive(value: Any) -> bool:
     """Resolver's rule: an object with an `@` key whose other keys are all `_metadata`."""
     if not isinstance(value, dict):
@@ -213,7 +217,6 @@ def _json_parse(text: str) -> Any:
 # ---------------------------------------------------------------------------------------------
 
 _PATH_SPLIT = re.compile(r"\[(?=[\"'0-9])|\.|(?<=[\"'0-9])\]+")
-_ROOT: tuple[str, ...] | None = None
 
 
 def split_path(path: str) -> tuple[str, ...] | None:
