@@ -164,7 +164,7 @@ def dry_run_printer(out: Any) -> Callable[[Any, Delivery], None]:
     from streamproc.commands.send import delivery_json
 
     def show(msg: Any, delivery: Delivery) -> None:
-        line = delivery_json(msg.offset(), delivery, delivery.delivery_id.split(":")[0] or None)
+        line = delivery_json(msg.offset(), delivery, delivery.delivery_id.rsplit(":", 2)[0] or None)
         line["partition"] = msg.partition()
         line["offset"] = msg.offset()
         out.write(orjson.dumps(line) + b"\n")

@@ -119,6 +119,7 @@ def make_events(n: int, *, prefix: str = "m") -> list[dict[str, Any]]:
                 "messageId": f"{prefix}-{i}",
                 "userId": f"user-{i % 17}",
                 "timestamp": "2026-09-21T10:00:00.000Z",
+                "context": {"ip": f"198.51.100.{i % 200}", "traits": {"email": f"buyer{i}@example.com"}},
                 "properties": {
                     "order_id": f"o-{i}",
                     "revenue": i + 0.5,

@@ -87,6 +87,9 @@ async def test_redrive_after_an_outage_delivers_exactly_the_dead_letters_once(
     inspected = await inspect(cli_args("dlq", "inspect", "--config", str(cfg), "--json"), out=io.StringIO())
     assert inspected.by_destination == {"seg-a": N}
     assert inspected.by_status == {"503": N}
+    shown = orjson.dumps(inspected.to_json()).decode() + inspected.render()
+    assert inspected.samples and "Product Viewed" in shown and "<email:" in shown  # samples show events ...
+    assert "@example.com" not in shown and "198.51.100." not in shown  # ... without their PII
 
     code, summary = await redrive(
         cli_args("dlq", "redrive", "--config", str(cfg)), out=io.BytesIO(), err=io.StringIO()

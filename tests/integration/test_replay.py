@@ -15,6 +15,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+import yaml
 from confluent_kafka import Consumer, TopicPartition
 from kafka_helpers import committed_offsets, unique_name
 from ops_helpers import T0_MS, cli_args, make_events, predicted, produce_timed, received, write_config
@@ -81,8 +82,6 @@ async def test_a_time_range_sends_exactly_its_events_and_leaves_the_live_group_a
 ) -> None:
     cfg, source, events = setup
     a, b = sims
-    import yaml
-
     group = yaml.safe_load(cfg.read_text())["kafka"]["group_id"]
     commit_live(kafka_bootstrap, group, source, {0: 3, 1: 4, 2: 5})
     before = committed_offsets(kafka_bootstrap, group, source)
