@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
@@ -54,20 +55,38 @@ def _parse_now(text: str) -> datetime:
     return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
-def read_events(raw: bytes) -> Iterator[tuple[int, bytes]]:
-    """One JSON document (possibly spread over lines) or JSON Lines; blank lines are not events."""
-    stripped = raw.strip()
-    if not stripped:
+def read_events(stream: BinaryIO) -> Iterator[tuple[int, bytes]]:
+    """Events with their 0-based index: JSON Lines, read as they come (so a pipe works), or one JSON
+    document spread over several lines. Blank lines are not events."""
+    lines = iter(stream)
+    first = b""
+    for line in lines:
+        if line.strip():
+            first = line
+            break
+    if not first:
         return
-    if stripped.startswith(b"{"):
-        try:
-            if isinstance(orjson.loads(stripped), dict):
-                yield 0, stripped
-                return
-        except orjson.JSONDecodeError:
-            pass
+    if first.lstrip().startswith(b"{") and not _is_object(first):
+        rest = b"".join(lines)
+        document = first + rest
+        if _is_object(document):
+            yield 0, document.strip()
+            return
+        yield from _numbered([first, *rest.splitlines()])
+        return
+    yield from _numbered(itertools.chain([first], lines))
+
+
+def _is_object(raw: bytes) -> bool:
+    try:
+        return isinstance(orjson.loads(raw), dict)
+    except orjson.JSONDecodeError:
+        return False
+
+
+def _numbered(lines: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
     index = 0
-    for line in raw.splitlines():
+    for line in lines:
         if line.strip():
             yield index, line
             index += 1
@@ -104,22 +123,46 @@ def run(args: argparse.Namespace, out: BinaryIO | None = None, stdin: BinaryIO |
     output = out or sys.stdout.buffer
     config = load_config(args.config)
     router = Router(config, now=args.now or datetime.now(UTC))
-    if args.events == "-":
-        raw = (stdin or sys.stdin.buffer).read()
-    else:
-        try:
-            with open(args.events, "rb") as fh:
-                raw = fh.read()
-        except OSError as exc:
-            raise StreamprocError(f"cannot read events from {args.events}: {exc.strerror or exc}") from None
     option = orjson.OPT_INDENT_2 if args.format == "pretty" else 0
     destinations = set(args.destination) if args.destination else None
     if destinations is not None:
         unknown = sorted(destinations - set(router.destinations))
         if unknown:
             raise StreamprocError(f"unknown destination id(s): {', '.join(unknown)}")
+    piped = args.events == "-"
+    if piped:
+        source: BinaryIO = stdin or sys.stdin.buffer
+    else:
+        try:
+            source = open(args.events, "rb")  # noqa: SIM115 - closed below, after streaming
+        except OSError as exc:
+            raise StreamprocError(f"cannot read events from {args.events}: {exc.strerror or exc}") from None
+    try:
+        # Lines read from a pipe are answered at once; a file is written in one go.
+        counts = _send(router, read_events(source), output, option, destinations, flush_each=piped)
+    finally:
+        if not piped:
+            source.close()
+    events, undecodable, deliveries, failed, skipped = counts
+    print(
+        f"{events} events ({undecodable} not decodable), {deliveries} deliveries ({failed} failed,"
+        f" {skipped} skipped); nothing was sent",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _send(
+    router: Router,
+    events_in: Iterable[tuple[int, bytes]],
+    output: BinaryIO,
+    option: int,
+    destinations: set[str] | None,
+    *,
+    flush_each: bool,
+) -> tuple[int, int, int, int, int]:
     events = undecodable = deliveries = failed = skipped = 0
-    for index, line in read_events(raw):
+    for index, line in events_in:
         events += 1
         try:
             event = decode_json(line)
@@ -141,10 +184,7 @@ def run(args: argparse.Namespace, out: BinaryIO | None = None, stdin: BinaryIO |
             failed += delivery.error is not None
             skipped += delivery.skipped is not None
             output.write(orjson.dumps(delivery_json(index, delivery, mid), option=option) + b"\n")
+        if flush_each:
+            output.flush()
     output.flush()
-    print(
-        f"{events} events ({undecodable} not decodable), {deliveries} deliveries ({failed} failed,"
-        f" {skipped} skipped); nothing was sent",
-        file=sys.stderr,
-    )
-    return 0
+    return events, undecodable, deliveries, failed, skipped

@@ -164,3 +164,16 @@ def test_the_examples_run_out_of_the_box(capsysbinary: pytest.CaptureFixture[byt
     assert any(x["subscription"] == "Alias" and "requests" in x for x in lines)
     again = send(capsysbinary, *args, "--now", "2026-03-02T10:00:00Z")[1]
     assert again == lines  # deterministic with a frozen clock
+
+
+def test_a_broken_first_line_is_an_error_line_not_the_end(
+    config: Path, tmp_path: Path, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    events = tmp_path / "events.jsonl"
+    events.write_text('{"type": "track",\n' + EVENTS[2] + "\n")
+    code, lines, _ = send(capsysbinary, "--config", str(config), "--events", str(events))
+    assert code == 0
+    assert [(x["index"], x["subscription"], "error" in x) for x in lines] == [
+        (0, None, True),
+        (1, "tracks", False),
+    ]
