@@ -23,6 +23,7 @@ from streamproc.kafka.redrive import (
     statuses,
 )
 from streamproc.kafka.replay import DeliveryPipeline, RangeReader, Summary, range_consumer_config, run_ranges
+from streamproc.logging import flush_suppressed
 from streamproc.progress import Progress
 
 
@@ -183,6 +184,7 @@ async def redrive(args: argparse.Namespace, out: Any = None, err: Any = None) ->
         await reader.close()
         await stack.close()
     out.flush()
+    flush_suppressed(force=True)
     print(summary.render(dry_run=args.dry_run), file=err)
     if args.dry_run:
         print("dry run: nothing was sent or committed", file=err)

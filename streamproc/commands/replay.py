@@ -254,6 +254,7 @@ async def replay(args: argparse.Namespace, out: Any = None, err: Any = None) -> 
         await reader.close()
         await stack.close()
     out.flush()
+    flush_suppressed(force=True)
     interrupted = pipeline.stop.is_set() and state.total_left() > 0
     print(summary.render(dry_run=args.dry_run), file=err)
     if interrupted:

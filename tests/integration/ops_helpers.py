@@ -46,7 +46,7 @@ destinations:
     presets: false
     limits:
       concurrency: 16
-      retry: {{max_attempts: 2, budget: 5, backoff_initial: 0.01, backoff_max: 0.05}}
+      retry: {{max_attempts: {attempts_a}, budget: 5, backoff_initial: 0.01, backoff_max: 0.05}}
       breaker: {{min_requests: 1000000}}
     subscriptions:
       - name: Every track
@@ -88,6 +88,7 @@ def write_config(
     log_level: str = "info",
     key_a: str = KEY_A,
     key_b: str = KEY_B,
+    attempts_a: int = 2,
 ) -> Path:
     path.write_text(
         CONFIG.format(
@@ -102,6 +103,7 @@ def write_config(
             log_level=log_level,
             key_a=key_a,
             key_b=key_b,
+            attempts_a=attempts_a,
         )
     )
     return path

@@ -189,6 +189,7 @@ async def test_dashboard_and_alert_queries_answer_plausibly(
         url_a=a.base_url,
         url_b=b.base_url,
         metrics_port=metrics_port,
+        attempts_a=10,  # more attempts than injected 503s: seg-a's deliveries all succeed in the end
     )
     a.fault("seg", sequence=[503] * 5, latency=2)  # a few retried server errors, then normal answers
     b.fault("seg", down=400, latency=2)  # every seg-b delivery is dead-lettered
