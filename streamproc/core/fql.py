@@ -205,6 +205,7 @@ class _Lexer:
         self.u = units
         self.n = len(units)
         self.i = 0
+        self.reopened = -1  # index of a closing quote that fql-ts leaves to start another string
 
     def peek(self) -> str:
         return self.u[self.i] if self.i < self.n else _EOS
@@ -336,12 +337,22 @@ class _Lexer:
         chars: list[str] = []
         while self.peek() != quote:
             if self.i >= self.n:
+                if start == self.reopened:
+                    after = self.u[start + 1] if start + 1 < self.n else _EOS
+                    raise _LexError(
+                        start,
+                        f"this closing quote is followed directly by {_show(after)}, so it starts a new "
+                        "string that is never closed (FQL strings have no escapes)",
+                        "put a space, ',' or ')' after the closing quote",
+                    )
                 raise _LexError(start, "a string that is never closed", f"end it with {quote}")
             chars.append(self.u[self.i])
             self.i += 1
             if len(chars) >= _MAX_LEN:
                 raise _LexError(start, "a string longer than 99999 characters", "shorten it")
         closed = self.accept(quote)
+        if not closed:
+            self.reopened = self.i
         body = _join_units(chars)
         return _Token("string", quote + body + quote, start, closed=closed)
 
@@ -925,18 +936,28 @@ class _Parser:
         if tok.kind == "string" or tok.kind == "number":
             prev = self.tokens[self.i - 1] if self.i else None
             if prev is not None and prev.kind == "string" and not prev.closed:
-                return self.fail(
-                    prev.pos,
-                    "syntax",
-                    "a string that is followed directly by another character (FQL strings have no escapes; "
-                    "a '\"' followed by a letter does not end the string)",
-                    "put a space, ',' or ')' after the closing quote; a string cannot contain '\"'",
-                )
+                return self.unclosed_string(prev)
         return self.fail(
             tok.pos,
             "syntax",
             f"{_describe(tok)} where 'and', 'or' or the end was expected",
             "join conditions with 'and' / 'or' and remove stray text",
+        )
+
+    def unclosed_string(self, tok: _Token) -> FQLSyntaxError:
+        """A string whose closing quote is directly followed by a character other than a space, ',',
+        ')' or ']': Segment's lexer then reads that quote as the start of another string."""
+        after = self.units[tok.end + 1] if tok.end + 1 < len(self.units) else _EOS
+        if after == "\r":
+            fix = "use LF line endings (a carriage return is not allowed in FQL)"
+        else:
+            fix = "put a space, ',' or ')' after the closing quote; FQL strings cannot contain '\"'"
+        return self.fail(
+            tok.end,
+            "syntax",
+            f"the closing quote of {tok.text} is followed directly by {_show(after)}, so Segment reads it as "
+            "the start of another string (FQL strings have no escapes)",
+            fix,
         )
 
     def unknown_field(self, tok: _Token) -> FQLSyntaxError:
@@ -1235,7 +1256,7 @@ class _Parser:
                     f'use double quotes: "{tok.text[1:-1]}"',
                 )
             if not tok.closed:
-                raise self.fail(tok.pos, "syntax", "a string directly followed by a character", "end it")
+                raise self.unclosed_string(tok)
             return tok.text[1:-1]
         if tok.kind == "number":
             number = js_to_number(tok.text)
@@ -1280,7 +1301,7 @@ class _Parser:
                 'write a double-quoted pattern "prefix*" or "*suffix"',
             )
         if not tok.closed:
-            raise self.fail(tok.pos, "syntax", "a string directly followed by a character", "end it")
+            raise self.unclosed_string(tok)
         body = tok.text[1:-1]
         if body.endswith("*") and "*" not in body[:-1]:
             return ("not_starts_with" if negate else "starts_with"), body[:-1]

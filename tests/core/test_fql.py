@@ -172,6 +172,16 @@ def test_triggers_segment_also_rejects_raise_with_a_fix(fql: str, fix: str) -> N
     assert fix in str(info.value)
 
 
+def test_a_quote_glued_to_the_next_character_is_explained() -> None:
+    with pytest.raises(FQLSyntaxError) as info:
+        parse('event = "A"x')
+    assert info.value.position == 11
+    assert "followed directly by 'x'" in str(info.value)
+    with pytest.raises(FQLSyntaxError) as info:
+        parse('type = "track"\r\nand event = "A"')
+    assert "LF line endings" in str(info.value)
+
+
 def test_position_counts_characters_not_utf16_units() -> None:
     with pytest.raises(FQLSyntaxError) as info:
         parse('event = "😀" and')
