@@ -32,7 +32,7 @@ from streamproc.kafka.replay import (
     resolve_ranges,
     run_replay,
 )
-from streamproc.logging import config_secrets, configure_logging, register_secrets
+from streamproc.logging import config_secrets, configure_logging, flush_suppressed, register_secrets
 from streamproc.metrics import Metrics
 from streamproc.progress import Progress
 from streamproc.router import Delivery, Router
