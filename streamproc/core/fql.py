@@ -441,7 +441,10 @@ def js_to_number(value: Any) -> float:
     if _DECIMAL.fullmatch(text):
         return float(text)
     if _NONDECIMAL.fullmatch(text):
-        return float(int(text, 0))
+        try:
+            return float(int(text, 0))
+        except OverflowError:
+            return math.inf
     return math.nan
 
 
@@ -522,7 +525,8 @@ _PROTOTYPES: Final = {
         **_arities("constructor:Function:1 __proto__:Object:0 apply:2 bind:1 call:1"),
     },
 }
-_INDEX = re.compile(r"0|[1-9][0-9]*")
+# array indexes are below 2**32 - 1, so longer digit strings are ordinary (absent) keys
+_INDEX = re.compile(r"0|[1-9][0-9]{0,9}")
 
 
 def _inherited(kind: str, key: str) -> Any:
@@ -809,6 +813,7 @@ _ROOTS: Final = {
 _TOP_LEVEL: Final = ("type", "event", "name", "userId")
 _CONTAINER_ROOTS: Final = ("properties", "traits", "context")
 _FUNCTIONS: Final = ("contains", "match")
+_MAX_DEPTH: Final = 64  # keeps parsing and matching far from Python's recursion limit
 _NOT_TESTABLE: Final = frozenset(
     [
         "anonymousId",
@@ -1011,6 +1016,13 @@ class _Parser:
             self.advance()
             if depth >= 1:
                 self.nested = True
+            if depth >= _MAX_DEPTH:
+                raise self.fail(
+                    tok.pos,
+                    None,
+                    f"parentheses nested more than {_MAX_DEPTH} levels deep",
+                    "simplify the trigger",
+                )
             if self.peek().kind == "parenright":
                 raise self.fail(
                     tok.pos, "syntax", "empty parentheses", "put a condition inside or remove them"

@@ -202,6 +202,14 @@ def test_nested_parentheses_are_supported() -> None:
     assert not trigger.matches({"type": "identify", "event": "A"})
 
 
+def test_deep_nesting_is_refused_with_fql_error() -> None:
+    assert parse("(" * 64 + 'event = "A"' + ")" * 64).matches({"event": "A"})
+    with pytest.raises(FQLSyntaxError) as info:
+        parse("(" * 5000 + 'event = "A"' + ")" * 5000)
+    assert info.value.category is None
+    assert "nested more than 64 levels" in str(info.value)
+
+
 def test_single_level_parentheses_are_not_an_extension() -> None:
     assert parse('(event = "A" or event = "B") and type = "track"').extensions == frozenset()
 
@@ -251,6 +259,14 @@ def test_strict_typed_evaluation(fql: str, event: dict[str, Any], expected: bool
             parse(fql)
         return
     assert parse(fql).matches(event) is expected
+
+
+def test_extreme_literals_and_paths_do_not_break_matching() -> None:
+    huge_hex = parse('properties.x < "0x' + "f" * 400 + '"')
+    assert huge_hex.matches({"properties": {"x": 1e308}}) is True  # Number() of it is Infinity
+    long_index = parse("properties.a.\\" + "1" * 6000 + " = 1")
+    assert long_index.matches({"properties": {"a": [1]}}) is False
+    assert parse("properties.big > 1").matches({"properties": {"big": 10**400}}) is True
 
 
 def test_non_object_events_read_as_empty_and_undefined_never_matches() -> None:
