@@ -44,7 +44,9 @@ def register(subparsers: Any) -> None:
             "Re-route each dead letter's original value with only the subscription it names and send"
             " it; failures go back to the dead-letter topic. Progress is committed to the consumer"
             " group <group_id>.redrive (a hash of the filters is appended when filters are given),"
-            " so running it again sends nothing already handled."
+            " so running it again with the same filters sends nothing already handled. Each filter"
+            " set keeps its own position: dead letters redriven with --destination X are offered"
+            " again to a redrive with other filters or none (use the same filters, or --group)."
         ),
     )
     _common(redrive)
