@@ -7,19 +7,17 @@
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 
 FROM ${BASE_IMAGE} AS builder
+# Bytecode is compiled at install time and kept: the root filesystem is read-only at run time.
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PIP_NO_CACHE_DIR=1 \
-    PYTHONDONTWRITEBYTECODE=1
+    PIP_NO_CACHE_DIR=1
 WORKDIR /src
-# Dependencies first: this layer is reused while only the sources change.
 COPY pyproject.toml README.md ./
 COPY streamproc ./streamproc
 RUN python -m venv /opt/streamproc \
  && /opt/streamproc/bin/pip install --upgrade pip==24.3.1 wheel==0.45.1 \
- && /opt/streamproc/bin/pip wheel --wheel-dir /wheels . \
- && /opt/streamproc/bin/pip install --no-index --find-links /wheels streamproc \
- && /opt/streamproc/bin/pip uninstall -y pip wheel \
- && find /opt/streamproc -name '__pycache__' -type d -prune -exec rm -rf {} +
+ && /opt/streamproc/bin/pip wheel --wheel-dir /wheels ".[avro]" \
+ && /opt/streamproc/bin/pip install --no-index --find-links /wheels "streamproc[avro]" \
+ && /opt/streamproc/bin/pip uninstall -y pip wheel
 
 FROM ${BASE_IMAGE} AS runtime
 ARG VERSION=0.1.0
