@@ -112,7 +112,7 @@ def test_sigkill_at_random_points_loses_nothing(
     rnd = random.Random(5)
     workers = []
     kills = 0
-    while kills < 6:
+    while kills < 5:
         worker = WorkerProcess(config, tmp_path / "worker.log")
         workers.append(worker)
         before = sim.count()
@@ -143,7 +143,7 @@ def test_workers_joining_and_leaving_lose_nothing(
     kafka_bootstrap: str, topic: Any, sim: SimulatorThread, tmp_path: Path
 ) -> None:
     src, dlq, group = topic("events", partitions=6), topic("dlq", partitions=1), unique_name("g")
-    events = make_events(6_000, seed=13)
+    events = make_events(4_000, seed=13)
     produce_events(kafka_bootstrap, src, events)
     config = write_config(
         tmp_path / "config.yaml",
@@ -224,7 +224,7 @@ def test_one_users_requests_arrive_in_offset_order(
     kafka_bootstrap: str, topic: Any, sim: SimulatorThread, tmp_path: Path
 ) -> None:
     src, dlq, group = topic("events"), topic("dlq", partitions=4), unique_name("g")
-    events = make_events(3_000, seed=15, users=12)
+    events = make_events(2_000, seed=15, users=12)
     produce_events(kafka_bootstrap, src, events)
     config = write_config(
         tmp_path / "config.yaml",

@@ -196,7 +196,7 @@ async def test_an_outage_holds_only_its_own_partner_and_its_circuit_opens_then_c
         "breaker": {"open_for": 0.5, "min_requests": 20, "window": 10},
     }
     dl = {"stackadapt": limits, "tiktok-offline": limits, "seg": limits}
-    events = make_events(1500, seed=24)
+    events = make_events(800, seed=24)
 
     async def tiktok_done_after(outage: bool) -> tuple[float, Run]:
         sim.clear()
