@@ -694,6 +694,8 @@ def _destination(
     # A setting whose variable is missing is already reported; do not report it again as empty.
     unresolved = {p.path for p in c.problems if p.path.startswith(settings_path + ".")}
     if destination is not None and raw_settings is not None:
+        # The settings check drops unknown keys, as Segment does; a typo here would go unnoticed.
+        c.keys(raw_settings, destination.settings, settings_path)
         try:
             settings = dict(k.validate_settings(destination, _plain(raw_settings)))
         except (ValueError, PayloadValidationError) as exc:

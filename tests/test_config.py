@@ -278,6 +278,11 @@ def test_settings_are_checked_by_the_destination(fake: Any) -> None:
     assert "key" in found[0]
 
 
+def test_unknown_settings_get_a_hint(fake: Any) -> None:
+    found = problems({"destinations": [fake_dest(settings={"key": "k", "regoin": "eu"})]})
+    assert found == ["cfg.yaml: destinations[0].settings.regoin: unknown key; did you mean 'region'?"]
+
+
 def test_mapping_is_merged_over_the_action_defaults(fake: Any) -> None:
     sub = {
         "name": "big",
