@@ -1,12 +1,18 @@
-"""OffsetTracker: the committable position is the first offset not yet finished."""
+"""What gets committed: the OffsetTracker watermark, and the consumer loop that commits it."""
 
+import asyncio
 import random
+import time
+from typing import Any
 
 import pytest
+from confluent_kafka import TopicPartition
 from hypothesis import given
 from hypothesis import strategies as st
 
+from streamproc.kafka.consumer import ConsumerLoop, Partition
 from streamproc.kafka.offsets import OffsetTracker
+from streamproc.metrics import Metrics
 
 
 def test_empty_tracker_has_nothing_to_commit() -> None:
@@ -84,3 +90,115 @@ def test_watermark_is_always_the_first_unfinished_offset(steps: list[int], rnd: 
         unfinished = [x for x in offsets if x not in finished]
         assert t.watermark() == (unfinished[0] if unfinished else offsets[-1] + 1)
         assert t.in_flight == len(unfinished)
+
+
+# -- the consumer loop's commits, against a scripted stand-in for confluent-kafka's Consumer --------
+
+
+class _Msg:
+    def __init__(self, topic: str, partition: int, offset: int) -> None:
+        self._t, self._p, self._o = topic, partition, offset
+
+    def error(self) -> None:
+        return None
+
+    def topic(self) -> str:
+        return self._t
+
+    def partition(self) -> int:
+        return self._p
+
+    def offset(self) -> int:
+        return self._o
+
+
+class _ScriptedConsumer:
+    """Assigns one partition, hands out offsets 0..n-1 once, and can be told to revoke it."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.commits: list[int] = []
+        self.paused = 0
+        self.resumed = 0
+        self.revoke_next = False
+        self._callbacks: dict[str, Any] = {}
+        self._assigned = False
+        self._sent = False
+        self._tp = TopicPartition("t", 0)
+
+    def subscribe(self, topics: list[str], **callbacks: Any) -> None:
+        self._callbacks = callbacks
+
+    def consume(self, num: int, timeout: float) -> list[_Msg]:
+        if not self._assigned:
+            self._assigned = True
+            self._callbacks["on_assign"](self, [self._tp])
+            return []
+        if self.revoke_next:
+            self.revoke_next = False
+            self._callbacks["on_revoke"](self, [self._tp])
+            return []
+        if not self._sent:
+            self._sent = True
+            return [_Msg("t", 0, o) for o in range(self.n)]
+        time.sleep(min(timeout, 0.01))
+        return []
+
+    def assignment(self) -> list[TopicPartition]:
+        return [self._tp]
+
+    def pause(self, partitions: list[TopicPartition]) -> None:
+        self.paused += 1
+
+    def resume(self, partitions: list[TopicPartition]) -> None:
+        self.resumed += 1
+
+    def commit(self, offsets: list[TopicPartition], asynchronous: bool) -> list[TopicPartition]:
+        self.commits.extend(tp.offset for tp in offsets)
+        return offsets
+
+    def get_watermark_offsets(self, tp: TopicPartition, cached: bool) -> tuple[int, int]:
+        return 0, self.n
+
+    def close(self) -> None:
+        pass
+
+
+async def _until(predicate: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not met"
+        await asyncio.sleep(0.01)
+
+
+async def test_revoke_commits_the_watermark_and_late_completions_never_commit() -> None:
+    fake = _ScriptedConsumer(10)
+    seen: list[tuple[int, Partition]] = []
+    loop = ConsumerLoop(
+        {},
+        ["t"],
+        lambda msg, part: seen.append((msg.offset(), part)),
+        metrics=Metrics(),
+        commit_interval=0.01,
+        revoke_timeout=0.2,
+        max_in_flight=8,
+        resume_in_flight=3,
+        consumer_factory=lambda conf: fake,
+    )
+    task = asyncio.create_task(loop.run())
+    await _until(lambda: len(seen) == 10)
+    await _until(lambda: fake.paused == 1)  # 10 in flight is above the bound of 8
+    for offset, part in seen[:7]:
+        loop.complete(part, offset)
+    await _until(lambda: fake.resumed == 1)  # 3 left in flight: back at the low-water mark
+    await _until(lambda: fake.commits and fake.commits[-1] == 7)
+    fake.revoke_next = True
+    await _until(lambda: not loop.partitions)  # waited up to the bound for offsets 7..9, then let go
+    assert fake.commits[-1] == 7
+    for offset, part in seen[7:]:
+        loop.complete(part, offset)  # finished after the partition moved on
+    await asyncio.sleep(0.1)
+    loop.request_stop()
+    await task
+    await loop.close()
+    assert max(fake.commits) == 7
