@@ -343,6 +343,8 @@ class PartnerSimulator:
         self._rng = random.Random(seed)
         self._seq = itertools.count(1)
         self._request_ids = itertools.count(1)
+        self._request_id_second = -1
+        self._request_id_prefix = ""
         self._stopping = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self.base_url: str | None = None
@@ -597,7 +599,12 @@ class PartnerSimulator:
         return web.Response(status=404, text=f"no partner serves {request.method} {request.path}")
 
     def _tiktok_request_id(self) -> bytes:
-        return f"{time.strftime('%Y%m%d%H%M%S', time.gmtime())}{next(self._request_ids):012X}".encode()
+        # TikTok's ids start with the UTC time; formatting it once per second keeps this off the profile.
+        now = int(time.time())
+        if now != self._request_id_second:
+            self._request_id_second = now
+            self._request_id_prefix = time.strftime("%Y%m%d%H%M%S", time.gmtime(now))
+        return f"{self._request_id_prefix}{next(self._request_ids):012X}".encode()
 
     # -- control API -----------------------------------------------------------------------------------
 
