@@ -21,7 +21,7 @@ import structlog
 from streamproc.config import Config
 from streamproc.decoding import make_decoder
 from streamproc.dispatch import DeliveryResult, Dispatcher, Failure
-from streamproc.errors import ConfigError, DecodeError, KafkaError, StreamprocError
+from streamproc.errors import ConfigError, ConfigProblem, DecodeError, KafkaError, StreamprocError
 from streamproc.kafka.admin import check_topics
 from streamproc.kafka.consumer import ConsumerLoop, Partition, consumer_config
 from streamproc.kafka.dlq import DeadLetter, DeadLetterProducer, producer_config
@@ -60,8 +60,12 @@ class Worker:
     ) -> None:
         if config.kafka is None:
             raise ConfigError(
-                f"{config.source}: `streamproc run` needs a `kafka` section "
-                "(bootstrap_servers, topics, group_id, dead_letter_topic)"
+                ConfigProblem(
+                    config.source,
+                    "kafka",
+                    "`streamproc run` needs this section (bootstrap_servers, topics, group_id, "
+                    "dead_letter_topic)",
+                )
             )
         self.config = config
         self.kafka = config.kafka
@@ -75,12 +79,7 @@ class Worker:
         )
         limits = config.limits
         self.consumer = ConsumerLoop(
-            consumer_config(
-                self.kafka.bootstrap_servers,
-                self.kafka.group_id,
-                self.kafka.client,
-                commit_interval=limits.commit_interval,
-            ),
+            consumer_config(self.kafka.bootstrap_servers, self.kafka.group_id, self.kafka.client),
             self.kafka.topics,
             self._on_message,
             metrics=self.metrics,

@@ -49,9 +49,7 @@ MessageHandler = Callable[[Any, Partition], None]
 """Starts the work for one message; must call `ConsumerLoop.complete` when it is all done."""
 
 
-def consumer_config(
-    bootstrap_servers: str, group_id: str, client: Mapping[str, str], *, commit_interval: float
-) -> dict[str, Any]:
+def consumer_config(bootstrap_servers: str, group_id: str, client: Mapping[str, str]) -> dict[str, Any]:
     """librdkafka settings of the worker's consumer: the user's `client` settings (security,
     timeouts) with the ones at-least-once delivery depends on forced on top."""
     conf: dict[str, Any] = {
