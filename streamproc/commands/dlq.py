@@ -8,14 +8,17 @@ import sys
 import uuid
 from typing import Any
 
+import confluent_kafka
 import orjson
 from confluent_kafka import TopicPartition
 
 from streamproc.commands.replay import build_stack, dry_run_printer, install_stop, load, positive_float
 from streamproc.decoding import make_decoder
+from streamproc.kafka.dlq import producer_config
 from streamproc.kafka.redrive import (
     DeadLetterFilter,
     Inspection,
+    RedriveMarks,
     parse_time,
     redrive_group,
     redrive_plan,
@@ -44,9 +47,8 @@ def register(subparsers: Any) -> None:
             "Re-route each dead letter's original value with only the subscription it names and send"
             " it; failures go back to the dead-letter topic. Progress is committed to the consumer"
             " group <group_id>.redrive (a hash of the filters is appended when filters are given),"
-            " so running it again with the same filters sends nothing already handled. Each filter"
-            " set keeps its own position: dead letters redriven with --destination X are offered"
-            " again to a redrive with other filters or none (use the same filters, or --group)."
+            " and every redriven record gets a marker on the dead-letter topic (a record without value"
+            " and a streamproc.redriven header), so no later redrive, with any filters, sends it again."
         ),
     )
     _common(redrive)
@@ -140,7 +142,13 @@ async def redrive(args: argparse.Namespace, out: Any = None, err: Any = None) ->
     if unknown:
         print(f"note: destination(s) {', '.join(unknown)} are not in the configuration", file=err)
     summary = Summary()
-    plan = redrive_plan(stack.router, make_decoder(config.input), flt, summary)
+    marks = RedriveMarks(
+        topic,
+        None
+        if args.dry_run
+        else confluent_kafka.Producer(producer_config(kafka.bootstrap_servers, kafka.client)),
+    )
+    plan = redrive_plan(stack.router, make_decoder(config.input), flt, summary, marks)
     pipeline = DeliveryPipeline(
         plan,
         dispatcher=stack.dispatcher,
@@ -160,10 +168,13 @@ async def redrive(args: argparse.Namespace, out: Any = None, err: Any = None) ->
         ranges = await reader.call(start_offsets, consumer, topic)
         total = sum(e - s for s, e in ranges.values())
         print(f"redrive of {topic} as group {group}: {total} dead letters to read", file=err)
+        await scan_markers(kafka, topic, ranges, marks)
 
         def commit(watermarks: dict[int, int]) -> None:
             if args.dry_run or not watermarks:
                 return
+            # Markers first: the position never passes a redriven record that others could resend.
+            marks.write(watermarks)
             offsets = [TopicPartition(topic, p, o) for p, o in watermarks.items()]
             consumer.commit(offsets=offsets, asynchronous=True)
 
@@ -194,6 +205,21 @@ async def redrive(args: argparse.Namespace, out: Any = None, err: Any = None) ->
         print("interrupted: rerun to continue from the committed position", file=err)
         return 130, summary
     return 0, summary
+
+
+async def scan_markers(
+    kafka: Any, topic: str, ranges: dict[int, tuple[int, int]], marks: RedriveMarks
+) -> None:
+    """Read the range once for redrive markers, so records redriven under other filters are skipped."""
+    group = f"{kafka.group_id}.redrive-scan.{uuid.uuid4().hex[:8]}"
+    reader = RangeReader(range_consumer_config(kafka.bootstrap_servers, kafka.client, group), topic)
+    try:
+        await reader.open()
+        async for batch in reader.read(ranges, asyncio.Event()):
+            for msg in batch:
+                marks.seen(msg)
+    finally:
+        await reader.close()
 
 
 def run_redrive(args: argparse.Namespace) -> int:

@@ -6,7 +6,9 @@ subscription, and sends what the router builds now; nothing that succeeded the f
 again. What fails again goes back to the dead-letter topic with the attempts added up and the
 original topic/partition/offset/timestamp kept. Redrive commits its own consumer group (offsets of
 the dead-letter topic, up to the contiguous watermark) as it goes, so a second run with the same
-filters finds nothing new to send.
+filters finds nothing new to send; and it writes a marker record for every dead letter it handled
+(no value, header `streamproc.redriven: partition:offset`), so a redrive with other filters, which
+keeps another position, skips what was redriven already.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ __all__ = [
     "DeadLetterFilter",
     "DeadLetterView",
     "Inspection",
+    "RedriveMarks",
     "redrive_group",
     "redrive_plan",
     "start_offsets",
@@ -206,16 +209,95 @@ def start_offsets(consumer: Any, topic: str, timeout: float = 10.0) -> dict[int,
     return out
 
 
+REDRIVEN_HEADER = "streamproc.redriven"
+"""Header of a redrive marker: a record without value on the dead-letter topic saying that the dead
+letter at `partition:offset` of that topic has been redriven (delivered, or dead-lettered again)."""
+
+
+def is_marker(msg: Any) -> bool:
+    return any(k == REDRIVEN_HEADER for k, _v in msg.headers() or ())
+
+
+def marker_of(msg: Any) -> tuple[int, int] | None:
+    """The (partition, offset) a redrive marker names, or None for an ordinary dead letter."""
+    for k, v in msg.headers() or ():
+        if k == REDRIVEN_HEADER and v:
+            p, _, o = v.decode().partition(":")
+            try:
+                return int(p), int(o)
+            except ValueError:
+                return None
+    return None
+
+
+class RedriveMarks:
+    """Which dead letters were redriven already (by a redrive with any filters), and the markers
+    this redrive still has to write.
+
+    Markers are written at each checkpoint for the records below the watermark, and flushed before
+    the group's position is committed past them: whatever crashes in between, a record is either
+    offered again or known to be done.
+    """
+
+    def __init__(self, topic: str, producer: Any) -> None:
+        self.topic = topic
+        self.producer = producer
+        self.done: set[tuple[int, int]] = set()
+        self.pending: dict[int, list[int]] = {}
+
+    def seen(self, msg: Any) -> None:
+        mark = marker_of(msg)
+        if mark is not None:
+            self.done.add(mark)
+
+    def note(self, partition: int, offset: int) -> None:
+        self.pending.setdefault(partition, []).append(offset)
+
+    def write(self, watermarks: Mapping[int, int], timeout: float = 30.0) -> None:
+        """Produce markers for the noted records now complete, and wait for the broker to have them."""
+        wrote = 0
+        for p, offsets in self.pending.items():
+            wm = watermarks.get(p)
+            if wm is None:
+                continue
+            ready = [o for o in offsets if o < wm]
+            if not ready:
+                continue
+            self.pending[p] = [o for o in offsets if o >= wm]
+            for o in ready:
+                self.producer.produce(
+                    self.topic,
+                    value=None,
+                    partition=p,
+                    headers=[("streamproc.dlq.version", b"1"), (REDRIVEN_HEADER, f"{p}:{o}".encode())],
+                )
+                wrote += 1
+        if wrote and self.producer.flush(timeout) > 0:
+            from streamproc.errors import KafkaError
+
+            raise KafkaError(
+                f"could not write redrive markers to {self.topic!r}; the redrive position was not "
+                "committed, so a rerun offers these dead letters again"
+            )
+
+
 def redrive_plan(
     router: Router,
     decode: Callable[[bytes], dict[str, Any]],
     flt: DeadLetterFilter,
     summary: Summary,
+    marks: RedriveMarks | None = None,
 ) -> Callable[[Any], MessagePlan]:
     """The plan for one dead-letter record: the one delivery it names, re-built from the original value."""
 
     def plan(msg: Any) -> MessagePlan:
+        if is_marker(msg):
+            summary.markers += 1
+            return [], None
         view = DeadLetterView.of(msg)
+        if marks is not None and (view.partition, view.offset) in marks.done:
+            summary.already_redriven += 1
+            return [], None
         if not flt.matches(view):
             summary.filtered += 1
             return [], None
@@ -251,6 +333,8 @@ def redrive_plan(
                 msg, delivery, result, origin=origin, extra_attempts=previous, first_attempt_at=first
             )
 
+        if marks is not None and deliveries:
+            marks.note(view.partition, view.offset)
         return deliveries, letter
 
     return plan
@@ -264,6 +348,7 @@ class Inspection:
     scrubber: Scrubber = field(default_factory=Scrubber)
     total: int = 0
     filtered: int = 0
+    redriven: int = 0
     by_destination: Counter[str] = field(default_factory=Counter)
     by_error_type: Counter[str] = field(default_factory=Counter)
     by_status: Counter[str] = field(default_factory=Counter)
@@ -271,6 +356,9 @@ class Inspection:
     samples: dict[tuple[str, str, str], list[dict[str, Any]]] = field(default_factory=dict)
 
     def add(self, msg: Any, flt: DeadLetterFilter) -> None:
+        if is_marker(msg):
+            self.redriven += 1
+            return
         view = DeadLetterView.of(msg)
         if not flt.matches(view):
             self.filtered += 1
@@ -313,6 +401,7 @@ class Inspection:
         return {
             "total": self.total,
             "left_out_by_filters": self.filtered,
+            "redriven_already": self.redriven,
             "by_destination": dict(self.by_destination.most_common()),
             "by_error_type": dict(self.by_error_type.most_common()),
             "by_status": dict(self.by_status.most_common()),
@@ -332,6 +421,7 @@ class Inspection:
         lines = [
             f"{self.total} dead letters"
             + (f" ({self.filtered} left out by the filters)" if self.filtered else "")
+            + (f"; {self.redriven} of all were redriven since" if self.redriven else "")
         ]
         for title, counter in (
             ("by destination", self.by_destination),

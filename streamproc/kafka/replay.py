@@ -251,6 +251,8 @@ class Summary:
     unmatched: int = 0
     filtered: int = 0
     not_redrivable: int = 0
+    already_redriven: int = 0
+    markers: int = 0
     destinations: dict[str, Tally] = field(default_factory=dict)
 
     def tally(self, destination: str) -> Tally:
@@ -266,6 +268,8 @@ class Summary:
             "unmatched": self.unmatched,
             "filtered": self.filtered,
             "not_redrivable": self.not_redrivable,
+            "already_redriven": self.already_redriven,
+            "markers": self.markers,
             "destinations": {k: vars(v) for k, v in sorted(self.destinations.items())},
         }
 
@@ -273,6 +277,10 @@ class Summary:
         first = f"read {self.read} messages, {self.undecodable} undecodable, {self.unmatched} matched nothing"
         if self.filtered:
             first += f", {self.filtered} left out by the filters"
+        if self.markers:
+            first += f" ({self.markers} of them redrive markers)"
+        if self.already_redriven:
+            first += f", {self.already_redriven} redriven before"
         if self.not_redrivable:
             first += f", {self.not_redrivable} without a delivery to redrive"
         lines = [first]

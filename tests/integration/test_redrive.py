@@ -8,6 +8,7 @@ import asyncio
 import io
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -22,6 +23,11 @@ from streamproc.simulator import PartnerSimulator
 pytestmark = pytest.mark.kafka
 
 N = 150
+
+
+def letters_in(bootstrap: str, dlq: str) -> list[Any]:
+    """The dead letters on the topic, without the redrive markers."""
+    return [r for r in read_all(bootstrap, dlq) if r.header("streamproc.redriven") is None]
 
 
 @pytest.fixture
@@ -81,7 +87,7 @@ async def test_redrive_after_an_outage_delivers_exactly_the_dead_letters_once(
 ) -> None:
     cfg, events, dlq = outage
     a, b = sims
-    letters = read_all(kafka_bootstrap, dlq)
+    letters = letters_in(kafka_bootstrap, dlq)
     assert len(letters) == N  # every event matched seg-a's subscription
 
     inspected = await inspect(cli_args("dlq", "inspect", "--config", str(cfg), "--json"), out=io.StringIO())
@@ -98,21 +104,21 @@ async def test_redrive_after_an_outage_delivers_exactly_the_dead_letters_once(
     assert received(a) == predicted(cfg, events)["seg-a"]
     assert not b.requests  # seg-b's successes are not repeated
     assert summary.destinations["seg-a"].delivered == N
-    assert len(read_all(kafka_bootstrap, dlq)) == N  # nothing new was dead-lettered
+    assert len(letters_in(kafka_bootstrap, dlq)) == N  # nothing new was dead-lettered
 
     a.clear()
     code, summary = await redrive(
         cli_args("dlq", "redrive", "--config", str(cfg)), out=io.BytesIO(), err=io.StringIO()
     )
     assert code == 0
-    assert summary.read == 0
+    assert summary.read == summary.markers  # only the markers the first redrive wrote
     assert not a.requests and not b.requests
 
 
 async def test_failures_during_redrive_go_back_with_their_history(kafka_bootstrap: str, outage, sims) -> None:
     cfg, _events, dlq = outage
     a, _b = sims
-    before = read_all(kafka_bootstrap, dlq)
+    before = letters_in(kafka_bootstrap, dlq)
     a.fault("seg", down=400)  # still failing, now permanently
     code, summary = await redrive(
         cli_args("dlq", "redrive", "--config", str(cfg), "--destination", "seg-a", "--status", "5xx"),
@@ -121,7 +127,7 @@ async def test_failures_during_redrive_go_back_with_their_history(kafka_bootstra
     )
     assert code == 0
     assert summary.destinations["seg-a"].dead_lettered == N
-    after = read_all(kafka_bootstrap, dlq)
+    after = letters_in(kafka_bootstrap, dlq)
     seen = {(r.partition, r.offset) for r in before}
     new = [r for r in after if (r.partition, r.offset) not in seen]
     assert len(new) == N
@@ -151,3 +157,27 @@ async def test_a_dry_run_sends_and_commits_nothing(kafka_bootstrap: str, outage,
         cli_args("dlq", "redrive", "--config", str(cfg)), out=io.BytesIO(), err=io.StringIO()
     )
     assert summary.destinations["seg-a"].delivered == N
+
+
+async def test_what_one_filter_redrove_is_not_sent_again_by_another(
+    kafka_bootstrap: str, outage, sims
+) -> None:
+    cfg, events, _dlq = outage
+    a, b = sims
+    code, summary = await redrive(
+        cli_args("dlq", "redrive", "--config", str(cfg), "--destination", "seg-a"),
+        out=io.BytesIO(),
+        err=io.StringIO(),
+    )
+    assert code == 0 and summary.destinations["seg-a"].delivered == N
+    assert received(a) == predicted(cfg, events)["seg-a"]
+    a.clear()
+    code, summary = await redrive(
+        cli_args("dlq", "redrive", "--config", str(cfg)), out=io.BytesIO(), err=io.StringIO()
+    )
+    assert code == 0
+    assert summary.already_redriven == N
+    assert not summary.destinations
+    assert not a.requests and not b.requests
+    inspected = await inspect(cli_args("dlq", "inspect", "--config", str(cfg)), out=io.StringIO())
+    assert inspected.total == N and inspected.redriven == N

@@ -268,3 +268,40 @@ def test_progress_bar_redraws_in_place_on_a_terminal() -> None:
 
 def test_durations() -> None:
     assert [format_duration(s) for s in (None, 5, 65, 3700)] == ["?", "5s", "1m05s", "1h01m"]
+
+
+class FakeProducer:
+    def __init__(self, unsent: int = 0) -> None:
+        self.records: list[dict[str, Any]] = []
+        self.unsent = unsent
+
+    def produce(self, topic: str, **kw: Any) -> None:
+        self.records.append({"topic": topic, **kw})
+
+    def flush(self, timeout: float) -> int:
+        return self.unsent
+
+
+def test_redrive_markers_are_written_only_below_the_watermark() -> None:
+    from streamproc.kafka.redrive import RedriveMarks, marker_of
+
+    producer = FakeProducer()
+    marks = RedriveMarks("dlq", producer)
+    for o in (3, 5, 9):
+        marks.note(0, o)
+    marks.write({0: 6})
+    assert [r["headers"][-1] for r in producer.records] == [
+        ("streamproc.redriven", b"0:3"),
+        ("streamproc.redriven", b"0:5"),
+    ]
+    assert all(r["value"] is None and r["partition"] == 0 for r in producer.records)
+    marks.write({0: 6})
+    assert len(producer.records) == 2  # nothing written twice
+    marker = Msg(0, 20, headers=producer.records[0]["headers"])
+    marks.seen(marker)
+    assert marker_of(marker) == (0, 3) and (0, 3) in marks.done
+
+    failing = RedriveMarks("dlq", FakeProducer(unsent=1))
+    failing.note(1, 0)
+    with pytest.raises(StreamprocError, match="not committed"):
+        failing.write({1: 1})
