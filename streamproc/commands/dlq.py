@@ -38,6 +38,7 @@ def register(subparsers: Any) -> None:
     _common(inspect)
     inspect.add_argument("--samples", type=int, default=3, metavar="N", help="samples per group (3)")
     inspect.add_argument("--json", action="store_true", help="print one JSON document")
+    inspect.add_argument("--all", action="store_true", help="count dead letters that were redriven too")
     inspect.set_defaults(handler=run_inspect)
 
     redrive = sub.add_parser(
@@ -106,9 +107,12 @@ async def inspect(args: argparse.Namespace, out: Any = None) -> Inspection:
             }
 
         ranges = await reader.call(whole_topic)
+        marks = RedriveMarks(topic, None)
+        if not args.all:
+            await scan_markers(kafka, topic, ranges, marks)
         async for batch in reader.read(ranges, stop):
             for msg in batch:
-                result.add(msg, flt)
+                result.add(msg, flt, marks.done)
     finally:
         await reader.close()
     if args.json:

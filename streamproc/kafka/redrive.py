@@ -355,11 +355,14 @@ class Inspection:
     by_group: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     samples: dict[tuple[str, str, str], list[dict[str, Any]]] = field(default_factory=dict)
 
-    def add(self, msg: Any, flt: DeadLetterFilter) -> None:
+    def add(self, msg: Any, flt: DeadLetterFilter, redriven: set[tuple[int, int]] | None = None) -> None:
+        """Count one record; markers, and dead letters in `redriven`, only count as redriven."""
         if is_marker(msg):
-            self.redriven += 1
             return
         view = DeadLetterView.of(msg)
+        if redriven is not None and (view.partition, view.offset) in redriven:
+            self.redriven += 1
+            return
         if not flt.matches(view):
             self.filtered += 1
             return
@@ -421,7 +424,7 @@ class Inspection:
         lines = [
             f"{self.total} dead letters"
             + (f" ({self.filtered} left out by the filters)" if self.filtered else "")
-            + (f"; {self.redriven} of all were redriven since" if self.redriven else "")
+            + (f"; {self.redriven} more were redriven already and are not counted" if self.redriven else "")
         ]
         for title, counter in (
             ("by destination", self.by_destination),

@@ -180,4 +180,6 @@ async def test_what_one_filter_redrove_is_not_sent_again_by_another(
     assert not summary.destinations
     assert not a.requests and not b.requests
     inspected = await inspect(cli_args("dlq", "inspect", "--config", str(cfg)), out=io.StringIO())
-    assert inspected.total == N and inspected.redriven == N
+    assert inspected.total == 0 and inspected.redriven == N
+    everything = await inspect(cli_args("dlq", "inspect", "--config", str(cfg), "--all"), out=io.StringIO())
+    assert everything.total == N and everything.by_destination == {"seg-a": N}
