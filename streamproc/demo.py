@@ -408,6 +408,7 @@ class DemoOptions:
     partitions: int = 3
     seed: int = 7
     poison_every: int = 50
+    faults: bool = True
     out: TextIO = field(default_factory=lambda: sys.stderr)
     tty: bool | None = None
 
@@ -435,6 +436,16 @@ class DemoSummary:
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items()}
+
+
+def _partner_weather(simulator: Any) -> None:
+    """Real partners are neither instant nor always up: latency everywhere, a TikTok hiccup at first."""
+    from streamproc.simulator import Latency
+
+    latency = Latency.uniform(5, 40)
+    simulator.fault("stackadapt", latency=latency)
+    simulator.fault("seg", latency=latency)
+    simulator.fault("tiktok", sequence=[503] * 6 + ["reset", 429], retry_after=1, latency=latency)
 
 
 def _free_port() -> int:
@@ -602,6 +613,8 @@ async def run_demo(options: DemoOptions) -> DemoSummary:
     producer: _Producer | None = None
     try:
         partner_url = await simulator.start("127.0.0.1", 0)
+        if options.faults:
+            _partner_weather(simulator)
         run_id = f"{int(time.time())}-{uuid.uuid4().hex[:6]}"
         topic, dlq_topic = f"demo-events-{run_id}", f"demo-events-{run_id}.dlq"
         port = options.metrics_port or _free_port()
@@ -628,6 +641,11 @@ async def run_demo(options: DemoOptions) -> DemoSummary:
         parts = "" if broker.kind == "mock" else f" ({options.partitions} partitions)"
         _say(out, f"topics      {topic}{parts} -> dead letters {dlq_topic}")
         _say(out, f"metrics     {metrics_url}   health: http://127.0.0.1:{port}/readyz")
+        if options.faults:
+            _say(
+                out,
+                "faults      partners answer in 5-40 ms; TikTok starts with 503s, a reset, a 429 (retried)",
+            )
         bound = []
         if options.events is not None:
             bound.append(f"{options.events} events")

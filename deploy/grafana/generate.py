@@ -222,8 +222,10 @@ panel(
     "Partner error ratio (5xx + no response)",
     [
         (
-            "sum by (destination) (rate(streamproc_partner_responses_total"
+            # `or ... * 0`: a destination without errors shows 0, not a gap.
+            "(sum by (destination) (rate(streamproc_partner_responses_total"
             f'{{{D}, status_class=~"5xx|error"}}[{RI}]))'
+            f" or sum by (destination) (rate(streamproc_partner_responses_total{{{D}}}[{RI}])) * 0)"
             f" / sum by (destination) (rate(streamproc_partner_responses_total{{{D}}}[{RI}]))",
             "{{destination}}",
         )

@@ -53,6 +53,12 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--partitions", type=_positive_int, default=3, metavar="N", help="input partitions (3)")
     p.add_argument("--poison-every", type=int, default=50, metavar="N", help="every Nth message is bad input")
+    p.add_argument(
+        "--no-faults",
+        dest="faults",
+        action="store_false",
+        help="partners answer at once and never fail (default: some latency and a TikTok hiccup)",
+    )
     p.add_argument("--seed", type=int, default=7, help="random seed of the event stream (7)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     p.set_defaults(handler=run)
@@ -70,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         partitions=args.partitions,
         seed=args.seed,
         poison_every=args.poison_every,
+        faults=args.faults,
         out=sys.stderr,
     )
     try:
