@@ -708,9 +708,9 @@ def _coerce_one(target: str, v: Any) -> Any:
             if not math.isnan(n) and (target == "number" or math.isinf(n) or n.is_integer()):
                 return _js_number(n)
     elif target == "boolean":
-        if v == "false" or v is None or v is False or (cls in (int, float) and v == 0):
+        if v == "false" or v is None or (cls in (int, float) and v == 0):
             return False
-        if v == "true" or v is True or (cls in (int, float) and v == 1):
+        if v == "true" or (cls in (int, float) and v == 1):
             return True
     elif target == "null" and (v == "" or v is False or (cls in (int, float) and v == 0)):
         return None
@@ -1047,12 +1047,25 @@ def _reorder(errors: list[str], spans: list[tuple[int, int, int]]) -> None:
 # ---------------------------------------------------------------------------------------------
 # Conditionally required fields (Segment's if/then rules).
 
-_Cond = Callable[[Mapping[str, Any]], bool]
+_Cond = Callable[[dict[str, Any]], bool]
 
 
-def _null_like(v: Any) -> bool:
-    # AJV's `type: "null"` test with coercion: "", 0 and false count as null.
-    return v is None or v == "" or v is False or (v.__class__ in (int, float) and v == 0)
+def _null_like(d: dict[str, Any], key: str) -> bool:
+    """AJV's `{type: "null"}` test inside Segment's "has no value" rules. With coercion on, it does
+    more than test: "", 0, false (or a one-item list of those, or of null) become null in the payload
+    itself, which the field's own validation then sees."""
+    v = d[key]
+    if v is None:
+        return True
+    if v.__class__ is list and len(v) == 1:
+        v = v[0]
+        if v is None:
+            d[key] = None
+            return True
+    if (v.__class__ is str and v == "") or v is False or (v.__class__ in (int, float) and v == 0):
+        d[key] = None
+        return True
+    return False
 
 
 def _compile_condition(fc: Any, multiple: bool) -> _Cond:
@@ -1081,8 +1094,8 @@ def _compile_condition(fc: Any, multiple: bool) -> _Cond:
                 return lambda d: d.get(key, UNDEFINED) is UNDEFINED
             return lambda d: d.get(key, UNDEFINED) is not UNDEFINED
         if operator == "is":
-            return lambda d: d.get(key, UNDEFINED) is UNDEFINED or _null_like(d[key])
-        return lambda d: d.get(key, UNDEFINED) is not UNDEFINED and not _null_like(d[key])
+            return lambda d: d.get(key, UNDEFINED) is UNDEFINED or _null_like(d, key)
+        return lambda d: d.get(key, UNDEFINED) is not UNDEFINED and not _null_like(d, key)
 
     def simple(d: Mapping[str, Any]) -> bool:
         v = d.get(key, UNDEFINED)
@@ -1093,16 +1106,14 @@ def _compile_condition(fc: Any, multiple: bool) -> _Cond:
     return simple
 
 
-def _compile_rule(
-    field_key: str, rule: ConditionalRequired
-) -> Callable[[Mapping[str, Any], list[str]], None]:
+def _compile_rule(field_key: str, rule: ConditionalRequired) -> Callable[[dict[str, Any], list[str]], None]:
     multiple = len(rule.conditions) > 1
     conds = [_compile_condition(c, multiple) for c in rule.conditions]
     match_any = rule.match == "any"
     dotted = "." in field_key and not multiple
     parent, _, child = field_key.partition(".")
 
-    def apply(d: Mapping[str, Any], errors: list[str]) -> None:
+    def apply(d: dict[str, Any], errors: list[str]) -> None:
         holds = any(c(d) for c in conds) if match_any else all(c(d) for c in conds)
         if not holds:
             return
@@ -1123,7 +1134,7 @@ def _compile_rule(
     return apply
 
 
-def _conditional_rules(fields: Mapping[str, Field]) -> list[Callable[[Mapping[str, Any], list[str]], None]]:
+def _conditional_rules(fields: Mapping[str, Field]) -> list[Callable[[dict[str, Any], list[str]], None]]:
     rules = []
     for key, f in fields.items():
         if f.properties and f.type == "object":
@@ -1179,15 +1190,19 @@ class PayloadSchema:
                 )
         entries = self._entries
         rule_errors: list[str] = []
+        source: dict[str, Any] = payload
+        prepared = False
         if self._rules:
-            # Conditional rules see the payload after empty values are removed, before coercion.
-            cleaned = self._clean(payload, root)
+            # Conditional rules see the payload after empty values are removed, before coercion
+            # (and may turn "no value" into null, as AJV does).
+            source = self._clean(payload, root)
+            prepared = True
             for rule in self._rules:
-                rule(cleaned, rule_errors)
+                rule(source, rule_errors)
         out: dict[str, Any] = {}
         errors: list[str] = []
         spans: list[tuple[int, int, int]] | None = None
-        for k, v in payload.items():
+        for k, v in source.items():
             entry = entries.get(k)
             if entry is None:
                 continue
@@ -1198,9 +1213,10 @@ class PayloadSchema:
                     continue
                 out[k] = v
                 continue
-            v = entry.prepare(v, root)
-            if v is UNDEFINED:
-                continue
+            if not prepared:
+                v = entry.prepare(v, root)
+                if v is UNDEFINED:
+                    continue
             n = len(errors)
             out[k] = entry.check(v, entry.pointer, errors)
             if len(errors) != n:

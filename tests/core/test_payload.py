@@ -268,3 +268,23 @@ def test_unparseable_dates_are_nan() -> None:
     for text in ("garbage", "2024-13-01", "1704721970"):
         value = js_date_parse(text)
         assert value != value
+
+
+def test_has_no_value_rule_treats_zero_and_false_as_no_value_like_segment() -> None:
+    fields = {
+        "count": Field(label="Count", type="integer"),
+        "note": Field(label="Note", required=ConditionalRequired((Condition("count", "is"),))),
+    }
+    schema = PayloadSchema(fields)
+    assert schema.validate({"count": 3}) == {"count": 3}
+    with pytest.raises(PayloadValidationError, match="missing the required field 'note'"):
+        schema.validate({"count": 0})
+    # Segment's rule turns a lone "" into null before the field is checked; null then coerces to 0.
+    assert schema.validate({"count": [""], "note": "n"}) == {"count": 0, "note": "n"}
+
+
+def test_boolean_true_inside_a_list_is_not_a_boolean_or_null() -> None:
+    schema = PayloadSchema({"b": Field(label="B", type="boolean", allow_null=True)})
+    with pytest.raises(PayloadValidationError, match=r"^B must be a boolean or null but it was a boolean\.$"):
+        schema.validate({"b": [True]})
+    assert schema.validate({"b": [1]}) == {"b": True}
