@@ -407,7 +407,7 @@ def main() -> int:
                 f"(worker CPU {r['worker_cpu_util']:.0%})"
             )
             print(
-                f"  latency at {args.rate:,.0f} events/s: p50 {r['latency_p50_ms']:.1f} ms, "
+                f"  latency at {r['latency_rate']:,.0f} events/s: p50 {r['latency_p50_ms']:.1f} ms, "
                 f"p99 {r['latency_p99_ms']:.1f} ms ({r['latency_samples']} requests)"
             )
     finally:
