@@ -54,7 +54,10 @@ class Metrics:
             registry=r,
         )
         self.retries = Counter(
-            "streamproc_delivery_retries_total", "Delivery attempts that were retried.", ["destination"], registry=r
+            "streamproc_delivery_retries_total",
+            "Delivery attempts that were retried.",
+            ["destination"],
+            registry=r,
         )
         self.partner_responses = Counter(
             "streamproc_partner_responses_total",
@@ -66,7 +69,9 @@ class Metrics:
             "streamproc_deliveries_in_flight", "Deliveries not yet finished.", ["destination"], registry=r
         )
         self.in_flight_events = Gauge(
-            "streamproc_events_in_flight", "Consumed events whose deliveries are not all finished.", registry=r
+            "streamproc_events_in_flight",
+            "Consumed events whose deliveries are not all finished.",
+            registry=r,
         )
         self.delivery_latency = Histogram(
             "streamproc_delivery_duration_seconds",
@@ -114,9 +119,14 @@ class Metrics:
             registry=r,
         )
         self.commit_latency = Histogram(
-            "streamproc_commit_duration_seconds", "Offset commit round trips.", buckets=LATENCY_BUCKETS, registry=r
+            "streamproc_commit_duration_seconds",
+            "Offset commit round trips.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
         )
         self.rebalances = Counter(
             "streamproc_rebalances_total", "Partition assignments and revocations.", ["kind"], registry=r
         )
-        self.ready = Gauge("streamproc_ready", "1 when the worker is consuming and can dead-letter.", registry=r)
+        self.ready = Gauge(
+            "streamproc_ready", "1 when the worker is consuming and can dead-letter.", registry=r
+        )
