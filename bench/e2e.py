@@ -309,12 +309,14 @@ def run_mix(name: str, args: argparse.Namespace, bootstrap: str, sim_url: str, w
             time.sleep(0.2)
         mark = sim_stats(sim_url)
         steady = make_events(args.latency_events, MIXES[name], seed=2, prefix=f"{tag}-l")
+        rate = args.rate or max(10.0, out["worker_events_per_s"] / 2)
+        out["latency_rate"] = rate
         sent_at = produce(
             bootstrap,
             topic,
             [orjson.dumps(e) for e in steady],
             [e["userId"].encode() for e in steady],
-            args.rate,
+            rate,
         )
         key_time: dict[tuple[str, str, bytes], float] = {}
         expected = 0
