@@ -20,11 +20,20 @@ def field_from_segment(spec: Mapping[str, Any]) -> Field:
     """A Field from Segment's InputField JSON (label, type, required, multiple, choices, ...)."""
     choices = spec.get("choices")
     props = spec.get("properties")
+    required = spec.get("required", False)
+    if isinstance(required, dict):
+        required = ConditionalRequired(
+            tuple(
+                Condition(c["fieldKey"], c["operator"], c.get("value", UNDEFINED))
+                for c in required["conditions"]
+            ),
+            required.get("match", "all"),
+        )
     return Field(
         label=spec.get("label", ""),
         type=spec.get("type", "string"),
         description=spec.get("description", ""),
-        required=spec.get("required", False),
+        required=required,
         multiple=spec.get("multiple", False),
         choices=(
             tuple(c if isinstance(c, str) else Choice(c["label"], c["value"]) for c in choices)
