@@ -257,7 +257,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def run_mix(name: str, args: argparse.Namespace, bootstrap: str, sim_url: str, work: Path) -> dict[str, Any]:
+def run_mix(
+    name: str, args: argparse.Namespace, bootstrap: str, sim_url: str, sim_pid: int, work: Path
+) -> dict[str, Any]:
     tag = f"{name}-{uuid.uuid4().hex[:6]}"
     topic, dlq, group = f"bench-{tag}", f"bench-{tag}-dlq", f"bench-{tag}"
     create_topic(bootstrap, topic, PARTITIONS)
@@ -294,12 +296,14 @@ def run_mix(name: str, args: argparse.Namespace, bootstrap: str, sim_url: str, w
             time.sleep(0.01)
         started = time.perf_counter()
         cpu0 = cpu_seconds(worker.pid)
+        sim_cpu0 = cpu_seconds(sim_pid)
         while sim_stats(sim_url) < before + len(requests):
             if worker.poll() is not None:
                 raise SystemExit(f"worker exited with {worker.returncode}; see {log.name}")
             time.sleep(0.02)
         elapsed = time.perf_counter() - started
         cpu = cpu_seconds(worker.pid) - cpu0
+        out["simulator_cpu_util"] = (cpu_seconds(sim_pid) - sim_cpu0) / elapsed
         out["worker_events_per_s"] = len(events) / elapsed
         out["worker_events_per_cpu_s"] = len(events) / cpu
         out["worker_cpu_util"] = cpu / elapsed
@@ -393,7 +397,7 @@ def main() -> int:
     print(f"broker {bootstrap}, simulator {sim_url}, {os.cpu_count()} cores, work dir {work}")
     try:
         for name in args.mix.split(","):
-            r = run_mix(name.strip(), args, bootstrap, sim_url, work)
+            r = run_mix(name.strip(), args, bootstrap, sim_url, sim.pid, work)
             print(
                 f"\n== {r['mix']}-heavy mix: {r['events']} events -> {r['requests']} requests {r['by_path']}"
             )
@@ -406,7 +410,7 @@ def main() -> int:
             print(
                 f"  streamproc run       {r['worker_events_per_s']:>9,.0f} events/s wall, "
                 f"{r['worker_events_per_cpu_s']:,.0f} events per CPU-second "
-                f"(worker CPU {r['worker_cpu_util']:.0%})"
+                f"(worker CPU {r['worker_cpu_util']:.0%}, simulator CPU {r['simulator_cpu_util']:.0%})"
             )
             print(
                 f"  latency at {r['latency_rate']:,.0f} events/s: p50 {r['latency_p50_ms']:.1f} ms, "

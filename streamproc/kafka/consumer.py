@@ -256,7 +256,14 @@ class ConsumerLoop:
                     continue
                 if high >= 0:
                     part.high = high
-        return c.consume(self._batch, self._poll_timeout)
+        # consume(n, timeout) waits for n messages or the timeout: take what is queued at once,
+        # and only when nothing is, wait for the first message rather than for a full batch.
+        batch: list[Any] = c.consume(self._batch, 0)
+        if not batch:
+            batch = c.consume(1, self._poll_timeout)
+            if batch and self._batch > 1:
+                batch.extend(c.consume(self._batch - 1, 0))
+        return batch
 
     def _commit_sync(self, offsets: list[TopicPartition]) -> bool:
         started = time.perf_counter()
