@@ -555,27 +555,198 @@ def _compile_clean(node: Any) -> Resolver:
     would return (undefined members dropped, containers fresh), so the root needs no second pass.
     Only raw objects and arrays are fused; a directive's value is cleaned as it comes out."""
     if isinstance(node, dict) and not _is_directive(node):
-        items = [(key, _compile_clean(node[key]), node[key]) for key in _js_keys(node)]
-        if all(not isinstance(v, dict | list | tuple) for _, _, v in items):
-            constant = {key: value for key, _, value in items if value is not UNDEFINED}
-            return lambda payload: dict(constant)
-        pairs = [(key, fn) for key, fn, _ in items]
-
-        def build(payload: Any) -> dict[str, Any]:
-            out = {}
-            for key, fn in pairs:
-                value = fn(payload)
-                if value is not UNDEFINED:
-                    out[key] = value
-            return out
-
-        return build
+        return _ObjectCode(node).function()
     if isinstance(node, list | tuple):
         fns = [_compile_clean(value) for value in node]
         return lambda payload: [fn(payload) for fn in fns]
     if isinstance(node, dict):
         return _cleaned(_compile_node(node))
     return _const(node)
+
+
+# Paths deeper than this are looked up by `lookup` instead of unrolled into nested tests.
+_INLINE_PATH_DEPTH = 6
+
+
+def _directive_option(node: Any, name: str) -> tuple[bool, Any]:
+    """(True, option) when `node` is the directive `name`, as _compile_node would dispatch it."""
+    if isinstance(node, dict) and _is_directive(node):
+        first = next(k for k in node if k.startswith("@"))
+        if first == name:
+            return True, node[first]
+    return False, None
+
+
+def _string_path(node: Any) -> tuple[bool, tuple[str, ...] | None]:
+    """(True, pieces) for an `@path` directive with a literal path: a pure lookup that can be inlined."""
+    found, option = _directive_option(node, "@path")
+    if found and isinstance(option, str):
+        return True, split_path(_strip_dollar(option))
+    return False, None
+
+
+class _ObjectCode:
+    """Generates one Python function for a raw mapping object (members in JavaScript key order),
+    with literal-path lookups, `@if` on paths, constants and nested raw objects written out inline
+    instead of one closure call per member. Everything else calls its compiled closure. The function
+    returns exactly what the closure-per-member build returned: undefined members dropped, containers
+    copied by remove_undefined."""
+
+    def __init__(self, node: dict[str, Any]) -> None:
+        self.node = node
+        self.lines: list[str] = []
+        self.names: dict[str, Any] = {
+            "_U": UNDEFINED,
+            "_dict": dict,
+            "_list": list,
+            "_lookup": lookup,
+            "_clean": remove_undefined,
+            "_isinstance": isinstance,
+            "_sequence": list | tuple,
+        }
+        self.counter = 0
+
+    def _name(self, prefix: str, value: Any = None) -> str:
+        self.counter += 1
+        name = f"{prefix}{self.counter}"
+        if prefix.startswith("_"):
+            self.names[name] = value
+        return name
+
+    def function(self) -> Resolver:
+        out = self._object(self.node, "payload", 1)
+        self.lines.append(f"    return {out}")
+        source = "def build(payload):\n" + "\n".join(self.lines) + "\n"
+        namespace = dict(self.names)
+        # Keys enter the source only as repr() literals; every value is passed in the namespace.
+        exec(source, namespace)
+        fn: Resolver = namespace["build"]
+        return fn
+
+    def _emit(self, indent: int, line: str) -> None:
+        self.lines.append("    " * indent + line)
+
+    def _object(self, node: dict[str, Any], src: str, indent: int) -> str:
+        out = self._name("o")
+        self._emit(indent, f"{out} = {{}}")
+        for key in _js_keys(node):
+            self._member(out, key, node[key], src, indent)
+        return out
+
+    def _member(self, out: str, key: str, node: Any, src: str, indent: int) -> None:
+        quoted = repr(key)
+        if not isinstance(node, dict | list | tuple):
+            if node is not UNDEFINED:
+                self._emit(indent, f"{out}[{quoted}] = {self._name('_c', node)}")
+            return
+        if isinstance(node, dict) and not _is_directive(node):
+            inner = self._object(node, src, indent)
+            self._emit(indent, f"{out}[{quoted}] = {inner}")
+            return
+        value = self._name("v")
+        inlined = self._directive_value(node, src, value, indent)
+        if inlined is not None:
+            self._emit(indent, f"if {value} is not _U:")
+            if inlined == "raw":
+                # A directive's value is cleaned as it comes out (event containers are copied).
+                self._emit(indent + 1, f"if type({value}) is _dict or type({value}) is _list:")
+                self._emit(indent + 2, f"{value} = _clean({value})")
+            self._emit(indent + 1, f"{out}[{quoted}] = {value}")
+            return
+        fn = self._name("_f", _compile_clean(node))
+        self._emit(indent, f"{value} = {fn}({src})")
+        self._emit(indent, f"if {value} is not _U:")
+        self._emit(indent + 1, f"{out}[{quoted}] = {value}")
+
+    def _directive_value(self, node: Any, src: str, target: str, indent: int) -> str | None:
+        """Emit code leaving the directive's value in `target`: "raw" when it still needs cleaning,
+        "clean" when it is already fresh and clean, None (nothing emitted) for other shapes."""
+        is_path, parts = _string_path(node)
+        if is_path:
+            self._lookup(parts, src, target, indent)
+            return "raw"
+        is_if, opts = _directive_option(node, "@if")
+        if is_if and self._if(opts, src, target, indent):
+            return "raw"
+        is_array, opts = _directive_option(node, "@arrayPath")
+        if is_array and self._array_path(opts, src, target, indent):
+            return "clean"
+        return None
+
+    def _value(self, node: Any, src: str, target: str, indent: int) -> None:
+        """`target` = what _compile_node(node) returns for `src` (uncleaned)."""
+        is_path, parts = _string_path(node)
+        if is_path:
+            self._lookup(parts, src, target, indent)
+        elif not isinstance(node, dict | list | tuple):
+            self._emit(indent, f"{target} = {self._name('_c', node)}")
+        else:
+            self._emit(indent, f"{target} = {self._name('_f', _compile_node(node))}({src})")
+
+    def _if(self, opts: Any, src: str, target: str, indent: int) -> bool:
+        # The same decisions as _build_if, taken here once.
+        if not isinstance(opts, dict):
+            return False
+        exists = opts.get("exists", UNDEFINED)
+        if exists is UNDEFINED or not truthy(exists):
+            return False
+        then = opts.get("then", UNDEFINED)
+        otherwise = opts.get("else", UNDEFINED)
+        self._value(exists, src, target, indent)
+        self._emit(indent, f"if {target} is not None and {target} is not _U:")
+        exists_path = _string_path(exists)
+        if then is UNDEFINED:
+            self._emit(indent + 1, f"{target} = _U")
+        elif not (exists_path[0] and _string_path(then) == exists_path):
+            # The condition's value is the `then` value when both are the same literal path.
+            self._value(then, src, target, indent + 1)
+        else:
+            self._emit(indent + 1, "pass")
+        self._emit(indent, "else:")
+        if truthy(otherwise):
+            self._value(otherwise, src, target, indent + 1)
+        else:
+            self._emit(indent + 1, f"{target} = _U")
+        return True
+
+    def _array_path(self, opts: Any, src: str, target: str, indent: int) -> bool:
+        # Only a literal root path with an object shape; the shape is compiled in the cleaned form,
+        # so the list built here is already what cleaning the plain result would give.
+        if not isinstance(opts, list | tuple) or len(opts) < 2:
+            return False
+        path, shape = opts[0], opts[1]
+        if not isinstance(path, str) or not (isinstance(shape, dict) and len(shape) > 0):
+            return False
+        shape_fn = self._name("_f", _compile_clean(shape))
+        root = self._name("r")
+        self._lookup(split_path(_strip_dollar(path)), src, root, indent)
+        item = self._name("i")
+        self._emit(indent, f"if _isinstance({root}, _sequence):")
+        self._emit(indent + 1, f"{target} = [{shape_fn}({item}) for {item} in {root}]")
+        self._emit(indent, f"elif _isinstance({root}, _dict):")
+        self._emit(indent + 1, f"{target} = [{shape_fn}({root})]")
+        self._emit(indent, "else:")
+        self._emit(indent + 1, f"{target} = {root}")
+        return True
+
+    def _lookup(self, parts: tuple[str, ...] | None, src: str, target: str, indent: int) -> None:
+        """`target = lookup(src, parts)`, unrolled: exact dicts are read directly, anything else
+        goes through `lookup` from where the walk stands."""
+        if parts is None:
+            self._emit(indent, f"{target} = {src}")
+            return
+        if len(parts) > _INLINE_PATH_DEPTH:
+            self._emit(indent, f"{target} = _lookup({src}, {self._name('_p', parts)})")
+            return
+        self._step(parts, 0, src, target, indent)
+
+    def _step(self, parts: tuple[str, ...], i: int, current: str, target: str, indent: int) -> None:
+        self._emit(indent, f"if type({current}) is _dict:")
+        self._emit(indent + 1, f"{target} = {current}.get({parts[i]!r}, _U)")
+        if i + 1 < len(parts):
+            self._step(parts, i + 1, target, target, indent + 1)
+        self._emit(indent, "else:")
+        self._emit(indent + 1, f"{target} = _lookup({current}, {self._name('_p', parts[i:])})")
 
 
 def _compile_string_directive(
