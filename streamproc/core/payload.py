@@ -1195,9 +1195,13 @@ class PayloadSchema:
         self._entries: dict[str, _Entry] = {}
         for i, (k, n) in enumerate(root.properties.items()):
             deep = n.items is not None or n.properties is not None
+            item_fast = _fast_classes(n.items) if n.items is not None and n.types == ("array",) else None
             self._entries[k] = _Entry(
                 index=i,
                 fast=_fast_classes(n),
+                item_fast=item_fast
+                if (n.format in (None, "text", "password") and n.min_length is None)
+                else None,
                 clean=_compile_clean(n) if deep else None,
                 keeps_null="null" in n.types,
                 keeps_empty="string" in n.types,
@@ -1246,6 +1250,16 @@ class PayloadSchema:
                     continue
                 out[k] = v
                 continue
+            item_fast = entry.item_fast
+            if item_fast is not None:
+                # `multiple` fields of plain items: a single item is wrapped, a clean list copied.
+                if cls in item_fast:
+                    if not (root and cls is str and not v):
+                        out[k] = [v]
+                    continue
+                if cls is list and all(x.__class__ in item_fast for x in v):
+                    out[k] = list(v)
+                    continue
             if not prepared:
                 v = entry.prepare(v, root)
                 if v is UNDEFINED:
@@ -1281,6 +1295,7 @@ class _Entry:
 
     index: int
     fast: frozenset[type] | None
+    item_fast: frozenset[type] | None
     clean: _Clean | None
     keeps_null: bool
     keeps_empty: bool
