@@ -989,9 +989,12 @@ def _compile_check(node: _Node) -> _Check:
         if only_props and cls is dict:
             assert props is not None
             return _check_object(v, ptr, errors, title, props, required, additional)
-        if simple and single_test is not None and single_test(v):
-            return v
-        out, d, _ok = coerce(v, ptr, errors)
+        if single_test is not None and single_test(v):
+            if simple:
+                return v
+            out = d = v
+        else:
+            out, d, _ok = coerce(v, ptr, errors)
         if simple:
             return out
         if (
