@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from kafka_helpers import create_topic, delete_topics, unique_name
+from kafka_helpers import create_topic, delete_topics, unique_name, wait_for_group_coordinator
 
 REPO = Path(__file__).resolve().parent.parent
 KAFKA_LOCAL = REPO / "scripts" / "kafka-local"
@@ -91,6 +91,7 @@ def kafka_bootstrap() -> Iterator[str]:
     run_dir = Path(tempfile.mkdtemp(prefix="streamproc-kafka-"))
     bootstrap = _local_broker(run_dir)
     try:
+        wait_for_group_coordinator(bootstrap)
         yield bootstrap
     finally:
         subprocess.run([str(KAFKA_LOCAL), "stop", "--dir", str(run_dir)], capture_output=True, timeout=60)

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from confluent_kafka import OFFSET_INVALID, Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 T = TypeVar("T")
@@ -219,17 +219,45 @@ def read_all(bootstrap: str, topic: str, timeout: float = 30.0) -> list[Record]:
 
 
 def committed_offsets(bootstrap: str, group: str, topic: str, timeout: float = 10.0) -> dict[int, int]:
-    """Offsets `group` has committed for `topic`; partitions without a commit are left out."""
+    """Offsets `group` has committed for `topic`; partitions without a commit are left out.
+
+    Retries while the group coordinator moves or loads (a fresh broker's first groups)."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    deadline = time.monotonic() + timeout
     try:
         tps = [TopicPartition(topic, p) for p in partitions(bootstrap, topic)]
-        return {
-            tp.partition: tp.offset
-            for tp in consumer.committed(tps, timeout=timeout)
-            if tp.offset != OFFSET_INVALID and tp.offset >= 0
-        }
+        while True:
+            try:
+                committed = consumer.committed(tps, timeout=max(1.0, deadline - time.monotonic()))
+            except KafkaException as exc:
+                if not exc.args[0].retriable() and exc.args[0].code() not in _COORDINATOR_ERRORS:
+                    raise
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+                continue
+            return {
+                tp.partition: tp.offset
+                for tp in committed
+                if tp.offset != OFFSET_INVALID and tp.offset >= 0
+            }
     finally:
         consumer.close()
+
+
+_COORDINATOR_ERRORS = (
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+)
+
+
+def wait_for_group_coordinator(bootstrap: str, timeout: float = 90.0) -> None:
+    """Block until the broker can answer group-offset requests (its offsets topic is created and
+    loaded), so the first test that reads committed offsets does not meet a coordinator still loading."""
+    name = f"_streamproc_warmup_{uuid.uuid4().hex[:8]}"
+    create_topic(bootstrap, name, partitions=1)
+    committed_offsets(bootstrap, name, name, timeout=timeout)
 
 
 def wait_until(
