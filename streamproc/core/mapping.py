@@ -603,6 +603,8 @@ class _ObjectCode:
             "_clean": remove_undefined,
             "_isinstance": isinstance,
             "_sequence": list | tuple,
+            "_str": str,
+            "_loosely_blank": _loosely_blank,
         }
         self.counter = 0
 
@@ -688,13 +690,23 @@ class _ObjectCode:
         if not isinstance(opts, dict):
             return False
         exists = opts.get("exists", UNDEFINED)
-        if exists is UNDEFINED or not truthy(exists):
+        blank = opts.get("blank", UNDEFINED)
+        use_blank = exists is UNDEFINED
+        condition = blank if use_blank else exists
+        if not truthy(condition):
             return False
         then = opts.get("then", UNDEFINED)
         otherwise = opts.get("else", UNDEFINED)
-        self._value(exists, src, target, indent)
-        self._emit(indent, f"if {target} is not None and {target} is not _U:")
-        exists_path = _string_path(exists)
+        self._value(condition, src, target, indent)
+        if use_blank:
+            self._emit(
+                indent,
+                f"if {target} is not None and {target} is not _U"
+                f' and ({target} != "" if type({target}) is _str else not _loosely_blank({target})):',
+            )
+        else:
+            self._emit(indent, f"if {target} is not None and {target} is not _U:")
+        exists_path = _string_path(condition)
         if then is UNDEFINED:
             self._emit(indent + 1, f"{target} = _U")
         elif not (exists_path[0] and _string_path(then) == exists_path):
@@ -745,7 +757,11 @@ class _ObjectCode:
         self._emit(indent + 1, f"{target} = {current}.get({parts[i]!r}, _U)")
         if i + 1 < len(parts):
             self._step(parts, i + 1, target, target, indent + 1)
-        self._emit(indent, "else:")
+        if current == target:
+            # A missing or null member ends the walk with itself, as lookup would return it.
+            self._emit(indent, f"elif {current} is not _U and {current} is not None:")
+        else:
+            self._emit(indent, "else:")
         self._emit(indent + 1, f"{target} = _lookup({current}, {self._name('_p', parts[i:])})")
 
 
