@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -87,11 +88,35 @@ def _js_numbers(value: Any) -> Any:
     return value
 
 
-def js_json(value: Any) -> bytes:
-    """`JSON.stringify(value)` as UTF-8 bytes. orjson writes the same text as JavaScript once integral
-    floats are ints; huge numbers, undefined members and lone surrogates take the slower exact path."""
+# orjson writes strings, ints within 2**53 and finite floats as JavaScript does, except integral
+# floats ("1.0", "-0.0", "1e+16") and exponent forms JavaScript writes out ("1e-7" is the same,
+# "1.5e-6" is not). Each of those contains ".0" before a delimiter, "e+" (after a digit) or "e-" and
+# a digit; a string holding the same text only sends the body down the exact path.
+_INTEGRAL_FLOAT = re.compile(rb"\.0[,\]}]").search
+_POSITIVE_EXPONENT = re.compile(rb"\de\+").search
+_NEGATIVE_EXPONENT = re.compile(rb"e-\d").search
+
+
+def _js_json_exact(value: Any) -> bytes:
     try:
         return orjson.dumps(_js_numbers(value))
     except (TypeError, _NotPlain):
         text = json_stringify(value) or ""
         return text.encode("utf-8", "surrogatepass")
+
+
+def js_json(value: Any) -> bytes:
+    """`JSON.stringify(value)` as UTF-8 bytes. orjson writes the same text as JavaScript for strings,
+    ints within 2**53 and most floats; its output is searched for the float forms JavaScript prints
+    differently, so the usual body is never walked in Python. Those, huge ints, undefined members
+    and lone surrogates take the exact path."""
+    cls = value.__class__
+    if cls is not dict and cls is not list:
+        return _js_json_exact(value)
+    try:
+        out = orjson.dumps(value, option=orjson.OPT_STRICT_INTEGER)
+    except TypeError:
+        return _js_json_exact(value)
+    if _INTEGRAL_FLOAT(out) or (b"+" in out and _POSITIVE_EXPONENT(out)) or _NEGATIVE_EXPONENT(out):
+        return _js_json_exact(value)
+    return out
