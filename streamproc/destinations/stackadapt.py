@@ -177,9 +177,31 @@ def _usv(text: str) -> str:
     return text
 
 
+_SAFE_BYTES = bytes(sorted(_SAFE))
+_PERCENT = {c: f"%{c:02X}".encode() for c in range(128)}
+
+
+def _form_ascii(data: bytes) -> str:
+    """URLSearchParams encoding of ASCII bytes: one C-level replace per distinct character that
+    needs escaping (few, even in a JSON text) instead of a lookup per character."""
+    unsafe = data.translate(None, _SAFE_BYTES)
+    if not unsafe:
+        return data.decode("ascii")
+    present = set(unsafe)
+    # "%" first (later replacements add "%"), space last ("+" must be escaped before spaces become "+").
+    if 0x25 in present:
+        data = data.replace(b"%", b"%25")
+    for c in present:
+        if c != 0x25 and c != 0x20:
+            data = data.replace(bytes((c,)), _PERCENT[c])
+    if 0x20 in present:
+        data = data.replace(b" ", b"+")
+    return data.decode("ascii")
+
+
 def _form_component(text: str) -> str:
     if text.isascii():
-        return text.translate(_ASCII_FORM)
+        return _form_ascii(text.encode("ascii"))
     return quote_plus(_usv(text), safe="*").replace("~", "%7E")
 
 
@@ -200,6 +222,17 @@ def _or_empty(value: Any) -> str:
     return to_js_string(value)
 
 
+def _query_value(value: Any) -> str:
+    """`value ?? ''`, form-encoded."""
+    text = value if value.__class__ is str else _or_empty(value)
+    if text.isascii():
+        return _form_ascii(text.encode("ascii"))
+    return _form_component(text)
+
+
+_IDENTITY_KEYS = ("user_id", "first_name", "last_name", "email", "phone")
+
+
 def build_forward_event(payload: Mapping[str, Any], ctx: BuildContext) -> list[Request] | Skip:
     """One GET to /saq_pxl with the event as query parameters; ecommerce data and identity in `args`."""
     get = payload.get
@@ -214,27 +247,31 @@ def build_forward_event(payload: Mapping[str, Any], ctx: BuildContext) -> list[R
     args["action"] = "" if action is None else action
     utm_source = get("utm_source")
     args["utm_source"] = "" if utm_source is None else utm_source
-    for key in ("user_id", "first_name", "last_name", "email", "phone"):
+    for key in _IDENTITY_KEYS:
         value = get(key, UNDEFINED)
         if value is not UNDEFINED:
             args[key] = value
-    ip = _or_empty(get("ip_fwd"))
-    user_agent = _or_empty(get("user_agent"))
-    query = form_encode(
-        [
-            ("segment_ss", "1"),
-            ("event_type", _or_empty(get("event_type"))),
-            ("title", _or_empty(get("title"))),
-            ("url", _or_empty(get("url"))),
-            ("ref", _or_empty(get("referrer"))),
-            ("ip_fwd", ip),
-            ("ua_fwd", user_agent),
-            ("uid", _or_empty(ctx.settings.get("pixelId"))),
-            ("args", args_json(args)),
-        ]
+    ip = get("ip_fwd")
+    if ip.__class__ is not str:
+        ip = _or_empty(ip)
+    user_agent = get("user_agent")
+    if user_agent.__class__ is not str:
+        user_agent = _or_empty(user_agent)
+    args_bytes = js_json(args)
+    encoded_args = (
+        _form_ascii(args_bytes)
+        if args_bytes.isascii()
+        else _form_component(args_bytes.decode("utf-8", "surrogatepass"))
+    )
+    # The same text as form_encode over the nine pairs; the keys need no escaping.
+    url = (
+        f"{ctx.endpoint}/saq_pxl?segment_ss=1&event_type={_query_value(get('event_type'))}"
+        f"&title={_query_value(get('title'))}&url={_query_value(get('url'))}"
+        f"&ref={_query_value(get('referrer'))}&ip_fwd={_query_value(ip)}&ua_fwd={_query_value(user_agent)}"
+        f"&uid={_query_value(ctx.settings.get('pixelId'))}&args={encoded_args}"
     )
     headers = {"content-type": "application/json", "x-forwarded-for": ip, "user-agent": user_agent}
-    return [Request("GET", f"{ctx.endpoint}/saq_pxl?{query}", headers, None)]
+    return [Request("GET", url, headers, None)]
 
 
 FORWARD_EVENT = Action(
