@@ -367,7 +367,7 @@ def _query_of(url: str) -> str | None:
                 return None
         else:
             host, _, port = host_port.partition(":")
-            if not host or any(ch in _FORBIDDEN_HOST for ch in host):
+            if not host or not _FORBIDDEN_HOST.isdisjoint(host):
                 return None
         if port and (not port.isdigit() or not port.isascii() or int(port) > 65535):
             return None
@@ -380,6 +380,17 @@ def _query_of(url: str) -> str | None:
 
 def url_query_param(url: str, name: str) -> str | None:
     """`new URL(url).searchParams.get(name)`; None when the URL does not parse or lacks the name."""
+    if (
+        name not in url
+        and url.isascii()
+        and "%" not in url
+        and "+" not in url
+        and "\t" not in url
+        and "\n" not in url
+        and "\r" not in url
+    ):
+        # Every query key is then a plain substring of the URL, so none can be `name`.
+        return None
     query = _query_of(url)
     if query is None:
         return None
@@ -387,7 +398,11 @@ def url_query_param(url: str, name: str) -> str | None:
         if not part:
             continue
         key, _, value = part.partition("=")
-        if _form_decode(key) == name:
+        if (
+            key == name
+            if (key.isascii() and "%" not in key and "+" not in key)
+            else _form_decode(key) == name
+        ):
             return _form_decode(value)
     return None
 
@@ -406,8 +421,15 @@ def _event_time(timestamp: Any, ctx: BuildContext) -> int | None:
     return math.floor(ctx.now.timestamp())
 
 
+_USER_KEYS = ("lead_id", "ttp", "ip", "user_agent", "locale")
+_PROPERTY_KEYS = ("query", "description", "order_id", "shop_id")
+_PATH = f"/open_api/{API_VERSION}/event/track/"
+
+
 def build_offline_event(payload: Mapping[str, Any], ctx: BuildContext) -> list[Request] | Skip:
     """One POST to /event/track/ with a single offline event; identifiers hashed."""
+    # Validated fields are strings (or absent) almost always, so JavaScript truthiness is tested
+    # inline for them and `truthy` is called only for other values.
     get = payload.get
     phones = format_phones(get("phone_numbers"))
     emails = format_emails(get("email_addresses"))
@@ -416,11 +438,11 @@ def build_offline_event(payload: Mapping[str, Any], ctx: BuildContext) -> list[R
         raise PayloadValidationError(PII_REQUIRED)
 
     ttclid = get("ttclid")
-    if not truthy(ttclid):
+    if not ((ttclid != "") if ttclid.__class__ is str else truthy(ttclid)):
         ttclid = None
         url = get("url")
-        if truthy(url):
-            ttclid = url_query_param(str(url), "ttclid") or None
+        if (url != "") if url.__class__ is str else truthy(url):
+            ttclid = url_query_param(url if url.__class__ is str else str(url), "ttclid") or None
 
     user: dict[str, Any] = {}
     if ttclid is not None:
@@ -428,37 +450,44 @@ def build_offline_event(payload: Mapping[str, Any], ctx: BuildContext) -> list[R
     user["external_id"] = user_ids
     user["phone"] = phones
     user["email"] = emails
-    for key in ("lead_id", "ttp", "ip", "user_agent", "locale"):
+    for key in _USER_KEYS:
         value = get(key)
-        if truthy(value):
+        if value is not None and ((value != "") if value.__class__ is str else truthy(value)):
             user[key] = value
 
     contents = get("contents")
     properties: dict[str, Any] = {"contents": contents if truthy(contents) else []}
-    for key in ("content_type", "currency"):
-        value = get(key)
-        if truthy(value):
-            properties[key] = value
+    value = get("content_type")
+    if value is not None and ((value != "") if value.__class__ is str else truthy(value)):
+        properties["content_type"] = value
+    value = get("currency")
+    if value is not None and ((value != "") if value.__class__ is str else truthy(value)):
+        properties["currency"] = value
     value = get("value")
     if truthy(value) or (value.__class__ in (int, float) and value == 0):
         properties["value"] = value
-    for key in ("query", "description", "order_id", "shop_id"):
+    for key in _PROPERTY_KEYS:
         value = get(key)
-        if truthy(value):
+        if value is not None and ((value != "") if value.__class__ is str else truthy(value)):
             properties[key] = value
 
     page: dict[str, Any] = {}
-    for key in ("url", "referrer"):
-        value = get(key)
-        if truthy(value):
-            page[key] = value
+    value = get("url")
+    if value is not None and ((value != "") if value.__class__ is str else truthy(value)):
+        page["url"] = value
+    value = get("referrer")
+    if value is not None and ((value != "") if value.__class__ is str else truthy(value)):
+        page["referrer"] = value
 
     event: dict[str, Any] = {
         "event": get("event"),
         "event_time": _event_time(get("timestamp"), ctx),
     }
     event_id = get("event_id")
-    if truthy(event_id):
+    if event_id.__class__ is str:
+        if event_id:
+            event["event_id"] = event_id
+    elif truthy(event_id):
         event["event_id"] = str(event_id)
     event["user"] = user
     event["properties"] = properties
@@ -466,22 +495,22 @@ def build_offline_event(payload: Mapping[str, Any], ctx: BuildContext) -> list[R
     limited = get("limited_data_use")
     event["limited_data_use"] = limited if truthy(limited) else False
     test_code = get("test_event_code")
-    if truthy(test_code):
+    if test_code is not None and ((test_code != "") if test_code.__class__ is str else truthy(test_code)):
         event["test_event_code"] = test_code
 
+    settings = ctx.settings
     body = {
         "event_source": "offline",
-        "event_source_id": ctx.settings.get("eventSetID"),
+        "event_source_id": settings.get("eventSetID"),
         "partner_name": "Segment",
         "data": [event],
     }
     headers = {
-        "access-token": str(ctx.settings.get("accessToken", "")),
+        "access-token": str(settings.get("accessToken", "")),
         "content-type": "application/json",
         "user-agent": "Segment (Actions)",
     }
-    url = f"{ctx.endpoint}/open_api/{API_VERSION}/event/track/"
-    return [Request("POST", url, headers, js_json(body))]
+    return [Request("POST", f"{ctx.endpoint}{_PATH}", headers, js_json(body))]
 
 
 def classify(status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
