@@ -1124,16 +1124,23 @@ def remove_undefined(value: Any) -> Any:
     """Copy of a resolved value without undefined object members (array slots keep them).
     Containers are always copied, as Segment's cleanup does, so a payload never aliases the event."""
     kind = type(value)
+    # A C-level shallow copy first, then only nested containers and undefined members need work.
     if kind is dict:
-        out = {}
+        out = value.copy()
         for key, item in value.items():
-            if item is UNDEFINED:
-                continue
             item_kind = type(item)
-            out[key] = remove_undefined(item) if item_kind is dict or item_kind is list else item
+            if item_kind is dict or item_kind is list:
+                out[key] = remove_undefined(item)
+            elif item is UNDEFINED:
+                del out[key]
         return out
     if kind is list:
-        return [remove_undefined(v) if type(v) is dict or type(v) is list else v for v in value]
+        copied = value.copy()
+        for i, item in enumerate(value):
+            item_kind = type(item)
+            if item_kind is dict or item_kind is list:
+                copied[i] = remove_undefined(item)
+        return copied
     if isinstance(value, dict):
         return {k: remove_undefined(v) for k, v in value.items() if v is not UNDEFINED}
     if isinstance(value, list | tuple):
