@@ -26,12 +26,10 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from streamproc.app import build_worker
+    from streamproc.logging import config_secrets, configure_logging, register_secrets
 
     config = load_config(args.config)
-    try:
-        from streamproc.logging import configure_logging
-    except ImportError:
-        pass
-    else:
-        configure_logging(config.log)
+    configure_logging(config.log)
+    # Partner credentials end up in request URLs (the Seg apiKey is a path segment).
+    register_secrets(config_secrets(config))
     return build_worker(config).run()
