@@ -19,7 +19,7 @@ from typing import Any
 import structlog
 
 from streamproc.config import Config
-from streamproc.decoding import make_decoder
+from streamproc.decoding import SchemaRegistryUnavailable, make_decoder
 from streamproc.dispatch import DeliveryResult, Dispatcher, Failure
 from streamproc.errors import ConfigError, ConfigProblem, DecodeError, KafkaError, StreamprocError
 from streamproc.kafka.admin import check_topics
@@ -122,6 +122,17 @@ class Worker:
             self._count_undecodable(topic)
             self._start(part, msg, offset, [(None, Failure("DecodeError", str(exc)))])
             return
+        except SchemaRegistryUnavailable as exc:
+            # Says nothing about the message: stop with its offset unfinished instead of parking it.
+            log.error(
+                "schema_registry_unavailable",
+                topic=topic,
+                partition=part.partition,
+                offset=offset,
+                error=str(exc),
+            )
+            self._halt(exc, f"the schema registry cannot be reached: {exc}")
+            return
         try:
             deliveries = self.router.route(event)
         except Exception as exc:  # a routing bug must not stop the partition: the event is parked
@@ -170,11 +181,9 @@ class Worker:
             raise
         except KafkaError as exc:
             log.error("dead_letter_failed", error=str(exc))
-            self.consumer.fail(exc)
             if self._readiness is not None:
                 self._readiness.set_dlq(False, str(exc))
-            if self._server is not None:
-                self._server.health.fail(f"dead letters cannot be written: {exc}")
+            self._halt(exc, f"dead letters cannot be written: {exc}")
             return
         except Exception as exc:  # a bug in one delivery: stop loudly rather than skip the event
             log.exception("delivery_crashed", error=repr(exc))
@@ -184,6 +193,12 @@ class Worker:
         ev.remaining -= 1
         if ev.remaining == 0:
             self.consumer.complete(ev.part, ev.offset)
+
+    def _halt(self, exc: StreamprocError, health_reason: str) -> None:
+        """Stop consuming without finishing the current offset; the health check reports why."""
+        self.consumer.fail(exc)
+        if self._server is not None:
+            self._server.health.fail(health_reason)
 
     def _record(self, ev: _EventWork, delivery: Delivery | None, result: DeliveryResult) -> None:
         if delivery is None:

@@ -27,6 +27,7 @@ from streamproc.config import (
     MetricsConfig,
     RetryPolicy,
 )
+from streamproc.decoding import SchemaRegistryUnavailable
 from streamproc.destinations.base import Request, classify_http
 from streamproc.errors import ConfigError, KafkaError, PayloadValidationError
 from streamproc.kafka.dlq import DeadLetterProducer
@@ -222,3 +223,28 @@ async def test_a_dead_letter_that_cannot_be_written_stops_the_worker_without_com
     committed = committed_offsets(kafka_bootstrap, group, src)
     assert committed.get(0, 0) <= 50  # never past the event whose dead letter was not written
     assert read_all(kafka_bootstrap, dlq) == []
+
+
+async def test_an_unreachable_schema_registry_stops_the_worker_without_dead_lettering_or_committing_past_it(
+    kafka_bootstrap: str, topic: Any, partner: Partner
+) -> None:
+    src, dlq = topic("events", partitions=1), topic("dlq", partitions=1)
+    group = unique_name("g")
+    values = [orjson.dumps({"type": "track", "messageId": f"m{i}", "userId": "u"}) for i in range(100)]
+    produce(kafka_bootstrap, src, values)
+    cfg = make_config(kafka_bootstrap, src, dlq, group)
+    worker = Worker(cfg, router=StandInRouter(cfg, partner.url))  # type: ignore[arg-type]
+
+    def decode(raw: bytes) -> dict[str, Any]:
+        event: dict[str, Any] = orjson.loads(raw)
+        if event["messageId"] == "m50":
+            raise SchemaRegistryUnavailable("the schema registry at http://registry cannot be reached")
+        return event
+
+    worker.decode = decode
+    with pytest.raises(SchemaRegistryUnavailable, match="cannot be reached"):
+        await asyncio.wait_for(worker.run_async(), 60)
+    committed = committed_offsets(kafka_bootstrap, group, src)
+    assert committed.get(0, 0) <= 50  # the event the registry was needed for is read again
+    assert "/e/m50" not in {p for p, _ in partner.seen}
+    assert read_all(kafka_bootstrap, dlq) == []  # a good event is not a dead letter
