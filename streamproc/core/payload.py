@@ -867,6 +867,11 @@ def _compile_clean(node: _Node) -> _Clean:
         if cls is dict and props is not None:
             out = {}
             for k, val in v.items():
+                c = val.__class__
+                # A non-empty string, a number or a boolean comes out of any `clean` unchanged.
+                if (c is str and val) or c is int or c is float or c is bool:
+                    out[k] = val
+                    continue
                 sub = props.get(k)
                 if sub is not None:
                     val = sub(val)
@@ -913,6 +918,38 @@ def _fast_classes(node: _Node) -> frozenset[type] | None:
     return frozenset(classes)
 
 
+_ABSENT = object()
+
+
+def _compile_plain(
+    props: dict[str, _Prop], required: tuple[str, ...], additional: bool
+) -> Callable[[dict[str, Any]], dict[str, Any] | None]:
+    """`_check_object` for the usual object, whose values all need no work: the checked copy, or
+    None when some value needs the full check (which then produces the same copy or the errors)."""
+    plain_get = {k: (fast or frozenset()) for k, (_i, _c, _p, fast) in props.items()}.get
+
+    def plain(d: dict[str, Any]) -> dict[str, Any] | None:
+        for key in required:
+            if d.get(key, UNDEFINED) is UNDEFINED:
+                return None
+        out: dict[str, Any] = {}
+        for k, val in d.items():
+            fast = plain_get(k, _ABSENT)
+            if fast is _ABSENT:
+                if additional:
+                    out[k] = val
+                continue
+            if val.__class__ in fast:  # type: ignore[operator]
+                out[k] = val
+                continue
+            if val is UNDEFINED:
+                continue
+            return None
+        return out
+
+    return plain
+
+
 def _compile_check(node: _Node) -> _Check:
     """AJV's validation of one node: returns the (possibly coerced) value, appends messages."""
     types = node.types
@@ -941,6 +978,15 @@ def _compile_check(node: _Node) -> _Check:
     additional = node.additional
     only_items = item_check is not None and enum is None and fmt_test is None and min_len is None
     only_props = props is not None and enum is None
+    plain = _compile_plain(props, required, additional) if only_props and props is not None else None
+    item_node = node.items
+    item_plain = None
+    if item_node is not None and item_node.properties is not None and item_node.enum is None:
+        item_props = {
+            k: (i, _compile_check(n), "/" + _pointer_key(k), _fast_classes(n))
+            for i, (k, n) in enumerate(item_node.properties.items())
+        }
+        item_plain = _compile_plain(item_props, item_node.required, item_node.additional)
     simple = (
         enum is None
         and fmt_test is None
@@ -985,9 +1031,23 @@ def _compile_check(node: _Node) -> _Check:
             assert item_check is not None
             if item_fast is not None and all(x.__class__ in item_fast for x in v):
                 return list(v)
+            if item_plain is not None:
+                # Objects that need no work are copied; only the others get a pointer and a check.
+                checked = []
+                for i, x in enumerate(v):
+                    if x.__class__ is dict:
+                        copy = item_plain(x)
+                        if copy is not None:
+                            checked.append(copy)
+                            continue
+                    checked.append(item_check(x, f"{ptr}/{i}", errors))
+                return checked
             return [item_check(x, f"{ptr}/{i}", errors) for i, x in enumerate(v)]
         if only_props and cls is dict:
-            assert props is not None
+            assert props is not None and plain is not None
+            copy = plain(v)
+            if copy is not None:
+                return copy
             return _check_object(v, ptr, errors, title, props, required, additional)
         if single_test is not None and single_test(v):
             if simple:
@@ -1188,7 +1248,7 @@ def _conditional_rules(fields: Mapping[str, Field]) -> list[Callable[[dict[str, 
 class PayloadSchema:
     """The compiled validator of one action's fields; `validate` is the hot path."""
 
-    __slots__ = ("_entries", "_fields", "_required", "_rules")
+    __slots__ = ("_entries", "_fields", "_required", "_rules", "_str_keys", "_str_wrap_keys")
 
     def __init__(self, fields: Mapping[str, Field]) -> None:
         self._fields = dict(fields)
@@ -1213,6 +1273,16 @@ class PayloadSchema:
                 pointer="/" + _pointer_key(k),
             )
         self._rules = _conditional_rules(fields)
+        # Fields where a string needs no work (kept as it is, or wrapped in a list for `multiple`):
+        # the usual mapped value, so the loop tests these before anything else.
+        self._str_keys = frozenset(
+            k for k, e in self._entries.items() if e.fast is not None and str in e.fast
+        )
+        self._str_wrap_keys = frozenset(
+            k
+            for k, e in self._entries.items()
+            if e.fast is None and e.item_fast is not None and str in e.item_fast
+        )
 
     @property
     def fields(self) -> Mapping[str, Field]:
@@ -1242,11 +1312,23 @@ class PayloadSchema:
         out: dict[str, Any] = {}
         errors: list[str] = []
         spans: list[tuple[int, int, int]] | None = None
+        str_keys = self._str_keys
+        str_wrap_keys = self._str_wrap_keys
         for k, v in source.items():
+            cls = v.__class__
+            if cls is str:
+                # Same outcome as the `fast` / `item_fast` branches below.
+                if k in str_keys:
+                    if v or not root:
+                        out[k] = v
+                    continue
+                if k in str_wrap_keys:
+                    if v or not root:
+                        out[k] = [v]
+                    continue
             entry = entries.get(k)
             if entry is None:
                 continue
-            cls = v.__class__
             fast = entry.fast
             if fast is not None and cls in fast:
                 if root and cls is str and not v:
