@@ -10,9 +10,11 @@ Not reproduced: JavaScript's inherited properties in paths (`$.a.__proto__`, `$.
 
 from __future__ import annotations
 
+import builtins
 import json
 import re
 from collections.abc import Callable, Mapping
+from types import CodeType
 from typing import Any
 
 from streamproc.core.jsvalues import UNDEFINED, number_to_string, to_js_string, truthy
@@ -585,6 +587,9 @@ def _string_path(node: Any) -> tuple[bool, tuple[str, ...] | None]:
     return False, None
 
 
+_CODE_CACHE: dict[str, CodeType] = {}
+
+
 class _ObjectCode:
     """Generates one Python function for a raw mapping object (members in JavaScript key order),
     with literal-path lookups, `@if` on paths, constants and nested raw objects written out inline
@@ -620,8 +625,15 @@ class _ObjectCode:
         self.lines.append(f"    return {out}")
         source = "def build(payload):\n" + "\n".join(self.lines) + "\n"
         namespace = dict(self.names)
+        # Mappings of the same shape (presets differing only in constants) share the source text,
+        # and compiling it is most of the cost of compiling a mapping.
+        code = _CODE_CACHE.get(source)
+        if code is None:
+            code = builtins.compile(source, "<mapping>", "exec")
+            if len(_CODE_CACHE) < 256 and len(source) < 100_000:
+                _CODE_CACHE[source] = code
         # Keys enter the source only as repr() literals; every value is passed in the namespace.
-        exec(source, namespace)
+        exec(code, namespace)
         fn: Resolver = namespace["build"]
         return fn
 
