@@ -19,7 +19,6 @@ Repeated identical warnings and errors are rate-limited: the first few per minut
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import logging
 import os
 import re
@@ -31,6 +30,8 @@ from typing import Any, Protocol, TextIO
 
 import orjson
 import structlog
+
+from streamproc.pii import sub_emails, sub_ips, sub_phones
 
 __all__ = [
     "RepeatLimiter",
@@ -71,12 +72,6 @@ _PII_KEYS = {
     "clientip": "ip",
 }
 
-_EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)+")
-# Phone numbers in international form (+ then digits with separators) or the North American
-# 3-3-4 grouping; plain digit runs (offsets, ids) and ISO dates are left alone on purpose.
-_PHONE = re.compile(r"(?<![\w+])(?:\+\d[\d\s().\-]{6,}\d|\(?\d{3}\)?[\s.\-]\d{3}[\s.\-]\d{4})(?!\w)")
-_IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
-_IPV6 = re.compile(r"(?<![0-9A-Fa-f:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![0-9A-Fa-f:])")
 _BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=\-]{8,}")
 _QUERY_SECRET = re.compile(
     r"(?i)\b((?:access_?token|token|api_?key|apikey|secret|password|sig|signature)=)[^&\s\"']+"
@@ -128,28 +123,16 @@ class Scrubber:
         h = hashlib.blake2b(value.strip().lower().encode(), key=self._key, digest_size=6).hexdigest()
         return f"<{kind}:{h}>"
 
-    def _ip(self, m: re.Match[str]) -> str:
-        text = m.group(0)
-        try:
-            ip = ipaddress.ip_address(text)
-        except ValueError:
-            return text
-        if ip.is_loopback or ip.is_unspecified:
-            return text
-        return self.digest("ip", text)
-
     def scrub_text(self, text: str) -> str:
         if self._secret_re is not None:
             text = self._secret_re.sub(REDACTED, text)
-        if "@" in text:
-            text = _EMAIL.sub(lambda m: self.digest("email", m.group(0)), text)
+        text = sub_emails(text, self.digest)
         text = _BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
         text = _QUERY_SECRET.sub(lambda m: m.group(1) + REDACTED, text)
         text = _JWT.sub(REDACTED, text)
-        text = _IPV4.sub(self._ip, text)
-        if text.count(":") >= 2:
-            text = _IPV6.sub(self._ip, text)
-        return _PHONE.sub(lambda m: self.digest("phone", m.group(0)), text)
+        # Loopback and unspecified addresses (broker and bind addresses) are not about a person.
+        text = sub_ips(text, self.digest, keep_local=True)
+        return sub_phones(text, self.digest)
 
     def scrub(self, value: Any, depth: int = 0) -> Any:
         if isinstance(value, str):

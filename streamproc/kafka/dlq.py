@@ -10,7 +10,6 @@ commit past it.
 from __future__ import annotations
 
 import asyncio
-import re
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import structlog
 
 from streamproc.errors import KafkaError
 from streamproc.kafka.admin import consumer_only
+from streamproc.pii import sub_pii
 
 __all__ = ["DLQ_VERSION", "DeadLetter", "DeadLetterProducer", "iso_utc", "scrub_pii"]
 
@@ -30,27 +30,15 @@ log = structlog.get_logger("streamproc.dlq")
 DLQ_VERSION = "1"
 BODY_LIMIT = 2048
 
-_EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}")
-_IPV4 = re.compile(r"(?<![\d.])(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)(?![\d.])")
-# Full form (eight groups) or compressed with "::"; clock times like 13:56:05 are not addresses.
-_IPV6 = re.compile(
-    r"(?<![0-9A-Fa-f:])(?:(?:[0-9A-Fa-f]{1,4}:){7}[0-9A-Fa-f]{1,4}"
-    r"|(?:[0-9A-Fa-f]{1,4}:){1,6}:[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4})*"
-    r"|::(?:[0-9A-Fa-f]{1,4}(?::[0-9A-Fa-f]{1,4})*))(?![0-9A-Fa-f:])"
-)
-# A phone number: optional +country, then 7-15 digits with common separators. Dates and times
-# (2026-11-23, 13:56:05) are left alone: they never start with + and use at most 8 digits.
-_PHONE = re.compile(
-    r"(?<![\w+])(?:\+\d[\d\s().\-]{6,18}\d|\(?\d{3}\)?[\s.\-]\d{3}[\s.\-]\d{4}|\d{9,15})(?!\w)"
-)
+
+def _marker(kind: str, _: str) -> str:
+    return f"[{kind}]"
 
 
 def scrub_pii(text: str) -> str:
     """Replace emails, IP addresses and phone numbers so a partner's echo of an event leaks nothing."""
-    text = _EMAIL.sub("[email]", text)
-    text = _IPV4.sub("[ip]", text)
-    text = _IPV6.sub("[ip]", text)
-    return _PHONE.sub("[phone]", text)
+    # A response body echoes user fields, so bare digit runs are taken for phone numbers too.
+    return sub_pii(text, _marker, digit_runs=True)
 
 
 def iso_utc(ts: float) -> str:
