@@ -6,6 +6,7 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from streamproc.core.fields import Choice, ConditionalRequired, Field
@@ -503,9 +504,21 @@ def _common_iso(m: re.Match[str]) -> float:
     return float(value) if abs(value) <= 8.64e15 else math.nan
 
 
+_UTC_MILLIS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{3})?Z", re.ASCII).fullmatch
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MS = timedelta(milliseconds=1)
+
+
 def js_date_parse(text: str) -> float:
     """`Date.parse(text)` in epoch milliseconds, NaN where V8 says Invalid Date (V8's grammar: the
     ES5 ISO form, else its legacy one; the worker's local time zone is taken to be UTC)."""
+    if _UTC_MILLIS(text):
+        # Segment's own timestamp shape. Where datetime accepts it (a real date and time) the two
+        # agree; the edge cases it rejects (hour 24, day 31 of a short month, year 0) go on below.
+        try:
+            return float((datetime.fromisoformat(text) - _EPOCH) // _ONE_MS)
+        except ValueError:
+            pass
     m = _COMMON_ISO.fullmatch(text)
     if m:
         return _common_iso(m)
