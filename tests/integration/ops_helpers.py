@@ -3,6 +3,7 @@ and what the router predicts the partners will receive."""
 
 from __future__ import annotations
 
+import asyncio
 import collections
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -10,7 +11,9 @@ from typing import Any
 
 import orjson
 from confluent_kafka import Producer
+from kafka_helpers import async_wait_until, committed_offsets, end_offsets
 
+from streamproc.app import Worker
 from streamproc.cli import build_parser
 from streamproc.config import load_config
 from streamproc.router import Router
@@ -172,6 +175,23 @@ def received(sim: Any) -> collections.Counter:
     return collections.Counter(
         (r.method, r.raw_path, r.body or b"") for r in sim.requests if r.partner != "unknown"
     )
+
+
+async def run_worker_until_done(cfg: Path, bootstrap: str, topic: str, group: str) -> None:
+    """Run an in-process worker until its group has committed the end of every partition of `topic`."""
+    worker = Worker(load_config(cfg), serve_http=False)
+    task = asyncio.create_task(worker.run_async())
+    ends = end_offsets(bootstrap, topic)
+    try:
+        await async_wait_until(
+            lambda: task.done() or committed_offsets(bootstrap, group, topic) == ends,
+            timeout=90,
+            interval=0.3,
+            message="the worker did not finish the topic",
+        )
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 60)
 
 
 def cli_args(*argv: str) -> Any:

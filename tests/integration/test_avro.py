@@ -9,10 +9,9 @@ on a test machine; both ends still use the real confluent-kafka SchemaRegistryCl
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -21,13 +20,10 @@ import pytest
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
-from kafka_helpers import async_wait_until, committed_offsets, end_offsets, produce, read_all, unique_name
-from ops_helpers import make_events, predicted, received, write_config
+from kafka_helpers import produce, read_all, unique_name
+from ops_helpers import make_events, predicted, received, run_worker_until_done, write_config
 
-from streamproc.app import Worker
-from streamproc.config import load_config
 from streamproc.decoding import AvroCodec, load_schema
-from streamproc.simulator import PartnerSimulator
 
 pytestmark = pytest.mark.kafka
 
@@ -83,32 +79,6 @@ def registry() -> Iterator[str]:
     server.shutdown()
 
 
-@pytest.fixture
-async def sims() -> AsyncIterator[tuple[PartnerSimulator, PartnerSimulator]]:
-    a, b = PartnerSimulator(seed=1), PartnerSimulator(seed=2)
-    await a.start()
-    await b.start()
-    yield a, b
-    await a.stop()
-    await b.stop()
-
-
-async def run_worker(cfg: Path, bootstrap: str, topic: str, group: str) -> None:
-    worker = Worker(load_config(cfg), serve_http=False)
-    task = asyncio.create_task(worker.run_async())
-    ends = end_offsets(bootstrap, topic)
-    try:
-        await async_wait_until(
-            lambda: task.done() or committed_offsets(bootstrap, group, topic) == ends,
-            timeout=90,
-            interval=0.3,
-            message="the worker did not finish the topic",
-        )
-    finally:
-        worker.stop()
-        await asyncio.wait_for(task, 60)
-
-
 async def check(
     kafka_bootstrap: str, topic, sims, tmp_path: Path, input_yaml: str, values: list[bytes]
 ) -> None:
@@ -128,7 +98,7 @@ async def check(
         input_yaml=input_yaml,
     )
     produce(kafka_bootstrap, source, [*values, b"\x00\x00\x00\x00\x63garbage"])
-    await run_worker(cfg, kafka_bootstrap, source, group)
+    await run_worker_until_done(cfg, kafka_bootstrap, source, group)
     expect = predicted(cfg, events)
     assert received(a) == expect["seg-a"]
     assert received(b) == expect["seg-b"]

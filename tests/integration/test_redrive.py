@@ -4,21 +4,16 @@ and what fails again goes back to the dead-letter topic with its history."""
 
 from __future__ import annotations
 
-import asyncio
 import io
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from kafka_helpers import async_wait_until, committed_offsets, end_offsets, produce, read_all, unique_name
-from ops_helpers import cli_args, make_events, predicted, received, write_config
+from kafka_helpers import produce, read_all, unique_name
+from ops_helpers import cli_args, make_events, predicted, received, run_worker_until_done, write_config
 
-from streamproc.app import Worker
 from streamproc.commands.dlq import inspect, redrive
-from streamproc.config import load_config
-from streamproc.simulator import PartnerSimulator
 
 pytestmark = pytest.mark.kafka
 
@@ -28,32 +23,6 @@ N = 150
 def letters_in(bootstrap: str, dlq: str) -> list[Any]:
     """The dead letters on the topic, without the redrive markers."""
     return [r for r in read_all(bootstrap, dlq) if r.header("streamproc.redriven") is None]
-
-
-@pytest.fixture
-async def sims() -> AsyncIterator[tuple[PartnerSimulator, PartnerSimulator]]:
-    a, b = PartnerSimulator(seed=1), PartnerSimulator(seed=2)
-    await a.start()
-    await b.start()
-    yield a, b
-    await a.stop()
-    await b.stop()
-
-
-async def run_worker_until_done(cfg: Path, bootstrap: str, topic: str, group: str) -> None:
-    worker = Worker(load_config(cfg), serve_http=False)
-    task = asyncio.create_task(worker.run_async())
-    ends = end_offsets(bootstrap, topic)
-    try:
-        await async_wait_until(
-            lambda: task.done() or committed_offsets(bootstrap, group, topic) == ends,
-            timeout=90,
-            interval=0.3,
-            message="the worker did not finish the topic",
-        )
-    finally:
-        worker.stop()
-        await asyncio.wait_for(task, 60)
 
 
 @pytest.fixture

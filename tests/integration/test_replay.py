@@ -9,7 +9,6 @@ import io
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,7 +20,6 @@ from kafka_helpers import committed_offsets, unique_name
 from ops_helpers import T0_MS, cli_args, make_events, predicted, produce_timed, received, write_config
 
 from streamproc.commands.replay import replay
-from streamproc.simulator import PartnerSimulator
 
 pytestmark = pytest.mark.kafka
 
@@ -30,16 +28,6 @@ N = 240
 
 def iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat().replace("+00:00", "Z")
-
-
-@pytest.fixture
-async def sims() -> AsyncIterator[tuple[PartnerSimulator, PartnerSimulator]]:
-    a, b = PartnerSimulator(seed=1), PartnerSimulator(seed=2)
-    await a.start()
-    await b.start()
-    yield a, b
-    await a.stop()
-    await b.stop()
 
 
 @pytest.fixture
