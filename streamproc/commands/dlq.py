@@ -12,7 +12,7 @@ import confluent_kafka
 import orjson
 from confluent_kafka import TopicPartition
 
-from streamproc.commands.replay import build_stack, dry_run_printer, install_stop, load, positive_float
+from streamproc.commands.replay import build_stack, install_stop, load, positive_float, start_pipeline
 from streamproc.decoding import make_decoder
 from streamproc.kafka.dlq import producer_config
 from streamproc.kafka.redrive import (
@@ -25,7 +25,7 @@ from streamproc.kafka.redrive import (
     start_offsets,
     statuses,
 )
-from streamproc.kafka.replay import DeliveryPipeline, RangeReader, Summary, range_consumer_config, run_ranges
+from streamproc.kafka.replay import RangeReader, Summary, range_consumer_config, run_ranges
 from streamproc.logging import flush_suppressed
 from streamproc.progress import Progress
 
@@ -153,16 +153,7 @@ async def redrive(args: argparse.Namespace, out: Any = None, err: Any = None) ->
         else confluent_kafka.Producer(producer_config(kafka.bootstrap_servers, kafka.client)),
     )
     plan = redrive_plan(stack.router, make_decoder(config.input), flt, summary, marks)
-    pipeline = DeliveryPipeline(
-        plan,
-        dispatcher=stack.dispatcher,
-        dlq=stack.dlq,
-        summary=summary,
-        max_in_flight=args.max_in_flight,
-        rate=args.rate,
-        on_dry_run=dry_run_printer(out) if args.dry_run else None,
-    )
-    install_stop(pipeline.stop)
+    pipeline = start_pipeline(plan, stack, summary, args, out)
     # The group only holds the position: partitions are assigned, never balanced, and a dry run
     # reads the position without committing.
     reader = RangeReader(range_consumer_config(kafka.bootstrap_servers, kafka.client, group), topic)

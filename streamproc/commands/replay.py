@@ -172,6 +172,28 @@ def dry_run_printer(out: Any) -> Callable[[Any, Delivery], None]:
     return show
 
 
+def start_pipeline(
+    plan: Callable[[Any], MessagePlan],
+    stack: DeliveryStack,
+    summary: Summary,
+    args: argparse.Namespace,
+    out: Any,
+) -> DeliveryPipeline:
+    """The delivery pipeline of a replay or redrive run (--max-in-flight, --rate, --dry-run), stoppable
+    by the first Ctrl-C or SIGTERM."""
+    pipeline = DeliveryPipeline(
+        plan,
+        dispatcher=stack.dispatcher,
+        dlq=stack.dlq,
+        summary=summary,
+        max_in_flight=args.max_in_flight,
+        rate=args.rate,
+        on_dry_run=dry_run_printer(out) if args.dry_run else None,
+    )
+    install_stop(pipeline.stop)
+    return pipeline
+
+
 def install_stop(stop: asyncio.Event) -> None:
     """First Ctrl-C or SIGTERM: stop reading and finish in-flight work, then save."""
     loop = asyncio.get_running_loop()
@@ -212,16 +234,7 @@ async def replay(args: argparse.Namespace, out: Any = None, err: Any = None) -> 
 
         return deliveries, letter
 
-    pipeline = DeliveryPipeline(
-        plan,
-        dispatcher=stack.dispatcher,
-        dlq=stack.dlq,
-        summary=summary,
-        max_in_flight=args.max_in_flight,
-        rate=args.rate,
-        on_dry_run=dry_run_printer(out) if args.dry_run else None,
-    )
-    install_stop(pipeline.stop)
+    pipeline = start_pipeline(plan, stack, summary, args, out)
     progress: Progress | None = None
     try:
         consumer = await reader.open()
