@@ -62,3 +62,12 @@ def differential(kind: str) -> list[dict[str, Any]]:
                 if row["input"]["kind"] == kind:
                     rows.append(row)
     return rows
+
+
+def normalise(value: Any) -> Any:
+    """JSON-equal form: undefined object members dropped, undefined array slots as null."""
+    if isinstance(value, dict):
+        return {k: normalise(v) for k, v in value.items() if v is not UNDEFINED}
+    if isinstance(value, list):
+        return [None if v is UNDEFINED else normalise(v) for v in value]
+    return value

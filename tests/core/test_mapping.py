@@ -6,21 +6,12 @@ import copy
 from typing import Any
 
 import pytest
-from spec_data import cases
+from spec_data import cases, normalise
 
 from streamproc import mapping as public
 from streamproc.core import mapping as mk
 from streamproc.core.jsvalues import UNDEFINED
 from streamproc.errors import MappingError
-
-
-def normalise(value: Any) -> Any:
-    """JSON-equal form: undefined object members dropped, undefined array slots as null."""
-    if isinstance(value, dict):
-        return {k: normalise(v) for k, v in value.items() if v is not UNDEFINED}
-    if isinstance(value, list):
-        return [None if v is UNDEFINED else normalise(v) for v in value]
-    return value
 
 
 def expected_messages(expected: str | list[str]) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from spec_data import differential
+from spec_data import differential, normalise
 
 from streamproc.core import mapping as mk
 from streamproc.core.jsvalues import UNDEFINED
@@ -14,15 +14,6 @@ from streamproc.errors import MappingError
 # Cases whose recorded output streamproc does not reproduce, with the reason. Empty: every
 # recorded case is matched.
 NOT_MATCHED: dict[str, str] = {}
-
-
-def normalise(value: Any) -> Any:
-    """JSON-equal form: undefined object members dropped, undefined array slots as null."""
-    if isinstance(value, dict):
-        return {k: normalise(v) for k, v in value.items() if v is not UNDEFINED}
-    if isinstance(value, list):
-        return [None if v is UNDEFINED else normalise(v) for v in value]
-    return value
 
 
 def _params() -> list[Any]:
