@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import aiohttp
 import pytest
+from manual_clock import ManualClock
 from prometheus_client.parser import text_string_to_metric_families
 
 from streamproc.http import Health, OpsServer, Readiness
@@ -20,17 +21,9 @@ class MetricsConfig:
     port: int = 0
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> ManualClock:
+    return ManualClock(100.0)
 
 
 @pytest.fixture
@@ -39,7 +32,7 @@ def metrics() -> Metrics:
 
 
 @pytest.fixture
-async def server(metrics: Metrics, clock: Clock) -> AsyncIterator[OpsServer]:
+async def server(metrics: Metrics, clock: ManualClock) -> AsyncIterator[OpsServer]:
     readiness = Readiness(clock=clock, gauge=metrics.ready)
     srv = OpsServer(MetricsConfig(), metrics.registry, readiness, Health(clock=clock))
     await srv.start()
@@ -71,7 +64,7 @@ async def test_metrics_speaks_openmetrics_when_asked(server: OpsServer) -> None:
     assert body.rstrip().endswith("# EOF")
 
 
-async def test_healthz_follows_the_heartbeat(server: OpsServer, clock: Clock) -> None:
+async def test_healthz_follows_the_heartbeat(server: OpsServer, clock: ManualClock) -> None:
     assert (await get(server, "/healthz"))[0] == 200
     clock.now += 30  # no heartbeat for 30 s: the loop is stuck
     status, _, body = await get(server, "/healthz")
@@ -99,7 +92,7 @@ async def test_heartbeat_task_keeps_ticking() -> None:
 
 
 async def test_readyz_needs_assignment_polling_and_dead_letter_producer(
-    server: OpsServer, clock: Clock, metrics: Metrics
+    server: OpsServer, clock: ManualClock, metrics: Metrics
 ) -> None:
     r = server.readiness
     status, _, body = await get(server, "/readyz")
@@ -131,7 +124,9 @@ async def test_an_empty_assignment_still_counts_as_joined(server: OpsServer) -> 
     assert (await get(server, "/readyz"))[0] == 200
 
 
-async def test_ready_gauge_follows_polling_without_anyone_asking(clock: Clock, metrics: Metrics) -> None:
+async def test_ready_gauge_follows_polling_without_anyone_asking(
+    clock: ManualClock, metrics: Metrics
+) -> None:
     r = Readiness(clock=clock, gauge=metrics.ready)
     r.set_assignment(2)
     assert metrics.ready._value.get() == 0  # joined, but not consuming yet

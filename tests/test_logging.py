@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import orjson
 import pytest
 import structlog
+from manual_clock import ManualClock
 
 from streamproc.logging import (
     RepeatLimiter,
@@ -27,21 +28,13 @@ class LogConfig:
     level: str = "info"
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(1000.0)
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def out(clock: Clock) -> Iterator[io.StringIO]:
+def out(clock: ManualClock) -> Iterator[io.StringIO]:
     buf = io.StringIO()
     configure_logging(LogConfig(), stream=buf, limiter=RepeatLimiter(burst=3, window=60, clock=clock))
     yield buf
@@ -162,7 +155,7 @@ def test_standard_library_loggers_are_scrubbed(out: io.StringIO) -> None:
     assert lines(out)[0]["logger"] == "aiohttp.server"
 
 
-def test_repeated_errors_are_rate_limited_then_summarised(out: io.StringIO, clock: Clock) -> None:
+def test_repeated_errors_are_rate_limited_then_summarised(out: io.StringIO, clock: ManualClock) -> None:
     log = get_logger()
     for _ in range(10):
         log.error("partner unreachable", error_type="RetryableError", destination="seg-1")

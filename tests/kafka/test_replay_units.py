@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from manual_clock import ManualClock
 
 from streamproc.dispatch import DeliveryResult, Failure
 from streamproc.errors import DecodeError, StreamprocError
@@ -236,16 +237,8 @@ def test_redrive_group_depends_on_the_filters() -> None:
     assert one != redrive_group("live", DeadLetterFilter(destinations=frozenset({"tiktok"})))
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_progress_plain_lines_with_rate_and_eta() -> None:
-    out, clock = io.StringIO(), Clock()
+    out, clock = io.StringIO(), ManualClock()
     p = Progress(1000, stream=out, tty=False, every=5, clock=clock)
     for step in range(1, 11):
         clock.now = step
@@ -257,7 +250,7 @@ def test_progress_plain_lines_with_rate_and_eta() -> None:
 
 
 def test_progress_bar_redraws_in_place_on_a_terminal() -> None:
-    out, clock = io.StringIO(), Clock()
+    out, clock = io.StringIO(), ManualClock()
     p = Progress(10, stream=out, tty=True, clock=clock)
     clock.now = 1
     p.update(5)
