@@ -29,8 +29,6 @@ import yaml
 from kafka_helpers import async_wait_until, committed_offsets, end_offsets, produce, unique_name
 from ops_helpers import make_events, write_config
 
-from streamproc.simulator import PartnerSimulator
-
 pytestmark = pytest.mark.kafka
 
 REPO = Path(__file__).resolve().parents[2]
@@ -170,15 +168,13 @@ def metric_names(expr: str) -> set[str]:
 
 
 async def test_dashboard_and_alert_queries_answer_plausibly(
-    prometheus_binary: str, kafka_bootstrap: str, topic, tmp_path: Path
+    prometheus_binary: str, kafka_bootstrap: str, topic, sims, tmp_path: Path
 ) -> None:
     assert DASHBOARD.is_file() and ALERTS.is_file()
     source = topic("prom", partitions=3)
     dlq = topic("prom-dlq", partitions=1)
     group = unique_name("prom")
-    a, b = PartnerSimulator(seed=1), PartnerSimulator(seed=2)
-    await a.start()
-    await b.start()
+    a, b = sims
     metrics_port = free_port()
     cfg = write_config(
         tmp_path / "config.yaml",
@@ -290,5 +286,3 @@ async def test_dashboard_and_alert_queries_answer_plausibly(
             except TimeoutError:
                 worker.kill()
         prom.stop()
-        await a.stop()
-        await b.stop()
