@@ -61,29 +61,22 @@ def _take(gen: EventGenerator, n: int) -> list[tuple[bytes | None, bytes]]:
     return [next(gen) for _ in range(n)]
 
 
-@pytest.mark.kafka
-def test_demo_delivers_to_every_partner_and_dead_letters_the_poison(kafka_bootstrap: str) -> None:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "streamproc",
-            "demo",
-            "--bootstrap",
-            kafka_bootstrap,
-            "--events",
-            "400",
-            "--rate",
-            "1000",
-            "--poison-every",
-            "40",
-            "--json",
-        ],
+def run_demo(*args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m streamproc demo ARGS` from the repository root, output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "streamproc", "demo", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
+    )
+
+
+@pytest.mark.kafka
+def test_demo_delivers_to_every_partner_and_dead_letters_the_poison(kafka_bootstrap: str) -> None:
+    proc = run_demo(
+        "--bootstrap", kafka_bootstrap, "--events", "400", "--rate", "1000", "--poison-every", "40", "--json"
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     summary = json.loads(proc.stdout)
@@ -102,28 +95,7 @@ def test_demo_delivers_to_every_partner_and_dead_letters_the_poison(kafka_bootst
 
 
 def test_demo_runs_on_the_mock_cluster_where_there_is_no_broker() -> None:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "streamproc",
-            "demo",
-            "--broker",
-            "mock",
-            "--events",
-            "150",
-            "--rate",
-            "500",
-            "--poison-every",
-            "30",
-            "--json",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    proc = run_demo("--broker", "mock", "--events", "150", "--rate", "500", "--poison-every", "30", "--json")
     assert proc.returncode == 0, proc.stderr[-4000:]
     summary = json.loads(proc.stdout)
     assert summary["broker"] == "mock"
