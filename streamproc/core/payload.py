@@ -963,6 +963,27 @@ def _compile_plain(
     return plain
 
 
+def _items_plain(node: _Node) -> Callable[[dict[str, Any]], dict[str, Any] | None] | None:
+    """The plain-object copier of a `multiple` object field whose list the checker handles item by
+    item with nothing else to test (see `check`), else None."""
+    items = node.items
+    if (
+        node.types != ("array",)
+        or items is None
+        or items.properties is None
+        or items.enum is not None
+        or node.enum is not None
+        or node.format is not None
+        or node.min_length is not None
+    ):
+        return None
+    props = {
+        k: (i, _compile_check(n), "/" + _pointer_key(k), _fast_classes(n))
+        for i, (k, n) in enumerate(items.properties.items())
+    }
+    return _compile_plain(props, items.required, items.additional)
+
+
 def _compile_check(node: _Node) -> _Check:
     """AJV's validation of one node: returns the (possibly coerced) value, appends messages."""
     types = node.types
@@ -1284,6 +1305,7 @@ class PayloadSchema:
                 wrap=n.types == ("array",),
                 check=_compile_check(n),
                 pointer="/" + _pointer_key(k),
+                items_plain=_items_plain(n),
             )
         self._rules = _conditional_rules(fields)
         # Fields where a string needs no work (kept as it is, or wrapped in a list for `multiple`):
@@ -1304,7 +1326,7 @@ class PayloadSchema:
     def validate(self, payload: Mapping[str, Any], *, root: bool = True) -> dict[str, Any]:
         """removeEmptyValues, then validation with coercion; unknown keys are dropped.
         Raises PayloadValidationError with Segment's message (every problem, in AJV's order)."""
-        if not isinstance(payload, dict):
+        if payload.__class__ is not dict and not isinstance(payload, dict):
             if isinstance(payload, Mapping):
                 payload = dict(payload)
             else:
@@ -1358,6 +1380,21 @@ class PayloadSchema:
                 if cls is list and all(x.__class__ in item_fast for x in v):
                     out[k] = list(v)
                     continue
+            items_plain = entry.items_plain
+            if items_plain is not None and cls is list:
+                # A list of objects that need no work: removeEmptyValues keeps every item and the
+                # check copies each, so the copies are made here directly.
+                copies = []
+                for x in v:
+                    if x.__class__ is not dict:
+                        break
+                    copy = items_plain(x)
+                    if copy is None:
+                        break
+                    copies.append(copy)
+                else:
+                    out[k] = copies
+                    continue
             if not prepared:
                 v = entry.prepare(v, root)
                 if v is UNDEFINED:
@@ -1368,6 +1405,12 @@ class PayloadSchema:
                 if spans is None:
                     spans = []
                 spans.append((entry.index, n, len(errors)))
+        if not errors and not rule_errors:
+            for k in self._required:
+                if k not in out:
+                    break
+            else:
+                return out
         missing = [k for k in self._required if k not in out]
         if errors or missing or rule_errors:
             if spans is not None and len(spans) > 1:
@@ -1400,6 +1443,7 @@ class _Entry:
     wrap: bool
     check: _Check
     pointer: str
+    items_plain: Callable[[dict[str, Any]], dict[str, Any] | None] | None
 
     def prepare(self, v: Any, root: bool) -> Any:
         """removeEmptyValues and the wrapping of single values for `multiple` fields."""
