@@ -304,6 +304,9 @@ def _utf8(text: str) -> bytes:
         return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode("utf-8")
 
 
+_sha256 = hashlib.sha256
+
+
 def _smart_hash(value: str, clean: Any = None) -> str:
     if not value.strip(_JS_WHITESPACE):
         return ""
@@ -311,11 +314,17 @@ def _smart_hash(value: str, clean: Any = None) -> str:
         return value
     if clean is not None:
         value = clean(value)
-    return hashlib.sha256(_utf8(value)).hexdigest()
+    # ASCII text has no lone surrogates, so it is its own UTF-8.
+    return _sha256(value.encode("ascii") if value.isascii() else _utf8(value)).hexdigest()
+
+
+_NON_DIGIT_BYTES = bytes(c for c in range(128) if not 0x30 <= c <= 0x39)
 
 
 def _clean_phone(phone: str) -> str:
     # No country-code inference: "+" then the digits, at most 15 characters in all.
+    if phone.isascii():
+        return ("+" + phone.encode("ascii").translate(None, _NON_DIGIT_BYTES).decode("ascii"))[:15]
     return ("+" + _NON_DIGITS.sub("", phone))[:15]
 
 
