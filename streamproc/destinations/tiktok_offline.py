@@ -352,8 +352,23 @@ _FORBIDDEN_HOST = set(" #%/:<>?@[\\]^|\x00")
 _C0_AND_SPACE = "".join(chr(c) for c in range(0x21))
 
 
+# The usual page URL: http(s), a plain host name, maybe a port, printable ASCII only. For these the
+# general rules below come down to: the port must fit, the query runs from the first "?" before "#".
+_PLAIN_HTTP_URL = re.compile(r"https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?(?:[/?#][!-~]*)?", re.ASCII).fullmatch
+
+
 def _query_of(url: str) -> str | None:
     """The query of a URL WHATWG's parser accepts (None when it rejects the URL or has no query)."""
+    m = _PLAIN_HTTP_URL(url)
+    if m is not None:
+        port = m.group(1)
+        if port is not None and int(port[1:]) > 65535:
+            return None
+        fragment = url.find("#")
+        if fragment != -1:
+            url = url[:fragment]
+        q = url.find("?")
+        return url[q + 1 :] if q != -1 else None
     url = url.strip(_C0_AND_SPACE).replace("\t", "").replace("\n", "").replace("\r", "")
     m = _SCHEME.match(url)
     if not m:
