@@ -95,10 +95,12 @@ def produce(
     keys: Iterable[Payload] | None = None,
     headers: Iterable[Sequence[Header] | None] | None = None,
     partition: int | None = None,
+    timestamps: Iterable[int] | None = None,
     timeout: float = 30.0,
     config: dict[str, Any] | None = None,
 ) -> int:
-    """Produce the messages (keys/headers zipped with values), wait for every ack; return the count.
+    """Produce the messages (keys/headers/record timestamps in ms zipped with values), wait for every
+    ack; return the count.
 
     Raises if any message was not acknowledged.
     """
@@ -121,11 +123,12 @@ def produce(
     value_list = list(values)
     key_list = list(keys) if keys is not None else [None] * len(value_list)
     header_list = list(headers) if headers is not None else [None] * len(value_list)
-    if len(key_list) != len(value_list) or len(header_list) != len(value_list):
-        raise ValueError("keys and headers must have as many items as values")
+    ts_list = list(timestamps) if timestamps is not None else [None] * len(value_list)
+    if not len(key_list) == len(header_list) == len(ts_list) == len(value_list):
+        raise ValueError("keys, headers and timestamps must have as many items as values")
 
     extra: dict[str, Any] = {} if partition is None else {"partition": partition}
-    for value, key, hdrs in zip(value_list, key_list, header_list, strict=True):
+    for value, key, hdrs, ts in zip(value_list, key_list, header_list, ts_list, strict=True):
         while True:
             try:
                 producer.produce(
@@ -135,6 +138,7 @@ def produce(
                     headers=list(hdrs) if hdrs else None,
                     on_delivery=on_delivery,
                     **extra,
+                    **({} if ts is None else {"timestamp": ts}),
                 )
                 break
             except BufferError:
@@ -237,9 +241,7 @@ def committed_offsets(bootstrap: str, group: str, topic: str, timeout: float = 1
                 time.sleep(0.2)
                 continue
             return {
-                tp.partition: tp.offset
-                for tp in committed
-                if tp.offset != OFFSET_INVALID and tp.offset >= 0
+                tp.partition: tp.offset for tp in committed if tp.offset != OFFSET_INVALID and tp.offset >= 0
             }
     finally:
         consumer.close()

@@ -1,17 +1,17 @@
-"""Shared pieces of the operations tests: a two-destination config, events, timestamped producing,
-and what the router predicts the partners will receive."""
+"""Shared pieces of the operations tests: a two-destination config, events, an in-process worker run
+until its offsets are committed, and what the router predicts the partners will receive."""
 
 from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import Producer
 from kafka_helpers import async_wait_until, committed_offsets, end_offsets
+from test_worker_helpers import request_key
 
 from streamproc.app import Worker
 from streamproc.cli import build_parser
@@ -136,24 +136,6 @@ def make_events(n: int, *, prefix: str = "m") -> list[dict[str, Any]]:
     return events
 
 
-def produce_timed(
-    bootstrap: str, topic: str, values: Sequence[bytes], timestamps_ms: Sequence[int], keys: Sequence[bytes]
-) -> None:
-    """Produce with explicit record timestamps, waiting for every acknowledgement."""
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True})
-    errors: list[str] = []
-
-    def report(err: Any, _msg: Any) -> None:
-        if err is not None:
-            errors.append(str(err))
-
-    for value, ts, key in zip(values, timestamps_ms, keys, strict=True):
-        producer.produce(topic, value=value, key=key, timestamp=ts, on_delivery=report)
-        producer.poll(0)
-    assert producer.flush(30) == 0
-    assert not errors, errors[:3]
-
-
 def predicted(
     config_path: Path, events: Iterable[dict[str, Any]], **route: Any
 ) -> dict[str, collections.Counter]:
@@ -164,9 +146,7 @@ def predicted(
         for delivery in router.route(event, **route):
             assert delivery.error is None, delivery.error
             for req in delivery.requests:
-                url = req.url.split("://", 1)[1]
-                path = "/" + url.split("/", 1)[1] if "/" in url else "/"
-                out[delivery.destination][(req.method, path, req.body or b"")] += 1
+                out[delivery.destination][request_key(req.method, req.url, req.body)] += 1
     return out
 
 

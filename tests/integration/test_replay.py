@@ -16,8 +16,8 @@ import orjson
 import pytest
 import yaml
 from confluent_kafka import Consumer, TopicPartition
-from kafka_helpers import committed_offsets, unique_name
-from ops_helpers import T0_MS, cli_args, make_events, predicted, produce_timed, received, write_config
+from kafka_helpers import committed_offsets, produce, unique_name
+from ops_helpers import T0_MS, cli_args, make_events, predicted, received, write_config
 
 from streamproc.commands.replay import replay
 
@@ -37,12 +37,12 @@ def setup(kafka_bootstrap: str, topic, sims, tmp_path: Path):
     dlq = topic("replay-dlq", partitions=1)
     events = make_events(N)
     values = [orjson.dumps(e) for e in events]
-    produce_timed(
+    produce(
         kafka_bootstrap,
         source,
         values,
-        [T0_MS + i * 1000 for i in range(N)],
-        [e["userId"].encode() for e in events],
+        keys=[e["userId"].encode() for e in events],
+        timestamps=[T0_MS + i * 1000 for i in range(N)],
     )
     a, b = sims
     cfg = write_config(
