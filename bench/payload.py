@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-from streamproc.destinations import stackadapt, tiktok_offline
+from streamproc.destinations import seg, stackadapt, tiktok_offline
 from streamproc.destinations.base import BuildContext
 from streamproc.destinations.runtime import CompiledAction
 from streamproc.mapping import compile as compile_mapping
@@ -68,6 +68,7 @@ def main() -> None:
     for destination, preset_name, settings in (
         (tiktok_offline.DESTINATION, "Complete Payment", {"accessToken": "t", "eventSetID": "e"}),
         (stackadapt.DESTINATION, "Forward Event", {"pixelId": "px"}),
+        (seg.DESTINATION, "Order Placed", {"apiKey": "abc8fb18-7559-4324-9921-a4b5015b4a1c"}),
     ):
         preset = destination.preset(preset_name)
         assert preset is not None

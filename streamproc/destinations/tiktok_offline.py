@@ -427,6 +427,8 @@ def url_query_param(url: str, name: str) -> str | None:
             if (key.isascii() and "%" not in key and "+" not in key)
             else _form_decode(key) == name
         ):
+            if value.isascii() and "%" not in value and "+" not in value:
+                return value
             return _form_decode(value)
     return None
 
