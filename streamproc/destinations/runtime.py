@@ -19,7 +19,7 @@ __all__ = ["CompiledAction", "js_json", "validate_settings"]
 class CompiledAction:
     """An action of a destination with its payload schema compiled once; `run` is per event."""
 
-    __slots__ = ("_build", "action", "destination", "schema")
+    __slots__ = ("_build", "_validate", "action", "destination", "schema")
 
     def __init__(self, destination: Destination, action_key: str) -> None:
         action = destination.actions.get(action_key)
@@ -29,6 +29,7 @@ class CompiledAction:
         self.destination = destination
         self.action: Action = action
         self.schema = PayloadSchema(action.fields)
+        self._validate = self.schema.validate
         self._build = action.build
 
     def validate(self, resolved_payload: Mapping[str, Any]) -> dict[str, Any]:
@@ -37,8 +38,7 @@ class CompiledAction:
 
     def run(self, resolved_payload: Mapping[str, Any], ctx: BuildContext) -> list[Request] | Skip:
         """Validate, then build. Raises PayloadValidationError / IntegrationError like Segment's runtime."""
-        payload = self.schema.validate(resolved_payload)
-        return self._build(payload, ctx)
+        return self._build(self._validate(resolved_payload), ctx)
 
 
 _settings_schemas: dict[str, tuple[Mapping[str, Any], PayloadSchema]] = {}
