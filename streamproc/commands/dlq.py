@@ -12,7 +12,14 @@ import confluent_kafka
 import orjson
 from confluent_kafka import TopicPartition
 
-from streamproc.commands.replay import build_stack, install_stop, load, positive_float, start_pipeline
+from streamproc.commands.replay import (
+    build_stack,
+    close_run,
+    install_stop,
+    load,
+    positive_float,
+    start_pipeline,
+)
 from streamproc.decoding import make_decoder
 from streamproc.kafka.dlq import producer_config
 from streamproc.kafka.redrive import (
@@ -187,10 +194,7 @@ async def redrive(args: argparse.Namespace, out: Any = None, err: Any = None) ->
             final = [TopicPartition(topic, p, o) for p, o in pipeline.watermarks().items()]
             await reader.call(lambda: consumer.commit(offsets=final, asynchronous=False))
     finally:
-        if progress is not None:
-            progress.close()
-        await reader.close()
-        await stack.close()
+        await close_run(progress, reader, stack)
     out.flush()
     flush_suppressed(force=True)
     print(summary.render(dry_run=args.dry_run), file=err)

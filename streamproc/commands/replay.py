@@ -194,6 +194,14 @@ def start_pipeline(
     return pipeline
 
 
+async def close_run(progress: Progress | None, reader: RangeReader, stack: DeliveryStack) -> None:
+    """End a replay or redrive run: progress line, reading consumer, then dispatch and dead letters."""
+    if progress is not None:
+        progress.close()
+    await reader.close()
+    await stack.close()
+
+
 def install_stop(stop: asyncio.Event) -> None:
     """First Ctrl-C or SIGTERM: stop reading and finish in-flight work, then save."""
     loop = asyncio.get_running_loop()
@@ -262,10 +270,7 @@ async def replay(args: argparse.Namespace, out: Any = None, err: Any = None) -> 
             on_progress=progress.update,
         )
     finally:
-        if progress is not None:
-            progress.close()
-        await reader.close()
-        await stack.close()
+        await close_run(progress, reader, stack)
     out.flush()
     flush_suppressed(force=True)
     interrupted = pipeline.stop.is_set() and state.total_left() > 0
