@@ -76,6 +76,10 @@ def _js_numbers(value: Any) -> Any:
             if abs(value) > 9007199254740992.0:
                 raise _NotPlain
             return int(value)
+        if abs(value) < 1e-4 or abs(value) >= 1e16:
+            # orjson and JavaScript choose between decimal and exponent forms at other points
+            # (JavaScript writes 0.0000015 where orjson writes 1.5e-6).
+            raise _NotPlain
         return value
     if cls is int:
         if abs(value) > 9007199254740992:

@@ -123,3 +123,16 @@ def test_action_case_matches_segment(row: dict[str, Any]) -> None:
     assert len(actual["requests"]) == len(expected["requests"])
     for req, exp in zip(actual["requests"], expected["requests"], strict=True):
         _compare_request(req, exp)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [1e-6, 1.5e-6, 9.99e-6, 1e-7, 1e-5, 0.0001, 0.1, 1.0, -0.0, 1e16, 1.5e16, 1e21, 2**53 + 2, 5e-324],
+)
+def test_request_bodies_print_numbers_as_javascript(value: float) -> None:
+    # Partner bodies are JSON.stringify output: the fast serialiser must agree with the exact one.
+    from streamproc.core.jsvalues import json_stringify
+    from streamproc.destinations.runtime import js_json
+
+    body = {"value": value, "nested": [{"price": value}]}
+    assert js_json(body).decode() == json_stringify(body)
