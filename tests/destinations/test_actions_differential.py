@@ -48,7 +48,7 @@ def _trigger_matches(fql: str, event: dict[str, Any]) -> bool:
 
 
 def _mapping_for(case: dict[str, Any], destination: Destination) -> tuple[str, dict[str, Any], str | None]:
-    """(action key, mapping, trigger or None) exactly as the oracle built them."""
+    """(action key, mapping, trigger or None) exactly as Segment's runtime built them."""
     if "preset" in case:
         preset = destination.preset(case["preset"])
         assert preset is not None, case["preset"]
@@ -63,7 +63,7 @@ def _mapping_for(case: dict[str, Any], destination: Destination) -> tuple[str, d
 
 
 def run_case(case: dict[str, Any]) -> dict[str, Any]:
-    """What streamproc does with one oracle input, in the oracle's output shape."""
+    """What streamproc does with one differential input, in the shape of Segment's recorded output."""
     destination = DESTINATIONS[case["destination"]]
     action_key, mapping, trigger = _mapping_for(case, destination)
     event = case["event"]
