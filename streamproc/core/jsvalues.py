@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any, Final
 
 __all__ = [
     "UNDEFINED",
     "Undefined",
+    "is_array_index",
     "is_undefined",
+    "js_keys",
+    "json_quote",
     "json_stringify",
     "number_to_string",
     "to_js_string",
@@ -130,8 +134,31 @@ def to_js_string(value: Any) -> str:
     return "[object Object]"
 
 
-def _quote(text: str) -> str:
-    return json.dumps(text, ensure_ascii=False)
+_INDEX_RE = re.compile(r"(?:0|[1-9][0-9]*)\Z")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def is_array_index(key: str) -> bool:
+    """A key JavaScript treats as an array index (and so orders first in objects)."""
+    return _INDEX_RE.match(key) is not None and int(key) < 4294967295
+
+
+def js_keys(obj: dict[str, Any]) -> list[str]:
+    """Own keys in JavaScript order: array-index keys ascending first, then insertion order."""
+    keys = list(obj)
+    indices = [k for k in keys if is_array_index(k)]
+    if not indices:
+        return keys
+    indices.sort(key=int)
+    return indices + [k for k in keys if not is_array_index(k)]
+
+
+def json_quote(text: str) -> str:
+    """A JSON string literal as JavaScript writes it (non-ASCII kept, lone surrogates escaped)."""
+    out = json.dumps(text, ensure_ascii=False)
+    if _LONE_SURROGATE.search(out):
+        out = _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", out)
+    return out
 
 
 def json_stringify(value: Any) -> str | None:
@@ -147,18 +174,18 @@ def json_stringify(value: Any) -> str | None:
     if value is False:
         return "false"
     if isinstance(value, str):
-        return _quote(value)
+        return json_quote(value)
     if isinstance(value, int | float):
         if isinstance(value, float) and not math.isfinite(value):
             return "null"
         return number_to_string(value)
     if isinstance(value, dict):
         parts = []
-        for key, item in value.items():
-            text = json_stringify(item)
+        for key in js_keys(value):
+            text = json_stringify(value[key])
             if text is not None:
-                parts.append(_quote(str(key)) + ":" + text)
+                parts.append(json_quote(str(key)) + ":" + text)
         return "{" + ",".join(parts) + "}"
     if isinstance(value, list | tuple):
         return "[" + ",".join(json_stringify(v) or "null" for v in value) + "]"
-    return "{}"
+    return None

@@ -18,6 +18,10 @@ from types import CodeType
 from typing import Any
 
 from streamproc.core.jsvalues import UNDEFINED, number_to_string, to_js_string, truthy
+from streamproc.core.jsvalues import is_array_index as _is_index
+from streamproc.core.jsvalues import js_keys as _js_keys
+from streamproc.core.jsvalues import json_quote as _json_quote
+from streamproc.core.jsvalues import json_stringify as _json_stringify
 from streamproc.errors import MappingError
 
 __all__ = ["DIRECTIVES", "CompiledMapping", "compile", "resolve", "validate"]
@@ -94,21 +98,6 @@ def js_length(text: str) -> int:
     return len(text) + sum(1 for c in text if ord(c) > 0xFFFF)
 
 
-_INDEX_RE = re.compile(r"(?:0|[1-9][0-9]*)\Z")
-
-
-def _is_index(key: str) -> bool:
-    return _INDEX_RE.match(key) is not None and int(key) < 4294967295
-
-
-def _js_keys(obj: dict[str, Any]) -> list[str]:
-    """Own keys in JavaScript order: array-index keys ascending first, then insertion order."""
-    keys = list(obj)
-    indices = [k for k in keys if _is_index(k)]
-    if not indices:
-        return keys
-    indices.sort(key=int)
-    return indices + [k for k in keys if not _is_index(k)]
 
 
 def _spread_source(value: Any) -> list[tuple[str, Any]]:
@@ -159,44 +148,6 @@ def _js_trim(text: str) -> str:
 
 
 # --- JSON.stringify / JSON.parse -------------------------------------------------------------
-
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def _json_quote(text: str) -> str:
-    out = json.dumps(text, ensure_ascii=False)
-    if _LONE_SURROGATE.search(out):
-        out = _LONE_SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", out)
-    return out
-
-
-def _json_stringify(value: Any) -> str | None:
-    """`JSON.stringify(value)`: JavaScript key order and numbers; None for undefined."""
-    if value is UNDEFINED:
-        return None
-    if value is None:
-        return "null"
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if isinstance(value, str):
-        return _json_quote(value)
-    if isinstance(value, int | float):
-        if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
-            return "null"
-        return number_to_string(value)
-    if isinstance(value, dict):
-        parts = []
-        for key in _js_keys(value):
-            text = _json_stringify(value[key])
-            if text is not None:
-                parts.append(_json_quote(str(key)) + ":" + text)
-        return "{" + ",".join(parts) + "}"
-    if isinstance(value, list | tuple):
-        return "[" + ",".join(_json_stringify(v) or "null" for v in value) + "]"
-    return None
-
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(name)

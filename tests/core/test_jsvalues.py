@@ -52,3 +52,8 @@ def test_falsy_values(value: object) -> None:
 @pytest.mark.parametrize("value", ["0", " ", 1, -1.5, [], {}, True])
 def test_truthy_values(value: object) -> None:
     assert truthy(value)
+
+
+def test_json_stringify_orders_index_keys_first_and_escapes_lone_surrogates() -> None:
+    assert json_stringify({"b": 1, "10": 2, "2": 3, "01": 4}) == '{"2":3,"10":2,"b":1,"01":4}'
+    assert json_stringify("a\ud800b") == '"a\\ud800b"'
