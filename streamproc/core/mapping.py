@@ -98,8 +98,6 @@ def js_length(text: str) -> int:
     return len(text) + sum(1 for c in text if ord(c) > 0xFFFF)
 
 
-
-
 def _spread_source(value: Any) -> list[tuple[str, Any]]:
     """The (key, value) pairs `Object.assign` / object spread copies from a value."""
     if isinstance(value, dict):
@@ -148,6 +146,7 @@ def _js_trim(text: str) -> str:
 
 
 # --- JSON.stringify / JSON.parse -------------------------------------------------------------
+
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(name)
