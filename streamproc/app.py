@@ -22,6 +22,7 @@ from streamproc.config import Config
 from streamproc.decoding import SchemaRegistryUnavailable, make_decoder
 from streamproc.dispatch import DeliveryResult, Dispatcher, Failure
 from streamproc.errors import ConfigError, ConfigProblem, DecodeError, KafkaError, StreamprocError
+from streamproc.http import OpsServer, Readiness
 from streamproc.kafka.admin import check_topics
 from streamproc.kafka.consumer import ConsumerLoop, Partition, consumer_config
 from streamproc.kafka.dlq import DeadLetter, DeadLetterProducer, producer_config
@@ -93,8 +94,8 @@ class Worker:
         )
         self.dlq: DeadLetterProducer | None = dead_letter_producer
         self._stop: asyncio.Event | None = None
-        self._readiness: Any = None
-        self._server: Any = None
+        self._readiness: Readiness | None = None
+        self._server: OpsServer | None = None
         m = self.metrics
         self._m_consumed: dict[str, Any] = {}
         self._m_undecodable: dict[str, Any] = {}
@@ -315,10 +316,6 @@ class Worker:
 
     async def _start_http(self) -> None:
         if not self._serve_http:
-            return
-        try:
-            from streamproc.http import OpsServer, Readiness
-        except ImportError:  # the ops server is optional: metrics stay in the registry
             return
         self._readiness = Readiness(gauge=self.metrics.ready)
         self._server = OpsServer(self.config.metrics, self.metrics.registry, self._readiness)
