@@ -153,13 +153,18 @@ def produce(
 
 
 def end_offsets(bootstrap: str, topic: str, timeout: float = 10.0) -> dict[int, int]:
-    """High watermark of every partition of `topic`."""
+    """High watermark of every partition of `topic` that holds messages.
+
+    Empty partitions are left out, as `committed_offsets` leaves out partitions without a commit: a
+    consumer that read nothing from a partition commits nothing there, so `committed == ends` means
+    "everything produced was consumed and committed" however keyless messages were spread."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": unique_name("probe")})
     try:
-        return {
+        highs = {
             p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout, cached=False)[1]
             for p in partitions(bootstrap, topic, timeout)
         }
+        return {p: high for p, high in highs.items() if high > 0}
     finally:
         consumer.close()
 
