@@ -6,6 +6,7 @@ import argparse
 import importlib
 import os
 import pkgutil
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -29,8 +30,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
+    # Until a command installs its own graceful handling (the worker drains, commits and exits 0),
+    # SIGTERM finds nothing in flight: end cleanly instead of dying by the signal.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -63,8 +63,10 @@ async def test_redrive_after_an_outage_delivers_exactly_the_dead_letters_once(
     assert inspected.by_destination == {"seg-a": N}
     assert inspected.by_status == {"503": N}
     shown = orjson.dumps(inspected.to_json()).decode() + inspected.render()
-    assert inspected.samples and "Product Viewed" in shown and "<email:" in shown  # samples show events ...
-    assert "@example.com" not in shown and "198.51.100." not in shown  # ... without their PII
+    names = {e["event"] for e in events if isinstance(e, dict) and e.get("event")}
+    # Samples show events, without their PII.
+    assert inspected.samples and any(n in shown for n in names) and "<email:" in shown
+    assert "@example.com" not in shown and "198.51.100." not in shown
 
     code, summary = await redrive(
         cli_args("dlq", "redrive", "--config", str(cfg)), out=io.BytesIO(), err=io.StringIO()
