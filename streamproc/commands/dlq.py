@@ -18,9 +18,8 @@ from streamproc.commands.replay import (
     install_stop,
     load,
     positive_float,
-    start_pipeline,
+    start_run,
 )
-from streamproc.decoding import make_decoder
 from streamproc.kafka.dlq import producer_config
 from streamproc.kafka.redrive import (
     DeadLetterFilter,
@@ -28,12 +27,13 @@ from streamproc.kafka.redrive import (
     RedriveMarks,
     parse_time,
     redrive_group,
-    redrive_plan,
+    redrive_handler,
     start_offsets,
     statuses,
 )
-from streamproc.kafka.replay import RangeReader, Summary, range_consumer_config, run_ranges
+from streamproc.kafka.replay import RangeReader, range_consumer_config, run_ranges
 from streamproc.logging import flush_suppressed
+from streamproc.pipeline import Summary
 from streamproc.progress import Progress
 
 
@@ -93,7 +93,7 @@ def make_filter(args: argparse.Namespace) -> DeadLetterFilter:
 
 async def inspect(args: argparse.Namespace, out: Any = None) -> Inspection:
     out = out if out is not None else sys.stdout
-    _config, kafka = load(args.config)
+    _config, kafka = load(args.config, "dlq inspect")
     flt = make_filter(args)
     topic = kafka.dead_letter_topic
     group = f"{kafka.group_id}.inspect.{uuid.uuid4().hex[:8]}"
@@ -144,7 +144,7 @@ async def redrive(args: argparse.Namespace, out: Any = None, err: Any = None) ->
     """The whole redrive, callable from tests; returns the exit code and the summary."""
     out = out if out is not None else sys.stdout.buffer
     err = err if err is not None else sys.stderr
-    config, kafka = load(args.config)
+    config, kafka = load(args.config, "dlq redrive")
     flt = make_filter(args)
     topic = kafka.dead_letter_topic
     group = args.group or redrive_group(kafka.group_id, flt)
@@ -159,8 +159,8 @@ async def redrive(args: argparse.Namespace, out: Any = None, err: Any = None) ->
         if args.dry_run
         else confluent_kafka.Producer(producer_config(kafka.bootstrap_servers, kafka.client)),
     )
-    plan = redrive_plan(stack.router, make_decoder(config.input), flt, summary, marks)
-    pipeline = start_pipeline(plan, stack, summary, args, out)
+    feed, processor = start_run(stack, topic, summary, args, out, undecodable="count")
+    handle = redrive_handler(processor, flt, summary, marks)
     # The group only holds the position: partitions are assigned, never balanced, and a dry run
     # reads the position without committing.
     reader = RangeReader(range_consumer_config(kafka.bootstrap_servers, kafka.client, group), topic)
@@ -183,15 +183,15 @@ async def redrive(args: argparse.Namespace, out: Any = None, err: Any = None) ->
         progress = Progress(total, label="dead letters", stream=err)
         await run_ranges(
             reader,
-            topic,
             ranges,
-            pipeline,
+            feed,
+            handle,
             commit,
             shutdown_timeout=config.limits.shutdown_timeout,
             on_progress=progress.update,
         )
-        if not args.dry_run and pipeline.watermarks():
-            final = [TopicPartition(topic, p, o) for p, o in pipeline.watermarks().items()]
+        if not args.dry_run and feed.watermarks():
+            final = [TopicPartition(topic, p, o) for p, o in feed.watermarks().items()]
             await reader.call(lambda: consumer.commit(offsets=final, asynchronous=False))
     finally:
         await close_run(progress, reader, stack)
@@ -200,7 +200,7 @@ async def redrive(args: argparse.Namespace, out: Any = None, err: Any = None) ->
     print(summary.render(dry_run=args.dry_run), file=err)
     if args.dry_run:
         print("dry run: nothing was sent or committed", file=err)
-    if pipeline.stop.is_set() and pipeline.fatal is None:
+    if feed.stop.is_set() and feed.fatal is None:
         print("interrupted: rerun to continue from the committed position", file=err)
         return 130, summary
     return 0, summary

@@ -17,16 +17,13 @@ import orjson
 
 from streamproc.config import Config, KafkaConfig, load_config
 from streamproc.decoding import make_decoder
-from streamproc.dispatch import DeliveryResult, Dispatcher
+from streamproc.dispatch import Dispatcher
 from streamproc.errors import StreamprocError
-from streamproc.kafka.dlq import DeadLetter, DeadLetterProducer, producer_config
+from streamproc.kafka.dlq import DeadLetterProducer, producer_config
 from streamproc.kafka.replay import (
-    DeliveryPipeline,
-    MessagePlan,
+    RangeFeed,
     RangeReader,
     ReplayState,
-    Summary,
-    dead_letter,
     parse_position,
     range_consumer_config,
     resolve_ranges,
@@ -34,6 +31,7 @@ from streamproc.kafka.replay import (
 )
 from streamproc.logging import config_secrets, configure_logging, flush_suppressed, register_secrets
 from streamproc.metrics import Metrics
+from streamproc.pipeline import EventProcessor, Summary, Undecodable, kafka_section
 from streamproc.progress import Progress
 from streamproc.router import Delivery, Router
 
@@ -139,13 +137,11 @@ class DeliveryStack:
             await asyncio.get_running_loop().run_in_executor(None, self.dlq.close)
 
 
-def load(config_path: str) -> tuple[Config, KafkaConfig]:
+def load(config_path: str, command: str) -> tuple[Config, KafkaConfig]:
     config = load_config(config_path)
     configure_logging(config.log)
     register_secrets(config_secrets(config))
-    if config.kafka is None:
-        raise StreamprocError(f"{config_path}: this command needs the kafka section")
-    return config, config.kafka
+    return config, kafka_section(config, command)
 
 
 def build_stack(config: Config, kafka: KafkaConfig, *, dry_run: bool) -> DeliveryStack:
@@ -172,26 +168,36 @@ def dry_run_printer(out: Any) -> Callable[[Any, Delivery], None]:
     return show
 
 
-def start_pipeline(
-    plan: Callable[[Any], MessagePlan],
+def start_run(
     stack: DeliveryStack,
+    topic: str,
     summary: Summary,
     args: argparse.Namespace,
     out: Any,
-) -> DeliveryPipeline:
-    """The delivery pipeline of a replay or redrive run (--max-in-flight, --rate, --dry-run), stoppable
-    by the first Ctrl-C or SIGTERM."""
-    pipeline = DeliveryPipeline(
-        plan,
+    *,
+    undecodable: Undecodable = "dead-letter",
+    destinations: set[str] | None = None,
+    subscriptions: set[tuple[str, str]] | None = None,
+) -> tuple[RangeFeed, EventProcessor]:
+    """The feed and the event processor of a replay or redrive run (--max-in-flight, --rate,
+    --dry-run), stoppable by the first Ctrl-C or SIGTERM."""
+    feed = RangeFeed(topic, summary=summary, max_in_flight=args.max_in_flight, rate=args.rate)
+    processor = EventProcessor(
+        router=stack.router,
+        decode=make_decoder(stack.config.input),
         dispatcher=stack.dispatcher,
-        dlq=stack.dlq,
+        dead_letters=stack.dlq,
+        metrics=stack.metrics,
+        complete=feed.complete,
+        halt=feed.fail,
+        destinations=destinations,
+        subscriptions=subscriptions,
         summary=summary,
-        max_in_flight=args.max_in_flight,
-        rate=args.rate,
+        undecodable=undecodable,
         on_dry_run=dry_run_printer(out) if args.dry_run else None,
     )
-    install_stop(pipeline.stop)
-    return pipeline
+    install_stop(feed.stop)
+    return feed, processor
 
 
 async def close_run(progress: Progress | None, reader: RangeReader, stack: DeliveryStack) -> None:
@@ -214,7 +220,7 @@ async def replay(args: argparse.Namespace, out: Any = None, err: Any = None) -> 
     """The whole command, callable from tests; returns the exit code and the summary."""
     out = out if out is not None else sys.stdout.buffer
     err = err if err is not None else sys.stderr
-    config, kafka = load(args.config)
+    config, kafka = load(args.config, "replay")
     topic = args.topic
     if topic is None:
         if len(kafka.topics) != 1:
@@ -224,25 +230,13 @@ async def replay(args: argparse.Namespace, out: Any = None, err: Any = None) -> 
         topic = kafka.topics[0]
     stack = build_stack(config, kafka, dry_run=args.dry_run)
     dests, subs = route_filters(stack.router, args.destination, args.subscription)
-    decode = make_decoder(config.input)
 
     state_path: Path | None = None if args.dry_run else args.state
     state = ReplayState.load(state_path) if state_path is not None else None
     group = f"{kafka.group_id}.replay.{uuid.uuid4().hex[:8]}"
     reader = RangeReader(range_consumer_config(kafka.bootstrap_servers, kafka.client, group), topic)
     summary = Summary()
-    router = stack.router
-
-    def plan(msg: Any) -> MessagePlan:
-        event = decode(msg.value())
-        deliveries = router.route(event, destinations=dests, subscriptions=subs)
-
-        def letter(delivery: Delivery, result: DeliveryResult) -> DeadLetter:
-            return dead_letter(msg, delivery, result)
-
-        return deliveries, letter
-
-    pipeline = start_pipeline(plan, stack, summary, args, out)
+    feed, processor = start_run(stack, topic, summary, args, out, destinations=dests, subscriptions=subs)
     progress: Progress | None = None
     try:
         consumer = await reader.open()
@@ -265,7 +259,8 @@ async def replay(args: argparse.Namespace, out: Any = None, err: Any = None) -> 
         await run_replay(
             reader,
             state,
-            pipeline,
+            feed,
+            processor.process,
             shutdown_timeout=config.limits.shutdown_timeout,
             on_progress=progress.update,
         )
@@ -273,7 +268,7 @@ async def replay(args: argparse.Namespace, out: Any = None, err: Any = None) -> 
         await close_run(progress, reader, stack)
     out.flush()
     flush_suppressed(force=True)
-    interrupted = pipeline.stop.is_set() and state.total_left() > 0
+    interrupted = feed.stop.is_set() and state.total_left() > 0
     print(summary.render(dry_run=args.dry_run), file=err)
     if interrupted:
         print(

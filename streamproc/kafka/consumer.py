@@ -131,8 +131,11 @@ class ConsumerLoop:
         """Consumed events whose work is not finished, over the live partitions."""
         return sum(p.tracker.in_flight for p in self._parts.values())
 
-    def complete(self, part: Partition, offset: int) -> None:
-        """All work for one message is done (delivered, skipped or dead-lettered and acknowledged)."""
+    @staticmethod
+    def complete(part: Partition, offset: int) -> None:
+        """All work for one message is done (delivered, skipped or dead-lettered and acknowledged).
+
+        Static, so the worker hands `ConsumerLoop.complete` itself to its EventProcessor."""
         part.tracker.complete(offset)
 
     def fail(self, exc: BaseException) -> None:

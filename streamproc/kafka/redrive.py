@@ -18,18 +18,18 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import orjson
 import structlog
 from confluent_kafka import OFFSET_INVALID, TopicPartition
 
-from streamproc.dispatch import DeliveryResult
-from streamproc.errors import DecodeError, StreamprocError
-from streamproc.kafka.dlq import DeadLetter
-from streamproc.kafka.replay import MessagePlan, Summary, dead_letter, header_dict
+from streamproc.errors import StreamprocError
+from streamproc.kafka.consumer import Partition
+from streamproc.kafka.replay import header_dict
 from streamproc.logging import Scrubber
-from streamproc.router import Delivery, Router
+from streamproc.pipeline import EventProcessor, Origin, Redelivery, Summary
 
 __all__ = [
     "DeadLetterFilter",
@@ -37,7 +37,7 @@ __all__ = [
     "Inspection",
     "RedriveMarks",
     "redrive_group",
-    "redrive_plan",
+    "redrive_handler",
     "start_offsets",
 ]
 
@@ -115,17 +115,31 @@ class DeadLetterView:
             return datetime.fromtimestamp(self.timestamp_ms / 1000, UTC)
         return None
 
-    def origin(self) -> dict[str, Any]:
+    def origin(self) -> Origin:
         """Where the original message came from, for a dead letter written again."""
         ts = self.get("original.timestamp")
-        ts_ms = int(parse_time(ts).timestamp() * 1000) if ts else None
-        return {
-            "topic": self.get("original.topic") or "",
-            "partition": int(self.get("original.partition") or -1),
-            "offset": int(self.get("original.offset") or -1),
-            "timestamp_ms": ts_ms,
-            "headers": self.original_headers,
-        }
+        return Origin(
+            self.get("original.topic") or "",
+            int(self.get("original.partition") or -1),
+            int(self.get("original.offset") or -1),
+            int(parse_time(ts).timestamp() * 1000) if ts else None,
+            self.original_headers,
+        )
+
+    def redelivery(self, on_routed: Callable[[], None] | None = None) -> Redelivery | None:
+        """The delivery this dead letter names, to make again; None when it names none (undecodable)."""
+        dest, sub = self.destination, self.subscription
+        if not dest or not sub:
+            return None
+        first = self.get("first_attempt_at")
+        return Redelivery(
+            dest,
+            sub,
+            self.origin(),
+            self.attempts,
+            parse_time(first).timestamp() if first else None,
+            on_routed,
+        )
 
 
 @dataclass(frozen=True)
@@ -281,63 +295,38 @@ class RedriveMarks:
             )
 
 
-def redrive_plan(
-    router: Router,
-    decode: Callable[[bytes], dict[str, Any]],
+def redrive_handler(
+    processor: EventProcessor,
     flt: DeadLetterFilter,
     summary: Summary,
     marks: RedriveMarks | None = None,
-) -> Callable[[Any], MessagePlan]:
-    """The plan for one dead-letter record: the one delivery it names, re-built from the original value."""
+) -> Callable[[Any, Partition], None]:
+    """Takes one dead-letter record: the one delivery it names goes to `processor` again, re-built
+    from the original value; markers, filtered and already redriven records are left out."""
 
-    def plan(msg: Any) -> MessagePlan:
+    def handle(msg: Any, lane: Partition) -> None:
         if is_marker(msg):
             summary.markers += 1
-            return [], None
+            processor.leave_out(msg, lane)
+            return
         view = DeadLetterView.of(msg)
         if marks is not None and (view.partition, view.offset) in marks.done:
             summary.already_redriven += 1
-            return [], None
+            processor.leave_out(msg, lane)
+            return
         if not flt.matches(view):
             summary.filtered += 1
-            return [], None
-        dest, sub = view.destination, view.subscription
-        if not dest or not sub:
-            # An undecodable message: there is no delivery to make again.
+            processor.leave_out(msg, lane)
+            return
+        noted = partial(marks.note, view.partition, view.offset) if marks is not None else None
+        again = view.redelivery(noted)
+        if again is None:
             summary.not_redrivable += 1
-            return [], None
-        value = msg.value()
-        if value is None:
-            raise DecodeError("dead letter without a value")
-        event = decode(value)
-        deliveries = [
-            d
-            for d in router.route(event, subscriptions={(dest, sub)})
-            if d.destination == dest and d.subscription == sub
-        ]
-        if not deliveries:
-            log.warning(
-                "redrive_no_longer_matches",
-                destination=dest,
-                subscription=sub,
-                partition=view.partition,
-                offset=view.offset,
-            )
-        origin = view.origin()
-        first_text = view.get("first_attempt_at")
-        first = parse_time(first_text).timestamp() if first_text else None
-        previous = view.attempts
+            processor.leave_out(msg, lane)
+            return
+        processor.process(msg, lane, again)
 
-        def letter(delivery: Delivery, result: DeliveryResult) -> DeadLetter:
-            return dead_letter(
-                msg, delivery, result, origin=origin, extra_attempts=previous, first_attempt_at=first
-            )
-
-        if marks is not None and deliveries:
-            marks.note(view.partition, view.offset)
-        return deliveries, letter
-
-    return plan
+    return handle
 
 
 @dataclass

@@ -8,9 +8,11 @@ watermark (an `OffsetTracker` per partition, as in the worker), saved to a state
 and at exit; a rerun with the same state file continues from there, re-sending at most the events
 that were in flight when it stopped.
 
-The pieces shared with `dlq redrive` live here too: `RangeReader` (reads assigned partitions up to
-fixed end offsets on its own thread), `DeliveryPipeline` (bounded in-flight work, rate limit,
-dispatch, dead letters, watermarks) and `Summary`.
+Each message goes through the same `EventProcessor` as in the worker (`streamproc.pipeline`);
+what is replay's own is where messages come from and how progress is kept. The pieces shared with
+`dlq redrive` live here too: `RangeReader` (reads assigned partitions up to fixed end offsets,
+every consumer call on its own thread), `RangeFeed` (feeds the processor with a bound on the events
+in flight and an optional rate, and keeps a watermark per partition) and `run_ranges`.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import os
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,17 +34,16 @@ import orjson
 import structlog
 from confluent_kafka import TopicPartition
 
-from streamproc.dispatch import DeliveryResult, Dispatcher, TokenBucket
-from streamproc.errors import DecodeError, KafkaError, StreamprocError
-from streamproc.kafka.dlq import DeadLetter, DeadLetterProducer
+from streamproc.dispatch import TokenBucket
+from streamproc.errors import KafkaError, StreamprocError
+from streamproc.kafka.consumer import Partition
 from streamproc.kafka.offsets import OffsetTracker
-from streamproc.router import Delivery
+from streamproc.pipeline import Summary
 
 __all__ = [
-    "DeliveryPipeline",
+    "RangeFeed",
     "RangeReader",
     "ReplayState",
-    "Summary",
     "parse_position",
     "resolve_ranges",
     "run_ranges",
@@ -229,84 +230,7 @@ def range_consumer_config(bootstrap: str, client: Mapping[str, str], group_id: s
     return conf
 
 
-# -- summary ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class Tally:
-    """What happened to the deliveries of one destination."""
-
-    matched: int = 0
-    delivered: int = 0
-    skipped: int = 0
-    dead_lettered: int = 0
-
-
-@dataclass
-class Summary:
-    """Counts for the final report of a replay or redrive."""
-
-    read: int = 0
-    undecodable: int = 0
-    unmatched: int = 0
-    filtered: int = 0
-    not_redrivable: int = 0
-    already_redriven: int = 0
-    markers: int = 0
-    destinations: dict[str, Tally] = field(default_factory=dict)
-
-    def tally(self, destination: str) -> Tally:
-        t = self.destinations.get(destination)
-        if t is None:
-            t = self.destinations[destination] = Tally()
-        return t
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "read": self.read,
-            "undecodable": self.undecodable,
-            "unmatched": self.unmatched,
-            "filtered": self.filtered,
-            "not_redrivable": self.not_redrivable,
-            "already_redriven": self.already_redriven,
-            "markers": self.markers,
-            "destinations": {k: vars(v) for k, v in sorted(self.destinations.items())},
-        }
-
-    def render(self, dry_run: bool = False) -> str:
-        first = f"read {self.read} messages, {self.undecodable} undecodable, {self.unmatched} matched nothing"
-        if self.filtered:
-            first += f", {self.filtered} left out by the filters"
-        if self.markers:
-            first += f" ({self.markers} of them redrive markers)"
-        if self.already_redriven:
-            first += f", {self.already_redriven} redriven before"
-        if self.not_redrivable:
-            first += f", {self.not_redrivable} without a delivery to redrive"
-        lines = [first]
-        if not self.destinations:
-            lines.append("no deliveries")
-            return "\n".join(lines)
-        head = (
-            "destination",
-            "matched",
-            "would send" if dry_run else "delivered",
-            "skipped",
-            "dead-lettered",
-        )
-        rows = [head] + [
-            (d, str(t.matched), str(t.delivered), str(t.skipped), str(t.dead_lettered))
-            for d, t in sorted(self.destinations.items())
-        ]
-        widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-        for r in rows:
-            lines.append(
-                "  ".join(c.ljust(widths[0]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(r))
-            )
-        return "\n".join(lines)
-
-
-# -- delivering ------------------------------------------------------------------------------------
+# -- feeding the processor ------------------------------------------------------------------------
 
 
 def header_dict(headers: Sequence[tuple[str, bytes | None]] | None) -> dict[str, str]:
@@ -317,104 +241,72 @@ def header_dict(headers: Sequence[tuple[str, bytes | None]] | None) -> dict[str,
     return out
 
 
-def dead_letter(
-    msg: Any,
-    delivery: Delivery,
-    result: DeliveryResult,
-    *,
-    origin: Mapping[str, Any] | None = None,
-    extra_attempts: int = 0,
-    first_attempt_at: float | None = None,
-) -> DeadLetter:
-    """The dead letter of a failed delivery of message `msg` (consumed from the input, or, with
-    `origin`, re-read from the dead-letter topic, whose original coordinates it keeps)."""
-    failure = result.failure
-    assert failure is not None
-    if origin is None:
-        ts_type, ts = msg.timestamp()
-        origin = {
-            "topic": msg.topic(),
-            "partition": msg.partition(),
-            "offset": msg.offset(),
-            "timestamp_ms": ts if ts_type else None,
-            "headers": list(msg.headers() or []),
-        }
-    return DeadLetter(
-        topic=origin["topic"],
-        partition=origin["partition"],
-        offset=origin["offset"],
-        timestamp_ms=origin["timestamp_ms"],
-        key=msg.key(),
-        value=msg.value(),
-        original_headers=origin["headers"],
-        error_type=failure.type,
-        error_message=failure.message,
-        delivery_id=delivery.delivery_id,
-        destination=delivery.destination,
-        action=delivery.action,
-        subscription=delivery.subscription,
-        http_status=failure.status,
-        response_body=failure.response_body,
-        attempts=failure.attempts + extra_attempts,
-        first_attempt_at=first_attempt_at or failure.first_attempt_at,
-        last_attempt_at=failure.last_attempt_at,
-    )
+MessageHandler = Callable[[Any, Partition], None]
+"""Takes one message into work (an `EventProcessor.process`, or redrive's choice of what to redeliver)."""
 
 
-MessagePlan = tuple[list[Delivery], Callable[[Delivery, DeliveryResult], DeadLetter] | None]
-"""What to do with one message: its deliveries, and how to dead-letter one that fails (None: the
-message was left out on purpose, which is not counted as matching nothing)."""
+class RangeFeed:
+    """Feeds messages to a handler with a bound on the events in flight and an optional rate.
 
-
-class DeliveryPipeline:
-    """Runs deliveries for a stream of messages with bounded in-flight events and an optional rate.
-
-    `plan(msg)` decides the deliveries of a message (raising DecodeError for a message that cannot
-    be read). Offsets complete when every delivery has finished and its dead letter, if any, is
-    acknowledged; `watermarks()` is what is safe to record as done.
+    Every message is added to its partition's `OffsetTracker` before it is handed over; the handler
+    (through its `EventProcessor`) calls `complete` when the message's work is done, or `fail` to
+    stop the run with it unfinished. `watermarks()` is what is safe to record as done.
     """
 
     def __init__(
         self,
-        plan: Callable[[Any], MessagePlan],
+        topic: str,
         *,
-        dispatcher: Dispatcher | None,
-        dlq: DeadLetterProducer | None,
-        summary: Summary,
+        summary: Summary | None = None,
         max_in_flight: int = 1000,
         rate: float | None = None,
-        on_dry_run: Callable[[Any, Delivery], None] | None = None,
     ) -> None:
-        self._plan = plan
-        self._dispatcher = dispatcher
-        self._dlq = dlq
-        self.summary = summary
+        self.topic = topic
+        self._summary = summary
         self._slots = asyncio.Semaphore(max_in_flight)
         self._bucket = TokenBucket(rate, burst=1.0) if rate else None
-        self._on_dry_run = on_dry_run
-        self.trackers: dict[int, OffsetTracker] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.lanes: dict[int, Partition] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._events = 0
         self.completed = 0
         self.fatal: BaseException | None = None
         self.stop = asyncio.Event()
 
-    def start_at(self, topic: str, partition: int) -> OffsetTracker:
-        tracker = self.trackers.get(partition)
-        if tracker is None:
-            tracker = self.trackers[partition] = OffsetTracker(topic, partition)
-        return tracker
+    def lane(self, partition: int) -> Partition:
+        lane = self.lanes.get(partition)
+        if lane is None:
+            # One task set for every partition: the run drains them all together.
+            tracker = OffsetTracker(self.topic, partition)
+            lane = self.lanes[partition] = Partition(self.topic, partition, tracker, self._tasks)
+        return lane
 
     def watermarks(self) -> dict[int, int]:
-        return {p: w for p, t in self.trackers.items() if (w := t.watermark()) is not None}
+        return {p: w for p, lane in self.lanes.items() if (w := lane.tracker.watermark()) is not None}
 
     @property
     def in_flight(self) -> int:
-        return len(self._tasks)
+        """Messages taken into work and not yet complete."""
+        return self._events
+
+    def complete(self, lane: Partition, offset: int) -> None:
+        lane.tracker.complete(offset)
+        self._events -= 1
+        self.completed += 1
+        self._slots.release()
+
+    def fail(self, exc: BaseException, _reason: str | None = None) -> None:
+        """Stop taking messages; the offset of the failed work is never marked done."""
+        if self.fatal is None:
+            self.fatal = exc
+        self.stop.set()
 
     async def feed(
-        self, batches: AsyncIterator[list[Any]], on_progress: Callable[[], Any] | None = None
+        self,
+        batches: AsyncIterator[list[Any]],
+        handle: MessageHandler,
+        on_progress: Callable[[], Any] | None = None,
     ) -> None:
-        """Take every message of `batches` into work (waiting for room and for the rate limit)."""
+        """Hand every message of `batches` to `handle` (waiting for room and for the rate limit)."""
         async for batch in batches:
             for msg in batch:
                 if self.stop.is_set():
@@ -425,65 +317,16 @@ class DeliveryPipeline:
                 if self.stop.is_set():
                     self._slots.release()
                     return
-                tracker = self.start_at(msg.topic(), msg.partition())
-                tracker.add(msg.offset())
-                self.summary.read += 1
-                task = asyncio.create_task(self._process(msg, tracker))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                lane = self.lane(msg.partition())
+                lane.tracker.add(msg.offset())
+                self._events += 1
+                if self._summary is not None:
+                    self._summary.read += 1
+                handle(msg, lane)
             if on_progress is not None:
                 on_progress()
             if self.fatal is not None:
                 raise self.fatal
-
-    async def _process(self, msg: Any, tracker: OffsetTracker) -> None:
-        try:
-            try:
-                deliveries, make_letter = self._plan(msg)
-            except DecodeError as exc:
-                self.summary.undecodable += 1
-                log.warning("undecodable", partition=msg.partition(), offset=msg.offset(), error=str(exc))
-            else:
-                if make_letter is None:
-                    pass
-                elif not deliveries:
-                    self.summary.unmatched += 1
-                else:
-                    await asyncio.gather(*(self._one(msg, d, make_letter) for d in deliveries))
-            tracker.complete(msg.offset())
-            self.completed += 1
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:
-            # A dead letter that could not be written: stop, and never mark this offset done.
-            if self.fatal is None:
-                self.fatal = exc
-            self.stop.set()
-        finally:
-            self._slots.release()
-
-    async def _one(self, msg: Any, delivery: Delivery, make_letter: Callable[..., DeadLetter]) -> None:
-        tally = self.summary.tally(delivery.destination)
-        tally.matched += 1
-        if self._dispatcher is None:
-            if self._on_dry_run is not None:
-                self._on_dry_run(msg, delivery)
-            if delivery.error is not None:
-                tally.dead_lettered += 1
-            elif delivery.skipped is not None or not delivery.requests:
-                tally.skipped += 1
-            else:
-                tally.delivered += 1
-            return
-        result = await self._dispatcher.deliver(delivery)
-        if result.outcome == "delivered":
-            tally.delivered += 1
-        elif result.outcome == "skipped":
-            tally.skipped += 1
-        else:
-            assert self._dlq is not None
-            await self._dlq.send(make_letter(delivery, result))
-            tally.dead_lettered += 1
 
     async def drain(self, timeout: float) -> int:
         """Wait for in-flight work up to `timeout`, then cancel the rest; returns how many were cancelled."""
@@ -558,13 +401,14 @@ class ReplayState:
 async def run_replay(
     reader: RangeReader,
     state: ReplayState,
-    pipeline: DeliveryPipeline,
+    feed: RangeFeed,
+    handle: MessageHandler,
     *,
     save_every: float = 2.0,
     shutdown_timeout: float = 30.0,
     on_progress: Callable[[int], Any] | None = None,
 ) -> None:
-    """Read the state's remaining ranges through the pipeline, saving progress as it goes."""
+    """Read the state's remaining ranges into `handle`, saving progress as it goes."""
 
     def save(watermarks: dict[int, int]) -> None:
         state.next.update(watermarks)
@@ -572,9 +416,9 @@ async def run_replay(
 
     await run_ranges(
         reader,
-        state.topic,
         state.remaining(),
-        pipeline,
+        feed,
+        handle,
         save,
         every=save_every,
         shutdown_timeout=shutdown_timeout,
@@ -584,41 +428,41 @@ async def run_replay(
 
 async def run_ranges(
     reader: RangeReader,
-    topic: str,
     ranges: Mapping[int, tuple[int, int]],
-    pipeline: DeliveryPipeline,
+    feed: RangeFeed,
+    handle: MessageHandler,
     checkpoint: Callable[[dict[int, int]], None],
     *,
     every: float = 2.0,
     shutdown_timeout: float = 30.0,
     on_progress: Callable[[int], Any] | None = None,
 ) -> None:
-    """Read `ranges` through the pipeline; `checkpoint(watermarks)` now and then and once at the end
-    (also after an interruption or a fatal error: what is complete stays complete)."""
+    """Read `ranges` into `handle` through `feed`; `checkpoint(watermarks)` now and then and once at
+    the end (also after an interruption or a fatal error: what is complete stays complete)."""
     for p in ranges:
-        pipeline.start_at(topic, p)
+        feed.lane(p)
     last = time.monotonic()
 
     def tick() -> None:
         nonlocal last
         if on_progress is not None:
-            on_progress(pipeline.completed)
+            on_progress(feed.completed)
         if time.monotonic() - last >= every:
-            checkpoint(pipeline.watermarks())
+            checkpoint(feed.watermarks())
             last = time.monotonic()
 
     try:
-        await _with_ticks(pipeline.feed(reader.read(ranges, pipeline.stop), tick), tick)
-        if pipeline.fatal is None:
-            await _finish(pipeline, tick, shutdown_timeout)
+        await _with_ticks(feed.feed(reader.read(ranges, feed.stop), handle, tick), tick)
+        if feed.fatal is None:
+            await _finish(feed, tick, shutdown_timeout)
     finally:
-        if pipeline.in_flight:
-            await pipeline.drain(shutdown_timeout)
-        checkpoint(pipeline.watermarks())
+        if feed.in_flight:
+            await feed.drain(shutdown_timeout)
+        checkpoint(feed.watermarks())
         if on_progress is not None:
-            on_progress(pipeline.completed)
-    if pipeline.fatal is not None:
-        raise pipeline.fatal
+            on_progress(feed.completed)
+    if feed.fatal is not None:
+        raise feed.fatal
 
 
 async def _with_ticks(work: Awaitable[None], tick: Callable[[], None], every: float = 0.5) -> None:
@@ -636,9 +480,9 @@ async def _with_ticks(work: Awaitable[None], tick: Callable[[], None], every: fl
                 await task
 
 
-async def _finish(pipeline: DeliveryPipeline, tick: Callable[[], None], timeout: float) -> None:
+async def _finish(feed: RangeFeed, tick: Callable[[], None], timeout: float) -> None:
     """After the last message: wait for the work still in flight (it may be retrying)."""
     deadline = time.monotonic() + max(timeout, 3600.0)
-    while pipeline.in_flight and time.monotonic() < deadline and not pipeline.stop.is_set():
+    while feed.in_flight and time.monotonic() < deadline and not feed.stop.is_set():
         await asyncio.sleep(0.1)
         tick()

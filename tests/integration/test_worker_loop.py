@@ -241,7 +241,7 @@ async def test_an_unreachable_schema_registry_stops_the_worker_without_dead_lett
             raise SchemaRegistryUnavailable("the schema registry at http://registry cannot be reached")
         return event
 
-    worker.decode = decode
+    worker.processor.decode = decode
     with pytest.raises(SchemaRegistryUnavailable, match="cannot be reached"):
         await asyncio.wait_for(worker.run_async(), 60)
     committed = committed_offsets(kafka_bootstrap, group, src)

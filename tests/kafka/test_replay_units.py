@@ -1,5 +1,5 @@
 """Replay and redrive logic that needs no broker: positions, ranges, state files, dead-letter filters,
-the delivery pipeline's watermarks, and the progress display."""
+the event processor fed from ranges (watermarks, dead letters), and the progress display."""
 
 from __future__ import annotations
 
@@ -18,14 +18,14 @@ from streamproc.dispatch import DeliveryResult, Failure
 from streamproc.errors import DecodeError, StreamprocError
 from streamproc.kafka.redrive import DeadLetterFilter, DeadLetterView, redrive_group, statuses
 from streamproc.kafka.replay import (
-    DeliveryPipeline,
     Position,
+    RangeFeed,
     ReplayState,
-    Summary,
-    dead_letter,
     parse_position,
     resolve_ranges,
 )
+from streamproc.metrics import Metrics
+from streamproc.pipeline import EventProcessor, Summary
 from streamproc.progress import Progress, format_duration
 from streamproc.router import Delivery
 
@@ -159,53 +159,81 @@ async def batches(msgs: list[Msg]) -> AsyncIterator[list[Msg]]:
     yield msgs
 
 
-async def test_pipeline_watermark_waits_for_the_slowest_and_dead_letters_failures() -> None:
+class FakeRouter:
+    """Offset 6 matches nothing; every other message gets one delivery to `a`."""
+
+    def route(self, event: Any, **_filters: Any) -> list[Delivery]:
+        offset = event["offset"]
+        return [] if offset == 6 else [delivery("a", offset)]
+
+
+def decode(value: bytes) -> dict[str, Any]:
+    if value == b"bad":
+        raise DecodeError("not JSON")
+    return {"offset": int(value)}
+
+
+def replay_of(dispatcher: Any, dlq: Any, summary: Summary) -> tuple[RangeFeed, EventProcessor]:
+    feed = RangeFeed("events", summary=summary)
+    processor = EventProcessor(
+        router=FakeRouter(),  # type: ignore[arg-type]
+        decode=decode,
+        dispatcher=dispatcher,
+        dead_letters=dlq,
+        metrics=Metrics(),
+        complete=feed.complete,
+        halt=feed.fail,
+        summary=summary,
+    )
+    return feed, processor
+
+
+async def test_replay_watermark_waits_for_the_slowest_and_dead_letters_failures_and_poison() -> None:
     dispatcher, dlq, summary = FakeDispatcher(fail={5}), FakeDLQ(), Summary()
-
-    def plan(msg: Msg) -> Any:
-        if msg.offset() == 7:
-            raise DecodeError("bad")
-        ds = [] if msg.offset() == 6 else [delivery("a", msg.offset())]
-        return ds, lambda d, r: dead_letter(msg, d, r)
-
-    pipe = DeliveryPipeline(plan, dispatcher=dispatcher, dlq=dlq, summary=summary)  # type: ignore[arg-type]
-    await pipe.feed(batches([Msg(0, o) for o in range(10)]))
+    feed, processor = replay_of(dispatcher, dlq, summary)
+    msgs = [Msg(0, o, b"bad" if o == 7 else str(o).encode(), [("trace", b"t")]) for o in range(10)]
+    await feed.feed(batches(msgs), processor.process)
     for _ in range(20):
         await asyncio.sleep(0)
-    assert pipe.watermarks() == {0: 3}  # offset 3 is still in flight
+    assert feed.watermarks() == {0: 3}  # offset 3 is still in flight
     dispatcher.release.set()
-    await pipe.drain(5)
-    assert pipe.watermarks() == {0: 10}
+    await feed.drain(5)
+    assert feed.watermarks() == {0: 10}
+    assert feed.in_flight == 0
     assert summary.read == 10 and summary.undecodable == 1 and summary.unmatched == 1
     assert vars(summary.tally("a")) == {"matched": 8, "delivered": 7, "skipped": 0, "dead_lettered": 1}
-    (letter,) = dlq.sent
-    assert (letter.offset, letter.destination, letter.http_status, letter.error_type) == (
+    failed, poison = sorted(dlq.sent, key=lambda letter: letter.offset)
+    assert (failed.offset, failed.destination, failed.http_status, failed.error_type) == (
         5,
         "a",
         400,
         "PermanentError",
     )
+    # A replayed message that cannot be decoded is dead-lettered with its reason, as by the worker.
+    assert (poison.offset, poison.destination, poison.error_type, poison.value) == (
+        7,
+        None,
+        "DecodeError",
+        b"bad",
+    )
+    assert poison.error_message == "not JSON" and list(poison.original_headers) == [("trace", b"t")]
     assert "dead-lettered" in summary.render()
 
 
-async def test_pipeline_stops_without_completing_an_offset_whose_dead_letter_failed() -> None:
+async def test_replay_stops_without_completing_an_offset_whose_dead_letter_failed() -> None:
     class BrokenDLQ:
         async def send(self, letter: Any) -> None:
             raise StreamprocError("broker down")
 
     dispatcher = FakeDispatcher(fail={0, 1, 2})
     dispatcher.release.set()
-
-    def plan(msg: Msg) -> Any:
-        return [delivery("a", msg.offset())], lambda d, r: dead_letter(msg, d, r)
-
-    pipe = DeliveryPipeline(plan, dispatcher=dispatcher, dlq=BrokenDLQ(), summary=Summary())  # type: ignore[arg-type]
+    feed, processor = replay_of(dispatcher, BrokenDLQ(), Summary())
     with pytest.raises(StreamprocError, match="broker down"):
-        await pipe.feed(batches([Msg(0, o) for o in range(3)]))
-        await pipe.drain(5)
-        if pipe.fatal:
-            raise pipe.fatal
-    assert pipe.watermarks() == {0: 0}
+        await feed.feed(batches([Msg(0, o, str(o).encode()) for o in range(3)]), processor.process)
+        await feed.drain(5)
+        if feed.fatal:
+            raise feed.fatal
+    assert feed.watermarks() == {0: 0}
 
 
 def view(**headers: str) -> DeadLetterView:

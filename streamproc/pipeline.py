@@ -1,0 +1,507 @@
+"""The per-event pipeline of worker, replay and redrive: decode → route → deliver → dead-letter → complete.
+
+An `EventProcessor` takes one consumed message at a time (`process(msg, lane)`) and says when all
+of its work is finished (`complete(lane, offset)`). Where messages come from and how finished
+offsets are checkpointed belong to the caller: the worker's consumer loop commits its group
+(`streamproc.app`), replay saves a state file and redrive commits its own group after writing its
+markers (`streamproc.kafka.replay`, `streamproc.kafka.redrive`).
+
+Outcomes: every delivery ends in one `DeliveryResult`, and `EventProcessor.settle` is the one
+place that acts on it. It records the metrics (and the run's `Summary`, if any), dead-letters a
+failed delivery, and finishes the event once its last delivery is settled. An outcome that needs
+I/O before the event may finish (a dead letter waiting for the broker's acknowledgement) returns
+that work as an awaitable; the others finish the event at once, with no await.
+
+Messages that cannot be decoded (not JSON or Avro, not an object, a tombstone) are dead-lettered
+with the reason (`undecodable="dead-letter"`, the worker and replay). Redrive passes
+`undecodable="count"`: a record it cannot read is itself a dead letter and stays on the topic,
+unmarked, so `dlq inspect` keeps showing it; writing it again would only add a copy. A routing bug
+dead-letters the event too (`RoutingError`). A schema registry that cannot be reached says nothing
+about the message, so it stops the run with the offset unfinished. A dry run (no dispatcher)
+shows each delivery and writes nothing, dead letters included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Literal, Protocol, cast
+
+import structlog
+
+from streamproc.config import Config, KafkaConfig
+from streamproc.decoding import SchemaRegistryUnavailable
+from streamproc.dispatch import DeliveryResult, Dispatcher, Failure
+from streamproc.errors import ConfigError, ConfigProblem, DecodeError, KafkaError, StreamprocError
+from streamproc.kafka.dlq import DeadLetter, DeadLetterProducer
+from streamproc.metrics import Metrics
+from streamproc.router import Delivery, Router
+
+__all__ = [
+    "EventProcessor",
+    "Lane",
+    "Origin",
+    "Redelivery",
+    "Summary",
+    "Tally",
+    "Undecodable",
+    "dead_letter",
+    "kafka_section",
+]
+
+log = structlog.get_logger("streamproc.pipeline")
+
+
+def kafka_section(config: Config, command: str) -> KafkaConfig:
+    """The configuration's `kafka` section; a ConfigError naming the file and the key when it has none."""
+    if config.kafka is None:
+        raise ConfigError(
+            ConfigProblem(
+                config.source,
+                "kafka",
+                f"`streamproc {command}` needs this section (bootstrap_servers, topics, group_id, "
+                "dead_letter_topic)",
+            )
+        )
+    return config.kafka
+
+
+class Lane(Protocol):
+    """Where a message was read: its topic and partition, and the set holding the tasks of its
+    deliveries (drained on revoke and at the end). The consumer loop's `Partition` is one."""
+
+    topic: str
+    partition: int
+    tasks: set[asyncio.Task[Any]]
+
+
+# -- dead letters ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where a message was first consumed, as its dead letters name it."""
+
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int | None
+    headers: Sequence[tuple[str, bytes | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Redelivery:
+    """A dead letter being delivered again: the one subscription it names, and the history that a
+    new dead letter of it carries on (first origin, first attempt, attempts so far)."""
+
+    destination: str
+    subscription: str
+    origin: Origin
+    attempts: int = 0
+    first_attempt_at: float | None = None
+    on_routed: Callable[[], None] | None = None
+    """Called when routing finds the delivery again (redrive then owes the record a marker)."""
+
+
+def dead_letter(
+    msg: Any, failure: Failure, delivery: Delivery | None = None, redelivery: Redelivery | None = None
+) -> DeadLetter:
+    """The dead letter of a failed delivery of `msg`, or of `msg` itself when it had no delivery
+    (undecodable, routing failed): the key and value unchanged, where the message came from, and
+    why it failed. A dead letter redelivered (`redelivery`) keeps its first origin and first
+    attempt, with the attempts added up."""
+    if redelivery is None:
+        kind, ts = msg.timestamp()
+        origin = Origin(
+            msg.topic(), msg.partition(), msg.offset(), ts if kind and ts >= 0 else None, msg.headers() or []
+        )
+        attempts, first = failure.attempts, failure.first_attempt_at
+    else:
+        origin = redelivery.origin
+        attempts = failure.attempts + redelivery.attempts
+        first = redelivery.first_attempt_at or failure.first_attempt_at
+    return DeadLetter(
+        topic=origin.topic,
+        partition=origin.partition,
+        offset=origin.offset,
+        timestamp_ms=origin.timestamp_ms,
+        key=msg.key(),
+        value=msg.value(),
+        original_headers=origin.headers,
+        error_type=failure.type,
+        error_message=failure.message,
+        delivery_id=delivery.delivery_id if delivery else None,
+        destination=delivery.destination if delivery else None,
+        action=delivery.action if delivery else None,
+        subscription=delivery.subscription if delivery else None,
+        http_status=failure.status,
+        response_body=failure.response_body,
+        attempts=attempts,
+        first_attempt_at=first,
+        last_attempt_at=failure.last_attempt_at,
+    )
+
+
+# -- summary of a run --------------------------------------------------------------------------------
+
+
+@dataclass
+class Tally:
+    """What happened to the deliveries of one destination."""
+
+    matched: int = 0
+    delivered: int = 0
+    skipped: int = 0
+    dead_lettered: int = 0
+
+
+@dataclass
+class Summary:
+    """Counts for the final report of a replay or redrive."""
+
+    read: int = 0
+    undecodable: int = 0
+    unmatched: int = 0
+    filtered: int = 0
+    not_redrivable: int = 0
+    already_redriven: int = 0
+    markers: int = 0
+    destinations: dict[str, Tally] = field(default_factory=dict)
+
+    def tally(self, destination: str) -> Tally:
+        t = self.destinations.get(destination)
+        if t is None:
+            t = self.destinations[destination] = Tally()
+        return t
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "read": self.read,
+            "undecodable": self.undecodable,
+            "unmatched": self.unmatched,
+            "filtered": self.filtered,
+            "not_redrivable": self.not_redrivable,
+            "already_redriven": self.already_redriven,
+            "markers": self.markers,
+            "destinations": {k: vars(v) for k, v in sorted(self.destinations.items())},
+        }
+
+    def render(self, dry_run: bool = False) -> str:
+        first = f"read {self.read} messages, {self.undecodable} undecodable, {self.unmatched} matched nothing"
+        if self.filtered:
+            first += f", {self.filtered} left out by the filters"
+        if self.markers:
+            first += f" ({self.markers} of them redrive markers)"
+        if self.already_redriven:
+            first += f", {self.already_redriven} redriven before"
+        if self.not_redrivable:
+            first += f", {self.not_redrivable} without a delivery to redrive"
+        lines = [first]
+        if not self.destinations:
+            lines.append("no deliveries")
+            return "\n".join(lines)
+        head = (
+            "destination",
+            "matched",
+            "would send" if dry_run else "delivered",
+            "skipped",
+            "dead-lettered",
+        )
+        rows = [head] + [
+            (d, str(t.matched), str(t.delivered), str(t.skipped), str(t.dead_lettered))
+            for d, t in sorted(self.destinations.items())
+        ]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+        for r in rows:
+            lines.append(
+                "  ".join(c.ljust(widths[0]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(r))
+            )
+        return "\n".join(lines)
+
+
+# -- the processor -----------------------------------------------------------------------------------
+
+
+@dataclass(eq=False, slots=True)
+class _Event:
+    """One consumed message with deliveries still running."""
+
+    msg: Any
+    lane: Lane
+    offset: int
+    remaining: int
+    consumed_at: float
+    redelivery: Redelivery | None
+
+
+Undecodable = Literal["dead-letter", "count"]
+
+Work = list[tuple[Delivery | None, Failure | None]]
+"""The deliveries of one message, or one failure of the message itself (no delivery to make)."""
+
+
+class EventProcessor:
+    """Decodes, routes and delivers each message, dead-letters what fails, and completes its offset.
+
+    `complete(lane, offset)` is called once every delivery of the message has settled (delivered,
+    skipped, or dead-lettered and acknowledged). `halt(exc, reason)` is called instead when the
+    run must stop with that offset unfinished (a dead letter that cannot be written, an
+    unreachable schema registry, a bug); `reason` is a sentence for the health check, or None.
+    """
+
+    def __init__(
+        self,
+        *,
+        router: Router,
+        decode: Callable[[bytes], Mapping[str, Any]],
+        dispatcher: Dispatcher | None,
+        metrics: Metrics,
+        complete: Callable[[Any, int], None],
+        halt: Callable[[BaseException, str | None], None],
+        dead_letters: DeadLetterProducer | None = None,
+        destinations: Collection[str] | None = None,
+        subscriptions: Collection[tuple[str, str]] | None = None,
+        summary: Summary | None = None,
+        undecodable: Undecodable = "dead-letter",
+        on_dry_run: Callable[[Any, Delivery], None] | None = None,
+    ) -> None:
+        self.router = router
+        self.decode = decode
+        self.dry_run = dispatcher is None
+        # Never used in a dry run; typed as present so the hot path needs no check.
+        self._dispatcher = cast(Dispatcher, dispatcher)
+        self.dead_letters = dead_letters
+        """Set before the first message (the worker creates its producer once the topics are checked)."""
+        self._complete = complete
+        self._halt = halt
+        self._route: Callable[[Mapping[str, Any]], list[Delivery]] = (
+            router.route
+            if destinations is None and subscriptions is None
+            else partial(router.route, destinations=destinations, subscriptions=subscriptions)
+        )
+        self._summary = summary
+        self._dead_letter_undecodable = undecodable == "dead-letter"
+        self._on_dry_run = on_dry_run
+        self._metrics = metrics
+        # Label children are looked up once per label set: `labels()` is slow on the hot path.
+        self._m_consumed: dict[str, Any] = {}
+        self._m_undecodable: dict[str, Any] = {}
+        self._m_matched: dict[tuple[str, str], Any] = {}
+        self._m_outcome: dict[tuple[str, str, str], Any] = {}
+        self._m_dead: dict[tuple[str, str], Any] = {}
+        self._m_latency: dict[str, Any] = {}
+        self._m_e2e: dict[str, Any] = {}
+
+    # -- one message -------------------------------------------------------------------------------
+    def process(self, msg: Any, lane: Lane, redelivery: Redelivery | None = None) -> None:
+        """Start the work for one message (its deliveries run as tasks in `lane.tasks`)."""
+        topic = lane.topic
+        counter = self._m_consumed.get(topic)
+        if counter is None:
+            counter = self._m_consumed[topic] = self._metrics.events_consumed.labels(topic)
+        counter.inc()
+        offset = msg.offset()
+        try:
+            value = msg.value()
+            if value is None:
+                raise DecodeError("the message has no value (a tombstone), not a Segment event")
+            event = self.decode(value)
+        except DecodeError as exc:
+            self._not_decoded(msg, lane, offset, exc, redelivery)
+            return
+        except SchemaRegistryUnavailable as exc:
+            log.error(
+                "schema_registry_unavailable",
+                topic=topic,
+                partition=lane.partition,
+                offset=offset,
+                error=str(exc),
+            )
+            self._halt(exc, f"the schema registry cannot be reached: {exc}")
+            return
+        try:
+            deliveries = self._route(event) if redelivery is None else self._route_again(event, redelivery)
+        except Exception as exc:  # a routing bug must not stop the partition: the event is parked
+            log.error("route_failed", topic=topic, partition=lane.partition, offset=offset, error=repr(exc))
+            failure = Failure("RoutingError", f"{type(exc).__name__}: {exc}")
+            self._reject(msg, lane, offset, failure, redelivery)
+            return
+        summary = self._summary
+        if not deliveries:
+            if summary is not None:
+                summary.unmatched += 1
+            self._complete(lane, offset)
+            return
+        for d in deliveries:
+            key = (d.destination, d.action)
+            c = self._m_matched.get(key)
+            if c is None:
+                c = self._m_matched[key] = self._metrics.events_matched.labels(*key)
+            c.inc()
+            if summary is not None:
+                summary.tally(d.destination).matched += 1
+        if self.dry_run:
+            self._show(msg, lane, offset, deliveries)
+            return
+        self._start(lane, msg, offset, [(d, None) for d in deliveries], redelivery)
+
+    def leave_out(self, msg: Any, lane: Lane) -> None:
+        """Finish a message on purpose without processing it (redrive: a marker, a filtered record)."""
+        self._complete(lane, msg.offset())
+
+    def _route_again(self, event: Mapping[str, Any], again: Redelivery) -> list[Delivery]:
+        wanted = (again.destination, again.subscription)
+        found = [
+            d
+            for d in self.router.route(event, subscriptions={wanted})
+            if (d.destination, d.subscription) == wanted
+        ]
+        if not found:
+            log.warning(
+                "redrive_no_longer_matches",
+                destination=again.destination,
+                subscription=again.subscription,
+                partition=again.origin.partition,
+                offset=again.origin.offset,
+            )
+        elif again.on_routed is not None:
+            again.on_routed()
+        return found
+
+    def _not_decoded(
+        self, msg: Any, lane: Lane, offset: int, exc: DecodeError, redelivery: Redelivery | None
+    ) -> None:
+        c = self._m_undecodable.get(lane.topic)
+        if c is None:
+            c = self._m_undecodable[lane.topic] = self._metrics.events_undecodable.labels(lane.topic)
+        c.inc()
+        if self._summary is not None:
+            self._summary.undecodable += 1
+        if self._dead_letter_undecodable:
+            self._reject(msg, lane, offset, Failure("DecodeError", str(exc)), redelivery)
+            return
+        log.warning("undecodable", topic=lane.topic, partition=lane.partition, offset=offset, error=str(exc))
+        self._complete(lane, offset)
+
+    def _reject(
+        self, msg: Any, lane: Lane, offset: int, failure: Failure, redelivery: Redelivery | None
+    ) -> None:
+        """A message with no delivery to make: it is dead-lettered with the reason."""
+        if self.dry_run:
+            self._complete(lane, offset)
+            return
+        self._start(lane, msg, offset, [(None, failure)], redelivery)
+
+    def _show(self, msg: Any, lane: Lane, offset: int, deliveries: list[Delivery]) -> None:
+        """A dry run: show each delivery and count what it would do; nothing is sent or written."""
+        summary = self._summary
+        for d in deliveries:
+            if self._on_dry_run is not None:
+                self._on_dry_run(msg, d)
+            if summary is None:
+                continue
+            tally = summary.tally(d.destination)
+            if d.error is not None:
+                tally.dead_lettered += 1
+            elif d.skipped is not None or not d.requests:
+                tally.skipped += 1
+            else:
+                tally.delivered += 1
+        self._complete(lane, offset)
+
+    def _start(self, lane: Lane, msg: Any, offset: int, work: Work, redelivery: Redelivery | None) -> None:
+        ev = _Event(msg, lane, offset, len(work), time.monotonic(), redelivery)
+        loop = asyncio.get_running_loop()
+        tasks = lane.tasks
+        for delivery, failure in work:
+            # Tasks start in creation order, so per-key order is fixed in offset order.
+            task = loop.create_task(self._run(ev, delivery, failure))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+    async def _run(self, ev: _Event, delivery: Delivery | None, failure: Failure | None) -> None:
+        try:
+            if delivery is not None:
+                result = await self._dispatcher.deliver(delivery)
+            else:
+                result = DeliveryResult("dead_lettered", failure)
+            follow_up = self.settle(ev, delivery, result)
+            if follow_up is not None:
+                await follow_up
+        except asyncio.CancelledError:
+            raise
+        except KafkaError as exc:
+            log.error("dead_letter_failed", error=str(exc))
+            self._halt(exc, f"dead letters cannot be written: {exc}")
+        except Exception as exc:  # a bug in one delivery: stop loudly rather than skip the event
+            log.exception("delivery_crashed", error=repr(exc))
+            self._halt(StreamprocError(f"a delivery failed unexpectedly: {exc!r}"), None)
+
+    # -- one outcome ---------------------------------------------------------------------------------
+    def settle(self, ev: _Event, delivery: Delivery | None, result: DeliveryResult) -> Awaitable[None] | None:
+        """Act on the finished result of one delivery of `ev` (`delivery` None: the message itself
+        failed): record it, dead-letter it if it failed, and finish the event after its last one.
+
+        Returns the I/O still owed before the event may finish (a dead letter's write and
+        acknowledgement), for the caller to await; None when the event's part is done already.
+        """
+        outcome = result.outcome
+        if delivery is not None:
+            dest = delivery.destination
+            key = (dest, delivery.action, outcome)
+            c = self._m_outcome.get(key)
+            if c is None:
+                c = self._m_outcome[key] = self._metrics.deliveries.labels(*key)
+            c.inc()
+            summary = self._summary
+            if outcome == "delivered":
+                h = self._m_latency.get(dest)
+                if h is None:
+                    h = self._m_latency[dest] = self._metrics.delivery_latency.labels(dest)
+                    self._m_e2e[dest] = self._metrics.end_to_end_latency.labels(dest)
+                h.observe(time.monotonic() - ev.consumed_at)
+                kind, ts = ev.msg.timestamp()
+                if kind and ts > 0:
+                    self._m_e2e[dest].observe(max(0.0, time.time() - ts / 1000))
+                if summary is not None:
+                    summary.tally(dest).delivered += 1
+            elif outcome == "skipped" and summary is not None:
+                summary.tally(dest).skipped += 1
+        if outcome == "dead_lettered":
+            assert result.failure is not None
+            return self._dead_letter(ev, delivery, result.failure)
+        # Inline rather than `_finish`: this is once per delivery on the worker's hot path.
+        ev.remaining -= 1
+        if ev.remaining == 0:
+            self._complete(ev.lane, ev.offset)
+        return None
+
+    def _finish(self, ev: _Event) -> None:
+        ev.remaining -= 1
+        if ev.remaining == 0:
+            self._complete(ev.lane, ev.offset)
+
+    async def _dead_letter(self, ev: _Event, delivery: Delivery | None, failure: Failure) -> None:
+        assert self.dead_letters is not None
+        await self.dead_letters.send(dead_letter(ev.msg, failure, delivery, ev.redelivery))
+        dest = delivery.destination if delivery else ""
+        key = (dest, failure.type)
+        c = self._m_dead.get(key)
+        if c is None:
+            c = self._m_dead[key] = self._metrics.dead_letters.labels(*key)
+        c.inc()
+        if self._summary is not None and delivery is not None:
+            self._summary.tally(dest).dead_lettered += 1
+        log.info(
+            "dead_lettered",
+            destination=dest or None,
+            error_type=failure.type,
+            status=failure.status,
+            topic=ev.lane.topic,
+            partition=ev.lane.partition,
+            offset=ev.offset,
+        )
+        self._finish(ev)
