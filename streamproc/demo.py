@@ -25,6 +25,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
@@ -42,8 +43,8 @@ __all__ = [
     "start_broker",
 ]
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CONFIG = ROOT / "examples" / "demo-config.yaml"
+DEFAULT_CONFIG = "data/demo-config.yaml"
+"""The demo's configuration, a resource of the package (so an installed copy or the image has it)."""
 
 # The three kinds of bad input the demo mixes in; each must end in the dead-letter topic.
 POISON_KINDS = ("not-json", "not-an-object", "invalid-payload")
@@ -284,7 +285,8 @@ class DemoOptions:
     rate: float = 100.0
     bootstrap: str | None = None
     broker: Literal["auto", "local", "mock"] = "auto"
-    config: Path = DEFAULT_CONFIG
+    config: Path | None = None
+    """None: the packaged DEFAULT_CONFIG."""
     metrics_port: int = 0
     partitions: int = 3
     seed: int = 7
@@ -508,7 +510,11 @@ async def run_demo(options: DemoOptions) -> DemoSummary:
             "DEMO_PARTNER_URL": partner_url,
             "DEMO_METRICS_PORT": str(port),
         }
-        config = load_config(options.config, env=env)
+        if options.config is not None:
+            config = load_config(options.config, env=env)
+        else:
+            with resources.as_file(resources.files("streamproc").joinpath(DEFAULT_CONFIG)) as path:
+                config = load_config(path, env=env)
         await loop.run_in_executor(
             None, lambda: broker.create_topics({topic: options.partitions, dlq_topic: 1})
         )

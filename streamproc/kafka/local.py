@@ -41,6 +41,11 @@ START_TIMEOUT = float(os.environ.get("KAFKA_LOCAL_START_TIMEOUT", "120"))
 class LocalBrokerError(RuntimeError):
     """The local broker did not start; the message carries the script's output and the broker's log tail."""
 
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        """One line: why, as the script said it."""
+
 
 @dataclass
 class Broker:
@@ -139,10 +144,14 @@ def start_local_broker(run_dir: Path, *, watch_pid: int | None = None, timeout: 
         proc = _run(*args, timeout=timeout + 120)  # includes a first-time jar fetch
     except subprocess.TimeoutExpired as exc:
         stderr = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else exc.stderr or ""
-        raise LocalBrokerError(f"kafka-local start timed out\n{stderr}\n{log_tail(run_dir)}") from None
-    if proc.returncode != 0 or not proc.stdout.strip():
         raise LocalBrokerError(
-            f"kafka-local start failed (exit {proc.returncode})\n{proc.stderr.strip()}\n{log_tail(run_dir)}"
+            f"kafka-local start timed out\n{stderr}\n{log_tail(run_dir)}", "kafka-local start timed out"
+        ) from None
+    if proc.returncode != 0 or not proc.stdout.strip():
+        lines = [line for line in proc.stderr.splitlines() if line.startswith("kafka-local: ")]
+        raise LocalBrokerError(
+            f"kafka-local start failed (exit {proc.returncode})\n{proc.stderr.strip()}\n{log_tail(run_dir)}",
+            lines[-1] if lines else f"kafka-local start failed (exit {proc.returncode})",
         )
     return proc.stdout.strip().splitlines()[-1]
 
@@ -201,7 +210,7 @@ def start_broker(
 
                 return Broker(address, "local", stop)
         elif mode == "local":
-            raise LocalBrokerError(f"cannot start a local Kafka broker: {missing}")
+            raise LocalBrokerError(f"cannot start a local Kafka broker: {missing}", missing)
         else:
             print(f"{missing}: using librdkafka's built-in mock cluster instead of a real broker", file=out)
     return mock_cluster()
