@@ -143,3 +143,22 @@ def test_demo_reads_nothing_of_the_checkout_outside_the_package(tmp_path: Path) 
     summary = json.loads(proc.stdout)
     assert summary["consumed"] == 60
     assert set(summary["delivered"]) == {"stackadapt", "tiktok-offline", "seg"}
+
+
+def test_auto_mode_uses_the_mock_cluster_where_the_broker_jars_are_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+
+    from streamproc.kafka import local
+
+    monkeypatch.setenv("KAFKA_LOCAL_CACHE", str(tmp_path / "empty-cache"))
+    out = io.StringIO()
+    broker = local.start_broker(None, mode="auto", out=out)
+    try:
+        assert broker.kind == "mock"
+        assert broker.mock_owner is not None
+        assert "mock cluster" in out.getvalue()
+    finally:
+        broker.stop()
+    assert local.start_broker("broker-1:9092").kind == "external"
