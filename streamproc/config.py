@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import os
@@ -9,11 +10,12 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
-from typing import Any, Literal, TypeVar
+from types import MappingProxyType, UnionType
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
+from streamproc.destinations import registry
 from streamproc.destinations.base import Destination
 from streamproc.errors import ConfigError, ConfigProblem, PayloadValidationError
 
@@ -24,136 +26,352 @@ __all__ = [
     "DestinationLimits",
     "InputConfig",
     "KafkaConfig",
+    "Key",
+    "KeySpec",
     "Limits",
     "LogConfig",
     "MetricsConfig",
     "RetryPolicy",
     "SubscriptionConfig",
     "interpolate",
+    "key_specs",
     "load_config",
     "parse_config",
 ]
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
+# The worker owns these librdkafka settings: offsets are stored only once deliveries are complete.
+_KAFKA_OWNED = {
+    "bootstrap.servers": "kafka.bootstrap_servers",
+    "group.id": "kafka.group_id",
+    "enable.auto.commit": "streamproc's own commit loop",
+    "enable.auto.offset.store": "streamproc's own offset tracking",
+}
+_ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
+_TOPIC_PATTERN = r"[A-Za-z0-9._-]{1,249}"
+
+
+@dataclass(frozen=True)
+class Key:
+    """What one key of the file means and the bounds the loader holds it to.
+
+    Attached to a model field as `Annotated[type, Key(...)]`; the loader of a plain section reads
+    the key with these bounds and the JSON Schema (streamproc.config_schema) states the same.
+    """
+
+    description: str = ""
+    required: bool = False
+    minimum: float | None = None
+    exclusive_minimum: float | None = None
+    maximum: float | None = None
+    url: bool = False
+    """An http:// or https:// URL (a trailing slash is dropped)."""
+    aliases: Mapping[str, str] = field(default_factory=dict)
+    """Other spellings of a choice and the value each stands for."""
+    default_text: str | None = None
+    """The documented default where the model's default is only a placeholder."""
+    schema: Mapping[str, Any] | Callable[[], Mapping[str, Any]] | None = None
+    """The key's JSON Schema where the file accepts more forms than the model's type (a list or a
+    string), or a function giving it when the schema is made."""
+    internal: bool = False
+    """Not a key of the file (filled in by the loader)."""
+
+
+def _destination_types() -> Mapping[str, Any]:
+    return {"enum": list(registry.all_types())}
+
 
 @dataclass(frozen=True)
 class KafkaConfig:
     """Where events come from and where dead letters go."""
 
-    bootstrap_servers: str
-    topics: tuple[str, ...]
-    group_id: str = "streamproc"
-    dead_letter_topic: str = "streamproc.dlq"
-    client: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
-    """Passed through to librdkafka (security.protocol, sasl.*, ssl.*, ...)."""
+    bootstrap_servers: Annotated[
+        str,
+        Key(
+            "host:port[,host:port...] or a list of them",
+            required=True,
+            schema={
+                "anyOf": [
+                    {"type": "string", "minLength": 1},
+                    {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1},
+                ]
+            },
+        ),
+    ]
+    topics: Annotated[
+        tuple[str, ...],
+        Key(
+            "input topics (a list, or one comma-separated string)",
+            required=True,
+            schema={
+                "anyOf": [
+                    {"type": "string", "minLength": 1},
+                    {
+                        "type": "array",
+                        # A topic given as ${VAR} is checked once the variable is expanded.
+                        "items": {"type": "string", "pattern": f"^({_TOPIC_PATTERN}|.*\\$\\{{.*)$"},
+                        "minItems": 1,
+                    },
+                ]
+            },
+        ),
+    ]
+    group_id: Annotated[str, Key("consumer group of the workers")] = "streamproc"
+    dead_letter_topic: Annotated[
+        str,
+        Key(
+            "where failed deliveries are written; must not be an input topic",
+            default_text="<first topic>.dlq",
+        ),
+    ] = "streamproc.dlq"
+    client: Annotated[
+        Mapping[str, str],
+        Key(
+            "librdkafka settings passed through (security.protocol, sasl.*, ssl.*, ...); "
+            + ", ".join(_KAFKA_OWNED)
+            + " are set by streamproc",
+            schema={
+                "type": "object",
+                "additionalProperties": {"type": ["string", "number", "boolean"]},
+                "propertyNames": {"not": {"enum": list(_KAFKA_OWNED)}},
+            },
+        ),
+    ] = field(default_factory=lambda: _EMPTY)
 
 
 @dataclass(frozen=True)
 class InputConfig:
     """How input messages are encoded."""
 
-    format: Literal["json", "avro"] = "json"
-    schema_registry_url: str | None = None
-    schema_file: str | None = None
+    format: Annotated[
+        Literal["json", "avro"], Key("json: one Segment event per message; avro: see the schema keys")
+    ] = "json"
+    schema_registry_url: Annotated[
+        str | None, Key("Avro in the Confluent wire format, schemas fetched from this registry", url=True)
+    ] = None
+    schema_file: Annotated[str | None, Key("plain Avro with this local schema (.avsc)")] = None
 
 
 @dataclass(frozen=True)
 class Limits:
     """Worker-wide bounds: memory (in-flight events), batching of polls, commit cadence, shutdown."""
 
-    max_in_flight_events: int = 10000
-    resume_in_flight_events: int = 5000
-    poll_batch_size: int = 500
-    commit_interval: float = 5.0
-    shutdown_timeout: float = 30.0
-    revoke_timeout: float = 15.0
+    max_in_flight_events: Annotated[
+        int, Key("above this many unfinished events the worker pauses its partitions", minimum=1)
+    ] = 10000
+    resume_in_flight_events: Annotated[
+        int,
+        Key("the worker resumes below this many unfinished events; below max_in_flight_events", minimum=0),
+    ] = 5000
+    poll_batch_size: Annotated[int, Key("messages taken from Kafka per poll", minimum=1, maximum=100_000)] = (
+        500
+    )
+    commit_interval: Annotated[float, Key("seconds between offset commits", exclusive_minimum=0)] = 5.0
+    shutdown_timeout: Annotated[
+        float, Key("seconds to finish in-flight deliveries on shutdown", exclusive_minimum=0)
+    ] = 30.0
+    revoke_timeout: Annotated[
+        float,
+        Key("seconds to finish a revoked partition's deliveries before releasing it", exclusive_minimum=0),
+    ] = 15.0
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
     """How long one delivery keeps trying: attempts, a time budget, and exponential backoff bounds."""
 
-    max_attempts: int = 8
-    budget: float = 300.0
-    backoff_initial: float = 0.5
-    backoff_max: float = 30.0
+    max_attempts: Annotated[int, Key("attempts per request, the first included", minimum=1)] = 8
+    budget: Annotated[float, Key("seconds a delivery may keep retrying", exclusive_minimum=0)] = 300.0
+    backoff_initial: Annotated[
+        float,
+        Key(
+            "first backoff ceiling in seconds (exponential, full jitter, at least Retry-After)",
+            exclusive_minimum=0,
+        ),
+    ] = 0.5
+    backoff_max: Annotated[
+        float, Key("largest backoff ceiling in seconds; at least backoff_initial", exclusive_minimum=0)
+    ] = 30.0
 
 
 @dataclass(frozen=True)
 class BreakerPolicy:
     """When a destination's circuit opens (failure ratio over a window) and for how long."""
 
-    failure_ratio: float = 0.5
-    min_requests: int = 20
-    window: float = 30.0
-    open_for: float = 10.0
+    failure_ratio: Annotated[
+        float,
+        Key("failing share of requests in the window that opens the circuit", exclusive_minimum=0, maximum=1),
+    ] = 0.5
+    min_requests: Annotated[int, Key("requests in the window before the ratio counts", minimum=1)] = 20
+    window: Annotated[float, Key("seconds of history", exclusive_minimum=0)] = 30.0
+    open_for: Annotated[float, Key("seconds the circuit stays open before a probe", exclusive_minimum=0)] = (
+        10.0
+    )
 
 
 @dataclass(frozen=True)
 class DestinationLimits:
     """Per-destination bulkhead: concurrent requests, requests per second, timeout, retry, breaker."""
 
-    concurrency: int = 64
-    rate: float | None = None
-    timeout: float = 10.0
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
+    concurrency: Annotated[int, Key("requests in flight at once", minimum=1, maximum=10_000)] = 64
+    rate: Annotated[
+        float | None, Key("requests per second (token bucket); null: unlimited", exclusive_minimum=0)
+    ] = None
+    timeout: Annotated[float, Key("seconds per request", exclusive_minimum=0)] = 10.0
+    retry: Annotated[RetryPolicy, Key("how long one delivery keeps trying")] = field(
+        default_factory=RetryPolicy
+    )
+    breaker: Annotated[BreakerPolicy, Key("when this destination's circuit opens")] = field(
+        default_factory=BreakerPolicy
+    )
 
 
 @dataclass(frozen=True)
 class SubscriptionConfig:
     """A trigger, an action and the final mapping (merged over the action's defaults unless asked not to)."""
 
-    name: str
-    trigger: str
-    action: str
-    mapping: Mapping[str, Any]
-    enabled: bool = True
-    preset: str | None = None
+    name: Annotated[str, Key("unique within the destination (default: the preset's name)")]
+    trigger: Annotated[str, Key('FQL, e.g. event = "Order Completed" and properties.revenue > 100')]
+    action: Annotated[str, Key("one of the destination's actions; a preset's action cannot be changed")]
+    mapping: Annotated[
+        Mapping[str, Any],
+        Key("mapping-kit values per field, merged over the action's default mappings (or the preset's)"),
+    ]
+    enabled: Annotated[bool, Key("a disabled subscription is checked but routes nothing")] = True
+    preset: Annotated[str | None, Key("start from this preset (its trigger, action and mapping)")] = None
 
 
 @dataclass(frozen=True)
 class DestinationConfig:
     """One configured destination instance with its checked settings and subscriptions."""
 
-    id: str
-    type: str
-    settings: Mapping[str, Any]
-    endpoint: str
-    ordering: Literal["none", "key"] = "none"
-    limits: DestinationLimits = field(default_factory=DestinationLimits)
-    subscriptions: tuple[SubscriptionConfig, ...] = ()
+    id: Annotated[
+        str,
+        Key(
+            "unique instance id (metric label, dead-letter header, delivery id)",
+            required=True,
+            schema={"type": "string", "pattern": f"^{_ID_PATTERN}$"},
+        ),
+    ]
+    type: Annotated[str, Key("the partner", required=True, schema=_destination_types)]
+    settings: Annotated[
+        Mapping[str, Any], Key("the destination type's settings, checked against its settings fields")
+    ]
+    endpoint: Annotated[str, Key("base URL", url=True, default_text="the partner's real base URL")]
+    ordering: Annotated[
+        Literal["none", "key"],
+        Key("key: one delivery at a time per userId (else anonymousId), in offset order"),
+    ] = "none"
+    limits: Annotated[DestinationLimits, Key("this destination's bulkhead")] = field(
+        default_factory=DestinationLimits
+    )
+    subscriptions: Annotated[tuple[SubscriptionConfig, ...], Key("triggers, actions and mappings")] = ()
 
 
 @dataclass(frozen=True)
 class MetricsConfig:
     """Where the Prometheus /metrics (and health) endpoint listens."""
 
-    host: str = "0.0.0.0"
-    port: int = 9464
-    enabled: bool = True
+    host: Annotated[str, Key("listen address of /metrics, /healthz and /readyz")] = "0.0.0.0"
+    port: Annotated[int, Key("listen port", minimum=0, maximum=65535)] = 9464
+    enabled: Annotated[bool, Key("serve the endpoint")] = True
 
 
 @dataclass(frozen=True)
 class LogConfig:
     """Log rendering: JSON for production, console for people, auto picks by whether stderr is a TTY."""
 
-    format: Literal["auto", "json", "console"] = "auto"
-    level: str = "info"
+    format: Annotated[
+        Literal["auto", "json", "console"], Key("auto: console on a terminal, JSON otherwise")
+    ] = "auto"
+    level: Annotated[
+        Literal["debug", "info", "warning", "error", "critical"],
+        Key("the lowest level logged (the loader takes any case)", aliases={"warn": "warning"}),
+    ] = "info"
 
 
 @dataclass(frozen=True)
 class Config:
     """The whole checked configuration."""
 
-    source: str
-    kafka: KafkaConfig | None
-    input: InputConfig
-    limits: Limits
-    metrics: MetricsConfig
-    log: LogConfig
-    destinations: tuple[DestinationConfig, ...]
+    source: Annotated[str, Key(internal=True)]
+    kafka: Annotated[
+        KafkaConfig | None, Key("where events come from, where dead letters go (for run, replay, dlq)")
+    ]
+    input: Annotated[InputConfig, Key("how input messages are encoded")]
+    limits: Annotated[Limits, Key("worker-wide bounds")]
+    metrics: Annotated[MetricsConfig, Key("the Prometheus endpoint")]
+    log: Annotated[LogConfig, Key("log format and level")]
+    destinations: Annotated[
+        tuple[DestinationConfig, ...], Key("destination instances and their subscriptions")
+    ]
+
+
+# Keys of the file that shape the result without being kept in it.
+_FILE_ONLY: dict[type, tuple[tuple[str, Any, Key, Any], ...]] = {
+    DestinationConfig: (
+        (
+            "presets",
+            bool,
+            Key(
+                "true: every preset; false: none; or a list of preset names",
+                default_text="the destination type's own (Seg: true)",
+                schema={
+                    "anyOf": [
+                        {"type": "boolean"},
+                        {"type": "array", "items": {"type": "string"}},
+                        {"$ref": "#/$defs/envString"},
+                    ]
+                },
+            ),
+            None,
+        ),
+    ),
+    SubscriptionConfig: (("defaults", bool, Key("false: the mapping alone, without the defaults"), True),),
+}
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    """One key of the file: its name, Python type, rule and default (MISSING when it has none)."""
+
+    name: str
+    type: Any
+    rule: Key
+    default: Any
+
+
+def key_specs(model: type) -> tuple[KeySpec, ...]:
+    """The keys of the file that fill `model` (one of the config dataclasses), in the model's order."""
+    cached = _specs.get(model)
+    if cached is not None:
+        return cached
+    hints = get_type_hints(model, include_extras=True)
+    specs = []
+    for f in dataclasses.fields(model):
+        hint = hints[f.name]
+        rule = Key()
+        if get_origin(hint) is Annotated:
+            hint, *extras = get_args(hint)
+            rule = next((e for e in extras if isinstance(e, Key)), rule)
+        if rule.internal:
+            continue
+        default = f.default
+        if f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        specs.append(KeySpec(f.name, hint, rule, default))
+    for name, hint, rule, default in _FILE_ONLY.get(model, ()):
+        specs.append(KeySpec(name, hint, rule, default))
+    _specs[model] = result = tuple(specs)
+    return result
+
+
+_specs: dict[type, tuple[KeySpec, ...]] = {}
+
+
+def _spec(model: type, name: str) -> KeySpec:
+    return next(s for s in key_specs(model) if s.name == name)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -266,6 +484,7 @@ class _Checker:
 
 
 _T = TypeVar("_T")
+_S = TypeVar("_S")
 _LAST_SEGMENT = re.compile(r"(\.[^.\[\]()]*|\[\d+\]|\([^)]*\))$")
 
 
@@ -340,7 +559,7 @@ def _int(minimum: int | None = None, maximum: int | None = None) -> Callable[[An
 
 
 def _float(
-    minimum: float = 0.0, *, exclusive: bool = True, maximum: float | None = None
+    minimum: float | None = 0.0, *, exclusive: bool = True, maximum: float | None = None
 ) -> Callable[[Any], float]:
     def convert(value: Any) -> float:
         if isinstance(value, _FromEnv):
@@ -353,7 +572,7 @@ def _float(
         number = float(value)
         if number != number or number in (float("inf"), float("-inf")):
             raise ValueError("must be a finite number")
-        if (number <= minimum) if exclusive else (number < minimum):
+        if minimum is not None and ((number <= minimum) if exclusive else (number < minimum)):
             raise ValueError(
                 f"must be {'greater than' if exclusive else 'at least'} {_num(minimum)}, got {value}"
             )
@@ -396,11 +615,12 @@ def _str(*, empty: bool = False) -> Callable[[Any], str]:
     return convert
 
 
-def _choice(*options: str, lower: bool = False) -> Callable[[Any], str]:
+def _choice(*options: str, lower: bool = False, aliases: Mapping[str, str] = _EMPTY) -> Callable[[Any], str]:
     def convert(value: Any) -> str:
         if not isinstance(value, str):
             raise ValueError(f"must be one of {', '.join(options)}; got {_kind(value)}")
         text = value.lower() if lower else value
+        text = aliases.get(text, text)
         if text not in options:
             raise ValueError(
                 f"must be one of {', '.join(options)}; got {value!r}{_did_you_mean(text, options)}"
@@ -424,22 +644,12 @@ def _url(value: Any) -> str:
 # ---------------------------------------------------------------------------------------------
 # Sections
 
-_TOP_KEYS = ("kafka", "input", "limits", "metrics", "log", "destinations")
-_KAFKA_KEYS = ("bootstrap_servers", "topics", "group_id", "dead_letter_topic", "client")
-# The worker owns these librdkafka settings: offsets are stored only once deliveries are complete.
-_KAFKA_OWNED = {
-    "bootstrap.servers": "kafka.bootstrap_servers",
-    "group.id": "kafka.group_id",
-    "enable.auto.commit": "streamproc's own commit loop",
-    "enable.auto.offset.store": "streamproc's own offset tracking",
-}
-
 
 def _kafka(c: _Checker, value: Any) -> KafkaConfig | None:
     data = c.mapping(value, "kafka")
     if data is None:
         return None
-    c.keys(data, _KAFKA_KEYS, "kafka")
+    c.keys(data, [s.name for s in key_specs(KafkaConfig)], "kafka")
     servers: Any = data.get("bootstrap_servers")
     if isinstance(servers, list) and servers and all(isinstance(s, str) and s for s in servers):
         servers = ",".join(servers)
@@ -454,7 +664,7 @@ def _kafka(c: _Checker, value: Any) -> KafkaConfig | None:
         c.add("kafka.topics", "is required: a list of topic names")
     else:
         for i, topic in enumerate(topics_raw):
-            if not isinstance(topic, str) or not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", topic):
+            if not isinstance(topic, str) or not re.fullmatch(_TOPIC_PATTERN, topic):
                 c.add(f"kafka.topics[{i}]", "must be a Kafka topic name (letters, digits, '.', '_', '-')")
             else:
                 topics.append(topic)
@@ -487,132 +697,80 @@ def _kafka(c: _Checker, value: Any) -> KafkaConfig | None:
     )
 
 
-def _input(c: _Checker, value: Any) -> InputConfig:
-    data = c.mapping(value, "input")
+def _converter(spec: KeySpec) -> Callable[[Any], Any]:
+    """The check of one plain key, from its type and rule."""
+    kind, rule = spec.type, spec.rule
+    if get_origin(kind) in (Union, UnionType):
+        kind = next(arg for arg in get_args(kind) if arg is not type(None))
+    if kind is bool:
+        return _bool
+    if kind is int:
+        return _int(
+            None if rule.minimum is None else int(rule.minimum),
+            None if rule.maximum is None else int(rule.maximum),
+        )
+    if kind is float:
+        if rule.exclusive_minimum is not None:
+            return _float(rule.exclusive_minimum, exclusive=True, maximum=rule.maximum)
+        return _float(rule.minimum, exclusive=False, maximum=rule.maximum)
+    if get_origin(kind) is Literal:
+        return _choice(*get_args(kind), lower=True, aliases=rule.aliases)
+    if kind is str:
+        return _url if rule.url else _str()
+    raise TypeError(f"no check for key {spec.name!r} of type {kind!r}")
+
+
+def _section(c: _Checker, value: Any, model: type[_S], path: str) -> _S:
+    """Read a section whose keys are all plain values or nested sections: every key from its spec."""
+    data = c.mapping(value, path)
     if data is None:
-        return InputConfig()
-    c.keys(data, ("format", "schema_registry_url", "schema_file"), "input")
-    fmt = _get(c, data, "format", "input", _choice("json", "avro", lower=True), "json")
-    registry = _get(c, data, "schema_registry_url", "input", _url, None)
-    schema_file = _get(c, data, "schema_file", "input", _str(), None)
-    if fmt == "avro" and registry is None and schema_file is None:
+        return model()
+    specs = key_specs(model)
+    c.keys(data, [s.name for s in specs], path)
+    values: dict[str, Any] = {}
+    for spec in specs:
+        if isinstance(spec.type, type) and dataclasses.is_dataclass(spec.type):
+            values[spec.name] = _section(c, data.get(spec.name), spec.type, _join(path, spec.name))
+        else:
+            values[spec.name] = _get(c, data, spec.name, path, _converter(spec), spec.default)
+    return model(**values)
+
+
+def _input(c: _Checker, value: Any) -> InputConfig:
+    config = _section(c, value, InputConfig, "input")
+    if config.format == "avro" and config.schema_registry_url is None and config.schema_file is None:
         c.add("input", "format avro needs schema_registry_url (Confluent wire format) or schema_file")
-    return InputConfig(format=fmt, schema_registry_url=registry, schema_file=schema_file)  # type: ignore[arg-type]
+    return config
 
 
 def _limits(c: _Checker, value: Any) -> Limits:
-    data = c.mapping(value, "limits")
-    if data is None:
-        return Limits()
-    d = Limits()
-    c.keys(data, Limits.__dataclass_fields__, "limits")
-    limits = Limits(
-        max_in_flight_events=_get(c, data, "max_in_flight_events", "limits", _int(1), d.max_in_flight_events),
-        resume_in_flight_events=_get(
-            c, data, "resume_in_flight_events", "limits", _int(0), d.resume_in_flight_events
-        ),
-        poll_batch_size=_get(c, data, "poll_batch_size", "limits", _int(1, 100_000), d.poll_batch_size),
-        commit_interval=_get(c, data, "commit_interval", "limits", _float(), d.commit_interval),
-        shutdown_timeout=_get(c, data, "shutdown_timeout", "limits", _float(), d.shutdown_timeout),
-        revoke_timeout=_get(c, data, "revoke_timeout", "limits", _float(), d.revoke_timeout),
-    )
+    limits = _section(c, value, Limits, "limits")
     if limits.resume_in_flight_events >= limits.max_in_flight_events:
-        if "resume_in_flight_events" in data:
+        if isinstance(value, dict) and "resume_in_flight_events" in value:
             c.add(
                 "limits.resume_in_flight_events",
                 f"must be below max_in_flight_events ({limits.max_in_flight_events})",
             )
         else:
-            limits = Limits(
-                **{**limits.__dict__, "resume_in_flight_events": limits.max_in_flight_events // 2}
-            )
+            limits = dataclasses.replace(limits, resume_in_flight_events=limits.max_in_flight_events // 2)
     return limits
 
 
-def _metrics(c: _Checker, value: Any) -> MetricsConfig:
-    data = c.mapping(value, "metrics")
-    if data is None:
-        return MetricsConfig()
-    c.keys(data, ("host", "port", "enabled"), "metrics")
-    d = MetricsConfig()
-    return MetricsConfig(
-        host=_get(c, data, "host", "metrics", _str(), d.host),
-        port=_get(c, data, "port", "metrics", _int(0, 65535), d.port),
-        enabled=_get(c, data, "enabled", "metrics", _bool, d.enabled),
-    )
-
-
-_LEVELS = ("debug", "info", "warning", "error", "critical")
-
-
-def _log(c: _Checker, value: Any) -> LogConfig:
-    data = c.mapping(value, "log")
-    if data is None:
-        return LogConfig()
-    c.keys(data, ("format", "level"), "log")
-    level_raw = data.get("level")
-    if isinstance(level_raw, str) and level_raw.lower() == "warn":
-        data = {**data, "level": "warning"}
-    return LogConfig(
-        format=_get(c, data, "format", "log", _choice("auto", "json", "console", lower=True), "auto"),  # type: ignore[arg-type]
-        level=_get(c, data, "level", "log", _choice(*_LEVELS, lower=True), "info"),
-    )
-
-
-def _retry(c: _Checker, value: Any, path: str) -> RetryPolicy:
-    data = c.mapping(value, path)
-    if data is None:
-        return RetryPolicy()
-    c.keys(data, RetryPolicy.__dataclass_fields__, path)
-    d = RetryPolicy()
-    policy = RetryPolicy(
-        max_attempts=_get(c, data, "max_attempts", path, _int(1), d.max_attempts),
-        budget=_get(c, data, "budget", path, _float(), d.budget),
-        backoff_initial=_get(c, data, "backoff_initial", path, _float(), d.backoff_initial),
-        backoff_max=_get(c, data, "backoff_max", path, _float(), d.backoff_max),
-    )
-    if policy.backoff_max < policy.backoff_initial:
-        c.add(
-            _join(path, "backoff_max"), f"must be at least backoff_initial ({_num(policy.backoff_initial)})"
-        )
-    return policy
-
-
-def _breaker(c: _Checker, value: Any, path: str) -> BreakerPolicy:
-    data = c.mapping(value, path)
-    if data is None:
-        return BreakerPolicy()
-    c.keys(data, BreakerPolicy.__dataclass_fields__, path)
-    d = BreakerPolicy()
-    return BreakerPolicy(
-        failure_ratio=_get(c, data, "failure_ratio", path, _float(0.0, maximum=1.0), d.failure_ratio),
-        min_requests=_get(c, data, "min_requests", path, _int(1), d.min_requests),
-        window=_get(c, data, "window", path, _float(), d.window),
-        open_for=_get(c, data, "open_for", path, _float(), d.open_for),
-    )
-
-
 def _destination_limits(c: _Checker, value: Any, path: str) -> DestinationLimits:
-    data = c.mapping(value, path)
-    if data is None:
-        return DestinationLimits()
-    c.keys(data, DestinationLimits.__dataclass_fields__, path)
-    d = DestinationLimits()
-    return DestinationLimits(
-        concurrency=_get(c, data, "concurrency", path, _int(1, 10_000), d.concurrency),
-        rate=_get(c, data, "rate", path, _float(), d.rate),
-        timeout=_get(c, data, "timeout", path, _float(), d.timeout),
-        retry=_retry(c, data.get("retry"), _join(path, "retry")),
-        breaker=_breaker(c, data.get("breaker"), _join(path, "breaker")),
-    )
+    limits = _section(c, value, DestinationLimits, path)
+    retry = limits.retry
+    if retry.backoff_max < retry.backoff_initial:
+        c.add(
+            _join(path, "retry.backoff_max"),
+            f"must be at least backoff_initial ({_num(retry.backoff_initial)})",
+        )
+    return limits
 
 
 # ---------------------------------------------------------------------------------------------
 # Destinations and subscriptions
 
-_DESTINATION_KEYS = ("id", "type", "settings", "endpoint", "ordering", "limits", "presets", "subscriptions")
-_SUBSCRIPTION_KEYS = ("name", "trigger", "action", "mapping", "defaults", "enabled", "preset")
-_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_ID = re.compile(_ID_PATTERN)
 
 
 class _Collaborators:
@@ -664,7 +822,7 @@ def _destination(
     data = c.mapping(value, path, allow_none=False)
     if data is None:
         return None
-    c.keys(data, _DESTINATION_KEYS, path)
+    c.keys(data, [s.name for s in key_specs(DestinationConfig)], path)
     dest_id = data.get("id")
     if not isinstance(dest_id, str) or not _ID.fullmatch(dest_id):
         c.add(_join(path, "id"), "is required: a unique id of letters, digits, '.', '_', '-' (at most 64)")
@@ -708,7 +866,7 @@ def _destination(
     if isinstance(settings_endpoint, str) and settings_endpoint:
         default_endpoint = settings_endpoint.rstrip("/")
     endpoint = _get(c, data, "endpoint", path, _url, default_endpoint)
-    ordering = _get(c, data, "ordering", path, _choice("none", "key", lower=True), "none")
+    ordering = _get(c, data, "ordering", path, _converter(_spec(DestinationConfig, "ordering")), "none")
     limits = _destination_limits(c, data.get("limits"), _join(path, "limits"))
 
     subscriptions: list[SubscriptionConfig] = []
@@ -825,7 +983,7 @@ def _subscription(
     data = c.mapping(value, path, allow_none=False)
     if data is None:
         return None
-    c.keys(data, _SUBSCRIPTION_KEYS, path)
+    c.keys(data, [s.name for s in key_specs(SubscriptionConfig)], path)
     use_defaults = _get(c, data, "defaults", path, _bool, True)
     enabled = _get(c, data, "enabled", path, _bool, True)
     name = _get(c, data, "name", path, _str(), None)
@@ -920,13 +1078,13 @@ def parse_config(data: Any, source: str = "<config>", env: Mapping[str, str] | N
     if root is None:
         raise ConfigError(c.problems)
     root = _interpolate_tree(c, root, "", env)
-    c.keys(root, _TOP_KEYS, "")
+    c.keys(root, [s.name for s in key_specs(Config)], "")
 
     kafka = _kafka(c, root["kafka"]) if root.get("kafka") is not None else None
     input_config = _input(c, root.get("input"))
     limits = _limits(c, root.get("limits"))
-    metrics = _metrics(c, root.get("metrics"))
-    log = _log(c, root.get("log"))
+    metrics = _section(c, root.get("metrics"), MetricsConfig, "metrics")
+    log = _section(c, root.get("log"), LogConfig, "log")
 
     destinations: list[DestinationConfig] = []
     raw_destinations = root.get("destinations")

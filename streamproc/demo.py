@@ -1,8 +1,8 @@
 """The one-command demo: a broker, the partner simulator, generated Segment events and a worker, live.
 
-Everything runs in one process and one event loop except the broker: a local Apache Kafka started
-with scripts/kafka-local (Java), or, where Java or Maven are missing, librdkafka's built-in mock
-cluster. The worker is the real `streamproc run` worker with every destination pointed at the
+Everything runs in one process and one event loop except the broker: a local Apache Kafka
+(streamproc.kafka.local; Java and the broker's jars), or, where they are missing, librdkafka's
+built-in mock cluster. The worker is the real `streamproc run` worker with every destination pointed at the
 simulator, so /metrics, dead letters and offsets behave as in production.
 """
 
@@ -17,7 +17,6 @@ import random
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -26,10 +25,13 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from importlib import resources
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
 import orjson
+
+from streamproc.kafka.local import Broker, start_broker
 
 __all__ = [
     "POISON_KINDS",
@@ -41,8 +43,8 @@ __all__ = [
     "start_broker",
 ]
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_CONFIG = ROOT / "examples" / "demo-config.yaml"
+DEFAULT_CONFIG = "data/demo-config.yaml"
+"""The demo's configuration, a resource of the package (so an installed copy or the image has it)."""
 
 # The three kinds of bad input the demo mixes in; each must end in the dead-letter topic.
 POISON_KINDS = ("not-json", "not-an-object", "invalid-payload")
@@ -269,128 +271,8 @@ class EventGenerator:
         return key, orjson.dumps(event)
 
 
-# -- the broker ------------------------------------------------------------------------------------
-@dataclass
-class Broker:
-    """A running broker: its bootstrap address and how to stop it."""
-
-    bootstrap: str
-    kind: str  # "external", "local" (scripts/kafka-local) or "mock" (librdkafka mock cluster)
-    _stop: Callable[[], None] = field(default=lambda: None, repr=False)
-    mock_owner: Any = field(default=None, repr=False)
-
-    def create_topics(self, topics: dict[str, int], timeout: float = 30.0) -> None:
-        """Create the topics (name → partitions); the mock cluster creates them on first use instead."""
-        if self.mock_owner is None:
-            create_topics(self.bootstrap, topics, timeout)
-            return
-        # The mock cluster has no CreateTopics; a metadata request auto-creates (with its own
-        # default partition count).
-        for name in topics:
-            self.mock_owner.list_topics(name, timeout=timeout)
-
-    def stop(self) -> None:
-        self._stop()
-        # The mock cluster lives as long as the client that made it.
-        self.mock_owner = None
-
-
 def _say(out: TextIO, text: str) -> None:
     print(text, file=out, flush=True)
-
-
-def start_broker(
-    bootstrap: str | None, *, mode: str = "auto", out: TextIO = sys.stderr, run_dir: Path | None = None
-) -> Broker:
-    """The broker to use: the given address, a local Kafka (scripts/kafka-local), or the mock cluster.
-
-    mode: "auto" (local Kafka when Java and Maven or cached jars are there, else mock), "local", "mock".
-    """
-    if bootstrap:
-        return Broker(bootstrap, "external")
-    script = ROOT / "scripts" / "kafka-local"
-    if mode in ("auto", "local"):
-        missing = _local_kafka_missing(script)
-        if missing is None:
-            run_dir = run_dir or ROOT / ".cache" / "kafka" / "demo"
-            _say(out, f"starting a local Kafka broker (scripts/kafka-local, data in {run_dir}) ...")
-            proc = subprocess.run(
-                [str(script), "start", "--dir", str(run_dir), "--watch-pid", str(os.getpid())],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if proc.returncode == 0 and proc.stdout.strip():
-                address = proc.stdout.strip().splitlines()[-1]
-
-                def stop_local() -> None:
-                    subprocess.run(
-                        [str(script), "stop", "--dir", str(run_dir)], capture_output=True, check=False
-                    )
-
-                return Broker(address, "local", stop_local)
-            if mode == "local":
-                raise RuntimeError(f"scripts/kafka-local start failed:\n{proc.stderr.strip()}")
-            _say(out, f"the local broker did not start ({_last_line(proc.stderr)}); using the mock cluster")
-        elif mode == "local":
-            raise RuntimeError(f"cannot start a local Kafka broker: {missing}")
-        else:
-            _say(out, f"{missing}: using librdkafka's built-in mock cluster instead of a real broker")
-    return _mock_broker()
-
-
-def _last_line(text: str) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else "no output"
-
-
-def _local_kafka_missing(script: Path) -> str | None:
-    """Why the local broker cannot run here, or None when it can."""
-    if not script.exists():
-        return "scripts/kafka-local is not here (not a source checkout)"
-    if shutil.which(os.environ.get("JAVA", "java")) is None and not os.environ.get("JAVA_HOME"):
-        return "Java is not installed"
-    cache = Path(os.environ.get("KAFKA_LOCAL_CACHE", ROOT / ".cache" / "kafka"))
-    if not any(cache.glob("*/.complete")) and shutil.which("mvn") is None:
-        return "Maven is not installed (needed once to fetch the broker's jars)"
-    return None
-
-
-def _mock_broker() -> Broker:
-    """librdkafka's in-process mock cluster, kept alive by the client that created it."""
-    from confluent_kafka import Producer
-
-    owner = Producer({"test.mock.num.brokers": 1, "log_level": 3})
-    md = owner.list_topics(timeout=10)
-    address = ",".join(f"{b.host}:{b.port}" for b in md.brokers.values())
-    broker = Broker(address, "mock", lambda: None)
-    broker.mock_owner = owner
-    return broker
-
-
-def create_topics(bootstrap: str, topics: dict[str, int], timeout: float = 30.0) -> None:
-    """Create the topics (name → partitions); existing ones are fine."""
-    from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient, NewTopic
-
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    futures = admin.create_topics(
-        [NewTopic(name, num_partitions=n, replication_factor=1) for name, n in topics.items()],
-        operation_timeout=timeout,
-    )
-    for name, fut in futures.items():
-        try:
-            fut.result(timeout)
-        except KafkaException as exc:
-            if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                raise RuntimeError(f"creating topic {name} failed: {exc}") from exc
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        md = admin.list_topics(timeout=5)
-        if all(name in md.topics and not md.topics[name].error for name in topics):
-            return
-        time.sleep(0.2)
-    raise RuntimeError(f"topics {sorted(topics)} did not appear within {timeout:.0f}s")
 
 
 # -- the run ---------------------------------------------------------------------------------------
@@ -402,8 +284,9 @@ class DemoOptions:
     duration: float | None = None
     rate: float = 100.0
     bootstrap: str | None = None
-    broker: str = "auto"
-    config: Path = DEFAULT_CONFIG
+    broker: Literal["auto", "local", "mock"] = "auto"
+    config: Path | None = None
+    """None: the packaged DEFAULT_CONFIG."""
     metrics_port: int = 0
     partitions: int = 3
     seed: int = 7
@@ -627,7 +510,11 @@ async def run_demo(options: DemoOptions) -> DemoSummary:
             "DEMO_PARTNER_URL": partner_url,
             "DEMO_METRICS_PORT": str(port),
         }
-        config = load_config(options.config, env=env)
+        if options.config is not None:
+            config = load_config(options.config, env=env)
+        else:
+            with resources.as_file(resources.files("streamproc").joinpath(DEFAULT_CONFIG)) as path:
+                config = load_config(path, env=env)
         await loop.run_in_executor(
             None, lambda: broker.create_topics({topic: options.partitions, dlq_topic: 1})
         )

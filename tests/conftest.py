@@ -11,11 +11,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from kafka_helpers import create_topic, delete_topics, unique_name, wait_for_group_coordinator
+from kafka_helpers import create_topic, delete_topics, unique_name
 
-REPO = Path(__file__).resolve().parent.parent
-KAFKA_LOCAL = REPO / "scripts" / "kafka-local"
-START_TIMEOUT = float(os.environ.get("KAFKA_LOCAL_START_TIMEOUT", "120"))
+from streamproc.kafka import local
+
+# The checkout's jar cache, as scripts/kafka-local uses it.
+os.environ.setdefault("KAFKA_LOCAL_CACHE", str(Path(__file__).resolve().parent.parent / ".cache" / "kafka"))
 
 
 def _docker_answers() -> bool:
@@ -32,42 +33,12 @@ def _docker_answers() -> bool:
         return False
 
 
-def _log_tail(run_dir: Path, lines: int = 60) -> str:
-    parts = []
-    for name in ("stdout.log", "format.log", "server.log"):
-        path = run_dir / "logs" / name
-        if path.is_file() and path.stat().st_size:
-            text = path.read_text(errors="replace").splitlines()[-lines:]
-            parts.append(f"--- {path} ---\n" + "\n".join(text))
-    return "\n".join(parts) or f"(no broker logs under {run_dir / 'logs'})"
-
-
-def _local_broker(run_dir: Path) -> str:
-    """Start scripts/kafka-local in `run_dir`; fail (never skip) with the broker's log tail."""
-    try:
-        proc = subprocess.run(
-            [str(KAFKA_LOCAL), "start", "--dir", str(run_dir), "--watch-pid", str(os.getpid())],
-            capture_output=True,
-            text=True,
-            timeout=START_TIMEOUT + 120,  # includes a first-time jar fetch
-        )
-    except subprocess.TimeoutExpired as exc:
-        stderr = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else exc.stderr or ""
-        pytest.fail(f"kafka-local start timed out\n{stderr}\n{_log_tail(run_dir)}", pytrace=False)
-    if proc.returncode != 0:
-        pytest.fail(
-            f"kafka-local start failed (exit {proc.returncode})\n{proc.stderr}\n{_log_tail(run_dir)}",
-            pytrace=False,
-        )
-    return proc.stdout.strip().splitlines()[-1]
-
-
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> Iterator[str]:
     """Bootstrap address of a real Kafka broker shared by the whole test run.
 
     KAFKA_BOOTSTRAP_SERVERS if set; else a testcontainers broker when a Docker engine answers;
-    else the local broker from scripts/kafka-local in a temporary directory.
+    else a local broker (streamproc.kafka.local, the checkout's jar cache) in a temporary directory.
     """
     external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if external:
@@ -89,12 +60,15 @@ def kafka_bootstrap() -> Iterator[str]:
         return
 
     run_dir = Path(tempfile.mkdtemp(prefix="streamproc-kafka-"))
-    bootstrap = _local_broker(run_dir)
     try:
-        wait_for_group_coordinator(bootstrap)
+        bootstrap = local.start_local_broker(run_dir, watch_pid=os.getpid())
+    except local.LocalBrokerError as exc:
+        pytest.fail(str(exc), pytrace=False)  # never a skip: the suite needs its broker
+    try:
+        local.wait_for_group_coordinator(bootstrap)
         yield bootstrap
     finally:
-        subprocess.run([str(KAFKA_LOCAL), "stop", "--dir", str(run_dir)], capture_output=True, timeout=60)
+        local.stop_local_broker(run_dir)
         if not os.environ.get("KAFKA_LOCAL_KEEP"):
             shutil.rmtree(run_dir, ignore_errors=True)
 

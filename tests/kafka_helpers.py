@@ -259,14 +259,6 @@ _COORDINATOR_ERRORS = (
 )
 
 
-def wait_for_group_coordinator(bootstrap: str, timeout: float = 90.0) -> None:
-    """Block until the broker can answer group-offset requests (its offsets topic is created and
-    loaded), so the first test that reads committed offsets does not meet a coordinator still loading."""
-    name = f"_streamproc_warmup_{uuid.uuid4().hex[:8]}"
-    create_topic(bootstrap, name, partitions=1)
-    committed_offsets(bootstrap, name, name, timeout=timeout)
-
-
 def wait_until(
     predicate: Callable[[], T],
     timeout: float = 10.0,

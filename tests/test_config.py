@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import pytest
 
 from streamproc.config import (
     BreakerPolicy,
     DestinationLimits,
+    Key,
     Limits,
     LogConfig,
     MetricsConfig,
@@ -438,3 +440,110 @@ def test_example_config_matches_the_json_schema() -> None:
     jsonschema.Draft202012Validator(schema).validate(example)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.Draft202012Validator(schema).validate({**example, "limitz": {}})
+
+
+def test_committed_json_schema_is_generated_from_the_model() -> None:
+    from streamproc.config_schema import SCHEMA_FILES, config_schema, packaged_schema, render
+
+    expected = render()
+    for path in SCHEMA_FILES:
+        assert path.read_text(encoding="utf-8") == expected, (
+            f"{path} is out of date with streamproc/config.py; regenerate it with:"
+            " .venv/bin/python -m streamproc.config_schema --write"
+        )
+    assert packaged_schema() == config_schema()
+
+
+@dataclass(frozen=True)
+class _Batch:
+    size: Annotated[int, Key("events per request", minimum=1, maximum=500)] = 100
+    mode: Annotated[Literal["off", "on"], Key("batching")] = "off"
+
+
+@dataclass(frozen=True)
+class _Section:
+    batch: Annotated[_Batch, Key("batching")] = _Batch()
+
+
+def test_a_key_added_to_a_model_is_loaded_and_in_the_schema() -> None:
+    from streamproc.config import _Checker, _section
+    from streamproc.config_schema import _object
+
+    schema = _object(_Section, {})
+    size = schema["properties"]["batch"]["properties"]["size"]
+    assert size["anyOf"][0] == {"type": "integer", "minimum": 1, "maximum": 500}
+    assert size["default"] == 100 and size["description"] == "events per request"
+    assert schema["properties"]["batch"]["properties"]["mode"]["enum"] == ["off", "on"]
+
+    checker = _Checker("cfg.yaml")
+    assert _section(checker, {"batch": {"size": 7, "mode": "ON"}}, _Section, "x") == _Section(_Batch(7, "on"))
+    _section(checker, {"batch": {"size": 0, "sise": 1}}, _Section, "x")
+    assert [str(p) for p in checker.problems] == [
+        "cfg.yaml: x.batch.sise: unknown key; did you mean 'size'?",
+        "cfg.yaml: x.batch.size: must be at least 1, got 0",
+    ]
+
+
+_SCHEMA_AND_LOADER_REJECT = {
+    "unknown top-level key": {"limitz": {}},
+    "no topics": {"kafka": {"bootstrap_servers": "b:9092"}},
+    "client key streamproc owns": {
+        "kafka": {"bootstrap_servers": "b:9092", "topics": ["t"], "client": {"group.id": "x"}}
+    },
+    "topic name": {"kafka": {"bootstrap_servers": "b:9092", "topics": ["a b"]}},
+    "input format": {"input": {"format": "xml"}},
+    "registry URL": {"input": {"format": "avro", "schema_registry_url": "registry:8081"}},
+    "in-flight bound": {"limits": {"max_in_flight_events": 0}},
+    "poll batch bound": {"limits": {"poll_batch_size": 100_001}},
+    "commit interval": {"limits": {"commit_interval": 0}},
+    "metrics port": {"metrics": {"port": "http"}},
+    "log level": {"log": {"level": "loud"}},
+    "destination type": {"destinations": [{"id": "s", "type": "stackadapp"}]},
+    "destination id": {"destinations": [{"id": "-s", "type": "stackadapt", "settings": {"pixelId": "p"}}]},
+    "missing setting": {
+        "destinations": [{"id": "t", "type": "tiktok-offline-conversions", "settings": {"accessToken": "a"}}]
+    },
+    "unknown setting": {
+        "destinations": [{"id": "s", "type": "stackadapt", "settings": {"pixelId": "p", "pixelID": "p"}}]
+    },
+    "seg without website id": {"destinations": [{"id": "s", "type": "seg", "settings": {}}]},
+    "breaker ratio": {
+        "destinations": [
+            {
+                "id": "s",
+                "type": "seg",
+                "settings": {"apiKey": "abc8fb18-7559-4324-9921-a4b5015b4a1c"},
+                "limits": {"breaker": {"failure_ratio": 1.5}},
+            }
+        ]
+    },
+    "retry key": {
+        "destinations": [
+            {
+                "id": "s",
+                "type": "seg",
+                "settings": {"apiKey": "abc8fb18-7559-4324-9921-a4b5015b4a1c"},
+                "limits": {"retry": {"attempts": 3}},
+            }
+        ]
+    },
+    "subscription without action": {
+        "destinations": [
+            {
+                "id": "s",
+                "type": "stackadapt",
+                "settings": {"pixelId": "p"},
+                "subscriptions": [{"name": "a", "trigger": 'type = "track"'}],
+            }
+        ]
+    },
+}
+
+
+@pytest.mark.parametrize("data", _SCHEMA_AND_LOADER_REJECT.values(), ids=_SCHEMA_AND_LOADER_REJECT)
+def test_the_json_schema_rejects_what_the_loader_rejects(data: dict[str, Any]) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads((REPO / "schemas" / "config.schema.json").read_text())
+    with pytest.raises(ConfigError):
+        parse_config(data, "cfg.yaml", env={})
+    assert not jsonschema.Draft202012Validator(schema).is_valid(data)

@@ -102,3 +102,63 @@ def test_demo_runs_on_the_mock_cluster_where_there_is_no_broker() -> None:
     assert summary["consumed"] == 150
     assert set(summary["delivered"]) == {"stackadapt", "tiktok-offline", "seg"}
     assert summary["dead_letter_error_types"]["DecodeError"] == 4
+
+
+_AUDIT_OPENS = """
+import json, os, sys
+repo, package = sys.argv[1], sys.argv[2]
+outside = []
+
+def hook(event, args):
+    if event == "open" and isinstance(args[0], (str, bytes, os.PathLike)):
+        path = os.path.abspath(os.fsdecode(args[0]))
+        if path.startswith(repo + os.sep) and not path.startswith((package + os.sep, repo + "/.venv/")):
+            outside.append(path)
+
+sys.addaudithook(hook)
+from streamproc.cli import main
+
+code = main(sys.argv[3:])
+print(json.dumps({"code": code, "outside": sorted(set(outside))}), file=sys.stderr)
+"""
+
+
+def test_demo_reads_nothing_of_the_checkout_outside_the_package(tmp_path: Path) -> None:
+    # What an installed wheel or the image has is the package alone: run from elsewhere and record
+    # every file the demo opens.
+    import streamproc
+
+    package = Path(streamproc.__file__).resolve().parent
+    demo = ["demo", "--broker", "mock", "--events", "60", "--rate", "500", "--poison-every", "20", "--json"]
+    proc = subprocess.run(
+        [sys.executable, "-c", _AUDIT_OPENS, str(ROOT), str(package), *demo],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    report = json.loads(proc.stderr.strip().splitlines()[-1])
+    assert report == {"code": 0, "outside": []}, proc.stderr[-4000:]
+    summary = json.loads(proc.stdout)
+    assert summary["consumed"] == 60
+    assert set(summary["delivered"]) == {"stackadapt", "tiktok-offline", "seg"}
+
+
+def test_auto_mode_uses_the_mock_cluster_where_the_broker_jars_are_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+
+    from streamproc.kafka import local
+
+    monkeypatch.setenv("KAFKA_LOCAL_CACHE", str(tmp_path / "empty-cache"))
+    out = io.StringIO()
+    broker = local.start_broker(None, mode="auto", out=out)
+    try:
+        assert broker.kind == "mock"
+        assert broker.mock_owner is not None
+        assert "mock cluster" in out.getvalue()
+    finally:
+        broker.stop()
+    assert local.start_broker("broker-1:9092").kind == "external"

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
-from streamproc.demo import DEFAULT_CONFIG, DemoOptions, format_summary, run_demo
+from streamproc.demo import DemoOptions, format_summary, run_demo
 
 
 def _positive_int(text: str) -> int:
@@ -31,8 +32,8 @@ def register(subparsers: Any) -> None:
         "demo",
         help="run everything locally: broker, simulated partners, generated events, the worker",
         description=(
-            "Start a Kafka broker (scripts/kafka-local; librdkafka's mock cluster where Java or Maven"
-            " are missing), the partner simulator and the worker with all three destinations pointed"
+            "Start a Kafka broker (a local Kafka where Java and its jars are there, else librdkafka's"
+            " mock cluster), the partner simulator and the worker with all three destinations pointed"
             " at it, then produce a stream of Segment events (all six types, shop sessions, sign-ups,"
             " and some poison messages) and show progress. Ctrl-C stops everything cleanly."
         ),
@@ -40,14 +41,20 @@ def register(subparsers: Any) -> None:
     p.add_argument("--events", type=_positive_int, metavar="N", help="produce N events, then finish")
     p.add_argument("--duration", type=_positive_float, metavar="SECONDS", help="stop after SECONDS")
     p.add_argument("--rate", type=_positive_float, default=100.0, metavar="N", help="events per second (100)")
-    p.add_argument("--bootstrap", metavar="HOST:PORT", help="use this broker instead of starting one")
+    p.add_argument(
+        "--bootstrap",
+        metavar="HOST:PORT",
+        help="use this broker instead of starting one (default with --broker auto: $KAFKA_BOOTSTRAP_SERVERS)",
+    )
     p.add_argument(
         "--broker",
         choices=["auto", "local", "mock"],
         default="auto",
         help="auto: local Kafka when possible, else the mock cluster (default auto)",
     )
-    p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, metavar="FILE", help="demo configuration")
+    p.add_argument(
+        "--config", type=Path, metavar="FILE", help="demo configuration (default: the one in the package)"
+    )
     p.add_argument(
         "--metrics-port", type=int, default=0, metavar="PORT", help="0 picks a free port (default)"
     )
@@ -69,7 +76,8 @@ def run(args: argparse.Namespace) -> int:
         events=args.events,
         duration=args.duration,
         rate=args.rate,
-        bootstrap=args.bootstrap,
+        bootstrap=args.bootstrap
+        or (os.environ.get("KAFKA_BOOTSTRAP_SERVERS") if args.broker == "auto" else None),
         broker=args.broker,
         config=args.config,
         metrics_port=args.metrics_port,

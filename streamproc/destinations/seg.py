@@ -410,7 +410,7 @@ DESTINATION = Destination(
             label="Website Id",
             description="Your Seg Website Id, a GUID such as abc8fb18-7559-4324-9921-a4b5015b4a1c.",
         ),
-        "websiteId": Field(label="Website Id (alias of apiKey)", hidden=True),
+        "websiteId": Field(label="Website Id (alias of apiKey)", hidden=True, extra={"aliasOf": "apiKey"}),
         "endpoint": Field(label="Endpoint", description="Seg's tracker base URL.", format="uri"),
     },
     actions=_ACTIONS,
