@@ -487,6 +487,8 @@ class DeliveryPipeline:
 
     async def drain(self, timeout: float) -> int:
         """Wait for in-flight work up to `timeout`, then cancel the rest; returns how many were cancelled."""
+        if self._dispatcher is not None:
+            self._dispatcher.flush()
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=timeout)
         left = list(self._tasks)
