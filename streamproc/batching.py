@@ -125,12 +125,16 @@ class Batcher:
         task.add_done_callback(self._sending.discard)
 
     async def _send(self, batch: _OpenBatch) -> None:
-        waiters = batch.waiters
+        # A delivery cancelled while it waited (its partition revoked) is left out: its event is
+        # not committed, so whoever owns the partition now sends it.
+        live = [(r, w) for r, w in zip(batch.requests, batch.waiters, strict=True) if not w.done()]
+        if not live:
+            return
+        requests = [r for r, _ in live]
+        waiters = [w for _, w in live]
         try:
-            if all(w.done() for w in waiters):
-                return  # every delivery was cancelled (its partition revoked): nothing to send
-            self._m_events.observe(len(batch.requests))
-            result = await self._bulkhead.deliver_combined(self._combine(batch.requests), len(waiters))
+            self._m_events.observe(len(requests))
+            result = await self._bulkhead.deliver_combined(self._combine(requests), len(waiters))
         except asyncio.CancelledError:
             for w in waiters:
                 w.cancel()

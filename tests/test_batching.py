@@ -133,6 +133,19 @@ async def test_deliveries_without_a_group_are_sent_alone(sim: PartnerSimulator) 
     await b._bulkhead.close()
 
 
+async def test_a_delivery_cancelled_while_waiting_is_left_out_of_its_batch(sim: PartnerSimulator) -> None:
+    b = batcher(sim, max_wait_ms=60_000)
+    tasks = [asyncio.create_task(b.deliver(line(sim, f"e{i}"))) for i in range(3)]
+    await asyncio.sleep(0)
+    tasks[1].cancel()
+    await asyncio.sleep(0)
+    b.flush()
+    results = await asyncio.gather(tasks[0], tasks[2])
+    assert [r.outcome for r in results] == ["delivered"] * 2
+    assert bodies(sim) == [b"e0\ne2"]
+    await b._bulkhead.close()
+
+
 async def test_close_cancels_open_batches_without_sending(sim: PartnerSimulator) -> None:
     b = batcher(sim, max_wait_ms=60_000)
     task = asyncio.create_task(b.deliver(line(sim, "e0")))
