@@ -591,7 +591,7 @@ class Dispatcher:
             Bulkhead(BulkheadPolicy.from_config(cfg), classify=classify, metrics=metrics)
             for cfg, classify in pairs
         ]
-        return cls(bulkheads, _batchers(pairs, bulkheads, metrics))
+        return cls(bulkheads, _batchers_of(pairs, bulkheads, metrics))
 
     @property
     def keys_waiting(self) -> int:
@@ -631,7 +631,7 @@ class Dispatcher:
             await bulkhead.close()
 
 
-def _batchers(
+def _batchers_of(
     pairs: Sequence[tuple[Any, ClassifyFn]], bulkheads: Sequence[Bulkhead], metrics: Metrics
 ) -> dict[tuple[str, str], Batcher]:
     """The batchers of every destination whose configuration turns batching on for a subscription."""
