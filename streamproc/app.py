@@ -80,6 +80,7 @@ class Worker:
             revoke_timeout=limits.revoke_timeout,
             on_poll=self._on_poll,
             on_assignment=self._on_assignment,
+            on_drain=self.dispatcher.flush,
         )
         self._stop: asyncio.Event | None = None
         self._readiness: Readiness | None = None

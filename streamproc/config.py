@@ -20,6 +20,7 @@ from streamproc.destinations.base import Destination
 from streamproc.errors import ConfigError, ConfigProblem, PayloadValidationError
 
 __all__ = [
+    "BatchConfig",
     "BreakerPolicy",
     "Config",
     "DestinationConfig",
@@ -228,6 +229,25 @@ class DestinationLimits:
 
 
 @dataclass(frozen=True)
+class BatchConfig:
+    """Opt-in batching of single-event requests: a batch goes out at `max_events`, at `max_bytes` of
+    combined body, or `max_wait_ms` after it opened, whichever comes first."""
+
+    max_events: Annotated[
+        int, Key("events per request, at most the partner's limit (TikTok: 1000)", minimum=1, maximum=1000)
+    ] = 1000
+    max_bytes: Annotated[
+        int, Key("bytes of the combined request body", minimum=1024, maximum=100_000_000)
+    ] = 4_000_000
+    max_wait_ms: Annotated[
+        float,
+        Key(
+            "milliseconds a batch waits for more events after it opened", exclusive_minimum=0, maximum=60_000
+        ),
+    ] = 100.0
+
+
+@dataclass(frozen=True)
 class SubscriptionConfig:
     """A trigger, an action and the final mapping (merged over the action's defaults unless asked not to)."""
 
@@ -240,6 +260,13 @@ class SubscriptionConfig:
     ]
     enabled: Annotated[bool, Key("a disabled subscription is checked but routes nothing")] = True
     preset: Annotated[str | None, Key("start from this preset (its trigger, action and mapping)")] = None
+    batch: Annotated[
+        BatchConfig | None,
+        Key(
+            "this subscription's batching: false turns the destination's off, a mapping changes its limits",
+            schema={"$ref": "#/$defs/batch"},
+        ),
+    ] = None
 
 
 @dataclass(frozen=True)
@@ -267,6 +294,14 @@ class DestinationConfig:
         default_factory=DestinationLimits
     )
     subscriptions: Annotated[tuple[SubscriptionConfig, ...], Key("triggers, actions and mappings")] = ()
+    batch: Annotated[
+        BatchConfig | None,
+        Key(
+            "opt-in batching of single-event requests (TikTok only): true (the defaults), false, or "
+            "limits; a batch goes out at whichever limit comes first",
+            schema={"$ref": "#/$defs/batch"},
+        ),
+    ] = None
 
 
 @dataclass(frozen=True)
@@ -870,8 +905,10 @@ def _destination(
     limits = _destination_limits(c, data.get("limits"), _join(path, "limits"))
 
     subscriptions: list[SubscriptionConfig] = []
+    batch: BatchConfig | None = None
     if destination is not None:
         subscriptions = _subscriptions(c, data, path, destination, k)
+        batch, subscriptions = _batching(c, data, path, destination, subscriptions)
     return DestinationConfig(
         id=dest_id,
         type=destination.type if destination is not None else str(dest_type),
@@ -880,6 +917,7 @@ def _destination(
         ordering=ordering,  # type: ignore[arg-type]
         limits=limits,
         subscriptions=tuple(subscriptions),
+        batch=batch,
     )
 
 
@@ -957,6 +995,80 @@ def _subscriptions(
         else:
             names[sub.name] = sub_path
     return [s for _, s in result]
+
+
+def _batch(
+    c: _Checker, value: Any, path: str, base: BatchConfig | None, max_events: int
+) -> BatchConfig | None:
+    """`batch: true | false | {max_events, max_bytes, max_wait_ms}`; None when off or not valid (the
+    problem recorded). Keys not given come from `base` (the destination's batch), else the defaults."""
+    if isinstance(value, _FromEnv):
+        try:
+            value = _bool(value)
+        except ValueError as exc:
+            c.add(path, str(exc))
+            return None
+    if value is False or value is None:
+        return None
+    d = base or BatchConfig()
+    if value is True:
+        return d
+    if not isinstance(value, dict):
+        keys = "max_events, max_bytes, max_wait_ms"
+        c.add(path, f"must be true, false or a mapping of {keys}; got {_kind(value)}")
+        return None
+    data = value
+    c.keys(data, BatchConfig.__dataclass_fields__, path)
+    before = len(c.problems)
+    config = BatchConfig(
+        max_events=_get(c, data, "max_events", path, _int(1, max_events), d.max_events),
+        max_bytes=_get(c, data, "max_bytes", path, _int(1024, 100_000_000), d.max_bytes),
+        max_wait_ms=_get(c, data, "max_wait_ms", path, _float(0.0, maximum=60_000), d.max_wait_ms),
+    )
+    return None if len(c.problems) > before else config
+
+
+def _batching(
+    c: _Checker,
+    data: Mapping[str, Any],
+    path: str,
+    destination: Destination,
+    subscriptions: list[SubscriptionConfig],
+) -> tuple[BatchConfig | None, list[SubscriptionConfig]]:
+    """The destination's `batch` and each subscription's, checked against what its action can batch."""
+    import dataclasses
+
+    limits = {key: a.batching.max_events for key, a in destination.actions.items() if a.batching is not None}
+    cap = max(limits.values(), default=0)
+    dest_path = _join(path, "batch")
+    dest_batch: BatchConfig | None = None
+    if data.get("batch") not in (None, False):
+        if not limits:
+            c.add(dest_path, f"{destination.type} sends one event per request; it has no batch endpoint")
+        else:
+            dest_batch = _batch(c, data.get("batch"), dest_path, None, cap)
+    # The subscriptions the user wrote, by the name they end up with, for their own `batch` key.
+    own: dict[str, tuple[str, Any]] = {}
+    raw_subs = data.get("subscriptions")
+    for i, raw in enumerate(raw_subs if isinstance(raw_subs, list) else []):
+        if isinstance(raw, dict) and "batch" in raw:
+            name = raw.get("name") or raw.get("preset")
+            if isinstance(name, str):
+                own[name] = (f"{_join(path, 'subscriptions')}[{i}].batch", raw["batch"])
+    result = []
+    for sub in subscriptions:
+        sub_cap = limits.get(sub.action)
+        batch: BatchConfig | None = dest_batch if sub_cap is not None else None
+        if sub.name in own:
+            sub_path, value = own[sub.name]
+            if sub_cap is None:
+                if value not in (None, False):
+                    c.add(sub_path, f"action {sub.action!r} of {destination.type} cannot batch")
+                batch = None
+            else:
+                batch = _batch(c, value, sub_path, dest_batch, sub_cap)
+        result.append(dataclasses.replace(sub, batch=batch) if batch is not None else sub)
+    return dest_batch, result
 
 
 def _check_trigger(c: _Checker, trigger: str, path: str, k: _Collaborators) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 from types import UnionType
 from typing import Any, Literal, Union, get_args, get_origin
 
-from streamproc.config import Config, KeySpec, key_specs
+from streamproc.config import BatchConfig, Config, KeySpec, key_specs
 
 __all__ = ["SCHEMA_FILES", "config_schema", "packaged_schema", "render"]
 
@@ -52,6 +52,13 @@ def config_schema() -> dict[str, Any]:
         ),
         **_object(Config, defs),
         "$defs": defs,
+    }
+    defs["batch"] = {
+        "description": (
+            "opt-in batching of single-event requests (TikTok only): true (the defaults), false, or"
+            " limits; a batch goes out at whichever limit comes first"
+        ),
+        "anyOf": [{"type": "boolean"}, _ENV_STRING, _object(BatchConfig, defs)],
     }
     # Rules across keys, which the loader checks beyond each key's own type.
     defs["destination"]["allOf"] = _settings_rules()

@@ -14,7 +14,7 @@ import contextlib
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, Literal, Protocol
@@ -23,6 +23,8 @@ import aiohttp
 import structlog
 from yarl import URL
 
+from streamproc.batching import Batcher, batchers_for
+from streamproc.destinations import registry
 from streamproc.destinations.base import ClassifyFn, Outcome, Request, Verdict, classify_http
 from streamproc.errors import DeliveryError
 from streamproc.metrics import Metrics, status_class
@@ -380,6 +382,7 @@ class Bulkhead:
         self._m_rate_wait = m.rate_limit_wait.labels(dest)
         self._m_in_flight = m.in_flight_deliveries.labels(dest)
         self._m_status: dict[str, Any] = {}
+        self._m_partial = m.partial_successes.labels(dest)
 
     def _on_circuit_change(self, state: CircuitState) -> None:
         self._m_circuit.set(int(state))
@@ -434,6 +437,8 @@ class Bulkhead:
         self._m_request_latency.observe(self._clock() - started)
         self._status_counter(status).inc()
         outcome = self.classify(status, headers, body)
+        if outcome.partial:
+            self._m_partial.inc()
         if outcome.verdict is not Verdict.DELIVERED and body:
             return outcome, body[:RESPONSE_BODY_LIMIT].decode("utf-8", "replace")
         return outcome, None
@@ -461,6 +466,14 @@ class Bulkhead:
             return await self._deliver(delivery.requests)
         finally:
             self._m_in_flight.dec()
+
+    async def deliver_combined(self, request: Request, deliveries: int) -> DeliveryResult:
+        """Send one request that carries `deliveries` deliveries (a batch), retried as one delivery."""
+        self._m_in_flight.inc(deliveries)
+        try:
+            return await self._deliver((request,))
+        finally:
+            self._m_in_flight.dec(deliveries)
 
     async def _deliver(self, requests: Sequence[Request]) -> DeliveryResult:
         p = self.policy
@@ -562,17 +575,23 @@ class Bulkhead:
 class Dispatcher:
     """Routes each delivery to its destination's bulkhead, keeping per-key order where asked."""
 
-    def __init__(self, bulkheads: Iterable[Bulkhead]) -> None:
+    def __init__(
+        self, bulkheads: Iterable[Bulkhead], batchers: Mapping[tuple[str, str], Batcher] | None = None
+    ) -> None:
         self.bulkheads: dict[str, Bulkhead] = {b.policy.destination: b for b in bulkheads}
         self._sequencer = KeySequencer()
+        self._batchers: Mapping[tuple[str, str], Batcher] = batchers or {}
+        """(destination, subscription) -> the batcher its deliveries go through, when batching is on."""
 
     @classmethod
     def from_config(cls, destinations: Iterable[tuple[Any, ClassifyFn]], metrics: Metrics) -> Dispatcher:
         """From (`DestinationConfig`, the destination type's `classify`) pairs."""
-        return cls(
+        pairs = list(destinations)
+        bulkheads = [
             Bulkhead(BulkheadPolicy.from_config(cfg), classify=classify, metrics=metrics)
-            for cfg, classify in destinations
-        )
+            for cfg, classify in pairs
+        ]
+        return cls(bulkheads, _batchers_of(pairs, bulkheads, metrics))
 
     @property
     def keys_waiting(self) -> int:
@@ -582,19 +601,45 @@ class Dispatcher:
         """Send one delivery. Per-key order is fixed when this is called, so call it in offset order
         (the first await comes after the delivery has taken its place)."""
         bulkhead = self.bulkheads[delivery.destination]
+        send: Callable[[DeliveryLike], Awaitable[DeliveryResult]] = bulkhead.deliver
+        if self._batchers:
+            batcher = self._batchers.get((delivery.destination, delivery.subscription))
+            if batcher is not None:
+                send = batcher.deliver
         key = delivery.ordering_key
         if not bulkhead.policy.ordered or key is None or delivery.error is not None:
-            return await bulkhead.deliver(delivery)
+            return await send(delivery)
         seq_key = (delivery.destination, key)
         prev, mine = self._sequencer.turn(seq_key)
         try:
             if prev is not None and not prev.done():
                 # shield: our cancellation must not cancel the predecessor's marker.
                 await asyncio.shield(prev)
-            return await bulkhead.deliver(delivery)
+            return await send(delivery)
         finally:
             self._sequencer.done(seq_key, mine)
 
+    def flush(self) -> None:
+        """Send every open batch now, without waiting for its `max_wait_ms` (revoke and shutdown drains)."""
+        for batcher in set(self._batchers.values()):
+            batcher.flush()
+
     async def close(self) -> None:
+        for batcher in set(self._batchers.values()):
+            await batcher.close()
         for bulkhead in self.bulkheads.values():
             await bulkhead.close()
+
+
+def _batchers_of(
+    pairs: Sequence[tuple[Any, ClassifyFn]], bulkheads: Sequence[Bulkhead], metrics: Metrics
+) -> dict[tuple[str, str], Batcher]:
+    """The batchers of every destination whose configuration turns batching on for a subscription."""
+    out: dict[tuple[str, str], Batcher] = {}
+    for (cfg, _), bulkhead in zip(pairs, bulkheads, strict=True):
+        if not any(getattr(sub, "batch", None) is not None for sub in cfg.subscriptions):
+            continue
+        actions = registry.get(cfg.type).actions
+        specs = {key: a.batching for key, a in actions.items() if a.batching is not None}
+        out.update(batchers_for(cfg, specs, bulkhead, metrics))
+    return out

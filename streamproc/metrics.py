@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 __all__ = ["LATENCY_BUCKETS", "Metrics", "status_class"]
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000)
 E2E_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400)
 
 
@@ -129,4 +130,17 @@ class Metrics:
         )
         self.ready = Gauge(
             "streamproc_ready", "1 when the worker is consuming and can dead-letter.", registry=r
+        )
+        self.partial_successes = Counter(
+            "streamproc_partner_partial_successes_total",
+            "Responses delivered that the partner accepted only in part (TikTok code 20001).",
+            ["destination"],
+            registry=r,
+        )
+        self.batch_events = Histogram(
+            "streamproc_batch_events",
+            "Events per batch request sent (destinations with batching on).",
+            ["destination"],
+            buckets=BATCH_BUCKETS,
+            registry=r,
         )

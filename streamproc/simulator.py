@@ -44,6 +44,8 @@ TIKTOK_ERROR_CODES = {
     429: (40100, "Too many requests. Please retry in some time."),
 }
 TIKTOK_SERVER_ERROR = (50000, "System error, please try again later.")
+TIKTOK_MAX_EVENTS = 1000
+"""The most events one /event/track/ request may carry; a larger `data` array is refused (code 40002)."""
 
 OutcomeKind = Literal["ok", "status", "timeout", "reset"]
 
@@ -290,6 +292,16 @@ class RecordedRequest:
         """The body parsed as JSON."""
         return orjson.loads(self.body)
 
+    def events(self) -> list[Any]:
+        """The events of a TikTok request (its `data` array, one item unless batched); [] otherwise."""
+        if self.partner != "tiktok":
+            return []
+        try:
+            data = orjson.loads(self.body).get("data")
+        except (orjson.JSONDecodeError, AttributeError):
+            return []
+        return data if isinstance(data, list) else []
+
     def to_json(self) -> dict[str, Any]:
         try:
             text: str | None = self.body.decode()
@@ -340,6 +352,7 @@ class PartnerSimulator:
         self._faults: dict[str, Fault] = {}
         self._attempts: dict[tuple[str, str, bytes], int] = {}
         self._stats: dict[str, Counter[str]] = {p: Counter() for p in (*PARTNERS, "unknown")}
+        self._events: Counter[str] = Counter()
         self._rng = random.Random(seed)
         self._seq = itertools.count(1)
         self._request_ids = itertools.count(1)
@@ -454,6 +467,7 @@ class PartnerSimulator:
         self._total = 0
         for counter in self._stats.values():
             counter.clear()
+        self._events.clear()
 
     def clear(self) -> None:
         """Forget recorded requests, statistics and every fault."""
@@ -465,9 +479,13 @@ class PartnerSimulator:
         return [r for r in self.requests if r.partner == name]
 
     def stats(self) -> dict[str, Any]:
-        """Answers per partner keyed by status (or "timeout"/"reset"), and the total."""
+        """Answers per partner keyed by status (or "timeout"/"reset"), and the total; once TikTok
+        requests came, `events` counts the events in their `data` arrays (batches hold several)."""
         partners = {p: dict(c) for p, c in self._stats.items() if c}
-        return {"total": self._total, "partners": partners}
+        out: dict[str, Any] = {"total": self._total, "partners": partners}
+        if self._events:
+            out["events"] = dict(self._events)
+        return out
 
     def faults(self) -> dict[str, Any]:
         return {p: f.to_json() for p, f in self._faults.items()}
@@ -550,8 +568,19 @@ class PartnerSimulator:
         )
 
     async def _tiktok(self, request: web.Request) -> web.StreamResponse:
+        """One request, batched or not: faults apply to the request as a whole (every event in it)."""
         record, outcome, fault = await self._receive(request, "tiktok")
         request_id = self._tiktok_request_id()
+        events = _count_tiktok_events(record.body)
+        if events:
+            self._events["tiktok"] += events
+        if events > TIKTOK_MAX_EVENTS and outcome.kind in ("ok", "status"):
+            outcome = Outcome(
+                kind="ok",
+                status=200,
+                code=40002,
+                message=f"data: at most {TIKTOK_MAX_EVENTS} events per request, got {events}",
+            )
         if outcome is OK:
             self._finish(record, 200, "ok")
             return web.Response(
@@ -756,6 +785,14 @@ def _reason(status: int) -> str:
 
 def _bad_request(message: str) -> web.Response:
     return web.json_response({"error": message}, status=400)
+
+
+def _count_tiktok_events(body: bytes) -> int:
+    try:
+        data = orjson.loads(body).get("data")
+    except (orjson.JSONDecodeError, AttributeError):
+        return 0
+    return len(data) if isinstance(data, list) else 0
 
 
 def _reset(request: web.Request) -> None:

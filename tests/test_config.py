@@ -547,3 +547,91 @@ def test_the_json_schema_rejects_what_the_loader_rejects(data: dict[str, Any]) -
     with pytest.raises(ConfigError):
         parse_config(data, "cfg.yaml", env={})
     assert not jsonschema.Draft202012Validator(schema).is_valid(data)
+
+
+# -- batching ------------------------------------------------------------------------------------------
+
+
+def tiktok_dest(**extra: Any) -> dict[str, Any]:
+    return {
+        "id": "tt",
+        "type": "tiktok-offline-conversions",
+        "settings": {"accessToken": "t", "eventSetID": "1"},
+        "subscriptions": [
+            {"name": "Orders", "trigger": 'event = "Order Completed"', "action": "reportOfflineEvent"},
+            {"name": "Carts", "trigger": 'event = "Product Added"', "action": "reportOfflineEvent"},
+        ],
+        **extra,
+    }
+
+
+def test_batching_is_off_by_default() -> None:
+    (dest,) = parse_config({"destinations": [tiktok_dest()]}, "cfg.yaml", {}).destinations
+    assert dest.batch is None
+    assert [s.batch for s in dest.subscriptions] == [None, None]
+
+
+def test_destination_batch_applies_to_every_subscription() -> None:
+    from streamproc.config import BatchConfig
+
+    data = {"destinations": [tiktok_dest(batch={"max_events": 500, "max_wait_ms": 20})]}
+    (dest,) = parse_config(data, "cfg.yaml", {}).destinations
+    expected = BatchConfig(max_events=500, max_bytes=BatchConfig().max_bytes, max_wait_ms=20.0)
+    assert dest.batch == expected
+    assert [s.batch for s in dest.subscriptions] == [expected, expected]
+    (on,) = parse_config({"destinations": [tiktok_dest(batch=True)]}, "cfg.yaml", {}).destinations
+    assert on.batch == BatchConfig(max_events=1000, max_bytes=4_000_000, max_wait_ms=100.0)
+
+
+def test_a_subscription_turns_batching_off_or_changes_its_limits() -> None:
+    from streamproc.config import BatchConfig
+
+    dest = tiktok_dest(batch={"max_events": 500})
+    dest["subscriptions"][0]["batch"] = False
+    dest["subscriptions"][1]["batch"] = {"max_bytes": 100_000}
+    (checked,) = parse_config({"destinations": [dest]}, "cfg.yaml", {}).destinations
+    orders, carts = checked.subscriptions
+    assert orders.batch is None
+    assert carts.batch == BatchConfig(max_events=500, max_bytes=100_000)
+    # Without a destination batch, a subscription may ask for one on its own.
+    alone = tiktok_dest()
+    alone["subscriptions"][1]["batch"] = True
+    (checked,) = parse_config({"destinations": [alone]}, "cfg.yaml", {}).destinations
+    assert [s.batch for s in checked.subscriptions] == [None, BatchConfig()]
+
+
+def test_batch_problems_name_the_file_key_and_limit() -> None:
+    dest = tiktok_dest(batch={"max_events": 1001, "max_bytes": 10, "max_wait_ms": -1, "size": 3})
+    dest["subscriptions"][0]["batch"] = "yes"
+    found = problems({"destinations": [dest]})
+    assert "cfg.yaml: destinations[0].batch.max_events: must be at most 1000, got 1001" in found
+    assert "cfg.yaml: destinations[0].batch.max_bytes: must be at least 1024, got 10" in found
+    assert "cfg.yaml: destinations[0].batch.max_wait_ms: must be greater than 0, got -1" in found
+    assert any(p.startswith("cfg.yaml: destinations[0].batch.size: unknown key") for p in found)
+    assert (
+        "cfg.yaml: destinations[0].subscriptions[0].batch: must be true, false or a mapping of "
+        "max_events, max_bytes, max_wait_ms; got a string"
+    ) in found
+
+
+def test_batch_is_refused_where_the_partner_takes_one_event_per_request(fake: Any) -> None:
+    seg = {"id": "seg", "type": "seg", "settings": {"apiKey": "abc8fb18-7559-4324-9921-a4b5015b4a1c"}}
+    (found,) = problems({"destinations": [{**seg, "batch": {"max_events": 10}}]})
+    assert found == (
+        "cfg.yaml: destinations[0].batch: seg sends one event per request; it has no batch endpoint"
+    )
+    sub = {"name": "S", "trigger": 'type = "track"', "action": "send", "batch": True}
+    (found,) = problems({"destinations": [fake_dest(subscriptions=[sub])]})
+    assert found == "cfg.yaml: destinations[0].subscriptions[0].batch: action 'send' of fake cannot batch"
+
+
+def test_batch_settings_match_the_json_schema() -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads((REPO / "schemas" / "config.schema.json").read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    dest = tiktok_dest(batch={"max_events": 1000, "max_bytes": 2_000_000, "max_wait_ms": 50})
+    dest["subscriptions"][0]["batch"] = False
+    validator.validate({"destinations": [dest]})
+    parse_config({"destinations": [dest]}, "cfg.yaml", {})
+    with pytest.raises(jsonschema.ValidationError):
+        validator.validate({"destinations": [tiktok_dest(batch={"max_events": 1001})]})

@@ -390,3 +390,45 @@ def test_simulate_command_serves_until_terminated() -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
+
+
+# -- TikTok batches ------------------------------------------------------------------------------------
+
+
+def _tiktok_batch(n: int, start: int = 0) -> bytes:
+    events = [{"event": "Purchase", "event_id": f"e{start + i}"} for i in range(n)]
+    return orjson.dumps({"event_source": "offline", "event_source_id": "7312", "data": events})
+
+
+async def test_tiktok_batches_are_accepted_and_each_event_recorded(
+    sim: PartnerSimulator, http: aiohttp.ClientSession
+) -> None:
+    assert (await post(http, f"{sim.base_url}{TIKTOK}", _tiktok_batch(3)))[0] == 200
+    assert (await post(http, f"{sim.base_url}{TIKTOK}", _tiktok_batch(1, start=3)))[0] == 200
+    assert [len(r.events()) for r in sim.requests] == [3, 1]
+    assert [e["event_id"] for r in sim.requests for e in r.events()] == ["e0", "e1", "e2", "e3"]
+    assert sim.stats()["events"] == {"tiktok": 4}
+    assert sim.stats()["total"] == 2
+
+
+async def test_a_tiktok_fault_fails_the_whole_batch(
+    sim: PartnerSimulator, http: aiohttp.ClientSession
+) -> None:
+    sim.fault("tiktok", sequence=[503, {"status": 200, "code": 40100}])
+    status, _ = await post(http, f"{sim.base_url}{TIKTOK}", _tiktok_batch(5))
+    assert status == 503
+    status, body = await post(http, f"{sim.base_url}{TIKTOK}", _tiktok_batch(5))
+    assert (status, orjson.loads(body)["code"]) == (200, 40100)
+    status, body = await post(http, f"{sim.base_url}{TIKTOK}", _tiktok_batch(5))
+    assert (status, orjson.loads(body)["code"]) == (200, 0)
+
+
+async def test_a_tiktok_batch_over_1000_events_is_refused_in_the_envelope(
+    sim: PartnerSimulator, http: aiohttp.ClientSession
+) -> None:
+    status, body = await post(http, f"{sim.base_url}{TIKTOK}", _tiktok_batch(1001))
+    envelope = orjson.loads(body)
+    assert (status, envelope["code"]) == (200, 40002)
+    assert "1000" in envelope["message"]
+    status, body = await post(http, f"{sim.base_url}{TIKTOK}", _tiktok_batch(1000))
+    assert (status, orjson.loads(body)["code"]) == (200, 0)

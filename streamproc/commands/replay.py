@@ -181,7 +181,13 @@ def start_run(
 ) -> tuple[RangeFeed, EventProcessor]:
     """The feed and the event processor of a replay or redrive run (--max-in-flight, --rate,
     --dry-run), stoppable by the first Ctrl-C or SIGTERM."""
-    feed = RangeFeed(topic, summary=summary, max_in_flight=args.max_in_flight, rate=args.rate)
+    feed = RangeFeed(
+        topic,
+        summary=summary,
+        max_in_flight=args.max_in_flight,
+        rate=args.rate,
+        on_drain=stack.dispatcher.flush if stack.dispatcher is not None else None,
+    )
     processor = EventProcessor(
         router=stack.router,
         decode=make_decoder(stack.config.input),

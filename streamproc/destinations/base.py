@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import email.utils
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
@@ -17,6 +17,7 @@ from streamproc.errors import is_retryable_status
 
 __all__ = [
     "Action",
+    "Batching",
     "BuildContext",
     "Destination",
     "Outcome",
@@ -83,9 +84,25 @@ class Outcome:
     status: int | None
     message: str = ""
     retry_after: float | None = None
+    partial: bool = False
+    """Delivered, but the partner said it kept only part of the request (counted, not retried)."""
 
 
 ClassifyFn = Callable[[int, Mapping[str, str], bytes], Outcome]
+
+
+@dataclass(frozen=True)
+class Batching:
+    """How an action's single-event requests combine into one request to the partner's batch endpoint.
+
+    `key` gives the group a request may join and the bytes it adds to a batch that already holds
+    others, or None when the request must go alone; `combine` makes one request of a group's
+    requests, each event exactly as its own request carried it."""
+
+    max_events: int
+    """The partner's largest batch."""
+    key: Callable[[Request], tuple[Hashable, int] | None]
+    combine: Callable[[Sequence[Request]], Request]
 
 
 @dataclass(frozen=True)
@@ -99,6 +116,8 @@ class Action:
     build: BuildFn
     default_subscription: str | None = None
     hidden: bool = False
+    batching: Batching | None = None
+    """Set when the partner takes several events in one request (used only when configured)."""
 
 
 @dataclass(frozen=True)

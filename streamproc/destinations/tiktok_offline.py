@@ -1,11 +1,24 @@
-"""TikTok Offline Conversions: reports offline events (store and call-centre purchases, leads) to TikTok."""
+"""TikTok Offline Conversions: reports offline events (store and call-centre purchases, leads) to TikTok.
+
+Requests are Segment's, byte for byte: one event per POST. Two things differ from Segment on purpose:
+
+- TikTok's answer is read. TikTok reports most errors with HTTP 200 and a `code` in its JSON
+  envelope, which Segment ignores (any 2xx counts as delivered there). Here code 0 is delivered,
+  20001 (partial success) is delivered and counted, the "too frequent" codes 40100, 40016, 40133
+  and 40132 and the server codes 50000, 50002 and 60001 are retried, and any other code is
+  permanent: the delivery is dead-lettered with the code and TikTok's message.
+- Batching, when a destination or subscription asks for it: the single-event requests of one
+  access token, event set and event source are combined into one request whose `data` holds each
+  event exactly as it would have been sent alone (`batch_key`, `combine_events`). An event with a
+  `test_event_code` always goes alone.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -16,6 +29,7 @@ from streamproc.core.jsvalues import UNDEFINED, truthy
 from streamproc.core.payload import js_date_parse
 from streamproc.destinations.base import (
     Action,
+    Batching,
     BuildContext,
     Destination,
     Outcome,
@@ -30,8 +44,11 @@ from streamproc.errors import PayloadValidationError
 
 __all__ = [
     "DESTINATION",
+    "MAX_BATCH_EVENTS",
+    "batch_key",
     "build_offline_event",
     "classify",
+    "combine_events",
     "format_emails",
     "format_phones",
     "format_user_ids",
@@ -539,30 +556,110 @@ def build_offline_event(payload: Mapping[str, Any], ctx: BuildContext) -> list[R
     return [Request("POST", f"{ctx.endpoint}{_PATH}", headers, js_json(body))]
 
 
-def classify(status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
-    """HTTP status decides, as in Segment (which never reads TikTok's envelope). A 200 whose JSON
-    envelope carries a non-zero `code` is still delivered, but the code and TikTok's message are kept
-    in the outcome so that they show up in logs and metrics."""
-    outcome = classify_http(status, headers, body)
-    if outcome.verdict is not Verdict.DELIVERED or not body:
-        return outcome
+PARTIAL_SUCCESS = 20001
+THROTTLED_CODES = frozenset({40100, 40016, 40133, 40132})
+"""TikTok's "too frequent" codes: retried with backoff, like HTTP 429."""
+RETRYABLE_CODES = frozenset({50000, 50002, 60001})
+"""TikTok's server-side codes worth another attempt."""
+
+
+def _envelope_code(body: bytes) -> tuple[int, str] | None:
+    """TikTok's `code` and `message`, or None when the body is not its JSON envelope."""
     try:
         envelope = orjson.loads(body)
     except orjson.JSONDecodeError:
+        return None
+    if not isinstance(envelope, dict):
+        return None
+    code = envelope.get("code")
+    if isinstance(code, str) and code.strip().lstrip("-").isdigit():
+        code = int(code)
+    if code.__class__ is not int:
+        return None
+    return code, str(envelope.get("message", ""))[:200]
+
+
+def classify(status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
+    """The HTTP status first (as Segment), then, on a 2xx, TikTok's envelope code: 0 delivered, 20001
+    delivered in part, the throttling and server codes retried, any other code permanent."""
+    outcome = classify_http(status, headers, body)
+    if not body:
         return outcome
-    if isinstance(envelope, dict):
-        code = envelope.get("code")
-        if code not in (None, 0, "0"):
-            message = str(envelope.get("message", ""))[:200]
-            return Outcome(Verdict.DELIVERED, status, f"TikTok code {code}: {message}", None)
-    return outcome
+    found = _envelope_code(body)
+    if found is None:
+        return outcome
+    code, message = found
+    text = f"TikTok code {code}: {message}"
+    if outcome.verdict is not Verdict.DELIVERED:
+        return Outcome(outcome.verdict, status, f"HTTP {status}, {text}", outcome.retry_after)
+    if code == 0:
+        return outcome
+    if code == PARTIAL_SUCCESS:
+        return Outcome(Verdict.DELIVERED, status, text, None, partial=True)
+    if code in THROTTLED_CODES:
+        return Outcome(Verdict.RETRY, status, f"{text} (throttled)", outcome.retry_after)
+    if code in RETRYABLE_CODES:
+        return Outcome(Verdict.RETRY, status, text, outcome.retry_after)
+    return Outcome(Verdict.FAIL, status, text)
+
+
+# ---------------------------------------------------------------------------------------------
+# Batching: build_offline_event writes `data` last, so a body is a head shared by every event of
+# one access token and event set, `[`, the one event, and `]}`. Combining splices the events' bytes.
+
+MAX_BATCH_EVENTS = 1000
+"""The most events TikTok's /event/track/ takes in one `data` array."""
+_DATA = b',"data":['
+# Inside a JSON string every quote is escaped, so these bytes only ever start a key.
+_TEST_EVENT_CODE = b'"test_event_code":'
+
+
+def _data_start(body: bytes) -> int:
+    at = body.find(_DATA)
+    return -1 if at < 0 else at + len(_DATA)
+
+
+def batch_key(request: Request) -> tuple[Hashable, int] | None:
+    """The group a single-event request may be batched with (URL, headers with the access token, and
+    the body before `data`: event source and event set) and the bytes it adds to a batch; None for a
+    test event or a body of another shape, which go alone."""
+    body = request.body
+    if body is None or _TEST_EVENT_CODE in body or not body.endswith(b"]}"):
+        return None
+    start = _data_start(body)
+    if start < 0:
+        return None
+    key = (request.method, request.url, tuple(sorted(request.headers.items())), body[:start])
+    # The event and the comma before it: a batch's body is the first request's plus these.
+    return key, len(body) - start - 1
+
+
+def combine_events(requests: Sequence[Request]) -> Request:
+    """One request whose `data` holds every event of `requests` (one group of `batch_key`), in order."""
+    first = requests[0]
+    if len(requests) == 1:
+        return first
+    assert first.body is not None
+    start = _data_start(first.body)
+    events = b",".join([r.body[start:-2] for r in requests if r.body is not None])
+    return Request(first.method, first.url, first.headers, first.body[:start] + events + b"]}")
+
+
+BATCHING = Batching(max_events=MAX_BATCH_EVENTS, key=batch_key, combine=combine_events)
 
 
 # ---------------------------------------------------------------------------------------------
 
 
 def _action(key: str, title: str, description: str) -> Action:
-    return Action(key=key, title=title, description=description, fields=FIELDS, build=build_offline_event)
+    return Action(
+        key=key,
+        title=title,
+        description=description,
+        fields=FIELDS,
+        build=build_offline_event,
+        batching=BATCHING,
+    )
 
 
 ACTIONS = {

@@ -91,6 +91,7 @@ class ConsumerLoop:
         consumer_factory: Callable[[dict[str, Any]], Any] = confluent_kafka.Consumer,
         on_poll: Callable[[], None] | None = None,
         on_assignment: Callable[[int], None] | None = None,
+        on_drain: Callable[[], None] | None = None,
     ) -> None:
         self._conf = dict(config)
         self.topics = list(topics)
@@ -105,6 +106,9 @@ class ConsumerLoop:
         self._factory = consumer_factory
         self._on_poll = on_poll or (lambda: None)
         self._on_assignment = on_assignment or (lambda n: None)
+        # Called when a revoke or shutdown starts waiting for in-flight work (dispatch sends its
+        # open batches at once instead of after their wait).
+        self._on_drain = on_drain or (lambda: None)
         self._consumer: Any = None
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka")
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -326,6 +330,8 @@ class ConsumerLoop:
         parts = [p for tp in partitions if (p := self._parts.get((tp.topic, tp.partition))) is not None]
         for part in parts:
             part.revoking = True
+        if timeout > 0 and parts:
+            self._on_drain()
         deadline = time.monotonic() + timeout
         while any(p.tracker.in_flight for p in parts) and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
@@ -354,6 +360,7 @@ class ConsumerLoop:
 
     async def drain(self, timeout: float) -> int:
         """Wait up to `timeout` for in-flight work; returns how much was left."""
+        self._on_drain()
         deadline = time.monotonic() + timeout
         while self.in_flight() and time.monotonic() < deadline:
             await asyncio.sleep(0.02)

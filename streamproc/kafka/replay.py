@@ -260,9 +260,12 @@ class RangeFeed:
         summary: Summary | None = None,
         max_in_flight: int = 1000,
         rate: float | None = None,
+        on_drain: Callable[[], None] | None = None,
     ) -> None:
         self.topic = topic
         self._summary = summary
+        # Called when the drain starts, so work held back on purpose (open batches) goes out at once.
+        self._on_drain = on_drain
         self._slots = asyncio.Semaphore(max_in_flight)
         self._bucket = TokenBucket(rate, burst=1.0) if rate else None
         self.lanes: dict[int, Partition] = {}
@@ -330,6 +333,8 @@ class RangeFeed:
 
     async def drain(self, timeout: float) -> int:
         """Wait for in-flight work up to `timeout`, then cancel the rest; returns how many were cancelled."""
+        if self._on_drain is not None:
+            self._on_drain()
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=timeout)
         left = list(self._tasks)

@@ -287,12 +287,118 @@ def test_settings_are_required() -> None:
         validate_settings(DEST, {"accessToken": "t"})
 
 
-def test_classify_follows_the_http_status_and_surfaces_tiktoks_code() -> None:
-    ok = tiktok_offline.classify(200, {}, b'{"code":0,"message":"OK"}')
-    assert ok.verdict is Verdict.DELIVERED and ok.message == ""
-    envelope = tiktok_offline.classify(200, {}, b'{"code":40001,"message":"No permission"}')
-    assert envelope.verdict is Verdict.DELIVERED
-    assert envelope.message == "TikTok code 40001: No permission"
-    assert tiktok_offline.classify(429, {"retry-after": "3"}, b"").verdict is Verdict.RETRY
-    assert tiktok_offline.classify(400, {}, b'{"code":40002}').verdict is Verdict.FAIL
+def _envelope(code: Any, message: str = "m") -> bytes:
+    return orjson.dumps({"code": code, "message": message, "request_id": "r", "data": {}})
+
+
+def test_envelope_code_zero_is_delivered() -> None:
+    ok = tiktok_offline.classify(200, {}, _envelope(0, "OK"))
+    assert (ok.verdict, ok.message, ok.partial) == (Verdict.DELIVERED, "", False)
     assert tiktok_offline.classify(200, {}, b"not json").verdict is Verdict.DELIVERED
+    assert tiktok_offline.classify(200, {}, b"").verdict is Verdict.DELIVERED
+    assert tiktok_offline.classify(200, {}, b'{"message":"no code"}').verdict is Verdict.DELIVERED
+
+
+def test_envelope_partial_success_is_delivered_and_marked() -> None:
+    outcome = tiktok_offline.classify(200, {}, _envelope(20001, "Partial success"))
+    assert (outcome.verdict, outcome.partial) == (Verdict.DELIVERED, True)
+    assert outcome.message == "TikTok code 20001: Partial success"
+
+
+@pytest.mark.parametrize("code", [40100, 40016, 40133, 40132, "40100"])
+def test_envelope_too_frequent_codes_are_retried_as_throttling(code: Any) -> None:
+    outcome = tiktok_offline.classify(200, {}, _envelope(code, "Too many requests"))
+    assert outcome.verdict is Verdict.RETRY
+    assert outcome.message == f"TikTok code {code}: Too many requests (throttled)"
+
+
+@pytest.mark.parametrize("code", [50000, 50002, 60001])
+def test_envelope_server_codes_are_retried(code: int) -> None:
+    outcome = tiktok_offline.classify(200, {}, _envelope(code, "System error"))
+    assert (outcome.verdict, outcome.status) == (Verdict.RETRY, 200)
+    assert outcome.message == f"TikTok code {code}: System error"
+
+
+@pytest.mark.parametrize("code", [40001, 40002, 40105, 41000, 1])
+def test_other_envelope_codes_are_permanent_with_code_and_message(code: int) -> None:
+    outcome = tiktok_offline.classify(200, {}, _envelope(code, "No permission to operate"))
+    assert (outcome.verdict, outcome.status) == (Verdict.FAIL, 200)
+    assert outcome.message == f"TikTok code {code}: No permission to operate"
+
+
+def test_the_http_status_decides_first_and_the_code_is_named() -> None:
+    throttled = tiktok_offline.classify(429, {"retry-after": "3"}, _envelope(40100, "Too many"))
+    assert (throttled.verdict, throttled.retry_after) == (Verdict.RETRY, 3.0)
+    assert throttled.message == "HTTP 429, TikTok code 40100: Too many"
+    # A 4xx is permanent even with a code that would be retried on a 200.
+    assert tiktok_offline.classify(400, {}, _envelope(50000)).verdict is Verdict.FAIL
+    assert tiktok_offline.classify(503, {}, b"").verdict is Verdict.RETRY
+
+
+# ---------------------------------------------------------------------------------------------
+# Batching
+
+
+def _requests(*events: dict[str, Any], settings: dict[str, Any] = SETTINGS) -> list[Request]:
+    mapping = {**DEST.default_mapping("reportOfflineEvent"), "event": "Purchase"}
+    out = []
+    for event in events:
+        out.extend(_run("reportOfflineEvent", mapping, event, settings))
+    return out
+
+
+def _users(n: int, **extra: Any) -> list[dict[str, Any]]:
+    return [_event(messageId=f"m{i}", userId=f"u{i}", **extra) for i in range(n)]
+
+
+def test_combined_request_holds_each_event_exactly_as_sent_alone() -> None:
+    singles = _requests(*_users(3, properties={"value": 1.5, "note": ',"data":[x]}'}))
+    keys = [tiktok_offline.batch_key(r) for r in singles]
+    assert all(k is not None for k in keys) and len({k[0] for k in keys if k}) == 1
+    combined = tiktok_offline.combine_events(singles)
+    assert (combined.method, combined.url, combined.headers) == (
+        singles[0].method,
+        singles[0].url,
+        singles[0].headers,
+    )
+    assert combined.body is not None
+    body = orjson.loads(combined.body)
+    firsts = [orjson.loads(r.body or b"") for r in singles]
+    assert body["data"] == [f["data"][0] for f in firsts]
+    assert {k: v for k, v in body.items() if k != "data"} == {
+        k: v for k, v in firsts[0].items() if k != "data"
+    }
+    # The bytes of each event are spliced, not re-encoded.
+    for single in singles:
+        assert single.body is not None
+        assert single.body[single.body.index(b'"data":[') + 8 : -2] in combined.body
+    # The sizes batch_key reports add up to the combined body.
+    assert len(combined.body) == len(singles[0].body or b"") + sum(k[1] for k in keys[1:] if k)
+
+
+def test_a_batch_of_one_is_the_single_request_unchanged() -> None:
+    [single] = _requests(_event(userId="u"))
+    assert tiktok_offline.combine_events([single]) is single
+
+
+def test_batch_groups_differ_by_access_token_and_event_set() -> None:
+    event = _event(userId="u")
+    [a] = _requests(event)
+    [b] = _requests(event, settings={"accessToken": "other", "eventSetID": "ES1"})
+    [c] = _requests(event, settings={"accessToken": "tok", "eventSetID": "ES2"})
+    keys = [tiktok_offline.batch_key(r) for r in (a, b, c)]
+    assert len({k[0] for k in keys if k}) == 3
+
+
+def test_test_events_go_alone() -> None:
+    mapping = {**DEST.default_mapping("reportOfflineEvent"), "event": "Purchase", "test_event_code": "T1"}
+    [req] = _run("reportOfflineEvent", mapping, _event(userId="u"), SETTINGS)
+    assert tiktok_offline.batch_key(req) is None
+    # A property value that merely mentions the key is escaped inside its string and still batches.
+    [plain] = _requests(_event(userId="u", properties={"query": '"test_event_code":"x"'}))
+    assert tiktok_offline.batch_key(plain) is not None
+
+
+def test_every_action_can_batch_up_to_tiktoks_limit() -> None:
+    for action in DEST.actions.values():
+        assert action.batching is not None and action.batching.max_events == 1000

@@ -86,8 +86,10 @@ def write_config(
     ordering: str = "key",
     metrics_port: int | None = None,
     client: dict[str, str] | None = None,
+    destination_extra: dict[str, dict[str, Any]] | None = None,
 ) -> Path:
-    """The example configuration pointed at the broker and the simulator."""
+    """The example configuration pointed at the broker and the simulator (`destination_extra`: more
+    keys per destination id, e.g. {"tiktok-offline": {"batch": {...}}})."""
     data = yaml.safe_load((REPO / "examples" / "config.yaml").read_text())
     data["kafka"] = {
         "bootstrap_servers": bootstrap,
@@ -107,6 +109,7 @@ def write_config(
         dest["limits"] = (destination_limits or {}).get(dest["id"], {"concurrency": 64})
         if dest["id"] == "seg":
             dest["ordering"] = ordering
+        dest.update((destination_extra or {}).get(dest["id"], {}))
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
 

@@ -202,3 +202,37 @@ async def test_revoke_commits_the_watermark_and_late_completions_never_commit() 
     await task
     await loop.close()
     assert max(fake.commits) == 7
+
+
+async def test_a_revoke_asks_for_open_batches_first_so_their_offsets_commit() -> None:
+    fake = _ScriptedConsumer(3)
+    seen: list[tuple[int, Partition]] = []
+    drains: list[str] = []
+
+    def on_drain() -> None:
+        # What dispatch does here: send every open batch now. The batches finish, completing
+        # the offsets that were waiting for them.
+        drains.append("drain")
+        for offset, part in seen:
+            loop.complete(part, offset)
+
+    loop = ConsumerLoop(
+        {},
+        ["t"],
+        lambda msg, part: seen.append((msg.offset(), part)),
+        metrics=Metrics(),
+        commit_interval=60.0,
+        revoke_timeout=30.0,
+        consumer_factory=lambda conf: fake,
+        on_drain=on_drain,
+    )
+    task = asyncio.create_task(loop.run())
+    await _until(lambda: len(seen) == 3)
+    fake.revoke_next = True
+    await _until(lambda: not loop.partitions, timeout=10.0)
+    assert drains == ["drain"]
+    assert fake.commits[-1] == 3  # everything, not the offset the revoke started at
+    loop.request_stop()
+    await task
+    assert await loop.drain(0.0) == 0 and drains == ["drain", "drain"]
+    await loop.close()
