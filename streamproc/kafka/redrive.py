@@ -9,6 +9,10 @@ the dead-letter topic, up to the contiguous watermark) as it goes, so a second r
 filters finds nothing new to send; and it writes a marker record for every dead letter it handled
 (no value, header `streamproc.redriven: partition:offset`), so a redrive with other filters, which
 keeps another position, skips what was redriven already.
+
+The re-delivery itself is the worker's `EventProcessor`; what is redrive's own is the choice of
+records (`redrive_handler`) and the checkpoint (`redrive_checkpoint`): markers written through the
+dead-letter producer and acknowledged, then the position committed on the reader's thread.
 """
 
 from __future__ import annotations
