@@ -8,7 +8,6 @@ import sys
 import uuid
 from typing import Any
 
-import confluent_kafka
 import orjson
 from confluent_kafka import TopicPartition
 
@@ -20,12 +19,12 @@ from streamproc.commands.replay import (
     positive_float,
     start_run,
 )
-from streamproc.kafka.dlq import producer_config
 from streamproc.kafka.redrive import (
     DeadLetterFilter,
     Inspection,
     RedriveMarks,
     parse_time,
+    redrive_checkpoint,
     redrive_group,
     redrive_handler,
     start_offsets,
@@ -153,12 +152,8 @@ async def redrive(args: argparse.Namespace, out: Any = None, err: Any = None) ->
     if unknown:
         print(f"note: destination(s) {', '.join(unknown)} are not in the configuration", file=err)
     summary = Summary()
-    marks = RedriveMarks(
-        topic,
-        None
-        if args.dry_run
-        else confluent_kafka.Producer(producer_config(kafka.bootstrap_servers, kafka.client)),
-    )
+    # Markers go through the dead-letter producer (none in a dry run, which writes nothing).
+    marks = RedriveMarks(topic, stack.dlq)
     feed, processor = start_run(stack, topic, summary, args, out, undecodable="count")
     handle = redrive_handler(processor, flt, summary, marks)
     # The group only holds the position: partitions are assigned, never balanced, and a dry run
@@ -172,13 +167,11 @@ async def redrive(args: argparse.Namespace, out: Any = None, err: Any = None) ->
         print(f"redrive of {topic} as group {group}: {total} dead letters to read", file=err)
         await scan_markers(kafka, topic, ranges, marks)
 
-        def commit(watermarks: dict[int, int]) -> None:
-            if args.dry_run or not watermarks:
-                return
-            # Markers first: the position never passes a redriven record that others could resend.
-            marks.write(watermarks)
-            offsets = [TopicPartition(topic, p, o) for p, o in watermarks.items()]
-            consumer.commit(offsets=offsets, asynchronous=True)
+        checkpoint = redrive_checkpoint(reader, marks)
+
+        async def commit(watermarks: dict[int, int], final: bool) -> None:
+            if not args.dry_run:
+                await checkpoint(watermarks, final)
 
         progress = Progress(total, label="dead letters", stream=err)
         await run_ranges(
@@ -190,9 +183,6 @@ async def redrive(args: argparse.Namespace, out: Any = None, err: Any = None) ->
             shutdown_timeout=config.limits.shutdown_timeout,
             on_progress=progress.update,
         )
-        if not args.dry_run and feed.watermarks():
-            final = [TopicPartition(topic, p, o) for p, o in feed.watermarks().items()]
-            await reader.call(lambda: consumer.commit(offsets=final, asynchronous=False))
     finally:
         await close_run(progress, reader, stack)
     out.flush()

@@ -153,7 +153,20 @@ class DeadLetterProducer:
 
     async def send(self, letter: DeadLetter) -> None:
         """Write one dead letter and wait for the broker's acknowledgement."""
+        await self.write(value=letter.value, key=letter.key, headers=letter.headers())
+
+    async def write(
+        self,
+        *,
+        value: bytes | None,
+        key: bytes | None,
+        headers: list[tuple[str, str | bytes | None]],
+        partition: int | None = None,
+    ) -> None:
+        """Write one record to the dead-letter topic (a dead letter, or a redrive marker) and wait,
+        without blocking the event loop, for the broker's acknowledgement."""
         loop = asyncio.get_running_loop()
+        where: dict[str, Any] = {} if partition is None else {"partition": partition}
         error: Any = None
         for attempt in range(1, self._attempts + 1):
             future: asyncio.Future[Any] = loop.create_future()
@@ -166,10 +179,11 @@ class DeadLetterProducer:
                     try:
                         self._producer.produce(
                             self.topic,
-                            value=letter.value,
-                            key=letter.key,
-                            headers=letter.headers(),
+                            value=value,
+                            key=key,
+                            headers=headers,
                             on_delivery=on_delivery,
+                            **where,
                         )
                         break
                     except BufferError:

@@ -9,13 +9,18 @@ the dead-letter topic, up to the contiguous watermark) as it goes, so a second r
 filters finds nothing new to send; and it writes a marker record for every dead letter it handled
 (no value, header `streamproc.redriven: partition:offset`), so a redrive with other filters, which
 keeps another position, skips what was redriven already.
+
+The re-delivery itself is the worker's `EventProcessor`; what is redrive's own is the choice of
+records (`redrive_handler`) and the checkpoint (`redrive_checkpoint`): markers written through the
+dead-letter producer and acknowledged, then the position committed on the reader's thread.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -25,9 +30,10 @@ import orjson
 import structlog
 from confluent_kafka import OFFSET_INVALID, TopicPartition
 
-from streamproc.errors import StreamprocError
+from streamproc.errors import KafkaError, StreamprocError
 from streamproc.kafka.consumer import Partition
-from streamproc.kafka.replay import header_dict
+from streamproc.kafka.dlq import DLQ_VERSION, DeadLetterProducer
+from streamproc.kafka.replay import RangeReader, header_dict
 from streamproc.logging import Scrubber
 from streamproc.pipeline import EventProcessor, Origin, Redelivery, Summary
 
@@ -36,6 +42,7 @@ __all__ = [
     "DeadLetterView",
     "Inspection",
     "RedriveMarks",
+    "redrive_checkpoint",
     "redrive_group",
     "redrive_handler",
     "start_offsets",
@@ -248,14 +255,14 @@ class RedriveMarks:
     """Which dead letters were redriven already (by a redrive with any filters), and the markers
     this redrive still has to write.
 
-    Markers are written at each checkpoint for the records below the watermark, and flushed before
-    the group's position is committed past them: whatever crashes in between, a record is either
-    offered again or known to be done.
+    Markers are written at each checkpoint for the records below the watermark, through the
+    dead-letter producer, and acknowledged before the group's position is committed past them:
+    whatever crashes in between, a record is either offered again or known to be done.
     """
 
-    def __init__(self, topic: str, producer: Any) -> None:
+    def __init__(self, topic: str, dead_letters: DeadLetterProducer | None) -> None:
         self.topic = topic
-        self.producer = producer
+        self.dead_letters = dead_letters
         self.done: set[tuple[int, int]] = set()
         self.pending: dict[int, list[int]] = {}
 
@@ -267,32 +274,62 @@ class RedriveMarks:
     def note(self, partition: int, offset: int) -> None:
         self.pending.setdefault(partition, []).append(offset)
 
-    def write(self, watermarks: Mapping[int, int], timeout: float = 30.0) -> None:
-        """Produce markers for the noted records now complete, and wait for the broker to have them."""
-        wrote = 0
-        for p, offsets in self.pending.items():
-            wm = watermarks.get(p)
-            if wm is None:
-                continue
-            ready = [o for o in offsets if o < wm]
-            if not ready:
-                continue
-            self.pending[p] = [o for o in offsets if o >= wm]
-            for o in ready:
-                self.producer.produce(
-                    self.topic,
-                    value=None,
-                    partition=p,
-                    headers=[("streamproc.dlq.version", b"1"), (REDRIVEN_HEADER, f"{p}:{o}".encode())],
-                )
-                wrote += 1
-        if wrote and self.producer.flush(timeout) > 0:
-            from streamproc.errors import KafkaError
+    async def write(self, watermarks: Mapping[int, int]) -> None:
+        """Write markers for the noted records now complete, and wait for the broker to have them.
 
+        Only acknowledged markers leave `pending`, so a failed write is tried again at the next
+        checkpoint, and the position is not committed until it succeeds."""
+        ready = {
+            p: [o for o in offsets if o < wm]
+            for p, offsets in self.pending.items()
+            if (wm := watermarks.get(p)) is not None
+        }
+        ready = {p: offsets for p, offsets in ready.items() if offsets}
+        if not ready:
+            return
+        assert self.dead_letters is not None
+        results = await asyncio.gather(
+            *(self._write_one(p, o) for p, offsets in ready.items() for o in offsets),
+            return_exceptions=True,
+        )
+        failed = next((r for r in results if isinstance(r, BaseException)), None)
+        if failed is not None:
             raise KafkaError(
-                f"could not write redrive markers to {self.topic!r}; the redrive position was not "
-                "committed, so a rerun offers these dead letters again"
-            )
+                f"could not write redrive markers to {self.topic!r} ({failed}); the redrive position "
+                "was not committed, so a rerun offers these dead letters again"
+            ) from failed
+        for p, offsets in ready.items():
+            written = set(offsets)
+            self.pending[p] = [o for o in self.pending[p] if o not in written]
+
+    async def _write_one(self, partition: int, offset: int) -> None:
+        assert self.dead_letters is not None
+        await self.dead_letters.write(
+            value=None,
+            key=None,
+            headers=[
+                ("streamproc.dlq.version", DLQ_VERSION.encode()),
+                (REDRIVEN_HEADER, f"{partition}:{offset}".encode()),
+            ],
+            partition=partition,
+        )
+
+
+def redrive_checkpoint(
+    reader: RangeReader, marks: RedriveMarks
+) -> Callable[[dict[int, int], bool], Awaitable[None]]:
+    """Redrive's checkpoint: markers first, acknowledged, then the group's position, committed on
+    the reader's consumer thread (asynchronously, except the final one), so the event loop never
+    waits on the broker and the position never passes a record whose marker is not written."""
+
+    async def checkpoint(watermarks: dict[int, int], final: bool) -> None:
+        if not watermarks:
+            return
+        await marks.write(watermarks)
+        offsets = [TopicPartition(reader.topic, p, o) for p, o in watermarks.items()]
+        await reader.call(partial(reader.consumer.commit, offsets=offsets, asynchronous=not final))
+
+    return checkpoint
 
 
 def redrive_handler(

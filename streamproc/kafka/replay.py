@@ -415,7 +415,7 @@ async def run_replay(
 ) -> None:
     """Read the state's remaining ranges into `handle`, saving progress as it goes."""
 
-    def save(watermarks: dict[int, int]) -> None:
+    async def save(watermarks: dict[int, int], _final: bool) -> None:
         state.next.update(watermarks)
         state.save()
 
@@ -431,29 +431,43 @@ async def run_replay(
     )
 
 
+Checkpoint = Callable[[dict[int, int], bool], Awaitable[None]]
+"""Records watermarks as done (`final` is True for the last call of a run)."""
+
+
 async def run_ranges(
     reader: RangeReader,
     ranges: Mapping[int, tuple[int, int]],
     feed: RangeFeed,
     handle: MessageHandler,
-    checkpoint: Callable[[dict[int, int]], None],
+    checkpoint: Checkpoint,
     *,
     every: float = 2.0,
     shutdown_timeout: float = 30.0,
     on_progress: Callable[[int], Any] | None = None,
 ) -> None:
-    """Read `ranges` into `handle` through `feed`; `checkpoint(watermarks)` now and then and once at
-    the end (also after an interruption or a fatal error: what is complete stays complete)."""
+    """Read `ranges` into `handle` through `feed`; `checkpoint(watermarks, final)` now and then and
+    once at the end (also after an interruption or a fatal error: what is complete stays complete).
+
+    A checkpoint in the middle runs beside the deliveries, one at a time, so a slow one (markers
+    waiting for the broker) never holds up the work in flight; if it fails, the run stops."""
     for p in ranges:
         feed.lane(p)
     last = time.monotonic()
+    running: asyncio.Task[None] | None = None
+
+    def checkpointed(task: asyncio.Task[None]) -> None:
+        exc = None if task.cancelled() else task.exception()
+        if exc is not None:
+            feed.fail(exc)
 
     def tick() -> None:
-        nonlocal last
+        nonlocal last, running
         if on_progress is not None:
             on_progress(feed.completed)
-        if time.monotonic() - last >= every:
-            checkpoint(feed.watermarks())
+        if time.monotonic() - last >= every and (running is None or running.done()):
+            running = asyncio.ensure_future(checkpoint(feed.watermarks(), False))
+            running.add_done_callback(checkpointed)
             last = time.monotonic()
 
     try:
@@ -463,7 +477,10 @@ async def run_ranges(
     finally:
         if feed.in_flight:
             await feed.drain(shutdown_timeout)
-        checkpoint(feed.watermarks())
+        if running is not None:
+            # Its failure is already the run's; the final checkpoint tries again.
+            await asyncio.gather(running, return_exceptions=True)
+        await checkpoint(feed.watermarks(), True)
         if on_progress is not None:
             on_progress(feed.completed)
     if feed.fatal is not None:
