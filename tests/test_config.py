@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 
 from streamproc.config import (
@@ -429,7 +430,6 @@ def test_example_config_loads_with_its_defaults() -> None:
 
 
 def test_example_config_matches_the_json_schema() -> None:
-    jsonschema = pytest.importorskip("jsonschema")
     import yaml
 
     schema = json.loads((REPO / "schemas" / "config.schema.json").read_text())

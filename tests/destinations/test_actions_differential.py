@@ -15,11 +15,8 @@ from streamproc.destinations import stackadapt, tiktok_offline
 from streamproc.destinations.base import BuildContext, Destination, Request, Skip
 from streamproc.destinations.runtime import CompiledAction, validate_settings
 from streamproc.errors import IntegrationError, PayloadValidationError
-
-try:
-    from streamproc.mapping import compile as compile_mapping
-except ImportError:  # the package-level re-export may land after the core module
-    from streamproc.core.mapping import compile as compile_mapping
+from streamproc.fql import parse as parse_trigger
+from streamproc.mapping import compile as compile_mapping
 
 DESTINATIONS: dict[str, Destination] = {
     "stackadapt": stackadapt.DESTINATION,
@@ -37,14 +34,7 @@ CASES = differential("action")
 
 
 def _trigger_matches(fql: str, event: dict[str, Any]) -> bool:
-    try:
-        from streamproc.fql import parse
-    except ImportError:
-        try:
-            from streamproc.core.fql import parse
-        except ImportError:
-            pytest.skip("streamproc.fql is not in the tree yet")
-    return bool(parse(fql).matches(event))
+    return bool(parse_trigger(fql).matches(event))
 
 
 def _mapping_for(case: dict[str, Any], destination: Destination) -> tuple[str, dict[str, Any], str | None]:
