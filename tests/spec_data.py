@@ -9,7 +9,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from streamproc.core.jsvalues import UNDEFINED
+from streamproc.core.js import UNDEFINED
 
 DATA = Path(__file__).resolve().parent / "data"
 

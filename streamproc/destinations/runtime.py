@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
-
-from streamproc.core.jsvalues import json_stringify
+from streamproc.core.js import json_bytes
 from streamproc.core.payload import PayloadSchema
 from streamproc.destinations.base import Action, BuildContext, Destination, Request, Skip
 from streamproc.errors import PayloadValidationError
@@ -65,62 +62,5 @@ def validate_settings(destination: Destination, settings: Mapping[str, Any]) -> 
     return checked
 
 
-class _NotPlain(Exception):
-    """A number orjson would print differently from JavaScript."""
-
-
-def _js_numbers(value: Any) -> Any:
-    cls = value.__class__
-    if cls is float:
-        if value.is_integer():
-            if abs(value) > 9007199254740992.0:
-                raise _NotPlain
-            return int(value)
-        if abs(value) < 1e-4 or abs(value) >= 1e16:
-            # orjson and JavaScript choose between decimal and exponent forms at other points
-            # (JavaScript writes 0.0000015 where orjson writes 1.5e-6).
-            raise _NotPlain
-        return value
-    if cls is int:
-        if abs(value) > 9007199254740992:
-            raise _NotPlain
-        return value
-    if cls is dict:
-        return {k: _js_numbers(v) for k, v in value.items()}
-    if cls is list:
-        return [_js_numbers(v) for v in value]
-    return value
-
-
-# orjson writes strings, ints within 2**53 and finite floats as JavaScript does, except integral
-# floats ("1.0", "-0.0", "1e+16") and exponent forms JavaScript writes out ("1e-7" is the same,
-# "1.5e-6" is not). Each of those contains ".0" before a delimiter, "e+" (after a digit) or "e-" and
-# a digit; a string holding the same text only sends the body down the exact path.
-_INTEGRAL_FLOAT = re.compile(rb"\.0[,\]}]").search
-_POSITIVE_EXPONENT = re.compile(rb"\de\+").search
-_NEGATIVE_EXPONENT = re.compile(rb"e-\d").search
-
-
-def _js_json_exact(value: Any) -> bytes:
-    try:
-        return orjson.dumps(_js_numbers(value))
-    except (TypeError, _NotPlain):
-        text = json_stringify(value) or ""
-        return text.encode("utf-8", "surrogatepass")
-
-
-def js_json(value: Any) -> bytes:
-    """`JSON.stringify(value)` as UTF-8 bytes. orjson writes the same text as JavaScript for strings,
-    ints within 2**53 and most floats; its output is searched for the float forms JavaScript prints
-    differently, so the usual body is never walked in Python. Those, huge ints, undefined members
-    and lone surrogates take the exact path."""
-    cls = value.__class__
-    if cls is not dict and cls is not list:
-        return _js_json_exact(value)
-    try:
-        out = orjson.dumps(value, option=orjson.OPT_STRICT_INTEGER)
-    except TypeError:
-        return _js_json_exact(value)
-    if _INTEGRAL_FLOAT(out) or (b"+" in out and _POSITIVE_EXPONENT(out)) or _NEGATIVE_EXPONENT(out):
-        return _js_json_exact(value)
-    return out
+# `JSON.stringify` as UTF-8 bytes, the body encoder of every partner.
+js_json = json_bytes

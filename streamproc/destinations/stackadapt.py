@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import quote_plus
 
 from streamproc.core.fields import Field
-from streamproc.core.jsvalues import UNDEFINED, to_js_string
+from streamproc.core.js import UNDEFINED, form_bytes, form_component, form_encode, to_js_string
+from streamproc.core.js import json_bytes as js_json
 from streamproc.destinations.base import Action, BuildContext, Destination, Preset, Request, Skip
-from streamproc.destinations.runtime import js_json
 
 __all__ = ["DESTINATION", "args_json", "build_forward_event", "form_encode"]
 
@@ -160,63 +159,10 @@ FORWARD_EVENT_FIELDS: dict[str, Field] = {
     ),
 }
 
-# WHATWG URLSearchParams keeps only ASCII alphanumerics and *-._ unescaped and writes space as "+";
-# quote_plus also keeps "~", which URLSearchParams escapes.
-_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789*-._")
-_ASCII_FORM = str.maketrans(
-    {c: (chr(c) if c in _SAFE else "+" if c == 0x20 else f"%{c:02X}") for c in range(128)}
-)
-
-
-def _usv(text: str) -> str:
-    """Lone surrogates become U+FFFD, as they do when JavaScript converts a string to UTF-8."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-    return text
-
-
-_SAFE_BYTES = bytes(sorted(_SAFE))
-_PERCENT = {c: f"%{c:02X}".encode() for c in range(128)}
-
-
-def _form_bytes(data: bytes) -> bytes:
-    """URLSearchParams encoding of ASCII bytes: one C-level replace per distinct character that
-    needs escaping (few, even in a JSON text) instead of a lookup per character."""
-    unsafe = data.translate(None, _SAFE_BYTES)
-    if not unsafe:
-        return data
-    present = set(unsafe)
-    # "%" first (later replacements add "%"), space last ("+" must be escaped before spaces become "+").
-    if 0x25 in present:
-        data = data.replace(b"%", b"%25")
-    for c in present:
-        if c != 0x25 and c != 0x20:
-            data = data.replace(bytes((c,)), _PERCENT[c])
-    if 0x20 in present:
-        data = data.replace(b" ", b"+")
-    return data
-
-
-def _form_ascii(data: bytes) -> str:
-    return _form_bytes(data).decode("ascii")
-
-
-def _form_component(text: str) -> str:
-    if text.isascii():
-        return _form_ascii(text.encode("ascii"))
-    return quote_plus(_usv(text), safe="*").replace("~", "%7E")
-
-
-def form_encode(pairs: list[tuple[str, str]]) -> str:
-    """`new URLSearchParams(pairs).toString()`."""
-    return "&".join(f"{_form_component(k)}={_form_component(v)}" for k, v in pairs)
-
 
 def args_json(args: dict[str, Any]) -> str:
     """`JSON.stringify(args)`."""
-    return js_json(args).decode("utf-8", "surrogatepass")
+    return js_json(args).decode("utf-8")
 
 
 def _or_empty(value: Any) -> str:
@@ -234,9 +180,7 @@ def _text(value: Any) -> str:
 def _query_value(value: Any) -> str:
     """`value ?? ''`, form-encoded."""
     text = value if value.__class__ is str else _or_empty(value)
-    if text.isascii():
-        return _form_ascii(text.encode("ascii"))
-    return _form_component(text)
+    return form_component(text)
 
 
 _IDENTITY_KEYS = ("user_id", "first_name", "last_name", "email", "phone")
@@ -281,15 +225,11 @@ def build_forward_event(payload: Mapping[str, Any], ctx: BuildContext) -> list[R
             f"\x00ua_fwd\x01{user_agent}\x00uid\x01{_text(pixel_id)}\x00args\x01{args_bytes.decode('ascii')}"
         )
         if raw.isascii() and raw.count("\x00") == 8 and raw.count("\x01") == 9:
-            query = _form_bytes(raw.encode("ascii")).replace(b"%00", b"&").replace(b"%01", b"=")
+            query = form_bytes(raw.encode("ascii")).replace(b"%00", b"&").replace(b"%01", b"=")
             url = f"{ctx.endpoint}/saq_pxl?{query.decode('ascii')}"
             headers = {"content-type": "application/json", "x-forwarded-for": ip, "user-agent": user_agent}
             return [Request("GET", url, headers, None)]
-    encoded_args = (
-        _form_ascii(args_bytes)
-        if args_bytes.isascii()
-        else _form_component(args_bytes.decode("utf-8", "surrogatepass"))
-    )
+    encoded_args = form_component(args_bytes.decode("utf-8"))
     # The same text as form_encode over the nine pairs; the keys need no escaping.
     url = (
         f"{ctx.endpoint}/saq_pxl?segment_ss=1&event_type={_query_value(event_type)}"

@@ -7,13 +7,12 @@ import math
 import re
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import unquote_to_bytes
 
 import orjson
 
 from streamproc.core.fields import Choice, Field
-from streamproc.core.jsvalues import UNDEFINED, truthy
-from streamproc.core.payload import js_date_parse
+from streamproc.core.js import UNDEFINED, date_parse, to_js_string, trim, truthy, url_query_param, utf8
+from streamproc.core.js import json_bytes as js_json
 from streamproc.destinations.base import (
     Action,
     BuildContext,
@@ -25,7 +24,6 @@ from streamproc.destinations.base import (
     Verdict,
     classify_http,
 )
-from streamproc.destinations.runtime import js_json
 from streamproc.errors import PayloadValidationError
 
 __all__ = [
@@ -288,34 +286,21 @@ FIELDS: dict[str, Field] = {
 # Identifier normalisation and hashing (Segment's "smart hashing": blank stays "", a value that
 # already looks like a SHA-256 hex digest is passed through, anything else is cleaned and hashed).
 
-_JS_WHITESPACE = (
-    "\t\n\v\f\r \u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
-    "\u2028\u2029\u202f\u205f\u3000\ufeff"
-)
 _SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 _NON_DIGITS = re.compile(r"[^0-9]")
-
-
-def _utf8(text: str) -> bytes:
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError:
-        # JavaScript hashes a lone surrogate as U+FFFD.
-        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode("utf-8")
 
 
 _sha256 = hashlib.sha256
 
 
 def _smart_hash(value: str, clean: Any = None) -> str:
-    if not value.strip(_JS_WHITESPACE):
+    if not trim(value):
         return ""
     if len(value) == 64 and _SHA256_HEX.fullmatch(value):
         return value
     if clean is not None:
         value = clean(value)
-    # ASCII text has no lone surrogates, so it is its own UTF-8.
-    return _sha256(value.encode("ascii") if value.isascii() else _utf8(value)).hexdigest()
+    return _sha256(utf8(value)).hexdigest()
 
 
 _NON_DIGIT_BYTES = bytes(c for c in range(128) if not 0x30 <= c <= 0x39)
@@ -344,105 +329,11 @@ def format_user_ids(user_ids: list[str] | None) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------
-# The `ttclid` fallback reads the page URL the way `new URL(url).searchParams.get(...)` does.
-
-_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:")
-_SPECIAL = {"http", "https", "ws", "wss", "ftp", "file"}
-_FORBIDDEN_HOST = set(" #%/:<>?@[\\]^|\x00")
-_C0_AND_SPACE = "".join(chr(c) for c in range(0x21))
-
-
-# The usual page URL: http(s), a plain host name, maybe a port, printable ASCII only. For these the
-# general rules below come down to: the port must fit, the query runs from the first "?" before "#".
-_PLAIN_HTTP_URL = re.compile(r"https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?(?:[/?#][!-~]*)?", re.ASCII).fullmatch
-
-
-def _query_of(url: str) -> str | None:
-    """The query of a URL WHATWG's parser accepts (None when it rejects the URL or has no query)."""
-    m = _PLAIN_HTTP_URL(url)
-    if m is not None:
-        port = m.group(1)
-        if port is not None and int(port[1:]) > 65535:
-            return None
-        fragment = url.find("#")
-        if fragment != -1:
-            url = url[:fragment]
-        q = url.find("?")
-        return url[q + 1 :] if q != -1 else None
-    url = url.strip(_C0_AND_SPACE).replace("\t", "").replace("\n", "").replace("\r", "")
-    m = _SCHEME.match(url)
-    if not m:
-        return None
-    scheme = m.group(0)[:-1].lower()
-    rest = url[m.end() :]
-    if scheme in _SPECIAL and scheme != "file":
-        rest = rest.lstrip("/\\")
-        end = len(rest)
-        for sep in "/\\?#":
-            i = rest.find(sep)
-            if i != -1:
-                end = min(end, i)
-        authority = rest[:end]
-        host_port = authority.rpartition("@")[2]
-        if host_port.startswith("["):
-            host, _, port = host_port.partition("]")
-            port = port[1:] if port.startswith(":") else port
-            if not host[1:]:
-                return None
-        else:
-            host, _, port = host_port.partition(":")
-            if not host or not _FORBIDDEN_HOST.isdisjoint(host):
-                return None
-        if port and (not port.isdigit() or not port.isascii() or int(port) > 65535):
-            return None
-    fragment = rest.find("#")
-    if fragment != -1:
-        rest = rest[:fragment]
-    q = rest.find("?")
-    return rest[q + 1 :] if q != -1 else None
-
-
-def url_query_param(url: str, name: str) -> str | None:
-    """`new URL(url).searchParams.get(name)`; None when the URL does not parse or lacks the name."""
-    if (
-        name not in url
-        and url.isascii()
-        and "%" not in url
-        and "+" not in url
-        and "\t" not in url
-        and "\n" not in url
-        and "\r" not in url
-    ):
-        # Every query key is then a plain substring of the URL, so none can be `name`.
-        return None
-    query = _query_of(url)
-    if query is None:
-        return None
-    for part in query.split("&"):
-        if not part:
-            continue
-        key, _, value = part.partition("=")
-        if (
-            key == name
-            if (key.isascii() and "%" not in key and "+" not in key)
-            else _form_decode(key) == name
-        ):
-            if value.isascii() and "%" not in value and "+" not in value:
-                return value
-            return _form_decode(value)
-    return None
-
-
-def _form_decode(text: str) -> str:
-    return unquote_to_bytes(text.replace("+", " ")).decode("utf-8", "replace")
-
-
-# ---------------------------------------------------------------------------------------------
 
 
 def _event_time(timestamp: Any, ctx: BuildContext) -> int | None:
     if truthy(timestamp):
-        millis = js_date_parse(str(timestamp))
+        millis = date_parse(to_js_string(timestamp))
         return None if math.isnan(millis) else math.floor(millis / 1000)
     return math.floor(ctx.now.timestamp())
 

@@ -8,7 +8,7 @@ import pytest
 from spec_data import differential, normalise
 
 from streamproc.core import mapping as mk
-from streamproc.core.jsvalues import UNDEFINED
+from streamproc.core.js import UNDEFINED
 from streamproc.errors import MappingError
 
 # Cases whose recorded output streamproc does not reproduce, with the reason. Empty: every

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streamproc.core import mapping as mk
-from streamproc.core.jsvalues import UNDEFINED
+from streamproc.core.js import UNDEFINED
 from streamproc.errors import MappingError
 
 KEYS = st.sampled_from(

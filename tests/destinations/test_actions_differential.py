@@ -10,7 +10,7 @@ import orjson
 import pytest
 from spec_data import differential
 
-from streamproc.core.jsvalues import UNDEFINED
+from streamproc.core.js import UNDEFINED
 from streamproc.destinations import stackadapt, tiktok_offline
 from streamproc.destinations.base import BuildContext, Destination, Request, Skip
 from streamproc.destinations.runtime import CompiledAction, validate_settings
@@ -121,7 +121,7 @@ def test_action_case_matches_segment(row: dict[str, Any]) -> None:
 )
 def test_request_bodies_print_numbers_as_javascript(value: float) -> None:
     # Partner bodies are JSON.stringify output: the fast serialiser must agree with the exact one.
-    from streamproc.core.jsvalues import json_stringify
+    from streamproc.core.js import json_stringify
     from streamproc.destinations.runtime import js_json
 
     body = {"value": value, "nested": [{"price": value}]}

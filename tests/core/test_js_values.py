@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from streamproc.core.jsvalues import UNDEFINED, json_stringify, number_to_string, to_js_string, truthy
+from streamproc.core.js import UNDEFINED, json_stringify, number_to_string, to_js_string, truthy
 
 
 @pytest.mark.parametrize(
