@@ -24,6 +24,7 @@ import orjson
 import structlog
 from confluent_kafka import OFFSET_INVALID, TopicPartition
 
+from streamproc.core.js import parse_iso_time
 from streamproc.dispatch import DeliveryResult
 from streamproc.errors import DecodeError, StreamprocError
 from streamproc.kafka.dlq import DeadLetter
@@ -49,7 +50,7 @@ PREFIX = "streamproc."
 def parse_time(text: str) -> datetime:
     """ISO-8601 (UTC when no zone)."""
     try:
-        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+        when = parse_iso_time(text)
     except ValueError:
         raise StreamprocError(f"not an ISO-8601 time: {text!r}") from None
     return when if when.tzinfo is not None else when.replace(tzinfo=UTC)

@@ -32,6 +32,7 @@ import orjson
 import structlog
 from confluent_kafka import TopicPartition
 
+from streamproc.core.js import parse_iso_time
 from streamproc.dispatch import DeliveryResult, Dispatcher, TokenBucket
 from streamproc.errors import DecodeError, KafkaError, StreamprocError
 from streamproc.kafka.dlq import DeadLetter, DeadLetterProducer
@@ -83,7 +84,7 @@ def parse_position(text: str | None, *, edge: str) -> Position:
         pairs = [p.split(":") for p in t.split(",")]
         return Position("offsets", offsets={int(p.strip()): int(o.strip()) for p, o in pairs})
     try:
-        when = datetime.fromisoformat(t.replace("Z", "+00:00").replace("z", "+00:00"))
+        when = parse_iso_time(t)
     except ValueError:
         raise StreamprocError(
             f"cannot read position {text!r}: use an ISO-8601 time (2026-11-23T10:00:00Z), an offset "

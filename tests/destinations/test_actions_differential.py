@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -10,7 +9,7 @@ import orjson
 import pytest
 from spec_data import differential
 
-from streamproc.core.js import UNDEFINED
+from streamproc.core.js import UNDEFINED, parse_iso_time
 from streamproc.destinations import stackadapt, tiktok_offline
 from streamproc.destinations.base import BuildContext, Destination, Request, Skip
 from streamproc.destinations.runtime import CompiledAction, validate_settings
@@ -67,7 +66,7 @@ def run_case(case: dict[str, Any]) -> dict[str, Any]:
         settings=settings,
         endpoint=destination.endpoint,
         event=event,
-        now=datetime.fromisoformat(case["now"].replace("Z", "+00:00")),
+        now=parse_iso_time(case["now"]),
     )
     payload = compile_mapping(mapping).resolve(event)
     try:

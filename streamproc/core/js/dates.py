@@ -395,7 +395,11 @@ def parse_iso_time(text: str) -> datetime:
     if math.isnan(millis):
         raise ValueError(f"not an ISO-8601 time: {text!r}")
     assert m is not None
-    datetime(int(m.group(1)), int(m.group(2)), int(m.group(3)))  # Date.parse rolls 02-31 over; refuse it
+    try:
+        # Date.parse rolls 02-30 over into March; a command refuses it.
+        datetime(int(m.group(1)), int(m.group(2)), int(m.group(3)))
+    except ValueError:
+        raise ValueError(f"not an ISO-8601 time: {text!r} (no such date)") from None
     return _EPOCH + timedelta(milliseconds=millis)
 
 
