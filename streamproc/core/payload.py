@@ -443,11 +443,13 @@ _CLASSES = {
 }
 
 
-def _fast_classes(node: _Node) -> frozenset[type] | None:
+def _fast_classes(node: _Node, shortcuts: bool) -> frozenset[type] | None:
     """Classes whose values need no work at all for this node (valid as they are, nothing to coerce):
-    the hot path tests `value.__class__ in fast` instead of calling the checker."""
+    the hot path tests `value.__class__ in fast` instead of calling the checker. None without
+    `shortcuts`, or when every value needs the checker."""
     if (
-        node.enum is not None
+        not shortcuts
+        or node.enum is not None
         or node.format not in (None, "text", "password")
         or node.min_length is not None
         or node.max_length is not None
@@ -500,12 +502,13 @@ def _compile_plain(
     return plain
 
 
-def _items_plain(node: _Node) -> Callable[[dict[str, Any]], dict[str, Any] | None] | None:
+def _items_plain(node: _Node, shortcuts: bool) -> Callable[[dict[str, Any]], dict[str, Any] | None] | None:
     """The plain-object copier of a `multiple` object field whose list the checker handles item by
     item with nothing else to test (see `check`), else None."""
     items = node.items
     if (
-        node.types != ("array",)
+        not shortcuts
+        or node.types != ("array",)
         or items is None
         or items.properties is None
         or items.enum is not None
@@ -515,14 +518,15 @@ def _items_plain(node: _Node) -> Callable[[dict[str, Any]], dict[str, Any] | Non
     ):
         return None
     props = {
-        k: (i, _compile_check(n), "/" + _pointer_key(k), _fast_classes(n))
+        k: (i, _compile_check(n, shortcuts), "/" + _pointer_key(k), _fast_classes(n, shortcuts))
         for i, (k, n) in enumerate(items.properties.items())
     }
     return _compile_plain(props, items.required, items.additional)
 
 
-def _compile_check(node: _Node) -> _Check:
-    """AJV's validation of one node: returns the (possibly coerced) value, appends messages."""
+def _compile_check(node: _Node, shortcuts: bool) -> _Check:
+    """AJV's validation of one node: returns the (possibly coerced) value, appends messages. With
+    `shortcuts`, values that need no work are recognised by class and copied without the checks."""
     types = node.types
     tests = tuple(_TYPE_TESTS[t] for t in types)
     coerce_to = tuple(t for t in types if t in _COERCIBLE)
@@ -537,24 +541,28 @@ def _compile_check(node: _Node) -> _Check:
     fmt_label = _FORMAT_LABELS.get(fmt, fmt) if fmt else ""
     min_len, max_len = node.min_length, node.max_length
     minimum, maximum = node.minimum, node.maximum
-    item_check = _compile_check(node.items) if node.items is not None else None
-    item_fast = _fast_classes(node.items) if node.items is not None else None
+    item_check = _compile_check(node.items, shortcuts) if node.items is not None else None
+    item_fast = _fast_classes(node.items, shortcuts) if node.items is not None else None
     props: dict[str, _Prop] | None = None
     if node.properties is not None:
         props = {
-            k: (i, _compile_check(n), "/" + _pointer_key(k), _fast_classes(n))
+            k: (i, _compile_check(n, shortcuts), "/" + _pointer_key(k), _fast_classes(n, shortcuts))
             for i, (k, n) in enumerate(node.properties.items())
         }
     required = node.required
     additional = node.additional
     only_items = item_check is not None and enum is None and fmt_test is None and min_len is None
     only_props = props is not None and enum is None
-    plain = _compile_plain(props, required, additional) if only_props and props is not None else None
+    plain = (
+        _compile_plain(props, required, additional)
+        if shortcuts and only_props and props is not None
+        else None
+    )
     item_node = node.items
     item_plain = None
-    if item_node is not None and item_node.properties is not None and item_node.enum is None:
+    if shortcuts and item_node is not None and item_node.properties is not None and item_node.enum is None:
         item_props = {
-            k: (i, _compile_check(n), "/" + _pointer_key(k), _fast_classes(n))
+            k: (i, _compile_check(n, shortcuts), "/" + _pointer_key(k), _fast_classes(n, shortcuts))
             for i, (k, n) in enumerate(item_node.properties.items())
         }
         item_plain = _compile_plain(item_props, item_node.required, item_node.additional)
@@ -615,10 +623,11 @@ def _compile_check(node: _Node) -> _Check:
                 return checked
             return [item_check(x, f"{ptr}/{i}", errors) for i, x in enumerate(v)]
         if only_props and cls is dict:
-            assert props is not None and plain is not None
-            copy = plain(v)
-            if copy is not None:
-                return copy
+            assert props is not None
+            if plain is not None:
+                copy = plain(v)
+                if copy is not None:
+                    return copy
             return _check_object(v, ptr, errors, title, props, required, additional)
         if single_test is not None and single_test(v):
             if simple:
@@ -817,11 +826,14 @@ def _conditional_rules(fields: Mapping[str, Field]) -> list[Callable[[dict[str, 
 
 
 class PayloadSchema:
-    """The compiled validator of one action's fields; `validate` is the hot path."""
+    """The compiled validator of one action's fields; `validate` is the hot path. `fast=False` leaves
+    out the shortcuts for values that need no work, so every value goes through the full checks
+    (same payloads and errors, slower)."""
 
     __slots__ = ("_entries", "_fields", "_required", "_rules", "_str_keys", "_str_wrap_keys")
 
-    def __init__(self, fields: Mapping[str, Field]) -> None:
+    def __init__(self, fields: Mapping[str, Field], *, fast: bool = True) -> None:
+        shortcuts = fast
         self._fields = dict(fields)
         root = _object_node(fields, None, False)
         assert root.properties is not None
@@ -829,10 +841,12 @@ class PayloadSchema:
         self._entries: dict[str, _Entry] = {}
         for i, (k, n) in enumerate(root.properties.items()):
             deep = n.items is not None or n.properties is not None
-            item_fast = _fast_classes(n.items) if n.items is not None and n.types == ("array",) else None
+            item_fast = (
+                _fast_classes(n.items, shortcuts) if n.items is not None and n.types == ("array",) else None
+            )
             self._entries[k] = _Entry(
                 index=i,
-                fast=_fast_classes(n),
+                fast=_fast_classes(n, shortcuts),
                 item_fast=item_fast
                 if (n.format in (None, "text", "password") and n.min_length is None)
                 else None,
@@ -840,9 +854,9 @@ class PayloadSchema:
                 keeps_null="null" in n.types,
                 keeps_empty="string" in n.types,
                 wrap=n.types == ("array",),
-                check=_compile_check(n),
+                check=_compile_check(n, shortcuts),
                 pointer="/" + _pointer_key(k),
-                items_plain=_items_plain(n),
+                items_plain=_items_plain(n, shortcuts),
             )
         self._rules = _conditional_rules(fields)
         # Fields where a string needs no work (kept as it is, or wrapped in a list for `multiple`):

@@ -98,6 +98,8 @@ class Action:
     description: str
     fields: Mapping[str, Field]
     build: BuildFn
+    build_exact: BuildFn | None = None
+    """`build` without its shortcuts for the usual input (the same requests); None when it has none."""
     default_subscription: str | None = None
     hidden: bool = False
 

@@ -5,13 +5,26 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import orjson
 
 from streamproc.core.fields import Choice, Field
-from streamproc.core.js import UNDEFINED, date_parse, to_js_string, trim, truthy, url_query_param, utf8
+from streamproc.core.js import (
+    UNDEFINED,
+    WHITESPACE,
+    date_parse,
+    date_parse_exact,
+    json_bytes_exact,
+    present,
+    to_js_string,
+    url_query_param,
+    url_query_param_exact,
+    utf8,
+)
 from streamproc.core.js import json_bytes as js_json
 from streamproc.destinations.base import (
     Action,
@@ -294,13 +307,14 @@ _sha256 = hashlib.sha256
 
 
 def _smart_hash(value: str, clean: Any = None) -> str:
-    if not trim(value):
+    if not value.strip(WHITESPACE):
         return ""
     if len(value) == 64 and _SHA256_HEX.fullmatch(value):
         return value
     if clean is not None:
         value = clean(value)
-    return _sha256(utf8(value)).hexdigest()
+    # ASCII text has no lone surrogates, so it is its own UTF-8.
+    return _sha256(value.encode("ascii") if value.isascii() else utf8(value)).hexdigest()
 
 
 _NON_DIGIT_BYTES = bytes(c for c in range(128) if not 0x30 <= c <= 0x39)
@@ -310,6 +324,10 @@ def _clean_phone(phone: str) -> str:
     # No country-code inference: "+" then the digits, at most 15 characters in all.
     if phone.isascii():
         return ("+" + phone.encode("ascii").translate(None, _NON_DIGIT_BYTES).decode("ascii"))[:15]
+    return _clean_phone_exact(phone)
+
+
+def _clean_phone_exact(phone: str) -> str:
     return ("+" + _NON_DIGITS.sub("", phone))[:15]
 
 
@@ -323,6 +341,11 @@ def format_phones(phones: list[str] | None) -> list[str]:
     return [_smart_hash(p, _clean_phone) for p in phones or ()]
 
 
+def format_phones_exact(phones: list[str] | None) -> list[str]:
+    """`format_phones` without the shortcut for ASCII phones (the same hashes)."""
+    return [_smart_hash(p, _clean_phone_exact) for p in phones or ()]
+
+
 def format_user_ids(user_ids: list[str] | None) -> list[str]:
     """External ids are lower-cased (not trimmed) before hashing."""
     return [_smart_hash(u.lower()) for u in user_ids or ()]
@@ -331,35 +354,48 @@ def format_user_ids(user_ids: list[str] | None) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _event_time(timestamp: Any, ctx: BuildContext) -> int | None:
-    if truthy(timestamp):
-        millis = date_parse(to_js_string(timestamp))
+def _event_time(timestamp: Any, ctx: BuildContext, parse: Callable[[str], float]) -> int | None:
+    if present(timestamp):
+        millis = parse(to_js_string(timestamp))
         return None if math.isnan(millis) else math.floor(millis / 1000)
     return math.floor(ctx.now.timestamp())
 
 
+@dataclass(frozen=True, slots=True)
+class _Helpers:
+    """The steps of `build_offline_event` that have a shortcut for the usual input: `_FAST` takes it,
+    `_EXACT` (the actions' `build_exact`) follows the rules step by step; the requests are the same."""
+
+    format_phones: Callable[[list[str] | None], list[str]]
+    url_query_param: Callable[[str, str], str | None]
+    date_parse: Callable[[str], float]
+    json: Callable[[Any], bytes]
+
+
+_FAST = _Helpers(format_phones, url_query_param, date_parse, js_json)
+_EXACT = _Helpers(format_phones_exact, url_query_param_exact, date_parse_exact, json_bytes_exact)
 _USER_KEYS = ("lead_id", "ttp", "ip", "user_agent", "locale")
 _PROPERTY_KEYS = ("query", "description", "order_id", "shop_id")
 _PATH = f"/open_api/{API_VERSION}/event/track/"
 
 
-def build_offline_event(payload: Mapping[str, Any], ctx: BuildContext) -> list[Request] | Skip:
+def build_offline_event(
+    payload: Mapping[str, Any], ctx: BuildContext, helpers: _Helpers = _FAST
+) -> list[Request] | Skip:
     """One POST to /event/track/ with a single offline event; identifiers hashed."""
-    # Validated fields are strings (or absent) almost always, so JavaScript truthiness is tested
-    # inline for them and `truthy` is called only for other values.
     get = payload.get
-    phones = format_phones(get("phone_numbers"))
+    phones = helpers.format_phones(get("phone_numbers"))
     emails = format_emails(get("email_addresses"))
     user_ids = format_user_ids(get("external_ids"))
     if not phones and not emails and not user_ids:
         raise PayloadValidationError(PII_REQUIRED)
 
     ttclid = get("ttclid")
-    if not ((ttclid != "") if ttclid.__class__ is str else truthy(ttclid)):
+    if not present(ttclid):
         ttclid = None
         url = get("url")
-        if (url != "") if url.__class__ is str else truthy(url):
-            ttclid = url_query_param(url if url.__class__ is str else str(url), "ttclid") or None
+        if present(url):
+            ttclid = helpers.url_query_param(to_js_string(url), "ttclid") or None
 
     user: dict[str, Any] = {}
     if ttclid is not None:
@@ -369,50 +405,47 @@ def build_offline_event(payload: Mapping[str, Any], ctx: BuildContext) -> list[R
     user["email"] = emails
     for key in _USER_KEYS:
         value = get(key)
-        if value is not None and ((value != "") if value.__class__ is str else truthy(value)):
+        if present(value):
             user[key] = value
 
     contents = get("contents")
-    properties: dict[str, Any] = {"contents": contents if truthy(contents) else []}
+    properties: dict[str, Any] = {"contents": contents if present(contents) else []}
     value = get("content_type")
-    if value is not None and ((value != "") if value.__class__ is str else truthy(value)):
+    if present(value):
         properties["content_type"] = value
     value = get("currency")
-    if value is not None and ((value != "") if value.__class__ is str else truthy(value)):
+    if present(value):
         properties["currency"] = value
     value = get("value")
-    if truthy(value) or (value.__class__ in (int, float) and value == 0):
+    if present(value) or (value.__class__ in (int, float) and value == 0):
         properties["value"] = value
     for key in _PROPERTY_KEYS:
         value = get(key)
-        if value is not None and ((value != "") if value.__class__ is str else truthy(value)):
+        if present(value):
             properties[key] = value
 
     page: dict[str, Any] = {}
     value = get("url")
-    if value is not None and ((value != "") if value.__class__ is str else truthy(value)):
+    if present(value):
         page["url"] = value
     value = get("referrer")
-    if value is not None and ((value != "") if value.__class__ is str else truthy(value)):
+    if present(value):
         page["referrer"] = value
 
     event: dict[str, Any] = {
         "event": get("event"),
-        "event_time": _event_time(get("timestamp"), ctx),
+        "event_time": _event_time(get("timestamp"), ctx, helpers.date_parse),
     }
     event_id = get("event_id")
-    if event_id.__class__ is str:
-        if event_id:
-            event["event_id"] = event_id
-    elif truthy(event_id):
-        event["event_id"] = str(event_id)
+    if present(event_id):
+        event["event_id"] = to_js_string(event_id)
     event["user"] = user
     event["properties"] = properties
     event["page"] = page
     limited = get("limited_data_use")
-    event["limited_data_use"] = limited if truthy(limited) else False
+    event["limited_data_use"] = limited if present(limited) else False
     test_code = get("test_event_code")
-    if test_code is not None and ((test_code != "") if test_code.__class__ is str else truthy(test_code)):
+    if present(test_code):
         event["test_event_code"] = test_code
 
     settings = ctx.settings
@@ -427,7 +460,7 @@ def build_offline_event(payload: Mapping[str, Any], ctx: BuildContext) -> list[R
         "content-type": "application/json",
         "user-agent": "Segment (Actions)",
     }
-    return [Request("POST", f"{ctx.endpoint}{_PATH}", headers, js_json(body))]
+    return [Request("POST", f"{ctx.endpoint}{_PATH}", headers, helpers.json(body))]
 
 
 def classify(status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
@@ -453,7 +486,14 @@ def classify(status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
 
 
 def _action(key: str, title: str, description: str) -> Action:
-    return Action(key=key, title=title, description=description, fields=FIELDS, build=build_offline_event)
+    return Action(
+        key=key,
+        title=title,
+        description=description,
+        fields=FIELDS,
+        build=build_offline_event,
+        build_exact=partial(build_offline_event, helpers=_EXACT),
+    )
 
 
 ACTIONS = {

@@ -180,6 +180,10 @@ DATE_INPUTS = [
     "+275760-09-13T00:00:00.000Z",
     "+275760-09-13T00:00:00.001Z",
     "2024-03-15T10:30:00.000+05",
+    "0001-01-00",
+    "2024-01-00",
+    "0049-12-00",
+    "0050-02-30",
 ]
 FORM_INPUTS = [
     [["a b", "~*-._!'()"]],
@@ -208,6 +212,8 @@ SEARCH_PARAM_INPUTS = [
     ["https:\\\\ex.com\\p?ttclid=back", "ttclid"],
     ["https://u:p@ex.com/?ttclid=cred", "ttclid"],
     ["https://ex.com/\u00e9?ttclid=\u00e9", "ttclid"],
+    ["https://ex.com/?ttclid=\ud800", "ttclid"],
+    ["https://ex.com/?ttclid=a%F0%9F\ud83d", "ttclid"],
 ]
 
 PROGRAM = r"""

@@ -374,7 +374,11 @@ def date_parse(text: str) -> float:
             pass
     m = _COMMON_ISO.fullmatch(text)
     if m:
-        return _common_iso(m)
+        millis = _common_iso(m)
+        # Out of range for the ISO form is not the end: V8's legacy grammar may still read it
+        # ("0001-01-00" is 2000-01-01).
+        if not math.isnan(millis):
+            return millis
     return date_parse_exact(text)
 
 

@@ -78,13 +78,14 @@ def json_bytes_exact(value: Any) -> bytes:
 # orjson writes strings, ints within 2**53 and finite floats as JavaScript does, except integral
 # floats ("1.0", "-0.0", "1e+16") and exponent forms JavaScript writes out ("1e-7" is the same,
 # "1.5e-6" is not). Each of those contains ".0" before a delimiter, "e+" (after a digit) or "e-" and
-# a digit. orjson also keeps keys in insertion order where JavaScript puts array-index keys first; such
-# a key is `"<digits>":` right after "{" or ",". A string holding the same text only sends the value
-# down the exact path.
+# a digit. orjson also keeps keys in insertion order where JavaScript puts array-index keys first. A
+# string holding the same text only sends the value down the exact path.
 _INTEGRAL_FLOAT = re.compile(rb"\.0[,\]}]").search
 _POSITIVE_EXPONENT = re.compile(rb"\de\+").search
 _NEGATIVE_EXPONENT = re.compile(rb"e-\d").search
-_INDEX_KEY = re.compile(rb'[{,]"(?:0|[1-9][0-9]*)":').search
+# A quoted run of digits before ":" can only be a key (a string value is never followed by ":"); the
+# few non-index keys it also finds ("01", 2**32) only cost the exact path.
+_INDEX_KEY = re.compile(rb'"[0-9]+":').search
 
 
 class _NotPlain(Exception):
@@ -120,7 +121,7 @@ def _json_bytes_walked(value: Any) -> bytes:
         out = orjson.dumps(_js_numbers(value))
     except (TypeError, _NotPlain):
         return json_bytes_exact(value)
-    if b'":' in out and _INDEX_KEY(out):
+    if _INDEX_KEY(out):
         return json_bytes_exact(value)
     return out
 
@@ -139,7 +140,7 @@ def json_bytes(value: Any) -> bytes:
         return _json_bytes_walked(value)
     if _INTEGRAL_FLOAT(out) or (b"+" in out and _POSITIVE_EXPONENT(out)) or _NEGATIVE_EXPONENT(out):
         return _json_bytes_walked(value)
-    if b'":' in out and _INDEX_KEY(out):
+    if _INDEX_KEY(out):
         return json_bytes_exact(value)
     return out
 

@@ -50,7 +50,7 @@ def form_encode(pairs: list[tuple[str, str]]) -> str:
     """`new URLSearchParams(pairs).toString()`: the same text as `form_encode_exact`, with ASCII pairs
     escaped in one pass. NUL stands for "&" and U+0001 for "=", so their escapes "%00" and "%01" mark
     where the separators go (checked to occur nowhere else)."""
-    raw = "\x00".join(f"{k}\x01{v}" for k, v in pairs)
+    raw = "\x00".join(map("\x01".join, pairs))
     if raw.isascii() and raw.count("\x00") == len(pairs) - 1 and raw.count("\x01") == len(pairs):
         query = form_bytes(raw.encode("ascii")).replace(b"%00", b"&").replace(b"%01", b"=")
         return query.decode("ascii")
@@ -64,7 +64,7 @@ def form_encoder(*, fast: bool = True) -> Callable[[list[tuple[str, str]]], str]
 
 def form_decode(text: str) -> str:
     """One name or value of an application/x-www-form-urlencoded string, as URLSearchParams reads it."""
-    return unquote_to_bytes(text.replace("+", " ")).decode("utf-8", "replace")
+    return unquote_to_bytes(well_formed(text).replace("+", " ")).decode("utf-8", "replace")
 
 
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:")

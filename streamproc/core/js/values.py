@@ -65,6 +65,8 @@ def truthy(value: object) -> bool:
 
 def present(value: object) -> bool:
     """`if (value)` as a partner's perform writes it; the same as `truthy`, quicker for text."""
+    if value is None:
+        return False
     if value.__class__ is str:
         return value != ""
     return truthy(value)
