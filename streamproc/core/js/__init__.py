@@ -6,7 +6,7 @@ the usual input, an `*_exact` twin without it gives the same answers (tests/core
 """
 
 from streamproc.core.js.convert import number_to_string, string_to_number, to_js_string, to_number
-from streamproc.core.js.dates import date_parse, date_parse_exact, date_parser, parse_iso_time
+from streamproc.core.js.dates import date_parse, date_parse_exact, parse_iso_time
 from streamproc.core.js.json import (
     is_array_index,
     js_keys,
@@ -32,8 +32,6 @@ from streamproc.core.js.url import (
     form_decode,
     form_encode,
     form_encode_exact,
-    form_encoder,
-    search_param_reader,
     url_query_param,
     url_query_param_exact,
 )
@@ -47,13 +45,11 @@ __all__ = [
     "code_units",
     "date_parse",
     "date_parse_exact",
-    "date_parser",
     "form_bytes",
     "form_component",
     "form_decode",
     "form_encode",
     "form_encode_exact",
-    "form_encoder",
     "is_array_index",
     "is_undefined",
     "join_code_units",
@@ -66,7 +62,6 @@ __all__ = [
     "number_to_string",
     "parse_iso_time",
     "present",
-    "search_param_reader",
     "string_to_number",
     "to_js_string",
     "to_number",

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -380,11 +379,6 @@ def date_parse(text: str) -> float:
         if not math.isnan(millis):
             return millis
     return date_parse_exact(text)
-
-
-def date_parser(*, fast: bool = True) -> Callable[[str], float]:
-    """`Date.parse`, with (`fast`) or without the shortcuts for the usual ISO timestamps."""
-    return date_parse if fast else date_parse_exact
 
 
 def parse_iso_time(text: str) -> datetime:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from urllib.parse import quote_plus, unquote_to_bytes
 
 from streamproc.core.js.strings import well_formed
@@ -55,11 +54,6 @@ def form_encode(pairs: list[tuple[str, str]]) -> str:
         query = form_bytes(raw.encode("ascii")).replace(b"%00", b"&").replace(b"%01", b"=")
         return query.decode("ascii")
     return form_encode_exact(pairs)
-
-
-def form_encoder(*, fast: bool = True) -> Callable[[list[tuple[str, str]]], str]:
-    """`new URLSearchParams(pairs).toString()`, with (`fast`) or without the one-pass shortcut."""
-    return form_encode if fast else form_encode_exact
 
 
 def form_decode(text: str) -> str:
@@ -167,8 +161,3 @@ def url_query_param_exact(url: str, name: str) -> str | None:
             if form_decode(key) == name:
                 return form_decode(value)
     return None
-
-
-def search_param_reader(*, fast: bool = True) -> Callable[[str, str], str | None]:
-    """`new URL(url).searchParams.get(name)`, with (`fast`) or without the shortcuts."""
-    return url_query_param if fast else url_query_param_exact
