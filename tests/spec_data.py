@@ -1,20 +1,17 @@
-"""Loads the worked cases and differential cases of the partner specification as Python data."""
+"""Loads the worked cases and differential cases of the partner specification as Python data.
+
+The cases are copies in tests/data, made from ../shared/spec by tests/data/regenerate.py."""
 
 from __future__ import annotations
 
 import json
-import os
-import re
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-import pytest
+from streamproc.core.js import UNDEFINED
 
-from streamproc.core.jsvalues import UNDEFINED
-
-REPO = Path(__file__).resolve().parent.parent
-SPEC_DIR = Path(os.environ.get("STREAMPROC_SPEC_DIR", REPO.parent / "shared" / "spec"))
+DATA = Path(__file__).resolve().parent / "data"
 
 
 def _undefined_hook(obj: dict[str, Any]) -> Any:
@@ -23,39 +20,24 @@ def _undefined_hook(obj: dict[str, Any]) -> Any:
     return obj
 
 
-def _require(name: str) -> Path:
-    path = SPEC_DIR / name
-    if not path.exists():
-        pytest.skip(f"specification file {path} not found (set STREAMPROC_SPEC_DIR)")
-    return path
-
-
 @cache
 def case_sections() -> dict[str, list[dict[str, Any]]]:
-    """Cases of segment-cases.md by section letter ("A", "B", ..., "F1", "F2", "G", "H", "I").
-    `{"$undefined": true}` becomes UNDEFINED."""
-    text = _require("segment-cases.md").read_text(encoding="utf-8")
-    sections: dict[str, list[dict[str, Any]]] = {}
-    for block in re.split(r"^(?=## [A-Z][0-9]?\. )", text, flags=re.M)[1:]:
-        letter = block[3 : block.index(".")]
-        for body in re.findall(r"^```json\n(.*?)^```", block, re.M | re.S):
-            data = json.loads(body, object_hook=_undefined_hook)
-            if isinstance(data, list):
-                sections.setdefault(letter, []).extend(data)
-            else:
-                sections.setdefault(letter + ":fields", []).append(data)
+    """Cases of segment-cases.md by section letter ("A", "B", ..., "F1", "F2", "G", "H", "I"); the
+    object blocks of a section are under "<letter>:fields". `{"$undefined": true}` becomes UNDEFINED."""
+    text = (DATA / "segment-cases.json").read_text(encoding="utf-8")
+    sections: dict[str, list[dict[str, Any]]] = json.loads(text, object_hook=_undefined_hook)
     return sections
 
 
 def cases(section: str) -> list[dict[str, Any]]:
-    return case_sections().get(section, [])
+    return case_sections()[section]
 
 
 @cache
 def differential(kind: str) -> list[dict[str, Any]]:
     """Differential cases of one kind ("fql", "mapping", "action"): dicts with `input` and `expected`."""
     rows = []
-    with _require("segment-differential.jsonl").open(encoding="utf-8") as fh:
+    with (DATA / "segment-differential.jsonl").open(encoding="utf-8") as fh:
         for line in fh:
             if line.strip():
                 row = json.loads(line, object_hook=_undefined_hook)

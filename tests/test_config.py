@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import jsonschema
 import pytest
 
 from streamproc.config import (
@@ -431,7 +432,6 @@ def test_example_config_loads_with_its_defaults() -> None:
 
 
 def test_example_config_matches_the_json_schema() -> None:
-    jsonschema = pytest.importorskip("jsonschema")
     import yaml
 
     schema = json.loads((REPO / "schemas" / "config.schema.json").read_text())

@@ -10,6 +10,7 @@ import pytest
 from test_config import register_fake
 
 from streamproc.config import parse_config
+from streamproc.core.js import parse_iso_time
 from streamproc.errors import DeliveryError, PayloadValidationError
 from streamproc.router import Router
 
@@ -239,7 +240,7 @@ def test_segment_differential_cases_through_the_router(row: dict[str, Any]) -> N
         "presets": False,
         "subscriptions": [subscription],
     }
-    now = datetime.fromisoformat(case["now"].replace("Z", "+00:00"))
+    now = parse_iso_time(case["now"])
     try:
         router = Router(parse_config({"destinations": [destination]}, "t.yaml", {}), now=now)
     except ConfigError as exc:

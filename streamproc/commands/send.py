@@ -13,6 +13,7 @@ import orjson
 
 from streamproc.config import load_config
 from streamproc.core.events import decode_json, message_id
+from streamproc.core.js import parse_iso_time
 from streamproc.errors import DecodeError, DeliveryError, StreamprocError
 from streamproc.router import Delivery, Router
 
@@ -49,10 +50,9 @@ def register(subparsers: Any) -> None:
 
 def _parse_now(text: str) -> datetime:
     try:
-        when = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+        return parse_iso_time(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an ISO-8601 time: {text!r}") from None
-    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 def read_events(stream: BinaryIO) -> Iterator[tuple[int, bytes]]:

@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 
+from streamproc.core.js import number_to_string
 from streamproc.errors import DecodeError
 
 __all__ = ["decode_json", "message_id", "ordering_key"]
@@ -50,8 +51,6 @@ def message_id(event: Mapping[str, Any]) -> str | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        from streamproc.core.jsvalues import number_to_string
-
         return number_to_string(value)
     return None
 
@@ -64,7 +63,5 @@ def ordering_key(event: Mapping[str, Any]) -> str | None:
             if value:
                 return value
         elif isinstance(value, int | float) and not isinstance(value, bool):
-            from streamproc.core.jsvalues import number_to_string
-
             return number_to_string(value)
     return None

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from streamproc.core.jsvalues import UNDEFINED
+from streamproc.core.js import UNDEFINED
 
 __all__ = ["Choice", "Condition", "ConditionalRequired", "Field", "FieldType"]
 

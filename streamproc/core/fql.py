@@ -9,7 +9,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from streamproc.core.jsvalues import UNDEFINED, number_to_string, to_js_string, truthy
+from streamproc.core.js import (
+    UNDEFINED,
+    code_units,
+    join_code_units,
+    number_to_string,
+    to_js_string,
+    to_number,
+    truthy,
+)
 from streamproc.errors import FQLError
 
 __all__ = [
@@ -178,20 +186,6 @@ class _LexError(Exception):
         self.fix = fix
 
 
-def _code_units(text: str) -> list[str]:
-    if text.isascii() or all(ord(c) < 0x10000 for c in text):
-        return list(text)
-    raw = text.encode("utf-16-le", "surrogatepass")
-    return [raw[i : i + 2].decode("utf-16-le", "surrogatepass") for i in range(0, len(raw), 2)]
-
-
-def _join_units(units: list[str]) -> str:
-    text = "".join(units)
-    if any("\ud800" <= u <= "\udbff" for u in units):
-        return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
-    return text
-
-
 def _show(ch: str) -> str:
     if ch == _EOS:
         return "the end"
@@ -314,7 +308,7 @@ class _Lexer:
         coming = self.peek()
         if coming not in _AFTER_IDENT:
             raise _LexError(self.i, f"{_show(coming)} directly after a name", _after_word_fix(coming))
-        return _Token("ident", _join_units(chars), start, escaped_separator=escaped_separator)
+        return _Token("ident", join_code_units(chars), start, escaped_separator=escaped_separator)
 
     def _number(self, first: str, start: int) -> _Token:
         chars = [first]
@@ -353,7 +347,7 @@ class _Lexer:
         closed = self.accept(quote)
         if not closed:
             self.reopened = self.i
-        body = _join_units(chars)
+        body = join_code_units(chars)
         return _Token("string", quote + body + quote, start, closed=closed)
 
 
@@ -412,41 +406,6 @@ def _normalise(tokens: list[_Token]) -> list[_Token]:
 
 # --------------------------------------------------------------------------------------------------
 # JavaScript value rules used by the evaluator.
-
-_JS_SPACE: Final = (
-    "\t\n\v\f\r \u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
-    "\u2028\u2029\u202f\u205f\u3000\ufeff"
-)
-_DECIMAL = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
-_NONDECIMAL = re.compile(r"0(?:[xX][0-9a-fA-F]+|[oO][0-7]+|[bB][01]+)")
-
-
-def js_to_number(value: Any) -> float:
-    """JavaScript `Number(value)` for the values an FQL literal can hold."""
-    if isinstance(value, bool):
-        return 1.0 if value else 0.0
-    if isinstance(value, int | float):
-        return _as_double(value)
-    if value is None:
-        return 0.0
-    if not isinstance(value, str):
-        return math.nan
-    text = value.strip(_JS_SPACE)
-    if not text:
-        return 0.0
-    if text in ("Infinity", "+Infinity"):
-        return math.inf
-    if text == "-Infinity":
-        return -math.inf
-    if _DECIMAL.fullmatch(text):
-        return float(text)
-    if _NONDECIMAL.fullmatch(text):
-        try:
-            return float(int(text, 0))
-        except OverflowError:
-            return math.inf
-    return math.nan
-
 
 _SAFE: Final = 2**53
 
@@ -547,7 +506,7 @@ def _js_get(value: Any, key: str) -> Any:
             return len(value)
         return _inherited("array", key)
     if isinstance(value, str):
-        units = _code_units(value)
+        units = code_units(value)
         if _INDEX.fullmatch(key):
             index = int(key)
             return units[index] if index < len(units) else UNDEFINED
@@ -659,7 +618,7 @@ def _compile_condition(node: Mapping[str, Any]) -> Predicate:
             return lambda e: get(e) == text
         return lambda e: get(e) != text
     if op in ("number_equals", "number_not_equals", "<", "<=", ">", ">="):
-        number = js_to_number(expected)
+        number = to_number(expected)
         compare: Callable[[Any, float], bool] = {
             "number_equals": operator.eq,
             "number_not_equals": operator.ne,
@@ -1159,7 +1118,7 @@ class _Parser:
                 raise self.unexpected_after_condition(self.peek())
             return tok.text[1:-1]
         if tok.kind == "number":
-            number = js_to_number(tok.text)
+            number = to_number(tok.text)
             if math.isnan(number):
                 raise self.fail(
                     tok.pos, "syntax", f"'{tok.text}' is not a number", "write digits after the sign"
@@ -1271,7 +1230,7 @@ class _Parser:
                 raise self.unclosed_string(tok)
             return tok.text[1:-1]
         if tok.kind == "number":
-            number = js_to_number(tok.text)
+            number = to_number(tok.text)
             if math.isnan(number):
                 raise self.fail(tok.pos, "syntax", f"'{tok.text}' is not a number", "write digits")
             return number_to_string(number)
@@ -1412,7 +1371,7 @@ def parse(text: str) -> Trigger:
     """Parse and compile an FQL trigger; raises FQLError (an FQLSyntaxError) naming the position and fix."""
     if not isinstance(text, str):
         raise FQLSyntaxError("FQL error: a trigger must be a string", None, repr(text), None)
-    units = _code_units(text)
+    units = code_units(text)
     try:
         tokens = _Lexer(units).lex()
     except _LexError as exc:

@@ -35,8 +35,16 @@ from liquid.stream import TokenStream
 from liquid.tag import Tag
 from liquid.undefined import is_undefined
 
-from streamproc.core.jsvalues import UNDEFINED, number_to_string, to_js_string
-from streamproc.core.mapping import _error, _json_stringify
+from streamproc.core.js import (
+    UNDEFINED,
+    json_stringify,
+    number_to_string,
+    to_js_string,
+    to_number,
+    trim,
+    utf16_length,
+)
+from streamproc.core.mapping import _error
 
 __all__ = ["DISABLED_FILTERS", "DISABLED_TAGS", "MAX_TEMPLATE_LENGTH", "compile_liquid"]
 
@@ -135,28 +143,8 @@ def _disabled_filter(filter_name: str) -> Callable[..., Any]:
 
 def _number(value: Any) -> float:
     """The number liquidjs math filters see: JavaScript `Number(value)`, with NaN read as 0."""
-    number = _js_number(value)
+    number = to_number(value)
     return 0.0 if math.isnan(number) else number
-
-
-def _js_number(value: Any) -> float:
-    if value is True or value is False:
-        return 1.0 if value else 0.0
-    if isinstance(value, int | float):
-        return float(value)
-    if value is None:
-        return 0.0
-    if isinstance(value, str):
-        text = value.strip()
-        if text == "":
-            return 0.0
-        try:
-            return float(text)
-        except ValueError:
-            return math.nan
-    if isinstance(value, list | tuple):
-        return _js_number(_join(value, ",")) if len(value) <= 1 else math.nan
-    return math.nan
 
 
 def _integral(value: float) -> int | float:
@@ -274,7 +262,7 @@ def _hmac_sha256(value: Any, key: Any = "") -> str:
 
 
 def _json(value: Any, *_args: Any) -> Any:
-    text = _json_stringify(value)
+    text = json_stringify(value)
     return "" if text is None else text
 
 
@@ -316,7 +304,7 @@ def _is_blank(value: Any) -> bool:
     if value is None or value is False or is_undefined(value) or isinstance(value, Blank | Empty):
         return True
     if isinstance(value, str):
-        return value.strip() == ""
+        return trim(value) == ""
     if isinstance(value, list | tuple | dict):
         return len(value) == 0
     return False
@@ -411,10 +399,6 @@ def _fail(message: str) -> Callable[[Any], Any]:
     return fail
 
 
-def _js_length(text: str) -> int:
-    return len(text) + sum(1 for c in text if ord(c) > 0xFFFF)
-
-
 def compile_liquid(option: Any) -> Callable[[Any], Any]:
     """A resolver for one @liquid option. The template is parsed here; a template Segment would
     refuse fails each time it is resolved, with Segment's message, as Segment does."""
@@ -422,7 +406,7 @@ def compile_liquid(option: Any) -> Callable[[Any], Any]:
         return _fail("liquid template value must be a string")
     if option == "":
         return lambda payload: ""
-    if _js_length(option) > MAX_TEMPLATE_LENGTH:
+    if utf16_length(option) > MAX_TEMPLATE_LENGTH:
         return _fail("liquid template values are limited to 1000 characters")
     try:
         template = _ENV.from_string(_quote_keyword_properties(option))

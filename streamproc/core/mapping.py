@@ -11,17 +11,25 @@ Not reproduced: JavaScript's inherited properties in paths (`$.a.__proto__`, `$.
 from __future__ import annotations
 
 import builtins
-import json
 import re
 from collections.abc import Callable, Mapping
 from types import CodeType
 from typing import Any
 
-from streamproc.core.jsvalues import UNDEFINED, number_to_string, to_js_string, truthy
-from streamproc.core.jsvalues import is_array_index as _is_index
-from streamproc.core.jsvalues import js_keys as _js_keys
-from streamproc.core.jsvalues import json_quote as _json_quote
-from streamproc.core.jsvalues import json_stringify as _json_stringify
+from streamproc.core.js import (
+    UNDEFINED,
+    code_units,
+    is_array_index,
+    js_keys,
+    json_parse,
+    json_quote,
+    json_stringify,
+    number_to_string,
+    to_js_string,
+    trim,
+    truthy,
+    utf16_length,
+)
 from streamproc.errors import MappingError
 
 __all__ = ["DIRECTIVES", "CompiledMapping", "compile", "resolve", "validate"]
@@ -83,29 +91,14 @@ def _typeof(value: Any) -> str:
     return "object" if t in ("null", "array") else t
 
 
-def _utf16_units(text: str) -> list[str]:
-    """A string split into UTF-16 code units, as JavaScript indexes strings."""
-    if text.isascii() or all(ord(c) <= 0xFFFF for c in text):
-        return list(text)
-    raw = text.encode("utf-16-le", "surrogatepass")
-    return [raw[i : i + 2].decode("utf-16-le", "surrogatepass") for i in range(0, len(raw), 2)]
-
-
-def js_length(text: str) -> int:
-    """JavaScript `string.length` (UTF-16 code units)."""
-    if text.isascii():
-        return len(text)
-    return len(text) + sum(1 for c in text if ord(c) > 0xFFFF)
-
-
 def _spread_source(value: Any) -> list[tuple[str, Any]]:
     """The (key, value) pairs `Object.assign` / object spread copies from a value."""
     if isinstance(value, dict):
-        return [(k, value[k]) for k in _js_keys(value)]
+        return [(k, value[k]) for k in js_keys(value)]
     if isinstance(value, list | tuple):
         return [(str(i), v) for i, v in enumerate(value)]
     if isinstance(value, str):
-        return [(str(i), u) for i, u in enumerate(_utf16_units(value))]
+        return [(str(i), u) for i, u in enumerate(code_units(value))]
     return []
 
 
@@ -135,35 +128,6 @@ def _loosely_blank(value: Any) -> bool:
     return False
 
 
-_JS_WHITESPACE = (
-    " \t\n\v\f\r\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
-    "\u2028\u2029\u202f\u205f\u3000\ufeff"
-)
-
-
-def _js_trim(text: str) -> str:
-    return text.strip(_JS_WHITESPACE)
-
-
-# --- JSON.stringify / JSON.parse -------------------------------------------------------------
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(name)
-
-
-def _parse_int(text: str) -> int | float:
-    number = int(text)
-    if -(2**53) <= number <= 2**53:
-        return number
-    return float(number)
-
-
-def _json_parse(text: str) -> Any:
-    """`JSON.parse`: strict JSON, numbers as JavaScript doubles; raises ValueError when invalid."""
-    return json.loads(text, parse_constant=_reject_constant, parse_int=_parse_int)
-
-
 # ---------------------------------------------------------------------------------------------
 # Path lookup (Segment's `get`)
 # ---------------------------------------------------------------------------------------------
@@ -183,15 +147,15 @@ def _property(obj: Any, key: str) -> Any:
     if isinstance(obj, list | tuple):
         if key == "length":
             return len(obj)
-        if _is_index(key):
+        if is_array_index(key):
             index = int(key)
             return obj[index] if index < len(obj) else UNDEFINED
         return UNDEFINED
     if isinstance(obj, str):
         if key == "length":
-            return js_length(obj)
-        if _is_index(key):
-            units = obj if obj.isascii() else _utf16_units(obj)
+            return utf16_length(obj)
+        if is_array_index(key):
+            units = obj if obj.isascii() else code_units(obj)
             index = int(key)
             return units[index] if index < len(units) else UNDEFINED
         return UNDEFINED
@@ -294,7 +258,7 @@ def _placeholder_text(value: Any) -> str:
 
 def _substitute(pattern: re.Pattern[str], width: int, template: str, data: Any) -> str:
     def replace(match: re.Match[str]) -> str:
-        inner = _js_trim(match.group(0)[width:-width])
+        inner = trim(match.group(0)[width:-width])
         return _placeholder_text(lookup(data, _cached_split(inner)))
 
     return pattern.sub(replace, template)
@@ -308,7 +272,7 @@ def compile_template(template: str) -> Callable[[Any], str]:
         pos = 0
         for match in _DOUBLE.finditer(template):
             literals.append(template[pos : match.start()])
-            getters.append(make_getter(split_path(_js_trim(match.group(1)))))
+            getters.append(make_getter(split_path(trim(match.group(1)))))
             pos = match.end()
         tail = template[pos:]
         if not getters:
@@ -422,10 +386,10 @@ def _js_ignorecase_pattern(pattern: str) -> str:
 
 
 def _make_replacer(pattern: str, replacement: str, flags: str) -> Callable[[str], str]:
-    if js_length(pattern) > MAX_PATTERN_LENGTH:
+    if utf16_length(pattern) > MAX_PATTERN_LENGTH:
         message = f'@replace requires a "pattern" less than {MAX_PATTERN_LENGTH} characters'
         return _raising(message)
-    if js_length(replacement) > MAX_REPLACEMENT_LENGTH:
+    if utf16_length(replacement) > MAX_REPLACEMENT_LENGTH:
         message = f'@replace requires a "replacement" less than {MAX_REPLACEMENT_LENGTH} characters'
         return _raising(message)
     count = 0 if "g" in flags else 1
@@ -481,7 +445,7 @@ def _compile_node(node: Any) -> Resolver:
                 return _raising(f"{name} is not a valid directive, got undefined")
             return builder(node[name])
         # Keys resolve in JavaScript's order, which decides which failing directive reports first.
-        items = [(key, _compile_node(node[key]), node[key]) for key in _js_keys(node)]
+        items = [(key, _compile_node(node[key]), node[key]) for key in js_keys(node)]
         if all(not isinstance(v, dict | list | tuple) for _, _, v in items):
             constant = {key: value for key, _, value in items}
             return lambda payload: dict(constant)
@@ -593,7 +557,7 @@ class _ObjectCode:
     def _object(self, node: dict[str, Any], src: str, indent: int) -> str:
         out = self._name("o")
         self._emit(indent, f"{out} = {{}}")
-        for key in _js_keys(node):
+        for key in js_keys(node):
             self._member(out, key, node[key], src, indent)
         return out
 
@@ -951,7 +915,7 @@ def _build_json(opts: Any) -> Resolver:
     if mode == "encode" and isinstance(mode, str):
 
         def encode(payload: Any) -> Any:
-            text = _json_stringify(value_fn(payload))
+            text = json_stringify(value_fn(payload))
             return UNDEFINED if text is None else text
 
         return encode
@@ -961,7 +925,7 @@ def _build_json(opts: Any) -> Resolver:
             resolved = value_fn(payload)
             if isinstance(resolved, str):
                 try:
-                    return _json_parse(resolved)
+                    return json_parse(resolved)
                 except (ValueError, RecursionError):
                     return resolved
             return resolved
@@ -1021,7 +985,7 @@ def _build_transform(opts: Any) -> Resolver:
     if not isinstance(apply, dict):
         return _raising('@transform "apply" key should be an object')
     try:
-        inner = _compile_root(apply)
+        inner = _compile_root(apply, codegen=True)
     except MappingError as exc:
         failure = exc
         apply_fn: Resolver = lambda payload: _reraise(failure)  # noqa: E731
@@ -1199,9 +1163,9 @@ def _validate_string(value: Any, stack: list[str]) -> None:
 
 def _string_length(low: int, high: int) -> Callable[[Any, list[str]], None]:
     def check(value: Any, stack: list[str]) -> None:
-        if isinstance(value, str) and js_length(value) < low:
+        if isinstance(value, str) and utf16_length(value) < low:
             raise _invalid(f"should be a string of length {low} or greater", stack)
-        if isinstance(value, str) and js_length(value) > high:
+        if isinstance(value, str) and utf16_length(value) > high:
             raise _invalid(f"should be a string of length {high} or less", stack)
 
     return check
@@ -1211,7 +1175,7 @@ def _allowed_strings(*allowed: str) -> Callable[[Any, list[str]], None]:
     def check(value: Any, stack: list[str]) -> None:
         _validate_string(value, stack)
         if value.lower() not in allowed:
-            raise _invalid(f"should be one of {', '.join(allowed)} but it is {_json_quote(value)}", stack)
+            raise _invalid(f"should be one of {', '.join(allowed)} but it is {json_quote(value)}", stack)
 
     return check
 
@@ -1227,7 +1191,7 @@ def _validate_object(value: Any, stack: list[str]) -> None:
     if kind != "object":
         raise _invalid(f"should be an object but it is {_it_is(kind)}", stack)
     errors: list[str] = []
-    for key in _js_keys(value):
+    for key in js_keys(value):
         try:
             _validate(value[key], [*stack, key])
         except _Invalid as exc:
@@ -1403,11 +1367,13 @@ def _validate_processed(processed: Any) -> None:
         raise _error("\n".join(exc.messages), exc.messages) from None
 
 
-def _compile_root(mapping: Any) -> Resolver:
-    """Segment's transform() as a closure: validated here, resolved and cleaned per payload."""
+def _compile_root(mapping: Any, codegen: bool) -> Resolver:
+    """Segment's transform() as a closure: validated here, resolved and cleaned per payload. With
+    `codegen`, raw objects become generated functions that clean as they go; without it, one
+    closure per member and Segment's final undefined cleanup, which give the same payloads."""
     processed = _mapping_to_process(mapping)
     _validate_processed(processed)
-    fn = _compile_clean(processed)
+    fn = _compile_clean(processed) if codegen else _cleaned(_compile_node(processed))
 
     def run(data: Any) -> Any:
         if data is UNDEFINED:
@@ -1426,10 +1392,10 @@ class CompiledMapping:
 
     __slots__ = ("_run", "mapping")
 
-    def __init__(self, mapping: Any) -> None:
+    def __init__(self, mapping: Any, *, codegen: bool = True) -> None:
         self.mapping = mapping
         try:
-            self._run = _compile_root(mapping)
+            self._run = _compile_root(mapping, codegen)
         except RecursionError:
             raise _error("Maximum call stack size exceeded") from None
 
@@ -1445,9 +1411,11 @@ class CompiledMapping:
         return f"CompiledMapping({self.mapping!r})"
 
 
-def compile(mapping: Any) -> CompiledMapping:
-    """Validate a Mapping once; raises MappingError with Segment's path-prefixed messages."""
-    return CompiledMapping(mapping)
+def compile(mapping: Any, *, codegen: bool = True) -> CompiledMapping:
+    """Validate a Mapping once; raises MappingError with Segment's path-prefixed messages.
+    `codegen=False` resolves with plain closures instead of generated code (same payloads, slower;
+    the inner mapping of an @transform, compiled on its own, keeps its generated code)."""
+    return CompiledMapping(mapping, codegen=codegen)
 
 
 def validate(mapping: Any) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from streamproc.core.fields import Field
+from streamproc.core.js import UNDEFINED
 from streamproc.errors import is_retryable_status
 
 __all__ = [
@@ -114,6 +115,8 @@ class Action:
     description: str
     fields: Mapping[str, Field]
     build: BuildFn
+    build_exact: BuildFn | None = None
+    """`build` without its shortcuts for the usual input (the same requests); None when it has none."""
     default_subscription: str | None = None
     hidden: bool = False
     batching: Batching | None = None
@@ -153,8 +156,6 @@ class Destination:
 
     def default_mapping(self, action: str) -> dict[str, Any]:
         """The default mapping of an action: every field's `default`."""
-        from streamproc.core.jsvalues import UNDEFINED
-
         return {k: f.default for k, f in self.actions[action].fields.items() if f.default is not UNDEFINED}
 
 

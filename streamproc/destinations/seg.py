@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from streamproc.core.fields import Field
-from streamproc.core.jsvalues import UNDEFINED
+from streamproc.core.js import UNDEFINED
 from streamproc.destinations.base import (
     Action,
     BuildContext,

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
-from urllib.parse import quote_plus
 
 from streamproc.core.fields import Field
-from streamproc.core.jsvalues import UNDEFINED, to_js_string
+from streamproc.core.js import UNDEFINED, form_encode, form_encode_exact, json_bytes_exact, to_js_string
+from streamproc.core.js import json_bytes as js_json
 from streamproc.destinations.base import Action, BuildContext, Destination, Preset, Request, Skip
-from streamproc.destinations.runtime import js_json
 
 __all__ = ["DESTINATION", "args_json", "build_forward_event", "form_encode"]
 
@@ -160,89 +161,43 @@ FORWARD_EVENT_FIELDS: dict[str, Field] = {
     ),
 }
 
-# WHATWG URLSearchParams keeps only ASCII alphanumerics and *-._ unescaped and writes space as "+";
-# quote_plus also keeps "~", which URLSearchParams escapes.
-_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789*-._")
-_ASCII_FORM = str.maketrans(
-    {c: (chr(c) if c in _SAFE else "+" if c == 0x20 else f"%{c:02X}") for c in range(128)}
-)
-
-
-def _usv(text: str) -> str:
-    """Lone surrogates become U+FFFD, as they do when JavaScript converts a string to UTF-8."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-    return text
-
-
-_SAFE_BYTES = bytes(sorted(_SAFE))
-_PERCENT = {c: f"%{c:02X}".encode() for c in range(128)}
-
-
-def _form_bytes(data: bytes) -> bytes:
-    """URLSearchParams encoding of ASCII bytes: one C-level replace per distinct character that
-    needs escaping (few, even in a JSON text) instead of a lookup per character."""
-    unsafe = data.translate(None, _SAFE_BYTES)
-    if not unsafe:
-        return data
-    present = set(unsafe)
-    # "%" first (later replacements add "%"), space last ("+" must be escaped before spaces become "+").
-    if 0x25 in present:
-        data = data.replace(b"%", b"%25")
-    for c in present:
-        if c != 0x25 and c != 0x20:
-            data = data.replace(bytes((c,)), _PERCENT[c])
-    if 0x20 in present:
-        data = data.replace(b" ", b"+")
-    return data
-
-
-def _form_ascii(data: bytes) -> str:
-    return _form_bytes(data).decode("ascii")
-
-
-def _form_component(text: str) -> str:
-    if text.isascii():
-        return _form_ascii(text.encode("ascii"))
-    return quote_plus(_usv(text), safe="*").replace("~", "%7E")
-
-
-def form_encode(pairs: list[tuple[str, str]]) -> str:
-    """`new URLSearchParams(pairs).toString()`."""
-    return "&".join(f"{_form_component(k)}={_form_component(v)}" for k, v in pairs)
-
 
 def args_json(args: dict[str, Any]) -> str:
     """`JSON.stringify(args)`."""
-    return js_json(args).decode("utf-8", "surrogatepass")
+    return js_json(args).decode("utf-8")
 
 
-def _or_empty(value: Any) -> str:
-    """`value ?? ''` as a query value."""
+def _text(value: Any) -> str:
+    """`value ?? ''` as text."""
+    if value.__class__ is str:
+        return value
     if value is None or value is UNDEFINED:
         return ""
     return to_js_string(value)
 
 
-def _text(value: Any) -> str:
-    """`value ?? ''` as text."""
-    return value if value.__class__ is str else _or_empty(value)
+def _or_empty(value: Any) -> Any:
+    """`value ?? ''`."""
+    return "" if value is None or value is UNDEFINED else value
 
 
-def _query_value(value: Any) -> str:
-    """`value ?? ''`, form-encoded."""
-    text = value if value.__class__ is str else _or_empty(value)
-    if text.isascii():
-        return _form_ascii(text.encode("ascii"))
-    return _form_component(text)
+@dataclass(frozen=True, slots=True)
+class _Encoders:
+    """URLSearchParams and JSON.stringify for `build_forward_event`: `_FAST` with their shortcuts,
+    `_EXACT` (the action's `build_exact`) without; the requests are the same."""
+
+    query: Callable[[list[tuple[str, str]]], str]
+    json: Callable[[Any], bytes]
 
 
+_FAST = _Encoders(query=form_encode, json=js_json)
+_EXACT = _Encoders(query=form_encode_exact, json=json_bytes_exact)
 _IDENTITY_KEYS = ("user_id", "first_name", "last_name", "email", "phone")
 
 
-def build_forward_event(payload: Mapping[str, Any], ctx: BuildContext) -> list[Request] | Skip:
+def build_forward_event(
+    payload: Mapping[str, Any], ctx: BuildContext, encoders: _Encoders = _FAST
+) -> list[Request] | Skip:
     """One GET to /saq_pxl with the event as query parameters; ecommerce data and identity in `args`."""
     get = payload.get
     args: dict[str, Any] = {}
@@ -252,51 +207,26 @@ def build_forward_event(payload: Mapping[str, Any], ctx: BuildContext) -> list[R
     products = get("ecommerce_products")
     if isinstance(products, list) and products:
         args["products"] = products
-    action = get("action")
-    args["action"] = "" if action is None else action
-    utm_source = get("utm_source")
-    args["utm_source"] = "" if utm_source is None else utm_source
+    args["action"] = _or_empty(get("action"))
+    args["utm_source"] = _or_empty(get("utm_source"))
     for key in _IDENTITY_KEYS:
         value = get(key, UNDEFINED)
         if value is not UNDEFINED:
             args[key] = value
-    ip = get("ip_fwd")
-    if ip.__class__ is not str:
-        ip = _or_empty(ip)
-    user_agent = get("user_agent")
-    if user_agent.__class__ is not str:
-        user_agent = _or_empty(user_agent)
-    args_bytes = js_json(args)
-    event_type = get("event_type")
-    title = get("title")
-    page_url = get("url")
-    referrer = get("referrer")
-    pixel_id = ctx.settings.get("pixelId")
-    if args_bytes.isascii():
-        # The whole query escaped in one pass: NUL stands for "&" and U+0001 for "=", so their
-        # escapes "%00" and "%01" mark where the separators go (checked to occur nowhere else).
-        raw = (
-            f"segment_ss\x011\x00event_type\x01{_text(event_type)}\x00title\x01{_text(title)}"
-            f"\x00url\x01{_text(page_url)}\x00ref\x01{_text(referrer)}\x00ip_fwd\x01{ip}"
-            f"\x00ua_fwd\x01{user_agent}\x00uid\x01{_text(pixel_id)}\x00args\x01{args_bytes.decode('ascii')}"
-        )
-        if raw.isascii() and raw.count("\x00") == 8 and raw.count("\x01") == 9:
-            query = _form_bytes(raw.encode("ascii")).replace(b"%00", b"&").replace(b"%01", b"=")
-            url = f"{ctx.endpoint}/saq_pxl?{query.decode('ascii')}"
-            headers = {"content-type": "application/json", "x-forwarded-for": ip, "user-agent": user_agent}
-            return [Request("GET", url, headers, None)]
-    encoded_args = (
-        _form_ascii(args_bytes)
-        if args_bytes.isascii()
-        else _form_component(args_bytes.decode("utf-8", "surrogatepass"))
-    )
-    # The same text as form_encode over the nine pairs; the keys need no escaping.
-    url = (
-        f"{ctx.endpoint}/saq_pxl?segment_ss=1&event_type={_query_value(event_type)}"
-        f"&title={_query_value(title)}&url={_query_value(page_url)}"
-        f"&ref={_query_value(referrer)}&ip_fwd={_query_value(ip)}&ua_fwd={_query_value(user_agent)}"
-        f"&uid={_query_value(pixel_id)}&args={encoded_args}"
-    )
+    ip = _text(get("ip_fwd"))
+    user_agent = _text(get("user_agent"))
+    query = [
+        ("segment_ss", "1"),
+        ("event_type", _text(get("event_type"))),
+        ("title", _text(get("title"))),
+        ("url", _text(get("url"))),
+        ("ref", _text(get("referrer"))),
+        ("ip_fwd", ip),
+        ("ua_fwd", user_agent),
+        ("uid", _text(ctx.settings.get("pixelId"))),
+        ("args", encoders.json(args).decode("utf-8")),
+    ]
+    url = f"{ctx.endpoint}/saq_pxl?{encoders.query(query)}"
     headers = {"content-type": "application/json", "x-forwarded-for": ip, "user-agent": user_agent}
     return [Request("GET", url, headers, None)]
 
@@ -307,6 +237,7 @@ FORWARD_EVENT = Action(
     description="Forward Segment events to StackAdapt for conversion tracking",
     fields=FORWARD_EVENT_FIELDS,
     build=build_forward_event,
+    build_exact=partial(build_forward_event, encoders=_EXACT),
     default_subscription=SUBSCRIBE,
 )
 

@@ -18,15 +18,27 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
-from urllib.parse import unquote_to_bytes
 
 import orjson
 
 from streamproc.core.fields import Choice, Field
-from streamproc.core.jsvalues import UNDEFINED, truthy
-from streamproc.core.payload import js_date_parse
+from streamproc.core.js import (
+    UNDEFINED,
+    WHITESPACE,
+    date_parse,
+    date_parse_exact,
+    json_bytes_exact,
+    present,
+    to_js_string,
+    url_query_param,
+    url_query_param_exact,
+    utf8,
+)
+from streamproc.core.js import json_bytes as js_json
 from streamproc.destinations.base import (
     Action,
     Batching,
@@ -39,7 +51,6 @@ from streamproc.destinations.base import (
     Verdict,
     classify_http,
 )
-from streamproc.destinations.runtime import js_json
 from streamproc.errors import PayloadValidationError
 
 __all__ = [
@@ -305,34 +316,22 @@ FIELDS: dict[str, Field] = {
 # Identifier normalisation and hashing (Segment's "smart hashing": blank stays "", a value that
 # already looks like a SHA-256 hex digest is passed through, anything else is cleaned and hashed).
 
-_JS_WHITESPACE = (
-    "\t\n\v\f\r \u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
-    "\u2028\u2029\u202f\u205f\u3000\ufeff"
-)
 _SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 _NON_DIGITS = re.compile(r"[^0-9]")
-
-
-def _utf8(text: str) -> bytes:
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError:
-        # JavaScript hashes a lone surrogate as U+FFFD.
-        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode("utf-8")
 
 
 _sha256 = hashlib.sha256
 
 
 def _smart_hash(value: str, clean: Any = None) -> str:
-    if not value.strip(_JS_WHITESPACE):
+    if not value.strip(WHITESPACE):
         return ""
     if len(value) == 64 and _SHA256_HEX.fullmatch(value):
         return value
     if clean is not None:
         value = clean(value)
     # ASCII text has no lone surrogates, so it is its own UTF-8.
-    return _sha256(value.encode("ascii") if value.isascii() else _utf8(value)).hexdigest()
+    return _sha256(value.encode("ascii") if value.isascii() else utf8(value)).hexdigest()
 
 
 _NON_DIGIT_BYTES = bytes(c for c in range(128) if not 0x30 <= c <= 0x39)
@@ -342,6 +341,10 @@ def _clean_phone(phone: str) -> str:
     # No country-code inference: "+" then the digits, at most 15 characters in all.
     if phone.isascii():
         return ("+" + phone.encode("ascii").translate(None, _NON_DIGIT_BYTES).decode("ascii"))[:15]
+    return _clean_phone_exact(phone)
+
+
+def _clean_phone_exact(phone: str) -> str:
     return ("+" + _NON_DIGITS.sub("", phone))[:15]
 
 
@@ -355,137 +358,61 @@ def format_phones(phones: list[str] | None) -> list[str]:
     return [_smart_hash(p, _clean_phone) for p in phones or ()]
 
 
+def format_phones_exact(phones: list[str] | None) -> list[str]:
+    """`format_phones` without the shortcut for ASCII phones (the same hashes)."""
+    return [_smart_hash(p, _clean_phone_exact) for p in phones or ()]
+
+
 def format_user_ids(user_ids: list[str] | None) -> list[str]:
     """External ids are lower-cased (not trimmed) before hashing."""
     return [_smart_hash(u.lower()) for u in user_ids or ()]
 
 
 # ---------------------------------------------------------------------------------------------
-# The `ttclid` fallback reads the page URL the way `new URL(url).searchParams.get(...)` does.
-
-_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:")
-_SPECIAL = {"http", "https", "ws", "wss", "ftp", "file"}
-_FORBIDDEN_HOST = set(" #%/:<>?@[\\]^|\x00")
-_C0_AND_SPACE = "".join(chr(c) for c in range(0x21))
 
 
-# The usual page URL: http(s), a plain host name, maybe a port, printable ASCII only. For these the
-# general rules below come down to: the port must fit, the query runs from the first "?" before "#".
-_PLAIN_HTTP_URL = re.compile(r"https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?(?:[/?#][!-~]*)?", re.ASCII).fullmatch
-
-
-def _query_of(url: str) -> str | None:
-    """The query of a URL WHATWG's parser accepts (None when it rejects the URL or has no query)."""
-    m = _PLAIN_HTTP_URL(url)
-    if m is not None:
-        port = m.group(1)
-        if port is not None and int(port[1:]) > 65535:
-            return None
-        fragment = url.find("#")
-        if fragment != -1:
-            url = url[:fragment]
-        q = url.find("?")
-        return url[q + 1 :] if q != -1 else None
-    url = url.strip(_C0_AND_SPACE).replace("\t", "").replace("\n", "").replace("\r", "")
-    m = _SCHEME.match(url)
-    if not m:
-        return None
-    scheme = m.group(0)[:-1].lower()
-    rest = url[m.end() :]
-    if scheme in _SPECIAL and scheme != "file":
-        rest = rest.lstrip("/\\")
-        end = len(rest)
-        for sep in "/\\?#":
-            i = rest.find(sep)
-            if i != -1:
-                end = min(end, i)
-        authority = rest[:end]
-        host_port = authority.rpartition("@")[2]
-        if host_port.startswith("["):
-            host, _, port = host_port.partition("]")
-            port = port[1:] if port.startswith(":") else port
-            if not host[1:]:
-                return None
-        else:
-            host, _, port = host_port.partition(":")
-            if not host or not _FORBIDDEN_HOST.isdisjoint(host):
-                return None
-        if port and (not port.isdigit() or not port.isascii() or int(port) > 65535):
-            return None
-    fragment = rest.find("#")
-    if fragment != -1:
-        rest = rest[:fragment]
-    q = rest.find("?")
-    return rest[q + 1 :] if q != -1 else None
-
-
-def url_query_param(url: str, name: str) -> str | None:
-    """`new URL(url).searchParams.get(name)`; None when the URL does not parse or lacks the name."""
-    if (
-        name not in url
-        and url.isascii()
-        and "%" not in url
-        and "+" not in url
-        and "\t" not in url
-        and "\n" not in url
-        and "\r" not in url
-    ):
-        # Every query key is then a plain substring of the URL, so none can be `name`.
-        return None
-    query = _query_of(url)
-    if query is None:
-        return None
-    for part in query.split("&"):
-        if not part:
-            continue
-        key, _, value = part.partition("=")
-        if (
-            key == name
-            if (key.isascii() and "%" not in key and "+" not in key)
-            else _form_decode(key) == name
-        ):
-            if value.isascii() and "%" not in value and "+" not in value:
-                return value
-            return _form_decode(value)
-    return None
-
-
-def _form_decode(text: str) -> str:
-    return unquote_to_bytes(text.replace("+", " ")).decode("utf-8", "replace")
-
-
-# ---------------------------------------------------------------------------------------------
-
-
-def _event_time(timestamp: Any, ctx: BuildContext) -> int | None:
-    if truthy(timestamp):
-        millis = js_date_parse(str(timestamp))
+def _event_time(timestamp: Any, ctx: BuildContext, parse: Callable[[str], float]) -> int | None:
+    if present(timestamp):
+        millis = parse(to_js_string(timestamp))
         return None if math.isnan(millis) else math.floor(millis / 1000)
     return math.floor(ctx.now.timestamp())
 
 
+@dataclass(frozen=True, slots=True)
+class _Helpers:
+    """The steps of `build_offline_event` that have a shortcut for the usual input: `_FAST` takes it,
+    `_EXACT` (the actions' `build_exact`) follows the rules step by step; the requests are the same."""
+
+    format_phones: Callable[[list[str] | None], list[str]]
+    url_query_param: Callable[[str, str], str | None]
+    date_parse: Callable[[str], float]
+    json: Callable[[Any], bytes]
+
+
+_FAST = _Helpers(format_phones, url_query_param, date_parse, js_json)
+_EXACT = _Helpers(format_phones_exact, url_query_param_exact, date_parse_exact, json_bytes_exact)
 _USER_KEYS = ("lead_id", "ttp", "ip", "user_agent", "locale")
 _PROPERTY_KEYS = ("query", "description", "order_id", "shop_id")
 _PATH = f"/open_api/{API_VERSION}/event/track/"
 
 
-def build_offline_event(payload: Mapping[str, Any], ctx: BuildContext) -> list[Request] | Skip:
+def build_offline_event(
+    payload: Mapping[str, Any], ctx: BuildContext, helpers: _Helpers = _FAST
+) -> list[Request] | Skip:
     """One POST to /event/track/ with a single offline event; identifiers hashed."""
-    # Validated fields are strings (or absent) almost always, so JavaScript truthiness is tested
-    # inline for them and `truthy` is called only for other values.
     get = payload.get
-    phones = format_phones(get("phone_numbers"))
+    phones = helpers.format_phones(get("phone_numbers"))
     emails = format_emails(get("email_addresses"))
     user_ids = format_user_ids(get("external_ids"))
     if not phones and not emails and not user_ids:
         raise PayloadValidationError(PII_REQUIRED)
 
     ttclid = get("ttclid")
-    if not ((ttclid != "") if ttclid.__class__ is str else truthy(ttclid)):
+    if not present(ttclid):
         ttclid = None
         url = get("url")
-        if (url != "") if url.__class__ is str else truthy(url):
-            ttclid = url_query_param(url if url.__class__ is str else str(url), "ttclid") or None
+        if present(url):
+            ttclid = helpers.url_query_param(to_js_string(url), "ttclid") or None
 
     user: dict[str, Any] = {}
     if ttclid is not None:
@@ -495,50 +422,47 @@ def build_offline_event(payload: Mapping[str, Any], ctx: BuildContext) -> list[R
     user["email"] = emails
     for key in _USER_KEYS:
         value = get(key)
-        if value is not None and ((value != "") if value.__class__ is str else truthy(value)):
+        if present(value):
             user[key] = value
 
     contents = get("contents")
-    properties: dict[str, Any] = {"contents": contents if truthy(contents) else []}
+    properties: dict[str, Any] = {"contents": contents if present(contents) else []}
     value = get("content_type")
-    if value is not None and ((value != "") if value.__class__ is str else truthy(value)):
+    if present(value):
         properties["content_type"] = value
     value = get("currency")
-    if value is not None and ((value != "") if value.__class__ is str else truthy(value)):
+    if present(value):
         properties["currency"] = value
     value = get("value")
-    if truthy(value) or (value.__class__ in (int, float) and value == 0):
+    if present(value) or (value.__class__ in (int, float) and value == 0):
         properties["value"] = value
     for key in _PROPERTY_KEYS:
         value = get(key)
-        if value is not None and ((value != "") if value.__class__ is str else truthy(value)):
+        if present(value):
             properties[key] = value
 
     page: dict[str, Any] = {}
     value = get("url")
-    if value is not None and ((value != "") if value.__class__ is str else truthy(value)):
+    if present(value):
         page["url"] = value
     value = get("referrer")
-    if value is not None and ((value != "") if value.__class__ is str else truthy(value)):
+    if present(value):
         page["referrer"] = value
 
     event: dict[str, Any] = {
         "event": get("event"),
-        "event_time": _event_time(get("timestamp"), ctx),
+        "event_time": _event_time(get("timestamp"), ctx, helpers.date_parse),
     }
     event_id = get("event_id")
-    if event_id.__class__ is str:
-        if event_id:
-            event["event_id"] = event_id
-    elif truthy(event_id):
-        event["event_id"] = str(event_id)
+    if present(event_id):
+        event["event_id"] = to_js_string(event_id)
     event["user"] = user
     event["properties"] = properties
     event["page"] = page
     limited = get("limited_data_use")
-    event["limited_data_use"] = limited if truthy(limited) else False
+    event["limited_data_use"] = limited if present(limited) else False
     test_code = get("test_event_code")
-    if test_code is not None and ((test_code != "") if test_code.__class__ is str else truthy(test_code)):
+    if present(test_code):
         event["test_event_code"] = test_code
 
     settings = ctx.settings
@@ -553,7 +477,7 @@ def build_offline_event(payload: Mapping[str, Any], ctx: BuildContext) -> list[R
         "content-type": "application/json",
         "user-agent": "Segment (Actions)",
     }
-    return [Request("POST", f"{ctx.endpoint}{_PATH}", headers, js_json(body))]
+    return [Request("POST", f"{ctx.endpoint}{_PATH}", headers, helpers.json(body))]
 
 
 PARTIAL_SUCCESS = 20001
@@ -659,6 +583,7 @@ def _action(key: str, title: str, description: str) -> Action:
         fields=FIELDS,
         build=build_offline_event,
         batching=BATCHING,
+        build_exact=partial(build_offline_event, helpers=_EXACT),
     )
 
 

@@ -30,6 +30,7 @@ import orjson
 import structlog
 from confluent_kafka import OFFSET_INVALID, TopicPartition
 
+from streamproc.core.js import parse_iso_time
 from streamproc.errors import KafkaError, StreamprocError
 from streamproc.kafka.consumer import Partition
 from streamproc.kafka.dlq import DLQ_VERSION, DeadLetterProducer
@@ -56,7 +57,7 @@ PREFIX = "streamproc."
 def parse_time(text: str) -> datetime:
     """ISO-8601 (UTC when no zone)."""
     try:
-        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+        when = parse_iso_time(text)
     except ValueError:
         raise StreamprocError(f"not an ISO-8601 time: {text!r}") from None
     return when if when.tzinfo is not None else when.replace(tzinfo=UTC)

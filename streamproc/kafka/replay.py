@@ -34,6 +34,7 @@ import orjson
 import structlog
 from confluent_kafka import TopicPartition
 
+from streamproc.core.js import parse_iso_time
 from streamproc.dispatch import TokenBucket
 from streamproc.errors import KafkaError, StreamprocError
 from streamproc.kafka.consumer import Partition
@@ -84,7 +85,7 @@ def parse_position(text: str | None, *, edge: str) -> Position:
         pairs = [p.split(":") for p in t.split(",")]
         return Position("offsets", offsets={int(p.strip()): int(o.strip()) for p, o in pairs})
     try:
-        when = datetime.fromisoformat(t.replace("Z", "+00:00").replace("z", "+00:00"))
+        when = parse_iso_time(t)
     except ValueError:
         raise StreamprocError(
             f"cannot read position {text!r}: use an ISO-8601 time (2026-11-23T10:00:00Z), an offset "

@@ -8,7 +8,7 @@ import pytest
 from spec_data import cases
 
 from streamproc.core.fql import compile_segment_ast
-from streamproc.core.jsvalues import UNDEFINED
+from streamproc.core.js import UNDEFINED
 from streamproc.errors import FQLError
 from streamproc.fql import DELIBERATE_DIFFERENCES, FQLSyntaxError, parse
 

@@ -8,8 +8,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streamproc.core.fql import _code_units, _Lexer, _LexError, _normalise, _Token, js_to_number
-from streamproc.core.jsvalues import to_js_string
+from streamproc.core.fql import _Lexer, _LexError, _normalise, _Token
+from streamproc.core.js import code_units, to_js_string, to_number
 from streamproc.errors import FQLError
 from streamproc.fql import FQLSyntaxError, Trigger, parse
 
@@ -56,7 +56,7 @@ def _token_value(tok: _Token) -> Any:
             text = text[:-1]
         return text
     if tok.kind == "number":
-        return js_to_number(tok.text)
+        return to_number(tok.text)
     if tok.kind == "ident" and tok.text in ("true", "false"):
         return tok.text == "true"
     return tok.text
@@ -171,7 +171,7 @@ def _parse(tokens: list[_Token]) -> Any:
 def segment_parse_fql(text: str) -> dict[str, Any]:
     """What Segment's parseFql returns for `text`; raises SegmentError where it returns {error}."""
     try:
-        tokens = _Lexer(_code_units(text)).lex()
+        tokens = _Lexer(code_units(text)).lex()
     except _LexError:
         tokens = []
     ast = _parse(_normalise(tokens))

@@ -10,7 +10,7 @@ from spec_data import cases, normalise
 
 from streamproc import mapping as public
 from streamproc.core import mapping as mk
-from streamproc.core.jsvalues import UNDEFINED
+from streamproc.core.js import UNDEFINED
 from streamproc.errors import MappingError
 
 

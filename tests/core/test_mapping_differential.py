@@ -8,7 +8,7 @@ import pytest
 from spec_data import differential, normalise
 
 from streamproc.core import mapping as mk
-from streamproc.core.jsvalues import UNDEFINED
+from streamproc.core.js import UNDEFINED
 from streamproc.errors import MappingError
 
 # Cases whose recorded output streamproc does not reproduce, with the reason. Empty: every
@@ -30,15 +30,16 @@ def test_all_differential_cases_are_present() -> None:
     assert len(differential("mapping")) == 400
 
 
+@pytest.mark.parametrize("codegen", [True, False], ids=["codegen", "closures"])
 @pytest.mark.parametrize("row", _params())
-def test_mapping_matches_segment(row: dict[str, Any]) -> None:
+def test_mapping_matches_segment(row: dict[str, Any], codegen: bool) -> None:
     case, expected = row["input"], row["expected"]
     if "error" in expected:
         with pytest.raises(MappingError) as caught:
-            mk.resolve(case["mapping"], case["event"])
+            mk.compile(case["mapping"], codegen=codegen).resolve(case["event"])
         assert str(caught.value) == expected["error"]
         return
-    compiled = mk.compile(case["mapping"])
+    compiled = mk.compile(case["mapping"], codegen=codegen)
     result = compiled.resolve(case["event"])
     if expected["output"] is UNDEFINED:
         assert result is UNDEFINED

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streamproc.core import mapping as mk
-from streamproc.core.jsvalues import UNDEFINED
+from streamproc.core.js import UNDEFINED
 from streamproc.errors import MappingError
 
 KEYS = st.sampled_from(
@@ -141,3 +141,43 @@ def test_validate_agrees_with_compile(mapping: Any) -> None:
     except MappingError:
         compiled = False
     assert valid == compiled
+
+
+PATHS = st.sampled_from(["$.a", "$.b", "$.0", "a.b", "$.properties.x", "$.a[0]", "$.", "x", "$.a.length"])
+PATH_DIRECTIVES = st.builds(lambda p: {"@path": p}, PATHS)
+
+
+def raw_objects() -> st.SearchStrategy[Any]:
+    """Raw objects of paths, @if on paths, constants and other directives: what the generated code
+    writes out inline, and what it hands to a closure."""
+    leaf = (
+        PATH_DIRECTIVES
+        | SCALARS
+        | st.builds(
+            lambda kind, p, then, other: {"@if": {kind: p, "then": then, "else": other}},
+            st.sampled_from(["exists", "blank"]),
+            PATH_DIRECTIVES,
+            PATH_DIRECTIVES | SCALARS,
+            PATH_DIRECTIVES | SCALARS,
+        )
+        | directives()
+    )
+    return st.recursive(
+        leaf,
+        lambda children: st.dictionaries(KEYS, children, max_size=5) | st.lists(children, max_size=3),
+        max_leaves=20,
+    )
+
+
+def _outcome(mapping: Any, event: Any, codegen: bool) -> str:
+    try:
+        return repr(mk.compile(mapping, codegen=codegen).resolve(event))
+    except MappingError as exc:
+        return f"MappingError: {exc}"
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mapping=raw_objects(), event=EVENTS)
+def test_generated_code_resolves_as_the_closures_do(mapping: Any, event: Any) -> None:
+    # repr, so that key order, 1 / 1.0 / True and undefined array slots must all agree.
+    assert _outcome(mapping, event, codegen=True) == _outcome(mapping, event, codegen=False)

@@ -4,7 +4,14 @@ import math
 
 import pytest
 
-from streamproc.core.jsvalues import UNDEFINED, json_stringify, number_to_string, to_js_string, truthy
+from streamproc.core.js import (
+    UNDEFINED,
+    json_stringify,
+    number_to_string,
+    parse_iso_time,
+    to_js_string,
+    truthy,
+)
 
 
 @pytest.mark.parametrize(
@@ -57,3 +64,23 @@ def test_truthy_values(value: object) -> None:
 def test_json_stringify_orders_index_keys_first_and_escapes_lone_surrogates() -> None:
     assert json_stringify({"b": 1, "10": 2, "2": 3, "01": 4}) == '{"2":3,"10":2,"b":1,"01":4}'
     assert json_stringify("a\ud800b") == '"a\\ud800b"'
+
+
+@pytest.mark.parametrize(
+    ("text", "iso"),
+    [
+        ("2026-11-23T10:00:00Z", "2026-11-23T10:00:00+00:00"),
+        ("2026-11-23T10:00:00", "2026-11-23T10:00:00+00:00"),
+        (" 2026-11-23 10:00:00.250+01:30 ", "2026-11-23T08:30:00.250000+00:00"),
+        ("2026-11-23", "2026-11-23T00:00:00+00:00"),
+        ("2026-11-23t10:00z", "2026-11-23T10:00:00+00:00"),
+    ],
+)
+def test_commands_read_iso_times_in_utc(text: str, iso: str) -> None:
+    assert parse_iso_time(text).isoformat() == iso
+
+
+@pytest.mark.parametrize("text", ["yesterday", "1200", "2026-02-30", "2026-11-23T25:00:00Z", "2026-11-23T10"])
+def test_commands_refuse_what_is_not_an_iso_time(text: str) -> None:
+    with pytest.raises(ValueError, match="not an ISO-8601 time"):
+        parse_iso_time(text)

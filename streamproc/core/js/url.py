@@ -1,0 +1,163 @@
+"""WHATWG URL rules JavaScript partners rely on: URLSearchParams encoding and decoding, and
+`new URL(url).searchParams.get(name)`."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import quote_plus, unquote_to_bytes
+
+from streamproc.core.js.strings import well_formed
+
+# URLSearchParams keeps only ASCII alphanumerics and *-._ unescaped and writes space as "+";
+# quote_plus also keeps "~", which URLSearchParams escapes.
+_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789*-._")
+_SAFE_BYTES = bytes(sorted(_SAFE))
+_PERCENT = {c: f"%{c:02X}".encode() for c in range(128)}
+
+
+def form_bytes(data: bytes) -> bytes:
+    """URLSearchParams encoding of ASCII bytes: one C-level replace per distinct character that
+    needs escaping (few, even in a JSON text) instead of a lookup per character."""
+    unsafe = data.translate(None, _SAFE_BYTES)
+    if not unsafe:
+        return data
+    present = set(unsafe)
+    # "%" first (later replacements add "%"), space last ("+" must be escaped before spaces become "+").
+    if 0x25 in present:
+        data = data.replace(b"%", b"%25")
+    for c in present:
+        if c != 0x25 and c != 0x20:
+            data = data.replace(bytes((c,)), _PERCENT[c])
+    if 0x20 in present:
+        data = data.replace(b" ", b"+")
+    return data
+
+
+def form_component(text: str) -> str:
+    """One name or value as URLSearchParams writes it (UTF-8, lone surrogates as U+FFFD)."""
+    if text.isascii():
+        return form_bytes(text.encode("ascii")).decode("ascii")
+    return quote_plus(well_formed(text), safe="*").replace("~", "%7E")
+
+
+def form_encode_exact(pairs: list[tuple[str, str]]) -> str:
+    """`new URLSearchParams(pairs).toString()`, one name or value at a time."""
+    return "&".join(f"{form_component(k)}={form_component(v)}" for k, v in pairs)
+
+
+def form_encode(pairs: list[tuple[str, str]]) -> str:
+    """`new URLSearchParams(pairs).toString()`: the same text as `form_encode_exact`, with ASCII pairs
+    escaped in one pass. NUL stands for "&" and U+0001 for "=", so their escapes "%00" and "%01" mark
+    where the separators go (checked to occur nowhere else)."""
+    raw = "\x00".join(map("\x01".join, pairs))
+    if raw.isascii() and raw.count("\x00") == len(pairs) - 1 and raw.count("\x01") == len(pairs):
+        query = form_bytes(raw.encode("ascii")).replace(b"%00", b"&").replace(b"%01", b"=")
+        return query.decode("ascii")
+    return form_encode_exact(pairs)
+
+
+def form_decode(text: str) -> str:
+    """One name or value of an application/x-www-form-urlencoded string, as URLSearchParams reads it."""
+    return unquote_to_bytes(well_formed(text).replace("+", " ")).decode("utf-8", "replace")
+
+
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:")
+_SPECIAL = {"http", "https", "ws", "wss", "ftp", "file"}
+_FORBIDDEN_HOST = set(" #%/:<>?@[\\]^|\x00")
+_C0_AND_SPACE = "".join(chr(c) for c in range(0x21))
+
+
+# The usual page URL: http(s), a plain host name, maybe a port, printable ASCII only. For these the
+# general rules below come down to: the port must fit, the query runs from the first "?" before "#".
+_PLAIN_HTTP_URL = re.compile(r"https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?(?:[/?#][!-~]*)?", re.ASCII).fullmatch
+
+
+def _query_of(url: str) -> str | None:
+    """`_general_query_of`, with the usual page URL read directly."""
+    m = _PLAIN_HTTP_URL(url)
+    if m is not None:
+        port = m.group(1)
+        if port is not None and int(port[1:]) > 65535:
+            return None
+        fragment = url.find("#")
+        if fragment != -1:
+            url = url[:fragment]
+        q = url.find("?")
+        return url[q + 1 :] if q != -1 else None
+    return _general_query_of(url)
+
+
+def _general_query_of(url: str) -> str | None:
+    """The query of a URL WHATWG's parser accepts (None when it rejects the URL or has no query)."""
+    url = url.strip(_C0_AND_SPACE).replace("\t", "").replace("\n", "").replace("\r", "")
+    m = _SCHEME.match(url)
+    if not m:
+        return None
+    scheme = m.group(0)[:-1].lower()
+    rest = url[m.end() :]
+    if scheme in _SPECIAL and scheme != "file":
+        rest = rest.lstrip("/\\")
+        end = len(rest)
+        for sep in "/\\?#":
+            i = rest.find(sep)
+            if i != -1:
+                end = min(end, i)
+        authority = rest[:end]
+        host_port = authority.rpartition("@")[2]
+        if host_port.startswith("["):
+            host, _, port = host_port.partition("]")
+            port = port[1:] if port.startswith(":") else port
+            if not host[1:]:
+                return None
+        else:
+            host, _, port = host_port.partition(":")
+            if not host or not _FORBIDDEN_HOST.isdisjoint(host):
+                return None
+        if port and (not port.isdigit() or not port.isascii() or int(port) > 65535):
+            return None
+    fragment = rest.find("#")
+    if fragment != -1:
+        rest = rest[:fragment]
+    q = rest.find("?")
+    return rest[q + 1 :] if q != -1 else None
+
+
+def url_query_param(url: str, name: str) -> str | None:
+    """`new URL(url).searchParams.get(name)`; None when the URL does not parse or lacks the name.
+    Plain URLs and plain keys are read without decoding; `url_query_param_exact` gives the same."""
+    if (
+        name not in url
+        and url.isascii()
+        and "%" not in url
+        and "+" not in url
+        and "\t" not in url
+        and "\n" not in url
+        and "\r" not in url
+    ):
+        # Every query key is then a plain substring of the URL, so none can be `name`.
+        return None
+    query = _query_of(url)
+    if query is None:
+        return None
+    for part in query.split("&"):
+        if not part:
+            continue
+        key, _, value = part.partition("=")
+        if key == name if (key.isascii() and "%" not in key and "+" not in key) else form_decode(key) == name:
+            if value.isascii() and "%" not in value and "+" not in value:
+                return value
+            return form_decode(value)
+    return None
+
+
+def url_query_param_exact(url: str, name: str) -> str | None:
+    """`new URL(url).searchParams.get(name)` by the general rules, every key and value decoded."""
+    query = _general_query_of(url)
+    if query is None:
+        return None
+    for part in query.split("&"):
+        if part:
+            key, _, value = part.partition("=")
+            if form_decode(key) == name:
+                return form_decode(value)
+    return None
