@@ -420,6 +420,23 @@ class ChaosResult:
         """Duplicates a correct worker may produce: the replays the kills allowed plus its own resends."""
         return self.replayable + self.resent
 
+    def problems(self) -> list[str]:
+        """The properties the run broke: nothing missing or unpredicted, offsets committed to the end,
+        no dead letter (every injected fault is retryable), a clean stop, duplicates within the bound."""
+        checks = [
+            (self.missing == 0, f"{self.missing} predicted requests never arrived"),
+            (self.unexpected == 0, f"{self.unexpected} requests no event predicts"),
+            (self.committed_to_end, "offsets not committed to the end"),
+            (self.dead_letters == 0, f"{self.dead_letters} dead letters"),
+            (self.final_exit == 0, f"the last worker exited with {self.final_exit} on SIGTERM"),
+            (
+                self.after_commit == 0,
+                f"{self.after_commit} requests sent again after their event was committed",
+            ),
+            (self.duplicates <= self.bound, f"{self.duplicates} duplicates above the bound of {self.bound}"),
+        ]
+        return [problem for ok, problem in checks if not ok]
+
     def figures(self) -> str:
         p = self.plan
         lines = [

@@ -40,13 +40,7 @@ def test_sigkills_under_partner_faults_lose_nothing(kafka_bootstrap: str, topic:
     print(result.figures())
 
     assert result.events == 100_000 and result.kills == 20
-    assert result.missing == 0, f"{result.missing} predicted requests never arrived"
-    assert result.unexpected == 0, "requests no event predicts"
-    assert result.committed_to_end
-    assert result.dead_letters == 0  # every injected fault is retryable
-    assert result.final_exit == 0
-    assert result.after_commit == 0, "requests sent again after their event was committed"
-    assert result.duplicates <= result.bound
+    assert result.problems() == []
     # The faults were real: every partner had bursts, and every kind of failure was answered.
     assert set(result.burst_partners) == set(PARTNERS)
     assert {"429", "reset", "timeout"} <= set(result.answers)
