@@ -57,8 +57,8 @@ class ChaosPlan:
     fault_every: tuple[float, float] = (0.2, 0.6)  # seconds between two bursts
     produce_over: float = 0.0  # 0: as fast as possible (a backlog); else evenly over this many seconds
     # The event mix (weights by event name or call type, 1 for the rest): about a quarter of the
-    # events match no subscription and a third only one, as in a real stream, which keeps the number
-    # of requests (the run's cost) near 1.2 per event while every partner takes part.
+    # events match no subscription and a third only one, which keeps the number of requests (the
+    # run's cost) near 1.15 per event while every partner takes part.
     weights: Mapping[str, float] = field(
         default_factory=lambda: {"group": 12, "alias": 6, "screen": 8, "Video Played": 8}
     )
@@ -116,7 +116,7 @@ class Ledger:
       replayed   sent again by a later incarnation because its event was past the offsets committed
                  at the kill: `replayable` counts, per kill, what the restart may send again;
       resent     accepted twice by one incarnation: the worker retried a request whose answer it did
-                 not see (its own timeout, a reset after the answer);
+                 not see in time (its timeout fired first, e.g. while its event loop was starved);
       after_commit  sent by an incarnation started after its event was committed: never allowed.
     """
 

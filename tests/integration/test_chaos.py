@@ -5,7 +5,7 @@ every duplicate is a replay the kills allowed.
 The bound on duplicates. At a kill, the events past the committed offsets are read again by the
 restarted worker, so the requests already delivered for them are sent again; the run counts them at
 each kill (`replayable`). The only other duplicate a correct worker sends is a request it retried
-because it never saw the partner's answer (its own timeout, a reset after the answer): `resent`,
+because it did not see the partner's answer in time (its own timeout fired first): `resent`,
 counted as a request accepted twice by one worker process. So duplicates <= replayable + resent, and
 no request may be sent by a worker started after its event was committed. The in-flight limit does
 not bound the replayable part by itself: it counts unfinished events, while the committed offset
