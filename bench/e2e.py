@@ -355,7 +355,15 @@ def start_broker(work: Path) -> tuple[str, Path | None]:
         return env, None
     run_dir = work / "kafka"
     proc = subprocess.run(
-        [str(ROOT / "scripts" / "kafka-local"), "start", "--dir", str(run_dir)],
+        # --watch-pid: the broker stops with this process, however it ends.
+        [
+            str(ROOT / "scripts" / "kafka-local"),
+            "start",
+            "--dir",
+            str(run_dir),
+            "--watch-pid",
+            str(os.getpid()),
+        ],
         capture_output=True,
         text=True,
     )

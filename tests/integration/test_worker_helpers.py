@@ -128,16 +128,28 @@ def request_key(method: str, url: str, body: bytes | None) -> RequestKey:
     return method, path, body or b""
 
 
-def predict(config_path: Path, events: Iterable[dict[str, Any]]) -> collections.Counter[RequestKey]:
-    """The requests `streamproc send` predicts for these events: what a clean run must send."""
+def predictor(config_path: Path) -> Callable[[dict[str, Any]], list[RequestKey]]:
+    """The requests `streamproc send` predicts for one event, with the routing compiled once."""
     from streamproc.router import Router
 
     router = Router(load_config(config_path))
+
+    def requests_of(event: dict[str, Any]) -> list[RequestKey]:
+        return [
+            request_key(req.method, req.url, req.body)
+            for delivery in router.route(event)
+            for req in delivery.requests
+        ]
+
+    return requests_of
+
+
+def predict(config_path: Path, events: Iterable[dict[str, Any]]) -> collections.Counter[RequestKey]:
+    """The requests `streamproc send` predicts for these events: what a clean run must send."""
+    requests_of = predictor(config_path)
     out: collections.Counter[RequestKey] = collections.Counter()
     for event in events:
-        for delivery in router.route(event):
-            for req in delivery.requests:
-                out[request_key(req.method, req.url, req.body)] += 1
+        out.update(requests_of(event))
     return out
 
 
