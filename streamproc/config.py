@@ -139,6 +139,23 @@ class KafkaConfig:
             },
         ),
     ] = field(default_factory=lambda: _EMPTY)
+    retry_topic_prefix: Annotated[
+        str,
+        Key(
+            "parked deliveries of destination D go to topic <prefix>D; must not be a prefix of an "
+            "input or the dead-letter topic",
+            default_text="<group_id>.retry.",
+            schema={"type": "string", "pattern": f"^({_TOPIC_PATTERN}|.*\\$\\{{.*)$"},
+        ),
+    ] = ""
+    create_retry_topics: Annotated[
+        bool,
+        Key("create missing retry topics at start, with as many partitions as the largest input topic"),
+    ] = True
+
+    def retry_topic(self, destination: str) -> str:
+        """The retry topic of one destination instance."""
+        return f"{self.retry_topic_prefix or self.group_id + '.retry.'}{destination}"
 
 
 @dataclass(frozen=True)
@@ -194,6 +211,28 @@ class RetryPolicy:
     backoff_max: Annotated[
         float, Key("largest backoff ceiling in seconds; at least backoff_initial", exclusive_minimum=0)
     ] = 30.0
+    park_after_attempts: Annotated[
+        int | None,
+        Key(
+            "attempts (per run) after which a failing delivery leaves memory for its destination's "
+            "retry topic and its event's offset is finished; with neither park_after_* set nothing parks",
+            minimum=1,
+        ),
+    ] = None
+    park_after_seconds: Annotated[
+        float | None,
+        Key("seconds (per run) after which a failing delivery is parked likewise", exclusive_minimum=0),
+    ] = None
+    park_delay: Annotated[
+        float,
+        Key(
+            "seconds a parked delivery waits before its next attempt, doubling with each park",
+            exclusive_minimum=0,
+        ),
+    ] = 5.0
+    park_delay_max: Annotated[
+        float, Key("largest wait of a parked delivery in seconds; at least park_delay", exclusive_minimum=0)
+    ] = 300.0
 
 
 @dataclass(frozen=True)
@@ -711,6 +750,12 @@ def _kafka(c: _Checker, value: Any) -> KafkaConfig | None:
             "kafka.dead_letter_topic",
             "must not be one of kafka.topics (dead letters would be consumed again)",
         )
+    prefix = _get(c, data, "retry_topic_prefix", "kafka", _str(), f"{group_id}.retry.")
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,180}", prefix):
+        c.add("kafka.retry_topic_prefix", "must start a Kafka topic name (letters, digits, '.', '_', '-')")
+    elif any(t.startswith(prefix) for t in (*topics, dlq)):
+        c.add("kafka.retry_topic_prefix", "must not be a prefix of kafka.topics or the dead-letter topic")
+    create_retry = _get(c, data, "create_retry_topics", "kafka", _bool, True)
     client: dict[str, str] = {}
     raw_client = c.mapping(data.get("client"), "kafka.client")
     for key, val in (raw_client or {}).items():
@@ -729,6 +774,8 @@ def _kafka(c: _Checker, value: Any) -> KafkaConfig | None:
         group_id=group_id,
         dead_letter_topic=dlq,
         client=MappingProxyType(client),
+        retry_topic_prefix=prefix,
+        create_retry_topics=create_retry,
     )
 
 
@@ -798,6 +845,14 @@ def _destination_limits(c: _Checker, value: Any, path: str) -> DestinationLimits
         c.add(
             _join(path, "retry.backoff_max"),
             f"must be at least backoff_initial ({_num(retry.backoff_initial)})",
+        )
+    if retry.park_delay_max < retry.park_delay:
+        c.add(_join(path, "retry.park_delay_max"), f"must be at least park_delay ({_num(retry.park_delay)})")
+    parks = retry.park_after_attempts is not None or retry.park_after_seconds is not None
+    if parks and retry.park_delay >= retry.budget:
+        c.add(
+            _join(path, "retry.park_delay"),
+            f"must be below budget ({_num(retry.budget)}): a parked delivery would never be tried again",
         )
     return limits
 

@@ -5,6 +5,11 @@ deliveries. A delivery is sent request by request; a request is retried while th
 `classify` says RETRY (or no answer came back), with exponential backoff and full jitter that
 honours Retry-After, until `max_attempts` or the time budget runs out. The outcome of every
 delivery is a `DeliveryResult`: delivered, skipped, or to be dead-lettered with a `Failure`.
+
+A caller that can park deliveries in a retry topic (the worker) passes a `RetryShare`: a destination
+with `park_after_attempts`/`park_after_seconds` then spends only that share in memory (none at all
+while its circuit is open) and returns "parked" with the time of its next attempt, instead of
+holding its event's offset for the whole budget. Without a share (replay, redrive) nothing parks.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ __all__ = [
     "Dispatcher",
     "Failure",
     "KeySequencer",
+    "RetryShare",
     "TokenBucket",
 ]
 
@@ -85,11 +91,33 @@ class Failure:
 
 @dataclass(frozen=True, slots=True)
 class DeliveryResult:
-    """The finished state of one delivery."""
+    """The finished state of one delivery (for "parked": finished in memory, to be retried later)."""
 
-    outcome: Literal["delivered", "skipped", "dead_lettered"]
+    outcome: Literal["delivered", "skipped", "dead_lettered", "parked"]
     failure: Failure | None = None
+    """Why it was dead-lettered, or for "parked" the last error (attempts and times are totals)."""
     attempts: int = 0
+    next_attempt_at: float | None = None
+    """"parked": Unix time before which it must not be tried again."""
+    deadline_at: float | None = None
+    """"parked": Unix time at which its retry budget ends (then it is dead-lettered)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetryShare:
+    """What a delivery brings with it when it may be parked: what earlier runs spent (zero for a
+    fresh delivery), and whether it must park at once without trying (it is behind a parked
+    delivery of the same key, for an `ordering: key` destination)."""
+
+    attempts: int = 0
+    first_attempt_at: float | None = None
+    deadline_at: float | None = None
+    """Unix time at which the total budget ends; None: `budget` seconds from now."""
+    parks: int = 0
+    """How many times it was parked already (each park waits longer)."""
+    park_now: bool = False
+    reason: str | None = None
+    """Why it parks at once (the message of its parked "failure")."""
 
 
 @dataclass(frozen=True)
@@ -109,6 +137,19 @@ class BulkheadPolicy:
     min_requests: int = 20
     window: float = 30.0
     open_for: float = 10.0
+    park_after_attempts: int | None = None
+    park_after_seconds: float | None = None
+    park_delay: float = 5.0
+    park_delay_max: float = 300.0
+
+    @property
+    def parks(self) -> bool:
+        """Whether deliveries may leave memory for the retry topic (a share is configured)."""
+        return self.park_after_attempts is not None or self.park_after_seconds is not None
+
+    def park_wait(self, parks: int) -> float:
+        """Seconds a delivery parked for the `parks`-th time (1, 2, ...) waits: doubling, capped."""
+        return min(self.park_delay_max, self.park_delay * (2 ** max(0, parks - 1)))
 
     @classmethod
     def from_config(cls, destination: Any) -> BulkheadPolicy:
@@ -128,6 +169,10 @@ class BulkheadPolicy:
             min_requests=limits.breaker.min_requests,
             window=limits.breaker.window,
             open_for=limits.breaker.open_for,
+            park_after_attempts=limits.retry.park_after_attempts,
+            park_after_seconds=limits.retry.park_after_seconds,
+            park_delay=limits.retry.park_delay,
+            park_delay_max=limits.retry.park_delay_max,
         )
 
 
@@ -452,8 +497,10 @@ class Bulkhead:
             delay = max(delay, retry_after)
         return delay
 
-    async def deliver(self, delivery: DeliveryLike) -> DeliveryResult:
-        """Send every request of a delivery; never raises for partner trouble (it is the outcome)."""
+    async def deliver(self, delivery: DeliveryLike, share: RetryShare | None = None) -> DeliveryResult:
+        """Send every request of a delivery; never raises for partner trouble (it is the outcome).
+
+        With a `share` and a policy that parks, the delivery may come back "parked" (see `_park`)."""
         if delivery.error is not None:
             err = delivery.error
             return DeliveryResult(
@@ -461,9 +508,26 @@ class Bulkhead:
             )
         if delivery.skipped is not None or not delivery.requests:
             return DeliveryResult("skipped")
+        if share is not None and not self.policy.parks:
+            share = None
+        if share is not None and share.deadline_at is not None and time.time() >= share.deadline_at:
+            return DeliveryResult(
+                "dead_lettered",
+                Failure(
+                    "RetryableError",
+                    f"retry budget of {self.policy.budget:g}s ended while parked, after {share.attempts} "
+                    "attempts" + (f": {share.reason}" if share.reason else ""),
+                    attempts=share.attempts,
+                    first_attempt_at=share.first_attempt_at,
+                ),
+                attempts=share.attempts,
+            )
+        if share is not None and share.park_now:
+            reason = share.reason or "parked behind an earlier parked delivery of the same key"
+            return self._park(share, "ParkedBehind", reason, None, None, 0, share.first_attempt_at, None)
         self._m_in_flight.inc()
         try:
-            return await self._deliver(delivery.requests)
+            return await self._deliver(delivery.requests, share)
         finally:
             self._m_in_flight.dec()
 
@@ -475,18 +539,42 @@ class Bulkhead:
         finally:
             self._m_in_flight.dec(deliveries)
 
-    async def _deliver(self, requests: Sequence[Request]) -> DeliveryResult:
+    async def _deliver(self, requests: Sequence[Request], share: RetryShare | None = None) -> DeliveryResult:
         p = self.policy
-        deadline = self._clock() + p.budget
+        started = self._clock()
+        prior = share.attempts if share is not None else 0
+        deadline = started + p.budget
+        if share is not None and share.deadline_at is not None:
+            deadline = started + (share.deadline_at - time.time())
         attempts_total = 0
-        first_at: float | None = None
+        first_at: float | None = share.first_attempt_at if share is not None else None
         last_at: float | None = None
         for request in requests:
             attempt = 0
             last: Outcome | None = None
             last_body: str | None = None
             while True:
-                probe = await self.breaker.acquire(deadline)
+                probe: bool | None
+                if share is not None:
+                    # Parking step: an open circuit parks at once instead of holding the offset.
+                    allowed, probe = self.breaker.try_acquire()
+                    if not allowed:
+                        if self._clock() >= deadline:
+                            probe = None
+                        else:
+                            return self._park(
+                                share,
+                                "CircuitOpenError",
+                                f"circuit of {p.destination} open"
+                                + (f"; last error: {last.message}" if last else ""),
+                                last,
+                                last_body,
+                                attempts_total,
+                                first_at,
+                                last_at,
+                            )
+                else:
+                    probe = await self.breaker.acquire(deadline)
                 if probe is None:
                     return self._failed(
                         "CircuitOpenError",
@@ -494,7 +582,7 @@ class Bulkhead:
                         + (f"; last error: {last.message}" if last else ""),
                         last,
                         last_body,
-                        attempts_total,
+                        prior + attempts_total,
                         first_at,
                         last_at,
                     )
@@ -525,17 +613,17 @@ class Bulkhead:
                         outcome.message,
                         outcome,
                         last_body,
-                        attempts_total,
+                        prior + attempts_total,
                         first_at,
                         last_at,
                     )
-                if attempt >= p.max_attempts:
+                if prior + attempt >= p.max_attempts:
                     return self._failed(
                         "RetryableError",
-                        f"gave up after {attempt} attempts: {outcome.message}",
+                        f"gave up after {prior + attempt} attempts: {outcome.message}",
                         outcome,
                         last_body,
-                        attempts_total,
+                        prior + attempts_total,
                         first_at,
                         last_at,
                     )
@@ -543,16 +631,76 @@ class Bulkhead:
                 if self._clock() + delay > deadline:
                     return self._failed(
                         "RetryableError",
-                        f"retry budget of {p.budget:g}s spent after {attempt} attempts: {outcome.message}",
+                        f"retry budget of {p.budget:g}s spent after {prior + attempt} attempts: "
+                        f"{outcome.message}",
+                        outcome,
+                        last_body,
+                        prior + attempts_total,
+                        first_at,
+                        last_at,
+                    )
+                if share is not None and (
+                    (p.park_after_attempts is not None and attempt >= p.park_after_attempts)
+                    or (
+                        p.park_after_seconds is not None
+                        and self._clock() + delay - started > p.park_after_seconds
+                    )
+                ):
+                    # Parking step: the in-memory share is spent; the retry topic waits instead.
+                    return self._park(
+                        share,
+                        "RetryableError",
+                        outcome.message,
                         outcome,
                         last_body,
                         attempts_total,
                         first_at,
                         last_at,
+                        delay,
                     )
                 self._m_retries.inc()
                 await asyncio.sleep(delay)
-        return DeliveryResult("delivered", attempts=attempts_total)
+        return DeliveryResult("delivered", attempts=prior + attempts_total)
+
+    def _park(
+        self,
+        share: RetryShare,
+        kind: str,
+        message: str,
+        outcome: Outcome | None,
+        body: str | None,
+        attempts: int,
+        first_at: float | None,
+        last_at: float | None,
+        delay: float = 0.0,
+    ) -> DeliveryResult:
+        """ "parked", due after the park wait (never before Retry-After or the backoff just drawn);
+        dead-lettered instead when the budget ends before that."""
+        p = self.policy
+        now = time.time()
+        deadline_at = share.deadline_at if share.deadline_at is not None else now + p.budget
+        # Parked behind a key's earlier delivery: due at once, the retry topic's order holds it back.
+        due = now if kind == "ParkedBehind" else now + max(delay, p.park_wait(share.parks + 1))
+        total = share.attempts + attempts
+        if due >= deadline_at:
+            return self._failed(
+                "RetryableError",
+                f"retry budget of {p.budget:g}s ends before the next attempt "
+                f"after {total} attempts: {message}",
+                outcome,
+                body,
+                total,
+                first_at,
+                last_at,
+            )
+        status = outcome.status if outcome is not None else None
+        return DeliveryResult(
+            "parked",
+            Failure(kind, message, status, body, total, first_at, last_at),
+            attempts=total,
+            next_attempt_at=due,
+            deadline_at=deadline_at,
+        )
 
     @staticmethod
     def _failed(
@@ -597,25 +745,49 @@ class Dispatcher:
     def keys_waiting(self) -> int:
         return len(self._sequencer)
 
-    async def deliver(self, delivery: DeliveryLike) -> DeliveryResult:
+    async def deliver(
+        self,
+        delivery: DeliveryLike,
+        share: RetryShare | None = None,
+        *,
+        behind: Callable[[], RetryShare | None] | None = None,
+        on_parked: Callable[[DeliveryResult], Awaitable[None]] | None = None,
+    ) -> DeliveryResult:
         """Send one delivery. Per-key order is fixed when this is called, so call it in offset order
-        (the first await comes after the delivery has taken its place)."""
+        (the first await comes after the delivery has taken its place).
+
+        For an ordered destination, `behind` is asked at the delivery's turn whether its key has a
+        parked delivery (it answers with a share that parks at once, or None), and a "parked"
+        result is handed to `on_parked` (which writes the retry record) before the key's next
+        delivery may go: a key's parked deliveries reach the retry topic in offset order."""
         bulkhead = self.bulkheads[delivery.destination]
-        send: Callable[[DeliveryLike], Awaitable[DeliveryResult]] = bulkhead.deliver
+        batcher = None
         if self._batchers:
             batcher = self._batchers.get((delivery.destination, delivery.subscription))
-            if batcher is not None:
-                send = batcher.deliver
+        if batcher is not None:
+            share = None  # a batched delivery goes out with its batch and never parks
         key = delivery.ordering_key
         if not bulkhead.policy.ordered or key is None or delivery.error is not None:
-            return await send(delivery)
+            result = await (
+                batcher.deliver(delivery) if batcher is not None else bulkhead.deliver(delivery, share)
+            )
+            if result.outcome == "parked" and on_parked is not None:
+                await on_parked(result)
+            return result
         seq_key = (delivery.destination, key)
         prev, mine = self._sequencer.turn(seq_key)
         try:
             if prev is not None and not prev.done():
                 # shield: our cancellation must not cancel the predecessor's marker.
                 await asyncio.shield(prev)
-            return await send(delivery)
+            if share is not None and behind is not None:
+                share = behind() or share
+            result = await (
+                batcher.deliver(delivery) if batcher is not None else bulkhead.deliver(delivery, share)
+            )
+            if result.outcome == "parked" and on_parked is not None:
+                await on_parked(result)
+            return result
         finally:
             self._sequencer.done(seq_key, mine)
 

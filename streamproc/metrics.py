@@ -128,6 +128,32 @@ class Metrics:
         self.rebalances = Counter(
             "streamproc_rebalances_total", "Partition assignments and revocations.", ["kind"], registry=r
         )
+        self.parked = Counter(
+            "streamproc_parked_total",
+            "Deliveries written to their destination's retry topic (parked again included), by reason.",
+            ["destination", "reason"],
+            registry=r,
+        )
+        self.retry_outcomes = Counter(
+            "streamproc_retry_outcomes_total",
+            "Retry records read back when due, by what became of them "
+            "(delivered, skipped, parked_again, dead_lettered, unmatched).",
+            ["destination", "outcome"],
+            registry=r,
+        )
+        self.retry_pending = Gauge(
+            "streamproc_retry_pending",
+            "Records of the destination's retry topic not yet finished, on this worker's partitions (lag).",
+            ["destination"],
+            registry=r,
+        )
+        self.retry_oldest = Gauge(
+            "streamproc_retry_oldest_parked_seconds",
+            "Age (since its first attempt) of the oldest parked delivery read back or waiting at a "
+            "retry partition's head; 0 when none.",
+            ["destination"],
+            registry=r,
+        )
         self.ready = Gauge(
             "streamproc_ready", "1 when the worker is consuming and can dead-letter.", registry=r
         )

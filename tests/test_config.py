@@ -635,3 +635,34 @@ def test_batch_settings_match_the_json_schema() -> None:
     parse_config({"destinations": [dest]}, "cfg.yaml", {})
     with pytest.raises(jsonschema.ValidationError):
         validator.validate({"destinations": [tiktok_dest(batch={"max_events": 1001})]})
+
+
+def test_retry_topics_and_the_parking_share(fake: Any) -> None:
+    cfg = parse_config(
+        {
+            "kafka": {"bootstrap_servers": "k:9092", "topics": ["events"], "group_id": "workers"},
+            "destinations": [
+                fake_dest(
+                    limits={"retry": {"park_after_attempts": 3, "park_after_seconds": 2.5, "park_delay": 1}}
+                )
+            ],
+        },
+        "c",
+        {},
+    )
+    assert cfg.kafka is not None
+    assert cfg.kafka.retry_topic("f1") == "workers.retry.f1" and cfg.kafka.create_retry_topics
+    retry = cfg.destinations[0].limits.retry
+    assert (retry.park_after_attempts, retry.park_after_seconds, retry.park_delay) == (3, 2.5, 1.0)
+    assert RetryPolicy().park_after_attempts is None  # parking is off unless a share is set
+    found = problems(
+        {
+            "kafka": {"bootstrap_servers": "k:9092", "topics": ["events"], "retry_topic_prefix": "ev"},
+            "destinations": [fake_dest(limits={"retry": {"park_after_attempts": 0, "park_delay": 400}})],
+        }
+    )
+    assert found == [
+        "cfg.yaml: kafka.retry_topic_prefix: must not be a prefix of kafka.topics or the dead-letter topic",
+        "cfg.yaml: destinations[0].limits.retry.park_delay_max: must be at least park_delay (400)",
+        "cfg.yaml: destinations[0].limits.retry.park_after_attempts: must be at least 1, got 0",
+    ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -16,7 +17,9 @@ from streamproc.dispatch import (
     BulkheadPolicy,
     CircuitBreaker,
     CircuitState,
+    DeliveryResult,
     Dispatcher,
+    RetryShare,
     TokenBucket,
 )
 from streamproc.errors import DeliveryError, PayloadValidationError
@@ -332,3 +335,107 @@ async def test_key_order_is_kept_while_other_keys_proceed(partner: StandIn) -> N
     assert all(seqs == sorted(seqs) and len(seqs) == 30 for seqs in per_user.values())
     assert partner.max_concurrent > 1  # different keys went out together
     assert dispatcher.keys_waiting == 0
+
+
+async def test_a_delivery_parks_once_its_share_is_spent_and_only_when_given_a_share(partner: StandIn) -> None:
+    async def down(request: web.Request) -> web.Response:
+        return web.Response(status=503, text="down")
+
+    partner.handler = down
+    bulkhead = Bulkhead(
+        policy(max_attempts=50, budget=60.0, park_after_attempts=2, park_delay=3.0, min_requests=1000)
+    )
+    before = time.time()
+    parked = await bulkhead.deliver(FakeDelivery("d1", "p", [post(partner.url + "/x")]), RetryShare())
+    assert parked.outcome == "parked" and parked.attempts == 2 and len(partner.seen) == 2
+    assert parked.failure is not None and parked.failure.status == 503
+    assert parked.failure.type == "RetryableError" and parked.failure.first_attempt_at is not None
+    assert parked.next_attempt_at is not None and parked.next_attempt_at >= before + 3.0
+    assert parked.deadline_at is not None and before + 60 <= parked.deadline_at <= time.time() + 60
+    # Without a share (replay, redrive) the same bulkhead keeps the delivery until its budget.
+    partner.seen.clear()
+    held = await Bulkhead(policy(max_attempts=5, park_after_attempts=2, min_requests=1000)).deliver(
+        FakeDelivery("d2", "p", [post(partner.url + "/x")])
+    )
+    assert held.outcome == "dead_lettered" and len(partner.seen) == 5
+    await bulkhead.close()
+
+
+async def test_an_open_circuit_parks_at_once_and_the_carried_budget_is_kept(partner: StandIn) -> None:
+    async def fail(request: web.Request) -> web.Response:
+        return web.Response(status=500)
+
+    partner.handler = fail
+    bulkhead = Bulkhead(
+        policy(max_attempts=6, budget=60.0, park_after_seconds=30.0, min_requests=2, open_for=60)
+    )
+    for i in range(2):
+        await bulkhead.deliver(FakeDelivery(f"o{i}", "p", [post(partner.url + "/x")]), RetryShare())
+    assert bulkhead.breaker.state is CircuitState.OPEN
+    sent = len(partner.seen)
+    share = RetryShare(attempts=3, first_attempt_at=time.time() - 10, deadline_at=time.time() + 50, parks=2)
+    parked = await bulkhead.deliver(FakeDelivery("d", "p", [post(partner.url + "/x")]), share)
+    assert len(partner.seen) == sent  # nothing sent while open
+    assert parked.outcome == "parked" and parked.attempts == 3
+    assert parked.failure is not None and parked.failure.type == "CircuitOpenError"
+    assert parked.deadline_at == share.deadline_at
+    assert parked.next_attempt_at is not None and parked.next_attempt_at >= time.time() + 4 * 5.0 - 1
+    # A record whose budget ended while it waited goes to the dead letters without a request.
+    late = RetryShare(attempts=4, deadline_at=time.time() - 1, parks=3)
+    dead = await bulkhead.deliver(FakeDelivery("late", "p", [post(partner.url + "/x")]), late)
+    assert dead.outcome == "dead_lettered" and dead.attempts == 4 and len(partner.seen) == sent
+    await bulkhead.close()
+
+
+async def test_attempts_carried_from_earlier_parks_count_towards_max_attempts(partner: StandIn) -> None:
+    async def fail(request: web.Request) -> web.Response:
+        return web.Response(status=503)
+
+    partner.handler = fail
+    bulkhead = Bulkhead(policy(max_attempts=5, park_after_attempts=3, min_requests=1000))
+    result = await bulkhead.deliver(
+        FakeDelivery("d", "p", [post(partner.url + "/x")]), RetryShare(attempts=4, parks=1)
+    )
+    assert result.outcome == "dead_lettered" and len(partner.seen) == 1
+    assert result.failure is not None and result.failure.attempts == 5
+    assert "gave up after 5 attempts" in result.failure.message
+    await bulkhead.close()
+
+
+async def test_a_key_behind_a_parked_delivery_parks_in_order_before_the_next_goes(partner: StandIn) -> None:
+    async def ok(request: web.Request) -> web.Response:
+        return web.Response(status=200)
+
+    partner.handler = ok
+    dispatcher = Dispatcher([Bulkhead(policy(destination="o", ordered=True, park_after_attempts=1))])
+    parked_keys = {"u1"}
+    written: list[str] = []
+
+    async def on_parked(result: DeliveryResult, d: str) -> None:
+        await asyncio.sleep(0.01)  # the retry record's acknowledgement
+        written.append(d)
+
+    def behind(key: str) -> RetryShare | None:
+        return RetryShare(park_now=True) if key in parked_keys else None
+
+    tasks = []
+    for i in range(6):
+        user = f"u{i % 2}"
+        d = FakeDelivery(f"d{i}", "o", [post(partner.url + "/x", str(i).encode())], ordering_key=user)
+        tasks.append(
+            asyncio.create_task(
+                dispatcher.deliver(
+                    d,
+                    RetryShare(),
+                    behind=lambda user=user: behind(user),  # type: ignore[misc]
+                    on_parked=lambda r, i=i: on_parked(r, f"d{i}"),  # type: ignore[misc]
+                )
+            )
+        )
+    results = await asyncio.gather(*tasks)
+    await dispatcher.close()
+    assert [r.outcome for r in results] == ["delivered", "parked"] * 3
+    assert written == ["d1", "d3", "d5"]
+    assert all(r.failure is not None and r.failure.type == "ParkedBehind" for r in results[1::2])
+    assert all(r.next_attempt_at is not None and r.next_attempt_at <= time.time() for r in results[1::2])
+    assert sorted(body for _, _, body in partner.seen) == [b"0", b"2", b"4"]

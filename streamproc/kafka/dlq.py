@@ -68,6 +68,14 @@ class DeadLetter:
     attempts: int = 0
     first_attempt_at: float | None = None
     last_attempt_at: float | None = None
+    next_attempt_at: float | None = None
+    """Retry records only: not to be tried before this Unix time."""
+    deadline_at: float | None = None
+    """Retry records only: the Unix time at which the delivery's retry budget ends."""
+    parks: int = 0
+    """Retry records only: how many times the delivery has been parked, this one included."""
+    parked_by: str | None = None
+    """Retry records only: the worker run that wrote it (its per-key order bookkeeping)."""
 
     def headers(self) -> list[tuple[str, str | bytes | None]]:
         """Original headers first, then the `streamproc.*` ones (absent values are left out)."""
@@ -98,6 +106,13 @@ class DeadLetter:
                 "streamproc.original.timestamp",
                 iso_utc(self.timestamp_ms / 1000) if self.timestamp_ms is not None else None,
             ),
+            (
+                "streamproc.retry.next_attempt_at",
+                iso_utc(self.next_attempt_at) if self.next_attempt_at else None,
+            ),
+            ("streamproc.retry.deadline", iso_utc(self.deadline_at) if self.deadline_at else None),
+            ("streamproc.retry.parks", self.parks or None),
+            ("streamproc.retry.parked_by", self.parked_by),
         ]
         for name, value in fields:
             if value is not None:
@@ -138,8 +153,10 @@ class DeadLetterProducer:
         attempts: int = 3,
         backoff: float = 1.0,
         producer: Any = None,
+        what: str = "dead letter",
     ) -> None:
         self.topic = topic
+        self.what = what
         self._producer = producer if producer is not None else confluent_kafka.Producer(dict(config))
         self._attempts = attempts
         self._backoff = backoff
@@ -151,9 +168,14 @@ class DeadLetterProducer:
         while not self._stop.is_set():
             self._producer.poll(0.1)
 
-    async def send(self, letter: DeadLetter) -> None:
-        """Write one dead letter and wait for the broker's acknowledgement."""
-        await self.write(value=letter.value, key=letter.key, headers=letter.headers())
+    async def send(
+        self, letter: DeadLetter, *, topic: str | None = None, partition: int | None = None
+    ) -> int:
+        """Write one dead letter (to `topic`, default the dead-letter topic; to `partition`, default
+        by key) and wait for the broker's acknowledgement; returns its offset."""
+        return await self.write(
+            value=letter.value, key=letter.key, headers=letter.headers(), topic=topic, partition=partition
+        )
 
     async def write(
         self,
@@ -162,23 +184,26 @@ class DeadLetterProducer:
         key: bytes | None,
         headers: list[tuple[str, str | bytes | None]],
         partition: int | None = None,
-    ) -> None:
-        """Write one record to the dead-letter topic (a dead letter, or a redrive marker) and wait,
-        without blocking the event loop, for the broker's acknowledgement."""
+        topic: str | None = None,
+    ) -> int:
+        """Write one record to the dead-letter topic (a dead letter, or a redrive marker; a retry
+        record to its `topic`) and wait, without blocking the event loop, for the broker's
+        acknowledgement; returns the record's offset."""
         loop = asyncio.get_running_loop()
+        topic = topic or self.topic
         where: dict[str, Any] = {} if partition is None else {"partition": partition}
         error: Any = None
         for attempt in range(1, self._attempts + 1):
             future: asyncio.Future[Any] = loop.create_future()
 
-            def on_delivery(err: Any, _msg: Any, future: asyncio.Future[Any] = future) -> None:
-                loop.call_soon_threadsafe(_resolve, future, err)
+            def on_delivery(err: Any, msg: Any, future: asyncio.Future[Any] = future) -> None:
+                loop.call_soon_threadsafe(_resolve, future, err if err is not None else msg.offset())
 
             try:
                 while True:
                     try:
                         self._producer.produce(
-                            self.topic,
+                            topic,
                             value=value,
                             key=key,
                             headers=headers,
@@ -192,14 +217,15 @@ class DeadLetterProducer:
             except confluent_kafka.KafkaException as exc:
                 error = exc.args[0] if exc.args else exc
             else:
-                error = await future
-                if error is None:
-                    return
-            log.warning("dead_letter_write_failed", topic=self.topic, attempt=attempt, error=str(error))
+                answer = await future
+                if isinstance(answer, int):
+                    return answer
+                error = answer
+            log.warning("dead_letter_write_failed", topic=topic, attempt=attempt, error=str(error))
             if attempt < self._attempts:
                 await asyncio.sleep(self._backoff * attempt)
         raise KafkaError(
-            f"could not write a dead letter to topic {self.topic!r} after {self._attempts} attempts "
+            f"could not write a {self.what} to topic {topic!r} after {self._attempts} attempts "
             f"({error}); nothing past it was committed. Check that the topic exists, that this "
             "worker may write to it, and that the brokers are healthy, then restart the worker."
         )

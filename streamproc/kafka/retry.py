@@ -1,0 +1,613 @@
+"""Parked deliveries: the retry-record format, per-key order bookkeeping, and the retry consumer.
+
+A delivery that has spent its in-memory retry share is written to its destination's retry topic
+(`<kafka.retry_topic_prefix><destination>`), one topic per destination instance so that a long
+outage of one partner never delays another partner's due retries: the retry consumer pauses a
+partition whose head is not due yet, and with one shared topic that head could belong to the
+partner that is down. A retry record is a dead letter (the consumed key, value and headers
+unchanged, the `streamproc.*` headers of kafka/dlq.py) plus `streamproc.retry.next_attempt_at`,
+`.deadline` (when the delivery's whole retry budget ends), `.parks` and `.parked_by`.
+
+A record parked from input partition p goes to retry partition p, and the retry consumer of a
+worker *assigns* (never subscribes) retry partition p of every destination exactly while its live
+consumer owns input partition p: the worker that decides whether a key has a parked delivery is the
+one that reads that key's retry records back. Its group `<group_id>.retry` only keeps positions.
+All librdkafka calls of the retry consumer run on its own thread; nothing is committed on a retry
+partition past a record that is not delivered, parked again or dead-lettered (an `OffsetTracker`
+per partition, as for the live topic).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import confluent_kafka
+import orjson
+import structlog
+from confluent_kafka import TopicPartition
+
+from streamproc.errors import KafkaError, StreamprocError
+from streamproc.kafka.consumer import Partition
+from streamproc.kafka.offsets import OffsetTracker
+from streamproc.kafka.redrive import DeadLetterView, parse_time
+from streamproc.metrics import Metrics
+
+__all__ = ["ParkedKeys", "RetryConsumer", "RetryInspection", "RetryView", "retry_group"]
+
+log = structlog.get_logger("streamproc.retry")
+
+
+def retry_group(group_id: str) -> str:
+    """The consumer group that keeps the retry consumer's positions."""
+    return f"{group_id}.retry"
+
+
+def _unix(text: str | None) -> float | None:
+    if not text:
+        return None
+    try:
+        return parse_time(text).timestamp()
+    except StreamprocError:
+        return None
+
+
+@dataclass(frozen=True)
+class RetryView:
+    """The headers of one retry record that decide what happens to it."""
+
+    letter: DeadLetterView
+    next_attempt_at: float
+    deadline_at: float | None
+    first_attempt_at: float | None
+    parks: int
+    parked_by: str | None
+    original_offset: int
+
+    @classmethod
+    def of(cls, msg: Any) -> RetryView:
+        view = DeadLetterView.of(msg)
+        due = _unix(view.get("retry.next_attempt_at"))
+        if due is None:
+            due = view.timestamp_ms / 1000 if view.timestamp_ms is not None else 0.0
+        try:
+            parks = int(view.get("retry.parks") or 1)
+        except ValueError:
+            parks = 1
+        try:
+            original = int(view.get("original.offset") or -1)
+        except ValueError:
+            original = -1
+        return cls(
+            view,
+            due,
+            _unix(view.get("retry.deadline")),
+            _unix(view.get("first_attempt_at")),
+            parks,
+            view.get("retry.parked_by"),
+            original,
+        )
+
+    @property
+    def destination(self) -> str | None:
+        return self.letter.destination
+
+    @property
+    def subscription(self) -> str | None:
+        return self.letter.subscription
+
+
+def next_attempt_at(msg: Any) -> float:
+    """When a retry record is due (read from its header alone; the hot check of the reader)."""
+    for k, v in msg.headers() or ():
+        if k == "streamproc.retry.next_attempt_at" and v:
+            due = _unix(v.decode("utf-8", "replace"))
+            if due is not None:
+                return due
+    return 0.0
+
+
+KeyRef = tuple[str, int, str]
+"""(destination, partition, ordering key)."""
+
+
+class ParkedKeys:
+    """Which keys of `ordering: key` destinations have deliveries parked in the retry topic.
+
+    A live delivery of such a key parks behind them, so a key's deliveries reach the partner in
+    offset order. The counts cover the records this worker run wrote (`parked_by == run_id`) and
+    the ones it adopted by parking them again; records left by an earlier owner of a partition are
+    covered by a barrier instead: from the assignment of input partition p until the retry
+    consumer has passed the end its retry partition had then, every delivery of that destination
+    from p parks behind. Memory: one entry per key with parked deliveries, per destination.
+    """
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self._count: dict[KeyRef, int] = {}
+        self._moved: dict[KeyRef, tuple[int, int]] = {}
+        """key -> (latest original offset parked again, the retry offset it went to)."""
+        self._barrier: dict[tuple[str, int], int | None] = {}
+        """(destination, partition) -> retry end offset to pass (None: not known yet)."""
+
+    def __len__(self) -> int:
+        return len(self._count)
+
+    def holds(self, ref: KeyRef) -> bool:
+        """Whether a live delivery of this key must park behind earlier ones."""
+        return (ref[0], ref[1]) in self._barrier or ref in self._count
+
+    def must_follow(self, ref: KeyRef, retry_offset: int, original_offset: int) -> bool:
+        """Whether a retry record must park again because an earlier delivery of its key was parked
+        again to a later position (it must stay behind that one)."""
+        moved = self._moved.get(ref)
+        return moved is not None and moved[1] > retry_offset and moved[0] < original_offset
+
+    def parked(self, ref: KeyRef, new: bool, original_offset: int, retry_offset: int, again: bool) -> None:
+        """A record for `ref` was written at `retry_offset`; `new`: not counted yet."""
+        if new:
+            self._count[ref] = self._count.get(ref, 0) + 1
+        if again:
+            self._moved[ref] = (original_offset, retry_offset)
+
+    def finished(self, ref: KeyRef, parked_by: str | None) -> None:
+        """A retry record for `ref` was delivered or dead-lettered."""
+        if parked_by != self.run_id:
+            return
+        left = self._count.get(ref, 0) - 1
+        if left > 0:
+            self._count[ref] = left
+        else:
+            self._count.pop(ref, None)
+            self._moved.pop(ref, None)
+
+    def block(self, destination: str, partition: int) -> None:
+        self._barrier[(destination, partition)] = None
+
+    def barrier(self, destination: str, partition: int, end: int, position: int) -> None:
+        """The retry partition held `end` records at assignment, of which `position` are done."""
+        if position >= end:
+            self._barrier.pop((destination, partition), None)
+        else:
+            self._barrier[(destination, partition)] = end
+
+    def passed(self, destination: str, partition: int, watermark: int) -> None:
+        end = self._barrier.get((destination, partition), -1)
+        if end is not None and 0 <= end <= watermark:
+            del self._barrier[(destination, partition)]
+
+    def drop(self, partition: int) -> None:
+        """Forget a partition this worker no longer owns."""
+        for table in (self._count, self._moved):
+            for ref in [r for r in table if r[1] == partition]:
+                del table[ref]
+        for key in [k for k in self._barrier if k[1] == partition]:
+            del self._barrier[key]
+
+
+RetryHandler = Callable[[Any, Partition], None]
+"""Starts the work for one due retry record; must call `RetryConsumer.complete` when it is done."""
+
+
+@dataclass(eq=False)
+class _RetryPartition(Partition):
+    destination: str = ""
+    due_at: float | None = None
+    """Paused with its head not due yet: resume (it was sought back to the head) at this time."""
+    head: int | None = None
+    held: bool = False
+    """The pause and the seek back to `head` are done (in the consumer's thread)."""
+    oldest: dict[int, float] = field(default_factory=dict)
+    """In-flight offset -> first attempt time, for the oldest-parked gauge."""
+    head_since: float | None = None
+
+
+class RetryConsumer:
+    """Reads the retry topics of the partitions the live consumer owns, each record no earlier than
+    it is due, with the live consumer's in-flight bound (counting both)."""
+
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        topics: Mapping[str, str],
+        handler: RetryHandler,
+        *,
+        live_partitions: Callable[[], set[int]],
+        live_in_flight: Callable[[], int],
+        metrics: Metrics,
+        release_timeout: float = 15.0,
+        parked_keys: ParkedKeys | None = None,
+        ordered: frozenset[str] = frozenset(),
+        poll_batch_size: int = 500,
+        max_in_flight: int = 10000,
+        resume_in_flight: int = 5000,
+        commit_interval: float = 5.0,
+        poll_timeout: float = 0.1,
+        consumer_factory: Callable[[dict[str, Any]], Any] = confluent_kafka.Consumer,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._conf = dict(config)
+        self.topics = dict(topics)
+        self._dest_of = {t: d for d, t in topics.items()}
+        self._handler = handler
+        self._live_partitions = live_partitions
+        self._live_in_flight = live_in_flight
+        self._metrics = metrics
+        self._keys = parked_keys
+        self._ordered = ordered
+        self._batch = poll_batch_size
+        self._max_in_flight = max_in_flight
+        self._resume_in_flight = resume_in_flight
+        self._commit_interval = commit_interval
+        self._release_timeout = release_timeout
+        self._poll_timeout = poll_timeout
+        self._factory = consumer_factory
+        self._clock = clock
+        self._consumer: Any = None
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="kafka-retry"
+        )
+        self._parts: dict[tuple[str, int], _RetryPartition] = {}
+        self._stopping = False
+        self._fatal: BaseException | None = None
+        self._want_paused = False
+        self._paused = False
+        self._to_hold: list[_RetryPartition] = []
+        self._lock = asyncio.Lock()
+        self.commits = 0
+
+    # -- state seen by the worker --------------------------------------------------------------
+    @property
+    def partitions(self) -> Mapping[tuple[str, int], _RetryPartition]:
+        return self._parts
+
+    def in_flight(self) -> int:
+        return sum(p.tracker.in_flight for p in self._parts.values())
+
+    def complete(self, part: Partition, offset: int) -> None:
+        assert isinstance(part, _RetryPartition)
+        part.oldest.pop(offset, None)
+        part.tracker.complete(offset)
+        if self._keys is not None and part.destination in self._ordered:
+            wm = part.tracker.watermark()
+            if wm is not None:
+                self._keys.passed(part.destination, part.partition, wm)
+
+    def fail(self, exc: BaseException) -> None:
+        if self._fatal is None:
+            self._fatal = exc
+        self._stopping = True
+
+    def request_stop(self) -> None:
+        self._stopping = True
+
+    async def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    # -- the loop --------------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Follow the live assignment and hand due records to the handler until asked to stop."""
+        self._consumer = await self._in_thread(self._factory, self._conf)
+        next_commit = time.monotonic() + self._commit_interval
+        next_gauges = 0.0
+        while not self._stopping:
+            async with self._lock:
+                await self._follow_live()
+                in_flight = self.in_flight() + self._live_in_flight()
+                if self._want_paused:
+                    if in_flight <= self._resume_in_flight:
+                        self._want_paused = False
+                elif in_flight >= self._max_in_flight:
+                    self._want_paused = True
+                now = self._clock()
+                resume = [
+                    p for p in self._parts.values() if p.held and p.due_at is not None and p.due_at <= now
+                ]
+                for p in resume:
+                    p.due_at = p.head = p.head_since = None
+                    p.held = False
+                hold, self._to_hold = self._to_hold, []
+                offsets = None
+                if time.monotonic() >= next_commit:
+                    offsets = self._committable()
+                    next_commit = time.monotonic() + self._commit_interval
+                batch = await self._in_thread(self._poll, hold, resume, self._want_paused, offsets)
+            for msg in batch:
+                if self._stopping:
+                    break
+                self._accept(msg)
+            if time.monotonic() >= next_gauges:
+                next_gauges = time.monotonic() + 1.0
+                await self._update_gauges()
+        if self._fatal is not None:
+            raise self._fatal
+
+    async def _follow_live(self) -> None:
+        wanted = self._live_partitions()
+        if self._stopping:
+            return
+        have = {p for _, p in self._parts}
+        gone = [TopicPartition(t, p) for (t, p) in self._parts if p not in wanted]
+        if gone:
+            await self._release(gone, self._release_timeout)
+        new = sorted(wanted - have)
+        if new:
+            await self._in_thread(self._assign, new)
+
+    def _accept(self, msg: Any) -> None:
+        err = msg.error()
+        if err is not None:
+            if err.code() == confluent_kafka.KafkaError._PARTITION_EOF:
+                return
+            if err.fatal():
+                self.fail(
+                    KafkaError(f"the retry consumer hit a fatal error: {err.str()}; restart the worker")
+                )
+            else:
+                log.warning("retry_consume_error", error=err.str(), code=err.name())
+            return
+        part = self._parts.get((msg.topic(), msg.partition()))
+        if part is None or part.revoking or part.head is not None:
+            return  # paused until its head is due: the head is read again after the seek
+        offset = msg.offset()
+        last = part.tracker.watermark()
+        if last is not None and offset < last:
+            return
+        due = next_attempt_at(msg)
+        if due > self._clock():
+            # Never sleep here: pause the partition and read this record again once it is due.
+            part.head, part.due_at = offset, due
+            kind, ts = msg.timestamp()
+            part.head_since = RetryView.of(msg).first_attempt_at or (ts / 1000 if kind and ts > 0 else None)
+            self._to_hold.append(part)
+            return
+        try:
+            part.tracker.add(offset)
+        except ValueError:
+            return
+        view_first = RetryView.of(msg).first_attempt_at
+        if view_first is not None:
+            part.oldest[offset] = view_first
+        self._handler(msg, part)
+
+    def _committable(self) -> list[TopicPartition]:
+        out = []
+        for part in self._parts.values():
+            wm = part.tracker.watermark()
+            if wm is not None and wm != part.committed:
+                out.append(TopicPartition(part.topic, part.partition, wm))
+        return out
+
+    async def _update_gauges(self) -> None:
+        now = self._clock()
+        lag: Counter[str] = Counter()
+        oldest: dict[str, float] = dict.fromkeys(self.topics, 0.0)
+        for part in self._parts.values():
+            dest = part.destination
+            wm = part.tracker.watermark()
+            start = wm if wm is not None else part.committed
+            if part.high is not None and start is not None:
+                lag[dest] += max(0, part.high - start)
+            times = list(part.oldest.values())
+            if part.head_since is not None and part.head is not None:
+                times.append(part.head_since)
+            if times:
+                oldest[dest] = max(oldest[dest], now - min(times))
+        for dest in self.topics:
+            self._metrics.retry_pending.labels(dest).set(lag.get(dest, 0))
+            self._metrics.retry_oldest.labels(dest).set(oldest[dest])
+
+    # -- kafka thread ------------------------------------------------------------------------------
+    def _assign(self, partitions: list[int]) -> None:
+        c = self._consumer
+        tps = [TopicPartition(t, p) for t in self.topics.values() for p in partitions]
+        committed = {(tp.topic, tp.partition): tp.offset for tp in c.committed(tps, timeout=10)}
+        starts = []
+        for tp in tps:
+            low, high = c.get_watermark_offsets(tp, timeout=10, cached=False)
+            pos = committed.get((tp.topic, tp.partition), -1)
+            pos = low if pos is None or pos < 0 else min(max(pos, low), high)
+            dest = self._dest_of[tp.topic]
+            part = _RetryPartition(tp.topic, tp.partition, OffsetTracker(tp.topic, tp.partition))
+            part.destination = dest
+            part.committed, part.high = pos, high
+            self._parts[(tp.topic, tp.partition)] = part
+            if self._keys is not None and dest in self._ordered:
+                self._keys.barrier(dest, tp.partition, high, pos)
+            starts.append(TopicPartition(tp.topic, tp.partition, pos))
+        c.incremental_assign(starts)
+        if self._want_paused and self._paused:
+            c.pause(starts)
+        log.info("retry_partitions_assigned", partitions=[f"{t.topic}[{t.partition}]" for t in starts])
+
+    def _poll(
+        self,
+        hold: list[_RetryPartition],
+        resume: list[_RetryPartition],
+        want_paused: bool,
+        offsets: list[TopicPartition] | None,
+    ) -> list[Any]:
+        c = self._consumer
+        for part in hold:
+            if part.head is None or (part.topic, part.partition) not in self._parts:
+                continue
+            tp = TopicPartition(part.topic, part.partition)
+            c.pause([tp])
+            c.seek(TopicPartition(part.topic, part.partition, part.head))
+            part.held = True
+        if want_paused != self._paused:
+            tps = [TopicPartition(p.topic, p.partition) for p in self._parts.values()]
+            if want_paused:
+                c.pause(tps)
+            else:
+                c.resume(
+                    [TopicPartition(p.topic, p.partition) for p in self._parts.values() if p.head is None]
+                )
+            self._paused = want_paused
+        if resume and not self._paused:
+            c.resume([TopicPartition(p.topic, p.partition) for p in resume])
+        if offsets:
+            self._commit_sync(offsets)
+        if offsets is not None:
+            for part in list(self._parts.values()):
+                try:
+                    _, high = c.get_watermark_offsets(TopicPartition(part.topic, part.partition), cached=True)
+                except confluent_kafka.KafkaException:
+                    continue
+                if high >= 0:
+                    part.high = high
+        batch: list[Any] = c.consume(self._batch, 0)
+        if not batch:
+            batch = c.consume(self._batch, self._poll_timeout)
+        return batch
+
+    def _commit_sync(self, offsets: list[TopicPartition]) -> None:
+        try:
+            result = self._consumer.commit(offsets=offsets, asynchronous=False)
+        except confluent_kafka.KafkaException as exc:
+            log.warning("retry_commit_failed", error=str(exc.args[0] if exc.args else exc))
+            return
+        self.commits += 1
+        for tp in result or ():
+            if tp.error is None:
+                part = self._parts.get((tp.topic, tp.partition))
+                if part is not None:
+                    part.committed = tp.offset
+
+    def _unassign(self, tps: list[TopicPartition]) -> None:
+        if tps:
+            self._consumer.incremental_unassign(tps)
+
+    # -- release and shutdown --------------------------------------------------------------------
+    async def release_live(self, partitions: list[int], timeout: float) -> None:
+        """The live consumer gives up input partitions: finish and commit their retry partitions
+        first, so their next owner starts where this one stopped."""
+        if self._consumer is None:
+            return
+        async with self._lock:
+            tps = [TopicPartition(t, p) for (t, p) in self._parts if p in partitions]
+            await self._release(tps, timeout)
+
+    async def _release(self, tps: list[TopicPartition], timeout: float) -> None:
+        parts = [p for tp in tps if (p := self._parts.get((tp.topic, tp.partition))) is not None]
+        if not parts:
+            return
+        for part in parts:
+            part.revoking = True
+        deadline = time.monotonic() + timeout
+        while any(p.tracker.in_flight for p in parts) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        offsets = []
+        for part in parts:
+            wm = part.tracker.watermark()
+            part.tracker.close()
+            for task in list(part.tasks):
+                task.cancel()
+            self._parts.pop(part.key, None)
+            if wm is not None and wm != part.committed:
+                offsets.append(TopicPartition(part.topic, part.partition, wm))
+        if self._keys is not None:
+            for number in {part.partition for part in parts}:
+                self._keys.drop(number)
+
+        def finish() -> None:
+            if offsets:
+                self._commit_sync(offsets)
+            self._unassign([TopicPartition(p.topic, p.partition) for p in parts])
+
+        await self._in_thread(finish)
+
+    async def drain(self, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        while self.in_flight() and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        return self.in_flight()
+
+    async def close(self) -> None:
+        """Commit every retry partition's watermark and close the consumer."""
+        if self._consumer is None:
+            self._executor.shutdown(wait=False)
+            return
+        async with self._lock:
+            await self._release([TopicPartition(t, p) for t, p in list(self._parts)], 0.0)
+        await self._in_thread(self._consumer.close)
+        self._consumer = None
+        self._executor.shutdown(wait=True)
+
+
+@dataclass
+class RetryInspection:
+    """Counts of parked deliveries by destination, error type, status and due state, with the oldest."""
+
+    now: float = field(default_factory=time.time)
+    total: int = 0
+    by_destination: Counter[str] = field(default_factory=Counter)
+    by_error_type: Counter[str] = field(default_factory=Counter)
+    by_status: Counter[str] = field(default_factory=Counter)
+    due: Counter[str] = field(default_factory=Counter)
+    """destination -> records due now (their next attempt time has passed)."""
+    overdue: Counter[str] = field(default_factory=Counter)
+    """destination -> records whose retry budget has ended (dead-lettered when read)."""
+    oldest: dict[str, float] = field(default_factory=dict)
+    """destination -> first attempt time of its oldest parked delivery."""
+
+    def add(self, msg: Any) -> None:
+        view = RetryView.of(msg)
+        dest = view.destination or "(none)"
+        self.total += 1
+        self.by_destination[dest] += 1
+        self.by_error_type[view.letter.error_type] += 1
+        self.by_status[view.letter.status] += 1
+        if view.deadline_at is not None and view.deadline_at <= self.now:
+            self.overdue[dest] += 1
+        elif view.next_attempt_at <= self.now:
+            self.due[dest] += 1
+        first = view.first_attempt_at
+        if first is None and view.letter.timestamp_ms is not None:
+            first = view.letter.timestamp_ms / 1000
+        if first is not None and first < self.oldest.get(dest, float("inf")):
+            self.oldest[dest] = first
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "total": self.total,
+            "by_destination": {
+                d: {
+                    "parked": n,
+                    "due": self.due.get(d, 0),
+                    "overdue": self.overdue.get(d, 0),
+                    "oldest_first_attempt": _iso(self.oldest.get(d)),
+                    "oldest_age_seconds": round(self.now - self.oldest[d], 1) if d in self.oldest else None,
+                }
+                for d, n in self.by_destination.most_common()
+            },
+            "by_error_type": dict(self.by_error_type.most_common()),
+            "by_status": dict(self.by_status.most_common()),
+        }
+
+    def render(self) -> str:
+        lines = [f"{self.total} parked deliveries waiting in the retry topics"]
+        lines.append("\nby destination (parked, due now, past their budget, oldest first attempt):")
+        for d, n in self.by_destination.most_common():
+            age = f"{self.now - self.oldest[d]:.0f}s ago" if d in self.oldest else "unknown"
+            lines.append(
+                f"  {n:>8}  {d}  due={self.due.get(d, 0)} overdue={self.overdue.get(d, 0)} oldest={age}"
+            )
+        for title, counter in (("by error type", self.by_error_type), ("by HTTP status", self.by_status)):
+            lines.append(f"\n{title}:")
+            lines.extend(f"  {n:>8}  {k}" for k, n in counter.most_common())
+        return "\n".join(lines)
+
+
+def _iso(ts: float | None) -> str | None:
+    return datetime.fromtimestamp(ts, UTC).isoformat() if ts is not None else None
+
+
+def dumps(doc: Any) -> str:
+    return orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode()
