@@ -3,7 +3,9 @@
 The worker is a consumer-group member: its `ConsumerLoop` hands each message to the shared
 `EventProcessor` (decode → route → deliver → dead-letter, `streamproc.pipeline`), which completes
 the message's offset once every delivery has settled; the loop commits up to the contiguous
-watermark.
+watermark. Destinations with a retry share park deliveries in their retry topics; a second
+`RetryConsumer` reads them back when due, on the input partitions this worker owns, through a
+second processor over the same router and bulkheads (kafka/retry.py, kafka/parking.py).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import uuid
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -22,9 +25,11 @@ from streamproc.decoding import make_decoder
 from streamproc.dispatch import Dispatcher
 from streamproc.errors import KafkaError, StreamprocError
 from streamproc.http import OpsServer, Readiness
-from streamproc.kafka.admin import check_topics
-from streamproc.kafka.consumer import ConsumerLoop, consumer_config
+from streamproc.kafka.admin import check_topics, ensure_retry_topics
+from streamproc.kafka.consumer import ConsumerLoop, Partition, consumer_config
 from streamproc.kafka.dlq import DeadLetterProducer, producer_config
+from streamproc.kafka.parking import Parking
+from streamproc.kafka.retry import RetryConsumer, retry_group
 from streamproc.metrics import Metrics
 from streamproc.pipeline import EventProcessor, kafka_section
 from streamproc.router import Router
@@ -47,6 +52,7 @@ class Worker:
         check_topics_at_start: bool = True,
         serve_http: bool | None = None,
         dead_letter_producer: DeadLetterProducer | None = None,
+        retry_producer: DeadLetterProducer | None = None,
     ) -> None:
         self.kafka = kafka_section(config, "run")
         self.config = config
@@ -58,14 +64,18 @@ class Worker:
             ((cfg, dest.classify) for dest, cfg in self.router.destinations.values()), self.metrics
         )
         self.dlq: DeadLetterProducer | None = dead_letter_producer
+        self._retry_producer = retry_producer
+        self.parking = self._parking()
+        self._decode = make_decoder(config.input)
         self.processor = EventProcessor(
             router=self.router,
-            decode=make_decoder(config.input),
+            decode=self._decode,
             dispatcher=self.dispatcher,
             dead_letters=dead_letter_producer,
             metrics=self.metrics,
             complete=ConsumerLoop.complete,
             halt=self._halt,
+            parking=self.parking,
         )
         limits = config.limits
         self.consumer = ConsumerLoop(
@@ -81,10 +91,109 @@ class Worker:
             on_poll=self._on_poll,
             on_assignment=self._on_assignment,
             on_drain=self.dispatcher.flush,
+            on_assigned=self._on_live_assigned if self.parking and self.parking.ordered else None,
+            on_release=self._on_live_release if self.parking else None,
         )
+        self.retry: RetryConsumer | None = None
+        self.retry_processor: EventProcessor | None = None
+        if self.parking is not None:
+            self._build_retry(self.parking)
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._readiness: Readiness | None = None
         self._server: OpsServer | None = None
+
+    # -- parking -------------------------------------------------------------------------------------
+    def _parking(self) -> Parking | None:
+        """A retry topic per destination that parks (one that sets a retry share), so a long outage
+        of one partner never delays another's due retries; None when none parks."""
+        parked = [
+            d
+            for d in self.config.destinations
+            if d.limits.retry.park_after_attempts is not None or d.limits.retry.park_after_seconds is not None
+        ]
+        if not parked:
+            return None
+        return Parking(
+            {d.id: self.kafka.retry_topic(d.id) for d in parked},
+            frozenset(d.id for d in parked if d.ordering == "key"),
+            dispatcher=self.dispatcher,
+            metrics=self.metrics,
+            run_id=uuid.uuid4().hex[:16],
+        )
+
+    def _build_retry(self, parking: Parking) -> None:
+        kafka, limits = self.kafka, self.config.limits
+        retry = self.retry = RetryConsumer(
+            consumer_config(kafka.bootstrap_servers, retry_group(kafka.group_id), kafka.client),
+            parking.topics,
+            self._on_retry_record,
+            live_partitions=self._live_partitions,
+            live_in_flight=self.consumer.in_flight,
+            metrics=self.metrics,
+            parked_keys=parking.keys,
+            ordered=parking.ordered,
+            poll_batch_size=limits.poll_batch_size,
+            max_in_flight=limits.max_in_flight_events,
+            resume_in_flight=limits.resume_in_flight_events,
+            commit_interval=limits.commit_interval,
+            release_timeout=limits.revoke_timeout,
+        )
+        self.retry_processor = EventProcessor(
+            router=self.router,
+            decode=self._decode,
+            dispatcher=self.dispatcher,
+            dead_letters=self.dlq,
+            metrics=self.metrics,
+            complete=retry.complete,
+            halt=self._halt_retry,
+            parking=parking,
+        )
+
+    def _on_retry_record(self, msg: Any, part: Partition) -> None:
+        assert self.parking is not None and self.retry_processor is not None and self.retry is not None
+        redelivery = self.parking.redelivery(msg)
+        if redelivery is None:
+            log.warning("retry_record_without_delivery", partition=msg.partition(), offset=msg.offset())
+            self.retry.complete(part, msg.offset())
+            return
+        self.retry_processor.process(msg, part, redelivery)
+
+    def _live_partitions(self) -> set[int]:
+        return {p for _, p in list(self.consumer.partitions)}
+
+    def _on_live_assigned(self, partitions: list[int]) -> None:
+        # On the consumer's thread: the barrier goes up on the event loop before these partitions'
+        # first messages are handled (callbacks run in the order they are scheduled).
+        if self.parking is not None and self._loop is not None:
+            self._loop.call_soon_threadsafe(self.parking.assigned, partitions)
+
+    async def _on_live_release(self, partitions: list[int], timeout: float) -> None:
+        if self.retry is not None:
+            await self.retry.release_live(partitions, timeout)
+
+    def _halt_retry(self, exc: BaseException, health_reason: str | None) -> None:
+        if self.retry is not None:
+            self.retry.fail(exc)
+        self._halt(exc, health_reason)
+
+    def _retry_ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            log.error("retry_consumer_failed", error=repr(exc))
+            self.consumer.fail(exc if isinstance(exc, StreamprocError) else StreamprocError(repr(exc)))
+
+    async def _ensure_retry_topics(self, partitions: int) -> None:
+        assert self.parking is not None
+        kafka, topics = self.kafka, list(self.parking.topics.values())
+        created = await asyncio.get_running_loop().run_in_executor(
+            None,
+            lambda: ensure_retry_topics(
+                kafka.bootstrap_servers, kafka.client, topics, partitions, create=kafka.create_retry_topics
+            ),
+        )
+        if created:
+            log.info("retry_topics_created", topics=created, partitions=partitions)
 
     def _halt(self, exc: BaseException, health_reason: str | None) -> None:
         """Stop consuming without finishing the current offset; the health check reports why."""
@@ -113,35 +222,60 @@ class Worker:
         """Run until `stop()` (or a fatal error, which is raised after the offsets are committed)."""
         kafka = self.kafka
         loop = asyncio.get_running_loop()
+        self._loop = loop
         if self._check_topics:
-            await loop.run_in_executor(
+            counts = await loop.run_in_executor(
                 None,
                 lambda: check_topics(
                     kafka.bootstrap_servers, kafka.client, [*kafka.topics, kafka.dead_letter_topic]
                 ),
             )
+            if self.parking is not None:
+                await self._ensure_retry_topics(max(counts[t] for t in kafka.topics))
         if self.dlq is None:
             self.dlq = DeadLetterProducer(
                 kafka.dead_letter_topic, producer_config(kafka.bootstrap_servers, kafka.client)
             )
         self.processor.dead_letters = self.dlq
+        if self.parking is not None and self.retry_processor is not None:
+            if self._retry_producer is None:
+                self._retry_producer = DeadLetterProducer(
+                    kafka.dead_letter_topic,  # every retry record names its own topic
+                    producer_config(kafka.bootstrap_servers, kafka.client),
+                    what="retry record",
+                )
+            self.parking.producer = self._retry_producer
+            self.retry_processor.dead_letters = self.dlq
         await self._start_http()
         limits = self.config.limits
         fatal: BaseException | None = None
+        retry_task = asyncio.create_task(self.retry.run()) if self.retry is not None else None
+        if retry_task is not None:
+            retry_task.add_done_callback(self._retry_ended)
         try:
             try:
                 await self.consumer.run()
             except (KafkaError, StreamprocError) as exc:
                 fatal = exc
+            if self.retry is not None and retry_task is not None:
+                self.retry.request_stop()
+                with contextlib.suppress(KafkaError, StreamprocError):
+                    await retry_task
             log.info("draining", in_flight=self.consumer.in_flight())
             left = await self.consumer.drain(0.0 if fatal else limits.shutdown_timeout)
+            if self.retry is not None:
+                left += await self.retry.drain(0.0 if fatal else limits.shutdown_timeout)
             if left:
                 log.warning("shutdown_left_work", in_flight=left)
+            if self.retry is not None:
+                await self.retry.close()
             await self.consumer.close()
         finally:
             await self.dispatcher.close()
             if self.dlq is not None:
                 await loop.run_in_executor(None, self.dlq.close)
+            if self._retry_producer is not None:
+                await loop.run_in_executor(None, self._retry_producer.close)
             await self._stop_http()
         if fatal is not None:
             raise fatal

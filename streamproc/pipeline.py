@@ -19,6 +19,11 @@ unmarked, so `dlq inspect` keeps showing it; writing it again would only add a c
 dead-letters the event too (`RoutingError`). A schema registry that cannot be reached says nothing
 about the message, so it stops the run with the offset unfinished. A dry run (no dispatcher)
 shows each delivery and writes nothing, dead letters included.
+
+With `parking` (the worker, when a destination sets a retry share), deliveries of destinations
+that park go through `Parking.deliver`: "parked" is then an outcome like the others, settled once
+its retry record is acknowledged; a retry record read back when due is processed as a
+`Redelivery` whose `parked` says what it has spent (kafka/parking.py, kafka/retry.py).
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Literal, Protocol, cast
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
 import structlog
 
@@ -39,6 +44,10 @@ from streamproc.errors import ConfigError, ConfigProblem, DecodeError, KafkaErro
 from streamproc.kafka.dlq import DeadLetter, DeadLetterProducer
 from streamproc.metrics import Metrics
 from streamproc.router import Delivery, Router
+
+if TYPE_CHECKING:
+    from streamproc.kafka.parking import Parking
+    from streamproc.kafka.retry import ParkedRecord
 
 __all__ = [
     "EventProcessor",
@@ -104,6 +113,8 @@ class Redelivery:
     first_attempt_at: float | None = None
     on_routed: Callable[[], None] | None = None
     """Called when routing finds the delivery again (redrive then owes the record a marker)."""
+    parked: ParkedRecord | None = None
+    """A retry record read back: the attempts and budget it has spent, and who parked it."""
 
 
 def dead_letter(
@@ -143,6 +154,10 @@ def dead_letter(
         first_attempt_at=first,
         last_attempt_at=failure.last_attempt_at,
     )
+
+
+def _letter_of(ev: _Event, delivery: Delivery, failure: Failure) -> DeadLetter:
+    return dead_letter(ev.msg, failure, delivery, ev.redelivery)
 
 
 # -- summary of a run --------------------------------------------------------------------------------
@@ -267,8 +282,10 @@ class EventProcessor:
         summary: Summary | None = None,
         undecodable: Undecodable = "dead-letter",
         on_dry_run: Callable[[Any, Delivery], None] | None = None,
+        parking: Parking | None = None,
     ) -> None:
         self.router = router
+        self.parking = parking
         self.decode = decode
         self.dry_run = dispatcher is None
         # Never used in a dry run; typed as present so the hot path needs no check.
@@ -359,6 +376,8 @@ class EventProcessor:
             for d in self.router.route(event, subscriptions={wanted})
             if (d.destination, d.subscription) == wanted
         ]
+        if not found and again.parked is not None and self.parking is not None:
+            self.parking.unmatched(again, again.origin.partition, event)
         if not found:
             log.warning(
                 "redrive_no_longer_matches",
@@ -424,10 +443,14 @@ class EventProcessor:
 
     async def _run(self, ev: _Event, delivery: Delivery | None, failure: Failure | None) -> None:
         try:
-            if delivery is not None:
-                result = await self._dispatcher.deliver(delivery)
-            else:
+            parking = self.parking
+            if delivery is None:
                 result = DeliveryResult("dead_lettered", failure)
+            elif parking is not None and parking.parks(delivery.destination):
+                letter = partial(_letter_of, ev, delivery)
+                result = await parking.deliver(ev.lane.partition, delivery, ev.redelivery, letter)
+            else:
+                result = await self._dispatcher.deliver(delivery)
             follow_up = self.settle(ev, delivery, result)
             if follow_up is not None:
                 await follow_up
@@ -435,7 +458,7 @@ class EventProcessor:
             raise
         except KafkaError as exc:
             log.error("dead_letter_failed", error=str(exc))
-            self._halt(exc, f"dead letters cannot be written: {exc}")
+            self._halt(exc, f"dead letters or retry records cannot be written: {exc}")
         except Exception as exc:  # a bug in one delivery: stop loudly rather than skip the event
             log.exception("delivery_crashed", error=repr(exc))
             self._halt(StreamprocError(f"a delivery failed unexpectedly: {exc!r}"), None)
@@ -447,8 +470,13 @@ class EventProcessor:
 
         Returns the I/O still owed before the event may finish (a dead letter's write and
         acknowledgement), for the caller to await; None when the event's part is done already.
+        A "parked" result has its retry record acknowledged already (it is written at the
+        delivery's turn, so a key's parked deliveries keep their order): it finishes at once.
         """
         outcome = result.outcome
+        if delivery is not None and ev.redelivery is not None and ev.redelivery.parked is not None:
+            assert self.parking is not None
+            self.parking.settled(ev.lane.partition, delivery, ev.redelivery, outcome)
         if delivery is not None:
             dest = delivery.destination
             key = (dest, delivery.action, outcome)

@@ -7,11 +7,11 @@ from typing import Any
 
 import confluent_kafka
 from confluent_kafka import TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from streamproc.errors import KafkaError
 
-__all__ = ["check_topics", "consumer_only", "group_lag"]
+__all__ = ["check_topics", "consumer_only", "ensure_retry_topics", "group_lag"]
 
 _CONSUMER_ONLY = (
     "group.",
@@ -69,6 +69,58 @@ def check_topics(
             "create them (the dead-letter topic too) before starting the worker"
         )
     return found
+
+
+def ensure_retry_topics(
+    bootstrap_servers: str,
+    client: Mapping[str, str],
+    topics: Iterable[str],
+    partitions: int,
+    *,
+    create: bool = True,
+    timeout: float = 15.0,
+) -> list[str]:
+    """Make sure each retry topic exists with at least `partitions` partitions (a record parked from
+    input partition p goes to retry partition p); creates the missing ones when `create`. Returns
+    the topics it created; raises KafkaError saying what to create by hand otherwise."""
+    wanted = list(dict.fromkeys(topics))
+    if not wanted:
+        return []
+    admin = AdminClient(_admin_config(bootstrap_servers, client))
+    try:
+        metadata = admin.list_topics(timeout=timeout)
+    except confluent_kafka.KafkaException as exc:
+        raise KafkaError(f"cannot reach the Kafka brokers at {bootstrap_servers}: {exc.args[0]}") from exc
+    missing = []
+    for name in wanted:
+        topic = metadata.topics.get(name)
+        if topic is None or topic.error is not None or not topic.partitions:
+            missing.append(name)
+        elif len(topic.partitions) < partitions:
+            raise KafkaError(
+                f"retry topic {name!r} has {len(topic.partitions)} partitions; it needs at least "
+                f"{partitions} (as many as the input topics): add partitions to it"
+            )
+    if not missing:
+        return []
+    advice = (
+        f"create {', '.join(repr(t) for t in missing)} with at least {partitions} partitions "
+        "(or allow this worker to create topics)"
+    )
+    if not create:
+        raise KafkaError(f"retry topic(s) missing and kafka.create_retry_topics is false: {advice}")
+    futures = admin.create_topics(
+        [NewTopic(name, num_partitions=partitions, replication_factor=-1) for name in missing],
+        operation_timeout=timeout,
+    )
+    for name, future in futures.items():
+        try:
+            future.result(timeout)
+        except confluent_kafka.KafkaException as exc:
+            err = exc.args[0]
+            if err.code() != confluent_kafka.KafkaError.TOPIC_ALREADY_EXISTS:
+                raise KafkaError(f"cannot create retry topic {name!r} ({err.str()}); {advice}") from exc
+    return missing
 
 
 def group_lag(

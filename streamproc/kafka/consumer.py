@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -92,6 +92,8 @@ class ConsumerLoop:
         on_poll: Callable[[], None] | None = None,
         on_assignment: Callable[[int], None] | None = None,
         on_drain: Callable[[], None] | None = None,
+        on_assigned: Callable[[list[int]], None] | None = None,
+        on_release: Callable[[list[int], float], Awaitable[None]] | None = None,
     ) -> None:
         self._conf = dict(config)
         self.topics = list(topics)
@@ -109,6 +111,10 @@ class ConsumerLoop:
         # Called when a revoke or shutdown starts waiting for in-flight work (dispatch sends its
         # open batches at once instead of after their wait).
         self._on_drain = on_drain or (lambda: None)
+        # Partition numbers newly assigned (called on the consumer's thread, before their messages),
+        # and given up (awaited before their watermarks are committed and they are released).
+        self._on_assigned = on_assigned
+        self._on_release = on_release
         self._consumer: Any = None
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka")
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -295,6 +301,8 @@ class ConsumerLoop:
             key = (tp.topic, tp.partition)
             self._parts[key] = Partition(tp.topic, tp.partition, OffsetTracker(tp.topic, tp.partition))
         self._assigned_since_pause = True
+        if self._on_assigned is not None:
+            self._on_assigned([tp.partition for tp in partitions])
         self._metrics.assigned_partitions.set(len(self._parts))
         self._on_assignment(len(self._parts))
         log.info("partitions_assigned", partitions=[f"{tp.topic}[{tp.partition}]" for tp in partitions])
@@ -335,6 +343,9 @@ class ConsumerLoop:
         deadline = time.monotonic() + timeout
         while any(p.tracker.in_flight for p in parts) and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
+        if self._on_release is not None and parts:
+            left_time = max(0.0, deadline - time.monotonic())
+            await self._on_release(sorted({p.partition for p in parts}), left_time)
         offsets = []
         for part in parts:
             wm = part.tracker.watermark()

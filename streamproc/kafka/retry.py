@@ -39,7 +39,7 @@ from streamproc.kafka.offsets import OffsetTracker
 from streamproc.kafka.redrive import DeadLetterView, parse_time
 from streamproc.metrics import Metrics
 
-__all__ = ["ParkedKeys", "RetryConsumer", "RetryInspection", "RetryView", "retry_group"]
+__all__ = ["ParkedKeys", "ParkedRecord", "RetryConsumer", "RetryInspection", "RetryView", "retry_group"]
 
 log = structlog.get_logger("streamproc.retry")
 
@@ -56,6 +56,20 @@ def _unix(text: str | None) -> float | None:
         return parse_time(text).timestamp()
     except StreamprocError:
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class ParkedRecord:
+    """What a retry record carries into its next delivery: the spent share, and who parked it."""
+
+    attempts: int
+    first_attempt_at: float | None
+    deadline_at: float | None
+    parks: int
+    parked_by: str | None
+    original_offset: int
+    retry_offset: int
+    reason: str | None
 
 
 @dataclass(frozen=True)
@@ -101,6 +115,18 @@ class RetryView:
     @property
     def subscription(self) -> str | None:
         return self.letter.subscription
+
+    def parked(self) -> ParkedRecord:
+        return ParkedRecord(
+            attempts=self.letter.attempts,
+            first_attempt_at=self.first_attempt_at,
+            deadline_at=self.deadline_at,
+            parks=self.parks,
+            parked_by=self.parked_by,
+            original_offset=self.original_offset,
+            retry_offset=self.letter.offset,
+            reason=self.letter.get("error.message"),
+        )
 
 
 def next_attempt_at(msg: Any) -> float:
