@@ -268,6 +268,43 @@ panel(
     unit="s",
 )
 
+row("Parked deliveries")
+panel(
+    "Parked /s (retry topic writes)",
+    [
+        (
+            f"sum by (destination, reason) (rate(streamproc_parked_total{{{D}}}[{RI}]))",
+            "{{destination}} {{reason}}",
+        )
+    ],
+    unit="ops",
+    description="Deliveries that spent their in-memory retry share (or met an open circuit) and went to "
+    "their destination's retry topic; parked again included.",
+)
+panel(
+    "Waiting in the retry topics",
+    [(f"sum by (destination) (streamproc_retry_pending{{{D}}})", "{{destination}}")],
+    description="Retry-topic records not yet delivered, parked again or dead-lettered (retry-topic lag).",
+)
+panel(
+    "Oldest parked delivery",
+    [(f"max by (destination) (streamproc_retry_oldest_parked_seconds{{{D}}})", "{{destination}}")],
+    unit="s",
+    description="Since its first attempt. It is dead-lettered when its retry budget ends.",
+)
+panel(
+    "Retry outcomes /s",
+    [
+        (
+            f"sum by (destination, outcome) (rate(streamproc_retry_outcomes_total{{{D}}}[{RI}]))",
+            "{{destination}} {{outcome}}",
+        )
+    ],
+    unit="ops",
+    width=24,
+    stack=True,
+)
+
 dashboard = {
     "uid": "streamproc",
     "title": "streamproc",

@@ -57,6 +57,10 @@ def test_dashboard_has_the_promised_panels_and_a_destination_variable() -> None:
         "streamproc_circuit_state",
         "streamproc_deliveries_in_flight",
         "streamproc_paused_partitions",
+        "streamproc_parked_total",
+        "streamproc_retry_pending",
+        "streamproc_retry_oldest_parked_seconds",
+        "streamproc_retry_outcomes_total",
     ):
         assert metric in exprs, metric
     assert exprs.count("histogram_quantile(") >= 6

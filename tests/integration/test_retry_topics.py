@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import io
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,6 +22,8 @@ from test_worker_faults import Run, encode
 from test_worker_helpers import make_events, predict, recorded
 
 from streamproc.app import Worker
+from streamproc.cli import build_parser
+from streamproc.commands.retry import inspect as retry_inspect
 from streamproc.config import load_config
 from streamproc.errors import KafkaError
 from streamproc.kafka.retry import retry_group
@@ -114,6 +117,10 @@ async def test_a_long_outage_of_one_partner_parks_its_deliveries_and_the_others_
         await run.until_committed(timeout=60)
         committed_while_down = per_partner(ok(sim))["stackadapt"] == 0
         parked = total(run.worker.metrics.parked)
+        inspected = await retry_inspect(
+            build_parser().parse_args(["retry", "inspect", "--config", str(run.config_path), "--json"]),
+            io.StringIO(),
+        )
         await asyncio.sleep(max(0.0, outage_s - (time.monotonic() - started)))
         pending = run.worker.metrics.retry_pending.labels("stackadapt")._value.get()
         oldest = run.worker.metrics.retry_oldest.labels("stackadapt")._value.get()
@@ -152,7 +159,12 @@ async def test_a_long_outage_of_one_partner_parks_its_deliveries_and_the_others_
         f"{outcomes}, pending {pending:.0f}, oldest parked {oldest:.1f}s; StackAdapt drained "
         f"{back:.1f}s after it came back: {want} expected, missing {missing}, duplicates {duplicates}"
     )
+    print(f"retry inspect during the outage: {inspected.to_json()['by_destination']}")
     assert count_ratio >= 0.8
+    # Everything StackAdapt still owes is waiting in its retry topic, and only there.
+    assert inspected.by_destination["stackadapt"] > 0 and set(inspected.by_destination) == {"stackadapt"}
+    assert set(inspected.by_error_type) <= {"RetryableError", "CircuitOpenError"}
+    assert set(inspected.by_status) <= {"503", "none"}
     assert committed_while_down
     assert parked >= want and outcomes.get("parked_again", 0) > 0
     assert missing == 0
