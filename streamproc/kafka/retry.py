@@ -194,7 +194,12 @@ class ParkedKeys:
             self._moved.pop(ref, None)
 
     def block(self, destination: str, partition: int) -> None:
+        """Input partition newly assigned: park its ordered keys until `barrier` says how far."""
         self._barrier[(destination, partition)] = None
+
+    def pending(self) -> list[tuple[str, int]]:
+        """Blocked partitions whose barrier is not known yet."""
+        return [k for k, end in self._barrier.items() if end is None]
 
     def barrier(self, destination: str, partition: int, end: int, position: int) -> None:
         """The retry partition held `end` records at assignment, of which `position` are done."""
@@ -364,7 +369,18 @@ class RetryConsumer:
             await self._release(gone, self._release_timeout)
         new = sorted(wanted - have)
         if new:
-            await self._in_thread(self._assign, new)
+            for dest, partition, end, position in await self._in_thread(self._assign, new):
+                if self._keys is not None and dest in self._ordered:
+                    self._keys.barrier(dest, partition, end, position)
+        if self._keys is not None:
+            # Input partition p came (again) while its retry partition stayed: what is there now
+            # was parked before this worker's bookkeeping of p started.
+            for dest, partition in self._keys.pending():
+                part = self._parts.get((self.topics[dest], partition)) if dest in self.topics else None
+                if part is not None:
+                    wm = part.tracker.watermark()
+                    start = wm if wm is not None else part.committed or 0
+                    self._keys.barrier(dest, partition, max(part.high or 0, start), start)
 
     def _accept(self, msg: Any) -> None:
         err = msg.error()
@@ -430,8 +446,11 @@ class RetryConsumer:
             self._metrics.retry_oldest.labels(dest).set(oldest[dest])
 
     # -- kafka thread ------------------------------------------------------------------------------
-    def _assign(self, partitions: list[int]) -> None:
+    def _assign(self, partitions: list[int]) -> list[tuple[str, int, int, int]]:
+        """Assign the retry partitions of these numbers at the group's position; returns
+        (destination, partition, end, position) of each, for the barriers of ordered keys."""
         c = self._consumer
+        out = []
         tps = [TopicPartition(t, p) for t in self.topics.values() for p in partitions]
         committed = {(tp.topic, tp.partition): tp.offset for tp in c.committed(tps, timeout=10)}
         starts = []
@@ -444,13 +463,13 @@ class RetryConsumer:
             part.destination = dest
             part.committed, part.high = pos, high
             self._parts[(tp.topic, tp.partition)] = part
-            if self._keys is not None and dest in self._ordered:
-                self._keys.barrier(dest, tp.partition, high, pos)
+            out.append((dest, tp.partition, high, pos))
             starts.append(TopicPartition(tp.topic, tp.partition, pos))
         c.incremental_assign(starts)
         if self._want_paused and self._paused:
             c.pause(starts)
         log.info("retry_partitions_assigned", partitions=[f"{t.topic}[{t.partition}]" for t in starts])
+        return out
 
     def _poll(
         self,
