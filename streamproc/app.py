@@ -129,7 +129,6 @@ class Worker:
             parking.topics,
             self._on_retry_record,
             live_partitions=self._live_partitions,
-            live_in_flight=self.consumer.in_flight,
             metrics=self.metrics,
             parked_keys=parking.keys,
             ordered=parking.ordered,
@@ -163,10 +162,23 @@ class Worker:
         return {p for _, p in list(self.consumer.partitions)}
 
     def _on_live_assigned(self, partitions: list[int]) -> None:
-        # On the consumer's thread: the barrier goes up on the event loop before these partitions'
-        # first messages are handled (callbacks run in the order they are scheduled).
-        if self.parking is not None and self._loop is not None:
-            self._loop.call_soon_threadsafe(self.parking.assigned, partitions)
+        # On the consumer's thread, inside the rebalance: the ordered keys' barriers go up, and the
+        # retry partitions are assigned (which says how far the barriers reach), before the first
+        # message of these partitions is handled; waiting here is what the revoke side does too.
+        loop = self._loop
+        if self.parking is None or loop is None or loop.is_closed():
+            return
+        future = asyncio.run_coroutine_threadsafe(self._assign_retry(partitions), loop)
+        try:
+            future.result(60.0)
+        except Exception as exc:  # the barriers stay up: those keys park behind until resolved
+            log.warning("retry_assign_failed", error=repr(exc))
+
+    async def _assign_retry(self, partitions: list[int]) -> None:
+        assert self.parking is not None
+        self.parking.assigned(partitions)
+        if self.retry is not None:
+            await self.retry.assign_live(partitions)
 
     async def _on_live_release(self, partitions: list[int], timeout: float) -> None:
         if self.retry is not None:

@@ -36,7 +36,7 @@ def register(subparsers: Any) -> None:
 
 async def inspect(args: argparse.Namespace, out: Any = None) -> RetryInspection:
     out = out if out is not None else sys.stdout
-    config, kafka = load(args.config)
+    config, kafka = load(args.config, "retry inspect")
     parking = [
         d.id
         for d in config.destinations

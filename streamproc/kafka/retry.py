@@ -241,7 +241,7 @@ class _RetryPartition(Partition):
 
 class RetryConsumer:
     """Reads the retry topics of the partitions the live consumer owns, each record no earlier than
-    it is due, with the live consumer's in-flight bound (counting both)."""
+    it is due, pausing at an in-flight bound of its own (the live consumer's numbers)."""
 
     def __init__(
         self,
@@ -250,7 +250,6 @@ class RetryConsumer:
         handler: RetryHandler,
         *,
         live_partitions: Callable[[], set[int]],
-        live_in_flight: Callable[[], int],
         metrics: Metrics,
         release_timeout: float = 15.0,
         parked_keys: ParkedKeys | None = None,
@@ -268,7 +267,7 @@ class RetryConsumer:
         self._dest_of = {t: d for d, t in topics.items()}
         self._handler = handler
         self._live_partitions = live_partitions
-        self._live_in_flight = live_in_flight
+        self._started = asyncio.Event()
         self._metrics = metrics
         self._keys = parked_keys
         self._ordered = ordered
@@ -325,12 +324,14 @@ class RetryConsumer:
     async def run(self) -> None:
         """Follow the live assignment and hand due records to the handler until asked to stop."""
         self._consumer = await self._in_thread(self._factory, self._conf)
+        self._started.set()
         next_commit = time.monotonic() + self._commit_interval
         next_gauges = 0.0
         while not self._stopping:
             async with self._lock:
                 await self._follow_live()
-                in_flight = self.in_flight() + self._live_in_flight()
+                # Its own bound, of the live consumer's size: a live backlog never starves due retries.
+                in_flight = self.in_flight()
                 if self._want_paused:
                     if in_flight <= self._resume_in_flight:
                         self._want_paused = False
@@ -358,6 +359,17 @@ class RetryConsumer:
                 await self._update_gauges()
         if self._fatal is not None:
             raise self._fatal
+
+    async def assign_live(self, partitions: list[int], timeout: float = 30.0) -> None:
+        """The live consumer was given these input partitions: assign their retry partitions now,
+        so the ordered keys' barriers are known before the first live message is handled."""
+        try:
+            await asyncio.wait_for(self._started.wait(), timeout)
+        except TimeoutError:
+            return  # the barriers stay up until the loop assigns them (everything parks behind)
+        async with self._lock:
+            if self._consumer is not None and not self._stopping:
+                await self._follow_live()
 
     async def _follow_live(self) -> None:
         wanted = self._live_partitions()
@@ -637,7 +649,10 @@ class RetryInspection:
         }
 
     def render(self) -> str:
-        lines = [f"{self.total} parked deliveries waiting in the retry topics"]
+        lines = [
+            f"{self.total} retry records waiting (a delivery parked again counts once per record until"
+            " the workers commit past the older one)"
+        ]
         lines.append("\nby destination (parked, due now, past their budget, oldest first attempt):")
         for d, n in self.by_destination.most_common():
             age = f"{self.now - self.oldest[d]:.0f}s ago" if d in self.oldest else "unknown"
