@@ -182,3 +182,95 @@ def test_every_kafka_command_gives_the_same_error_without_a_kafka_section(
     assert main([*command, "--config", str(path)]) == 1
     err = capsys.readouterr().err
     assert f"{path}: kafka: `streamproc {' '.join(command)}` needs this section" in err
+
+
+class ParkingPartner:
+    """`ok` delivers; `bad` has spent its share and parks (writing its retry record at its turn)."""
+
+    async def deliver(
+        self, d: Delivery, share: Any = None, *, behind: Any = None, on_parked: Any = None
+    ) -> Any:
+        if d.destination == "ok":
+            return DeliveryResult("delivered", attempts=1)
+        result = DeliveryResult(
+            "parked",
+            Failure("RetryableError", "HTTP 503", 503, None, 2, 10.0, 11.0),
+            attempts=2,
+            next_attempt_at=1_700_000_100.0,
+            deadline_at=1_700_000_300.0,
+        )
+        await on_parked(result)
+        return result
+
+
+class HeldRetryRecords:
+    def __init__(self, fail: bool = False) -> None:
+        self.sent: list[tuple[Any, str | None, int | None]] = []
+        self.ack = asyncio.Event()
+        self.fail = fail
+
+    async def send(self, letter: Any, *, topic: str | None = None, partition: int | None = None) -> int:
+        from streamproc.errors import KafkaError
+
+        self.sent.append((letter, topic, partition))
+        await self.ack.wait()
+        if self.fail:
+            raise KafkaError("could not write a retry record")
+        return len(self.sent) - 1
+
+
+def parking_processor(
+    records: HeldRetryRecords, completed: list[int], halted: list[BaseException]
+) -> EventProcessor:
+    from streamproc.kafka.parking import Parking
+
+    partner = ParkingPartner()
+    metrics = Metrics()
+    parking = Parking(
+        {"bad": "g.retry.bad"},
+        frozenset(),
+        dispatcher=partner,
+        metrics=metrics,
+        run_id="run-1",  # type: ignore[arg-type]
+    )
+    parking.producer = records  # type: ignore[assignment]
+    return EventProcessor(
+        router=TwoDestinations(),  # type: ignore[arg-type]
+        decode=orjson.loads,
+        dispatcher=partner,  # type: ignore[arg-type]
+        dead_letters=HeldDeadLetters(),  # type: ignore[arg-type]
+        metrics=metrics,
+        complete=lambda _lane, offset: completed.append(offset),
+        halt=lambda exc, _reason: halted.append(exc),
+        parking=parking,
+    )
+
+
+async def test_a_parked_delivery_finishes_its_event_once_its_retry_record_is_acknowledged() -> None:
+    records, completed, halted = HeldRetryRecords(), [], []
+    processor = parking_processor(records, completed, halted)
+    processor.process(Msg(41, b'{"messageId": "m1"}'), Lane(partition=3))
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert completed == [] and len(records.sent) == 1
+    letter, topic, partition = records.sent[0]
+    assert (topic, partition) == ("g.retry.bad", 3)  # the destination's topic, the input's partition
+    headers = dict(letter.headers())
+    assert headers["streamproc.retry.parks"] == b"1" and headers["streamproc.retry.parked_by"] == b"run-1"
+    assert headers["streamproc.retry.next_attempt_at"] == b"2023-11-14T22:15:00.000Z"
+    assert headers["streamproc.original.offset"] == b"41" and letter.value == b'{"messageId": "m1"}'
+    records.ack.set()
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert completed == [41] and halted == []
+
+
+async def test_a_retry_record_that_cannot_be_written_halts_with_the_event_unfinished() -> None:
+    records, completed, halted = HeldRetryRecords(fail=True), [], []
+    processor = parking_processor(records, completed, halted)
+    processor.process(Msg(7, b'{"messageId": "m2"}'), Lane())
+    records.ack.set()
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert completed == [] and len(halted) == 1
+    assert "retry record" in str(halted[0])
