@@ -187,6 +187,10 @@ async def test_dashboard_and_alert_queries_answer_plausibly(
         metrics_port=metrics_port,
         attempts_a=10,  # more attempts than injected 503s: seg-a's deliveries all succeed in the end
     )
+    # seg-a parks what its first attempt does not deliver, so the parking panels have data too.
+    doc = yaml.safe_load(cfg.read_text())
+    doc["destinations"][0]["limits"]["retry"].update(park_after_attempts=1, park_delay=0.5, park_delay_max=1)
+    cfg.write_text(yaml.safe_dump(doc, sort_keys=False))
     a.fault("seg", sequence=[503] * 5, latency=2)  # a few retried server errors, then normal answers
     b.fault("seg", down=400, latency=2)  # every seg-b delivery is dead-lettered
 
