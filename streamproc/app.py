@@ -132,6 +132,7 @@ class Worker:
             metrics=self.metrics,
             parked_keys=parking.keys,
             ordered=parking.ordered,
+            not_before=self.dispatcher.not_before,
             poll_batch_size=limits.poll_batch_size,
             max_in_flight=limits.max_in_flight_events,
             resume_in_flight=limits.resume_in_flight_events,

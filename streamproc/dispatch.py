@@ -289,6 +289,12 @@ class CircuitBreaker:
             return self._clock() >= self._opened_at + self.open_for
         return self._probes_out < self.probes
 
+    def closed_for(self) -> float:
+        """Seconds until an open circuit lets a probe through (0 when a request may go now)."""
+        if self.state is CircuitState.OPEN:
+            return max(0.0, self._opened_at + self.open_for - self._clock())
+        return 0.0
+
     def try_acquire(self) -> tuple[bool, bool]:
         """(allowed, is_probe). A probe must be reported with `record` or `release`."""
         if self.state is CircuitState.CLOSED:
@@ -740,6 +746,12 @@ class Dispatcher:
             for cfg, classify in pairs
         ]
         return cls(bulkheads, _batchers_of(pairs, bulkheads, metrics))
+
+    def not_before(self, destination: str) -> float:
+        """Unix time before which a delivery to `destination` would only meet its open circuit
+        (0 when it may go now): the retry consumer leaves parked records in the topic till then."""
+        wait = self.bulkheads[destination].breaker.closed_for()
+        return time.time() + wait if wait > 0 else 0.0
 
     @property
     def keys_waiting(self) -> int:

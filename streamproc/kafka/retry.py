@@ -254,6 +254,7 @@ class RetryConsumer:
         release_timeout: float = 15.0,
         parked_keys: ParkedKeys | None = None,
         ordered: frozenset[str] = frozenset(),
+        not_before: Callable[[str], float] = lambda destination: 0.0,
         poll_batch_size: int = 500,
         max_in_flight: int = 10000,
         resume_in_flight: int = 5000,
@@ -271,6 +272,7 @@ class RetryConsumer:
         self._metrics = metrics
         self._keys = parked_keys
         self._ordered = ordered
+        self._not_before = not_before
         self._batch = poll_batch_size
         self._max_in_flight = max_in_flight
         self._resume_in_flight = resume_in_flight
@@ -413,7 +415,9 @@ class RetryConsumer:
         last = part.tracker.watermark()
         if last is not None and offset < last:
             return
-        due = next_attempt_at(msg)
+        # A record is also held while its destination's circuit is open: reading it then would only
+        # park it again (one write per record per park wait, for the whole outage).
+        due = max(next_attempt_at(msg), self._not_before(part.destination))
         if due > self._clock():
             # Never sleep here: pause the partition and read this record again once it is due.
             part.head, part.due_at = offset, due

@@ -33,7 +33,7 @@ from streamproc.simulator import PartnerSimulator
 pytestmark = pytest.mark.kafka
 
 PARTNERS = {"stackadapt": "/saq_pxl", "tiktok-offline": "/open_api", "seg": "/segment/"}
-BREAKER = {"open_for": 0.5, "min_requests": 20, "window": 10}
+BREAKER = {"open_for": 2, "min_requests": 20, "window": 10}
 
 
 def parking(**retry: Any) -> dict[str, Any]:
@@ -46,8 +46,8 @@ def parking(**retry: Any) -> dict[str, Any]:
             "backoff_initial": 0.05,
             "backoff_max": 0.2,
             "park_after_attempts": 2,
-            "park_delay": 0.5,
-            "park_delay_max": 2,
+            "park_delay": 1,
+            "park_delay_max": 4,
             **retry,
         },
         "breaker": BREAKER,
@@ -90,29 +90,44 @@ async def test_a_long_outage_of_one_partner_parks_its_deliveries_and_the_others_
     limits = {"max_in_flight_events": 200, "resume_in_flight_events": 100}
     events = make_events(1500, seed=41)
 
-    async def run_once(outage: bool) -> tuple[Run, float, collections.Counter[Any]]:
+    def others_delivered() -> int:
+        return sum(n for d, n in per_partner(ok(sim)).items() if d != "stackadapt")
+
+    async def run_once(outage: bool, window: float | None = None) -> tuple[Run, float, int, Any]:
+        """Start a run; returns it, how long the other partners took, and how many of their
+        requests had arrived when `window` seconds had passed (all, if they finished sooner)."""
         sim.clear()
         run = Run(kafka_bootstrap, topic, tmp_path, sim, destination_limits=dl, limits=limits)
         run.produce(*encode(events))
         expected = predict(run.config_path, events)
-        others = {d: n for d, n in per_partner(expected).items() if d != "stackadapt"}
+        want = sum(n for d, n in per_partner(expected).items() if d != "stackadapt")
         if outage:
             sim.fault("stackadapt", down=True)
         run.start()
-        took = await run.until(
-            lambda: all(per_partner(ok(sim))[d] >= n for d, n in others.items()), 90, "other partners done"
-        )
-        return run, took, expected
+        started = time.monotonic()
+        in_window = None
+        while others_delivered() < want:
+            if window is not None and in_window is None and time.monotonic() - started >= window:
+                in_window = others_delivered()
+            if run.task is not None and run.task.done():
+                run.task.result()
+                raise AssertionError("the worker stopped")
+            assert time.monotonic() - started < 90, "the other partners were not served within 90s"
+            await asyncio.sleep(0.05)
+        took = time.monotonic() - started
+        return run, took, want if in_window is None else in_window, expected
 
-    base_run, base_s, expected = await run_once(outage=False)
+    base_run, base_s, _, expected = await run_once(outage=False)
     await base_run.until_committed()
     await base_run.stop()
     cleanup(kafka_bootstrap, base_run.group, list(PARTNERS))
 
-    run, outage_took, expected = await run_once(outage=True)
+    # The other partners' throughput during the outage, as counts: what they had received once
+    # twice the no-outage time had passed (slack for a shared CI machine), against all they get.
+    window = 2 * base_s
+    run, outage_took, in_window, expected = await run_once(outage=True, window=window)
     started = time.monotonic()
     try:
-        others_during = {d: n for d, n in per_partner(ok(sim)).items() if d != "stackadapt"}
         # The input watermark reaches the end while StackAdapt is still down.
         await run.until_committed(timeout=60)
         committed_while_down = per_partner(ok(sim))["stackadapt"] == 0
@@ -141,7 +156,7 @@ async def test_a_long_outage_of_one_partner_parks_its_deliveries_and_the_others_
     missing = sum((expected - got).values())
     duplicates = sum((got - expected).values())
     other_expected = sum(n for d, n in per_partner(expected).items() if d != "stackadapt")
-    count_ratio = sum(others_during.values()) / other_expected
+    count_ratio = in_window / other_expected
     others_base = other_expected / base_s
     others_outage = other_expected / outage_took
     outcomes = {
@@ -154,8 +169,9 @@ async def test_a_long_outage_of_one_partner_parks_its_deliveries_and_the_others_
         f"\noutage: {len(events)} events; other partners {other_expected} requests in {base_s:.2f}s "
         f"without the outage ({others_base:.0f}/s) and {outage_took:.2f}s with StackAdapt down "
         f"({others_outage:.0f}/s), "
-        f"throughput ratio {others_outage / others_base:.2f}; delivered to them during the outage: "
-        f"{count_ratio:.2%}; StackAdapt down {outage_total:.1f}s, {parked:.0f} parks, retry outcomes "
+        f"throughput ratio {others_outage / others_base:.2f}; delivered to them within {window:.1f}s "
+        f"(twice the no-outage time) of the outage: {count_ratio:.2%}; StackAdapt down "
+        f"{outage_total:.1f}s, {parked:.0f} parks, retry outcomes "
         f"{outcomes}, pending {pending:.0f}, oldest parked {oldest:.1f}s; StackAdapt drained "
         f"{back:.1f}s after it came back: {want} expected, missing {missing}, duplicates {duplicates}"
     )

@@ -276,3 +276,29 @@ def test_retry_records_read_back_and_inspected() -> None:
     assert doc["by_destination"]["b"]["overdue"] == 1
     assert doc["by_status"] == {"503": 2, "500": 1}
     assert inspection.render().startswith("3 retry records waiting")
+
+
+async def test_records_of_a_destination_whose_circuit_is_open_stay_in_the_topic_until_it_may_probe() -> None:
+    logs = {("r.a", 0): [record("r.a", 0, 0, due=T0 - 5)], ("r.b", 0): [record("r.b", 0, 0, due=T0 - 5)]}
+    stand_in = StandInConsumer(logs)
+    clock = Clock()
+    handled: list[str] = []
+    retry = RetryConsumer(
+        {},
+        {"a": "r.a", "b": "r.b"},
+        lambda msg, part: handled.append(msg.topic()),
+        live_partitions=lambda: {0},
+        metrics=Metrics(),
+        not_before=lambda dest: T0 + 10 if dest == "a" else 0.0,
+        consumer_factory=lambda conf: stand_in,
+        clock=clock,
+    )
+    task = asyncio.create_task(retry.run())
+    await until(lambda: handled == ["r.b"])
+    await asyncio.sleep(0.1)
+    assert handled == ["r.b"] and ("r.a", 0) in stand_in.paused
+    clock.now = T0 + 11
+    await until(lambda: handled == ["r.b", "r.a"])
+    retry.request_stop()
+    await task
+    await retry.close()
