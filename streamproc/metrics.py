@@ -44,7 +44,7 @@ class Metrics:
         )
         self.deliveries = Counter(
             "streamproc_deliveries_total",
-            "Finished deliveries by outcome (delivered, dead_lettered, skipped).",
+            "Finished deliveries by outcome (delivered, dead_lettered, skipped, parked).",
             ["destination", "action", "outcome"],
             registry=r,
         )

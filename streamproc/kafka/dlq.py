@@ -197,7 +197,8 @@ class DeadLetterProducer:
             future: asyncio.Future[Any] = loop.create_future()
 
             def on_delivery(err: Any, msg: Any, future: asyncio.Future[Any] = future) -> None:
-                loop.call_soon_threadsafe(_resolve, future, err if err is not None else msg.offset())
+                answer = err if err is not None else (msg.offset() if msg is not None else -1)
+                loop.call_soon_threadsafe(_resolve, future, answer)
 
             try:
                 while True:
