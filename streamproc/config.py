@@ -25,6 +25,7 @@ __all__ = [
     "Config",
     "DestinationConfig",
     "DestinationLimits",
+    "HttpConfig",
     "InputConfig",
     "KafkaConfig",
     "Key",
@@ -254,7 +255,12 @@ class BreakerPolicy:
 class DestinationLimits:
     """Per-destination bulkhead: concurrent requests, requests per second, timeout, retry, breaker."""
 
-    concurrency: Annotated[int, Key("requests in flight at once", minimum=1, maximum=10_000)] = 64
+    concurrency: Annotated[
+        int, Key("requests in flight at once (the most, when adaptive)", minimum=1, maximum=10_000)
+    ] = 64
+    adaptive: Annotated[
+        bool, Key("learn the concurrency between 1 and `concurrency` (AIMD) instead of holding it fixed")
+    ] = False
     rate: Annotated[
         float | None, Key("requests per second (token bucket); null: unlimited", exclusive_minimum=0)
     ] = None
@@ -353,6 +359,16 @@ class MetricsConfig:
 
 
 @dataclass(frozen=True)
+class HttpConfig:
+    """How partner requests are sent: which HTTP client (both behave the same; pyreqwest costs less CPU)."""
+
+    client: Annotated[
+        Literal["aiohttp", "pyreqwest"],
+        Key("the HTTP client every bulkhead sends with: aiohttp, or pyreqwest (less CPU per request)"),
+    ] = "aiohttp"
+
+
+@dataclass(frozen=True)
 class LogConfig:
     """Log rendering: JSON for production, console for people, auto picks by whether stderr is a TTY."""
 
@@ -380,6 +396,7 @@ class Config:
     destinations: Annotated[
         tuple[DestinationConfig, ...], Key("destination instances and their subscriptions")
     ]
+    http: Annotated[HttpConfig, Key("how partner requests are sent")] = field(default_factory=HttpConfig)
 
 
 # Keys of the file that shape the result without being kept in it.
@@ -1252,6 +1269,7 @@ def parse_config(data: Any, source: str = "<config>", env: Mapping[str, str] | N
     limits = _limits(c, root.get("limits"))
     metrics = _section(c, root.get("metrics"), MetricsConfig, "metrics")
     log = _section(c, root.get("log"), LogConfig, "log")
+    http = _section(c, root.get("http"), HttpConfig, "http")
 
     destinations: list[DestinationConfig] = []
     raw_destinations = root.get("destinations")
@@ -1277,6 +1295,7 @@ def parse_config(data: Any, source: str = "<config>", env: Mapping[str, str] | N
         metrics=metrics,
         log=log,
         destinations=tuple(destinations),
+        http=http,
     )
 
 

@@ -10,6 +10,10 @@ A caller that can park deliveries in a retry topic (the worker) passes a `RetryS
 with `park_after_attempts`/`park_after_seconds` then spends only that share in memory (none at all
 while its circuit is open) and returns "parked" with the time of its next attempt, instead of
 holding its event's offset for the whole budget. Without a share (replay, redrive) nothing parks.
+
+Requests go out through the bulkhead's `HttpClient` (streamproc.client), the one seam to HTTP.
+The per-request bookkeeping has fast paths for the common case (circuit closed, no rate limit, a
+free concurrency slot, unordered), since it runs as often as the client itself.
 """
 
 from __future__ import annotations
@@ -24,11 +28,10 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, Literal, Protocol
 
-import aiohttp
 import structlog
-from yarl import URL
 
 from streamproc.batching import Batcher, batchers_for
+from streamproc.client import HttpClient, SendError, make_client
 from streamproc.destinations import registry
 from streamproc.destinations.base import ClassifyFn, Outcome, Request, Verdict, classify_http
 from streamproc.errors import DeliveryError
@@ -39,6 +42,7 @@ __all__ = [
     "BulkheadPolicy",
     "CircuitBreaker",
     "CircuitState",
+    "ConcurrencyLimit",
     "DeliveryLike",
     "DeliveryResult",
     "Dispatcher",
@@ -127,6 +131,9 @@ class BulkheadPolicy:
     destination: str
     ordered: bool = False
     concurrency: int = 64
+    adaptive: bool = False
+    latency_factor: float = 2.0
+    """Adaptive only: latency past this many times its recent floor counts as overload."""
     rate: float | None = None
     timeout: float = 10.0
     max_attempts: int = 8
@@ -159,6 +166,7 @@ class BulkheadPolicy:
             destination=destination.id,
             ordered=destination.ordering == "key",
             concurrency=limits.concurrency,
+            adaptive=limits.adaptive,
             rate=limits.rate,
             timeout=limits.timeout,
             max_attempts=limits.retry.max_attempts,
@@ -390,7 +398,115 @@ class KeySequencer:
             del self._tails[key]
 
 
-_NETWORK_ERRORS = (aiohttp.ClientError, TimeoutError, OSError)
+class ConcurrencyLimit:
+    """At most `limit` requests at once, waiters served in arrival order; fixed at `maximum`, or
+    learned between 1 and `maximum` by AIMD when `adaptive`.
+
+    AIMD, as TCP does it: the limit starts at `initial` and, until the first sign of overload,
+    grows by one per success (doubling each round of requests); after that each success adds
+    1/limit (about one per round). A sign of overload multiplies it by `backoff`: a 429 or an
+    in-band throttle answer, a timeout, or latency grown past `latency_factor` times its recent
+    floor. Growth counts only successes of requests that found the limit at least half used, and
+    one round of requests cuts once: only a request admitted after the last cut can cut again, so
+    a burst of 429s from requests sent together is one cut, not many.
+    """
+
+    def __init__(
+        self,
+        maximum: int,
+        *,
+        adaptive: bool = False,
+        initial: int = 8,
+        backoff: float = 0.8,
+        latency_factor: float = 2.0,
+    ) -> None:
+        if maximum < 1:
+            raise ValueError("maximum must be at least 1")
+        self.maximum = maximum
+        self.adaptive = adaptive
+        self.backoff = backoff
+        self.latency_factor = latency_factor
+        start = max(1, min(maximum, initial)) if adaptive else maximum
+        self._estimate = float(start)
+        self.limit = start
+        self.in_use = 0
+        self.started = 0
+        """Requests admitted so far; read right after acquiring, it is the ticket for `record`."""
+        self._slow_start = True
+        self._cut_at = 0
+        self._floor = 0.0
+        self._recent = 0.0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    def try_acquire(self) -> bool:
+        """Take a slot if one is free and nobody waits (no await: the common case)."""
+        if self.in_use < self.limit and not self._waiters:
+            self.in_use += 1
+            self.started += 1
+            return True
+        return False
+
+    async def acquire(self) -> None:
+        """Wait for a slot."""
+        if self.try_acquire():
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # the slot was handed over just as we were cancelled
+            raise
+
+    def release(self) -> None:
+        self.in_use -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        waiters = self._waiters
+        while waiters and self.in_use < self.limit:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                self.in_use += 1
+                self.started += 1
+                waiter.set_result(None)
+
+    def record(self, ticket: int, latency: float | None, overloaded: bool) -> None:
+        """Report a finished request, while it still holds its slot: its ticket, its latency when an
+        answer came, and whether the answer was a sign of overload (429, throttle, timeout)."""
+        if not self.adaptive:
+            return
+        if latency is not None and not overloaded:
+            floor = self._floor
+            # The floor drifts up slowly, so a partner that got slower for good is relearned.
+            self._floor = latency if floor == 0.0 or latency < floor else floor * 1.002
+            self._recent = latency if self._recent == 0.0 else self._recent * 0.9 + latency * 0.1
+            overloaded = self._recent > self.latency_factor * self._floor
+        if overloaded:
+            if ticket > self._cut_at:
+                self._cut_at = self.started
+                self._slow_start = False
+                self._estimate = max(1.0, self._estimate * self.backoff)
+                self._recent = 0.0
+                self.limit = int(self._estimate)
+            return
+        if latency is None or self.in_use * 2 < self.limit or self._estimate >= self.maximum:
+            return
+        step = 1.0 if self._slow_start else 1.0 / self._estimate
+        self._estimate = min(float(self.maximum), self._estimate + step)
+        limit = int(self._estimate)
+        if limit != self.limit:
+            self.limit = limit
+            self._wake()
+
+
+_DELIVERED_ONCE = DeliveryResult("delivered", attempts=1)
+
+
+def _throttled(outcome: Outcome) -> bool:
+    """The partner asked for fewer requests: a 429, or its in-band throttle code."""
+    return outcome.status == 429 or outcome.throttled
 
 
 class Bulkhead:
@@ -402,20 +518,28 @@ class Bulkhead:
         *,
         classify: ClassifyFn = classify_http,
         metrics: Metrics | None = None,
-        session: aiohttp.ClientSession | None = None,
+        client: HttpClient | str | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
+        """`client`: an HttpClient (shared, not closed here), or the name of one to make and own."""
         self.policy = policy
         self.classify = classify
         self._metrics = metrics if metrics is not None else Metrics()
-        self._session = session
-        self._owns_session = session is None
+        if client is None or isinstance(client, str):
+            self._client = make_client(client or "aiohttp", max_connections=policy.concurrency)
+            self._owns_client = True
+        else:
+            self._client = client
+            self._owns_client = False
         self._clock = clock
         self._rng = rng or random.Random()
-        self._semaphore = asyncio.Semaphore(policy.concurrency)
+        self.limiter = ConcurrencyLimit(
+            policy.concurrency, adaptive=policy.adaptive, latency_factor=policy.latency_factor
+        )
         self._bucket = TokenBucket(policy.rate, clock=clock) if policy.rate else None
-        self._timeout = aiohttp.ClientTimeout(total=policy.timeout)
+        self.in_flight = 0
+        """Deliveries of this destination not finished yet."""
         dest = policy.destination
         m = self._metrics
         self._m_circuit = m.circuit_state.labels(dest)
@@ -431,66 +555,57 @@ class Bulkhead:
         self._m_retries = m.retries.labels(dest)
         self._m_request_latency = m.request_latency.labels(dest)
         self._m_rate_wait = m.rate_limit_wait.labels(dest)
-        self._m_in_flight = m.in_flight_deliveries.labels(dest)
-        self._m_status: dict[str, Any] = {}
         self._m_partial = m.partial_successes.labels(dest)
+        # Gauges read when scraped: nothing to update per delivery.
+        m.in_flight_deliveries.labels(dest).set_function(lambda: self.in_flight)
+        m.concurrency_limit.labels(dest).set_function(lambda: self.limiter.limit)
+        responses = m.partner_responses
+        self._m_status = {cls: responses.labels(dest, status_class(cls * 100)) for cls in range(1, 6)}
+        self._m_no_answer = responses.labels(dest, status_class(None))
 
     def _on_circuit_change(self, state: CircuitState) -> None:
         self._m_circuit.set(int(state))
         log.warning("circuit_state", destination=self.policy.destination, state=state.name.lower())
 
     def _status_counter(self, status: int | None) -> Any:
-        cls = status_class(status)
-        counter = self._m_status.get(cls)
+        if status is None:
+            return self._m_no_answer
+        counter = self._m_status.get(status // 100)
         if counter is None:
-            counter = self._metrics.partner_responses.labels(self.policy.destination, cls)
-            self._m_status[cls] = counter
+            counter = self._m_status[status // 100] = self._metrics.partner_responses.labels(
+                self.policy.destination, status_class(status)
+            )
         return counter
 
-    async def _session_get(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            connector = aiohttp.TCPConnector(
-                limit=self.policy.concurrency, keepalive_timeout=30.0, ttl_dns_cache=300
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector, timeout=self._timeout, auto_decompress=True
-            )
-        return self._session
-
     async def close(self) -> None:
-        if self._session is not None and self._owns_session:
-            await self._session.close()
-        self._session = None
+        if self._owns_client:
+            await self._client.close()
 
     async def _send(self, request: Request) -> tuple[Outcome, str | None]:
         """One attempt: the partner's verdict (RETRY when no answer came back) and, unless
         delivered, the start of the response body."""
-        session = await self._session_get()
+        limiter = self.limiter
+        ticket = limiter.started
         started = self._clock()
         try:
-            # encoded=True: send the URL byte for byte as the action built it (no re-quoting).
-            async with session.request(
-                request.method,
-                URL(request.url, encoded=True),
-                headers=request.headers,
-                data=request.body,
-                timeout=self._timeout,
-            ) as resp:
-                # Read it all (answers are small) so the connection goes back to the pool.
-                body = await resp.read()
-                status = resp.status
-                headers: Mapping[str, str] = resp.headers
-        except _NETWORK_ERRORS as exc:
-            self._m_request_latency.observe(self._clock() - started)
-            self._status_counter(None).inc()
-            kind = "timeout" if isinstance(exc, TimeoutError) else type(exc).__name__
-            return Outcome(Verdict.RETRY, None, f"{kind}: {exc}" if str(exc) else kind), None
-        self._m_request_latency.observe(self._clock() - started)
+            status, headers, body = await self._client.send(request, self.policy.timeout)
+        except SendError as exc:
+            latency = self._clock() - started
+            self._m_request_latency.observe(latency)
+            self._m_no_answer.inc()
+            limiter.record(ticket, None, exc.kind == "timeout")
+            return Outcome(Verdict.RETRY, None, str(exc)), None
+        latency = self._clock() - started
+        self._m_request_latency.observe(latency)
         self._status_counter(status).inc()
         outcome = self.classify(status, headers, body)
-        if outcome.partial:
-            self._m_partial.inc()
-        if outcome.verdict is not Verdict.DELIVERED and body:
+        if outcome.verdict is Verdict.DELIVERED:
+            if outcome.partial:
+                self._m_partial.inc()
+            limiter.record(ticket, latency, outcome.throttled)
+            return outcome, None
+        limiter.record(ticket, latency, _throttled(outcome))
+        if body:
             return outcome, body[:RESPONSE_BODY_LIMIT].decode("utf-8", "replace")
         return outcome, None
 
@@ -531,22 +646,24 @@ class Bulkhead:
         if share is not None and share.park_now:
             reason = share.reason or "parked behind an earlier parked delivery of the same key"
             return self._park(share, "ParkedBehind", reason, None, None, 0, share.first_attempt_at, None)
-        self._m_in_flight.inc()
+        self.in_flight += 1
         try:
             return await self._deliver(delivery.requests, share)
         finally:
-            self._m_in_flight.dec()
+            self.in_flight -= 1
 
     async def deliver_combined(self, request: Request, deliveries: int) -> DeliveryResult:
         """Send one request that carries `deliveries` deliveries (a batch), retried as one delivery."""
-        self._m_in_flight.inc(deliveries)
+        self.in_flight += deliveries
         try:
             return await self._deliver((request,))
         finally:
-            self._m_in_flight.dec(deliveries)
+            self.in_flight -= deliveries
 
     async def _deliver(self, requests: Sequence[Request], share: RetryShare | None = None) -> DeliveryResult:
         p = self.policy
+        breaker = self.breaker
+        limiter = self.limiter
         started = self._clock()
         prior = share.attempts if share is not None else 0
         deadline = started + p.budget
@@ -563,7 +680,7 @@ class Bulkhead:
                 probe: bool | None
                 if share is not None:
                     # Parking step: an open circuit parks at once instead of holding the offset.
-                    allowed, probe = self.breaker.try_acquire()
+                    allowed, probe = breaker.try_acquire()
                     if not allowed:
                         if self._clock() >= deadline:
                             probe = None
@@ -579,8 +696,10 @@ class Bulkhead:
                                 first_at,
                                 last_at,
                             )
+                elif breaker.state is CircuitState.CLOSED:
+                    probe = False  # no coroutine to enter: the common case
                 else:
-                    probe = await self.breaker.acquire(deadline)
+                    probe = await breaker.acquire(deadline)
                 if probe is None:
                     return self._failed(
                         "CircuitOpenError",
@@ -594,7 +713,9 @@ class Bulkhead:
                     )
                 outcome: Outcome | None = None
                 try:
-                    async with self._semaphore:
+                    if not limiter.try_acquire():
+                        await limiter.acquire()
+                    try:
                         if self._bucket is not None:
                             waited = await self._bucket.acquire()
                             if waited:
@@ -605,11 +726,17 @@ class Bulkhead:
                         if first_at is None:
                             first_at = last_at
                         outcome, last_body = await self._send(request)
+                    finally:
+                        limiter.release()
                 finally:
                     if outcome is None:
-                        self.breaker.release(probe)
+                        breaker.release(probe)
                 verdict = outcome.verdict
-                self.breaker.record(verdict is not Verdict.RETRY, probe)
+                if verdict is Verdict.RETRY and limiter.adaptive and _throttled(outcome):
+                    # "Slower", not "down": the adaptive limit answers it; the circuit stays out.
+                    breaker.release(probe)
+                else:
+                    breaker.record(verdict is not Verdict.RETRY, probe)
                 last = outcome
                 if verdict is Verdict.DELIVERED:
                     break
@@ -666,6 +793,8 @@ class Bulkhead:
                     )
                 self._m_retries.inc()
                 await asyncio.sleep(delay)
+        if prior + attempts_total == 1:
+            return _DELIVERED_ONCE
         return DeliveryResult("delivered", attempts=prior + attempts_total)
 
     def _park(
@@ -738,11 +867,14 @@ class Dispatcher:
         """(destination, subscription) -> the batcher its deliveries go through, when batching is on."""
 
     @classmethod
-    def from_config(cls, destinations: Iterable[tuple[Any, ClassifyFn]], metrics: Metrics) -> Dispatcher:
-        """From (`DestinationConfig`, the destination type's `classify`) pairs."""
+    def from_config(
+        cls, destinations: Iterable[tuple[Any, ClassifyFn]], metrics: Metrics, *, client: str = "aiohttp"
+    ) -> Dispatcher:
+        """From (`DestinationConfig`, the destination type's `classify`) pairs; `client` is
+        `http.client` of the configuration (each bulkhead gets its own client of that kind)."""
         pairs = list(destinations)
         bulkheads = [
-            Bulkhead(BulkheadPolicy.from_config(cfg), classify=classify, metrics=metrics)
+            Bulkhead(BulkheadPolicy.from_config(cfg), classify=classify, metrics=metrics, client=client)
             for cfg, classify in pairs
         ]
         return cls(bulkheads, _batchers_of(pairs, bulkheads, metrics))

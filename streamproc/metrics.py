@@ -1,13 +1,25 @@
 """Prometheus metrics of a worker: one `Metrics` object, made by the composition root and passed down.
 
 Labels are bounded: destination instance id, action, outcome, status class, topic, partition.
-Never user data."""
+Never user data.
+
+The metrics updated once or more per event or request are `LoopCounter` and `LoopHistogram`
+families: plain numbers updated on the event loop's thread and turned into samples when the
+registry is collected (a scrape), so an update costs an addition, not a lock and a bucket loop.
+`labels(...)` is memoised for them: it is the one place the hot path looks up a labelled child.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import time
+from bisect import bisect_left
+from collections.abc import Iterator, Sequence
 
-__all__ = ["LATENCY_BUCKETS", "Metrics", "status_class"]
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.utils import floatToGoString
+
+__all__ = ["LATENCY_BUCKETS", "LoopCounter", "LoopHistogram", "Metrics", "status_class"]
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000)
@@ -21,46 +33,167 @@ def status_class(status: int | None) -> str:
     return f"{status // 100}xx"
 
 
+class _Count:
+    __slots__ = ("created", "value")
+
+    def __init__(self) -> None:
+        self.value = 0.0
+        self.created = time.time()
+
+    def inc(self, amount: float = 1.0) -> None:
+        self.value += amount
+
+
+class _Observations:
+    __slots__ = ("_bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self._bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
+        self.sum = 0.0
+
+    def observe(self, amount: float) -> None:
+        # bisect_left: the first bucket whose upper bound is >= amount (Prometheus' `le`).
+        self.counts[bisect_left(self._bounds, amount)] += 1
+        self.sum += amount
+
+
+class _LoopFamily:
+    """A labelled family whose children are plain objects, exposed by `collect` at scrape time.
+
+    Updated only from the event loop's thread (collect runs there too, in the /metrics handler)."""
+
+    def __init__(
+        self, name: str, documentation: str, labelnames: Sequence[str], registry: CollectorRegistry
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = tuple(labelnames)
+        self._children: dict[tuple[str, ...], object] = {}
+        self._memo: dict[tuple[str, ...], object] = {}  # as called (values may be ints) -> child
+        registry.register(self)  # type: ignore[arg-type]
+
+    def _child(self, values: tuple[str, ...], kw: dict[str, str]) -> object:
+        if kw:
+            values = tuple(kw[n] for n in self.labelnames)
+        child = self._memo.get(values)
+        if child is None:
+            if len(values) != len(self.labelnames):
+                raise ValueError(f"{self.name} takes the labels {', '.join(self.labelnames)}")
+            key = tuple(str(v) for v in values)
+            child = self._children.get(key)
+            if child is None:
+                child = self._children[key] = self._new()
+            self._memo[values] = child
+        return child
+
+    def _new(self) -> object:
+        raise NotImplementedError
+
+    def describe(self) -> list[Metric]:
+        return [self._family()]
+
+    def _family(self) -> Metric:
+        raise NotImplementedError
+
+
+class LoopCounter(_LoopFamily):
+    """A counter family (exported as `<name>_total`)."""
+
+    def labels(self, *values: str, **kw: str) -> _Count:
+        return self._child(values, kw)  # type: ignore[return-value]
+
+    def _new(self) -> _Count:
+        return _Count()
+
+    def _family(self) -> Metric:
+        return CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for key, child in list(self._children.items()):
+            assert isinstance(child, _Count)
+            family.add_metric(key, child.value, created=child.created)
+        yield family
+
+
+class LoopHistogram(_LoopFamily):
+    """A histogram family with fixed buckets."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        registry: CollectorRegistry,
+        buckets: Sequence[float],
+    ) -> None:
+        self.buckets = tuple(float(b) for b in buckets)
+        self._les = [*(floatToGoString(b) for b in self.buckets), "+Inf"]
+        super().__init__(name, documentation, labelnames, registry)
+
+    def labels(self, *values: str, **kw: str) -> _Observations:
+        return self._child(values, kw)  # type: ignore[return-value]
+
+    def _new(self) -> _Observations:
+        return _Observations(self.buckets)
+
+    def _family(self) -> Metric:
+        return HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for key, child in list(self._children.items()):
+            assert isinstance(child, _Observations)
+            total = 0
+            buckets = []
+            for le, count in zip(self._les, child.counts, strict=True):
+                total += count
+                buckets.append((le, total))
+            family.add_metric(key, buckets, child.sum)
+        yield family
+
+
 class Metrics:
     """Every metric streamproc exports, registered in one registry (a fresh one per worker in tests)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
-        self.events_consumed = Counter(
+        self.events_consumed = LoopCounter(
             "streamproc_events_consumed_total", "Messages read from the input topics.", ["topic"], registry=r
         )
-        self.events_undecodable = Counter(
+        self.events_undecodable = LoopCounter(
             "streamproc_events_undecodable_total",
             "Messages that were not a Segment event (dead-lettered).",
             ["topic"],
             registry=r,
         )
-        self.events_matched = Counter(
+        self.events_matched = LoopCounter(
             "streamproc_events_matched_total",
             "Deliveries created: an event matched a subscription.",
             ["destination", "action"],
             registry=r,
         )
-        self.deliveries = Counter(
+        self.deliveries = LoopCounter(
             "streamproc_deliveries_total",
             "Finished deliveries by outcome (delivered, dead_lettered, skipped, parked).",
             ["destination", "action", "outcome"],
             registry=r,
         )
-        self.dead_letters = Counter(
+        self.dead_letters = LoopCounter(
             "streamproc_dead_letters_total",
             "Records written to the dead-letter topic, by reason.",
             ["destination", "error_type"],
             registry=r,
         )
-        self.retries = Counter(
+        self.retries = LoopCounter(
             "streamproc_delivery_retries_total",
             "Delivery attempts that were retried.",
             ["destination"],
             registry=r,
         )
-        self.partner_responses = Counter(
+        self.partner_responses = LoopCounter(
             "streamproc_partner_responses_total",
             "Partner HTTP responses by status class (error = no response).",
             ["destination", "status_class"],
@@ -74,26 +207,26 @@ class Metrics:
             "Consumed events whose deliveries are not all finished.",
             registry=r,
         )
-        self.delivery_latency = Histogram(
+        self.delivery_latency = LoopHistogram(
             "streamproc_delivery_duration_seconds",
             "Consumed to finished, per delivery (includes retries).",
             ["destination"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+            r,
+            LATENCY_BUCKETS,
         )
-        self.request_latency = Histogram(
+        self.request_latency = LoopHistogram(
             "streamproc_partner_request_duration_seconds",
             "One HTTP request to a partner.",
             ["destination"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+            r,
+            LATENCY_BUCKETS,
         )
-        self.end_to_end_latency = Histogram(
+        self.end_to_end_latency = LoopHistogram(
             "streamproc_end_to_end_latency_seconds",
             "Event timestamp to delivered.",
             ["destination"],
-            buckets=E2E_BUCKETS,
-            registry=r,
+            r,
+            E2E_BUCKETS,
         )
         self.circuit_state = Gauge(
             "streamproc_circuit_state",
@@ -101,7 +234,14 @@ class Metrics:
             ["destination"],
             registry=r,
         )
-        self.rate_limit_wait = Counter(
+        self.concurrency_limit = Gauge(
+            "streamproc_destination_concurrency_limit",
+            "Requests a destination instance may have in flight: limits.concurrency, or the limit"
+            " learned so far when limits.adaptive is on.",
+            ["destination"],
+            registry=r,
+        )
+        self.rate_limit_wait = LoopCounter(
             "streamproc_rate_limit_wait_seconds_total",
             "Time deliveries spent waiting for the rate limiter.",
             ["destination"],
@@ -157,7 +297,7 @@ class Metrics:
         self.ready = Gauge(
             "streamproc_ready", "1 when the worker is consuming and can dead-letter.", registry=r
         )
-        self.partial_successes = Counter(
+        self.partial_successes = LoopCounter(
             "streamproc_partner_partial_successes_total",
             "Responses delivered that the partner accepted only in part (TikTok code 20001).",
             ["destination"],

@@ -131,6 +131,7 @@ class Outcome:
 
 
 OK = Outcome()
+TOO_MANY = Outcome(kind="status", status=429, message="too many concurrent requests")
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,13 +204,17 @@ class Latency:
 @dataclass(slots=True)
 class Fault:
     """Faults injected for one partner: a queue of outcomes for the next requests, then `then` for all
-    later ones (None: answer normally), a Retry-After value on error answers, and a latency."""
+    later ones (None: answer normally), a Retry-After value on error answers, and a latency.
+    With `capacity`, a request that arrives while that many are being served is answered 429 at once
+    (a partner that serves N requests at a time)."""
 
     sequence: deque[Outcome] = field(default_factory=deque)
     then: Outcome | None = None
     retry_after: str | None = None
     latency: Latency | None = None
     hang: float = 3600.0
+    capacity: int | None = None
+    active: int = 0
 
     def next_outcome(self) -> Outcome:
         if self.sequence:
@@ -223,6 +228,7 @@ class Fault:
             "retry_after": self.retry_after,
             "latency": None if self.latency is None else self.latency.to_json(),
             "hang": self.hang,
+            "capacity": self.capacity,
         }
 
 
@@ -423,6 +429,7 @@ class PartnerSimulator:
         retry_after: str | int | float | None = None,
         latency: Latency | float | Mapping[str, Any] | None = None,
         hang: float = 3600.0,
+        capacity: int | None = None,
     ) -> None:
         """Replace `partner`'s faults ("stackadapt", "tiktok", "seg", or "*" for all three).
 
@@ -433,7 +440,13 @@ class PartnerSimulator:
         down: shorthand for then=503 (True), then=<status>, then="reset"/"timeout".
         retry_after: Retry-After header value on error answers (seconds or an HTTP-date).
         latency: delay before every answer: milliseconds, Latency.uniform(5, 50), {"kind": ...}.
+        capacity: requests served at once (each is served for its `latency`); one more is answered
+            429 at once (with `retry_after` if given). Counted per partner.
         """
+        if capacity is not None and (
+            isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1
+        ):
+            raise ValueError("capacity must be a positive integer")
         outcomes = deque(Outcome.parse(o) for o in sequence)
         after = None if then is None else Outcome.parse(then)
         if down is not False:
@@ -444,6 +457,7 @@ class PartnerSimulator:
             retry_after=None if retry_after is None else _retry_after_text(retry_after),
             latency=None if latency is None else Latency.parse(latency),
             hang=float(hang),
+            capacity=capacity,
         )
         for name in _partners(partner):
             self._faults[name] = Fault(
@@ -452,6 +466,7 @@ class PartnerSimulator:
                 retry_after=spec.retry_after,
                 latency=spec.latency,
                 hang=spec.hang,
+                capacity=spec.capacity,
             )
 
     def clear_faults(self, partner: str | None = None) -> None:
@@ -520,8 +535,11 @@ class PartnerSimulator:
         fault = self._faults.get(partner)
         if fault is None:
             return record, OK, None
+        if fault.capacity is not None and fault.active >= fault.capacity:
+            return record, TOO_MANY, fault
         outcome = fault.next_outcome()
         if fault.latency is not None:
+            fault.active += 1
             try:
                 await asyncio.sleep(fault.latency.sample(self._rng))
             except asyncio.CancelledError:
@@ -529,6 +547,8 @@ class PartnerSimulator:
                 record.outcome = "client_gone"
                 self._stats[partner]["client_gone"] += 1
                 raise
+            finally:
+                fault.active -= 1
         return record, outcome, fault
 
     async def _misbehave(
@@ -666,7 +686,15 @@ class PartnerSimulator:
                     raise ValueError("each fault needs a 'partner'")
                 args = dict(spec)
                 partner = args.pop("partner")
-                unknown = set(args) - {"sequence", "then", "down", "retry_after", "latency", "hang"}
+                unknown = set(args) - {
+                    "sequence",
+                    "then",
+                    "down",
+                    "retry_after",
+                    "latency",
+                    "hang",
+                    "capacity",
+                }
                 if unknown:
                     raise ValueError(f"unknown fault keys: {sorted(unknown)}")
                 self.fault(partner, **args)

@@ -17,6 +17,7 @@ from streamproc.dispatch import (
     BulkheadPolicy,
     CircuitBreaker,
     CircuitState,
+    ConcurrencyLimit,
     DeliveryResult,
     Dispatcher,
     RetryShare,
@@ -24,6 +25,7 @@ from streamproc.dispatch import (
 )
 from streamproc.errors import DeliveryError, PayloadValidationError
 from streamproc.metrics import Metrics
+from streamproc.simulator import PartnerSimulator
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -110,7 +112,7 @@ async def test_retryable_status_is_retried_honouring_retry_after(partner: StandI
     assert result.outcome == "delivered"
     assert result.attempts == 3
     assert elapsed >= 0.1  # two Retry-After waits of 50 ms were honoured
-    assert metrics.retries.labels("p")._value.get() == 2
+    assert metrics.registry.get_sample_value("streamproc_delivery_retries_total", {"destination": "p"}) == 2
 
 
 async def test_permanent_error_is_dead_lettered_with_details(partner: StandIn) -> None:
@@ -439,3 +441,79 @@ async def test_a_key_behind_a_parked_delivery_parks_in_order_before_the_next_goe
     assert all(r.failure is not None and r.failure.type == "ParkedBehind" for r in results[1::2])
     assert all(r.next_attempt_at is not None and r.next_attempt_at <= time.time() for r in results[1::2])
     assert sorted(body for _, _, body in partner.seen) == [b"0", b"2", b"4"]
+
+
+# -- adaptive concurrency ----------------------------------------------------------------------------
+
+
+async def test_adaptive_limit_settles_near_the_partner_capacity_with_few_429s() -> None:
+    capacity = 16
+    async with PartnerSimulator(seed=3, record=False) as sim:
+        # Each request is held 30 ms; beyond 16 at once the partner answers 429 straight away.
+        sim.fault("seg", capacity=capacity, latency=30)
+        metrics = Metrics()
+        # latency_factor: only the partner's 429s steer the limit here, not this machine's load.
+        bulkhead = Bulkhead(
+            policy(destination="seg", concurrency=64, adaptive=True, latency_factor=1000.0, max_attempts=20),
+            metrics=metrics,
+        )
+        url = f"{sim.base_url}/segment/site/track"
+        deliveries = [FakeDelivery(f"d{i}", "seg", [post(url, f'{{"n":{i}}}'.encode())]) for i in range(1200)]
+        results = []
+        for start in range(0, len(deliveries), 200):  # the worker hands over deliveries in batches
+            results += await asyncio.gather(*(bulkhead.deliver(d) for d in deliveries[start : start + 200]))
+        await bulkhead.close()
+        answers = sim.stats()["partners"]["seg"]
+    assert {r.outcome for r in results} == {"delivered"}, [r.failure for r in results if r.failure][:3]
+    limit = metrics.registry.get_sample_value(
+        "streamproc_destination_concurrency_limit", {"destination": "seg"}
+    )
+    assert limit == bulkhead.limiter.limit
+    assert capacity * 0.6 <= limit <= capacity * 1.25
+    rejected = answers.get("429", 0)
+    assert answers["204"] == 1200
+    assert rejected / (rejected + answers["204"]) < 0.08
+
+
+def test_concurrency_limit_grows_additively_and_cuts_once_per_round() -> None:
+    limit = ConcurrencyLimit(64, adaptive=True, initial=8)
+    tickets = []
+    for _ in range(8):
+        assert limit.try_acquire()
+        tickets.append(limit.started)
+    assert not limit.try_acquire()  # the limit holds
+    for t in tickets:
+        limit.record(t, 0.01, False)  # slow start: one per success
+    assert limit.limit == 16
+    for t in tickets[:3]:
+        limit.record(t, None, True)  # three 429s of one round: one cut
+    assert limit.limit == int(16 * 0.8)
+    for _ in range(5):
+        limit.release()
+    later = []
+    while limit.try_acquire():
+        later.append(limit.started)
+    limit.record(later[0], 0.01, False)
+    grown = limit.limit
+    assert grown == int(12.8 + 1 / 12.8)  # after a cut, growth is additive
+    limit.record(later[-1], None, True)  # admitted after the cut: cuts again
+    assert limit.limit == int((12.8 + 1 / 12.8) * 0.8)
+
+
+def test_rising_latency_cuts_and_the_limit_stays_within_its_bounds() -> None:
+    limit = ConcurrencyLimit(4, adaptive=True, initial=4)
+    for _ in range(4):
+        limit.try_acquire()
+    for _ in range(50):
+        limit.record(limit.started, 0.01, False)
+    assert limit.limit == 4  # never above the configured concurrency
+    for _ in range(4):
+        limit.release()
+    for _ in range(60):
+        assert limit.try_acquire()
+        limit.record(limit.started, 1.0, False)  # latency a hundred times its floor
+        limit.release()
+    assert limit.limit == 1  # never below one
+    fixed = ConcurrencyLimit(4)
+    fixed.record(1, None, True)
+    assert fixed.limit == 4

@@ -108,12 +108,22 @@ async def test_an_event_completes_only_once_its_dead_letter_is_acknowledged() ->
     processor.process(Msg(41, b'{"messageId": "m1"}'), lane)
     for _ in range(10):
         await asyncio.sleep(0)
-    assert metrics.deliveries.labels("ok", "track", "delivered")._value.get() == 1
+    assert (
+        metrics.registry.get_sample_value(
+            "streamproc_deliveries_total", {"destination": "ok", "action": "track", "outcome": "delivered"}
+        )
+        == 1
+    )
     assert len(dlq.sent) == 1 and completed == []  # the dead letter is not acknowledged yet
     dlq.ack.set()
     await asyncio.gather(*lane.tasks)
     assert completed == [41]
-    assert metrics.dead_letters.labels("bad", "PermanentError")._value.get() == 1
+    assert (
+        metrics.registry.get_sample_value(
+            "streamproc_dead_letters_total", {"destination": "bad", "error_type": "PermanentError"}
+        )
+        == 1
+    )
     (letter,) = dlq.sent
     assert (letter.destination, letter.delivery_id, letter.offset, letter.value) == (
         "bad",
@@ -165,7 +175,7 @@ async def test_a_tombstone_is_dead_lettered_or_only_counted_as_asked() -> None:
     counting = processor_with(HeldDeadLetters(), counted, metrics, undecodable="count")
     counting.process(Msg(2, None), lane)
     assert counted == [2] and not lane.tasks  # finished at once, nothing written
-    assert metrics.events_undecodable.labels("events")._value.get() == 1
+    assert metrics.registry.get_sample_value("streamproc_events_undecodable_total", {"topic": "events"}) == 1
 
 
 @pytest.mark.parametrize("command", [["run"], ["replay"], ["dlq", "redrive"], ["dlq", "inspect"]])

@@ -138,6 +138,18 @@ async def test_status_sequence_then_normal_answers_with_retry_after(
     assert sim.stats()["partners"]["seg"] == {"503": 3, "204": 2}
 
 
+async def test_capacity_answers_429_to_requests_beyond_it_while_it_is_busy(
+    sim: PartnerSimulator, http: aiohttp.ClientSession
+) -> None:
+    # Each served request is held for its latency (long enough for all ten to arrive together).
+    sim.fault("seg", capacity=4, latency=1000, retry_after=1)
+    answers = await asyncio.gather(*(post(http, f"{sim.base_url}{SEG_TRACK}") for _ in range(10)))
+    assert sorted(status for status, _ in answers) == [204] * 4 + [429] * 6
+    assert sim.stats()["partners"]["seg"] == {"204": 4, "429": 6}
+    assert (await post(http, f"{sim.base_url}{SEG_TRACK}"))[0] == 204  # free again once they are done
+    assert sim.faults()["seg"]["capacity"] == 4
+
+
 async def test_faults_are_per_partner(sim: PartnerSimulator, http: aiohttp.ClientSession) -> None:
     sim.fault("tiktok-offline-conversions", down=True)
     assert (await post(http, f"{sim.base_url}{TIKTOK}"))[0] == 503

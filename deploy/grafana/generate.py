@@ -267,6 +267,17 @@ panel(
     ],
     unit="s",
 )
+panel(
+    "Concurrency limit per destination",
+    [
+        (f"max by (destination) (streamproc_destination_concurrency_limit{{{D}}})", "limit {{destination}}"),
+        (f"sum by (destination) (streamproc_deliveries_in_flight{{{D}}})", "in flight {{destination}}"),
+    ],
+    width=12,
+    description="Requests a destination may have in flight: limits.concurrency, or the limit learned"
+    " so far (AIMD) when limits.adaptive is on. A limit well below limits.concurrency means the partner"
+    " answers 429s, times out or slows down at more.",
+)
 
 row("Parked deliveries")
 panel(

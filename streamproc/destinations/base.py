@@ -87,6 +87,9 @@ class Outcome:
     retry_after: float | None = None
     partial: bool = False
     """Delivered, but the partner said it kept only part of the request (counted, not retried)."""
+    throttled: bool = False
+    """The partner said "slow down" in its own words (an in-band code); a 429 counts without it.
+    An adaptive concurrency limit is cut on it."""
 
 
 ClassifyFn = Callable[[int, Mapping[str, str], bytes], Outcome]

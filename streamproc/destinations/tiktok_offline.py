@@ -521,7 +521,7 @@ def classify(status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
     if code == PARTIAL_SUCCESS:
         return Outcome(Verdict.DELIVERED, status, text, None, partial=True)
     if code in THROTTLED_CODES:
-        return Outcome(Verdict.RETRY, status, f"{text} (throttled)", outcome.retry_after)
+        return Outcome(Verdict.RETRY, status, f"{text} (throttled)", outcome.retry_after, throttled=True)
     if code in RETRYABLE_CODES:
         return Outcome(Verdict.RETRY, status, text, outcome.retry_after)
     return Outcome(Verdict.FAIL, status, text)

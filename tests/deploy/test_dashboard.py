@@ -56,6 +56,7 @@ def test_dashboard_has_the_promised_panels_and_a_destination_variable() -> None:
         "streamproc_partner_responses_total",
         "streamproc_circuit_state",
         "streamproc_deliveries_in_flight",
+        "streamproc_destination_concurrency_limit",
         "streamproc_paused_partitions",
         "streamproc_parked_total",
         "streamproc_retry_pending",

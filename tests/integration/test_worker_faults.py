@@ -117,7 +117,10 @@ async def test_503_bursts_with_retry_after_are_retried_and_delivered(
     assert ok == expected  # each predicted request delivered exactly once in the end
     assert sum(1 for r in sim.requests if r.status == 503) == 50
     assert run.dead_letters() == []
-    assert run.worker.metrics.retries.labels("tiktok-offline")._value.get() >= 25
+    retries = run.worker.metrics.registry.get_sample_value(
+        "streamproc_delivery_retries_total", {"destination": "tiktok-offline"}
+    )
+    assert retries is not None and retries >= 25
 
 
 async def test_rejected_requests_are_dead_lettered_with_headers(
