@@ -269,6 +269,59 @@ async def hot_path(sink: str, n: int, clients: list[str]) -> None:
             print(f"{phase.name:<22}{phase.rate:>10.0f}{phase.cpu_us:>12.1f}{ratio:>9.2f}")
 
 
+# -- part 2 ----------------------------------------------------------------------------------------
+async def adaptive_vs_fixed(base: str, n: int, capacity: int, latency_ms: float) -> None:
+    import aiohttp
+
+    url = f"{base}/segment/bench-site/track"
+    deliveries = [
+        Delivery(
+            f"a{i}",
+            "seg",
+            "bench",
+            "track",
+            [Request("POST", url, {"content-type": "application/json"}, f'{{"n":{i}}}'.encode())],
+        )
+        for i in range(n)
+    ]
+    print(
+        f"\nadaptive concurrency: {n} deliveries, 256 handed over at a time, partner capacity {capacity} "
+        f"at {latency_ms:g} ms per request (429 beyond), limits.concurrency 64, backoff 0.05-1 s"
+    )
+    print(f"{'mode':<10}{'deliv/s':>9}{'requests':>10}{'429 share':>11}{'dead':>6}{'limit':>7}")
+    async with aiohttp.ClientSession() as control:
+        for adaptive in (False, True):
+            async with control.post(f"{base}/_sim/reset"):
+                pass
+            fault = {"partner": "seg", "capacity": capacity, "latency": latency_ms}
+            async with control.post(f"{base}/_sim/faults", data=orjson.dumps(fault)) as r:
+                assert r.status == 200, await r.text()
+            bulkhead = Bulkhead(
+                BulkheadPolicy(
+                    destination="seg",
+                    concurrency=64,
+                    adaptive=adaptive,
+                    backoff_initial=0.05,
+                    backoff_max=1.0,
+                )
+            )
+            dispatcher = Dispatcher([bulkhead])
+            started = time.perf_counter()
+            outcomes = await through_dispatcher(dispatcher, deliveries, window=256)
+            wall = time.perf_counter() - started
+            limit = bulkhead.limiter.limit
+            await dispatcher.close()
+            async with control.get(f"{base}/_sim/stats") as r:
+                answers = (await r.json())["partners"].get("seg", {})
+            sent = sum(answers.values())
+            share = answers.get("429", 0) / sent if sent else 0.0
+            mode = "adaptive" if adaptive else "fixed 64"
+            print(
+                f"{mode:<10}{n / wall:>9.0f}{sent:>10}{share:>10.1%}{outcomes.get('dead_lettered', 0):>6}"
+                f"{limit:>7}"
+            )
+
+
 def runner() -> asyncio.Runner:
     """uvloop where installed, as the worker runs."""
     try:
@@ -285,6 +338,10 @@ def main() -> int:
     ap.add_argument("--sink-cmd", help="command that starts a responder; {port} is replaced by its port")
     ap.add_argument("--clients", default="aiohttp,pyreqwest")
     ap.add_argument("--skip-hot-path", action="store_true")
+    ap.add_argument("--skip-adaptive", action="store_true")
+    ap.add_argument("--capacity", type=int, default=16, help="the simulated partner's concurrent requests")
+    ap.add_argument("--capacity-latency", type=float, default=20.0, help="ms per request it serves")
+    ap.add_argument("--adaptive-deliveries", type=int, default=4000)
     args = ap.parse_args()
     if shutil.which("taskset") and (os.cpu_count() or 1) > 1:
         os.sched_setaffinity(0, {0})
@@ -304,6 +361,18 @@ def main() -> int:
             clients = [c for c in args.clients.split(",") if c]
             with runner() as r:
                 r.run(hot_path(sink, args.requests, clients))
+        if not args.skip_adaptive:
+            port = free_port()
+            procs.append(start_simulator(port))
+            with runner() as r:
+                r.run(
+                    adaptive_vs_fixed(
+                        f"http://127.0.0.1:{port}",
+                        args.adaptive_deliveries,
+                        args.capacity,
+                        args.capacity_latency,
+                    )
+                )
     finally:
         for proc in procs:
             proc.terminate()

@@ -150,7 +150,9 @@ def build_stack(config: Config, kafka: KafkaConfig, *, dry_run: bool) -> Deliver
     if dry_run:
         return DeliveryStack(config, kafka, router, metrics, None, None)
     dispatcher = Dispatcher.from_config(
-        ((cfg, dest.classify) for dest, cfg in router.destinations.values()), metrics
+        ((cfg, dest.classify) for dest, cfg in router.destinations.values()),
+        metrics,
+        client=config.http.client,
     )
     dlq = DeadLetterProducer(kafka.dead_letter_topic, producer_config(kafka.bootstrap_servers, kafka.client))
     return DeliveryStack(config, kafka, router, metrics, dispatcher, dlq)
