@@ -371,29 +371,50 @@ class CircuitBreaker:
                 self._set(CircuitState.OPEN)
 
 
+class _Turn:
+    """One place in a key's queue; the future to wait on is made only when someone does wait."""
+
+    __slots__ = ("finished", "waiter")
+
+    def __init__(self) -> None:
+        self.finished = False
+        self.waiter: asyncio.Future[None] | None = None
+
+
 class KeySequencer:
     """Runs work for one key one at a time, in the order `turn` was called, while other keys proceed.
 
-    Only the tail of each key's chain is kept, so memory is bounded by the work in flight.
+    Only the tail of each key's chain is kept, so memory is bounded by the work in flight; a key
+    with nothing ahead of it costs no future.
     """
 
     def __init__(self) -> None:
-        self._tails: dict[Any, asyncio.Future[None]] = {}
+        self._tails: dict[Any, _Turn] = {}
 
     def __len__(self) -> int:
         return len(self._tails)
 
-    def turn(self, key: Any) -> tuple[asyncio.Future[None] | None, asyncio.Future[None]]:
+    def turn(self, key: Any) -> tuple[_Turn | None, _Turn]:
         """Join the queue for `key` now (synchronously, to fix the order): (predecessor, mine)."""
-        mine: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        mine = _Turn()
         prev = self._tails.get(key)
         self._tails[key] = mine
         return prev, mine
 
-    def done(self, key: Any, mine: asyncio.Future[None]) -> None:
+    async def wait(self, prev: _Turn) -> None:
+        """Until the predecessor is done."""
+        if prev.finished:
+            return
+        if prev.waiter is None:
+            prev.waiter = asyncio.get_running_loop().create_future()
+        # shield: our cancellation must not cancel the predecessor's marker.
+        await asyncio.shield(prev.waiter)
+
+    def done(self, key: Any, mine: _Turn) -> None:
         """Let the next one for `key` go."""
-        if not mine.done():
-            mine.set_result(None)
+        mine.finished = True
+        if mine.waiter is not None and not mine.waiter.done():
+            mine.waiter.set_result(None)
         if self._tails.get(key) is mine:
             del self._tails[key]
 
@@ -921,9 +942,8 @@ class Dispatcher:
         seq_key = (delivery.destination, key)
         prev, mine = self._sequencer.turn(seq_key)
         try:
-            if prev is not None and not prev.done():
-                # shield: our cancellation must not cancel the predecessor's marker.
-                await asyncio.shield(prev)
+            if prev is not None and not prev.finished:
+                await self._sequencer.wait(prev)
             if share is not None and behind is not None:
                 share = behind() or share
             result = await (
