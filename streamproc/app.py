@@ -61,7 +61,9 @@ class Worker:
         self._check_topics = check_topics_at_start
         self._serve_http = config.metrics.enabled if serve_http is None else serve_http
         self.dispatcher = Dispatcher.from_config(
-            ((cfg, dest.classify) for dest, cfg in self.router.destinations.values()), self.metrics
+            ((cfg, dest.classify) for dest, cfg in self.router.destinations.values()),
+            self.metrics,
+            client=config.http.client,
         )
         self.dlq: DeadLetterProducer | None = dead_letter_producer
         self._retry_producer = retry_producer

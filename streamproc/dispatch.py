@@ -580,23 +580,12 @@ class Bulkhead:
         # Gauges read when scraped: nothing to update per delivery.
         m.in_flight_deliveries.labels(dest).set_function(lambda: self.in_flight)
         m.concurrency_limit.labels(dest).set_function(lambda: self.limiter.limit)
-        responses = m.partner_responses
-        self._m_status = {cls: responses.labels(dest, status_class(cls * 100)) for cls in range(1, 6)}
-        self._m_no_answer = responses.labels(dest, status_class(None))
+        self._m_responses = m.partner_responses
+        self._m_no_answer = m.partner_responses.labels(dest, status_class(None))
 
     def _on_circuit_change(self, state: CircuitState) -> None:
         self._m_circuit.set(int(state))
         log.warning("circuit_state", destination=self.policy.destination, state=state.name.lower())
-
-    def _status_counter(self, status: int | None) -> Any:
-        if status is None:
-            return self._m_no_answer
-        counter = self._m_status.get(status // 100)
-        if counter is None:
-            counter = self._m_status[status // 100] = self._metrics.partner_responses.labels(
-                self.policy.destination, status_class(status)
-            )
-        return counter
 
     async def close(self) -> None:
         if self._owns_client:
@@ -618,7 +607,7 @@ class Bulkhead:
             return Outcome(Verdict.RETRY, None, str(exc)), None
         latency = self._clock() - started
         self._m_request_latency.observe(latency)
-        self._status_counter(status).inc()
+        self._m_responses.labels(self.policy.destination, status_class(status)).inc()
         outcome = self.classify(status, headers, body)
         if outcome.verdict is Verdict.DELIVERED:
             if outcome.partial:

@@ -30,7 +30,10 @@ def status_class(status: int | None) -> str:
     """`2xx`..`5xx`, or `error` when no HTTP answer came back (timeout, reset)."""
     if status is None:
         return "error"
-    return f"{status // 100}xx"
+    return _STATUS_CLASSES.get(status // 100) or f"{status // 100}xx"
+
+
+_STATUS_CLASSES = {n: f"{n}xx" for n in range(1, 6)}
 
 
 class _Count:

@@ -302,24 +302,20 @@ class EventProcessor:
         self._summary = summary
         self._dead_letter_undecodable = undecodable == "dead-letter"
         self._on_dry_run = on_dry_run
-        self._metrics = metrics
-        # Label children are looked up once per label set: `labels()` is slow on the hot path.
-        self._m_consumed: dict[str, Any] = {}
-        self._m_undecodable: dict[str, Any] = {}
-        self._m_matched: dict[tuple[str, str], Any] = {}
-        self._m_outcome: dict[tuple[str, str, str], Any] = {}
-        self._m_dead: dict[tuple[str, str], Any] = {}
-        self._m_latency: dict[str, Any] = {}
-        self._m_e2e: dict[str, Any] = {}
+        # Their labels() are memoised and their updates plain additions (streamproc.metrics).
+        self._m_consumed = metrics.events_consumed
+        self._m_undecodable = metrics.events_undecodable
+        self._m_matched = metrics.events_matched
+        self._m_outcome = metrics.deliveries
+        self._m_dead = metrics.dead_letters
+        self._m_latency = metrics.delivery_latency
+        self._m_e2e = metrics.end_to_end_latency
 
     # -- one message -------------------------------------------------------------------------------
     def process(self, msg: Any, lane: Lane, redelivery: Redelivery | None = None) -> None:
         """Start the work for one message (its deliveries run as tasks in `lane.tasks`)."""
         topic = lane.topic
-        counter = self._m_consumed.get(topic)
-        if counter is None:
-            counter = self._m_consumed[topic] = self._metrics.events_consumed.labels(topic)
-        counter.inc()
+        self._m_consumed.labels(topic).inc()
         offset = msg.offset()
         try:
             value = msg.value()
@@ -352,12 +348,9 @@ class EventProcessor:
                 summary.unmatched += 1
             self._complete(lane, offset)
             return
+        matched = self._m_matched
         for d in deliveries:
-            key = (d.destination, d.action)
-            c = self._m_matched.get(key)
-            if c is None:
-                c = self._m_matched[key] = self._metrics.events_matched.labels(*key)
-            c.inc()
+            matched.labels(d.destination, d.action).inc()
             if summary is not None:
                 summary.tally(d.destination).matched += 1
         if self.dry_run:
@@ -393,10 +386,7 @@ class EventProcessor:
     def _not_decoded(
         self, msg: Any, lane: Lane, offset: int, exc: DecodeError, redelivery: Redelivery | None
     ) -> None:
-        c = self._m_undecodable.get(lane.topic)
-        if c is None:
-            c = self._m_undecodable[lane.topic] = self._metrics.events_undecodable.labels(lane.topic)
-        c.inc()
+        self._m_undecodable.labels(lane.topic).inc()
         if self._summary is not None:
             self._summary.undecodable += 1
         if self._dead_letter_undecodable:
@@ -479,21 +469,13 @@ class EventProcessor:
             self.parking.settled(ev.lane.partition, delivery, ev.redelivery, outcome)
         if delivery is not None:
             dest = delivery.destination
-            key = (dest, delivery.action, outcome)
-            c = self._m_outcome.get(key)
-            if c is None:
-                c = self._m_outcome[key] = self._metrics.deliveries.labels(*key)
-            c.inc()
+            self._m_outcome.labels(dest, delivery.action, outcome).inc()
             summary = self._summary
             if outcome == "delivered":
-                h = self._m_latency.get(dest)
-                if h is None:
-                    h = self._m_latency[dest] = self._metrics.delivery_latency.labels(dest)
-                    self._m_e2e[dest] = self._metrics.end_to_end_latency.labels(dest)
-                h.observe(time.monotonic() - ev.consumed_at)
+                self._m_latency.labels(dest).observe(time.monotonic() - ev.consumed_at)
                 kind, ts = ev.msg.timestamp()
                 if kind and ts > 0:
-                    self._m_e2e[dest].observe(max(0.0, time.time() - ts / 1000))
+                    self._m_e2e.labels(dest).observe(max(0.0, time.time() - ts / 1000))
                 if summary is not None:
                     summary.tally(dest).delivered += 1
             elif outcome == "skipped" and summary is not None:
@@ -516,11 +498,7 @@ class EventProcessor:
         assert self.dead_letters is not None
         await self.dead_letters.send(dead_letter(ev.msg, failure, delivery, ev.redelivery))
         dest = delivery.destination if delivery else ""
-        key = (dest, failure.type)
-        c = self._m_dead.get(key)
-        if c is None:
-            c = self._m_dead[key] = self._metrics.dead_letters.labels(*key)
-        c.inc()
+        self._m_dead.labels(dest, failure.type).inc()
         if self._summary is not None and delivery is not None:
             self._summary.tally(dest).dead_lettered += 1
         log.info(
