@@ -21,10 +21,12 @@ from typing import Any, Literal, Protocol
 
 from streamproc.destinations.base import Request
 
-__all__ = ["CLIENTS", "ClientName", "HttpClient", "SendError", "make_client"]
+__all__ = ["CLIENTS", "DEFAULT_CLIENT", "ClientName", "HttpClient", "SendError", "make_client"]
 
 ClientName = Literal["aiohttp", "pyreqwest"]
 CLIENTS: tuple[ClientName, ...] = ("aiohttp", "pyreqwest")
+DEFAULT_CLIENT: ClientName = "pyreqwest"
+"""About half the worker's CPU per request of aiohttp (bench/dispatch.py, bench/e2e.py)."""
 
 KEEPALIVE = 30.0
 """Seconds an idle pooled connection is kept."""
@@ -159,7 +161,7 @@ class PyreqwestClient:
             await asyncio.sleep(0.05)
 
 
-def make_client(name: str = "aiohttp", *, max_connections: int = 100) -> HttpClient:
+def make_client(name: str = DEFAULT_CLIENT, *, max_connections: int = 100) -> HttpClient:
     """The HTTP client called `name` (one of CLIENTS)."""
     if name == "aiohttp":
         return AiohttpClient(max_connections)

@@ -364,8 +364,8 @@ class HttpConfig:
 
     client: Annotated[
         Literal["aiohttp", "pyreqwest"],
-        Key("the HTTP client every bulkhead sends with: aiohttp, or pyreqwest (less CPU per request)"),
-    ] = "aiohttp"
+        Key("the HTTP client every bulkhead sends with: pyreqwest (less CPU per request) or aiohttp"),
+    ] = "pyreqwest"
 
 
 @dataclass(frozen=True)

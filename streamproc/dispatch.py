@@ -31,7 +31,7 @@ from typing import Any, Literal, Protocol
 import structlog
 
 from streamproc.batching import Batcher, batchers_for
-from streamproc.client import HttpClient, SendError, make_client
+from streamproc.client import DEFAULT_CLIENT, HttpClient, SendError, make_client
 from streamproc.destinations import registry
 from streamproc.destinations.base import ClassifyFn, Outcome, Request, Verdict, classify_http
 from streamproc.errors import DeliveryError
@@ -548,7 +548,7 @@ class Bulkhead:
         self.classify = classify
         self._metrics = metrics if metrics is not None else Metrics()
         if client is None or isinstance(client, str):
-            self._client = make_client(client or "aiohttp", max_connections=policy.concurrency)
+            self._client = make_client(client or DEFAULT_CLIENT, max_connections=policy.concurrency)
             self._owns_client = True
         else:
             self._client = client
@@ -878,7 +878,7 @@ class Dispatcher:
 
     @classmethod
     def from_config(
-        cls, destinations: Iterable[tuple[Any, ClassifyFn]], metrics: Metrics, *, client: str = "aiohttp"
+        cls, destinations: Iterable[tuple[Any, ClassifyFn]], metrics: Metrics, *, client: str = DEFAULT_CLIENT
     ) -> Dispatcher:
         """From (`DestinationConfig`, the destination type's `classify`) pairs; `client` is
         `http.client` of the configuration (each bulkhead gets its own client of that kind)."""
