@@ -177,11 +177,16 @@ class Limits:
     """Worker-wide bounds: memory (in-flight events), batching of polls, commit cadence, shutdown."""
 
     max_in_flight_events: Annotated[
-        int, Key("above this many unfinished events the worker pauses its partitions", minimum=1)
+        int,
+        Key(
+            "above this many events not yet committable (unfinished, or finished behind an unfinished one)"
+            " the worker pauses its partitions",
+            minimum=1,
+        ),
     ] = 10000
     resume_in_flight_events: Annotated[
         int,
-        Key("the worker resumes below this many unfinished events; below max_in_flight_events", minimum=0),
+        Key("the worker resumes below this many such events; below max_in_flight_events", minimum=0),
     ] = 5000
     poll_batch_size: Annotated[int, Key("messages taken from Kafka per poll", minimum=1, maximum=100_000)] = (
         500

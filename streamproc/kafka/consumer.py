@@ -141,6 +141,14 @@ class ConsumerLoop:
         """Consumed events whose work is not finished, over the live partitions."""
         return sum(p.tracker.in_flight for p in self._parts.values())
 
+    def window(self) -> int:
+        """Consumed events at or past the watermarks, finished or not, over the live partitions.
+
+        Backpressure bounds this rather than `in_flight`: one slow event holds its partition's
+        watermark while the events after it finish, and every one of them would be read and sent
+        again after a crash. Bounding the window bounds both memory and those replays."""
+        return sum(p.tracker.window for p in self._parts.values())
+
     @staticmethod
     def complete(part: Partition, offset: int) -> None:
         """All work for one message is done (delivered, skipped or dead-lettered and acknowledged).
@@ -179,12 +187,12 @@ class ConsumerLoop:
         next_commit = time.monotonic() + self._commit_interval
         m_in_flight = self._metrics.in_flight_events
         while not self._stopping:
-            in_flight = self.in_flight()
-            m_in_flight.set(in_flight)
+            m_in_flight.set(self.in_flight())
+            window = self.window()
             if self._want_paused:
-                if in_flight <= self._resume_in_flight:
+                if window <= self._resume_in_flight:
                     self._want_paused = False
-            elif in_flight >= self._max_in_flight:
+            elif window >= self._max_in_flight:
                 self._want_paused = True
             offsets = None
             if time.monotonic() >= next_commit:

@@ -60,6 +60,12 @@ class OffsetTracker:
         """Consumed offsets not yet complete."""
         return len(self._open)
 
+    @property
+    def window(self) -> int:
+        """Consumed offsets at or past the watermark, finished or not: what a restart reads again
+        (and what this tracker holds in memory)."""
+        return len(self._pending)
+
     def watermark(self) -> int | None:
         """The offset to commit (the next one to read after a restart); None before any offset."""
         if self._pending:

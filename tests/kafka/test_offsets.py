@@ -236,3 +236,35 @@ async def test_a_revoke_asks_for_open_batches_first_so_their_offsets_commit() ->
     await task
     assert await loop.drain(0.0) == 0 and drains == ["drain", "drain"]
     await loop.close()
+
+
+async def test_finished_events_behind_a_slow_one_count_against_the_bound() -> None:
+    # One slow event holds the watermark while the nine after it finish: all ten would be read
+    # again after a crash, so the worker stays paused until the slow one is done.
+    fake = _ScriptedConsumer(10)
+    seen: list[tuple[int, Partition]] = []
+    loop = ConsumerLoop(
+        {},
+        ["t"],
+        lambda msg, part: seen.append((msg.offset(), part)),
+        metrics=Metrics(),
+        commit_interval=0.01,
+        max_in_flight=8,
+        resume_in_flight=3,
+        consumer_factory=lambda conf: fake,
+    )
+    task = asyncio.create_task(loop.run())
+    await _until(lambda: len(seen) == 10)
+    await _until(lambda: fake.paused == 1)
+    for offset, part in seen[1:]:
+        loop.complete(part, offset)
+    assert loop.in_flight() == 1 and loop.window() == 10
+    await asyncio.sleep(0.1)
+    assert fake.resumed == 0 and fake.commits[-1] == 0
+    offset, part = seen[0]
+    loop.complete(part, offset)
+    await _until(lambda: fake.resumed == 1)
+    await _until(lambda: fake.commits[-1] == 10)
+    loop.request_stop()
+    await task
+    await loop.close()
