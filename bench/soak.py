@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,8 +30,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "integration")]
 
 from crash_chaos import DESTINATION_OF, ChaosPlan, run_crash_chaos  # noqa: E402
-from e2e import start_broker  # noqa: E402
-from kafka_helpers import create_topic, delete_topics, unique_name, wait_for_group_coordinator  # noqa: E402
+from kafka_helpers import create_topic, delete_topics, unique_name  # noqa: E402
+
+from streamproc.kafka.local import start_broker  # noqa: E402
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "[::1]"}
 
@@ -90,13 +90,13 @@ def main() -> int:
     )
 
     work = Path(tempfile.mkdtemp(prefix="streamproc-soak-"))
-    if args.bootstrap:
-        os.environ["KAFKA_BOOTSTRAP_SERVERS"] = args.bootstrap
-    bootstrap, run_dir = start_broker(work)
-    local_only(bootstrap)
+    os.environ.setdefault("KAFKA_LOCAL_CACHE", str(ROOT / ".cache" / "kafka"))
+    broker = start_broker(
+        args.bootstrap or os.environ.get("KAFKA_BOOTSTRAP_SERVERS"), mode="local", run_dir=work / "kafka"
+    )
+    bootstrap = local_only(broker.bootstrap)
     topics: list[str] = []
     try:
-        wait_for_group_coordinator(bootstrap)
         src = create_topic(bootstrap, unique_name("soak"), plan.partitions)
         topics.append(src)
         dlq = create_topic(bootstrap, unique_name("soak-dlq"), 1)
@@ -119,10 +119,7 @@ def main() -> int:
     finally:
         with contextlib.suppress(Exception):
             delete_topics(bootstrap, topics)
-        if run_dir is not None:
-            subprocess.run(
-                [str(ROOT / "scripts" / "kafka-local"), "stop", "--dir", str(run_dir)], capture_output=True
-            )
+        broker.stop()
     print(result.figures())
     problems = result.problems()
     for problem in problems:

@@ -80,6 +80,15 @@ class ChaosPlan:
             },
             "breaker": {"failure_ratio": 0.5, "min_requests": 50, "window": 5, "open_for": 0.5},
         }
+        if self.outage:
+            # A long outage parks what the partner that is down cannot take (its retry topic), so
+            # the others keep their pace; the short bursts of the crash scenario never park.
+            limits["retry"] = {
+                **limits["retry"],
+                "park_after_seconds": 5.0,
+                "park_delay": 2.0,
+                "park_delay_max": 10.0,
+            }
         return {d: limits for d in DESTINATION_OF.values()}
 
     def worker_limits(self) -> dict[str, Any]:
@@ -434,6 +443,13 @@ class ChaosResult:
                 f"{self.after_commit} requests sent again after their event was committed",
             ),
             (self.duplicates <= self.bound, f"{self.duplicates} duplicates above the bound of {self.bound}"),
+            # The bound a user can work out from the configuration: what backpressure lets a
+            # killed worker have past its committed offsets, for every kill.
+            (
+                self.duplicates <= self.inflight_figure + self.resent,
+                f"{self.duplicates} duplicates above kills x (limit + 2 batches) x requests per event"
+                f" + resent = {self.inflight_figure + self.resent}",
+            ),
         ]
         return [problem for ok, problem in checks if not ok]
 
