@@ -144,6 +144,10 @@ class Ledger:
         self.window: list[int] = []  # per kill: events past the commit that a request was seen for
         self.resent = 0
         self.after_commit: list[str] = []
+        # The partner that is down in an outage run: its deliveries park, so they arrive after
+        # their event is committed and a kill replays them from the retry topic, not the input.
+        self.parked_partner: str | None = None
+        self._parked: set[bytes] = set()
         self._committed: dict[int, int] = {}  # what the last kill left committed
         self._furthest: dict[int, int] = {}  # partition -> furthest offset a request was seen for
         self._got_now: collections.Counter[bytes] = collections.Counter()  # accepted, this incarnation
@@ -209,6 +213,9 @@ class Ledger:
         self.got[d] += 1
         if self.got[d] <= expected:
             self.arrived += 1
+        if record.partner == self.parked_partner:
+            self._parked.add(d)
+            return
         if not current:
             return  # answered after its incarnation was killed: `close` could not count it
         self._got_now[d] += 1
@@ -240,7 +247,13 @@ class Ledger:
         return sum(max(0, self.expected_count(d) - self.got[d]) for d in self._owner)
 
     def duplicates(self) -> int:
-        return sum(max(0, n - self.expected_count(d)) for d, n in self.got.items())
+        """Duplicates of the requests that never park (held to the bound)."""
+        return sum(max(0, n - self.expected_count(d)) for d, n in self.got.items() if d not in self._parked)
+
+    def parked_duplicates(self) -> int:
+        """Duplicates of the parked partner's requests: replays of retry records a kill left
+        uncommitted (at most the retry consumer's in-flight bound per kill)."""
+        return sum(max(0, self.got[d] - self.expected_count(d)) for d in self._parked)
 
 
 def _split(where: int) -> tuple[int, int]:
@@ -407,6 +420,7 @@ class ChaosResult:
     missing: int = 0
     unexpected: int = 0
     duplicates: int = 0
+    parked_duplicates: int = 0  # the outage partner's, replayed from its retry topic
     replayable: int = 0  # what the kills allowed to be sent again (see `Ledger`)
     resent: int = 0  # accepted twice by one incarnation
     after_commit: int = 0  # sent by an incarnation started after the event was committed
@@ -472,6 +486,11 @@ class ChaosResult:
             f"{dict(self.burst_partners)} lasting "
             f"{self.faulty_seconds:.0f}s in all; answers {dict(sorted(self.answers.items()))}",
         ]
+        if self.plan.outage:
+            lines.append(
+                f"  {self.plan.outage[0]} (down, parked): {self.parked_duplicates:,} duplicates replayed"
+                " from its retry topic after kills, not held to the bound above"
+            )
         for partner, (before, during) in self.outage.items():
             ratio = during / before if before else float("nan")
             lines.append(
@@ -515,6 +534,7 @@ def run_crash_chaos(
     cpu_at_start = _own_cpu()
     rnd = random.Random(plan.seed)
     ledger = Ledger()
+    ledger.parked_partner = plan.outage[0] if plan.outage else None
     result = ChaosResult(plan)
     sim = SimulatorThread(seed=plan.seed)
     storm = FaultStorm(sim, plan, rnd)
@@ -628,6 +648,7 @@ def run_crash_chaos(
         settle()
         result.dead_letters = len(read_all(bootstrap, dlq))
         result.missing, result.duplicates = ledger.missing(), ledger.duplicates()
+        result.parked_duplicates = ledger.parked_duplicates()
         result.unexpected = len(ledger.unexpected)
         if storm.outage_window is not None and plan.outage is not None:
             result.outage = _outage_rates(ledger, storm.outage_window, plan.outage[0])
