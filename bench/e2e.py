@@ -565,6 +565,16 @@ def log_tail(path: Path, lines: int = 3) -> str:
     return " | ".join(kept[-lines:])
 
 
+def config_problems(log_path: Path, config: Path) -> list[str]:
+    """The config check's complaints in a worker's log ("key: problem"), without the file name."""
+    out = []
+    for line in log_path.read_text(errors="replace").splitlines():
+        _, sep, problem = line.partition(f"{config}: ")
+        if sep:
+            out.append(problem.split("; expected", 1)[0])
+    return out
+
+
 def start_worker(
     variant: Variant, config: Path, log_path: Path, cpu: int | None
 ) -> tuple[subprocess.Popen[bytes], Any]:
@@ -712,9 +722,10 @@ def run_worker(
         return out
     except WorkerGone as gone:
         log.flush()
-        tail = log_tail(log_path)
-        if "unknown key" in tail or str(config) in tail:
-            out["unavailable"] = tail.split(f"{config}: ", 1)[-1]
+        tail = log_tail(log_path, lines=10)
+        rejected = config_problems(log_path, config)
+        if rejected:
+            out["unavailable"] = "; ".join(rejected)
         else:
             out["error"] = f"worker ended ({gone}): {tail}"
         return out
@@ -832,16 +843,16 @@ def print_mix(r: dict[str, Any]) -> None:
         print(f"  !! {r['raw_http_problem']}")
     print(f"  naive poll/POST/commit {r['naive']:>9,.0f} events/s")
     header = (
-        f"  {'streamproc run':<34} {'drain':>7} {'events':>7} {'reqs':>7} {'CPU':>6} {'x bare':>6}"
+        f"  {'streamproc run':<40} {'drain':>7} {'events':>7} {'reqs':>7} {'CPU':>6} {'x bare':>6}"
         f" {'worker':>6} {'sink':>5} {'items':>5}  {'latency p50/p99 ms':>18} {'at ev/s':>7}"
     )
     print(header)
     print(
-        f"  {'':<34} {'ev/s':>7} {'/CPU-s':>7} {'/CPU-s':>7} {'us/req':>6} {'':>6}"
+        f"  {'':<40} {'ev/s':>7} {'/CPU-s':>7} {'/CPU-s':>7} {'us/req':>6} {'':>6}"
         f" {'CPU':>6} {'CPU':>5} {'/req':>5}"
     )
     for w in r["workers"]:
-        label = f"  {w['variant']:<34}"
+        label = f"  {w['variant']:<40}"
         if "unavailable" in w:
             print(f"{label} not available in this revision: {w['unavailable']}")
             continue
@@ -861,9 +872,12 @@ def print_mix(r: dict[str, Any]) -> None:
             f" {w['tiktok_items_per_request']:>5.1f}  {latency}"
         )
         for problem in w.get("problems", []):
-            print(f"  {'':<34} !! {problem}")
+            print(f"  {'':<40} !! {problem}")
         if w.get("error"):
-            print(f"  {'':<34} !! {w['error']}")
+            print(f"  {'':<40} !! {w['error']}")
+    sources = {w["revision"]: w["source"] for w in r["workers"] if w.get("source")}
+    for revision, source in sources.items():
+        print(f"  {revision} worker imported {source} (its own log says so)")
     if r.get("dead_letters"):
         print(f"  !! {r['dead_letters']} dead letters (the sink answers success: none expected)")
 
