@@ -7,6 +7,7 @@
 //
 //	GET|POST /saq_pxl                       StackAdapt pixel: 200, a 1x1 GIF
 //	POST /open_api/v1.3/event/track/        TikTok: 200 {"code":0,"message":"OK",...}; counts data[] items
+//	                                        (a body without a data[] item: 400, counted as rejected)
 //	POST /segment/{websiteId}/{operation}   Seg: 200 for identify, track, page and alias
 //	GET  /_sink/stats                       counters as JSON
 //	POST /_sink/record?on=1|0               keep (or stop keeping) each request's arrival time and bytes
