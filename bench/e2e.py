@@ -3,7 +3,7 @@
     .venv/bin/python bench/e2e.py [--events 20000] [--latency-events 5000] [--rate N]
                                   [--mix stackadapt,tiktok] [--bootstrap HOST:PORT]
                                   [--baseline REV|PATH] [--http-client aiohttp,pyreqwest]
-                                  [--tiktok-batch N] [--json PATH|-]
+                                  [--tiktok-batch N] [--rounds N] [--json PATH|-]
 
 For each event mix (StackAdapt-heavy: page views and product views, one GET each; TikTok-heavy:
 orders and carts) it prints, measured in the same run on the same machine:
@@ -809,11 +809,20 @@ def run_mix(
     out["raw_http"] = ctx.bare
     out["naive"] = naive(bootstrap, topic, router, min(2000, len(events)))
     out["workers"] = []
-    for variant in worker_variants:
-        if variant.mixes is not None and name not in variant.mixes:
-            continue
-        print(f"  ... {name}: {variant.label}", file=sys.stderr, flush=True)
-        out["workers"].append(run_worker(variant, ctx, args, cpus))
+    unavailable: set[Variant] = set()
+    # Rounds interleave the variants, so that a change in the machine's load hits each of them alike.
+    for round_no in range(1, args.rounds + 1):
+        for variant in worker_variants:
+            if (variant.mixes is not None and name not in variant.mixes) or variant in unavailable:
+                continue
+            print(f"  ... {name}: {variant.label} (round {round_no})", file=sys.stderr, flush=True)
+            result = run_worker(variant, ctx, args, cpus)
+            result["round"] = round_no
+            if args.rounds > 1:
+                result["variant"] += f" #{round_no}"
+            if "unavailable" in result:
+                unavailable.add(variant)
+            out["workers"].append(result)
     dead = topic_size(bootstrap, dlq, 1)
     if dead:
         out["dead_letters"] = dead
@@ -940,6 +949,9 @@ def main() -> int:
         "--tiktok-batch", type=int, default=None, metavar="N", help="a TikTok-mix variant batching N events"
     )
     parser.add_argument("--tiktok-batch-wait-ms", type=float, default=20.0)
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="run every worker variant this many times, interleaved"
+    )
     parser.add_argument("--no-pin", action="store_true", help="do not pin the worker and the sink to cores")
     parser.add_argument(
         "--json", default=None, metavar="PATH", help="write the results as JSON ('-': stdout)"
