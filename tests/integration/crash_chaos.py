@@ -420,6 +420,7 @@ class ChaosResult:
     missing: int = 0
     unexpected: int = 0
     duplicates: int = 0
+    after_commit_sample: tuple[str, ...] = ()
     parked_duplicates: int = 0  # the outage partner's, replayed from its retry topic
     replayable: int = 0  # what the kills allowed to be sent again (see `Ledger`)
     resent: int = 0  # accepted twice by one incarnation
@@ -454,7 +455,8 @@ class ChaosResult:
             (self.final_exit == 0, f"the last worker exited with {self.final_exit} on SIGTERM"),
             (
                 self.after_commit == 0,
-                f"{self.after_commit} requests sent again after their event was committed",
+                f"{self.after_commit} requests sent again after their event was committed"
+                + (f", e.g. {'; '.join(self.after_commit_sample)}" if self.after_commit_sample else ""),
             ),
             (self.duplicates <= self.bound, f"{self.duplicates} duplicates above the bound of {self.bound}"),
             # The bound a user can work out from the configuration: what backpressure lets a
@@ -561,6 +563,7 @@ def run_crash_chaos(
         result.events, result.expected = feeder.produced, ledger.expected
         result.replayable, result.max_window = sum(ledger.replayable), max(ledger.window, default=0)
         result.resent, result.after_commit = ledger.resent, len(ledger.after_commit)
+        result.after_commit_sample = tuple(ledger.after_commit[:3])
         result.answers, result.bursts, result.burst_partners = ledger.answers, storm.bursts, storm.partners
         result.faulty_seconds = storm.faulty_seconds
         result.inflight_figure = (
@@ -641,6 +644,15 @@ def run_crash_chaos(
 
         pump(committed_to_end, "offsets committed to the end")
         result.committed_to_end = True
+        if plan.outage:
+            # Parked deliveries arrive from their retry topic after their events are committed.
+            def parked_arrived() -> bool:
+                if time.monotonic() - checked[0] < 0.5:
+                    return False
+                checked[0] = time.monotonic()
+                return ledger.missing() == 0
+
+            pump(parked_arrived, "every parked delivery arrived")
         storm.stop()
         result.worker_cpu += _cpu_seconds(worker.pid)
         result.final_exit = worker.terminate()

@@ -1,0 +1,3 @@
+module streamproc/bench/sink
+
+go 1.22
