@@ -21,6 +21,7 @@ from confluent_kafka import TopicPartition
 
 from streamproc.errors import KafkaError
 from streamproc.kafka.offsets import OffsetTracker
+from streamproc.kafka.polling import commit_sync, consume_batch, refresh_high_watermarks
 from streamproc.metrics import Metrics
 
 __all__ = ["ConsumerLoop", "Partition", "consumer_config"]
@@ -270,38 +271,21 @@ class ConsumerLoop:
         if offsets:
             self._commit_sync(offsets)
         if offsets is not None:
-            for part in list(self._parts.values()):
-                try:
-                    _, high = c.get_watermark_offsets(TopicPartition(part.topic, part.partition), cached=True)
-                except confluent_kafka.KafkaException:
-                    continue
-                if high >= 0:
-                    part.high = high
-        # consume(n, timeout) waits for n messages or the timeout: take what is queued at once,
-        # and only when nothing is, wait for the first message rather than for a full batch.
-        batch: list[Any] = c.consume(self._batch, 0)
-        if not batch:
-            batch = c.consume(1, self._poll_timeout)
-            if batch and self._batch > 1:
-                batch.extend(c.consume(self._batch - 1, 0))
-        return batch
+            refresh_high_watermarks(c, self._parts.values())
+        return consume_batch(c, self._batch, self._poll_timeout)
 
     def _commit_sync(self, offsets: list[TopicPartition]) -> bool:
-        started = time.perf_counter()
-        try:
-            result = self._consumer.commit(offsets=offsets, asynchronous=False)
-        except confluent_kafka.KafkaException as exc:
-            # Retried with the next interval; a lost partition's offsets are its new owner's.
-            log.warning("commit_failed", error=str(exc.args[0] if exc.args else exc))
-            return False
-        self._metrics.commit_latency.observe(time.perf_counter() - started)
-        self.commits += 1
-        for tp in result or ():
-            if tp.error is None:
-                part = self._parts.get((tp.topic, tp.partition))
-                if part is not None:
-                    part.committed = tp.offset
-        return True
+        committed = commit_sync(
+            self._consumer,
+            offsets,
+            self._parts,
+            logger=log,
+            failed_event="commit_failed",
+            latency=self._metrics.commit_latency,
+        )
+        if committed:
+            self.commits += 1
+        return committed
 
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         self._metrics.rebalances.labels("assign").inc()
