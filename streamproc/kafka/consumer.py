@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +24,7 @@ from streamproc.kafka.offsets import OffsetTracker
 from streamproc.kafka.polling import commit_sync, consume_batch, refresh_high_watermarks
 from streamproc.metrics import Metrics
 
-__all__ = ["ConsumerLoop", "Partition", "consumer_config"]
+__all__ = ["ConsumerLoop", "Partition", "committable", "consumer_config", "wait_for_in_flight"]
 
 log = structlog.get_logger("streamproc.consumer")
 
@@ -44,6 +44,23 @@ class Partition:
     @property
     def key(self) -> tuple[str, int]:
         return self.topic, self.partition
+
+
+def committable(parts: Iterable[Partition]) -> list[TopicPartition]:
+    """The watermarks of these partitions that are not committed yet."""
+    out = []
+    for part in parts:
+        wm = part.tracker.watermark()
+        if wm is not None and wm != part.committed:
+            out.append(TopicPartition(part.topic, part.partition, wm))
+    return out
+
+
+async def wait_for_in_flight(parts: Iterable[Partition], deadline: float) -> None:
+    """Until none of these partitions has work in flight, or `time.monotonic()` reaches `deadline`."""
+    waiting = list(parts)
+    while any(p.tracker.in_flight for p in waiting) and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
 
 
 MessageHandler = Callable[[Any, Partition], None]
@@ -197,7 +214,7 @@ class ConsumerLoop:
                 self._want_paused = True
             offsets = None
             if time.monotonic() >= next_commit:
-                offsets = self._committable()
+                offsets = committable(self._parts.values())
                 next_commit = time.monotonic() + self._commit_interval
             batch = await self._in_kafka_thread(self._poll, self._want_paused, offsets)
             self._on_poll()
@@ -233,14 +250,6 @@ class ConsumerLoop:
         except ValueError:
             return  # already being processed
         self._handler(msg, part)
-
-    def _committable(self) -> list[TopicPartition]:
-        out = []
-        for part in self._parts.values():
-            wm = part.tracker.watermark()
-            if wm is not None and wm != part.committed:
-                out.append(TopicPartition(part.topic, part.partition, wm))
-        return out
 
     def _update_lag(self) -> None:
         for part in self._parts.values():
@@ -333,8 +342,7 @@ class ConsumerLoop:
         if timeout > 0 and parts:
             self._on_drain()
         deadline = time.monotonic() + timeout
-        while any(p.tracker.in_flight for p in parts) and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
+        await wait_for_in_flight(parts, deadline)
         if self._on_release is not None and parts:
             left_time = max(0.0, deadline - time.monotonic())
             await self._on_release(sorted({p.partition for p in parts}), left_time)

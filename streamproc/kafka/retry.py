@@ -34,7 +34,7 @@ import structlog
 from confluent_kafka import TopicPartition
 
 from streamproc.errors import KafkaError, StreamprocError
-from streamproc.kafka.consumer import Partition
+from streamproc.kafka.consumer import Partition, committable, wait_for_in_flight
 from streamproc.kafka.offsets import OffsetTracker
 from streamproc.kafka.polling import commit_sync, consume_batch, refresh_high_watermarks
 from streamproc.kafka.redrive import DeadLetterView, parse_time
@@ -350,7 +350,7 @@ class RetryConsumer:
                 hold, self._to_hold = self._to_hold, []
                 offsets = None
                 if time.monotonic() >= next_commit:
-                    offsets = self._committable()
+                    offsets = committable(self._parts.values())
                     next_commit = time.monotonic() + self._commit_interval
                 batch = await self._in_thread(self._poll, hold, resume, self._want_paused, offsets)
             for msg in batch:
@@ -434,14 +434,6 @@ class RetryConsumer:
         if view_first is not None:
             part.oldest[offset] = view_first
         self._handler(msg, part)
-
-    def _committable(self) -> list[TopicPartition]:
-        out = []
-        for part in self._parts.values():
-            wm = part.tracker.watermark()
-            if wm is not None and wm != part.committed:
-                out.append(TopicPartition(part.topic, part.partition, wm))
-        return out
 
     async def _update_gauges(self) -> None:
         now = self._clock()
@@ -544,9 +536,7 @@ class RetryConsumer:
             return
         for part in parts:
             part.revoking = True
-        deadline = time.monotonic() + timeout
-        while any(p.tracker.in_flight for p in parts) and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
+        await wait_for_in_flight(parts, time.monotonic() + timeout)
         offsets = []
         for part in parts:
             wm = part.tracker.watermark()
