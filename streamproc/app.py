@@ -16,7 +16,7 @@ import signal
 import uuid
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict
 
 import structlog
 
@@ -37,6 +37,13 @@ from streamproc.router import Router
 __all__ = ["Worker", "build_worker"]
 
 log = structlog.get_logger("streamproc.worker")
+
+
+class _PollLimits(TypedDict):
+    poll_batch_size: int
+    max_in_flight: int
+    resume_in_flight: int
+    commit_interval: float
 
 
 class Worker:
@@ -69,27 +76,14 @@ class Worker:
         self._retry_producer = retry_producer
         self.parking = self._parking()
         self._decode = make_decoder(config.input)
-        self.processor = EventProcessor(
-            router=self.router,
-            decode=self._decode,
-            dispatcher=self.dispatcher,
-            dead_letters=dead_letter_producer,
-            metrics=self.metrics,
-            complete=ConsumerLoop.complete,
-            halt=self._halt,
-            parking=self.parking,
-        )
-        limits = config.limits
+        self.processor = self._processor(ConsumerLoop.complete, self._halt)
         self.consumer = ConsumerLoop(
             consumer_config(self.kafka.bootstrap_servers, self.kafka.group_id, self.kafka.client),
             self.kafka.topics,
             self.processor.process,
             metrics=self.metrics,
-            poll_batch_size=limits.poll_batch_size,
-            max_in_flight=limits.max_in_flight_events,
-            resume_in_flight=limits.resume_in_flight_events,
-            commit_interval=limits.commit_interval,
-            revoke_timeout=limits.revoke_timeout,
+            revoke_timeout=config.limits.revoke_timeout,
+            **self._poll_limits(),
             on_poll=self._on_poll,
             on_assignment=self._on_assignment,
             on_drain=self.dispatcher.flush,
@@ -124,8 +118,35 @@ class Worker:
             run_id=uuid.uuid4().hex[:16],
         )
 
+    def _processor(
+        self, complete: Callable[[Partition, int], None], halt: Callable[[BaseException, str | None], None]
+    ) -> EventProcessor:
+        """An event processor over the worker's router, dispatcher, dead letters and parking; the
+        live and the retry consumer each have one, completing and halting their own offsets."""
+        return EventProcessor(
+            router=self.router,
+            decode=self._decode,
+            dispatcher=self.dispatcher,
+            dead_letters=self.dlq,
+            metrics=self.metrics,
+            complete=complete,
+            halt=halt,
+            parking=self.parking,
+        )
+
+    def _poll_limits(self) -> _PollLimits:
+        """Batch size, in-flight bounds and commit interval, the same for the live and the retry
+        consumer (a live backlog never starves due retries)."""
+        limits = self.config.limits
+        return {
+            "poll_batch_size": limits.poll_batch_size,
+            "max_in_flight": limits.max_in_flight_events,
+            "resume_in_flight": limits.resume_in_flight_events,
+            "commit_interval": limits.commit_interval,
+        }
+
     def _build_retry(self, parking: Parking) -> None:
-        kafka, limits = self.kafka, self.config.limits
+        kafka = self.kafka
         retry = self.retry = RetryConsumer(
             consumer_config(kafka.bootstrap_servers, retry_group(kafka.group_id), kafka.client),
             parking.topics,
@@ -135,22 +156,10 @@ class Worker:
             parked_keys=parking.keys,
             ordered=parking.ordered,
             not_before=self.dispatcher.not_before,
-            poll_batch_size=limits.poll_batch_size,
-            max_in_flight=limits.max_in_flight_events,
-            resume_in_flight=limits.resume_in_flight_events,
-            commit_interval=limits.commit_interval,
-            release_timeout=limits.revoke_timeout,
+            release_timeout=self.config.limits.revoke_timeout,
+            **self._poll_limits(),
         )
-        self.retry_processor = EventProcessor(
-            router=self.router,
-            decode=self._decode,
-            dispatcher=self.dispatcher,
-            dead_letters=self.dlq,
-            metrics=self.metrics,
-            complete=retry.complete,
-            halt=self._halt_retry,
-            parking=parking,
-        )
+        self.retry_processor = self._processor(retry.complete, self._halt_retry)
 
     def _on_retry_record(self, msg: Any, part: Partition) -> None:
         assert self.parking is not None and self.retry_processor is not None and self.retry is not None

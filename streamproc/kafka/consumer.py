@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,9 +21,10 @@ from confluent_kafka import TopicPartition
 
 from streamproc.errors import KafkaError
 from streamproc.kafka.offsets import OffsetTracker
+from streamproc.kafka.polling import commit_sync, consume_batch, refresh_high_watermarks
 from streamproc.metrics import Metrics
 
-__all__ = ["ConsumerLoop", "Partition", "consumer_config"]
+__all__ = ["ConsumerLoop", "Partition", "committable", "consumer_config", "wait_for_in_flight"]
 
 log = structlog.get_logger("streamproc.consumer")
 
@@ -43,6 +44,23 @@ class Partition:
     @property
     def key(self) -> tuple[str, int]:
         return self.topic, self.partition
+
+
+def committable(parts: Iterable[Partition]) -> list[TopicPartition]:
+    """The watermarks of these partitions that are not committed yet."""
+    out = []
+    for part in parts:
+        wm = part.tracker.watermark()
+        if wm is not None and wm != part.committed:
+            out.append(TopicPartition(part.topic, part.partition, wm))
+    return out
+
+
+async def wait_for_in_flight(parts: Iterable[Partition], deadline: float) -> None:
+    """Until none of these partitions has work in flight, or `time.monotonic()` reaches `deadline`."""
+    waiting = list(parts)
+    while any(p.tracker.in_flight for p in waiting) and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
 
 
 MessageHandler = Callable[[Any, Partition], None]
@@ -196,7 +214,7 @@ class ConsumerLoop:
                 self._want_paused = True
             offsets = None
             if time.monotonic() >= next_commit:
-                offsets = self._committable()
+                offsets = committable(self._parts.values())
                 next_commit = time.monotonic() + self._commit_interval
             batch = await self._in_kafka_thread(self._poll, self._want_paused, offsets)
             self._on_poll()
@@ -233,14 +251,6 @@ class ConsumerLoop:
             return  # already being processed
         self._handler(msg, part)
 
-    def _committable(self) -> list[TopicPartition]:
-        out = []
-        for part in self._parts.values():
-            wm = part.tracker.watermark()
-            if wm is not None and wm != part.committed:
-                out.append(TopicPartition(part.topic, part.partition, wm))
-        return out
-
     def _update_lag(self) -> None:
         for part in self._parts.values():
             wm = part.tracker.watermark()
@@ -270,38 +280,21 @@ class ConsumerLoop:
         if offsets:
             self._commit_sync(offsets)
         if offsets is not None:
-            for part in list(self._parts.values()):
-                try:
-                    _, high = c.get_watermark_offsets(TopicPartition(part.topic, part.partition), cached=True)
-                except confluent_kafka.KafkaException:
-                    continue
-                if high >= 0:
-                    part.high = high
-        # consume(n, timeout) waits for n messages or the timeout: take what is queued at once,
-        # and only when nothing is, wait for the first message rather than for a full batch.
-        batch: list[Any] = c.consume(self._batch, 0)
-        if not batch:
-            batch = c.consume(1, self._poll_timeout)
-            if batch and self._batch > 1:
-                batch.extend(c.consume(self._batch - 1, 0))
-        return batch
+            refresh_high_watermarks(c, self._parts.values())
+        return consume_batch(c, self._batch, self._poll_timeout)
 
     def _commit_sync(self, offsets: list[TopicPartition]) -> bool:
-        started = time.perf_counter()
-        try:
-            result = self._consumer.commit(offsets=offsets, asynchronous=False)
-        except confluent_kafka.KafkaException as exc:
-            # Retried with the next interval; a lost partition's offsets are its new owner's.
-            log.warning("commit_failed", error=str(exc.args[0] if exc.args else exc))
-            return False
-        self._metrics.commit_latency.observe(time.perf_counter() - started)
-        self.commits += 1
-        for tp in result or ():
-            if tp.error is None:
-                part = self._parts.get((tp.topic, tp.partition))
-                if part is not None:
-                    part.committed = tp.offset
-        return True
+        committed = commit_sync(
+            self._consumer,
+            offsets,
+            self._parts,
+            logger=log,
+            failed_event="commit_failed",
+            latency=self._metrics.commit_latency,
+        )
+        if committed:
+            self.commits += 1
+        return committed
 
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         self._metrics.rebalances.labels("assign").inc()
@@ -349,8 +342,7 @@ class ConsumerLoop:
         if timeout > 0 and parts:
             self._on_drain()
         deadline = time.monotonic() + timeout
-        while any(p.tracker.in_flight for p in parts) and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
+        await wait_for_in_flight(parts, deadline)
         if self._on_release is not None and parts:
             left_time = max(0.0, deadline - time.monotonic())
             await self._on_release(sorted({p.partition for p in parts}), left_time)

@@ -34,8 +34,9 @@ import structlog
 from confluent_kafka import TopicPartition
 
 from streamproc.errors import KafkaError, StreamprocError
-from streamproc.kafka.consumer import Partition
+from streamproc.kafka.consumer import Partition, committable, wait_for_in_flight
 from streamproc.kafka.offsets import OffsetTracker
+from streamproc.kafka.polling import commit_sync, consume_batch, refresh_high_watermarks
 from streamproc.kafka.redrive import DeadLetterView, parse_time
 from streamproc.metrics import Metrics
 
@@ -349,7 +350,7 @@ class RetryConsumer:
                 hold, self._to_hold = self._to_hold, []
                 offsets = None
                 if time.monotonic() >= next_commit:
-                    offsets = self._committable()
+                    offsets = committable(self._parts.values())
                     next_commit = time.monotonic() + self._commit_interval
                 batch = await self._in_thread(self._poll, hold, resume, self._want_paused, offsets)
             for msg in batch:
@@ -434,14 +435,6 @@ class RetryConsumer:
             part.oldest[offset] = view_first
         self._handler(msg, part)
 
-    def _committable(self) -> list[TopicPartition]:
-        out = []
-        for part in self._parts.values():
-            wm = part.tracker.watermark()
-            if wm is not None and wm != part.committed:
-                out.append(TopicPartition(part.topic, part.partition, wm))
-        return out
-
     async def _update_gauges(self) -> None:
         now = self._clock()
         lag: Counter[str] = Counter()
@@ -516,30 +509,12 @@ class RetryConsumer:
         if offsets:
             self._commit_sync(offsets)
         if offsets is not None:
-            for part in list(self._parts.values()):
-                try:
-                    _, high = c.get_watermark_offsets(TopicPartition(part.topic, part.partition), cached=True)
-                except confluent_kafka.KafkaException:
-                    continue
-                if high >= 0:
-                    part.high = high
-        batch: list[Any] = c.consume(self._batch, 0)
-        if not batch:
-            batch = c.consume(self._batch, self._poll_timeout)
-        return batch
+            refresh_high_watermarks(c, self._parts.values())
+        return consume_batch(c, self._batch, self._poll_timeout)
 
     def _commit_sync(self, offsets: list[TopicPartition]) -> None:
-        try:
-            result = self._consumer.commit(offsets=offsets, asynchronous=False)
-        except confluent_kafka.KafkaException as exc:
-            log.warning("retry_commit_failed", error=str(exc.args[0] if exc.args else exc))
-            return
-        self.commits += 1
-        for tp in result or ():
-            if tp.error is None:
-                part = self._parts.get((tp.topic, tp.partition))
-                if part is not None:
-                    part.committed = tp.offset
+        if commit_sync(self._consumer, offsets, self._parts, logger=log, failed_event="retry_commit_failed"):
+            self.commits += 1
 
     def _unassign(self, tps: list[TopicPartition]) -> None:
         if tps:
@@ -561,9 +536,7 @@ class RetryConsumer:
             return
         for part in parts:
             part.revoking = True
-        deadline = time.monotonic() + timeout
-        while any(p.tracker.in_flight for p in parts) and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
+        await wait_for_in_flight(parts, time.monotonic() + timeout)
         offsets = []
         for part in parts:
             wm = part.tracker.watermark()

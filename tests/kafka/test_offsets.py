@@ -171,19 +171,25 @@ async def _until(predicate: Any, timeout: float = 5.0) -> None:
         await asyncio.sleep(0.01)
 
 
-async def test_revoke_commits_the_watermark_and_late_completions_never_commit() -> None:
-    fake = _ScriptedConsumer(10)
-    seen: list[tuple[int, Partition]] = []
-    loop = ConsumerLoop(
+def _scripted_loop(
+    fake: _ScriptedConsumer, seen: list[tuple[int, Partition]], **options: Any
+) -> ConsumerLoop:
+    """A loop over the scripted consumer whose handler only records each message with its partition."""
+    return ConsumerLoop(
         {},
         ["t"],
         lambda msg, part: seen.append((msg.offset(), part)),
         metrics=Metrics(),
-        commit_interval=0.01,
-        revoke_timeout=0.2,
-        max_in_flight=8,
-        resume_in_flight=3,
         consumer_factory=lambda conf: fake,
+        **options,
+    )
+
+
+async def test_revoke_commits_the_watermark_and_late_completions_never_commit() -> None:
+    fake = _ScriptedConsumer(10)
+    seen: list[tuple[int, Partition]] = []
+    loop = _scripted_loop(
+        fake, seen, commit_interval=0.01, revoke_timeout=0.2, max_in_flight=8, resume_in_flight=3
     )
     task = asyncio.create_task(loop.run())
     await _until(lambda: len(seen) == 10)
@@ -216,16 +222,7 @@ async def test_a_revoke_asks_for_open_batches_first_so_their_offsets_commit() ->
         for offset, part in seen:
             loop.complete(part, offset)
 
-    loop = ConsumerLoop(
-        {},
-        ["t"],
-        lambda msg, part: seen.append((msg.offset(), part)),
-        metrics=Metrics(),
-        commit_interval=60.0,
-        revoke_timeout=30.0,
-        consumer_factory=lambda conf: fake,
-        on_drain=on_drain,
-    )
+    loop = _scripted_loop(fake, seen, commit_interval=60.0, revoke_timeout=30.0, on_drain=on_drain)
     task = asyncio.create_task(loop.run())
     await _until(lambda: len(seen) == 3)
     fake.revoke_next = True
@@ -243,16 +240,7 @@ async def test_finished_events_behind_a_slow_one_count_against_the_bound() -> No
     # again after a crash, so the worker stays paused until the slow one is done.
     fake = _ScriptedConsumer(10)
     seen: list[tuple[int, Partition]] = []
-    loop = ConsumerLoop(
-        {},
-        ["t"],
-        lambda msg, part: seen.append((msg.offset(), part)),
-        metrics=Metrics(),
-        commit_interval=0.01,
-        max_in_flight=8,
-        resume_in_flight=3,
-        consumer_factory=lambda conf: fake,
-    )
+    loop = _scripted_loop(fake, seen, commit_interval=0.01, max_in_flight=8, resume_in_flight=3)
     task = asyncio.create_task(loop.run())
     await _until(lambda: len(seen) == 10)
     await _until(lambda: fake.paused == 1)
