@@ -80,16 +80,15 @@ class ChaosPlan:
             },
             "breaker": {"failure_ratio": 0.5, "min_requests": 50, "window": 5, "open_for": 0.5},
         }
+        result = {d: limits for d in DESTINATION_OF.values()}
         if self.outage:
-            # A long outage parks what the partner that is down cannot take (its retry topic), so
-            # the others keep their pace; the short bursts of the crash scenario never park.
-            limits["retry"] = {
-                **limits["retry"],
-                "park_after_seconds": 5.0,
-                "park_delay": 2.0,
-                "park_delay_max": 10.0,
-            }
-        return {d: limits for d in DESTINATION_OF.values()}
+            # The partner that is down parks what it cannot take (its retry topic), so the others
+            # keep their pace; the others never park, so every one of their requests must come
+            # before their event is committed.
+            down = DESTINATION_OF[self.outage[0]]
+            parking = {"park_after_seconds": 5.0, "park_delay": 2.0, "park_delay_max": 10.0}
+            result[down] = {**limits, "retry": {**limits["retry"], **parking}}
+        return result
 
     def worker_limits(self) -> dict[str, Any]:
         return {
