@@ -34,7 +34,7 @@ from streamproc.batching import Batcher, batchers_for
 from streamproc.client import DEFAULT_CLIENT, HttpClient, SendError, make_client
 from streamproc.destinations import registry
 from streamproc.destinations.base import ClassifyFn, Outcome, Request, Verdict, classify_http
-from streamproc.errors import DeliveryError
+from streamproc.errors import DeliveryError, ErrorType
 from streamproc.metrics import Metrics, status_class
 
 __all__ = [
@@ -83,7 +83,7 @@ class DeliveryLike(Protocol):
 class Failure:
     """Why a delivery is dead-lettered: what a redrive or a person needs to decide what to do."""
 
-    type: str
+    type: ErrorType
     message: str
     status: int | None = None
     response_body: str | None = None
@@ -635,7 +635,7 @@ class Bulkhead:
         if delivery.error is not None:
             err = delivery.error
             return DeliveryResult(
-                "dead_lettered", Failure(type(err).__name__, err.message, err.status, err.body)
+                "dead_lettered", Failure(ErrorType.of(err), err.message, err.status, err.body)
             )
         if delivery.skipped is not None or not delivery.requests:
             return DeliveryResult("skipped")
@@ -645,7 +645,7 @@ class Bulkhead:
             return DeliveryResult(
                 "dead_lettered",
                 Failure(
-                    "RetryableError",
+                    ErrorType.RETRYABLE,
                     f"retry budget of {self.policy.budget:g}s ended while parked, after {share.attempts} "
                     "attempts" + (f": {share.reason}" if share.reason else ""),
                     attempts=share.attempts,
@@ -655,7 +655,9 @@ class Bulkhead:
             )
         if share is not None and share.park_now:
             reason = share.reason or "parked behind an earlier parked delivery of the same key"
-            return self._park(share, "ParkedBehind", reason, None, None, 0, share.first_attempt_at, None)
+            return self._park(
+                share, ErrorType.PARKED_BEHIND, reason, None, None, 0, share.first_attempt_at, None
+            )
         self.in_flight += 1
         try:
             return await self._deliver(delivery.requests, share)
@@ -697,7 +699,7 @@ class Bulkhead:
                         else:
                             return self._park(
                                 share,
-                                "CircuitOpenError",
+                                ErrorType.CIRCUIT_OPEN,
                                 f"circuit of {p.destination} open"
                                 + (f"; last error: {last.message}" if last else ""),
                                 last,
@@ -712,7 +714,7 @@ class Bulkhead:
                     probe = await breaker.acquire(deadline)
                 if probe is None:
                     return self._failed(
-                        "CircuitOpenError",
+                        ErrorType.CIRCUIT_OPEN,
                         f"circuit of {p.destination} open until the retry budget of {p.budget:g}s ended"
                         + (f"; last error: {last.message}" if last else ""),
                         last,
@@ -752,7 +754,7 @@ class Bulkhead:
                     break
                 if verdict is Verdict.FAIL:
                     return self._failed(
-                        "PermanentError",
+                        ErrorType.PERMANENT,
                         outcome.message,
                         outcome,
                         last_body,
@@ -762,7 +764,7 @@ class Bulkhead:
                     )
                 if prior + attempt >= p.max_attempts:
                     return self._failed(
-                        "RetryableError",
+                        ErrorType.RETRYABLE,
                         f"gave up after {prior + attempt} attempts: {outcome.message}",
                         outcome,
                         last_body,
@@ -773,7 +775,7 @@ class Bulkhead:
                 delay = self._backoff(attempt, outcome.retry_after)
                 if self._clock() + delay > deadline:
                     return self._failed(
-                        "RetryableError",
+                        ErrorType.RETRYABLE,
                         f"retry budget of {p.budget:g}s spent after {prior + attempt} attempts: "
                         f"{outcome.message}",
                         outcome,
@@ -792,7 +794,7 @@ class Bulkhead:
                     # Parking step: the in-memory share is spent; the retry topic waits instead.
                     return self._park(
                         share,
-                        "RetryableError",
+                        ErrorType.RETRYABLE,
                         outcome.message,
                         outcome,
                         last_body,
@@ -810,7 +812,7 @@ class Bulkhead:
     def _park(
         self,
         share: RetryShare,
-        kind: str,
+        kind: ErrorType,
         message: str,
         outcome: Outcome | None,
         body: str | None,
@@ -825,11 +827,11 @@ class Bulkhead:
         now = time.time()
         deadline_at = share.deadline_at if share.deadline_at is not None else now + p.budget
         # Parked behind a key's earlier delivery: due at once, the retry topic's order holds it back.
-        due = now if kind == "ParkedBehind" else now + max(delay, p.park_wait(share.parks + 1))
+        due = now if kind is ErrorType.PARKED_BEHIND else now + max(delay, p.park_wait(share.parks + 1))
         total = share.attempts + attempts
         if due >= deadline_at:
             return self._failed(
-                "RetryableError",
+                ErrorType.RETRYABLE,
                 f"retry budget of {p.budget:g}s ends before the next attempt "
                 f"after {total} attempts: {message}",
                 outcome,
@@ -849,7 +851,7 @@ class Bulkhead:
 
     @staticmethod
     def _failed(
-        kind: str,
+        kind: ErrorType,
         message: str,
         outcome: Outcome | None,
         body: str | None,

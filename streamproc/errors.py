@@ -1,39 +1,57 @@
-"""The exceptions streamproc raises, one tree for the whole project.
+"""The exceptions streamproc raises, and the error types its dead letters carry.
 
     StreamprocError
     ├── ConfigError                 bad configuration; start-up stops (file, key path, problem)
     ├── FQLError                    a trigger that cannot be parsed (position + suggested fix)
     ├── MappingError                a mapping that is not valid (path-prefixed message)
     ├── DecodeError                 an input message that is not a Segment event (poison → dead letter)
-    ├── DeliveryError               one delivery failed; `retryable` says whether to try again
+    ├── DeliveryError               one delivery failed while it was built
     │   ├── PayloadValidationError  the mapped payload fails the action's fields (400, permanent)
     │   ├── IntegrationError        an action refused the payload (message, code, status)
-    │   └── PartnerError            the partner answered badly or not at all
-    │       ├── RetryableError      network error, timeout, 408, 423, 429, 5xx but 501
-    │       └── PermanentError      any other 4xx, 501
+    │   ├── MappingFailed           the subscription's mapping failed for this event (permanent)
+    │   └── BuildFailed             the action failed unexpectedly while building (permanent)
     └── KafkaError                  the broker or the dead-letter producer failed (what to do, in words)
 
 A `DeliveryError` is an *outcome* of one delivery: it is dead-lettered, never raised out of the
 worker. Everything else stops the command that met it, with a message that says what to fix.
+
+What the partner answered is not an exception but a verdict; a delivery that ends without being
+sent is dead-lettered with one of the `ErrorType` values (the `streamproc.error.type` header,
+what `dlq redrive --error-type` filters on):
+
+    DecodeError              the message is not a Segment event                  permanent
+    RoutingError             routing the event failed unexpectedly              permanent
+    MappingFailed            the subscription's mapping failed for this event   permanent
+    PayloadValidationError   the payload fails the action's fields              permanent
+    IntegrationError         the action refused the payload                     by its status
+    BuildFailed              the action failed unexpectedly while building      permanent
+    DeliveryError            any other failure while building the request       permanent
+    PermanentError           the partner refused it (4xx but 408/423/429, 501)  permanent
+    RetryableError           retries or their budget ran out (network, 5xx, …)  retryable
+    CircuitOpenError         the destination's circuit stayed open to the end   retryable
+    ParkedBehind             parked behind its key's earlier parked delivery    retryable
+
+A dead letter of a retryable type is worth a redrive once the partner is back.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 __all__ = [
+    "BuildFailed",
     "ConfigError",
     "ConfigProblem",
     "DecodeError",
     "DeliveryError",
+    "ErrorType",
     "FQLError",
     "IntegrationError",
     "KafkaError",
     "MappingError",
-    "PartnerError",
+    "MappingFailed",
     "PayloadValidationError",
-    "PermanentError",
-    "RetryableError",
     "StreamprocError",
     "is_retryable_status",
 ]
@@ -134,24 +152,50 @@ class IntegrationError(DeliveryError):
         self.retryable = is_retryable_status(status)
 
 
-class PartnerError(DeliveryError):
-    """The partner's answer (or the lack of one) made the delivery fail."""
+class MappingFailed(DeliveryError):
+    """The subscription's mapping could not be resolved for this event (permanent, like a bad payload)."""
 
-    kind = "partner"
+    kind = "mapping"
 
-
-class RetryableError(PartnerError):
-    """Worth another attempt: network errors, timeouts, 408, 423, 429, 5xx except 501."""
-
-    retryable = True
-    kind = "retryable"
+    def __init__(self, message: str) -> None:
+        super().__init__(message, status=400, code="MAPPING_FAILED")
 
 
-class PermanentError(PartnerError):
-    """Not worth another attempt: the request itself is wrong (4xx, 501)."""
+class BuildFailed(DeliveryError):
+    """The action failed unexpectedly while building requests; the event is dead-lettered, never retried."""
 
-    kind = "permanent"
+    kind = "internal"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, status=None, code="BUILD_FAILED")
 
 
 class KafkaError(StreamprocError):
     """The broker, a consumer or the dead-letter producer failed; the message says what to do."""
+
+
+class ErrorType(StrEnum):
+    """Why a delivery was dead-lettered: the value of a dead letter's `streamproc.error.type`."""
+
+    DECODE = "DecodeError"
+    ROUTING = "RoutingError"
+    MAPPING_FAILED = "MappingFailed"
+    BUILD_FAILED = "BuildFailed"
+    PAYLOAD_VALIDATION = "PayloadValidationError"
+    INTEGRATION = "IntegrationError"
+    DELIVERY = "DeliveryError"
+    PERMANENT = "PermanentError"
+    RETRYABLE = "RetryableError"
+    CIRCUIT_OPEN = "CircuitOpenError"
+    PARKED_BEHIND = "ParkedBehind"
+
+    @classmethod
+    def of(cls, error: Exception) -> ErrorType:
+        """The type of a failure raised while a delivery was built (its class, or the nearest
+        listed base class)."""
+        for klass in type(error).__mro__:
+            try:
+                return cls(klass.__name__)
+            except ValueError:
+                continue
+        return cls.DELIVERY

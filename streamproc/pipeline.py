@@ -40,7 +40,7 @@ import structlog
 from streamproc.config import Config, KafkaConfig
 from streamproc.decoding import SchemaRegistryUnavailable
 from streamproc.dispatch import DeliveryResult, Dispatcher, Failure
-from streamproc.errors import ConfigError, ConfigProblem, DecodeError, KafkaError, StreamprocError
+from streamproc.errors import ConfigError, ConfigProblem, DecodeError, ErrorType, KafkaError, StreamprocError
 from streamproc.kafka.dlq import DeadLetter, DeadLetterProducer
 from streamproc.metrics import Metrics
 from streamproc.router import Delivery, Router
@@ -339,7 +339,7 @@ class EventProcessor:
             deliveries = self._route(event) if redelivery is None else self._route_again(event, redelivery)
         except Exception as exc:  # a routing bug must not stop the partition: the event is parked
             log.error("route_failed", topic=topic, partition=lane.partition, offset=offset, error=repr(exc))
-            failure = Failure("RoutingError", f"{type(exc).__name__}: {exc}")
+            failure = Failure(ErrorType.ROUTING, f"{type(exc).__name__}: {exc}")
             self._reject(msg, lane, offset, failure, redelivery)
             return
         summary = self._summary
@@ -390,7 +390,7 @@ class EventProcessor:
         if self._summary is not None:
             self._summary.undecodable += 1
         if self._dead_letter_undecodable:
-            self._reject(msg, lane, offset, Failure("DecodeError", str(exc)), redelivery)
+            self._reject(msg, lane, offset, Failure(ErrorType.DECODE, str(exc)), redelivery)
             return
         log.warning("undecodable", topic=lane.topic, partition=lane.partition, offset=offset, error=str(exc))
         self._complete(lane, offset)

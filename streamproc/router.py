@@ -12,7 +12,7 @@ from streamproc.config import Config, DestinationConfig, SubscriptionConfig
 from streamproc.core.events import message_id as _message_id
 from streamproc.core.events import ordering_key as _ordering_key
 from streamproc.destinations.base import BuildContext, Destination, Request, Skip
-from streamproc.errors import DeliveryError, MappingError
+from streamproc.errors import BuildFailed, DeliveryError, MappingError, MappingFailed
 
 __all__ = ["BuildFailed", "Delivery", "MappingFailed", "Router"]
 
@@ -82,24 +82,6 @@ _delivery: Callable[..., Delivery] = _fast_constructor(
 _build_context: Callable[..., BuildContext] = _fast_constructor(
     BuildContext, ("settings", "endpoint", "event", "now")
 )
-
-
-class MappingFailed(DeliveryError):
-    """The subscription's mapping could not be resolved for this event (permanent, like a bad payload)."""
-
-    kind = "mapping"
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, status=400, code="MAPPING_FAILED")
-
-
-class BuildFailed(DeliveryError):
-    """The action failed unexpectedly while building requests; the event is dead-lettered, never retried."""
-
-    kind = "internal"
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, status=None, code="BUILD_FAILED")
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ from streamproc.commands.replay import (
     positive_float,
     start_run,
 )
+from streamproc.errors import ErrorType
 from streamproc.kafka.redrive import (
     DeadLetterFilter,
     Inspection,
@@ -34,6 +35,16 @@ from streamproc.kafka.replay import RangeReader, range_consumer_config, run_rang
 from streamproc.logging import flush_suppressed
 from streamproc.pipeline import Summary
 from streamproc.progress import Progress
+
+
+def error_type(text: str) -> str:
+    """A dead-letter error type, exactly as the dead letters write it."""
+    try:
+        return ErrorType(text).value
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"unknown error type {text!r}; one of {', '.join(ErrorType)}"
+        ) from None
 
 
 def register(subparsers: Any) -> None:
@@ -75,7 +86,8 @@ def _common(p: argparse.ArgumentParser) -> None:
         "--error-type",
         action="append",
         metavar="TYPE",
-        help="e.g. RetryableError, PermanentError (repeatable)",
+        type=error_type,
+        help="one of " + ", ".join(ErrorType) + " (repeatable)",
     )
     p.add_argument("--status", action="append", metavar="STATUS", help="503, 5xx or none (repeatable)")
 

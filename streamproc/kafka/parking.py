@@ -21,6 +21,7 @@ import structlog
 
 from streamproc.core.events import ordering_key
 from streamproc.dispatch import DeliveryResult, Dispatcher, Failure, RetryShare
+from streamproc.errors import ErrorType
 from streamproc.kafka.dlq import DeadLetter, DeadLetterProducer
 from streamproc.kafka.retry import KeyRef, ParkedKeys, RetryView
 from streamproc.metrics import Metrics
@@ -148,7 +149,7 @@ class Parking:
             attempts=failure.attempts,
             next_attempt_at=result.next_attempt_at,
             deadline_at=result.deadline_at,
-            parks=parks + (0 if failure.type == "ParkedBehind" else 1),
+            parks=parks + (0 if failure.type is ErrorType.PARKED_BEHIND else 1),
             parked_by=self.run_id,
         )
         topic = self.topics[delivery.destination]
