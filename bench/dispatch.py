@@ -229,6 +229,17 @@ def start_simulator(port: int, extra: list[str] | None = None) -> subprocess.Pop
     return proc
 
 
+def start_responder(sink_cmd: str | None) -> tuple[str, subprocess.Popen[bytes]]:
+    """The partner side on core 1: `sink_cmd` ({port} replaced) when given, else the simulator."""
+    port = free_port()
+    if sink_cmd:
+        proc = subprocess.Popen(pin(shlex.split(sink_cmd.format(port=port)), 1))
+        wait_listening(port, proc, "the responder")
+    else:
+        proc = start_simulator(port)
+    return f"http://127.0.0.1:{port}", proc
+
+
 # -- part 1 ----------------------------------------------------------------------------------------
 async def hot_path(sink: str, n: int, clients: list[str]) -> None:
     base = deliveries_for(sink)
@@ -349,14 +360,8 @@ def main() -> int:
         if not args.skip_hot_path:
             sink = args.sink
             if sink is None:
-                port = free_port()
-                if args.sink_cmd:
-                    proc = subprocess.Popen(pin(shlex.split(args.sink_cmd.format(port=port)), 1))
-                    wait_listening(port, proc, "the responder")
-                else:
-                    proc = start_simulator(port)
+                sink, proc = start_responder(args.sink_cmd)
                 procs.append(proc)
-                sink = f"http://127.0.0.1:{port}"
             clients = [c for c in args.clients.split(",") if c]
             with runner() as r:
                 r.run(hot_path(sink, args.requests, clients))

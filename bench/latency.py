@@ -17,9 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shlex
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -28,11 +26,8 @@ from dispatch import (
     cycle,
     deliveries_for,
     dispatcher_for,
-    free_port,
-    pin,
     runner,
-    start_simulator,
-    wait_listening,
+    start_responder,
 )
 
 from streamproc.client import make_client
@@ -123,13 +118,7 @@ def main() -> int:
     sink = args.sink
     try:
         if sink is None:
-            port = free_port()
-            if args.sink_cmd:
-                proc = subprocess.Popen(pin(shlex.split(args.sink_cmd.format(port=port)), 1))
-                wait_listening(port, proc, "the responder")
-            else:
-                proc = start_simulator(port)
-            sink = f"http://127.0.0.1:{port}"
+            sink, proc = start_responder(args.sink_cmd)
         rates = [float(r) for r in args.rates.split(",") if r]
         clients = [c for c in args.clients.split(",") if c]
         with runner() as r:
