@@ -372,9 +372,7 @@ class ConsumerLoop:
     async def drain(self, timeout: float) -> int:
         """Wait up to `timeout` for in-flight work; returns how much was left."""
         self._on_drain()
-        deadline = time.monotonic() + timeout
-        while self.in_flight() and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
+        await wait_for_in_flight(self._parts.values(), time.monotonic() + timeout)
         return self.in_flight()
 
     async def close(self) -> None:

@@ -558,9 +558,7 @@ class RetryConsumer:
         await self._in_thread(finish)
 
     async def drain(self, timeout: float) -> int:
-        deadline = time.monotonic() + timeout
-        while self.in_flight() and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
+        await wait_for_in_flight(self._parts.values(), time.monotonic() + timeout)
         return self.in_flight()
 
     async def close(self) -> None:
