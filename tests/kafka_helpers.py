@@ -76,7 +76,8 @@ def create_topic(
 def delete_topics(bootstrap: str, names: Sequence[str], timeout: float = 30.0) -> None:
     if not names:
         return
-    for future in admin(bootstrap).delete_topics(list(names), operation_timeout=timeout).values():
+    client = admin(bootstrap)  # kept until the futures are answered: a collected client cancels them
+    for future in client.delete_topics(list(names), operation_timeout=timeout).values():
         future.result(timeout)
 
 

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import confluent_kafka
 from confluent_kafka import TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
 from streamproc.errors import KafkaError
 
@@ -120,7 +121,49 @@ def ensure_retry_topics(
             err = exc.args[0]
             if err.code() != confluent_kafka.KafkaError.TOPIC_ALREADY_EXISTS:
                 raise KafkaError(f"cannot create retry topic {name!r} ({err.str()}); {advice}") from exc
+    _wait_for_leaders(admin, missing, timeout)
     return missing
+
+
+def _wait_for_leaders(admin: AdminClient, topics: list[str], timeout: float) -> None:
+    """A created topic is usable once every partition's leader answers for it: until then reading
+    its offsets answers NOT_LEADER_FOR_PARTITION (the metadata can name a leader a moment before
+    that broker serves the partition). Ask each partition's end offset until all answer."""
+    deadline = time.monotonic() + timeout
+    pending: set[tuple[str, int]] = set()
+    for name in topics:
+        while True:
+            try:
+                meta = admin.list_topics(topic=name, timeout=max(0.5, deadline - time.monotonic()))
+                parts = meta.topics[name].partitions
+                if parts:
+                    break
+            except (confluent_kafka.KafkaException, KeyError):
+                pass
+            if time.monotonic() >= deadline:
+                raise KafkaError(f"retry topic {name!r} was created but has no partitions after {timeout:g}s")
+            time.sleep(0.1)
+        pending.update((name, p) for p in parts)
+    while pending:
+        futures = admin.list_offsets(
+            {TopicPartition(t, p): OffsetSpec.latest() for t, p in sorted(pending)},
+            request_timeout=max(0.5, min(5.0, deadline - time.monotonic())),
+        )
+        for tp, future in futures.items():
+            try:
+                future.result()
+            except confluent_kafka.KafkaException:
+                continue
+            pending.discard((tp.topic, tp.partition))
+        if not pending:
+            return
+        if time.monotonic() >= deadline:
+            names = sorted({f"{t}[{p}]" for t, p in pending})
+            raise KafkaError(
+                f"retry partition(s) {', '.join(names)} were created but no leader serves them after "
+                f"{timeout:g}s; check the brokers"
+            )
+        time.sleep(0.1)
 
 
 def group_lag(

@@ -1,5 +1,6 @@
 """The steps the live and the retry consumer both run on their Kafka thread: a synchronous commit,
-the refresh of the partitions' high watermarks, and the batch read."""
+the refresh of the partitions' high watermarks, the batch read, and a watermark read that waits
+out a leader election."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import confluent_kafka
+import structlog
 from confluent_kafka import TopicPartition
 
 if TYPE_CHECKING:
@@ -15,7 +17,9 @@ if TYPE_CHECKING:
 
     from streamproc.kafka.consumer import Partition
 
-__all__ = ["commit_sync", "consume_batch", "refresh_high_watermarks"]
+__all__ = ["commit_sync", "consume_batch", "read_watermarks", "refresh_high_watermarks"]
+
+log = structlog.get_logger("streamproc.consumer")
 
 
 def commit_sync(
@@ -68,3 +72,33 @@ def consume_batch(consumer: Any, size: int, timeout: float) -> list[Any]:
         if batch and size > 1:
             batch.extend(consumer.consume(size - 1, 0))
     return batch
+
+
+_LEADER_MOVING = frozenset(
+    {
+        confluent_kafka.KafkaError.NOT_LEADER_FOR_PARTITION,
+        confluent_kafka.KafkaError.LEADER_NOT_AVAILABLE,
+        confluent_kafka.KafkaError.UNKNOWN_TOPIC_OR_PART,
+        confluent_kafka.KafkaError._TIMED_OUT,
+        confluent_kafka.KafkaError.REQUEST_TIMED_OUT,
+    }
+)
+
+
+def read_watermarks(c: Any, tp: TopicPartition, timeout: float = 30.0) -> tuple[int, int]:
+    """(low, high) of a partition, asked again while its leader is being elected or moved
+    (a topic just created, a broker restarting) rather than failing the worker."""
+    deadline = time.monotonic() + timeout
+    delay = 0.05
+    while True:
+        try:
+            low, high = c.get_watermark_offsets(tp, timeout=10, cached=False)
+            return int(low), int(high)
+        except confluent_kafka.KafkaException as exc:
+            err = exc.args[0]
+            code = err.code() if isinstance(err, confluent_kafka.KafkaError) else None
+            if code not in _LEADER_MOVING or time.monotonic() + delay > deadline:
+                raise
+            log.info("partition_leader_wait", partition=f"{tp.topic}[{tp.partition}]", error=err.str())
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)

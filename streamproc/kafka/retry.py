@@ -36,7 +36,7 @@ from confluent_kafka import TopicPartition
 from streamproc.errors import KafkaError, StreamprocError
 from streamproc.kafka.consumer import Partition, committable, wait_for_in_flight
 from streamproc.kafka.offsets import OffsetTracker
-from streamproc.kafka.polling import commit_sync, consume_batch, refresh_high_watermarks
+from streamproc.kafka.polling import commit_sync, consume_batch, read_watermarks, refresh_high_watermarks
 from streamproc.kafka.redrive import DeadLetterView, parse_time
 from streamproc.metrics import Metrics
 
@@ -464,7 +464,7 @@ class RetryConsumer:
         committed = {(tp.topic, tp.partition): tp.offset for tp in c.committed(tps, timeout=10)}
         starts = []
         for tp in tps:
-            low, high = c.get_watermark_offsets(tp, timeout=10, cached=False)
+            low, high = read_watermarks(c, tp)
             pos = committed.get((tp.topic, tp.partition), -1)
             pos = low if pos is None or pos < 0 else min(max(pos, low), high)
             dest = self._dest_of[tp.topic]
