@@ -12,6 +12,8 @@ from typing import Any, TypeVar
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from streamproc.kafka.admin import wait_until_served
+
 T = TypeVar("T")
 
 Header = tuple[str, bytes | None]
@@ -55,7 +57,8 @@ def create_topic(
     config: dict[str, str] | None = None,
     timeout: float = 30.0,
 ) -> str:
-    """Create `name` and wait until every partition has a leader (so producing right away succeeds)."""
+    """Create `name` and wait until every partition's leader serves it (so producing and reading
+    offsets right away succeed)."""
     client = admin(bootstrap)
     futures = client.create_topics(
         [NewTopic(name, num_partitions=partitions, replication_factor=1, config=config or {})],
@@ -63,13 +66,7 @@ def create_topic(
     )
     futures[name].result(timeout)
 
-    def ready() -> bool:
-        md = client.list_topics(name, timeout=5).topics.get(name)
-        if md is None or md.error is not None or len(md.partitions) != partitions:
-            return False
-        return all(p.leader >= 0 and p.error is None for p in md.partitions.values())
-
-    wait_until(ready, timeout, message=f"topic {name} has no leaders")
+    wait_until_served(client, [name], timeout)
     return name
 
 

@@ -12,7 +12,7 @@ from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
 from streamproc.errors import KafkaError
 
-__all__ = ["check_topics", "consumer_only", "ensure_retry_topics", "group_lag"]
+__all__ = ["check_topics", "consumer_only", "ensure_retry_topics", "group_lag", "wait_until_served"]
 
 _CONSUMER_ONLY = (
     "group.",
@@ -121,11 +121,11 @@ def ensure_retry_topics(
             err = exc.args[0]
             if err.code() != confluent_kafka.KafkaError.TOPIC_ALREADY_EXISTS:
                 raise KafkaError(f"cannot create retry topic {name!r} ({err.str()}); {advice}") from exc
-    _wait_for_leaders(admin, missing, timeout)
+    wait_until_served(admin, missing, timeout)
     return missing
 
 
-def _wait_for_leaders(admin: AdminClient, topics: list[str], timeout: float) -> None:
+def wait_until_served(admin: AdminClient, topics: Iterable[str], timeout: float = 30.0) -> None:
     """A created topic is usable once every partition's leader answers for it: until then reading
     its offsets answers NOT_LEADER_FOR_PARTITION (the metadata can name a leader a moment before
     that broker serves the partition). Ask each partition's end offset until all answer."""
@@ -141,7 +141,7 @@ def _wait_for_leaders(admin: AdminClient, topics: list[str], timeout: float) -> 
             except (confluent_kafka.KafkaException, KeyError):
                 pass
             if time.monotonic() >= deadline:
-                raise KafkaError(f"retry topic {name!r} was created but has no partitions after {timeout:g}s")
+                raise KafkaError(f"topic {name!r} was created but has no partitions after {timeout:g}s")
             time.sleep(0.1)
         pending.update((name, p) for p in parts)
     while pending:
@@ -160,7 +160,7 @@ def _wait_for_leaders(admin: AdminClient, topics: list[str], timeout: float) -> 
         if time.monotonic() >= deadline:
             names = sorted({f"{t}[{p}]" for t, p in pending})
             raise KafkaError(
-                f"retry partition(s) {', '.join(names)} were created but no leader serves them after "
+                f"partition(s) {', '.join(names)} were created but no leader serves them after "
                 f"{timeout:g}s; check the brokers"
             )
         time.sleep(0.1)

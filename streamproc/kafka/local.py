@@ -217,9 +217,12 @@ def start_broker(
 
 
 def create_topics(bootstrap: str, topics: Mapping[str, int], timeout: float = 30.0) -> None:
-    """Create the topics (name → partitions) and wait until they are listed; existing ones are fine."""
+    """Create the topics (name → partitions) and wait until their leaders serve them; existing ones
+    are fine."""
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic
+
+    from streamproc.kafka.admin import wait_until_served
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
     futures = admin.create_topics(
@@ -232,13 +235,7 @@ def create_topics(bootstrap: str, topics: Mapping[str, int], timeout: float = 30
         except KafkaException as exc:
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise RuntimeError(f"creating topic {name} failed: {exc}") from exc
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        md = admin.list_topics(timeout=5)
-        if all(name in md.topics and not md.topics[name].error for name in topics):
-            return
-        time.sleep(0.2)
-    raise RuntimeError(f"topics {sorted(topics)} did not appear within {timeout:.0f}s")
+    wait_until_served(admin, topics, timeout)
 
 
 def wait_for_group_coordinator(bootstrap: str, timeout: float = 90.0) -> None:
