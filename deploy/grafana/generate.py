@@ -316,6 +316,37 @@ panel(
     stack=True,
 )
 
+row("Batched requests")
+panel(
+    "Events per batch request",
+    quantiles("streamproc_batch_events", "destination, ", D),
+    description="Destinations with `batch:` on (TikTok): events in each request sent. Well below "
+    "batch.max_events under load means max_wait_ms or max_bytes closes the batches first.",
+)
+panel(
+    "Batch requests /s and events batched /s",
+    [
+        (
+            f"sum by (destination) (rate(streamproc_batch_events_count{{{D}}}[{RI}]))",
+            "requests {{destination}}",
+        ),
+        (f"sum by (destination) (rate(streamproc_batch_events_sum{{{D}}}[{RI}]))", "events {{destination}}"),
+    ],
+    unit="ops",
+)
+panel(
+    "Partial successes /s",
+    [
+        (
+            f"sum by (destination) (rate(streamproc_partner_partial_successes_total{{{D}}}[{RI}]))",
+            "{{destination}}",
+        )
+    ],
+    unit="ops",
+    description="Responses the partner accepted only in part (TikTok code 20001): counted as delivered; "
+    "the partner's message says which items it dropped.",
+)
+
 dashboard = {
     "uid": "streamproc",
     "title": "streamproc",

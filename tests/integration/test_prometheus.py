@@ -190,8 +190,28 @@ async def test_dashboard_and_alert_queries_answer_plausibly(
     # seg-a parks what its first attempt does not deliver, so the parking panels have data too.
     doc = yaml.safe_load(cfg.read_text())
     doc["destinations"][0]["limits"]["retry"].update(park_after_attempts=1, park_delay=0.5, park_delay_max=1)
+    # Orders also go to TikTok in batches, and its first answers are partial successes: the batch panels.
+    doc["destinations"].append(
+        {
+            "id": "tiktok",
+            "type": "tiktok-offline-conversions",
+            "settings": {"accessToken": "prom-token", "eventSetID": "7312"},
+            "endpoint": a.base_url,
+            "presets": False,
+            "batch": {"max_events": 20, "max_wait_ms": 50},
+            "subscriptions": [
+                {
+                    "name": "Orders",
+                    "trigger": 'event = "Order Completed"',
+                    "action": "reportOfflineEvent",
+                    "mapping": {"event": "CompletePayment"},
+                }
+            ],
+        }
+    )
     cfg.write_text(yaml.safe_dump(doc, sort_keys=False))
     a.fault("seg", sequence=[503] * 5, latency=2)  # a few retried server errors, then normal answers
+    a.fault("tiktok", sequence=[{"status": 200, "code": 20001}] * 2)
     b.fault("seg", down=400, latency=2)  # every seg-b delivery is dead-lettered
 
     prom = Prometheus(prometheus_binary, tmp_path, f"127.0.0.1:{metrics_port}")
@@ -257,6 +277,10 @@ async def test_dashboard_and_alert_queries_answer_plausibly(
         assert answers["Workers ready"] == [1.0, 1.0]  # sum and count: the one worker is ready
         assert prom.value("sum(streamproc_assigned_partitions)") == 3
         assert prom.value('sum(streamproc_partner_responses_total{status_class="5xx"})') >= 10
+        assert prom.value("sum(streamproc_partner_partial_successes_total)") == 2
+        orders = 2 * 50  # every third event of each wave
+        assert prom.value('sum(streamproc_batch_events_sum{destination="tiktok"})') == orders
+        assert 0 < (prom.value('sum(streamproc_batch_events_count{destination="tiktok"})') or 0) < orders
 
         # Alerts: every rule evaluates cleanly, its metrics exist, and the healthy-worker ones are quiet.
         series = {
