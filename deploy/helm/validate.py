@@ -271,9 +271,7 @@ def main(argv: list[str]) -> int:
                 print(f"       - {p}")
             failed += bool(problems)
         problems = check_selectors(docs)
-        print(
-            f"  {'ok' if not problems else 'FAIL':4} {name}: Service, PDB and ServiceMonitor selectors"
-        )
+        print(f"  {'ok' if not problems else 'FAIL':4} {name}: Service, PDB and ServiceMonitor selectors")
         for p in problems:
             print(f"       - {p}")
         failed += bool(problems)
