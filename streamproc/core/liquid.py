@@ -37,6 +37,7 @@ from liquid.undefined import is_undefined
 
 from streamproc.core.js import (
     UNDEFINED,
+    WHITESPACE,
     json_stringify,
     number_to_string,
     to_js_string,
@@ -220,9 +221,6 @@ _TEXT_FILTERS = (
     "upcase",
     "escape",
     "escape_once",
-    "lstrip",
-    "rstrip",
-    "strip",
     "strip_html",
     "strip_newlines",
     "remove",
@@ -248,6 +246,28 @@ def _text_filter(func: Callable[..., Any]) -> Callable[..., Any]:
     def apply(value: Any, *args: Any, **kwargs: Any) -> Any:
         texts = [a if type(a) in (int, float) else _output_text(a) for a in args]
         return func(_output_text(value), *texts, **kwargs)
+
+    return apply
+
+
+def _falsy(value: Any) -> bool:
+    """JavaScript's `!value` (undefined, null, false, 0, NaN, "")."""
+    if value is None or value is False or value == "" or is_undefined(value):
+        return True
+    return type(value) in (int, float) and not (value == value and value != 0)
+
+
+def _stripper(ends: str) -> Callable[..., str]:
+    """liquidjs's strip/lstrip/rstrip: JavaScript whitespace (String.prototype.trim's set), or the
+    characters of an optional argument when it is truthy (python-liquid's take no argument and
+    strip Python's set). A `nil` literal argument counts as null here; liquidjs passes a drop."""
+    method = {"both": str.strip, "left": str.lstrip, "right": str.rstrip}[ends]
+
+    def apply(value: Any, chars: Any = None) -> str:
+        text = _output_text(value)
+        if _falsy(chars):
+            return method(text, WHITESPACE)
+        return method(text, _output_text(chars))
 
     return apply
 
@@ -290,6 +310,9 @@ class _SegmentLiquid(Environment):
         self.add_filter("append", _append)
         self.add_filter("prepend", _prepend)
         self.add_filter("json", _json)
+        self.add_filter("strip", _stripper("both"))
+        self.add_filter("lstrip", _stripper("left"))
+        self.add_filter("rstrip", _stripper("right"))
         self.add_filter("sha256", _sha256)
         self.add_filter("hmac_sha256", _hmac_sha256)
         for name in _TEXT_FILTERS:

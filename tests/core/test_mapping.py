@@ -228,6 +228,27 @@ def test_liquid_prints_values_like_liquidjs(template: str, event: dict[str, Any]
     assert mk.resolve({"a": {"@liquid": template}}, event) == {"a": expected}
 
 
+# Answered by Segment's actions-core (liquidjs 10.30): JavaScript's whitespace set (U+FEFF yes;
+# U+001C..U+001F and U+0085 no), and a truthy argument naming the characters to strip.
+@pytest.mark.parametrize(
+    ("template", "s", "expected"),
+    [
+        ("{{ s | strip }}|{{ s | lstrip }}|{{ s | rstrip }}", "\ufeffa\ufeff", "a|a\ufeff|\ufeffa"),
+        ("{{ s | strip }}|{{ s | lstrip }}|{{ s | rstrip }}", "\x1ca\x85", "\x1ca\x85|\x1ca\x85|\x1ca\x85"),
+        ("{{ s | strip }}", "\u3000\u2028\t\u00a0a\u180e", "a\u180e"),
+        (
+            "{{ s | strip: 'xa' }}|{{ s | lstrip: 'x' }}|{{ s | rstrip: 'x' }}",
+            "xxabcxax",
+            "bc|abcxax|xxabcxa",
+        ),
+        ("{{ s | strip: '' }}|{{ s | rstrip: none }}|{{ s | strip: false }}", " b ", "b| b|b"),
+        ("{{ s | strip: 0 }}|{{ s | strip: true }}|{{ s | strip: '.*' }}", ".*t0*.", ".*t0*.|.*t0*.|t0"),
+    ],
+)
+def test_liquid_strip_filters_strip_what_liquidjs_strips(template: str, s: str, expected: str) -> None:
+    assert mk.resolve({"a": {"@liquid": template}}, {"s": s}) == {"a": expected}
+
+
 @pytest.mark.parametrize(
     ("template", "message"),
     [
