@@ -56,8 +56,14 @@ class FilterError(LiquidError):
     name = ""
 
 
+# Values that are the same in JavaScript (JSON-shaped data), checked before python-liquid's types.
+_PLAIN_TYPES = frozenset((str, int, float, bool, type(None), dict, list))
+
+
 def js_value(value: Any) -> Any:
     """liquidjs's `toValue`: python-liquid's undefined is undefined, `empty` and `blank` are ""."""
+    if type(value) in _PLAIN_TYPES:
+        return value
     if is_undefined(value):
         return UNDEFINED
     if isinstance(value, Empty | Blank):
@@ -69,6 +75,8 @@ def js_value(value: Any) -> Any:
 
 def stringify(value: Any) -> str:
     """liquidjs's `stringify`: nil and undefined are "", arrays are their items' texts joined."""
+    if type(value) is str:
+        return value
     value = js_value(value)
     if isinstance(value, str):
         return value
@@ -97,6 +105,8 @@ def _absent(value: Any) -> bool:
 
 def _plain(value: Any) -> Any:
     """A value as JavaScript operators see it (`empty` and `blank` are objects, not "")."""
+    if type(value) in _PLAIN_TYPES:
+        return value
     if is_undefined(value):
         return UNDEFINED
     if isinstance(value, Empty | Blank):
@@ -478,6 +488,8 @@ def _compact(value: Any, *_args: Any) -> list[Any]:
 def read_property(obj: Any, key: Any) -> Any:
     """liquidjs's property read (own properties only): `size`, `first`, `last` and `length`
     included; UNDEFINED where there is nothing."""
+    if type(obj) is dict and type(key) is str and key in obj:
+        return obj[key]
     obj = _plain(obj)
     if obj is None or obj is UNDEFINED:
         return obj
@@ -851,8 +863,8 @@ class _Date:
     def zone_offset(self, colon: bool) -> str:
         whole = abs(self.offset)
         sign = "-" if self.offset > 0 else "+"
-        hours, minutes = int(whole // 60), whole % 60
-        return f"{sign}{hours:02d}{':' if colon else ''}{number_to_string(_result(minutes)).zfill(2)}"
+        hours, minutes = math.floor(whole / 60), math.fmod(whole, 60)
+        return f"{sign}{hours:02d}{':' if colon else ''}{number_to_string(_result(minutes)).rjust(2, '0')}"
 
 
 def _civil(days: int) -> tuple[int, int, int]:
@@ -920,7 +932,7 @@ _CODES: dict[str, Callable[[_Date, dict[str, Any]], Any]] = {
     "y": lambda d, o: (d.y % 100 + 100) % 100,
     "Y": lambda d, o: d.y,
     "z": lambda d, o: d.zone_offset(o["colon"]),
-    "Z": lambda d, o: d.zone if d.zone is not None else "UTC",
+    "Z": lambda d, o: "UTC" if d.zone is None else d.zone or d.zone_offset(o["colon"]),
     "t": lambda d, o: "\t",
     "n": lambda d, o: "\n",
     "%": lambda d, o: "%",
@@ -989,18 +1001,34 @@ def _parse_date(value: Any, zone: Any = UNDEFINED) -> _Date | None:
     if zone is UNDEFINED:
         return _Date(ms)
     if isinstance(zone, str):
-        return _Date(ms, _zone_offset(zone, ms), zone)
-    return _Date(ms, to_number(zone), "")
+        offset, name = _zone_offset(zone, ms), zone
+    else:
+        offset, name = to_number(zone), ""
+    # The shifted display date must itself be a valid Date, or liquidjs returns the input.
+    if not (math.isfinite(offset) and abs(ms - offset * 60000) <= _MAX_TIME):
+        return None
+    return _Date(ms, offset, name)
+
+
+# The instants Python's datetime can place in a zone.
+_DATETIME_RANGE = (-62135596800.0 + 86400 * 2, 253402300799.0 - 86400 * 2)
 
 
 def _zone_offset(name: str, ms: float) -> float:
+    """Minutes behind UTC of the IANA zone `name` at `ms`, as liquidjs reads it from
+    toLocaleString (seconds included, so old local mean times give fractional minutes). Instants
+    outside the years 1..9999 take the offset at the nearer end (liquidjs's are unreliable there)."""
+    if name.upper() == "UTC":
+        return 0.0
     try:
-        zone = ZoneInfo(name) if name.upper() != "UTC" else UTC
+        zone = ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        raise FilterError(f"Invalid time zone specified: {name}") from None
-    instant = datetime.fromtimestamp(math.floor(ms / 1000), tz=UTC)
-    delta = instant.astimezone(zone).utcoffset()
-    return -(delta.total_seconds() // 60) if delta is not None else 0.0
+        # V8's message shows the name's UTF-8 bytes as Latin-1 characters.
+        shown = name.encode("utf-8", "surrogatepass").decode("latin-1")
+        raise FilterError(f"Invalid time zone specified: {shown}") from None
+    seconds = min(max(math.floor(ms / 1000), _DATETIME_RANGE[0]), _DATETIME_RANGE[1])
+    delta = datetime.fromtimestamp(seconds, tz=UTC).astimezone(zone).utcoffset()
+    return -delta.total_seconds() / 60 if delta is not None else 0.0
 
 
 def _date(value: Any, fmt: Any = UNDEFINED, zone: Any = UNDEFINED, *_args: Any) -> Any:

@@ -190,6 +190,16 @@ RENDERED: list[tuple[str, dict[str, Any], str]] = [
         "10:07 -0400 America/New_York|19:37 +0530 Asia/Kolkata|12:07 -0200|19:37 +0530",
     ),
     (
+        "{{ t | date: '%H:%M %z %Z', -60 }}|{{ t | date: '%H:%M %z', 90.5 }}|{{ t | date: '%z %Z', 'Europe/Paris' }}|{{ t | date: '%H', o }}",
+        {"t": "1900-01-01T00:00:00Z", "o": {"a": 1}},
+        "01:00 +0100 +0100|22:29 -0130.5|+009.35 Europe/Paris|1900-01-01T00:00:00Z",
+    ),
+    (
+        "{{ t | date: '%Y %H:%M' }}|{{ t | date: '%Y', 60 }}",
+        {"t": "+275760-09-13T00:00:00Z"},
+        "275760 00:00|275760",
+    ),
+    (
         "{% if a < b %}T{% else %}F{% endif %}{% if a > c %}T{% else %}F{% endif %}{% if d >= e %}T{% else %}F{% endif %}{% if f <= g %}T{% else %}F{% endif %}{% if h > i %}T{% else %}F{% endif %}",
         {"a": 0, "b": "1", "c": None, "d": "01", "e": 1, "f": "10", "g": "9", "h": [2], "i": 1},
         "TFTTT",
@@ -224,6 +234,11 @@ FAILING: list[tuple[str, dict[str, Any], str]] = [
         "{{ t | date: '%F', 'Mars/Base' }}",
         {"t": "2024-07-05T14:07:09Z"},
         "Invalid time zone specified: Mars/Base, line:1, col:1",
+    ),
+    (
+        "{{ t | date: '%F', z }}",
+        {"t": "2024-07-05T14:07:09Z", "z": "été"},
+        "Invalid time zone specified: Ã©tÃ©, line:1, col:1",
     ),
 ]
 
