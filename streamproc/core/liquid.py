@@ -8,8 +8,10 @@ code unit, own properties only), liquidjs's `==`, `contains` and JavaScript's `<
 `empty`, keywords as property names (`a.empty`). Known differences, all outside the spec's recorded
 cases:
 - other syntax errors keep python-liquid's wording ("..., on line N") instead of "line:L, col:C",
-  and a few literals liquidjs reads leniently (`.5`, `1e+308`, `[]`) are syntax errors here;
+  and some text liquidjs reads leniently is a syntax error here (`.5`, `1e+308`, `[]`, `v[1.5]`,
+  `'abc'.size`, `'a\\'b'`, `{% break %}` outside a loop);
 - a `nil` literal is null (liquidjs has an object that never orders: `1 > nil` is false there);
+- date time zones at instants outside the years 1-9999 (liquidjs's answers there are unreliable);
 - the memory limit is python-liquid's namespace/output byte count (same message, no position), and
   the 500 ms render limit is not enforced (without loop tags rendering is linear in template size);
 - comparisons inside `{{ }}` are a syntax error.

@@ -6,7 +6,9 @@ through `+value || 0`, lengths and indexes in UTF-16 code units or code points a
 them, and JavaScript's loose comparisons where liquidjs compares raw arguments (`truncate: "3"`).
 Checked case by case against Segment's actions-core. Known differences: `nil` written in a template
 reaches a filter as null, where liquidjs passes an object (`{{ nil | json }}` is "null", liquidjs
-prints "{}"); `sample` is random in liquidjs and is left out (unknown filters return their input).
+prints "{}"); `sample` is random in liquidjs and is left out (unknown filters return their input);
+`number_of_words: "auto"` here always looks for CJK characters, where liquidjs's global regular
+expression resumes from where its previous call stopped.
 """
 
 from __future__ import annotations
