@@ -2,22 +2,24 @@
 
 Matched with Segment: the 1000-character limit, the disabled tags and filters with liquidjs's
 messages and positions, unknown tags, how values print (JavaScript numbers, arrays joined, objects as
-"[object Object]"), unknown filters passing the value through, JavaScript arithmetic in math filters,
-text conversion in string filters, `blank`, sha256/hmac_sha256/json filters, keywords as property
-names (`a.empty`). Known differences, all outside the spec's recorded cases:
-- other syntax errors keep python-liquid's wording ("..., on line N") instead of "line:L, col:C";
+"[object Object]"), unknown filters passing the value through, every liquidjs filter with its
+JavaScript semantics (streamproc.core.liquid_filters), property reads (`s.length`, `s[0]` by UTF-16
+code unit, own properties only), liquidjs's `==`, `contains` and JavaScript's `<`/`>`, `blank` and
+`empty`, keywords as property names (`a.empty`). Known differences, all outside the spec's recorded
+cases:
+- other syntax errors keep python-liquid's wording ("..., on line N") instead of "line:L, col:C",
+  and some text liquidjs reads leniently is a syntax error here (`.5`, `1e+308`, `[]`, `v[1.5]`,
+  `'abc'.size`, `'a\\'b'`, `{% break %}` outside a loop);
+- a `nil` literal is null (liquidjs has an object that never orders: `1 > nil` is false there);
+- date time zones at instants outside the years 1-9999 (liquidjs's answers there are unreliable);
 - the memory limit is python-liquid's namespace/output byte count (same message, no position), and
   the 500 ms render limit is not enforced (without loop tags rendering is linear in template size);
-- comparisons inside `{{ }}` are a syntax error, and filters applied to values of a type they do not
-  expect (`nil | slice`, `where` on text, `date` on numbers) may answer differently.
+- comparisons inside `{{ }}` are a syntax error.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
-import hmac
-import math
 import re
 from collections.abc import Callable
 from io import StringIO
@@ -29,21 +31,22 @@ from liquid.builtin.statement import Statement, StatementNode
 from liquid.builtin.tags.echo_tag import EchoNode, EchoTag
 from liquid.context import Context
 from liquid.exceptions import Error as LiquidError
-from liquid.exceptions import LiquidSyntaxError, LiquidTypeError, ResourceLimitError
+from liquid.exceptions import LiquidSyntaxError, ResourceLimitError
 from liquid.expression import Blank, Empty
 from liquid.stream import TokenStream
 from liquid.tag import Tag
 from liquid.undefined import is_undefined
 
-from streamproc.core.js import (
-    UNDEFINED,
-    WHITESPACE,
-    json_stringify,
-    number_to_string,
-    to_js_string,
-    to_number,
-    trim,
-    utf16_length,
+from streamproc.core.js import UNDEFINED, WHITESPACE, to_js_string, utf16_length
+from streamproc.core.js.convert import js_compare
+from streamproc.core.liquid_filters import (
+    FILTERS,
+    FilterError,
+    js_equals,
+    js_value,
+    paired,
+    read_property,
+    stringify,
 )
 from streamproc.core.mapping import _error
 
@@ -87,26 +90,9 @@ class _Disabled(LiquidSyntaxError):
         self.what = name
 
 
-def _output_text(value: Any) -> str:
-    """How liquidjs prints a value: JavaScript numbers, arrays flattened and joined with ""."""
-    if isinstance(value, str):
-        return value
-    if value is None or value is UNDEFINED or is_undefined(value) or isinstance(value, Empty | Blank):
-        return ""
-    if value is True or value is False:
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return number_to_string(value)
-    if isinstance(value, list | tuple):
-        return "".join(_output_text(v) for v in value)
-    if isinstance(value, dict):
-        return "[object Object]"
-    return str(value)
-
-
 class _JsStatementNode(StatementNode):
     def render_to_output(self, context: Context, buffer: Any) -> bool | None:
-        buffer.write(_output_text(self.expression.evaluate(context)))
+        buffer.write(stringify(self.expression.evaluate(context)))
         return None
 
 
@@ -116,7 +102,7 @@ class _JsStatement(Statement):
 
 class _JsEchoNode(EchoNode):
     def render_to_output(self, context: Context, buffer: Any) -> bool | None:
-        buffer.write(_output_text(self.expression.evaluate(context)))
+        buffer.write(stringify(self.expression.evaluate(context)))
         return None
 
 
@@ -142,114 +128,6 @@ def _disabled_filter(filter_name: str) -> Callable[..., Any]:
     return disabled
 
 
-def _number(value: Any) -> float:
-    """The number liquidjs math filters see: JavaScript `Number(value)`, with NaN read as 0."""
-    number = to_number(value)
-    return 0.0 if math.isnan(number) else number
-
-
-def _integral(value: float) -> int | float:
-    if math.isfinite(value) and value == int(value) and abs(value) < 2**53:
-        return int(value)
-    return value
-
-
-def _arith(op: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
-    """A math filter with JavaScript doubles (Python ints stay exact where both sides are ints)."""
-
-    def apply(value: Any, other: Any = None) -> Any:
-        if type(value) is int and type(other) is int:
-            return op(value, other)
-        try:
-            return op(_number(value), _number(other))
-        except (OverflowError, ZeroDivisionError):
-            return math.nan
-
-    return apply
-
-
-def _divided_by(value: Any, other: Any = None) -> Any:
-    divisor = _number(other)
-    dividend = _number(value)
-    if divisor == 0:
-        if dividend == 0 or math.isnan(dividend):
-            return math.nan
-        return math.copysign(math.inf, dividend) * math.copysign(1, divisor)
-    return _integral(dividend / divisor)
-
-
-def _round(value: Any, digits: Any = 0) -> Any:
-    """liquidjs rounds halves away from zero."""
-    places = int(_number(digits)) if digits is not None and not is_undefined(digits) else 0
-    scale = 10.0**places
-    number = _number(value)
-    if not math.isfinite(number):
-        return number
-    return _integral(math.copysign(math.floor(abs(number) * scale + 0.5) / scale, number))
-
-
-def _unary(op: Callable[[float], Any]) -> Callable[[Any], Any]:
-    def apply(value: Any) -> Any:
-        number = _number(value)
-        if not math.isfinite(number):
-            return number
-        return _integral(float(op(number)))
-
-    return apply
-
-
-def _join(value: Any, separator: Any = " ") -> Any:
-    if not isinstance(value, list | tuple):
-        return value
-    sep = " " if separator is None or is_undefined(separator) else _output_text(separator)
-    return sep.join("" if v is None or is_undefined(v) else to_js_string(v) for v in value)
-
-
-def _append(value: Any, other: Any = None) -> str:
-    return _output_text(value) + _output_text(other)
-
-
-def _prepend(value: Any, other: Any = None) -> str:
-    return _output_text(other) + _output_text(value)
-
-
-# Filters that take text: liquidjs turns their input and arguments into text the JavaScript way
-# ("true", "100", arrays joined), where python-liquid would use Python's str().
-_TEXT_FILTERS = (
-    "capitalize",
-    "downcase",
-    "upcase",
-    "escape",
-    "escape_once",
-    "strip_html",
-    "strip_newlines",
-    "remove",
-    "remove_first",
-    "remove_last",
-    "replace",
-    "replace_first",
-    "replace_last",
-    "split",
-    "truncate",
-    "truncatewords",
-    "url_encode",
-    "url_decode",
-    "base64_encode",
-    "base64_decode",
-    "base64_url_safe_encode",
-    "base64_url_safe_decode",
-)
-
-
-def _text_filter(func: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(func)
-    def apply(value: Any, *args: Any, **kwargs: Any) -> Any:
-        texts = [a if type(a) in (int, float) else _output_text(a) for a in args]
-        return func(_output_text(value), *texts, **kwargs)
-
-    return apply
-
-
 def _falsy(value: Any) -> bool:
     """JavaScript's `!value` (undefined, null, false, 0, NaN, "")."""
     if value is None or value is False or value == "" or is_undefined(value):
@@ -264,26 +142,26 @@ def _stripper(ends: str) -> Callable[..., str]:
     method = {"both": str.strip, "left": str.lstrip, "right": str.rstrip}[ends]
 
     def apply(value: Any, chars: Any = None) -> str:
-        text = _output_text(value)
+        text = stringify(value)
         if _falsy(chars):
             return method(text, WHITESPACE)
-        return method(text, _output_text(chars))
+        return method(text, stringify(chars))
 
     return apply
 
 
-def _sha256(value: Any) -> str:
-    return hashlib.sha256(_output_text(value).encode("utf-8")).hexdigest()
+def _named(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
+    """The filter, its FilterError marked with its name (for liquidjs's position in the message)."""
 
+    @functools.wraps(func)
+    def apply(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except FilterError as exc:
+            exc.name = name
+            raise
 
-def _hmac_sha256(value: Any, key: Any = "") -> str:
-    secret = _output_text(key).encode("utf-8")
-    return hmac.new(secret, _output_text(value).encode("utf-8"), hashlib.sha256).hexdigest()
-
-
-def _json(value: Any, *_args: Any) -> Any:
-    text = json_stringify(value)
-    return "" if text is None else text
+    return apply
 
 
 class _SegmentLiquid(Environment):
@@ -298,60 +176,63 @@ class _SegmentLiquid(Environment):
             self.tags.pop(tag, None)
             self.add_tag(_disabled_tag(tag))
         self.tags.pop("ifchanged", None)  # not a liquidjs tag
-        self.add_filter("plus", _arith(lambda a, b: a + b))
-        self.add_filter("minus", _arith(lambda a, b: a - b))
-        self.add_filter("times", _arith(lambda a, b: a * b))
-        self.add_filter("divided_by", _divided_by)
-        self.add_filter("round", _round)
-        self.add_filter("floor", _unary(math.floor))
-        self.add_filter("ceil", _unary(math.ceil))
-        self.add_filter("abs", _unary(abs))
-        self.add_filter("join", _join)
-        self.add_filter("append", _append)
-        self.add_filter("prepend", _prepend)
-        self.add_filter("json", _json)
+        # Only liquidjs's filters: python-liquid's own extras (safe, base64_url_safe_*) are unknown
+        # filters to liquidjs, which return their input.
+        self.filters.clear()
+        for name, func in FILTERS.items():
+            self.add_filter(name, _named(name, func))
         self.add_filter("strip", _stripper("both"))
         self.add_filter("lstrip", _stripper("left"))
         self.add_filter("rstrip", _stripper("right"))
-        self.add_filter("sha256", _sha256)
-        self.add_filter("hmac_sha256", _hmac_sha256)
-        for name in _TEXT_FILTERS:
-            if name in self.filters:
-                self.add_filter(name, _text_filter(self.filters[name]))
         for name in DISABLED_FILTERS:
             self.add_filter(name, _disabled_filter(name))
 
 
-def _is_blank(value: Any) -> bool:
-    """liquidjs's `blank`: nil, undefined, false, whitespace-only text, empty arrays and objects."""
-    if value is None or value is False or is_undefined(value) or isinstance(value, Blank | Empty):
-        return True
-    if isinstance(value, str):
-        return trim(value) == ""
-    if isinstance(value, list | tuple | dict):
-        return len(value) == 0
-    return False
+def _js_compare(original: Callable[[Any, str, Any], bool]) -> Callable[[Any, str, Any], bool]:
+    """liquidjs's operators: `==` is `===` (arrays item by item, `empty`/`blank` by emptiness),
+    `<`/`>`/`<=`/`>=` are JavaScript's (so "10" > 9 and 1 > nil), `contains` is `includes` on
+    arrays and `indexOf(String(right))` on text. A `nil` literal is null here, where liquidjs's nil
+    never orders (`1 > nil` is false there) but equals undefined, as it does here."""
 
-
-def _lenient_compare(original: Callable[[Any, str, Any], bool]) -> Callable[[Any, str, Any], bool]:
     def compare(left: Any, op: str, right: Any) -> bool:
-        if op in ("==", "!=", "<>") and (isinstance(left, Blank) or isinstance(right, Blank)):
-            other = right if isinstance(left, Blank) else left
-            return _is_blank(other) == (op == "==")
-        try:
+        if op in ("and", "or"):
             return original(left, op, right)
-        except LiquidTypeError:
+        if op == "==":
+            return js_equals(left, right)
+        if op in ("!=", "<>"):
+            return not js_equals(left, right)
+        if op == "contains":
+            subject = js_value(left)
+            if isinstance(subject, list | tuple):
+                return any(js_equals(item, right) for item in subject)
+            if isinstance(subject, str):
+                return to_js_string(js_value(right)) in subject
             return False
+        if isinstance(left, Empty | Blank) or isinstance(right, Empty | Blank):
+            return False
+        return js_compare(js_value(left), op, js_value(right))
 
     compare.__wrapped__ = original  # type: ignore[attr-defined]
     return compare
 
 
-# liquidjs answers false for a comparison of unrelated types (`5 contains "a"`, `nil > 2`) where
-# python-liquid raises. python-liquid looks this function up at module level, and streamproc is its
-# only user in the process, so it is replaced once here.
+# python-liquid looks this function up at module level, and streamproc is its only user in the
+# process, so it is replaced once here.
 if not hasattr(_liquid_expression.compare, "__wrapped__"):
-    _liquid_expression.compare = _lenient_compare(_liquid_expression.compare)  # type: ignore[assignment]
+    _liquid_expression.compare = _js_compare(_liquid_expression.compare)  # type: ignore[assignment]
+
+
+class _JsContext(Context):
+    """Property reads as liquidjs's: own properties only, `length` of text and arrays, text
+    indexed by UTF-16 code unit, no negative index on text, `size` of an object is its key count."""
+
+    @classmethod
+    def getitem(cls, obj: Any, key: Any) -> Any:
+        value = read_property(obj, key)
+        if value is UNDEFINED:
+            raise KeyError(key)
+        return value
+
 
 _ENV = _SegmentLiquid(strict_filters=False)
 
@@ -382,6 +263,8 @@ _UNKNOWN_TAG = re.compile(r"unexpected tag '([^']+)'")
 def _message(source: str, exc: LiquidError) -> str:
     if isinstance(exc, _Disabled):
         return str(exc.args[0]) + _location(source, exc)
+    if isinstance(exc, FilterError):
+        return str(exc.args[0]) + _location(source, _Disabled("filter", exc.name))
     if isinstance(exc, ResourceLimitError):
         return "memory alloc limit exceeded"
     unknown = _UNKNOWN_TAG.match(str(exc.args[0]) if exc.args else "")
@@ -442,12 +325,12 @@ def compile_liquid(option: Any) -> Callable[[Any], Any]:
         data = payload if isinstance(payload, dict) else {}
         buffer = StringIO()
         try:
-            context = Context(_ENV, globals=data)
+            context = _JsContext(_ENV, globals=data)
             template.render_with_context(context, buffer)
         except LiquidError as exc:
             raise _error(_message(option, exc)) from None
         except (RecursionError, ValueError, TypeError, ArithmeticError) as exc:
             raise _error(f"liquid render failed: {exc}") from None
-        return buffer.getvalue()
+        return paired(buffer.getvalue())
 
     return render

@@ -102,3 +102,55 @@ def to_js_string(value: Any) -> str:
     if isinstance(value, list | tuple):
         return ",".join("" if v is None or v is UNDEFINED else to_js_string(v) for v in value)
     return "[object Object]"
+
+
+def to_primitive(value: Any) -> Any:
+    """ToPrimitive for JSON-shaped values: arrays and objects become their String()."""
+    if isinstance(value, list | tuple | dict):
+        return to_js_string(value)
+    return value
+
+
+def less_than(left: Any, right: Any) -> bool | None:
+    """ECMAScript's IsLessThan (`left < right`): two texts compare by UTF-16 code units, anything
+    else as numbers; None where a side is NaN (every relational operator then answers false)."""
+    a, b = to_primitive(left), to_primitive(right)
+    if isinstance(a, str) and isinstance(b, str):
+        if a.isascii() and b.isascii():
+            return a < b
+        return a.encode("utf-16-be", "surrogatepass") < b.encode("utf-16-be", "surrogatepass")
+    x, y = to_number(a), to_number(b)
+    if math.isnan(x) or math.isnan(y):
+        return None
+    return x < y
+
+
+def js_compare(left: Any, op: str, right: Any) -> bool:
+    """JavaScript's `<`, `>`, `<=` and `>=` on any two values (loose conversions included)."""
+    if op == "<":
+        return less_than(left, right) is True
+    if op == ">":
+        return less_than(right, left) is True
+    if op == "<=":
+        return less_than(right, left) is False
+    if op == ">=":
+        return less_than(left, right) is False
+    raise ValueError(f"not a relational operator: {op}")
+
+
+def js_add(left: Any, right: Any) -> Any:
+    """JavaScript's `left + right`: text concatenation when either side is (or becomes) text."""
+    a, b = to_primitive(left), to_primitive(right)
+    if isinstance(a, str) or isinstance(b, str):
+        return to_js_string(a) + to_js_string(b)
+    return to_number(a) + to_number(b)
+
+
+def to_integer_or_infinity(value: Any) -> float:
+    """ToIntegerOrInfinity: NaN is 0, fractions are cut toward zero, infinities stay."""
+    number = to_number(value)
+    if math.isnan(number):
+        return 0
+    if math.isinf(number):
+        return number
+    return math.trunc(number)

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import re
-from urllib.parse import quote_plus, unquote_to_bytes
+from urllib.parse import quote, quote_plus, unquote_to_bytes
 
 from streamproc.core.js.strings import well_formed
 
@@ -161,3 +161,41 @@ def url_query_param_exact(url: str, name: str) -> str | None:
             if form_decode(key) == name:
                 return form_decode(value)
     return None
+
+
+# What encodeURIComponent and encodeURI leave as they are.
+_COMPONENT_SAFE = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.!~*'()"
+_URI_SAFE = _COMPONENT_SAFE + ";,/?:@&=+$#"
+
+
+def _lone_surrogate(text: str) -> bool:
+    return any("\ud800" <= c <= "\udfff" for c in text)
+
+
+def encode_uri_component(text: str, *, uri: bool = False) -> str:
+    """`encodeURIComponent(text)` (or `encodeURI` with `uri=True`): UTF-8 percent-escapes in upper
+    case; a lone surrogate raises ValueError("URI malformed"), JavaScript's URIError."""
+    if not text.isascii() and _lone_surrogate(text):
+        raise ValueError("URI malformed")
+    return quote(text, safe=_URI_SAFE if uri else _COMPONENT_SAFE)
+
+
+_ESCAPES = re.compile(r"(?:%[0-9A-Fa-f]{2})+")
+
+
+def decode_uri_component(text: str) -> str:
+    """`decodeURIComponent(text)`: every %XX run must be well-formed UTF-8 (no surrogates, no
+    overlong forms) and a "%" must start an escape, else ValueError("URI malformed")."""
+    if "%" not in text:
+        return text
+
+    def decoded(match: re.Match[str]) -> str:
+        try:
+            return unquote_to_bytes(match.group(0)).decode("utf-8", "strict")
+        except UnicodeDecodeError:
+            raise ValueError("URI malformed") from None
+
+    out = _ESCAPES.sub(decoded, text)
+    if "%" in _ESCAPES.sub("", text):
+        raise ValueError("URI malformed")
+    return out
