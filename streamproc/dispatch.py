@@ -23,7 +23,7 @@ import contextlib
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, Literal, Protocol
@@ -581,6 +581,8 @@ class Bulkhead:
         m.in_flight_deliveries.labels(dest).set_function(lambda: self.in_flight)
         m.concurrency_limit.labels(dest).set_function(lambda: self.limiter.limit)
         self._m_responses = m.partner_responses
+        self._m_by_status: dict[int, Any] = {}
+        """Status -> its status class's response counter (a handful of statuses per partner)."""
         self._m_no_answer = m.partner_responses.labels(dest, status_class(None))
 
     def _on_circuit_change(self, state: CircuitState) -> None:
@@ -591,24 +593,19 @@ class Bulkhead:
         if self._owns_client:
             await self._client.close()
 
-    async def _send(self, request: Request) -> tuple[Outcome, str | None]:
-        """One attempt: the partner's verdict (RETRY when no answer came back) and, unless
-        delivered, the start of the response body."""
-        limiter = self.limiter
-        ticket = limiter.started
-        started = self._clock()
-        try:
-            status, headers, body = await self._client.send(request, self.policy.timeout)
-        except SendError as exc:
-            latency = self._clock() - started
-            self._m_request_latency.observe(latency)
-            self._m_no_answer.inc()
-            limiter.record(ticket, None, exc.kind == "timeout")
-            return Outcome(Verdict.RETRY, None, str(exc)), None
-        latency = self._clock() - started
+    def _answered(
+        self, status: int, headers: Mapping[str, str], body: bytes, latency: float, ticket: int
+    ) -> tuple[Outcome, str | None]:
+        """The partner's verdict on one answer and, unless delivered, the start of its body."""
         self._m_request_latency.observe(latency)
-        self._m_responses.labels(self.policy.destination, status_class(status)).inc()
+        counter = self._m_by_status.get(status)
+        if counter is None:
+            counter = self._m_by_status[status] = self._m_responses.labels(
+                self.policy.destination, status_class(status)
+            )
+        counter.inc()
         outcome = self.classify(status, headers, body)
+        limiter = self.limiter
         if outcome.verdict is Verdict.DELIVERED:
             if outcome.partial:
                 self._m_partial.inc()
@@ -619,6 +616,13 @@ class Bulkhead:
             return outcome, body[:RESPONSE_BODY_LIMIT].decode("utf-8", "replace")
         return outcome, None
 
+    def _no_answer(self, exc: SendError, latency: float, ticket: int) -> Outcome:
+        """The verdict on an attempt that got no answer (timeout, refused, reset): RETRY."""
+        self._m_request_latency.observe(latency)
+        self._m_no_answer.inc()
+        self.limiter.record(ticket, None, exc.kind == "timeout")
+        return Outcome(Verdict.RETRY, None, str(exc))
+
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         """Full jitter: uniform in [0, min(max, initial * 2^(attempt-1))], never less than Retry-After."""
         p = self.policy
@@ -628,10 +632,21 @@ class Bulkhead:
             delay = max(delay, retry_after)
         return delay
 
-    async def deliver(self, delivery: DeliveryLike, share: RetryShare | None = None) -> DeliveryResult:
+    def deliver(
+        self, delivery: DeliveryLike, share: RetryShare | None = None
+    ) -> Coroutine[Any, Any, DeliveryResult]:
         """Send every request of a delivery; never raises for partner trouble (it is the outcome).
 
-        With a `share` and a policy that parks, the delivery may come back "parked" (see `_park`)."""
+        With a `share` and a policy that parks, the delivery may come back "parked" (see `_park`).
+        Returns the coroutine to await: a delivery with requests to send and nothing to check
+        first goes straight to the sending loop, without a coroutine in between."""
+        if share is not None and not self.policy.parks:
+            share = None
+        if share is None and delivery.error is None and delivery.skipped is None and delivery.requests:
+            return self._deliver(delivery.requests)
+        return self._deliver_checked(delivery, share)
+
+    async def _deliver_checked(self, delivery: DeliveryLike, share: RetryShare | None) -> DeliveryResult:
         if delivery.error is not None:
             err = delivery.error
             return DeliveryResult(
@@ -639,8 +654,6 @@ class Bulkhead:
             )
         if delivery.skipped is not None or not delivery.requests:
             return DeliveryResult("skipped")
-        if share is not None and not self.policy.parks:
-            share = None
         if share is not None and share.deadline_at is not None and time.time() >= share.deadline_at:
             return DeliveryResult(
                 "dead_lettered",
@@ -658,156 +671,167 @@ class Bulkhead:
             return self._park(
                 share, ErrorType.PARKED_BEHIND, reason, None, None, 0, share.first_attempt_at, None
             )
-        self.in_flight += 1
-        try:
-            return await self._deliver(delivery.requests, share)
-        finally:
-            self.in_flight -= 1
+        return await self._deliver(delivery.requests, share)
 
-    async def deliver_combined(self, request: Request, deliveries: int) -> DeliveryResult:
+    def deliver_combined(self, request: Request, deliveries: int) -> Coroutine[Any, Any, DeliveryResult]:
         """Send one request that carries `deliveries` deliveries (a batch), retried as one delivery."""
+        return self._deliver((request,), None, deliveries)
+
+    async def _deliver(
+        self, requests: Sequence[Request], share: RetryShare | None = None, deliveries: int = 1
+    ) -> DeliveryResult:
+        """The sending loop of one delivery (or of one batch request carrying `deliveries`)."""
         self.in_flight += deliveries
         try:
-            return await self._deliver((request,))
+            p = self.policy
+            breaker = self.breaker
+            limiter = self.limiter
+            client = self._client
+            clock = self._clock
+            started = clock()
+            prior = share.attempts if share is not None else 0
+            deadline = started + p.budget
+            if share is not None and share.deadline_at is not None:
+                deadline = started + (share.deadline_at - time.time())
+            attempts_total = 0
+            first_at: float | None = share.first_attempt_at if share is not None else None
+            last_at: float | None = None
+            for request in requests:
+                attempt = 0
+                last: Outcome | None = None
+                last_body: str | None = None
+                while True:
+                    probe: bool | None
+                    if share is not None:
+                        # Parking step: an open circuit parks at once instead of holding the offset.
+                        allowed, probe = breaker.try_acquire()
+                        if not allowed:
+                            if self._clock() >= deadline:
+                                probe = None
+                            else:
+                                return self._park(
+                                    share,
+                                    ErrorType.CIRCUIT_OPEN,
+                                    f"circuit of {p.destination} open"
+                                    + (f"; last error: {last.message}" if last else ""),
+                                    last,
+                                    last_body,
+                                    attempts_total,
+                                    first_at,
+                                    last_at,
+                                )
+                    elif breaker.state is CircuitState.CLOSED:
+                        probe = False  # no coroutine to enter: the common case
+                    else:
+                        probe = await breaker.acquire(deadline)
+                    if probe is None:
+                        return self._failed(
+                            ErrorType.CIRCUIT_OPEN,
+                            f"circuit of {p.destination} open until the retry budget of {p.budget:g}s ended"
+                            + (f"; last error: {last.message}" if last else ""),
+                            last,
+                            last_body,
+                            prior + attempts_total,
+                            first_at,
+                            last_at,
+                        )
+                    outcome: Outcome | None = None
+                    try:
+                        if not limiter.try_acquire():
+                            await limiter.acquire()
+                        try:
+                            if self._bucket is not None:
+                                waited = await self._bucket.acquire()
+                                if waited:
+                                    self._m_rate_wait.inc(waited)
+                            attempt += 1
+                            attempts_total += 1
+                            last_at = time.time()
+                            if first_at is None:
+                                first_at = last_at
+                            # One attempt (the client is awaited here, not in a coroutine of its own).
+                            ticket = limiter.started
+                            sent = clock()
+                            try:
+                                status, headers, body = await client.send(request, p.timeout)
+                            except SendError as exc:
+                                outcome, last_body = self._no_answer(exc, clock() - sent, ticket), None
+                            else:
+                                outcome, last_body = self._answered(
+                                    status, headers, body, clock() - sent, ticket
+                                )
+                        finally:
+                            limiter.release()
+                    finally:
+                        if outcome is None:
+                            breaker.release(probe)
+                    verdict = outcome.verdict
+                    if verdict is Verdict.RETRY and limiter.adaptive and _throttled(outcome):
+                        # "Slower", not "down": the adaptive limit answers it; the circuit stays out.
+                        breaker.release(probe)
+                    else:
+                        breaker.record(verdict is not Verdict.RETRY, probe)
+                    last = outcome
+                    if verdict is Verdict.DELIVERED:
+                        break
+                    if verdict is Verdict.FAIL:
+                        return self._failed(
+                            ErrorType.PERMANENT,
+                            outcome.message,
+                            outcome,
+                            last_body,
+                            prior + attempts_total,
+                            first_at,
+                            last_at,
+                        )
+                    if prior + attempt >= p.max_attempts:
+                        return self._failed(
+                            ErrorType.RETRYABLE,
+                            f"gave up after {prior + attempt} attempts: {outcome.message}",
+                            outcome,
+                            last_body,
+                            prior + attempts_total,
+                            first_at,
+                            last_at,
+                        )
+                    delay = self._backoff(attempt, outcome.retry_after)
+                    if self._clock() + delay > deadline:
+                        return self._failed(
+                            ErrorType.RETRYABLE,
+                            f"retry budget of {p.budget:g}s spent after {prior + attempt} attempts: "
+                            f"{outcome.message}",
+                            outcome,
+                            last_body,
+                            prior + attempts_total,
+                            first_at,
+                            last_at,
+                        )
+                    if share is not None and (
+                        (p.park_after_attempts is not None and attempt >= p.park_after_attempts)
+                        or (
+                            p.park_after_seconds is not None
+                            and self._clock() + delay - started > p.park_after_seconds
+                        )
+                    ):
+                        # Parking step: the in-memory share is spent; the retry topic waits instead.
+                        return self._park(
+                            share,
+                            ErrorType.RETRYABLE,
+                            outcome.message,
+                            outcome,
+                            last_body,
+                            attempts_total,
+                            first_at,
+                            last_at,
+                            delay,
+                        )
+                    self._m_retries.inc()
+                    await asyncio.sleep(delay)
+            if prior + attempts_total == 1:
+                return _DELIVERED_ONCE
+            return DeliveryResult("delivered", attempts=prior + attempts_total)
         finally:
             self.in_flight -= deliveries
-
-    async def _deliver(self, requests: Sequence[Request], share: RetryShare | None = None) -> DeliveryResult:
-        p = self.policy
-        breaker = self.breaker
-        limiter = self.limiter
-        started = self._clock()
-        prior = share.attempts if share is not None else 0
-        deadline = started + p.budget
-        if share is not None and share.deadline_at is not None:
-            deadline = started + (share.deadline_at - time.time())
-        attempts_total = 0
-        first_at: float | None = share.first_attempt_at if share is not None else None
-        last_at: float | None = None
-        for request in requests:
-            attempt = 0
-            last: Outcome | None = None
-            last_body: str | None = None
-            while True:
-                probe: bool | None
-                if share is not None:
-                    # Parking step: an open circuit parks at once instead of holding the offset.
-                    allowed, probe = breaker.try_acquire()
-                    if not allowed:
-                        if self._clock() >= deadline:
-                            probe = None
-                        else:
-                            return self._park(
-                                share,
-                                ErrorType.CIRCUIT_OPEN,
-                                f"circuit of {p.destination} open"
-                                + (f"; last error: {last.message}" if last else ""),
-                                last,
-                                last_body,
-                                attempts_total,
-                                first_at,
-                                last_at,
-                            )
-                elif breaker.state is CircuitState.CLOSED:
-                    probe = False  # no coroutine to enter: the common case
-                else:
-                    probe = await breaker.acquire(deadline)
-                if probe is None:
-                    return self._failed(
-                        ErrorType.CIRCUIT_OPEN,
-                        f"circuit of {p.destination} open until the retry budget of {p.budget:g}s ended"
-                        + (f"; last error: {last.message}" if last else ""),
-                        last,
-                        last_body,
-                        prior + attempts_total,
-                        first_at,
-                        last_at,
-                    )
-                outcome: Outcome | None = None
-                try:
-                    if not limiter.try_acquire():
-                        await limiter.acquire()
-                    try:
-                        if self._bucket is not None:
-                            waited = await self._bucket.acquire()
-                            if waited:
-                                self._m_rate_wait.inc(waited)
-                        attempt += 1
-                        attempts_total += 1
-                        last_at = time.time()
-                        if first_at is None:
-                            first_at = last_at
-                        outcome, last_body = await self._send(request)
-                    finally:
-                        limiter.release()
-                finally:
-                    if outcome is None:
-                        breaker.release(probe)
-                verdict = outcome.verdict
-                if verdict is Verdict.RETRY and limiter.adaptive and _throttled(outcome):
-                    # "Slower", not "down": the adaptive limit answers it; the circuit stays out.
-                    breaker.release(probe)
-                else:
-                    breaker.record(verdict is not Verdict.RETRY, probe)
-                last = outcome
-                if verdict is Verdict.DELIVERED:
-                    break
-                if verdict is Verdict.FAIL:
-                    return self._failed(
-                        ErrorType.PERMANENT,
-                        outcome.message,
-                        outcome,
-                        last_body,
-                        prior + attempts_total,
-                        first_at,
-                        last_at,
-                    )
-                if prior + attempt >= p.max_attempts:
-                    return self._failed(
-                        ErrorType.RETRYABLE,
-                        f"gave up after {prior + attempt} attempts: {outcome.message}",
-                        outcome,
-                        last_body,
-                        prior + attempts_total,
-                        first_at,
-                        last_at,
-                    )
-                delay = self._backoff(attempt, outcome.retry_after)
-                if self._clock() + delay > deadline:
-                    return self._failed(
-                        ErrorType.RETRYABLE,
-                        f"retry budget of {p.budget:g}s spent after {prior + attempt} attempts: "
-                        f"{outcome.message}",
-                        outcome,
-                        last_body,
-                        prior + attempts_total,
-                        first_at,
-                        last_at,
-                    )
-                if share is not None and (
-                    (p.park_after_attempts is not None and attempt >= p.park_after_attempts)
-                    or (
-                        p.park_after_seconds is not None
-                        and self._clock() + delay - started > p.park_after_seconds
-                    )
-                ):
-                    # Parking step: the in-memory share is spent; the retry topic waits instead.
-                    return self._park(
-                        share,
-                        ErrorType.RETRYABLE,
-                        outcome.message,
-                        outcome,
-                        last_body,
-                        attempts_total,
-                        first_at,
-                        last_at,
-                        delay,
-                    )
-                self._m_retries.inc()
-                await asyncio.sleep(delay)
-        if prior + attempts_total == 1:
-            return _DELIVERED_ONCE
-        return DeliveryResult("delivered", attempts=prior + attempts_total)
 
     def _park(
         self,
@@ -901,16 +925,17 @@ class Dispatcher:
     def keys_waiting(self) -> int:
         return len(self._sequencer)
 
-    async def deliver(
+    def deliver(
         self,
         delivery: DeliveryLike,
         share: RetryShare | None = None,
         *,
         behind: Callable[[], RetryShare | None] | None = None,
         on_parked: Callable[[DeliveryResult], Awaitable[None]] | None = None,
-    ) -> DeliveryResult:
-        """Send one delivery. Per-key order is fixed when this is called, so call it in offset order
-        (the first await comes after the delivery has taken its place).
+    ) -> Coroutine[Any, Any, DeliveryResult]:
+        """Send one delivery: the coroutine to await. Per-key order is fixed when that coroutine
+        starts, so start them in offset order (the first await comes after the delivery has taken
+        its place).
 
         For an ordered destination, `behind` is asked at the delivery's turn whether its key has a
         parked delivery (it answers with a share that parks at once, or None), and a "parked"
@@ -920,17 +945,36 @@ class Dispatcher:
         batcher = None
         if self._batchers:
             batcher = self._batchers.get((delivery.destination, delivery.subscription))
+        if bulkhead.policy.ordered and delivery.ordering_key is not None and delivery.error is None:
+            return self._in_order(bulkhead, batcher, delivery, share, behind, on_parked)
+        if batcher is not None:
+            return batcher.deliver(delivery)  # a batched delivery goes out with its batch and never parks
+        if share is not None and on_parked is not None and bulkhead.policy.parks:
+            return self._then_parked(bulkhead.deliver(delivery, share), on_parked)
+        # The common case: the bulkhead's own coroutine, nothing wrapped around it.
+        return bulkhead.deliver(delivery, share)
+
+    @staticmethod
+    async def _then_parked(
+        sent: Awaitable[DeliveryResult], on_parked: Callable[[DeliveryResult], Awaitable[None]]
+    ) -> DeliveryResult:
+        result = await sent
+        if result.outcome == "parked":
+            await on_parked(result)
+        return result
+
+    async def _in_order(
+        self,
+        bulkhead: Bulkhead,
+        batcher: Batcher | None,
+        delivery: DeliveryLike,
+        share: RetryShare | None,
+        behind: Callable[[], RetryShare | None] | None,
+        on_parked: Callable[[DeliveryResult], Awaitable[None]] | None,
+    ) -> DeliveryResult:
         if batcher is not None:
             share = None  # a batched delivery goes out with its batch and never parks
-        key = delivery.ordering_key
-        if not bulkhead.policy.ordered or key is None or delivery.error is not None:
-            result = await (
-                batcher.deliver(delivery) if batcher is not None else bulkhead.deliver(delivery, share)
-            )
-            if result.outcome == "parked" and on_parked is not None:
-                await on_parked(result)
-            return result
-        seq_key = (delivery.destination, key)
+        seq_key = (delivery.destination, delivery.ordering_key)
         prev, mine = self._sequencer.turn(seq_key)
         try:
             if prev is not None and not prev.finished:

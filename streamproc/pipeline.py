@@ -252,6 +252,18 @@ class _Event:
     redelivery: Redelivery | None
 
 
+class _ActionMetrics:
+    """The metric children one (destination, action) updates per delivery, looked up once."""
+
+    __slots__ = ("delivered", "e2e", "latency", "matched")
+
+    def __init__(self, metrics: Metrics, destination: str, action: str) -> None:
+        self.matched = metrics.events_matched.labels(destination, action)
+        self.delivered = metrics.deliveries.labels(destination, action, "delivered")
+        self.latency = metrics.delivery_latency.labels(destination)
+        self.e2e = metrics.end_to_end_latency.labels(destination)
+
+
 Undecodable = Literal["dead-letter", "count"]
 
 Work = list[tuple[Delivery | None, Failure | None]]
@@ -302,14 +314,14 @@ class EventProcessor:
         self._summary = summary
         self._dead_letter_undecodable = undecodable == "dead-letter"
         self._on_dry_run = on_dry_run
-        # Their labels() are memoised and their updates plain additions (streamproc.metrics).
+        # Their labels() are memoised and their updates plain additions (streamproc.metrics); the
+        # children updated per delivery are looked up once per (destination, action).
+        self._metrics = metrics
+        self._m_actions: dict[tuple[str, str], _ActionMetrics] = {}
         self._m_consumed = metrics.events_consumed
         self._m_undecodable = metrics.events_undecodable
-        self._m_matched = metrics.events_matched
         self._m_outcome = metrics.deliveries
         self._m_dead = metrics.dead_letters
-        self._m_latency = metrics.delivery_latency
-        self._m_e2e = metrics.end_to_end_latency
 
     # -- one message -------------------------------------------------------------------------------
     def process(self, msg: Any, lane: Lane, redelivery: Redelivery | None = None) -> None:
@@ -348,15 +360,21 @@ class EventProcessor:
                 summary.unmatched += 1
             self._complete(lane, offset)
             return
-        matched = self._m_matched
+        actions = self._m_actions
         for d in deliveries:
-            matched.labels(d.destination, d.action).inc()
+            m = actions.get((d.destination, d.action)) or self._action_metrics(d)
+            m.matched.inc()
             if summary is not None:
                 summary.tally(d.destination).matched += 1
         if self.dry_run:
             self._show(msg, lane, offset, deliveries)
             return
         self._start(lane, msg, offset, [(d, None) for d in deliveries], redelivery)
+
+    def _action_metrics(self, d: Delivery) -> _ActionMetrics:
+        m = _ActionMetrics(self._metrics, d.destination, d.action)
+        self._m_actions[(d.destination, d.action)] = m
+        return m
 
     def leave_out(self, msg: Any, lane: Lane) -> None:
         """Finish a message on purpose without processing it (redrive: a marker, a filtered record)."""
@@ -469,17 +487,20 @@ class EventProcessor:
             self.parking.settled(ev.lane.partition, delivery, ev.redelivery, outcome)
         if delivery is not None:
             dest = delivery.destination
-            self._m_outcome.labels(dest, delivery.action, outcome).inc()
             summary = self._summary
             if outcome == "delivered":
-                self._m_latency.labels(dest).observe(time.monotonic() - ev.consumed_at)
+                m = self._m_actions.get((dest, delivery.action)) or self._action_metrics(delivery)
+                m.delivered.inc()
+                m.latency.observe(time.monotonic() - ev.consumed_at)
                 kind, ts = ev.msg.timestamp()
                 if kind and ts > 0:
-                    self._m_e2e.labels(dest).observe(max(0.0, time.time() - ts / 1000))
+                    m.e2e.observe(max(0.0, time.time() - ts / 1000))
                 if summary is not None:
                     summary.tally(dest).delivered += 1
-            elif outcome == "skipped" and summary is not None:
-                summary.tally(dest).skipped += 1
+            else:
+                self._m_outcome.labels(dest, delivery.action, outcome).inc()
+                if outcome == "skipped" and summary is not None:
+                    summary.tally(dest).skipped += 1
         if outcome == "dead_lettered":
             assert result.failure is not None
             return self._dead_letter(ev, delivery, result.failure)
