@@ -372,13 +372,15 @@ class CircuitBreaker:
 
 
 class _Turn:
-    """One place in a key's queue; the future to wait on is made only when someone does wait."""
+    """One place in a key's queue; the future to wait on is made only when someone does wait
+    (a task), and an admission waiting for it leaves a callback instead (`KeySequencer.then`)."""
 
-    __slots__ = ("finished", "waiter")
+    __slots__ = ("finished", "then", "waiter")
 
     def __init__(self) -> None:
         self.finished = False
         self.waiter: asyncio.Future[None] | None = None
+        self.then: Callable[[], None] | None = None
 
 
 class KeySequencer:
@@ -410,11 +412,24 @@ class KeySequencer:
         # shield: our cancellation must not cancel the predecessor's marker.
         await asyncio.shield(prev.waiter)
 
+    @staticmethod
+    def then(prev: _Turn, go: Callable[[], None]) -> None:
+        """Call `go` once the predecessor is done (at once if it is), without a task waiting."""
+        if prev.finished:
+            go()
+        else:
+            prev.then = go
+
     def done(self, key: Any, mine: _Turn) -> None:
         """Let the next one for `key` go."""
         mine.finished = True
         if mine.waiter is not None and not mine.waiter.done():
             mine.waiter.set_result(None)
+        if mine.then is not None:
+            # From the loop, not from here: a key's chain of admissions given up at a revoke would
+            # otherwise run as one deep recursion.
+            asyncio.get_running_loop().call_soon(mine.then)
+            mine.then = None
         if self._tails.get(key) is mine:
             del self._tails[key]
 
@@ -457,7 +472,8 @@ class ConcurrencyLimit:
         self._cut_at = 0
         self._floor = 0.0
         self._recent = 0.0
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._waiters: deque[asyncio.Future[None] | Callable[[], bool]] = deque()
+        """In arrival order: futures of waiting tasks, and admissions' starters (`when_free`)."""
 
     def try_acquire(self) -> bool:
         """Take a slot if one is free and nobody waits (no await: the common case)."""
@@ -480,6 +496,16 @@ class ConcurrencyLimit:
                 self.release()  # the slot was handed over just as we were cancelled
             raise
 
+    def when_free(self, start: Callable[[], bool]) -> None:
+        """Call `start` holding a slot: now if one is free and nobody waits, else in turn, with no
+        future and no task while it waits. `start` returns False when it no longer wants the
+        slot (the slot goes on to the next in line); otherwise the slot is its to release."""
+        if self.try_acquire():
+            if not start():
+                self.release()
+            return
+        self._waiters.append(start)
+
     def release(self) -> None:
         self.in_use -= 1
         self._wake()
@@ -488,10 +514,22 @@ class ConcurrencyLimit:
         waiters = self._waiters
         while waiters and self.in_use < self.limit:
             waiter = waiters.popleft()
-            if not waiter.done():
+            if isinstance(waiter, asyncio.Future):
+                if not waiter.done():
+                    self.in_use += 1
+                    self.started += 1
+                    waiter.set_result(None)
+            else:
                 self.in_use += 1
                 self.started += 1
-                waiter.set_result(None)
+                if not waiter():
+                    self.in_use -= 1
+
+    def drop_waiting(self) -> int:
+        """Forget the admissions still waiting for a slot (the bulkhead is closing); how many."""
+        starters = [w for w in self._waiters if not isinstance(w, asyncio.Future)]
+        self._waiters = deque(w for w in self._waiters if isinstance(w, asyncio.Future))
+        return len(starters)
 
     def record(self, ticket: int, latency: float | None, overloaded: bool) -> None:
         """Report a finished request, while it still holds its slot: its ticket, its latency when an
@@ -590,6 +628,7 @@ class Bulkhead:
         log.warning("circuit_state", destination=self.policy.destination, state=state.name.lower())
 
     async def close(self) -> None:
+        self.limiter.drop_waiting()
         if self._owns_client:
             await self._client.close()
 
@@ -678,9 +717,14 @@ class Bulkhead:
         return self._deliver((request,), None, deliveries)
 
     async def _deliver(
-        self, requests: Sequence[Request], share: RetryShare | None = None, deliveries: int = 1
+        self,
+        requests: Sequence[Request],
+        share: RetryShare | None = None,
+        deliveries: int = 1,
+        admitted: Admission | None = None,
     ) -> DeliveryResult:
-        """The sending loop of one delivery (or of one batch request carrying `deliveries`)."""
+        """The sending loop of one delivery (or of one batch request carrying `deliveries`); an
+        `admitted` one holds a slot already, which its first attempt uses."""
         self.in_flight += deliveries
         try:
             p = self.policy
@@ -723,6 +767,8 @@ class Bulkhead:
                     elif breaker.state is CircuitState.CLOSED:
                         probe = False  # no coroutine to enter: the common case
                     else:
+                        if admitted is not None and admitted.holds:
+                            admitted.give_back()  # no slot held while the circuit is open
                         probe = await breaker.acquire(deadline)
                     if probe is None:
                         return self._failed(
@@ -737,7 +783,9 @@ class Bulkhead:
                         )
                     outcome: Outcome | None = None
                     try:
-                        if not limiter.try_acquire():
+                        if admitted is not None and admitted.holds:
+                            admitted.holds = False  # its slot is this attempt's now
+                        elif not limiter.try_acquire():
                             await limiter.acquire()
                         try:
                             if self._bucket is not None:
@@ -891,6 +939,81 @@ class Bulkhead:
         )
 
 
+class Admission:
+    """A delivery let in without a task while it waits: it takes its key's turn (ordered
+    destinations) and then a concurrency slot, and only then is `start(admission)` called, which
+    runs `send()` in a task and makes `finish` that task's done callback. A backlog of thousands of
+    deliveries then waits as these small objects instead of as tasks, coroutines and futures.
+
+    `start` returns False when the delivery is no longer wanted (its partition was released):
+    it is given up, and what it holds (its turn, its slot) goes on to the next in line."""
+
+    __slots__ = ("_bulkhead", "_key", "_open", "_sequencer", "_start", "_turn", "delivery", "holds")
+
+    def __init__(
+        self,
+        bulkhead: Bulkhead,
+        delivery: DeliveryLike,
+        start: Callable[[Admission], bool],
+        sequencer: KeySequencer,
+    ) -> None:
+        self._bulkhead = bulkhead
+        self.delivery = delivery
+        self._start = start
+        self._sequencer = sequencer
+        self._key: Any = None
+        self._turn: _Turn | None = None
+        self.holds = False
+        """Whether it holds a concurrency slot not yet used by an attempt."""
+        self._open = True
+        bulkhead.in_flight += 1
+
+    def send(self) -> Coroutine[Any, Any, DeliveryResult]:
+        """The delivery's sending loop (its first attempt uses the slot held)."""
+        if self.delivery.requests and self.delivery.skipped is None:
+            return self._bulkhead._deliver(self.delivery.requests, None, 0, self)
+        return self._bulkhead.deliver(self.delivery)  # skipped: it only had to wait for its turn
+
+    def give_back(self) -> None:
+        """Release the slot held without using it."""
+        if self.holds:
+            self.holds = False
+            self._bulkhead.limiter.release()
+
+    def finish(self, _task: object = None) -> None:
+        """The delivery is over (or given up): give back its slot if unused, let its key's next go."""
+        if not self._open:
+            return
+        self._open = False
+        self.give_back()
+        self._bulkhead.in_flight -= 1
+        if self._turn is not None:
+            turn, self._turn = self._turn, None
+            self._sequencer.done(self._key, turn)
+
+    def _in_turn(self, key: Any) -> None:
+        prev, self._turn = self._sequencer.turn(key)
+        self._key = key
+        if prev is None or prev.finished:
+            self._go()
+        else:
+            KeySequencer.then(prev, self._go)
+
+    def _go(self) -> None:
+        if self.delivery.requests and self.delivery.skipped is None:
+            self._bulkhead.limiter.when_free(self._started)
+        elif not self._start(self):
+            self.finish()
+
+    def _started(self) -> bool:
+        self.holds = True
+        if self._start(self):
+            return True
+        self.holds = False  # the limiter takes the slot back
+        self.finish()
+        return False
+
+
 class Dispatcher:
     """Routes each delivery to its destination's bulkhead, keeping per-key order where asked."""
 
@@ -901,6 +1024,7 @@ class Dispatcher:
         self._sequencer = KeySequencer()
         self._batchers: Mapping[tuple[str, str], Batcher] = batchers or {}
         """(destination, subscription) -> the batcher its deliveries go through, when batching is on."""
+        self._batched = frozenset(d for d, _ in self._batchers)
 
     @classmethod
     def from_config(
@@ -924,6 +1048,27 @@ class Dispatcher:
     @property
     def keys_waiting(self) -> int:
         return len(self._sequencer)
+
+    def admits(self, destination: str) -> bool:
+        """Whether `admit` takes the deliveries of `destination`: every one that has no batch.
+        Take all of a destination's deliveries one way (its key order is fixed by either)."""
+        return destination not in self._batched
+
+    def admit(self, delivery: DeliveryLike, start: Callable[[Admission], bool]) -> bool:
+        """Let a delivery in without a task while it waits (see `Admission`): `start` is called
+        once it has its key's turn and a slot. For a destination that `admits`, with deliveries
+        that never park; False (nothing done) for a delivery with an error, which takes no turn
+        and goes straight to `deliver`."""
+        if delivery.error is not None:
+            return False
+        bulkhead = self.bulkheads[delivery.destination]
+        admission = Admission(bulkhead, delivery, start, self._sequencer)
+        key = delivery.ordering_key
+        if bulkhead.policy.ordered and key is not None:
+            admission._in_turn((delivery.destination, key))
+        else:
+            admission._go()
+        return True
 
     def deliver(
         self,
