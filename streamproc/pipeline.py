@@ -332,7 +332,8 @@ class EventProcessor:
 
     # -- one message -------------------------------------------------------------------------------
     def process(self, msg: Any, lane: Lane, redelivery: Redelivery | None = None) -> None:
-        """Start the work for one message (its deliveries run as tasks in `lane.tasks`)."""
+        """Start the work for one message (its deliveries run as tasks in `lane.tasks`, each made
+        once the delivery has its turn and a concurrency slot)."""
         topic = lane.topic
         self._m_consumed.labels(topic).inc()
         offset = msg.offset()
