@@ -994,15 +994,17 @@ class Admission:
             turn, self._turn = self._turn, None
             self._sequencer.done(self._key, turn)
 
-    def _in_turn(self, key: Any) -> None:
+    def take_turn(self, key: Any) -> None:
+        """Join `key`'s queue now (the order is fixed here), and queue for a slot once it is first."""
         prev, self._turn = self._sequencer.turn(key)
         self._key = key
         if prev is None or prev.finished:
-            self._go()
+            self.queue()
         else:
-            KeySequencer.then(prev, self._go)
+            KeySequencer.then(prev, self.queue)
 
-    def _go(self) -> None:
+    def queue(self) -> None:
+        """Wait for a concurrency slot (a delivery with nothing to send starts without one)."""
         if self.delivery.requests and self.delivery.skipped is None:
             self._bulkhead.limiter.when_free(self._started)
         elif not self._start(self):
@@ -1068,9 +1070,9 @@ class Dispatcher:
         admission = Admission(bulkhead, delivery, start, self._sequencer)
         key = delivery.ordering_key
         if bulkhead.policy.ordered and key is not None:
-            admission._in_turn((delivery.destination, key))
+            admission.take_turn((delivery.destination, key))
         else:
-            admission._go()
+            admission.queue()
         return True
 
     def deliver(
