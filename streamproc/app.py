@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 import uuid
 from collections.abc import Callable
@@ -320,6 +321,7 @@ class Worker:
 
     def run(self) -> int:
         """Run on a fresh event loop (uvloop when installed) with SIGTERM/SIGINT → graceful stop."""
+        tune_gc()
         try:
             import uvloop
 
@@ -340,6 +342,25 @@ class Worker:
     def _on_signal(self, sig: signal.Signals) -> None:
         log.info("stop_requested", signal=sig.name)
         self.stop()
+
+
+GC_THRESHOLDS = (700, 10, 100)
+"""The collector's thresholds in a worker process: full collections ten times rarer than Python's
+default (700, 10, 10)."""
+
+
+def tune_gc() -> None:
+    """Set the cyclic garbage collector up for a worker process (`Worker.run`, not tests).
+
+    A backlog keeps thousands of deliveries in flight for seconds each, so they outlive the young
+    generations and every full collection walks all of them: with Python's defaults, full
+    collections took about 15 % of the worker's CPU during a drain (bench/e2e.py). The hot path
+    makes almost no cyclic garbage (reference counting frees it), so full collections can be
+    rarer; the objects built at start (configuration, compiled routes) are moved out of the
+    collector's sight for good."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def build_worker(config: Config, **options: Any) -> Worker:

@@ -13,7 +13,10 @@ holding its event's offset for the whole budget. Without a share (replay, redriv
 
 Requests go out through the bulkhead's `HttpClient` (streamproc.client), the one seam to HTTP.
 The per-request bookkeeping has fast paths for the common case (circuit closed, no rate limit, a
-free concurrency slot, unordered), since it runs as often as the client itself.
+free concurrency slot, unordered), since it runs as often as the client itself. The worker lets
+deliveries in through `Dispatcher.admit`: a delivery waiting for its key's turn or a concurrency
+slot is a callback in a queue (an `Admission`), and gets its task only once it may send, so a
+backlog of thousands of deliveries costs no tasks, coroutines or futures while it waits.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import contextlib
 import random
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, Literal, Protocol
@@ -372,13 +375,15 @@ class CircuitBreaker:
 
 
 class _Turn:
-    """One place in a key's queue; the future to wait on is made only when someone does wait."""
+    """One place in a key's queue; the future to wait on is made only when someone does wait
+    (a task), and an admission waiting for it leaves a callback instead (`KeySequencer.then`)."""
 
-    __slots__ = ("finished", "waiter")
+    __slots__ = ("finished", "then", "waiter")
 
     def __init__(self) -> None:
         self.finished = False
         self.waiter: asyncio.Future[None] | None = None
+        self.then: Callable[[], None] | None = None
 
 
 class KeySequencer:
@@ -410,11 +415,24 @@ class KeySequencer:
         # shield: our cancellation must not cancel the predecessor's marker.
         await asyncio.shield(prev.waiter)
 
+    @staticmethod
+    def then(prev: _Turn, go: Callable[[], None]) -> None:
+        """Call `go` once the predecessor is done (at once if it is), without a task waiting."""
+        if prev.finished:
+            go()
+        else:
+            prev.then = go
+
     def done(self, key: Any, mine: _Turn) -> None:
         """Let the next one for `key` go."""
         mine.finished = True
         if mine.waiter is not None and not mine.waiter.done():
             mine.waiter.set_result(None)
+        if mine.then is not None:
+            # From the loop, not from here: a key's chain of admissions given up at a revoke would
+            # otherwise run as one deep recursion.
+            asyncio.get_running_loop().call_soon(mine.then)
+            mine.then = None
         if self._tails.get(key) is mine:
             del self._tails[key]
 
@@ -457,7 +475,8 @@ class ConcurrencyLimit:
         self._cut_at = 0
         self._floor = 0.0
         self._recent = 0.0
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._waiters: deque[asyncio.Future[None] | Callable[[], bool]] = deque()
+        """In arrival order: futures of waiting tasks, and admissions' starters (`when_free`)."""
 
     def try_acquire(self) -> bool:
         """Take a slot if one is free and nobody waits (no await: the common case)."""
@@ -480,6 +499,16 @@ class ConcurrencyLimit:
                 self.release()  # the slot was handed over just as we were cancelled
             raise
 
+    def when_free(self, start: Callable[[], bool]) -> None:
+        """Call `start` holding a slot: now if one is free and nobody waits, else in turn, with no
+        future and no task while it waits. `start` returns False when it no longer wants the
+        slot (the slot goes on to the next in line); otherwise the slot is its to release."""
+        if self.try_acquire():
+            if not start():
+                self.release()
+            return
+        self._waiters.append(start)
+
     def release(self) -> None:
         self.in_use -= 1
         self._wake()
@@ -488,10 +517,22 @@ class ConcurrencyLimit:
         waiters = self._waiters
         while waiters and self.in_use < self.limit:
             waiter = waiters.popleft()
-            if not waiter.done():
+            if isinstance(waiter, asyncio.Future):
+                if not waiter.done():
+                    self.in_use += 1
+                    self.started += 1
+                    waiter.set_result(None)
+            else:
                 self.in_use += 1
                 self.started += 1
-                waiter.set_result(None)
+                if not waiter():
+                    self.in_use -= 1
+
+    def drop_waiting(self) -> int:
+        """Forget the admissions still waiting for a slot (the bulkhead is closing); how many."""
+        starters = [w for w in self._waiters if not isinstance(w, asyncio.Future)]
+        self._waiters = deque(w for w in self._waiters if isinstance(w, asyncio.Future))
+        return len(starters)
 
     def record(self, ticket: int, latency: float | None, overloaded: bool) -> None:
         """Report a finished request, while it still holds its slot: its ticket, its latency when an
@@ -581,6 +622,8 @@ class Bulkhead:
         m.in_flight_deliveries.labels(dest).set_function(lambda: self.in_flight)
         m.concurrency_limit.labels(dest).set_function(lambda: self.limiter.limit)
         self._m_responses = m.partner_responses
+        self._m_by_status: dict[int, Any] = {}
+        """Status -> its status class's response counter (a handful of statuses per partner)."""
         self._m_no_answer = m.partner_responses.labels(dest, status_class(None))
 
     def _on_circuit_change(self, state: CircuitState) -> None:
@@ -588,27 +631,23 @@ class Bulkhead:
         log.warning("circuit_state", destination=self.policy.destination, state=state.name.lower())
 
     async def close(self) -> None:
+        self.limiter.drop_waiting()
         if self._owns_client:
             await self._client.close()
 
-    async def _send(self, request: Request) -> tuple[Outcome, str | None]:
-        """One attempt: the partner's verdict (RETRY when no answer came back) and, unless
-        delivered, the start of the response body."""
-        limiter = self.limiter
-        ticket = limiter.started
-        started = self._clock()
-        try:
-            status, headers, body = await self._client.send(request, self.policy.timeout)
-        except SendError as exc:
-            latency = self._clock() - started
-            self._m_request_latency.observe(latency)
-            self._m_no_answer.inc()
-            limiter.record(ticket, None, exc.kind == "timeout")
-            return Outcome(Verdict.RETRY, None, str(exc)), None
-        latency = self._clock() - started
+    def _answered(
+        self, status: int, headers: Mapping[str, str], body: bytes, latency: float, ticket: int
+    ) -> tuple[Outcome, str | None]:
+        """The partner's verdict on one answer and, unless delivered, the start of its body."""
         self._m_request_latency.observe(latency)
-        self._m_responses.labels(self.policy.destination, status_class(status)).inc()
+        counter = self._m_by_status.get(status)
+        if counter is None:
+            counter = self._m_by_status[status] = self._m_responses.labels(
+                self.policy.destination, status_class(status)
+            )
+        counter.inc()
         outcome = self.classify(status, headers, body)
+        limiter = self.limiter
         if outcome.verdict is Verdict.DELIVERED:
             if outcome.partial:
                 self._m_partial.inc()
@@ -619,6 +658,13 @@ class Bulkhead:
             return outcome, body[:RESPONSE_BODY_LIMIT].decode("utf-8", "replace")
         return outcome, None
 
+    def _no_answer(self, exc: SendError, latency: float, ticket: int) -> Outcome:
+        """The verdict on an attempt that got no answer (timeout, refused, reset): RETRY."""
+        self._m_request_latency.observe(latency)
+        self._m_no_answer.inc()
+        self.limiter.record(ticket, None, exc.kind == "timeout")
+        return Outcome(Verdict.RETRY, None, str(exc))
+
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         """Full jitter: uniform in [0, min(max, initial * 2^(attempt-1))], never less than Retry-After."""
         p = self.policy
@@ -628,10 +674,21 @@ class Bulkhead:
             delay = max(delay, retry_after)
         return delay
 
-    async def deliver(self, delivery: DeliveryLike, share: RetryShare | None = None) -> DeliveryResult:
+    def deliver(
+        self, delivery: DeliveryLike, share: RetryShare | None = None
+    ) -> Coroutine[Any, Any, DeliveryResult]:
         """Send every request of a delivery; never raises for partner trouble (it is the outcome).
 
-        With a `share` and a policy that parks, the delivery may come back "parked" (see `_park`)."""
+        With a `share` and a policy that parks, the delivery may come back "parked" (see `_park`).
+        Returns the coroutine to await: a delivery with requests to send and nothing to check
+        first goes straight to the sending loop, without a coroutine in between."""
+        if share is not None and not self.policy.parks:
+            share = None
+        if share is None and delivery.error is None and delivery.skipped is None and delivery.requests:
+            return self._deliver(delivery.requests)
+        return self._deliver_checked(delivery, share)
+
+    async def _deliver_checked(self, delivery: DeliveryLike, share: RetryShare | None) -> DeliveryResult:
         if delivery.error is not None:
             err = delivery.error
             return DeliveryResult(
@@ -639,8 +696,6 @@ class Bulkhead:
             )
         if delivery.skipped is not None or not delivery.requests:
             return DeliveryResult("skipped")
-        if share is not None and not self.policy.parks:
-            share = None
         if share is not None and share.deadline_at is not None and time.time() >= share.deadline_at:
             return DeliveryResult(
                 "dead_lettered",
@@ -658,156 +713,176 @@ class Bulkhead:
             return self._park(
                 share, ErrorType.PARKED_BEHIND, reason, None, None, 0, share.first_attempt_at, None
             )
-        self.in_flight += 1
-        try:
-            return await self._deliver(delivery.requests, share)
-        finally:
-            self.in_flight -= 1
+        return await self._deliver(delivery.requests, share)
 
-    async def deliver_combined(self, request: Request, deliveries: int) -> DeliveryResult:
+    def deliver_combined(self, request: Request, deliveries: int) -> Coroutine[Any, Any, DeliveryResult]:
         """Send one request that carries `deliveries` deliveries (a batch), retried as one delivery."""
+        return self._deliver((request,), None, deliveries)
+
+    async def _deliver(
+        self,
+        requests: Sequence[Request],
+        share: RetryShare | None = None,
+        deliveries: int = 1,
+        admitted: Admission | None = None,
+    ) -> DeliveryResult:
+        """The sending loop of one delivery (or of one batch request carrying `deliveries`); an
+        `admitted` one holds a slot already, which its first attempt uses."""
         self.in_flight += deliveries
         try:
-            return await self._deliver((request,))
+            p = self.policy
+            breaker = self.breaker
+            limiter = self.limiter
+            client = self._client
+            clock = self._clock
+            started = clock()
+            prior = share.attempts if share is not None else 0
+            deadline = started + p.budget
+            if share is not None and share.deadline_at is not None:
+                deadline = started + (share.deadline_at - time.time())
+            attempts_total = 0
+            first_at: float | None = share.first_attempt_at if share is not None else None
+            last_at: float | None = None
+            for request in requests:
+                attempt = 0
+                last: Outcome | None = None
+                last_body: str | None = None
+                while True:
+                    probe: bool | None
+                    if share is not None:
+                        # Parking step: an open circuit parks at once instead of holding the offset.
+                        allowed, probe = breaker.try_acquire()
+                        if not allowed:
+                            if self._clock() >= deadline:
+                                probe = None
+                            else:
+                                return self._park(
+                                    share,
+                                    ErrorType.CIRCUIT_OPEN,
+                                    f"circuit of {p.destination} open"
+                                    + (f"; last error: {last.message}" if last else ""),
+                                    last,
+                                    last_body,
+                                    attempts_total,
+                                    first_at,
+                                    last_at,
+                                )
+                    elif breaker.state is CircuitState.CLOSED:
+                        probe = False  # no coroutine to enter: the common case
+                    else:
+                        if admitted is not None and admitted.holds:
+                            admitted.give_back()  # no slot held while the circuit is open
+                        probe = await breaker.acquire(deadline)
+                    if probe is None:
+                        return self._failed(
+                            ErrorType.CIRCUIT_OPEN,
+                            f"circuit of {p.destination} open until the retry budget of {p.budget:g}s ended"
+                            + (f"; last error: {last.message}" if last else ""),
+                            last,
+                            last_body,
+                            prior + attempts_total,
+                            first_at,
+                            last_at,
+                        )
+                    outcome: Outcome | None = None
+                    try:
+                        if admitted is not None and admitted.holds:
+                            admitted.holds = False  # its slot is this attempt's now
+                        elif not limiter.try_acquire():
+                            await limiter.acquire()
+                        try:
+                            if self._bucket is not None:
+                                waited = await self._bucket.acquire()
+                                if waited:
+                                    self._m_rate_wait.inc(waited)
+                            attempt += 1
+                            attempts_total += 1
+                            last_at = time.time()
+                            if first_at is None:
+                                first_at = last_at
+                            # One attempt (the client is awaited here, not in a coroutine of its own).
+                            ticket = limiter.started
+                            sent = clock()
+                            try:
+                                status, headers, body = await client.send(request, p.timeout)
+                            except SendError as exc:
+                                outcome, last_body = self._no_answer(exc, clock() - sent, ticket), None
+                            else:
+                                outcome, last_body = self._answered(
+                                    status, headers, body, clock() - sent, ticket
+                                )
+                        finally:
+                            limiter.release()
+                    finally:
+                        if outcome is None:
+                            breaker.release(probe)
+                    verdict = outcome.verdict
+                    if verdict is Verdict.RETRY and limiter.adaptive and _throttled(outcome):
+                        # "Slower", not "down": the adaptive limit answers it; the circuit stays out.
+                        breaker.release(probe)
+                    else:
+                        breaker.record(verdict is not Verdict.RETRY, probe)
+                    last = outcome
+                    if verdict is Verdict.DELIVERED:
+                        break
+                    if verdict is Verdict.FAIL:
+                        return self._failed(
+                            ErrorType.PERMANENT,
+                            outcome.message,
+                            outcome,
+                            last_body,
+                            prior + attempts_total,
+                            first_at,
+                            last_at,
+                        )
+                    if prior + attempt >= p.max_attempts:
+                        return self._failed(
+                            ErrorType.RETRYABLE,
+                            f"gave up after {prior + attempt} attempts: {outcome.message}",
+                            outcome,
+                            last_body,
+                            prior + attempts_total,
+                            first_at,
+                            last_at,
+                        )
+                    delay = self._backoff(attempt, outcome.retry_after)
+                    if self._clock() + delay > deadline:
+                        return self._failed(
+                            ErrorType.RETRYABLE,
+                            f"retry budget of {p.budget:g}s spent after {prior + attempt} attempts: "
+                            f"{outcome.message}",
+                            outcome,
+                            last_body,
+                            prior + attempts_total,
+                            first_at,
+                            last_at,
+                        )
+                    if share is not None and (
+                        (p.park_after_attempts is not None and attempt >= p.park_after_attempts)
+                        or (
+                            p.park_after_seconds is not None
+                            and self._clock() + delay - started > p.park_after_seconds
+                        )
+                    ):
+                        # Parking step: the in-memory share is spent; the retry topic waits instead.
+                        return self._park(
+                            share,
+                            ErrorType.RETRYABLE,
+                            outcome.message,
+                            outcome,
+                            last_body,
+                            attempts_total,
+                            first_at,
+                            last_at,
+                            delay,
+                        )
+                    self._m_retries.inc()
+                    await asyncio.sleep(delay)
+            if prior + attempts_total == 1:
+                return _DELIVERED_ONCE
+            return DeliveryResult("delivered", attempts=prior + attempts_total)
         finally:
             self.in_flight -= deliveries
-
-    async def _deliver(self, requests: Sequence[Request], share: RetryShare | None = None) -> DeliveryResult:
-        p = self.policy
-        breaker = self.breaker
-        limiter = self.limiter
-        started = self._clock()
-        prior = share.attempts if share is not None else 0
-        deadline = started + p.budget
-        if share is not None and share.deadline_at is not None:
-            deadline = started + (share.deadline_at - time.time())
-        attempts_total = 0
-        first_at: float | None = share.first_attempt_at if share is not None else None
-        last_at: float | None = None
-        for request in requests:
-            attempt = 0
-            last: Outcome | None = None
-            last_body: str | None = None
-            while True:
-                probe: bool | None
-                if share is not None:
-                    # Parking step: an open circuit parks at once instead of holding the offset.
-                    allowed, probe = breaker.try_acquire()
-                    if not allowed:
-                        if self._clock() >= deadline:
-                            probe = None
-                        else:
-                            return self._park(
-                                share,
-                                ErrorType.CIRCUIT_OPEN,
-                                f"circuit of {p.destination} open"
-                                + (f"; last error: {last.message}" if last else ""),
-                                last,
-                                last_body,
-                                attempts_total,
-                                first_at,
-                                last_at,
-                            )
-                elif breaker.state is CircuitState.CLOSED:
-                    probe = False  # no coroutine to enter: the common case
-                else:
-                    probe = await breaker.acquire(deadline)
-                if probe is None:
-                    return self._failed(
-                        ErrorType.CIRCUIT_OPEN,
-                        f"circuit of {p.destination} open until the retry budget of {p.budget:g}s ended"
-                        + (f"; last error: {last.message}" if last else ""),
-                        last,
-                        last_body,
-                        prior + attempts_total,
-                        first_at,
-                        last_at,
-                    )
-                outcome: Outcome | None = None
-                try:
-                    if not limiter.try_acquire():
-                        await limiter.acquire()
-                    try:
-                        if self._bucket is not None:
-                            waited = await self._bucket.acquire()
-                            if waited:
-                                self._m_rate_wait.inc(waited)
-                        attempt += 1
-                        attempts_total += 1
-                        last_at = time.time()
-                        if first_at is None:
-                            first_at = last_at
-                        outcome, last_body = await self._send(request)
-                    finally:
-                        limiter.release()
-                finally:
-                    if outcome is None:
-                        breaker.release(probe)
-                verdict = outcome.verdict
-                if verdict is Verdict.RETRY and limiter.adaptive and _throttled(outcome):
-                    # "Slower", not "down": the adaptive limit answers it; the circuit stays out.
-                    breaker.release(probe)
-                else:
-                    breaker.record(verdict is not Verdict.RETRY, probe)
-                last = outcome
-                if verdict is Verdict.DELIVERED:
-                    break
-                if verdict is Verdict.FAIL:
-                    return self._failed(
-                        ErrorType.PERMANENT,
-                        outcome.message,
-                        outcome,
-                        last_body,
-                        prior + attempts_total,
-                        first_at,
-                        last_at,
-                    )
-                if prior + attempt >= p.max_attempts:
-                    return self._failed(
-                        ErrorType.RETRYABLE,
-                        f"gave up after {prior + attempt} attempts: {outcome.message}",
-                        outcome,
-                        last_body,
-                        prior + attempts_total,
-                        first_at,
-                        last_at,
-                    )
-                delay = self._backoff(attempt, outcome.retry_after)
-                if self._clock() + delay > deadline:
-                    return self._failed(
-                        ErrorType.RETRYABLE,
-                        f"retry budget of {p.budget:g}s spent after {prior + attempt} attempts: "
-                        f"{outcome.message}",
-                        outcome,
-                        last_body,
-                        prior + attempts_total,
-                        first_at,
-                        last_at,
-                    )
-                if share is not None and (
-                    (p.park_after_attempts is not None and attempt >= p.park_after_attempts)
-                    or (
-                        p.park_after_seconds is not None
-                        and self._clock() + delay - started > p.park_after_seconds
-                    )
-                ):
-                    # Parking step: the in-memory share is spent; the retry topic waits instead.
-                    return self._park(
-                        share,
-                        ErrorType.RETRYABLE,
-                        outcome.message,
-                        outcome,
-                        last_body,
-                        attempts_total,
-                        first_at,
-                        last_at,
-                        delay,
-                    )
-                self._m_retries.inc()
-                await asyncio.sleep(delay)
-        if prior + attempts_total == 1:
-            return _DELIVERED_ONCE
-        return DeliveryResult("delivered", attempts=prior + attempts_total)
 
     def _park(
         self,
@@ -867,6 +942,83 @@ class Bulkhead:
         )
 
 
+class Admission:
+    """A delivery let in without a task while it waits: it takes its key's turn (ordered
+    destinations) and then a concurrency slot, and only then is `start(admission)` called, which
+    runs `send()` in a task and makes `finish` that task's done callback. A backlog of thousands of
+    deliveries then waits as these small objects instead of as tasks, coroutines and futures.
+
+    `start` returns False when the delivery is no longer wanted (its partition was released):
+    it is given up, and what it holds (its turn, its slot) goes on to the next in line."""
+
+    __slots__ = ("_bulkhead", "_key", "_open", "_sequencer", "_start", "_turn", "delivery", "holds")
+
+    def __init__(
+        self,
+        bulkhead: Bulkhead,
+        delivery: DeliveryLike,
+        start: Callable[[Admission], bool],
+        sequencer: KeySequencer,
+    ) -> None:
+        self._bulkhead = bulkhead
+        self.delivery = delivery
+        self._start = start
+        self._sequencer = sequencer
+        self._key: Any = None
+        self._turn: _Turn | None = None
+        self.holds = False
+        """Whether it holds a concurrency slot not yet used by an attempt."""
+        self._open = True
+        bulkhead.in_flight += 1
+
+    def send(self) -> Coroutine[Any, Any, DeliveryResult]:
+        """The delivery's sending loop (its first attempt uses the slot held)."""
+        if self.delivery.requests and self.delivery.skipped is None:
+            return self._bulkhead._deliver(self.delivery.requests, None, 0, self)
+        return self._bulkhead.deliver(self.delivery)  # skipped: it only had to wait for its turn
+
+    def give_back(self) -> None:
+        """Release the slot held without using it."""
+        if self.holds:
+            self.holds = False
+            self._bulkhead.limiter.release()
+
+    def finish(self, _task: object = None) -> None:
+        """The delivery is over (or given up): give back its slot if unused, let its key's next go."""
+        if not self._open:
+            return
+        self._open = False
+        self.give_back()
+        self._bulkhead.in_flight -= 1
+        if self._turn is not None:
+            turn, self._turn = self._turn, None
+            self._sequencer.done(self._key, turn)
+
+    def take_turn(self, key: Any) -> None:
+        """Join `key`'s queue now (the order is fixed here), and queue for a slot once it is first."""
+        prev, self._turn = self._sequencer.turn(key)
+        self._key = key
+        if prev is None or prev.finished:
+            self.queue()
+        else:
+            KeySequencer.then(prev, self.queue)
+
+    def queue(self) -> None:
+        """Wait for a concurrency slot (a delivery with nothing to send starts without one)."""
+        if self.delivery.requests and self.delivery.skipped is None:
+            self._bulkhead.limiter.when_free(self._started)
+        elif not self._start(self):
+            self.finish()
+
+    def _started(self) -> bool:
+        self.holds = True
+        if self._start(self):
+            return True
+        self.holds = False  # the limiter takes the slot back
+        self.finish()
+        return False
+
+
 class Dispatcher:
     """Routes each delivery to its destination's bulkhead, keeping per-key order where asked."""
 
@@ -877,6 +1029,7 @@ class Dispatcher:
         self._sequencer = KeySequencer()
         self._batchers: Mapping[tuple[str, str], Batcher] = batchers or {}
         """(destination, subscription) -> the batcher its deliveries go through, when batching is on."""
+        self._batched = frozenset(d for d, _ in self._batchers)
 
     @classmethod
     def from_config(
@@ -901,16 +1054,38 @@ class Dispatcher:
     def keys_waiting(self) -> int:
         return len(self._sequencer)
 
-    async def deliver(
+    def admits(self, destination: str) -> bool:
+        """Whether `admit` takes the deliveries of `destination`: every one that has no batch.
+        Take all of a destination's deliveries one way (its key order is fixed by either)."""
+        return destination not in self._batched
+
+    def admit(self, delivery: DeliveryLike, start: Callable[[Admission], bool]) -> bool:
+        """Let a delivery in without a task while it waits (see `Admission`): `start` is called
+        once it has its key's turn and a slot. For a destination that `admits`, with deliveries
+        that never park; False (nothing done) for a delivery with an error, which takes no turn
+        and goes straight to `deliver`."""
+        if delivery.error is not None:
+            return False
+        bulkhead = self.bulkheads[delivery.destination]
+        admission = Admission(bulkhead, delivery, start, self._sequencer)
+        key = delivery.ordering_key
+        if bulkhead.policy.ordered and key is not None:
+            admission.take_turn((delivery.destination, key))
+        else:
+            admission.queue()
+        return True
+
+    def deliver(
         self,
         delivery: DeliveryLike,
         share: RetryShare | None = None,
         *,
         behind: Callable[[], RetryShare | None] | None = None,
         on_parked: Callable[[DeliveryResult], Awaitable[None]] | None = None,
-    ) -> DeliveryResult:
-        """Send one delivery. Per-key order is fixed when this is called, so call it in offset order
-        (the first await comes after the delivery has taken its place).
+    ) -> Coroutine[Any, Any, DeliveryResult]:
+        """Send one delivery: the coroutine to await. Per-key order is fixed when that coroutine
+        starts, so start them in offset order (the first await comes after the delivery has taken
+        its place).
 
         For an ordered destination, `behind` is asked at the delivery's turn whether its key has a
         parked delivery (it answers with a share that parks at once, or None), and a "parked"
@@ -920,17 +1095,36 @@ class Dispatcher:
         batcher = None
         if self._batchers:
             batcher = self._batchers.get((delivery.destination, delivery.subscription))
+        if bulkhead.policy.ordered and delivery.ordering_key is not None and delivery.error is None:
+            return self._in_order(bulkhead, batcher, delivery, share, behind, on_parked)
+        if batcher is not None:
+            return batcher.deliver(delivery)  # a batched delivery goes out with its batch and never parks
+        if share is not None and on_parked is not None and bulkhead.policy.parks:
+            return self._then_parked(bulkhead.deliver(delivery, share), on_parked)
+        # The common case: the bulkhead's own coroutine, nothing wrapped around it.
+        return bulkhead.deliver(delivery, share)
+
+    @staticmethod
+    async def _then_parked(
+        sent: Awaitable[DeliveryResult], on_parked: Callable[[DeliveryResult], Awaitable[None]]
+    ) -> DeliveryResult:
+        result = await sent
+        if result.outcome == "parked":
+            await on_parked(result)
+        return result
+
+    async def _in_order(
+        self,
+        bulkhead: Bulkhead,
+        batcher: Batcher | None,
+        delivery: DeliveryLike,
+        share: RetryShare | None,
+        behind: Callable[[], RetryShare | None] | None,
+        on_parked: Callable[[DeliveryResult], Awaitable[None]] | None,
+    ) -> DeliveryResult:
         if batcher is not None:
             share = None  # a batched delivery goes out with its batch and never parks
-        key = delivery.ordering_key
-        if not bulkhead.policy.ordered or key is None or delivery.error is not None:
-            result = await (
-                batcher.deliver(delivery) if batcher is not None else bulkhead.deliver(delivery, share)
-            )
-            if result.outcome == "parked" and on_parked is not None:
-                await on_parked(result)
-            return result
-        seq_key = (delivery.destination, key)
+        seq_key = (delivery.destination, delivery.ordering_key)
         prev, mine = self._sequencer.turn(seq_key)
         try:
             if prev is not None and not prev.finished:

@@ -39,7 +39,7 @@ import structlog
 
 from streamproc.config import Config, KafkaConfig
 from streamproc.decoding import SchemaRegistryUnavailable
-from streamproc.dispatch import DeliveryResult, Dispatcher, Failure
+from streamproc.dispatch import Admission, DeliveryResult, Dispatcher, Failure
 from streamproc.errors import ConfigError, ConfigProblem, DecodeError, ErrorType, KafkaError, StreamprocError
 from streamproc.kafka.dlq import DeadLetter, DeadLetterProducer
 from streamproc.metrics import Metrics
@@ -80,11 +80,17 @@ def kafka_section(config: Config, command: str) -> KafkaConfig:
 
 class Lane(Protocol):
     """Where a message was read: its topic and partition, and the set holding the tasks of its
-    deliveries (drained on revoke and at the end). The consumer loop's `Partition` is one."""
+    deliveries (drained on revoke and at the end). The consumer loop's `Partition` is one.
+
+    A delivery waiting for its turn or a concurrency slot has no task yet (`dispatch.Admission`);
+    once `released` is true, such a delivery is given up instead of started."""
 
     topic: str
     partition: int
     tasks: set[asyncio.Task[Any]]
+
+    @property
+    def released(self) -> bool: ...
 
 
 # -- dead letters ------------------------------------------------------------------------------------
@@ -252,6 +258,18 @@ class _Event:
     redelivery: Redelivery | None
 
 
+class _Delivered:
+    """The metric children a delivered delivery of one (destination, action) updates, looked up
+    once (at its first delivery, so a destination that never delivers exports none of them)."""
+
+    __slots__ = ("delivered", "e2e", "latency")
+
+    def __init__(self, metrics: Metrics, destination: str, action: str) -> None:
+        self.delivered = metrics.deliveries.labels(destination, action, "delivered")
+        self.latency = metrics.delivery_latency.labels(destination)
+        self.e2e = metrics.end_to_end_latency.labels(destination)
+
+
 Undecodable = Literal["dead-letter", "count"]
 
 Work = list[tuple[Delivery | None, Failure | None]]
@@ -302,18 +320,20 @@ class EventProcessor:
         self._summary = summary
         self._dead_letter_undecodable = undecodable == "dead-letter"
         self._on_dry_run = on_dry_run
-        # Their labels() are memoised and their updates plain additions (streamproc.metrics).
+        # Their labels() are memoised and their updates plain additions (streamproc.metrics); the
+        # children updated per delivery are looked up once per (destination, action).
+        self._metrics = metrics
+        self._m_matched: dict[tuple[str, str], Any] = {}
+        self._m_delivered: dict[tuple[str, str], _Delivered] = {}
         self._m_consumed = metrics.events_consumed
         self._m_undecodable = metrics.events_undecodable
-        self._m_matched = metrics.events_matched
         self._m_outcome = metrics.deliveries
         self._m_dead = metrics.dead_letters
-        self._m_latency = metrics.delivery_latency
-        self._m_e2e = metrics.end_to_end_latency
 
     # -- one message -------------------------------------------------------------------------------
     def process(self, msg: Any, lane: Lane, redelivery: Redelivery | None = None) -> None:
-        """Start the work for one message (its deliveries run as tasks in `lane.tasks`)."""
+        """Start the work for one message (its deliveries run as tasks in `lane.tasks`, each made
+        once the delivery has its turn and a concurrency slot)."""
         topic = lane.topic
         self._m_consumed.labels(topic).inc()
         offset = msg.offset()
@@ -350,13 +370,22 @@ class EventProcessor:
             return
         matched = self._m_matched
         for d in deliveries:
-            matched.labels(d.destination, d.action).inc()
+            counter = matched.get((d.destination, d.action))
+            if counter is None:
+                counter = matched[(d.destination, d.action)] = self._metrics.events_matched.labels(
+                    d.destination, d.action
+                )
+            counter.inc()
             if summary is not None:
                 summary.tally(d.destination).matched += 1
         if self.dry_run:
             self._show(msg, lane, offset, deliveries)
             return
         self._start(lane, msg, offset, [(d, None) for d in deliveries], redelivery)
+
+    def _delivered_metrics(self, d: Delivery) -> _Delivered:
+        m = self._m_delivered[(d.destination, d.action)] = _Delivered(self._metrics, d.destination, d.action)
+        return m
 
     def leave_out(self, msg: Any, lane: Lane) -> None:
         """Finish a message on purpose without processing it (redrive: a marker, a filtered record)."""
@@ -425,16 +454,45 @@ class EventProcessor:
         ev = _Event(msg, lane, offset, len(work), time.monotonic(), redelivery)
         loop = asyncio.get_running_loop()
         tasks = lane.tasks
+        dispatcher = self._dispatcher
+        parking = self.parking
         for delivery, failure in work:
-            # Tasks start in creation order, so per-key order is fixed in offset order.
+            # Admissions take their turn now and tasks at their start, both in creation order, so
+            # per-key order is fixed in offset order (a destination's deliveries all go one way).
+            if (
+                delivery is not None
+                and dispatcher.admits(delivery.destination)
+                and (parking is None or not parking.parks(delivery.destination))
+                and dispatcher.admit(delivery, partial(self._admitted, ev, delivery))
+            ):
+                continue
             task = loop.create_task(self._run(ev, delivery, failure))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
 
-    async def _run(self, ev: _Event, delivery: Delivery | None, failure: Failure | None) -> None:
+    def _admitted(self, ev: _Event, delivery: Delivery, admission: Admission) -> bool:
+        """Start an admitted delivery's task (False: its partition was released, it is given up)."""
+        lane = ev.lane
+        if lane.released:
+            return False
+        task = asyncio.get_running_loop().create_task(self._run(ev, delivery, None, admission))
+        lane.tasks.add(task)
+        task.add_done_callback(lane.tasks.discard)
+        task.add_done_callback(admission.finish)
+        return True
+
+    async def _run(
+        self,
+        ev: _Event,
+        delivery: Delivery | None,
+        failure: Failure | None,
+        admission: Admission | None = None,
+    ) -> None:
         try:
             parking = self.parking
-            if delivery is None:
+            if admission is not None:
+                result = await admission.send()
+            elif delivery is None:
                 result = DeliveryResult("dead_lettered", failure)
             elif parking is not None and parking.parks(delivery.destination):
                 letter = partial(_letter_of, ev, delivery)
@@ -469,17 +527,20 @@ class EventProcessor:
             self.parking.settled(ev.lane.partition, delivery, ev.redelivery, outcome)
         if delivery is not None:
             dest = delivery.destination
-            self._m_outcome.labels(dest, delivery.action, outcome).inc()
             summary = self._summary
             if outcome == "delivered":
-                self._m_latency.labels(dest).observe(time.monotonic() - ev.consumed_at)
+                m = self._m_delivered.get((dest, delivery.action)) or self._delivered_metrics(delivery)
+                m.delivered.inc()
+                m.latency.observe(time.monotonic() - ev.consumed_at)
                 kind, ts = ev.msg.timestamp()
                 if kind and ts > 0:
-                    self._m_e2e.labels(dest).observe(max(0.0, time.time() - ts / 1000))
+                    m.e2e.observe(max(0.0, time.time() - ts / 1000))
                 if summary is not None:
                     summary.tally(dest).delivered += 1
-            elif outcome == "skipped" and summary is not None:
-                summary.tally(dest).skipped += 1
+            else:
+                self._m_outcome.labels(dest, delivery.action, outcome).inc()
+                if outcome == "skipped" and summary is not None:
+                    summary.tally(dest).skipped += 1
         if outcome == "dead_lettered":
             assert result.failure is not None
             return self._dead_letter(ev, delivery, result.failure)

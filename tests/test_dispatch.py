@@ -13,6 +13,7 @@ from aiohttp import web
 
 from streamproc.destinations.base import Request
 from streamproc.dispatch import (
+    Admission,
     Bulkhead,
     BulkheadPolicy,
     CircuitBreaker,
@@ -517,3 +518,78 @@ def test_rising_latency_cuts_and_the_limit_stays_within_its_bounds() -> None:
     fixed = ConcurrencyLimit(4)
     fixed.record(1, None, True)
     assert fixed.limit == 4
+
+
+async def test_admitted_deliveries_wait_without_tasks_in_key_order_within_the_limit(
+    partner: StandIn,
+) -> None:
+    import orjson
+
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(0.002)
+        return web.Response(status=200)
+
+    partner.handler = slow
+    ordered = Bulkhead(policy(destination="o", ordered=True, concurrency=4))
+    dispatcher = Dispatcher([ordered])
+    assert dispatcher.admits("o")
+    tasks: list[asyncio.Task[DeliveryResult]] = []
+
+    def start(admission: Admission) -> bool:
+        task = asyncio.create_task(admission.send())
+        task.add_done_callback(admission.finish)
+        tasks.append(task)
+        return True
+
+    for i in range(60):
+        user = f"u{i % 3}"
+        body = f'{{"user":"{user}","seq":{i}}}'.encode()
+        assert dispatcher.admit(
+            FakeDelivery(f"d{i}", "o", [post(partner.url + "/x", body)], ordering_key=user), start
+        )
+    assert len(tasks) <= 4  # the rest wait for their turn or a slot, with no task yet
+    assert ordered.in_flight == 60
+    while len(tasks) < 60 or not all(t.done() for t in tasks):
+        await asyncio.sleep(0.01)
+    assert all(t.result().outcome == "delivered" for t in tasks)
+    per_user: dict[str, list[int]] = collections.defaultdict(list)
+    for _, _, body in partner.seen:
+        doc = orjson.loads(body)
+        per_user[doc["user"]].append(doc["seq"])
+    assert all(seqs == sorted(seqs) and len(seqs) == 20 for seqs in per_user.values())
+    assert partner.max_concurrent <= 4
+    assert ordered.in_flight == 0 and ordered.limiter.in_use == 0 and dispatcher.keys_waiting == 0
+    await dispatcher.close()
+
+
+async def test_an_admission_given_up_passes_its_turn_and_slot_on(partner: StandIn) -> None:
+    async def ok(request: web.Request) -> web.Response:
+        return web.Response(status=200)
+
+    partner.handler = ok
+    ordered = Bulkhead(policy(destination="o", ordered=True, concurrency=1))
+    dispatcher = Dispatcher([ordered])
+    results: dict[str, DeliveryResult] = {}
+    unwanted = {"d1"}
+
+    def start(admission: Admission) -> bool:
+        name = admission.delivery.delivery_id
+        if name in unwanted:
+            return False  # e.g. its partition was released while it waited
+
+        async def run() -> None:
+            results[name] = await admission.send()
+
+        asyncio.create_task(run()).add_done_callback(admission.finish)
+        return True
+
+    for i in range(3):
+        dispatcher.admit(FakeDelivery(f"d{i}", "o", [post(partner.url + f"/{i}")], ordering_key="k"), start)
+    for _ in range(200):
+        if len(results) == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert sorted(results) == ["d0", "d2"] and all(r.outcome == "delivered" for r in results.values())
+    assert [path for _, path, _ in partner.seen] == ["/0", "/2"]
+    assert ordered.in_flight == 0 and ordered.limiter.in_use == 0 and dispatcher.keys_waiting == 0
+    await dispatcher.close()

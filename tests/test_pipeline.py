@@ -26,6 +26,7 @@ class Lane:
     topic: str = "events"
     partition: int = 0
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
+    released: bool = False
 
 
 class Msg:
@@ -66,6 +67,11 @@ class TwoDestinations:
 
 
 class Partner:
+    """Stands in for the dispatcher: every delivery goes through `deliver` (in a task)."""
+
+    def admits(self, destination: str) -> bool:
+        return False
+
     async def deliver(self, d: Delivery) -> DeliveryResult:
         if d.destination == "ok":
             return DeliveryResult("delivered", attempts=1)
@@ -197,6 +203,9 @@ def test_every_kafka_command_gives_the_same_error_without_a_kafka_section(
 class ParkingPartner:
     """`ok` delivers; `bad` has spent its share and parks (writing its retry record at its turn)."""
 
+    def admits(self, destination: str) -> bool:
+        return False
+
     async def deliver(
         self, d: Delivery, share: Any = None, *, behind: Any = None, on_parked: Any = None
     ) -> Any:
@@ -284,3 +293,56 @@ async def test_a_retry_record_that_cannot_be_written_halts_with_the_event_unfini
         await asyncio.sleep(0)
     assert completed == [] and len(halted) == 1
     assert "retry record" in str(halted[0])
+
+
+class HeldClient:
+    """An HTTP client whose answers (200) wait until `go` is set; counts what was sent."""
+
+    name = "held"
+
+    def __init__(self) -> None:
+        self.go = asyncio.Event()
+        self.sent: list[str] = []
+
+    async def send(self, request: Any, timeout: float) -> tuple[int, dict[str, str], bytes]:
+        self.sent.append(request.url)
+        await self.go.wait()
+        return 200, {}, b""
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_deliveries_waiting_for_a_slot_are_given_up_when_their_partition_is_released() -> None:
+    from streamproc.destinations.base import Request
+    from streamproc.dispatch import Bulkhead, BulkheadPolicy, Dispatcher
+
+    class OneEach:
+        def route(self, event: Any, **_filters: Any) -> list[Delivery]:
+            mid = event["messageId"]
+            request = Request("POST", f"http://p/{mid}", {}, b"{}")
+            return [Delivery(f"{mid}:p:s", "p", "s", "track", [request])]
+
+    client, completed = HeldClient(), []
+    bulkhead = Bulkhead(BulkheadPolicy("p", concurrency=1), client=client)
+    processor = EventProcessor(
+        router=OneEach(),  # type: ignore[arg-type]
+        decode=orjson.loads,
+        dispatcher=Dispatcher([bulkhead]),
+        metrics=Metrics(),
+        complete=lambda _lane, offset: completed.append(offset),
+        halt=lambda exc, _reason: pytest.fail(f"halted: {exc!r}"),
+    )
+    lane = Lane()
+    for offset in range(3):
+        processor.process(Msg(offset, f'{{"messageId": "m{offset}"}}'.encode()), lane)
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert client.sent == ["http://p/m0"] and len(lane.tasks) == 1  # the others wait without a task
+    lane.released = True  # what a revoke does once its wait is over: its tasks are cancelled
+    for task in list(lane.tasks):
+        task.cancel()
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert client.sent == ["http://p/m0"] and completed == [] and not lane.tasks
+    assert bulkhead.in_flight == 0 and bulkhead.limiter.in_use == 0

@@ -45,6 +45,11 @@ class Partition:
     def key(self) -> tuple[str, int]:
         return self.topic, self.partition
 
+    @property
+    def released(self) -> bool:
+        """Revoked, lost or closed: its work still waiting to start is given up."""
+        return self.tracker.closed
+
 
 def committable(parts: Iterable[Partition]) -> list[TopicPartition]:
     """The watermarks of these partitions that are not committed yet."""

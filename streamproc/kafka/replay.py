@@ -37,7 +37,7 @@ from confluent_kafka import TopicPartition
 from streamproc.core.js import parse_iso_time
 from streamproc.dispatch import TokenBucket
 from streamproc.errors import KafkaError, StreamprocError
-from streamproc.kafka.consumer import Partition
+from streamproc.kafka.consumer import Partition, wait_for_in_flight
 from streamproc.kafka.offsets import OffsetTracker
 from streamproc.pipeline import Summary
 
@@ -333,17 +333,20 @@ class RangeFeed:
                 raise self.fatal
 
     async def drain(self, timeout: float) -> int:
-        """Wait for in-flight work up to `timeout`, then cancel the rest; returns how many were cancelled."""
+        """Wait for in-flight work up to `timeout`, then give up the rest (cancel its tasks; what
+        has not started yet never starts); returns how many messages were left unfinished."""
         if self._on_drain is not None:
             self._on_drain()
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=timeout)
-        left = list(self._tasks)
-        for t in left:
+        await wait_for_in_flight(self.lanes.values(), time.monotonic() + timeout)
+        left = self._events
+        for lane in self.lanes.values():
+            lane.tracker.close()
+        tasks = list(self._tasks)
+        for t in tasks:
             t.cancel()
-        if left:
-            await asyncio.gather(*left, return_exceptions=True)
-        return len(left)
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        return left
 
 
 # -- the replay itself -----------------------------------------------------------------------------

@@ -161,6 +161,9 @@ class Partner:
     def __init__(self) -> None:
         self.sent: list[str] = []
 
+    def admits(self, destination: str) -> bool:
+        return False  # every delivery through `deliver`
+
     async def deliver(self, d: Delivery) -> DeliveryResult:
         await asyncio.sleep(0)
         self.sent.append(d.delivery_id)

@@ -136,6 +136,9 @@ class FakeDispatcher:
         self.fail = fail
         self.release = asyncio.Event()
 
+    def admits(self, destination: str) -> bool:
+        return False  # every delivery through `deliver`
+
     async def deliver(self, d: Delivery) -> DeliveryResult:
         offset = int(d.delivery_id.split(":")[0][1:])
         if offset == 3:
