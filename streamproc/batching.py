@@ -66,6 +66,7 @@ class Batcher:
         metrics: Metrics | None = None,
     ) -> None:
         self._bulkhead = bulkhead
+        bulkhead.batchers.append(self)
         self._key = batching.key
         self._combine = batching.combine
         self._max_events = max(1, min(options.max_events, batching.max_events))

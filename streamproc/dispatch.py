@@ -601,7 +601,9 @@ class Bulkhead:
         )
         self._bucket = TokenBucket(policy.rate, clock=clock) if policy.rate else None
         self.in_flight = 0
-        """Deliveries of this destination not finished yet."""
+        """Deliveries of this destination not finished yet (those waiting in an open batch aside)."""
+        self.batchers: list[Batcher] = []
+        """The batchers sending through this bulkhead: their open batches' deliveries are in flight too."""
         dest = policy.destination
         m = self._metrics
         self._m_circuit = m.circuit_state.labels(dest)
@@ -619,7 +621,9 @@ class Bulkhead:
         self._m_rate_wait = m.rate_limit_wait.labels(dest)
         self._m_partial = m.partial_successes.labels(dest)
         # Gauges read when scraped: nothing to update per delivery.
-        m.in_flight_deliveries.labels(dest).set_function(lambda: self.in_flight)
+        m.in_flight_deliveries.labels(dest).set_function(
+            lambda: self.in_flight + sum(b.waiting for b in self.batchers)
+        )
         m.concurrency_limit.labels(dest).set_function(lambda: self.limiter.limit)
         self._m_responses = m.partner_responses
         self._m_by_status: dict[int, Any] = {}

@@ -203,7 +203,10 @@ class Metrics:
             registry=r,
         )
         self.in_flight_deliveries = Gauge(
-            "streamproc_deliveries_in_flight", "Deliveries not yet finished.", ["destination"], registry=r
+            "streamproc_deliveries_in_flight",
+            "Deliveries not yet finished, those waiting in an open batch included.",
+            ["destination"],
+            registry=r,
         )
         self.in_flight_events = Gauge(
             "streamproc_events_in_flight",

@@ -118,6 +118,23 @@ async def test_a_batch_goes_out_before_it_would_pass_max_bytes(sim: PartnerSimul
     await b._bulkhead.close()
 
 
+async def test_deliveries_waiting_in_an_open_batch_count_as_in_flight(sim: PartnerSimulator) -> None:
+    metrics = Metrics()
+    bulkhead = Bulkhead(BulkheadPolicy("d1", backoff_initial=0.01), metrics=metrics)
+    b = Batcher(bulkhead, Lines().batching(), BatchOptions(1000, 1_000_000, 60_000), metrics=metrics)
+
+    def gauge() -> float | None:
+        return metrics.registry.get_sample_value("streamproc_deliveries_in_flight", {"destination": "d1"})
+
+    tasks = [asyncio.create_task(b.deliver(line(sim, f"e{i}"))) for i in range(3)]
+    await asyncio.sleep(0.05)
+    assert b.waiting == 3 and gauge() == 3  # not sent yet, and not finished either
+    b.flush()
+    await asyncio.gather(*tasks)
+    assert gauge() == 0 and bodies(sim) == [b"e0\ne1\ne2"]
+    await bulkhead.close()
+
+
 async def test_an_open_batch_goes_out_after_max_wait_ms(sim: PartnerSimulator) -> None:
     b = batcher(sim, max_wait_ms=30)
     # Nothing else arrives and nobody flushes: the timer alone sends it.
