@@ -502,6 +502,8 @@ def _string_path(node: Any) -> tuple[bool, tuple[str, ...] | None]:
 
 
 _CODE_CACHE: dict[str, CodeType] = {}
+# Where a walk met a value other than a dict, undefined or null: only `lookup` knows the answer.
+_NOT_WALKED = object()
 
 
 class _ObjectCode:
@@ -511,11 +513,18 @@ class _ObjectCode:
     returns exactly what the closure-per-member build returned: undefined members dropped, containers
     copied by remove_undefined."""
 
-    def __init__(self, node: dict[str, Any]) -> None:
+    def __init__(self, node: dict[str, Any], *, dict_mode: bool = True) -> None:
         self.node = node
+        # In dict mode the function body assumes an exact dict payload (another function, generated
+        # without that assumption, takes anything else), and the containers that literal paths pass
+        # through are read once, at the top.
+        self.dict_mode = dict_mode
+        self.head: list[str] = []
+        self.containers: dict[tuple[str, ...], str] = {}
         self.lines: list[str] = []
         self.names: dict[str, Any] = {
             "_U": UNDEFINED,
+            "_NA": _NOT_WALKED,
             "_dict": dict,
             "_list": list,
             "_lookup": lookup,
@@ -537,7 +546,11 @@ class _ObjectCode:
     def function(self) -> Resolver:
         out = self._object(self.node, "payload", 1)
         self.lines.append(f"    return {out}")
-        source = "def build(payload):\n" + "\n".join(self.lines) + "\n"
+        guard = []
+        if self.dict_mode:
+            other = self._name("_f", _ObjectCode(self.node, dict_mode=False).function())
+            guard = ["    if type(payload) is not _dict:", f"        return {other}(payload)"]
+        source = "def build(payload):\n" + "\n".join(guard + self.head + self.lines) + "\n"
         namespace = dict(self.names)
         # Mappings of the same shape (presets differing only in constants) share the source text,
         # and compiling it is most of the cost of compiling a mapping.
@@ -669,14 +682,45 @@ class _ObjectCode:
 
     def _lookup(self, parts: tuple[str, ...] | None, src: str, target: str, indent: int) -> None:
         """`target = lookup(src, parts)`, unrolled: exact dicts are read directly, anything else
-        goes through `lookup` from where the walk stands."""
+        goes through `lookup` from where the walk stands (in dict mode, from the payload)."""
         if parts is None:
             self._emit(indent, f"{target} = {src}")
+            return
+        if self.dict_mode and src == "payload" and len(parts) <= _INLINE_PATH_DEPTH:
+            if len(parts) == 1:
+                self._emit(indent, f"{target} = payload.get({parts[0]!r}, _U)")
+                return
+            holder = self._container(parts[:-1])
+            self._emit(indent, f"if type({holder}) is _dict:")
+            self._emit(indent + 1, f"{target} = {holder}.get({parts[-1]!r}, _U)")
+            # A missing or null member ends the walk with itself, as lookup would return it.
+            self._emit(indent, f"elif {holder} is _U or {holder} is None:")
+            self._emit(indent + 1, f"{target} = {holder}")
+            self._emit(indent, "else:")
+            self._emit(indent + 1, f"{target} = _lookup(payload, {self._name('_p', parts)})")
             return
         if len(parts) > _INLINE_PATH_DEPTH:
             self._emit(indent, f"{target} = _lookup({src}, {self._name('_p', parts)})")
             return
         self._step(parts, 0, src, target, indent)
+
+    def _container(self, parts: tuple[str, ...]) -> str:
+        """A variable set at the top of the function to what `lookup(payload, parts)` returns when
+        each step is a dict or ends the walk at a missing or null member; otherwise to `_NA`, and
+        the reader goes through `lookup`."""
+        name = self.containers.get(parts)
+        if name is None:
+            name = self.containers[parts] = self._name("h")
+            if len(parts) == 1:
+                line = f"{name} = payload.get({parts[0]!r}, _U)"
+            else:
+                outer = self._container(parts[:-1])
+                line = (
+                    f"{name} = {outer}.get({parts[-1]!r}, _U) if type({outer}) is _dict"
+                    f" else {outer} if {outer} is _U or {outer} is None else _NA"
+                )
+            self.head.append("    " + line)
+        return name
 
     def _step(self, parts: tuple[str, ...], i: int, current: str, target: str, indent: int) -> None:
         self._emit(indent, f"if type({current}) is _dict:")

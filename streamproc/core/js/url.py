@@ -12,13 +12,15 @@ from streamproc.core.js.strings import well_formed
 # quote_plus also keeps "~", which URLSearchParams escapes.
 _SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789*-._")
 _SAFE_BYTES = bytes(sorted(_SAFE))
+_SAFE_AND_SEPARATORS = bytes(sorted(_SAFE | set(b"&=")))
 _PERCENT = {c: f"%{c:02X}".encode() for c in range(128)}
 
 
-def form_bytes(data: bytes) -> bytes:
+def form_bytes(data: bytes, safe: bytes = _SAFE_BYTES) -> bytes:
     """URLSearchParams encoding of ASCII bytes: one C-level replace per distinct character that
-    needs escaping (few, even in a JSON text) instead of a lookup per character."""
-    unsafe = data.translate(None, _SAFE_BYTES)
+    needs escaping (few, even in a JSON text) instead of a lookup per character. Bytes in `safe` are
+    kept as they are (the default is URLSearchParams' own set)."""
+    unsafe = data.translate(None, safe)
     if not unsafe:
         return data
     present = set(unsafe)
@@ -47,12 +49,18 @@ def form_encode_exact(pairs: list[tuple[str, str]]) -> str:
 
 def form_encode(pairs: list[tuple[str, str]]) -> str:
     """`new URLSearchParams(pairs).toString()`: the same text as `form_encode_exact`, with ASCII pairs
-    escaped in one pass. NUL stands for "&" and U+0001 for "=", so their escapes "%00" and "%01" mark
-    where the separators go (checked to occur nowhere else)."""
-    raw = "\x00".join(map("\x01".join, pairs))
-    if raw.isascii() and raw.count("\x00") == len(pairs) - 1 and raw.count("\x01") == len(pairs):
-        query = form_bytes(raw.encode("ascii")).replace(b"%00", b"&").replace(b"%01", b"=")
-        return query.decode("ascii")
+    escaped in one pass. When no name or value holds "&" or "=", the pairs are joined with them and
+    those two are kept; otherwise NUL stands for "&" and U+0001 for "=", so their escapes "%00" and
+    "%01" mark where the separators go (checked to occur nowhere else)."""
+    n = len(pairs)
+    raw = "&".join(map("=".join, pairs))
+    if raw.isascii():
+        if raw.count("&") == n - 1 and raw.count("=") == n:
+            return form_bytes(raw.encode("ascii"), _SAFE_AND_SEPARATORS).decode("ascii")
+        raw = "\x00".join(map("\x01".join, pairs))
+        if raw.count("\x00") == n - 1 and raw.count("\x01") == n:
+            query = form_bytes(raw.encode("ascii")).replace(b"%00", b"&").replace(b"%01", b"=")
+            return query.decode("ascii")
     return form_encode_exact(pairs)
 
 
