@@ -489,6 +489,8 @@ def _compile_plain(
             fast = plain_get(k, _ABSENT)
             if fast is _ABSENT:
                 if additional:
+                    if val is UNDEFINED:
+                        return None
                     out[k] = val
                 continue
             if val.__class__ in fast:  # type: ignore[operator]
@@ -522,6 +524,32 @@ def _items_plain(node: _Node, shortcuts: bool) -> Callable[[dict[str, Any]], dic
         for i, (k, n) in enumerate(items.properties.items())
     }
     return _compile_plain(props, items.required, items.additional)
+
+
+def _object_plain(node: _Node, shortcuts: bool) -> Callable[[dict[str, Any]], dict[str, Any] | None] | None:
+    """The plain-object copier of an object field with properties, for a dict whose values need no
+    work (removeEmptyValues keeps each, the check copies each), else None."""
+    if not shortcuts or node.types != ("object",) or node.properties is None or node.enum is not None:
+        return None
+    props = {
+        k: (i, _compile_check(n, shortcuts), "/" + _pointer_key(k), _fast_classes(n, shortcuts))
+        for i, (k, n) in enumerate(node.properties.items())
+    }
+    return _compile_plain(props, node.required, node.additional)
+
+
+def _str_choices(node: _Node, shortcuts: bool) -> frozenset[str] | None:
+    """The strings a string field with choices takes as they are (no format or length to test)."""
+    if (
+        not shortcuts
+        or node.types != ("string",)
+        or node.enum is None
+        or node.format not in (None, "text", "password")
+        or node.min_length is not None
+        or node.max_length is not None
+    ):
+        return None
+    return frozenset(e for e in node.enum if e.__class__ is str)
 
 
 def _compile_check(node: _Node, shortcuts: bool) -> _Check:
@@ -832,6 +860,8 @@ class PayloadSchema:
 
     __slots__ = ("_entries", "_fields", "_required", "_rules", "_str_keys", "_str_wrap_keys")
 
+    _str_keys: dict[str, frozenset[str] | None]
+
     def __init__(self, fields: Mapping[str, Field], *, fast: bool = True) -> None:
         shortcuts = fast
         self._fields = dict(fields)
@@ -857,13 +887,17 @@ class PayloadSchema:
                 check=_compile_check(n, shortcuts),
                 pointer="/" + _pointer_key(k),
                 items_plain=_items_plain(n, shortcuts),
+                object_plain=_object_plain(n, shortcuts),
             )
         self._rules = _conditional_rules(fields)
         # Fields where a string needs no work (kept as it is, or wrapped in a list for `multiple`):
-        # the usual mapped value, so the loop tests these before anything else.
-        self._str_keys = frozenset(
-            k for k, e in self._entries.items() if e.fast is not None and str in e.fast
-        )
+        # the usual mapped value, so the loop tests these before anything else. A field with
+        # choices maps to the strings it takes as they are.
+        self._str_keys = {k: None for k, e in self._entries.items() if e.fast is not None and str in e.fast}
+        for k, n in root.properties.items():
+            choices = _str_choices(n, shortcuts)
+            if choices is not None:
+                self._str_keys[k] = choices
         self._str_wrap_keys = frozenset(
             k
             for k, e in self._entries.items()
@@ -903,8 +937,10 @@ class PayloadSchema:
         for k, v in source.items():
             cls = v.__class__
             if cls is str:
-                # Same outcome as the `fast` / `item_fast` branches below.
-                if k in str_keys:
+                # Same outcome as the `fast` / `item_fast` branches below, or as the check of a
+                # string that is one of the choices.
+                choices = str_keys.get(k, _ABSENT)
+                if choices is None or (choices is not _ABSENT and v in choices):  # type: ignore[operator]
                     if v or not root:
                         out[k] = v
                     continue
@@ -945,6 +981,12 @@ class PayloadSchema:
                     copies.append(copy)
                 else:
                     out[k] = copies
+                    continue
+            object_plain = entry.object_plain
+            if object_plain is not None and cls is dict:
+                copy = object_plain(v)
+                if copy is not None:
+                    out[k] = copy
                     continue
             if not prepared:
                 v = entry.prepare(v, root)
@@ -995,6 +1037,7 @@ class _Entry:
     check: _Check
     pointer: str
     items_plain: Callable[[dict[str, Any]], dict[str, Any] | None] | None
+    object_plain: Callable[[dict[str, Any]], dict[str, Any] | None] | None
 
     def prepare(self, v: Any, root: bool) -> Any:
         """removeEmptyValues and the wrapping of single values for `multiple` fields."""
