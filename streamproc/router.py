@@ -11,7 +11,8 @@ from typing import Any
 from streamproc.config import Config, DestinationConfig, SubscriptionConfig
 from streamproc.core.events import message_id as _message_id
 from streamproc.core.events import ordering_key as _ordering_key
-from streamproc.destinations.base import BuildContext, Destination, Request, Skip
+from streamproc.core.mapping import STACK_EXCEEDED
+from streamproc.destinations.base import BuildContext, Destination, Request, Skip, fast_constructor
 from streamproc.errors import BuildFailed, DeliveryError, MappingError, MappingFailed
 
 __all__ = ["BuildFailed", "Delivery", "MappingFailed", "Router"]
@@ -34,52 +35,11 @@ class Delivery:
 _NO_REQUESTS: list[Request] = []
 
 
-def _fast_constructor(cls: type, names: tuple[str, ...]) -> Callable[..., Any]:
-    """A positional constructor for a frozen slotted dataclass that stores each field through its slot
-    directly: the generated __init__ goes through object.__setattr__ once per field, which is a
-    noticeable share of routing time. Falls back to the class itself if its fields are not `names`
-    or it has a __post_init__."""
-    import dataclasses
-
-    fields = tuple(f.name for f in dataclasses.fields(cls))
-    if fields != names or hasattr(cls, "__post_init__") or len(names) not in (4, 8):
-        return cls
-    setters = [cls.__dict__[name].__set__ for name in names]
-    new = object.__new__
-    if len(names) == 4:
-        s0, s1, s2, s3 = setters
-
-        def make4(a: Any, b: Any, c: Any, d: Any) -> Any:
-            obj: Any = new(cls)
-            s0(obj, a)
-            s1(obj, b)
-            s2(obj, c)
-            s3(obj, d)
-            return obj
-
-        return make4
-    s0, s1, s2, s3, s4, s5, s6, s7 = setters
-
-    def make8(a: Any, b: Any, c: Any, d: Any, e: Any, f: Any, g: Any, h: Any) -> Any:
-        obj: Any = new(cls)
-        s0(obj, a)
-        s1(obj, b)
-        s2(obj, c)
-        s3(obj, d)
-        s4(obj, e)
-        s5(obj, f)
-        s6(obj, g)
-        s7(obj, h)
-        return obj
-
-    return make8
-
-
-_delivery: Callable[..., Delivery] = _fast_constructor(
+_delivery: Callable[..., Delivery] = fast_constructor(
     Delivery,
     ("delivery_id", "destination", "subscription", "action", "requests", "error", "skipped", "ordering_key"),
 )
-_build_context: Callable[..., BuildContext] = _fast_constructor(
+_build_context: Callable[..., BuildContext] = fast_constructor(
     BuildContext, ("settings", "endpoint", "event", "now")
 )
 
@@ -94,7 +54,8 @@ class _Route:
     action: str
     id_suffix: str
     matches: Callable[[Mapping[str, Any]], bool]
-    resolve: Callable[[Mapping[str, Any]], Any]
+    resolve: Callable[[dict[str, Any]], Any]
+    """The mapping of a dict event (RecursionError escapes: route() reports it as the mapping kit does)."""
     run: Callable[[Any, BuildContext], list[Request] | Skip]
     settings: Mapping[str, Any]
     endpoint: str
@@ -180,7 +141,7 @@ class Router:
                         action=sub.action,
                         id_suffix=f":{dest_config.id}:{sub.name}",
                         matches=trigger.matches,
-                        resolve=mapping.compile(dict(sub.mapping)).resolve,
+                        resolve=mapping.compile(dict(sub.mapping)).resolve_dict,
                         run=action.run,
                         settings=dest_config.settings,
                         endpoint=dest_config.endpoint,
@@ -256,6 +217,8 @@ class Router:
         routes = self.matching(event)
         if not routes:
             return []
+        if type(event) is not dict:
+            event = dict(event)
         if destinations is not None or subscriptions is not None:
             routes = tuple(
                 r
@@ -287,6 +250,8 @@ class Router:
                 payload = route.resolve(event)
             except MappingError as exc:
                 error = MappingFailed(str(exc))
+            except RecursionError:
+                error = MappingFailed(STACK_EXCEEDED)
             except Exception as exc:
                 error = MappingFailed(f"{type(exc).__name__}: {exc}")
             else:

@@ -11,7 +11,8 @@ from test_config import register_fake
 
 from streamproc.config import parse_config
 from streamproc.core.js import parse_iso_time
-from streamproc.errors import DeliveryError, PayloadValidationError
+from streamproc.errors import DeliveryError, MappingError, PayloadValidationError
+from streamproc.mapping import compile as compile_mapping
 from streamproc.router import Router
 
 
@@ -121,6 +122,19 @@ def test_mapping_failure_is_a_delivery_error(fake: Any, monkeypatch: pytest.Monk
     (d,) = r.route({"type": "track", "event": "x"})
     assert isinstance(d.error, DeliveryError)
     assert d.error.message == "@path: expected string, got number" and not d.error.retryable
+
+
+def test_an_event_too_deep_to_map_fails_as_in_the_mapping_kit(fake: Any) -> None:
+    mapping = {"name": {"@path": "$.properties"}}
+    r = make([dest(subscriptions=[sub("s", 'type = "track"', mapping=mapping)])])
+    deep: dict[str, Any] = {}
+    for _ in range(5000):
+        deep = {"a": deep}
+    event = {"type": "track", "event": "x", "properties": deep}
+    with pytest.raises(MappingError) as caught:
+        compile_mapping(mapping).resolve(event)
+    (d,) = r.route(event)
+    assert isinstance(d.error, DeliveryError) and d.error.message == str(caught.value)
 
 
 def test_an_unexpected_build_failure_is_a_delivery_error(fake: Any) -> None:

@@ -55,6 +55,8 @@ DIRECTIVES: tuple[str, ...] = (
 ROOT_DIRECTIVE_KEY = "__segment_internal_directive"
 MAX_PATTERN_LENGTH = 10
 MAX_REPLACEMENT_LENGTH = 10
+STACK_EXCEEDED = "Maximum call stack size exceeded"
+"""The message of a mapping or payload nested too deeply to resolve (JavaScript's RangeError)."""
 
 
 def _error(message: str, messages: list[str] | None = None) -> MappingError:
@@ -1029,7 +1031,7 @@ def _build_transform(opts: Any) -> Resolver:
     if not isinstance(apply, dict):
         return _raising('@transform "apply" key should be an object')
     try:
-        inner = _compile_root(apply, codegen=True)
+        inner = _compile_root(apply, codegen=True)[0]
     except MappingError as exc:
         failure = exc
         apply_fn: Resolver = lambda payload: _reraise(failure)  # noqa: E731
@@ -1411,10 +1413,11 @@ def _validate_processed(processed: Any) -> None:
         raise _error("\n".join(exc.messages), exc.messages) from None
 
 
-def _compile_root(mapping: Any, codegen: bool) -> Resolver:
-    """Segment's transform() as a closure: validated here, resolved and cleaned per payload. With
-    `codegen`, raw objects become generated functions that clean as they go; without it, one
-    closure per member and Segment's final undefined cleanup, which give the same payloads."""
+def _compile_root(mapping: Any, codegen: bool) -> tuple[Resolver, Resolver]:
+    """Segment's transform() as a closure: validated here, resolved and cleaned per payload, and the
+    same for a payload already known to be a dict. With `codegen`, raw objects become generated
+    functions that clean as they go; without it, one closure per member and Segment's final
+    undefined cleanup, which give the same payloads."""
     processed = _mapping_to_process(mapping)
     _validate_processed(processed)
     fn = _compile_clean(processed) if codegen else _cleaned(_compile_node(processed))
@@ -1428,20 +1431,22 @@ def _compile_root(mapping: Any, codegen: bool) -> Resolver:
             data = dict(data)
         return fn(data)
 
-    return run
+    return run, fn
 
 
 class CompiledMapping:
     """A validated Mapping, ready to resolve against many events."""
 
-    __slots__ = ("_run", "mapping")
+    __slots__ = ("_run", "mapping", "resolve_dict")
 
     def __init__(self, mapping: Any, *, codegen: bool = True) -> None:
         self.mapping = mapping
         try:
-            self._run = _compile_root(mapping, codegen)
+            self._run, resolve_dict = _compile_root(mapping, codegen)
         except RecursionError:
-            raise _error("Maximum call stack size exceeded") from None
+            raise _error(STACK_EXCEEDED) from None
+        self.resolve_dict: Callable[[dict[str, Any]], Any] = resolve_dict
+        """`resolve` for an event that is a dict, where a RecursionError is left to the caller."""
 
     def resolve(self, event: Any) -> Any:
         """The mapped payload for one event; JavaScript undefined members are absent and a bare
@@ -1449,7 +1454,7 @@ class CompiledMapping:
         try:
             return self._run(event)
         except RecursionError:
-            raise _error("Maximum call stack size exceeded") from None
+            raise _error(STACK_EXCEEDED) from None
 
     def __repr__(self) -> str:
         return f"CompiledMapping({self.mapping!r})"
@@ -1467,7 +1472,7 @@ def validate(mapping: Any) -> None:
     try:
         _validate_processed(_mapping_to_process(mapping))
     except RecursionError:
-        raise _error("Maximum call stack size exceeded") from None
+        raise _error(STACK_EXCEEDED) from None
 
 
 def resolve(mapping: Any, event: Any) -> Any:

@@ -10,7 +10,7 @@ from typing import Any
 from streamproc.core.fields import Field
 from streamproc.core.js import UNDEFINED, form_encode, form_encode_exact, json_bytes_exact, to_js_string
 from streamproc.core.js import json_bytes as js_json
-from streamproc.destinations.base import Action, BuildContext, Destination, Preset, Request, Skip
+from streamproc.destinations.base import Action, BuildContext, Destination, Preset, Request, Skip, new_request
 
 __all__ = ["DESTINATION", "args_json", "build_forward_event", "form_encode"]
 
@@ -228,7 +228,7 @@ def build_forward_event(
     ]
     url = f"{ctx.endpoint}/saq_pxl?{encoders.query(query)}"
     headers = {"content-type": "application/json", "x-forwarded-for": ip, "user-agent": user_agent}
-    return [Request("GET", url, headers, None)]
+    return [new_request("GET", url, headers, None)]
 
 
 FORWARD_EVENT = Action(

@@ -50,6 +50,7 @@ from streamproc.destinations.base import (
     Skip,
     Verdict,
     classify_http,
+    new_request,
 )
 from streamproc.errors import PayloadValidationError
 
@@ -477,7 +478,7 @@ def build_offline_event(
         "content-type": "application/json",
         "user-agent": "Segment (Actions)",
     }
-    return [Request("POST", f"{ctx.endpoint}{_PATH}", headers, helpers.json(body))]
+    return [new_request("POST", f"{ctx.endpoint}{_PATH}", headers, helpers.json(body))]
 
 
 PARTIAL_SUCCESS = 20001
