@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -78,6 +79,19 @@ JSON_VALUES = st.recursive(
 @SETTINGS
 @given(value=JSON_VALUES)
 def test_json_bytes_through_orjson_agrees_with_json_stringify(value: Any) -> None:
+    assert json_bytes(value) == json_bytes_exact(value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"user_id": "a1f3c2d4-0b7e-4e55-9b1c-5d2e8f7a6b01", "price": 89.9},
+        {"id": "0b7e-4e55", "small": [1.5e-6, 1e-7], "big": {"x": 1e21}},
+        ["x:1e-5", "e+1", -2.5e-10, 1e16],
+        {"note": "1.5e-6 e-1 e+2", "n": 1.0},
+    ],
+)
+def test_exponent_letters_in_text_and_numbers_in_exponent_form(value: Any) -> None:
     assert json_bytes(value) == json_bytes_exact(value)
 
 

@@ -83,6 +83,9 @@ def json_bytes_exact(value: Any) -> bytes:
 _INTEGRAL_FLOAT = re.compile(rb"\.0[,\]}]").search
 _POSITIVE_EXPONENT = re.compile(rb"\de\+").search
 _NEGATIVE_EXPONENT = re.compile(rb"e-\d").search
+# Text has those letters too (hex ids such as UUIDs: "...4e-9b1c..."); a number in exponent form
+# follows ":", "," or "[" (orjson always signs the exponent).
+_EXPONENT_NUMBER = re.compile(rb"[:,\[]-?\d+(?:\.\d+)?e[-+]\d").search
 # A quoted run of digits before ":" can only be a key (a string value is never followed by ":"); the
 # few non-index keys it also finds ("01", 2**32) only cost the exact path.
 _INDEX_KEY = re.compile(rb'"[0-9]+":').search
@@ -116,31 +119,35 @@ def _js_numbers(value: Any) -> Any:
     return value
 
 
-def _json_bytes_walked(value: Any) -> bytes:
+def _json_bytes_walked(value: Any, plain_keys: bool = False) -> bytes:
     try:
         out = orjson.dumps(_js_numbers(value))
     except (TypeError, _NotPlain):
         return json_bytes_exact(value)
-    if _INDEX_KEY(out):
+    if not plain_keys and _INDEX_KEY(out):
         return json_bytes_exact(value)
     return out
 
 
-def json_bytes(value: Any) -> bytes:
+def json_bytes(value: Any, *, plain_keys: bool = False) -> bytes:
     """`JSON.stringify(value)` as UTF-8 bytes, the same as `json_bytes_exact`. orjson writes the usual
     object or array and its output is searched for what JavaScript writes differently, so the usual
     body is never walked in Python. Integral floats are made ints for a second orjson pass; huge
-    ints, undefined, non-finite floats and lone surrogates make orjson refuse and take the exact path."""
+    ints, undefined, non-finite floats and lone surrogates make orjson refuse and take the exact path.
+    `plain_keys` is the caller's word that no object key is an array index (one JavaScript would
+    order first), so the output is not searched for one."""
     cls = value.__class__
     if cls is not dict and cls is not list:
-        return _json_bytes_walked(value)
+        return _json_bytes_walked(value, plain_keys)
     try:
         out = orjson.dumps(value, option=orjson.OPT_STRICT_INTEGER)
     except TypeError:
-        return _json_bytes_walked(value)
-    if _INTEGRAL_FLOAT(out) or (b"+" in out and _POSITIVE_EXPONENT(out)) or _NEGATIVE_EXPONENT(out):
-        return _json_bytes_walked(value)
-    if _INDEX_KEY(out):
+        return _json_bytes_walked(value, plain_keys)
+    if _INTEGRAL_FLOAT(out) or (
+        ((b"+" in out and _POSITIVE_EXPONENT(out)) or _NEGATIVE_EXPONENT(out)) and _EXPONENT_NUMBER(out)
+    ):
+        return _json_bytes_walked(value, plain_keys)
+    if not plain_keys and _INDEX_KEY(out):
         return json_bytes_exact(value)
     return out
 
