@@ -82,6 +82,7 @@ def json_bytes_exact(value: Any) -> bytes:
 # string holding the same text only sends the value down the exact path.
 _INTEGRAL_FLOAT = re.compile(rb"\.0[,\]}]").search
 _POSITIVE_EXPONENT = re.compile(rb"\de\+").search
+_PLUS = ord("+")  # an int: `in` then looks for one byte, much quicker than for a bytes needle
 _NEGATIVE_EXPONENT = re.compile(rb"e-\d").search
 # Text has those letters too (hex ids such as UUIDs: "...4e-9b1c..."); a number in exponent form
 # follows ":", "," or "[" (orjson always signs the exponent).
@@ -144,7 +145,7 @@ def json_bytes(value: Any, *, plain_keys: bool = False) -> bytes:
     except TypeError:
         return _json_bytes_walked(value, plain_keys)
     if _INTEGRAL_FLOAT(out) or (
-        ((b"+" in out and _POSITIVE_EXPONENT(out)) or _NEGATIVE_EXPONENT(out)) and _EXPONENT_NUMBER(out)
+        ((_PLUS in out and _POSITIVE_EXPONENT(out)) or _NEGATIVE_EXPONENT(out)) and _EXPONENT_NUMBER(out)
     ):
         return _json_bytes_walked(value, plain_keys)
     if not plain_keys and _INDEX_KEY(out):

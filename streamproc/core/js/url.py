@@ -13,7 +13,8 @@ from streamproc.core.js.strings import well_formed
 _SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789*-._")
 _SAFE_BYTES = bytes(sorted(_SAFE))
 _SAFE_AND_SEPARATORS = bytes(sorted(_SAFE | set(b"&=")))
-_PERCENT = {c: f"%{c:02X}".encode() for c in range(128)}
+# Each ASCII byte alone and its escape.
+_ESCAPES = tuple((bytes((c,)), f"%{c:02X}".encode()) for c in range(128))
 
 
 def form_bytes(data: bytes, safe: bytes = _SAFE_BYTES) -> bytes:
@@ -29,7 +30,8 @@ def form_bytes(data: bytes, safe: bytes = _SAFE_BYTES) -> bytes:
         data = data.replace(b"%", b"%25")
     for c in present:
         if c != 0x25 and c != 0x20:
-            data = data.replace(bytes((c,)), _PERCENT[c])
+            one, escape = _ESCAPES[c]
+            data = data.replace(one, escape)
     if 0x20 in present:
         data = data.replace(b" ", b"+")
     return data
