@@ -39,9 +39,10 @@ _delivery: Callable[..., Delivery] = fast_constructor(
     Delivery,
     ("delivery_id", "destination", "subscription", "action", "requests", "error", "skipped", "ordering_key"),
 )
-_build_context: Callable[..., BuildContext] = fast_constructor(
-    BuildContext, ("settings", "endpoint", "event", "now")
-)
+
+
+# BuildContext(...) without the named tuple's Python-level __new__.
+_new_tuple = tuple.__new__
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +161,7 @@ class Router:
             else:
                 self._evaluated.append(route)
         self._indexed_fields = tuple(f for f in _TOP_FIELDS if f in self._index)
-        self._selections: dict[tuple[str | None, ...], tuple[_Route, ...]] = {}
+        self._selections: dict[tuple[Any, ...], tuple[_Route, ...]] = {}
 
     @property
     def destinations(self) -> Mapping[str, tuple[Destination, DestinationConfig]]:
@@ -176,8 +177,12 @@ class Router:
 
     def matching(self, event: Mapping[str, Any]) -> tuple[_Route, ...]:
         """The enabled subscriptions whose trigger matches, in configuration order."""
-        key = tuple([v if type(v := event.get(f)) is str else None for f in self._indexed_fields])
-        selected = self._selections.get(key)
+        key = tuple(map(event.get, self._indexed_fields))
+        try:
+            selected = self._selections.get(key)
+        except TypeError:  # an object or array value, which equals no literal
+            key = tuple([v if type(v) is str else None for v in key])
+            selected = self._selections.get(key)
         if selected is None:
             selected = self._select(key)
         if not self._evaluated:
@@ -193,12 +198,12 @@ class Router:
             return selected
         return tuple(sorted((*selected, *extra), key=_by_index))
 
-    def _select(self, key: tuple[str | None, ...]) -> tuple[_Route, ...]:
+    def _select(self, key: tuple[Any, ...]) -> tuple[_Route, ...]:
         """Indexed routes for one combination of top-level values, remembered: events repeat their
-        type and event name far more often than anything else."""
+        type and event name far more often than anything else. Only a string value can select."""
         found: dict[int, _Route] = {}
         for field, value in zip(self._indexed_fields, key, strict=True):
-            if value is not None:
+            if type(value) is str:
                 for route in self._index[field].get(value, ()):
                     found[route.index] = route
         selected = tuple(sorted(found.values(), key=_by_index))
@@ -242,7 +247,7 @@ class Router:
             dest_id = route.destination_id
             if dest_id != ctx_destination or ctx is None:
                 ctx_destination = dest_id
-                ctx = _build_context(route.settings, route.endpoint, event, now)
+                ctx = _new_tuple(BuildContext, (route.settings, route.endpoint, event, now))
             requests: list[Request] = _NO_REQUESTS
             error: DeliveryError | None = None
             skipped: str | None = None

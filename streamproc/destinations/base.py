@@ -9,7 +9,7 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -61,9 +61,9 @@ class Skip:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class BuildContext:
-    """What a request builder may read besides the validated payload."""
+class BuildContext(NamedTuple):
+    """What a request builder may read besides the validated payload (a named tuple: the router
+    makes one per destination an event reaches)."""
 
     settings: Mapping[str, Any]
     endpoint: str
