@@ -591,8 +591,12 @@ class _ObjectCode:
         if inlined is not None:
             self._emit(indent, f"if {value} is not _U:")
             if inlined == "raw":
-                # A directive's value is cleaned as it comes out (event containers are copied).
-                self._emit(indent + 1, f"if type({value}) is _dict or type({value}) is _list:")
+                # A directive's value is cleaned as it comes out (event containers are copied); the
+                # usual value, a string, is let through first.
+                self._emit(
+                    indent + 1,
+                    f"if type({value}) is not _str and (type({value}) is _dict or type({value}) is _list):",
+                )
                 self._emit(indent + 2, f"{value} = _clean({value})")
             self._emit(indent + 1, f"{out}[{quoted}] = {value}")
             return
