@@ -14,7 +14,7 @@ import builtins
 import re
 from collections.abc import Callable, Mapping
 from types import CodeType
-from typing import Any
+from typing import Any, cast
 
 from streamproc.core.js import (
     UNDEFINED,
@@ -515,8 +515,12 @@ class _ObjectCode:
     returns exactly what the closure-per-member build returned: undefined members dropped, containers
     copied by remove_undefined."""
 
-    def __init__(self, node: dict[str, Any], *, dict_mode: bool = True) -> None:
+    def __init__(self, node: dict[str, Any], *, dict_mode: bool = True, schema: Any = None) -> None:
         self.node = node
+        # With a payload schema (PayloadSchema), members of the root object are stored as its
+        # `validate` would return them, or the function returns UNDECIDED.
+        self.schema = schema
+        self.root_out: str | None = None
         # In dict mode the function body assumes an exact dict payload (another function, generated
         # without that assumption, takes anything else), and the containers that literal paths pass
         # through are read once, at the top.
@@ -547,9 +551,14 @@ class _ObjectCode:
 
     def function(self) -> Resolver:
         out = self._object(self.node, "payload", 1)
+        if self.schema is not None:
+            for line in self.schema.required_lines(out):
+                self._emit(1, line)
         self.lines.append(f"    return {out}")
         guard = []
-        if self.dict_mode:
+        if self.schema is not None:
+            guard = ["    if type(payload) is not _dict:", "        return _UNDECIDED"]
+        elif self.dict_mode:
             other = self._name("_f", _ObjectCode(self.node, dict_mode=False).function())
             guard = ["    if type(payload) is not _dict:", f"        return {other}(payload)"]
         source = "def build(payload):\n" + "\n".join(guard + self.head + self.lines) + "\n"
@@ -563,28 +572,45 @@ class _ObjectCode:
                 _CODE_CACHE[source] = code
         # Keys enter the source only as repr() literals; every value is passed in the namespace.
         exec(code, namespace)
-        fn: Resolver = namespace["build"]
-        return fn
+        fn: Any = namespace["build"]
+        # Each function runs its own copy of the code: the interpreter specialises a code object to
+        # the globals it meets, and mappings of one shape have a namespace each.
+        fn.__code__ = fn.__code__.replace()
+        return cast(Resolver, fn)
 
     def _emit(self, indent: int, line: str) -> None:
         self.lines.append("    " * indent + line)
 
     def _object(self, node: dict[str, Any], src: str, indent: int) -> str:
         out = self._name("o")
+        if self.root_out is None:
+            self.root_out = out
         self._emit(indent, f"{out} = {{}}")
         for key in js_keys(node):
             self._member(out, key, node[key], src, indent)
         return out
 
+    def _store(self, out: str, key: str, value: str, indent: int) -> None:
+        """`out[key] = value`, or in the root object with a schema, what its validation keeps."""
+        if self.schema is None or out != self.root_out:
+            self._emit(indent, f"{out}[{key!r}] = {value}")
+            return
+        for line in self.schema.member_lines(key, value, out, self.names):
+            self._emit(indent, line)
+
     def _member(self, out: str, key: str, node: Any, src: str, indent: int) -> None:
-        quoted = repr(key)
         if not isinstance(node, dict | list | tuple):
             if node is not UNDEFINED:
-                self._emit(indent, f"{out}[{quoted}] = {self._name('_c', node)}")
+                if self.schema is not None and out == self.root_out:
+                    value = self._name("v")
+                    self._emit(indent, f"{value} = {self._name('_c', node)}")
+                    self._store(out, key, value, indent)
+                else:
+                    self._store(out, key, self._name("_c", node), indent)
             return
         if isinstance(node, dict) and not _is_directive(node):
             inner = self._object(node, src, indent)
-            self._emit(indent, f"{out}[{quoted}] = {inner}")
+            self._store(out, key, inner, indent)
             return
         value = self._name("v")
         inlined = self._directive_value(node, src, value, indent)
@@ -598,12 +624,12 @@ class _ObjectCode:
                     f"if type({value}) is not _str and (type({value}) is _dict or type({value}) is _list):",
                 )
                 self._emit(indent + 2, f"{value} = _clean({value})")
-            self._emit(indent + 1, f"{out}[{quoted}] = {value}")
+            self._store(out, key, value, indent + 1)
             return
         fn = self._name("_f", _compile_clean(node))
         self._emit(indent, f"{value} = {fn}({src})")
         self._emit(indent, f"if {value} is not _U:")
-        self._emit(indent + 1, f"{out}[{quoted}] = {value}")
+        self._store(out, key, value, indent + 1)
 
     def _directive_value(self, node: Any, src: str, target: str, indent: int) -> str | None:
         """Emit code leaving the directive's value in `target`: "raw" when it still needs cleaning,
@@ -1462,6 +1488,23 @@ class CompiledMapping:
 
     def __repr__(self) -> str:
         return f"CompiledMapping({self.mapping!r})"
+
+
+def compile_validated(mapping: Any, schema: Any) -> Callable[[dict[str, Any]], Any] | None:
+    """One generated function giving, for a dict event, what `schema.validate` (a PayloadSchema)
+    returns for the mapped payload, or UNDECIDED where only `validate` can say (then resolve and
+    validate as usual; the mapping kit's errors are raised the same either way). None when the
+    mapping's root is not a raw object or the schema has rules the generated code cannot hold."""
+    if not schema.inlinable:
+        return None
+    try:
+        processed = _mapping_to_process(mapping)
+        _validate_processed(processed)
+        if not isinstance(processed, dict) or _is_directive(processed):
+            return None
+        return _ObjectCode(processed, schema=schema).function()
+    except RecursionError:
+        raise _error(STACK_EXCEEDED) from None
 
 
 def compile(mapping: Any, *, codegen: bool = True) -> CompiledMapping:

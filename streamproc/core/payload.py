@@ -6,7 +6,8 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, Final
 
 from streamproc.core.fields import Choice, ConditionalRequired, Field
 from streamproc.core.js import (
@@ -19,7 +20,10 @@ from streamproc.core.js import (
 )
 from streamproc.errors import PayloadValidationError
 
-__all__ = ["PayloadSchema"]
+__all__ = ["UNDECIDED", "PayloadSchema"]
+
+UNDECIDED: Final = object()
+"""What code from `PayloadSchema.member_lines` returns where `validate` has to decide."""
 
 # Segment's pipeline, reproduced here (actions-core + AJV 8 with coerceTypes "array", allErrors,
 # removeAdditional, ajv-formats, @segment/ajv-human-errors):
@@ -1012,6 +1016,81 @@ class PayloadSchema:
             raise PayloadValidationError(" ".join(rule_errors + required + errors))
         return out
 
+    @property
+    def inlinable(self) -> bool:
+        """Whether `member_lines` can stand for `validate` (no conditional rules, shortcuts on)."""
+        return not self._rules and any(e.fast is not None for e in self._entries.values())
+
+    def member_lines(self, key: str, value: str, out: str, names: dict[str, Any]) -> list[str]:
+        """Python lines doing for one root member what `validate` does for it when its value needs
+        no work: `value` names the member's value (never undefined), `out` the dict being built.
+        Anything else makes them `return _UNDECIDED`, and `validate` has the last word. Objects the
+        lines use are added to `names`."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return []  # an unknown member is dropped
+        n = f"_v{entry.index}"
+        quoted = repr(key)
+        names["_UNDECIDED"] = UNDECIDED
+        names["_str"], names["_list"], names["_dict"] = str, list, dict
+        lines = [f"if type({value}) is _str:"]
+        # An empty string is dropped at the root, whatever the field.
+        choices = self._str_keys.get(key, _ABSENT)
+        if choices is None:
+            lines += [f"    if {value}:", f"        {out}[{quoted}] = {value}"]
+        elif choices is not _ABSENT:
+            names[f"{n}_choices"] = choices
+            lines += [
+                f"    if {value}:",
+                f"        if {value} not in {n}_choices:",
+                "            return _UNDECIDED",
+                f"        {out}[{quoted}] = {value}",
+            ]
+        elif key in self._str_wrap_keys:
+            lines += [f"    if {value}:", f"        {out}[{quoted}] = [{value}]"]
+        else:
+            lines += [f"    if {value}:", "        return _UNDECIDED"]
+        if entry.fast is not None:
+            names[f"{n}_fast"] = entry.fast
+            lines += [f"elif type({value}) in {n}_fast:", f"    {out}[{quoted}] = {value}"]
+        if entry.item_fast is not None:
+            names[f"{n}_items"] = entry.item_fast
+            lines += [
+                f"elif type({value}) in {n}_items:",
+                f"    {out}[{quoted}] = [{value}]",
+                f"elif type({value}) is _list and all(type(x) in {n}_items for x in {value}):",
+                f"    {out}[{quoted}] = list({value})",
+            ]
+        if entry.items_plain is not None:
+            names[f"{n}_plain_items"] = partial(_plain_items, entry.items_plain)
+            lines += [
+                f"elif type({value}) is _list:",
+                f"    {value} = {n}_plain_items({value})",
+                f"    if {value} is None:",
+                "        return _UNDECIDED",
+                f"    {out}[{quoted}] = {value}",
+            ]
+        if entry.object_plain is not None:
+            names[f"{n}_plain_object"] = entry.object_plain
+            lines += [
+                f"elif type({value}) is _dict:",
+                f"    {value} = {n}_plain_object({value})",
+                f"    if {value} is None:",
+                "        return _UNDECIDED",
+                f"    {out}[{quoted}] = {value}",
+            ]
+        if not entry.keeps_null:
+            lines += [f"elif {value} is None:", "    pass"]  # removeEmptyValues drops it
+        lines += ["else:", "    return _UNDECIDED"]
+        return lines
+
+    def required_lines(self, out: str) -> list[str]:
+        """Lines ending the member lines: a required field missing from `out` is for `validate`."""
+        if not self._required:
+            return []
+        keys = " and ".join(f"{k!r} in {out}" for k in self._required)
+        return [f"if not ({keys}):", "    return _UNDECIDED"]
+
     def _clean(self, payload: Mapping[str, Any], root: bool) -> dict[str, Any]:
         cleaned = {}
         for k, v in payload.items():
@@ -1021,6 +1100,21 @@ class PayloadSchema:
                 if v is not UNDEFINED:
                     cleaned[k] = v
         return cleaned
+
+
+def _plain_items(
+    items_plain: Callable[[dict[str, Any]], dict[str, Any] | None], items: list[Any]
+) -> list[dict[str, Any]] | None:
+    """The copies `validate` makes of a list of plain objects, or None where it has to decide."""
+    copies = []
+    for x in items:
+        if x.__class__ is not dict:
+            return None
+        copy = items_plain(x)
+        if copy is None:
+            return None
+        copies.append(copy)
+    return copies
 
 
 @dataclass(frozen=True, slots=True)
