@@ -11,7 +11,8 @@ from typing import Any
 from streamproc.config import Config, DestinationConfig, SubscriptionConfig
 from streamproc.core.events import message_id as _message_id
 from streamproc.core.events import ordering_key as _ordering_key
-from streamproc.core.mapping import STACK_EXCEEDED
+from streamproc.core.mapping import STACK_EXCEEDED, compile_validated
+from streamproc.core.payload import UNDECIDED
 from streamproc.destinations.base import BuildContext, Destination, Request, Skip, fast_constructor
 from streamproc.errors import BuildFailed, DeliveryError, MappingError, MappingFailed
 
@@ -58,6 +59,10 @@ class _Route:
     resolve: Callable[[dict[str, Any]], Any]
     """The mapping of a dict event (RecursionError escapes: route() reports it as the mapping kit does)."""
     run: Callable[[Any, BuildContext], list[Request] | Skip]
+    validated: Callable[[dict[str, Any]], Any] | None
+    """Mapping and validation in one for a payload that needs no work (else UNDECIDED: `resolve`
+    and `run` decide); None where the mapping or the action's fields do not allow it."""
+    build: Callable[[Any, BuildContext], list[Request] | Skip]
     settings: Mapping[str, Any]
     endpoint: str
 
@@ -144,6 +149,8 @@ class Router:
                         matches=trigger.matches,
                         resolve=mapping.compile(dict(sub.mapping)).resolve_dict,
                         run=action.run,
+                        validated=compile_validated(dict(sub.mapping), action.schema),
+                        build=action.build,
                         settings=dest_config.settings,
                         endpoint=dest_config.endpoint,
                     )
@@ -251,8 +258,12 @@ class Router:
             requests: list[Request] = _NO_REQUESTS
             error: DeliveryError | None = None
             skipped: str | None = None
+            validated: Any = UNDECIDED
             try:
-                payload = route.resolve(event)
+                if route.validated is not None:
+                    validated = route.validated(event)
+                if validated is UNDECIDED:
+                    payload = route.resolve(event)
             except MappingError as exc:
                 error = MappingFailed(str(exc))
             except RecursionError:
@@ -261,7 +272,10 @@ class Router:
                 error = MappingFailed(f"{type(exc).__name__}: {exc}")
             else:
                 try:
-                    result = route.run(payload, ctx)
+                    if validated is UNDECIDED:
+                        result = route.run(payload, ctx)
+                    else:
+                        result = route.build(validated, ctx)
                 except DeliveryError as exc:
                     error = exc
                 except Exception as exc:
