@@ -107,7 +107,15 @@ def _index_is_exact(pairs: list[tuple[str, str]], matches: Callable[[Mapping[str
 class Router:
     """Compiled once from a Config; `route(event)` is the hot path and never raises for bad event content."""
 
-    def __init__(self, config: Config, now: datetime | Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        now: datetime | Callable[[], datetime] | None = None,
+        *,
+        map_and_validate_in_one: bool = True,
+    ) -> None:
+        """`map_and_validate_in_one=False` maps and validates each payload one after the other
+        (the same deliveries; without the generated function that does both for the usual payload)."""
         from streamproc import fql, mapping
         from streamproc.destinations import registry
         from streamproc.destinations.runtime import CompiledAction
@@ -149,7 +157,9 @@ class Router:
                         matches=trigger.matches,
                         resolve=mapping.compile(dict(sub.mapping)).resolve_dict,
                         run=action.run,
-                        validated=compile_validated(dict(sub.mapping), action.schema),
+                        validated=compile_validated(dict(sub.mapping), action.schema)
+                        if map_and_validate_in_one
+                        else None,
                         build=action.build,
                         settings=dest_config.settings,
                         endpoint=dest_config.endpoint,

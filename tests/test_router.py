@@ -240,8 +240,9 @@ def _differential_rows() -> list[Any]:
     return [pytest.param(row, id=row["input"]["id"]) for row in differential("action")]
 
 
+@pytest.mark.parametrize("in_one", [True, False], ids=["map-and-validate-in-one", "apart"])
 @pytest.mark.parametrize("row", _differential_rows())
-def test_segment_differential_cases_through_the_router(row: dict[str, Any]) -> None:
+def test_segment_differential_cases_through_the_router(row: dict[str, Any], in_one: bool) -> None:
     """A preset (or an action with its mapping merged over the defaults) selects and builds what
     Segment's published packages did for the same event, settings and clock."""
     from streamproc.errors import ConfigError
@@ -266,7 +267,8 @@ def test_segment_differential_cases_through_the_router(row: dict[str, Any]) -> N
     }
     now = parse_iso_time(case["now"])
     try:
-        router = Router(parse_config({"destinations": [destination]}, "t.yaml", {}), now=now)
+        config = parse_config({"destinations": [destination]}, "t.yaml", {})
+        router = Router(config, now=now, map_and_validate_in_one=in_one)
     except ConfigError as exc:
         # Segment rejects bad settings per event; streamproc refuses them at start-up.
         assert "error" in expected, exc
@@ -370,10 +372,9 @@ def _preset_routers() -> tuple[Router, Router]:
     """Every preset of the three partners, routed with mapping and validation in one and apart."""
     config = parse_config(_PRESETS, "t.yaml", {})
     when = datetime(2026, 1, 1, tzinfo=UTC)
-    together, apart = Router(config, now=when), Router(config, now=when)
-    assert any(route.validated is not None for route in together._routes)
-    for route in apart._routes:
-        object.__setattr__(route, "validated", None)
+    together = Router(config, now=when)
+    apart = Router(config, now=when, map_and_validate_in_one=False)
+    assert all(route.validated is not None for route in together._routes)
     return together, apart
 
 
