@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streamproc.core.js import (
+    FormTemplate,
     date_parse,
     date_parse_exact,
     form_encode,
@@ -99,6 +100,23 @@ def test_exponent_letters_in_text_and_numbers_in_exponent_form(value: Any) -> No
 @given(pairs=st.lists(st.tuples(TEXT, TEXT), max_size=6))
 def test_one_pass_form_encoding_agrees_with_component_encoding(pairs: list[tuple[str, str]]) -> None:
     assert form_encode(pairs) == form_encode_exact(pairs)
+
+
+QUERY_NAMES = ("a", "b_c", "x-1.*")
+
+
+@SETTINGS
+@given(values=st.tuples(TEXT, TEXT, TEXT))
+def test_a_query_of_fixed_names_agrees_with_component_encoding(values: tuple[str, str, str]) -> None:
+    template = FormTemplate(QUERY_NAMES)
+    expected = form_encode_exact(list(zip(QUERY_NAMES, values, strict=True)))
+    assert template.encode(values) == expected == template.encode_exact(values)
+
+
+def test_a_query_template_refuses_names_that_need_escaping() -> None:
+    for names in [(), ("a b",), ("a", "é"), ("a=b",)]:
+        with pytest.raises(ValueError):
+            FormTemplate(names)
 
 
 QUERY_PART = st.sampled_from(["ttclid", "tt%63lid", "ttclid+", "a", "", "%zz", "ttc\tlid"]) | TEXT

@@ -66,6 +66,34 @@ def form_encode(pairs: list[tuple[str, str]]) -> str:
     return form_encode_exact(pairs)
 
 
+def _unsafe(text: str) -> bool:
+    return not text.isascii() or bool(text.encode("ascii").translate(None, _SAFE_BYTES))
+
+
+class FormTemplate:
+    """`new URLSearchParams(pairs).toString()` for pairs whose names are fixed: `encode(values)`
+    gives `form_encode(list(zip(names, values)))`, the names and separators written once."""
+
+    __slots__ = ("_format", "_names", "_separators")
+
+    def __init__(self, names: tuple[str, ...]) -> None:
+        if not names or not all(name and not _unsafe(name) for name in names):
+            raise ValueError(f"names must be URLSearchParams-safe: {names!r}")
+        self._names = names
+        self._format = "&".join(f"{name}=%s" for name in names)
+        self._separators = (len(names) - 1, len(names))
+
+    def encode(self, values: tuple[str, ...]) -> str:
+        raw = self._format % values
+        if raw.isascii() and (raw.count("&"), raw.count("=")) == self._separators:
+            return form_bytes(raw.encode("ascii"), _SAFE_AND_SEPARATORS).decode("ascii")
+        return form_encode(list(zip(self._names, values, strict=True)))
+
+    def encode_exact(self, values: tuple[str, ...]) -> str:
+        """`encode` by the component-wise rules (`form_encode_exact`)."""
+        return form_encode_exact(list(zip(self._names, values, strict=True)))
+
+
 def form_decode(text: str) -> str:
     """One name or value of an application/x-www-form-urlencoded string, as URLSearchParams reads it."""
     return unquote_to_bytes(well_formed(text).replace("+", " ")).decode("utf-8", "replace")
