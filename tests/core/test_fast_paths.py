@@ -90,6 +90,10 @@ def test_json_bytes_through_orjson_agrees_with_json_stringify(value: Any) -> Non
         {"id": "0b7e-4e55", "small": [1.5e-6, 1e-7], "big": {"x": 1e21}},
         ["x:1e-5", "e+1", -2.5e-10, 1e16],
         {"note": "1.5e-6 e-1 e+2", "n": 1.0},
+        [1.5e-6],
+        {"a": -1.5e-6, "b": "9e-9"},
+        {"a": "0b7e-4e55", "b": [5e-324, "x,1e-5"]},
+        [[-1e21], {"e": 2.5e-8}],
     ],
 )
 def test_exponent_letters_in_text_and_numbers_in_exponent_form(value: Any) -> None:

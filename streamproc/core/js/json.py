@@ -84,9 +84,28 @@ _INTEGRAL_FLOAT = re.compile(rb"\.0[,\]}]").search
 _POSITIVE_EXPONENT = re.compile(rb"\de\+").search
 _PLUS = ord("+")  # an int: `in` then looks for one byte, much quicker than for a bytes needle
 _NEGATIVE_EXPONENT = re.compile(rb"e-\d").search
-# Text has those letters too (hex ids such as UUIDs: "...4e-9b1c..."); a number in exponent form
-# follows ":", "," or "[" (orjson always signs the exponent).
-_EXPONENT_NUMBER = re.compile(rb"[:,\[]-?\d+(?:\.\d+)?e[-+]\d").search
+_EXPONENT_LETTERS = re.compile(rb"e[-+]\d").finditer
+_MANTISSA = frozenset(b"0123456789.")
+_BEFORE_NUMBER = frozenset(b":,[")
+
+
+def _exponent_number(out: bytes) -> bool:
+    """Whether an "e-" or "e+" and a digit in `out` belong to a number: text has them too (hex ids
+    such as UUIDs, "...4e-9b1c..."), while a number in exponent form is digits (and a point)
+    after ":", "," or "[" and an optional minus (orjson always signs the exponent)."""
+    for found in _EXPONENT_LETTERS(out):
+        i = end = found.start() - 1
+        while i >= 0 and out[i] in _MANTISSA:
+            i -= 1
+        if i == end:
+            continue
+        if i >= 0 and out[i] == 0x2D:  # "-"
+            i -= 1
+        if i >= 0 and out[i] in _BEFORE_NUMBER:
+            return True
+    return False
+
+
 # A quoted run of digits before ":" can only be a key (a string value is never followed by ":"); the
 # few non-index keys it also finds ("01", 2**32) only cost the exact path.
 _INDEX_KEY = re.compile(rb'"[0-9]+":').search
@@ -145,7 +164,7 @@ def json_bytes(value: Any, *, plain_keys: bool = False) -> bytes:
     except TypeError:
         return _json_bytes_walked(value, plain_keys)
     if _INTEGRAL_FLOAT(out) or (
-        ((_PLUS in out and _POSITIVE_EXPONENT(out)) or _NEGATIVE_EXPONENT(out)) and _EXPONENT_NUMBER(out)
+        ((_PLUS in out and _POSITIVE_EXPONENT(out)) or _NEGATIVE_EXPONENT(out)) and _exponent_number(out)
     ):
         return _json_bytes_walked(value, plain_keys)
     if not plain_keys and _INDEX_KEY(out):
