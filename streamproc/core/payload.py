@@ -862,7 +862,7 @@ class PayloadSchema:
     out the shortcuts for values that need no work, so every value goes through the full checks
     (same payloads and errors, slower)."""
 
-    __slots__ = ("_entries", "_fields", "_required", "_rules", "_str_keys", "_str_wrap_keys")
+    __slots__ = ("_entries", "_fields", "_formats", "_required", "_rules", "_str_keys", "_str_wrap_keys")
 
     _str_keys: dict[str, frozenset[str] | None]
 
@@ -902,6 +902,17 @@ class PayloadSchema:
             choices = _str_choices(n, shortcuts)
             if choices is not None:
                 self._str_keys[k] = choices
+        # String fields whose only test is a format: a string passing it is kept as it is.
+        self._formats = {
+            k: _FORMATS[n.format]
+            for k, n in root.properties.items()
+            if shortcuts
+            and n.types == ("string",)
+            and n.format in _FORMATS
+            and n.enum is None
+            and n.min_length is None
+            and n.max_length is None
+        }
         self._str_wrap_keys = frozenset(
             k
             for k, e in self._entries.items()
@@ -1048,6 +1059,14 @@ class PayloadSchema:
             ]
         elif key in self._str_wrap_keys:
             lines += [f"    if {value}:", f"        {out}[{quoted}] = [{value}]"]
+        elif key in self._formats:
+            names[f"{n}_format"] = self._formats[key]
+            lines += [
+                f"    if {value}:",
+                f"        if not {n}_format({value}):",
+                "            return _UNDECIDED",
+                f"        {out}[{quoted}] = {value}",
+            ]
         else:
             lines += [f"    if {value}:", "        return _UNDECIDED"]
         if entry.fast is not None:
