@@ -24,6 +24,11 @@ def form_bytes(data: bytes, safe: bytes = _SAFE_BYTES) -> bytes:
     unsafe = data.translate(None, safe)
     if not unsafe:
         return data
+    return _escape(data, unsafe)
+
+
+def _escape(data: bytes, unsafe: bytes) -> bytes:
+    """`data` with each byte of `unsafe` (its bytes that need escaping, in any order) escaped."""
     present = set(unsafe)
     # "%" first (later replacements add "%"), space last ("+" must be escaped before spaces become "+").
     if 0x25 in present:
@@ -85,8 +90,13 @@ class FormTemplate:
 
     def encode(self, values: tuple[str, ...]) -> str:
         raw = self._format % values
-        if raw.isascii() and (raw.count("&"), raw.count("=")) == self._separators:
-            return form_bytes(raw.encode("ascii"), _SAFE_AND_SEPARATORS).decode("ascii")
+        if raw.isascii():
+            data = raw.encode("ascii")
+            unsafe = data.translate(None, _SAFE_BYTES)
+            # The separators are all the "&" and "=" there are: no value holds one.
+            if (unsafe.count(b"&"), unsafe.count(b"=")) == self._separators:
+                unsafe = unsafe.translate(None, b"&=")
+                return (_escape(data, unsafe) if unsafe else data).decode("ascii")
         return form_encode(list(zip(self._names, values, strict=True)))
 
     def encode_exact(self, values: tuple[str, ...]) -> str:
