@@ -15,6 +15,9 @@ _SAFE_BYTES = bytes(sorted(_SAFE))
 _SAFE_AND_SEPARATORS = bytes(sorted(_SAFE | set(b"&=")))
 # Each ASCII byte alone and its escape.
 _ESCAPES = tuple((bytes((c,)), f"%{c:02X}".encode()) for c in range(128))
+_USUAL = b'":,{}/();[]'
+_USUAL_ESCAPES = tuple((c, *_ESCAPES[c]) for c in _USUAL)
+_USUAL_AND_LAST = _USUAL + b"% "
 
 
 def form_bytes(data: bytes, safe: bytes = _SAFE_BYTES) -> bytes:
@@ -28,16 +31,21 @@ def form_bytes(data: bytes, safe: bytes = _SAFE_BYTES) -> bytes:
 
 
 def _escape(data: bytes, unsafe: bytes) -> bytes:
-    """`data` with each byte of `unsafe` (its bytes that need escaping, in any order) escaped."""
-    present = set(unsafe)
+    """`data` with each byte of `unsafe` (its bytes that need escaping, in any order) escaped. The
+    usual ones (JSON punctuation, user agents, URLs) are looked for one by one, a byte search each;
+    the rest are found with a set."""
     # "%" first (later replacements add "%"), space last ("+" must be escaped before spaces become "+").
-    if 0x25 in present:
+    if 0x25 in unsafe:
         data = data.replace(b"%", b"%25")
-    for c in present:
-        if c != 0x25 and c != 0x20:
+    for c, one, escape in _USUAL_ESCAPES:
+        if c in unsafe:
+            data = data.replace(one, escape)
+    rest = unsafe.translate(None, _USUAL_AND_LAST)
+    if rest:
+        for c in set(rest):
             one, escape = _ESCAPES[c]
             data = data.replace(one, escape)
-    if 0x20 in present:
+    if 0x20 in unsafe:
         data = data.replace(b" ", b"+")
     return data
 
