@@ -119,6 +119,13 @@ def breakdown(router: Router, raw: list[bytes], rounds: int) -> None:
             f"{label} {cpu / n * 1e6:.1f} us"
             for label, cpu in (("map", resolve_cpu), ("validate", validate_cpu))
         ]
+        fused = [(route.validated, event) for route, event in items if getattr(route, "validated", None)]
+        if fused:
+            from streamproc.core.payload import UNDECIDED
+
+            _, fused_cpu = measure(lambda f=fused: [v(e) for v, e in f], rounds)
+            undecided = sum(v(e) is UNDECIDED for v, e in fused) / n
+            per.append(f"map+validate in one {fused_cpu / n * 1e6:.1f} us ({undecided:.0%} left to validate)")
         per.append(f"build {build_cpu / n * 1e6:.1f} us")
         print(f"{dest:16} {n / len(events):.2f} deliveries/event; per delivery (CPU): {', '.join(per)}")
 

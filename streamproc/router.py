@@ -11,7 +11,9 @@ from typing import Any
 from streamproc.config import Config, DestinationConfig, SubscriptionConfig
 from streamproc.core.events import message_id as _message_id
 from streamproc.core.events import ordering_key as _ordering_key
-from streamproc.destinations.base import BuildContext, Destination, Request, Skip
+from streamproc.core.mapping import STACK_EXCEEDED, compile_validated
+from streamproc.core.payload import UNDECIDED
+from streamproc.destinations.base import BuildContext, Destination, Request, Skip, fast_constructor
 from streamproc.errors import BuildFailed, DeliveryError, MappingError, MappingFailed
 
 __all__ = ["BuildFailed", "Delivery", "MappingFailed", "Router"]
@@ -34,54 +36,14 @@ class Delivery:
 _NO_REQUESTS: list[Request] = []
 
 
-def _fast_constructor(cls: type, names: tuple[str, ...]) -> Callable[..., Any]:
-    """A positional constructor for a frozen slotted dataclass that stores each field through its slot
-    directly: the generated __init__ goes through object.__setattr__ once per field, which is a
-    noticeable share of routing time. Falls back to the class itself if its fields are not `names`
-    or it has a __post_init__."""
-    import dataclasses
-
-    fields = tuple(f.name for f in dataclasses.fields(cls))
-    if fields != names or hasattr(cls, "__post_init__") or len(names) not in (4, 8):
-        return cls
-    setters = [cls.__dict__[name].__set__ for name in names]
-    new = object.__new__
-    if len(names) == 4:
-        s0, s1, s2, s3 = setters
-
-        def make4(a: Any, b: Any, c: Any, d: Any) -> Any:
-            obj: Any = new(cls)
-            s0(obj, a)
-            s1(obj, b)
-            s2(obj, c)
-            s3(obj, d)
-            return obj
-
-        return make4
-    s0, s1, s2, s3, s4, s5, s6, s7 = setters
-
-    def make8(a: Any, b: Any, c: Any, d: Any, e: Any, f: Any, g: Any, h: Any) -> Any:
-        obj: Any = new(cls)
-        s0(obj, a)
-        s1(obj, b)
-        s2(obj, c)
-        s3(obj, d)
-        s4(obj, e)
-        s5(obj, f)
-        s6(obj, g)
-        s7(obj, h)
-        return obj
-
-    return make8
-
-
-_delivery: Callable[..., Delivery] = _fast_constructor(
+_delivery: Callable[..., Delivery] = fast_constructor(
     Delivery,
     ("delivery_id", "destination", "subscription", "action", "requests", "error", "skipped", "ordering_key"),
 )
-_build_context: Callable[..., BuildContext] = _fast_constructor(
-    BuildContext, ("settings", "endpoint", "event", "now")
-)
+
+
+# BuildContext(...) without the named tuple's Python-level __new__.
+_new_tuple = tuple.__new__
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,8 +56,13 @@ class _Route:
     action: str
     id_suffix: str
     matches: Callable[[Mapping[str, Any]], bool]
-    resolve: Callable[[Mapping[str, Any]], Any]
+    resolve: Callable[[dict[str, Any]], Any]
+    """The mapping of a dict event (RecursionError escapes: route() reports it as the mapping kit does)."""
     run: Callable[[Any, BuildContext], list[Request] | Skip]
+    validated: Callable[[dict[str, Any]], Any] | None
+    """Mapping and validation in one for a payload that needs no work (else UNDECIDED: `resolve`
+    and `run` decide); None where the mapping or the action's fields do not allow it."""
+    build: Callable[[Any, BuildContext], list[Request] | Skip]
     settings: Mapping[str, Any]
     endpoint: str
 
@@ -140,7 +107,15 @@ def _index_is_exact(pairs: list[tuple[str, str]], matches: Callable[[Mapping[str
 class Router:
     """Compiled once from a Config; `route(event)` is the hot path and never raises for bad event content."""
 
-    def __init__(self, config: Config, now: datetime | Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        now: datetime | Callable[[], datetime] | None = None,
+        *,
+        map_and_validate_in_one: bool = True,
+    ) -> None:
+        """`map_and_validate_in_one=False` maps and validates each payload one after the other
+        (the same deliveries; without the generated function that does both for the usual payload)."""
         from streamproc import fql, mapping
         from streamproc.destinations import registry
         from streamproc.destinations.runtime import CompiledAction
@@ -180,8 +155,12 @@ class Router:
                         action=sub.action,
                         id_suffix=f":{dest_config.id}:{sub.name}",
                         matches=trigger.matches,
-                        resolve=mapping.compile(dict(sub.mapping)).resolve,
+                        resolve=mapping.compile(dict(sub.mapping)).resolve_dict,
                         run=action.run,
+                        validated=compile_validated(dict(sub.mapping), action.schema)
+                        if map_and_validate_in_one
+                        else None,
+                        build=action.build,
                         settings=dest_config.settings,
                         endpoint=dest_config.endpoint,
                     )
@@ -199,7 +178,7 @@ class Router:
             else:
                 self._evaluated.append(route)
         self._indexed_fields = tuple(f for f in _TOP_FIELDS if f in self._index)
-        self._selections: dict[tuple[str | None, ...], tuple[_Route, ...]] = {}
+        self._selections: dict[tuple[Any, ...], tuple[_Route, ...]] = {}
 
     @property
     def destinations(self) -> Mapping[str, tuple[Destination, DestinationConfig]]:
@@ -215,8 +194,12 @@ class Router:
 
     def matching(self, event: Mapping[str, Any]) -> tuple[_Route, ...]:
         """The enabled subscriptions whose trigger matches, in configuration order."""
-        key = tuple([v if type(v := event.get(f)) is str else None for f in self._indexed_fields])
-        selected = self._selections.get(key)
+        key = tuple(map(event.get, self._indexed_fields))
+        try:
+            selected = self._selections.get(key)
+        except TypeError:  # an object or array value, which equals no literal
+            key = tuple([v if type(v) is str else None for v in key])
+            selected = self._selections.get(key)
         if selected is None:
             selected = self._select(key)
         if not self._evaluated:
@@ -232,12 +215,12 @@ class Router:
             return selected
         return tuple(sorted((*selected, *extra), key=_by_index))
 
-    def _select(self, key: tuple[str | None, ...]) -> tuple[_Route, ...]:
+    def _select(self, key: tuple[Any, ...]) -> tuple[_Route, ...]:
         """Indexed routes for one combination of top-level values, remembered: events repeat their
-        type and event name far more often than anything else."""
+        type and event name far more often than anything else. Only a string value can select."""
         found: dict[int, _Route] = {}
         for field, value in zip(self._indexed_fields, key, strict=True):
-            if value is not None:
+            if type(value) is str:
                 for route in self._index[field].get(value, ()):
                     found[route.index] = route
         selected = tuple(sorted(found.values(), key=_by_index))
@@ -256,6 +239,8 @@ class Router:
         routes = self.matching(event)
         if not routes:
             return []
+        if type(event) is not dict:
+            event = dict(event)
         if destinations is not None or subscriptions is not None:
             routes = tuple(
                 r
@@ -279,19 +264,28 @@ class Router:
             dest_id = route.destination_id
             if dest_id != ctx_destination or ctx is None:
                 ctx_destination = dest_id
-                ctx = _build_context(route.settings, route.endpoint, event, now)
+                ctx = _new_tuple(BuildContext, (route.settings, route.endpoint, event, now))
             requests: list[Request] = _NO_REQUESTS
             error: DeliveryError | None = None
             skipped: str | None = None
+            validated: Any = UNDECIDED
             try:
-                payload = route.resolve(event)
+                if route.validated is not None:
+                    validated = route.validated(event)
+                if validated is UNDECIDED:
+                    payload = route.resolve(event)
             except MappingError as exc:
                 error = MappingFailed(str(exc))
+            except RecursionError:
+                error = MappingFailed(STACK_EXCEEDED)
             except Exception as exc:
                 error = MappingFailed(f"{type(exc).__name__}: {exc}")
             else:
                 try:
-                    result = route.run(payload, ctx)
+                    if validated is UNDECIDED:
+                        result = route.run(payload, ctx)
+                    else:
+                        result = route.build(validated, ctx)
                 except DeliveryError as exc:
                     error = exc
                 except Exception as exc:

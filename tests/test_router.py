@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from test_config import register_fake
 
 from streamproc.config import parse_config
 from streamproc.core.js import parse_iso_time
-from streamproc.errors import DeliveryError, PayloadValidationError
+from streamproc.errors import DeliveryError, MappingError, PayloadValidationError
+from streamproc.mapping import compile as compile_mapping
 from streamproc.router import Router
 
 
@@ -118,9 +124,23 @@ def test_mapping_failure_is_a_delivery_error(fake: Any, monkeypatch: pytest.Monk
 
     route = r._routes[0]
     object.__setattr__(route, "resolve", broken)
+    object.__setattr__(route, "validated", broken)
     (d,) = r.route({"type": "track", "event": "x"})
     assert isinstance(d.error, DeliveryError)
     assert d.error.message == "@path: expected string, got number" and not d.error.retryable
+
+
+def test_an_event_too_deep_to_map_fails_as_in_the_mapping_kit(fake: Any) -> None:
+    mapping = {"name": {"@path": "$.properties"}}
+    r = make([dest(subscriptions=[sub("s", 'type = "track"', mapping=mapping)])])
+    deep: dict[str, Any] = {}
+    for _ in range(5000):
+        deep = {"a": deep}
+    event = {"type": "track", "event": "x", "properties": deep}
+    with pytest.raises(MappingError) as caught:
+        compile_mapping(mapping).resolve(event)
+    (d,) = r.route(event)
+    assert isinstance(d.error, DeliveryError) and d.error.message == str(caught.value)
 
 
 def test_an_unexpected_build_failure_is_a_delivery_error(fake: Any) -> None:
@@ -130,6 +150,7 @@ def test_an_unexpected_build_failure_is_a_delivery_error(fake: Any) -> None:
         raise KeyError("oops")
 
     object.__setattr__(r._routes[0], "run", broken)
+    object.__setattr__(r._routes[0], "build", broken)
     (d,) = r.route({"type": "track", "event": "x"})
     assert d.error is not None and "KeyError" in d.error.message and not d.error.retryable
 
@@ -145,13 +166,16 @@ def test_frozen_clock_reaches_the_action(fake: Any) -> None:
     when = datetime(2026, 1, 1, tzinfo=UTC)
     r = make([dest(subscriptions=[sub("s", 'type = "track"')])], now=when)
 
-    original = r._routes[0].run
+    def spy(original: Any) -> Any:
+        def call(payload: Any, ctx: Any) -> Any:
+            seen.append(ctx.now)
+            return original(payload, ctx)
 
-    def spy(payload: Any, ctx: Any) -> Any:
-        seen.append(ctx.now)
-        return original(payload, ctx)
+        return call
 
-    object.__setattr__(r._routes[0], "run", spy)
+    # The action is reached through `build` (payload validated with the mapping) or `run`.
+    for name in ("run", "build"):
+        object.__setattr__(r._routes[0], name, spy(getattr(r._routes[0], name)))
     r.route({"type": "track", "event": "x"})
     assert seen == [when]
 
@@ -216,8 +240,9 @@ def _differential_rows() -> list[Any]:
     return [pytest.param(row, id=row["input"]["id"]) for row in differential("action")]
 
 
+@pytest.mark.parametrize("in_one", [True, False], ids=["map-and-validate-in-one", "apart"])
 @pytest.mark.parametrize("row", _differential_rows())
-def test_segment_differential_cases_through_the_router(row: dict[str, Any]) -> None:
+def test_segment_differential_cases_through_the_router(row: dict[str, Any], in_one: bool) -> None:
     """A preset (or an action with its mapping merged over the defaults) selects and builds what
     Segment's published packages did for the same event, settings and clock."""
     from streamproc.errors import ConfigError
@@ -242,7 +267,8 @@ def test_segment_differential_cases_through_the_router(row: dict[str, Any]) -> N
     }
     now = parse_iso_time(case["now"])
     try:
-        router = Router(parse_config({"destinations": [destination]}, "t.yaml", {}), now=now)
+        config = parse_config({"destinations": [destination]}, "t.yaml", {})
+        router = Router(config, now=now, map_and_validate_in_one=in_one)
     except ConfigError as exc:
         # Segment rejects bad settings per event; streamproc refuses them at start-up.
         assert "error" in expected, exc
@@ -272,3 +298,108 @@ def test_many_distinct_values_of_an_indexed_field(fake: Any) -> None:
         assert [d.subscription for d in r.route({"type": "track", "userId": f"x{i}"})] == ["t"]
     assert [d.subscription for d in r.route({"type": "track", "userId": "u1"})] == ["s", "t"]
     assert [d.subscription for d in r.route({"type": "page", "userId": "u1"})] == ["s"]
+
+
+# --- Mapping and validation in one: the same deliveries as one after the other ------------------
+
+
+def _example_events() -> list[dict[str, Any]]:
+    """The example events that are JSON objects (the file also holds a few broken lines)."""
+    events = []
+    for line in (Path(__file__).resolve().parents[1] / "examples" / "events.jsonl").read_bytes().splitlines():
+        try:
+            event = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(event, dict):
+            events.append(event)
+    return events
+
+
+_EXAMPLE_EVENTS = _example_events()
+_PRESETS = {
+    "destinations": [
+        {"id": "sa", "type": "stackadapt", "settings": {"pixelId": "px"}, "presets": True},
+        {
+            "id": "tt",
+            "type": "tiktok-offline-conversions",
+            "settings": {"accessToken": "t", "eventSetID": "1"},
+            "presets": True,
+        },
+        {
+            "id": "seg",
+            "type": "seg",
+            "settings": {"apiKey": "abc8fb18-7559-4324-9921-a4b5015b4a1c"},
+            "presets": True,
+        },
+    ]
+}
+_PATHS = [
+    ("userId",),
+    ("anonymousId",),
+    ("timestamp",),
+    ("context", "ip"),
+    ("context", "page"),
+    ("context", "page", "url"),
+    ("context", "userAgent"),
+    ("context", "traits", "email"),
+    ("traits",),
+    ("traits", "email"),
+    ("properties", "email"),
+    ("properties", "phone"),
+    ("properties", "products"),
+    ("properties", "price"),
+    ("properties", "currency"),
+    ("properties", "value"),
+    ("properties", "order_id"),
+]
+_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-5, 5)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.sampled_from(["", "x", "a@b.co", "USD", "product", "2026-03-02T09:01:07.000Z"]),
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.sampled_from(["price", "name", "id", "quantity", "0"]), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+@functools.cache
+def _preset_routers() -> tuple[Router, Router]:
+    """Every preset of the three partners, routed with mapping and validation in one and apart."""
+    config = parse_config(_PRESETS, "t.yaml", {})
+    when = datetime(2026, 1, 1, tzinfo=UTC)
+    together = Router(config, now=when)
+    apart = Router(config, now=when, map_and_validate_in_one=False)
+    assert all(route.validated is not None for route in together._routes)
+    return together, apart
+
+
+def _outcome(router: Router, event: dict[str, Any]) -> list[Any]:
+    return [
+        (d.delivery_id, d.requests, type(d.error), d.error and d.error.message, d.skipped)
+        for d in router.route(event)
+    ]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    template=st.sampled_from(_EXAMPLE_EVENTS),
+    edits=st.lists(st.tuples(st.sampled_from(_PATHS), _VALUES), max_size=4),
+)
+def test_mapping_and_validation_in_one_give_the_same_deliveries(
+    template: dict[str, Any], edits: list[tuple[tuple[str, ...], Any]]
+) -> None:
+    together, apart = _preset_routers()
+    event = copy.deepcopy(template)
+    for path, value in edits:
+        holder = event
+        for key in path[:-1]:
+            if not isinstance(holder.get(key), dict):
+                holder[key] = {}
+            holder = holder[key]
+        holder[path[-1]] = value
+    assert _outcome(together, event) == _outcome(apart, event)

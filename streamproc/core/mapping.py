@@ -14,7 +14,7 @@ import builtins
 import re
 from collections.abc import Callable, Mapping
 from types import CodeType
-from typing import Any
+from typing import Any, cast
 
 from streamproc.core.js import (
     UNDEFINED,
@@ -55,6 +55,8 @@ DIRECTIVES: tuple[str, ...] = (
 ROOT_DIRECTIVE_KEY = "__segment_internal_directive"
 MAX_PATTERN_LENGTH = 10
 MAX_REPLACEMENT_LENGTH = 10
+STACK_EXCEEDED = "Maximum call stack size exceeded"
+"""The message of a mapping or payload nested too deeply to resolve (JavaScript's RangeError)."""
 
 
 def _error(message: str, messages: list[str] | None = None) -> MappingError:
@@ -502,6 +504,8 @@ def _string_path(node: Any) -> tuple[bool, tuple[str, ...] | None]:
 
 
 _CODE_CACHE: dict[str, CodeType] = {}
+# Where a walk met a value other than a dict, undefined or null: only `lookup` knows the answer.
+_NOT_WALKED = object()
 
 
 class _ObjectCode:
@@ -511,11 +515,22 @@ class _ObjectCode:
     returns exactly what the closure-per-member build returned: undefined members dropped, containers
     copied by remove_undefined."""
 
-    def __init__(self, node: dict[str, Any]) -> None:
+    def __init__(self, node: dict[str, Any], *, dict_mode: bool = True, schema: Any = None) -> None:
         self.node = node
+        # With a payload schema (PayloadSchema), members of the root object are stored as its
+        # `validate` would return them, or the function returns UNDECIDED.
+        self.schema = schema
+        self.root_out: str | None = None
+        # In dict mode the function body assumes an exact dict payload (another function, generated
+        # without that assumption, takes anything else), and the containers that literal paths pass
+        # through are read once, at the top.
+        self.dict_mode = dict_mode
+        self.head: list[str] = []
+        self.containers: dict[tuple[str, ...], str] = {}
         self.lines: list[str] = []
         self.names: dict[str, Any] = {
             "_U": UNDEFINED,
+            "_NA": _NOT_WALKED,
             "_dict": dict,
             "_list": list,
             "_lookup": lookup,
@@ -536,8 +551,17 @@ class _ObjectCode:
 
     def function(self) -> Resolver:
         out = self._object(self.node, "payload", 1)
+        if self.schema is not None:
+            for line in self.schema.required_lines(out):
+                self._emit(1, line)
         self.lines.append(f"    return {out}")
-        source = "def build(payload):\n" + "\n".join(self.lines) + "\n"
+        guard = []
+        if self.schema is not None:
+            guard = ["    if type(payload) is not _dict:", "        return _UNDECIDED"]
+        elif self.dict_mode:
+            other = self._name("_f", _ObjectCode(self.node, dict_mode=False).function())
+            guard = ["    if type(payload) is not _dict:", f"        return {other}(payload)"]
+        source = "def build(payload):\n" + "\n".join(guard + self.head + self.lines) + "\n"
         namespace = dict(self.names)
         # Mappings of the same shape (presets differing only in constants) share the source text,
         # and compiling it is most of the cost of compiling a mapping.
@@ -548,43 +572,64 @@ class _ObjectCode:
                 _CODE_CACHE[source] = code
         # Keys enter the source only as repr() literals; every value is passed in the namespace.
         exec(code, namespace)
-        fn: Resolver = namespace["build"]
-        return fn
+        fn: Any = namespace["build"]
+        # Each function runs its own copy of the code: the interpreter specialises a code object to
+        # the globals it meets, and mappings of one shape have a namespace each.
+        fn.__code__ = fn.__code__.replace()
+        return cast(Resolver, fn)
 
     def _emit(self, indent: int, line: str) -> None:
         self.lines.append("    " * indent + line)
 
     def _object(self, node: dict[str, Any], src: str, indent: int) -> str:
         out = self._name("o")
+        if self.root_out is None:
+            self.root_out = out
         self._emit(indent, f"{out} = {{}}")
         for key in js_keys(node):
             self._member(out, key, node[key], src, indent)
         return out
 
+    def _store(self, out: str, key: str, value: str, indent: int) -> None:
+        """`out[key] = value`, or in the root object with a schema, what its validation keeps."""
+        if self.schema is None or out != self.root_out:
+            self._emit(indent, f"{out}[{key!r}] = {value}")
+            return
+        for line in self.schema.member_lines(key, value, out, self.names):
+            self._emit(indent, line)
+
     def _member(self, out: str, key: str, node: Any, src: str, indent: int) -> None:
-        quoted = repr(key)
         if not isinstance(node, dict | list | tuple):
             if node is not UNDEFINED:
-                self._emit(indent, f"{out}[{quoted}] = {self._name('_c', node)}")
+                if self.schema is not None and out == self.root_out:
+                    value = self._name("v")
+                    self._emit(indent, f"{value} = {self._name('_c', node)}")
+                    self._store(out, key, value, indent)
+                else:
+                    self._store(out, key, self._name("_c", node), indent)
             return
         if isinstance(node, dict) and not _is_directive(node):
             inner = self._object(node, src, indent)
-            self._emit(indent, f"{out}[{quoted}] = {inner}")
+            self._store(out, key, inner, indent)
             return
         value = self._name("v")
         inlined = self._directive_value(node, src, value, indent)
         if inlined is not None:
             self._emit(indent, f"if {value} is not _U:")
             if inlined == "raw":
-                # A directive's value is cleaned as it comes out (event containers are copied).
-                self._emit(indent + 1, f"if type({value}) is _dict or type({value}) is _list:")
+                # A directive's value is cleaned as it comes out (event containers are copied); the
+                # usual value, a string, is let through first.
+                self._emit(
+                    indent + 1,
+                    f"if type({value}) is not _str and (type({value}) is _dict or type({value}) is _list):",
+                )
                 self._emit(indent + 2, f"{value} = _clean({value})")
-            self._emit(indent + 1, f"{out}[{quoted}] = {value}")
+            self._store(out, key, value, indent + 1)
             return
         fn = self._name("_f", _compile_clean(node))
         self._emit(indent, f"{value} = {fn}({src})")
         self._emit(indent, f"if {value} is not _U:")
-        self._emit(indent + 1, f"{out}[{quoted}] = {value}")
+        self._store(out, key, value, indent + 1)
 
     def _directive_value(self, node: Any, src: str, target: str, indent: int) -> str | None:
         """Emit code leaving the directive's value in `target`: "raw" when it still needs cleaning,
@@ -669,14 +714,45 @@ class _ObjectCode:
 
     def _lookup(self, parts: tuple[str, ...] | None, src: str, target: str, indent: int) -> None:
         """`target = lookup(src, parts)`, unrolled: exact dicts are read directly, anything else
-        goes through `lookup` from where the walk stands."""
+        goes through `lookup` from where the walk stands (in dict mode, from the payload)."""
         if parts is None:
             self._emit(indent, f"{target} = {src}")
+            return
+        if self.dict_mode and src == "payload" and len(parts) <= _INLINE_PATH_DEPTH:
+            if len(parts) == 1:
+                self._emit(indent, f"{target} = payload.get({parts[0]!r}, _U)")
+                return
+            holder = self._container(parts[:-1])
+            self._emit(indent, f"if type({holder}) is _dict:")
+            self._emit(indent + 1, f"{target} = {holder}.get({parts[-1]!r}, _U)")
+            # A missing or null member ends the walk with itself, as lookup would return it.
+            self._emit(indent, f"elif {holder} is _U or {holder} is None:")
+            self._emit(indent + 1, f"{target} = {holder}")
+            self._emit(indent, "else:")
+            self._emit(indent + 1, f"{target} = _lookup(payload, {self._name('_p', parts)})")
             return
         if len(parts) > _INLINE_PATH_DEPTH:
             self._emit(indent, f"{target} = _lookup({src}, {self._name('_p', parts)})")
             return
         self._step(parts, 0, src, target, indent)
+
+    def _container(self, parts: tuple[str, ...]) -> str:
+        """A variable set at the top of the function to what `lookup(payload, parts)` returns when
+        each step is a dict or ends the walk at a missing or null member; otherwise to `_NA`, and
+        the reader goes through `lookup`."""
+        name = self.containers.get(parts)
+        if name is None:
+            name = self.containers[parts] = self._name("h")
+            if len(parts) == 1:
+                line = f"{name} = payload.get({parts[0]!r}, _U)"
+            else:
+                outer = self._container(parts[:-1])
+                line = (
+                    f"{name} = {outer}.get({parts[-1]!r}, _U) if type({outer}) is _dict"
+                    f" else {outer} if {outer} is _U or {outer} is None else _NA"
+                )
+            self.head.append("    " + line)
+        return name
 
     def _step(self, parts: tuple[str, ...], i: int, current: str, target: str, indent: int) -> None:
         self._emit(indent, f"if type({current}) is _dict:")
@@ -985,7 +1061,7 @@ def _build_transform(opts: Any) -> Resolver:
     if not isinstance(apply, dict):
         return _raising('@transform "apply" key should be an object')
     try:
-        inner = _compile_root(apply, codegen=True)
+        inner = _compile_root(apply, codegen=True)[0]
     except MappingError as exc:
         failure = exc
         apply_fn: Resolver = lambda payload: _reraise(failure)  # noqa: E731
@@ -1367,10 +1443,11 @@ def _validate_processed(processed: Any) -> None:
         raise _error("\n".join(exc.messages), exc.messages) from None
 
 
-def _compile_root(mapping: Any, codegen: bool) -> Resolver:
-    """Segment's transform() as a closure: validated here, resolved and cleaned per payload. With
-    `codegen`, raw objects become generated functions that clean as they go; without it, one
-    closure per member and Segment's final undefined cleanup, which give the same payloads."""
+def _compile_root(mapping: Any, codegen: bool) -> tuple[Resolver, Resolver]:
+    """Segment's transform() as a closure: validated here, resolved and cleaned per payload, and the
+    same for a payload already known to be a dict. With `codegen`, raw objects become generated
+    functions that clean as they go; without it, one closure per member and Segment's final
+    undefined cleanup, which give the same payloads."""
     processed = _mapping_to_process(mapping)
     _validate_processed(processed)
     fn = _compile_clean(processed) if codegen else _cleaned(_compile_node(processed))
@@ -1384,20 +1461,22 @@ def _compile_root(mapping: Any, codegen: bool) -> Resolver:
             data = dict(data)
         return fn(data)
 
-    return run
+    return run, fn
 
 
 class CompiledMapping:
     """A validated Mapping, ready to resolve against many events."""
 
-    __slots__ = ("_run", "mapping")
+    __slots__ = ("_run", "mapping", "resolve_dict")
 
     def __init__(self, mapping: Any, *, codegen: bool = True) -> None:
         self.mapping = mapping
         try:
-            self._run = _compile_root(mapping, codegen)
+            self._run, resolve_dict = _compile_root(mapping, codegen)
         except RecursionError:
-            raise _error("Maximum call stack size exceeded") from None
+            raise _error(STACK_EXCEEDED) from None
+        self.resolve_dict: Callable[[dict[str, Any]], Any] = resolve_dict
+        """`resolve` for an event that is a dict, where a RecursionError is left to the caller."""
 
     def resolve(self, event: Any) -> Any:
         """The mapped payload for one event; JavaScript undefined members are absent and a bare
@@ -1405,10 +1484,27 @@ class CompiledMapping:
         try:
             return self._run(event)
         except RecursionError:
-            raise _error("Maximum call stack size exceeded") from None
+            raise _error(STACK_EXCEEDED) from None
 
     def __repr__(self) -> str:
         return f"CompiledMapping({self.mapping!r})"
+
+
+def compile_validated(mapping: Any, schema: Any) -> Callable[[dict[str, Any]], Any] | None:
+    """One generated function giving, for a dict event, what `schema.validate` (a PayloadSchema)
+    returns for the mapped payload, or UNDECIDED where only `validate` can say (then resolve and
+    validate as usual; the mapping kit's errors are raised the same either way). None when the
+    mapping's root is not a raw object or the schema has rules the generated code cannot hold."""
+    if not schema.inlinable:
+        return None
+    try:
+        processed = _mapping_to_process(mapping)
+        _validate_processed(processed)
+        if not isinstance(processed, dict) or _is_directive(processed):
+            return None
+        return _ObjectCode(processed, schema=schema).function()
+    except RecursionError:
+        raise _error(STACK_EXCEEDED) from None
 
 
 def compile(mapping: Any, *, codegen: bool = True) -> CompiledMapping:
@@ -1423,7 +1519,7 @@ def validate(mapping: Any) -> None:
     try:
         _validate_processed(_mapping_to_process(mapping))
     except RecursionError:
-        raise _error("Maximum call stack size exceeded") from None
+        raise _error(STACK_EXCEEDED) from None
 
 
 def resolve(mapping: Any, event: Any) -> Any:

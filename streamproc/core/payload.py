@@ -6,7 +6,8 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, Final
 
 from streamproc.core.fields import Choice, ConditionalRequired, Field
 from streamproc.core.js import (
@@ -19,7 +20,10 @@ from streamproc.core.js import (
 )
 from streamproc.errors import PayloadValidationError
 
-__all__ = ["PayloadSchema"]
+__all__ = ["UNDECIDED", "PayloadSchema"]
+
+UNDECIDED: Final = object()
+"""What code from `PayloadSchema.member_lines` returns where `validate` has to decide."""
 
 # Segment's pipeline, reproduced here (actions-core + AJV 8 with coerceTypes "array", allErrors,
 # removeAdditional, ajv-formats, @segment/ajv-human-errors):
@@ -489,6 +493,8 @@ def _compile_plain(
             fast = plain_get(k, _ABSENT)
             if fast is _ABSENT:
                 if additional:
+                    if val is UNDEFINED:
+                        return None
                     out[k] = val
                 continue
             if val.__class__ in fast:  # type: ignore[operator]
@@ -522,6 +528,32 @@ def _items_plain(node: _Node, shortcuts: bool) -> Callable[[dict[str, Any]], dic
         for i, (k, n) in enumerate(items.properties.items())
     }
     return _compile_plain(props, items.required, items.additional)
+
+
+def _object_plain(node: _Node, shortcuts: bool) -> Callable[[dict[str, Any]], dict[str, Any] | None] | None:
+    """The plain-object copier of an object field with properties, for a dict whose values need no
+    work (removeEmptyValues keeps each, the check copies each), else None."""
+    if not shortcuts or node.types != ("object",) or node.properties is None or node.enum is not None:
+        return None
+    props = {
+        k: (i, _compile_check(n, shortcuts), "/" + _pointer_key(k), _fast_classes(n, shortcuts))
+        for i, (k, n) in enumerate(node.properties.items())
+    }
+    return _compile_plain(props, node.required, node.additional)
+
+
+def _str_choices(node: _Node, shortcuts: bool) -> frozenset[str] | None:
+    """The strings a string field with choices takes as they are (no format or length to test)."""
+    if (
+        not shortcuts
+        or node.types != ("string",)
+        or node.enum is None
+        or node.format not in (None, "text", "password")
+        or node.min_length is not None
+        or node.max_length is not None
+    ):
+        return None
+    return frozenset(e for e in node.enum if e.__class__ is str)
 
 
 def _compile_check(node: _Node, shortcuts: bool) -> _Check:
@@ -830,7 +862,9 @@ class PayloadSchema:
     out the shortcuts for values that need no work, so every value goes through the full checks
     (same payloads and errors, slower)."""
 
-    __slots__ = ("_entries", "_fields", "_required", "_rules", "_str_keys", "_str_wrap_keys")
+    __slots__ = ("_entries", "_fields", "_formats", "_required", "_rules", "_str_keys", "_str_wrap_keys")
+
+    _str_keys: dict[str, frozenset[str] | None]
 
     def __init__(self, fields: Mapping[str, Field], *, fast: bool = True) -> None:
         shortcuts = fast
@@ -857,13 +891,28 @@ class PayloadSchema:
                 check=_compile_check(n, shortcuts),
                 pointer="/" + _pointer_key(k),
                 items_plain=_items_plain(n, shortcuts),
+                object_plain=_object_plain(n, shortcuts),
             )
         self._rules = _conditional_rules(fields)
         # Fields where a string needs no work (kept as it is, or wrapped in a list for `multiple`):
-        # the usual mapped value, so the loop tests these before anything else.
-        self._str_keys = frozenset(
-            k for k, e in self._entries.items() if e.fast is not None and str in e.fast
-        )
+        # the usual mapped value, so the loop tests these before anything else. A field with
+        # choices maps to the strings it takes as they are.
+        self._str_keys = {k: None for k, e in self._entries.items() if e.fast is not None and str in e.fast}
+        for k, n in root.properties.items():
+            choices = _str_choices(n, shortcuts)
+            if choices is not None:
+                self._str_keys[k] = choices
+        # String fields whose only test is a format: a string passing it is kept as it is.
+        self._formats = {
+            k: _FORMATS[n.format]
+            for k, n in root.properties.items()
+            if shortcuts
+            and n.types == ("string",)
+            and n.format in _FORMATS
+            and n.enum is None
+            and n.min_length is None
+            and n.max_length is None
+        }
         self._str_wrap_keys = frozenset(
             k
             for k, e in self._entries.items()
@@ -903,8 +952,10 @@ class PayloadSchema:
         for k, v in source.items():
             cls = v.__class__
             if cls is str:
-                # Same outcome as the `fast` / `item_fast` branches below.
-                if k in str_keys:
+                # Same outcome as the `fast` / `item_fast` branches below, or as the check of a
+                # string that is one of the choices.
+                choices = str_keys.get(k, _ABSENT)
+                if choices is None or (choices is not _ABSENT and v in choices):  # type: ignore[operator]
                     if v or not root:
                         out[k] = v
                     continue
@@ -946,6 +997,12 @@ class PayloadSchema:
                 else:
                     out[k] = copies
                     continue
+            object_plain = entry.object_plain
+            if object_plain is not None and cls is dict:
+                copy = object_plain(v)
+                if copy is not None:
+                    out[k] = copy
+                    continue
             if not prepared:
                 v = entry.prepare(v, root)
                 if v is UNDEFINED:
@@ -970,6 +1027,89 @@ class PayloadSchema:
             raise PayloadValidationError(" ".join(rule_errors + required + errors))
         return out
 
+    @property
+    def inlinable(self) -> bool:
+        """Whether `member_lines` can stand for `validate` (no conditional rules, shortcuts on)."""
+        return not self._rules and any(e.fast is not None for e in self._entries.values())
+
+    def member_lines(self, key: str, value: str, out: str, names: dict[str, Any]) -> list[str]:
+        """Python lines doing for one root member what `validate` does for it when its value needs
+        no work: `value` names the member's value (never undefined), `out` the dict being built.
+        Anything else makes them `return _UNDECIDED`, and `validate` has the last word. Objects the
+        lines use are added to `names`."""
+        entry = self._entries.get(key)
+        if entry is None:
+            return []  # an unknown member is dropped
+        n = f"_v{entry.index}"
+        quoted = repr(key)
+        names["_UNDECIDED"] = UNDECIDED
+        names["_str"], names["_list"], names["_dict"] = str, list, dict
+        lines = [f"if type({value}) is _str:"]
+        # An empty string is dropped at the root, whatever the field.
+        choices = self._str_keys.get(key, _ABSENT)
+        if choices is None:
+            lines += [f"    if {value}:", f"        {out}[{quoted}] = {value}"]
+        elif choices is not _ABSENT:
+            names[f"{n}_choices"] = choices
+            lines += [
+                f"    if {value}:",
+                f"        if {value} not in {n}_choices:",
+                "            return _UNDECIDED",
+                f"        {out}[{quoted}] = {value}",
+            ]
+        elif key in self._str_wrap_keys:
+            lines += [f"    if {value}:", f"        {out}[{quoted}] = [{value}]"]
+        elif key in self._formats:
+            names[f"{n}_format"] = self._formats[key]
+            lines += [
+                f"    if {value}:",
+                f"        if not {n}_format({value}):",
+                "            return _UNDECIDED",
+                f"        {out}[{quoted}] = {value}",
+            ]
+        else:
+            lines += [f"    if {value}:", "        return _UNDECIDED"]
+        if entry.fast is not None:
+            names[f"{n}_fast"] = entry.fast
+            lines += [f"elif type({value}) in {n}_fast:", f"    {out}[{quoted}] = {value}"]
+        if entry.item_fast is not None:
+            names[f"{n}_items"] = entry.item_fast
+            lines += [
+                f"elif type({value}) in {n}_items:",
+                f"    {out}[{quoted}] = [{value}]",
+                f"elif type({value}) is _list and all(type(x) in {n}_items for x in {value}):",
+                f"    {out}[{quoted}] = list({value})",
+            ]
+        if entry.items_plain is not None:
+            names[f"{n}_plain_items"] = partial(_plain_items, entry.items_plain)
+            lines += [
+                f"elif type({value}) is _list:",
+                f"    {value} = {n}_plain_items({value})",
+                f"    if {value} is None:",
+                "        return _UNDECIDED",
+                f"    {out}[{quoted}] = {value}",
+            ]
+        if entry.object_plain is not None:
+            names[f"{n}_plain_object"] = entry.object_plain
+            lines += [
+                f"elif type({value}) is _dict:",
+                f"    {value} = {n}_plain_object({value})",
+                f"    if {value} is None:",
+                "        return _UNDECIDED",
+                f"    {out}[{quoted}] = {value}",
+            ]
+        if not entry.keeps_null:
+            lines += [f"elif {value} is None:", "    pass"]  # removeEmptyValues drops it
+        lines += ["else:", "    return _UNDECIDED"]
+        return lines
+
+    def required_lines(self, out: str) -> list[str]:
+        """Lines ending the member lines: a required field missing from `out` is for `validate`."""
+        if not self._required:
+            return []
+        keys = " and ".join(f"{k!r} in {out}" for k in self._required)
+        return [f"if not ({keys}):", "    return _UNDECIDED"]
+
     def _clean(self, payload: Mapping[str, Any], root: bool) -> dict[str, Any]:
         cleaned = {}
         for k, v in payload.items():
@@ -979,6 +1119,21 @@ class PayloadSchema:
                 if v is not UNDEFINED:
                     cleaned[k] = v
         return cleaned
+
+
+def _plain_items(
+    items_plain: Callable[[dict[str, Any]], dict[str, Any] | None], items: list[Any]
+) -> list[dict[str, Any]] | None:
+    """The copies `validate` makes of a list of plain objects, or None where it has to decide."""
+    copies = []
+    for x in items:
+        if x.__class__ is not dict:
+            return None
+        copy = items_plain(x)
+        if copy is None:
+            return None
+        copies.append(copy)
+    return copies
 
 
 @dataclass(frozen=True, slots=True)
@@ -995,6 +1150,7 @@ class _Entry:
     check: _Check
     pointer: str
     items_plain: Callable[[dict[str, Any]], dict[str, Any] | None] | None
+    object_plain: Callable[[dict[str, Any]], dict[str, Any] | None] | None
 
     def prepare(self, v: Any, root: bool) -> Any:
         """removeEmptyValues and the wrapping of single values for `multiple` fields."""

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import time
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -27,6 +28,8 @@ __all__ = [
     "Skip",
     "Verdict",
     "classify_http",
+    "fast_constructor",
+    "new_request",
     "parse_retry_after",
 ]
 
@@ -58,14 +61,59 @@ class Skip:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class BuildContext:
-    """What a request builder may read besides the validated payload."""
+class BuildContext(NamedTuple):
+    """What a request builder may read besides the validated payload (a named tuple: the router
+    makes one per destination an event reaches)."""
 
     settings: Mapping[str, Any]
     endpoint: str
     event: Mapping[str, Any]
     now: datetime
+
+
+def fast_constructor(cls: type, names: tuple[str, ...]) -> Callable[..., Any]:
+    """A positional constructor for a frozen slotted dataclass that stores each field through its slot
+    directly: the generated __init__ goes through object.__setattr__ once per field, which is a
+    noticeable share of routing time. Falls back to the class itself if its fields are not `names`
+    or it has a __post_init__."""
+    fields = tuple(f.name for f in dataclasses.fields(cls))
+    if fields != names or hasattr(cls, "__post_init__") or len(names) not in (4, 8):
+        return cls
+    setters = [cls.__dict__[name].__set__ for name in names]
+    new = object.__new__
+    if len(names) == 4:
+        s0, s1, s2, s3 = setters
+
+        def make4(a: Any, b: Any, c: Any, d: Any) -> Any:
+            obj: Any = new(cls)
+            s0(obj, a)
+            s1(obj, b)
+            s2(obj, c)
+            s3(obj, d)
+            return obj
+
+        return make4
+    s0, s1, s2, s3, s4, s5, s6, s7 = setters
+
+    def make8(a: Any, b: Any, c: Any, d: Any, e: Any, f: Any, g: Any, h: Any) -> Any:
+        obj: Any = new(cls)
+        s0(obj, a)
+        s1(obj, b)
+        s2(obj, c)
+        s3(obj, d)
+        s4(obj, e)
+        s5(obj, f)
+        s6(obj, g)
+        s7(obj, h)
+        return obj
+
+    return make8
+
+
+new_request: Callable[[str, str, Mapping[str, str], bytes | None], Request] = fast_constructor(
+    Request, ("method", "url", "headers", "body")
+)
+"""`Request(method, url, headers, body)`, quicker (builders make one per delivery)."""
 
 
 BuildFn = Callable[[Mapping[str, Any], BuildContext], "list[Request] | Skip"]

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from streamproc.core.payload import PayloadSchema
-from streamproc.destinations.base import Action, BuildContext, Destination, Request, Skip
+from streamproc.destinations.base import Action, BuildContext, BuildFn, Destination, Request, Skip
 from streamproc.errors import PayloadValidationError
 
 __all__ = ["CompiledAction", "validate_settings"]
@@ -28,6 +28,11 @@ class CompiledAction:
         self.schema = PayloadSchema(action.fields, fast=fast)
         self._validate = self.schema.validate
         self._build = action.build if fast or action.build_exact is None else action.build_exact
+
+    @property
+    def build(self) -> BuildFn:
+        """The action's build function as `run` calls it (with or without its shortcuts)."""
+        return self._build
 
     def validate(self, resolved_payload: Mapping[str, Any]) -> dict[str, Any]:
         """The payload the action's build function receives (empty values removed, types coerced)."""

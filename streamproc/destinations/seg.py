@@ -19,6 +19,7 @@ from streamproc.destinations.base import (
     Request,
     Skip,
     Verdict,
+    new_request,
     parse_retry_after,
 )
 
@@ -243,7 +244,7 @@ _PAGE_KEYS = (*_COMMON_KEYS, ("Url", "url"), ("Title", "title"), ("Referrer", "r
 
 def _post(ctx: BuildContext, operation: str, body: Mapping[str, Any]) -> list[Request]:
     url = f"{ctx.endpoint.rstrip('/')}/{_PATH_PREFIX}/{ctx.settings['apiKey']}/{operation}"
-    return [Request("POST", url, _HEADERS, orjson.dumps(body))]
+    return [new_request("POST", url, _HEADERS, orjson.dumps(body))]
 
 
 def build_identify(payload: Mapping[str, Any], ctx: BuildContext) -> list[Request] | Skip:

@@ -8,9 +8,9 @@ from functools import partial
 from typing import Any
 
 from streamproc.core.fields import Field
-from streamproc.core.js import UNDEFINED, form_encode, form_encode_exact, json_bytes_exact, to_js_string
+from streamproc.core.js import UNDEFINED, FormTemplate, form_encode, json_bytes_exact, to_js_string
 from streamproc.core.js import json_bytes as js_json
-from streamproc.destinations.base import Action, BuildContext, Destination, Preset, Request, Skip
+from streamproc.destinations.base import Action, BuildContext, Destination, Preset, Request, Skip, new_request
 
 __all__ = ["DESTINATION", "args_json", "build_forward_event", "form_encode"]
 
@@ -186,12 +186,13 @@ class _Encoders:
     """URLSearchParams and JSON.stringify for `build_forward_event`: `_FAST` with their shortcuts,
     `_EXACT` (the action's `build_exact`) without; the requests are the same."""
 
-    query: Callable[[list[tuple[str, str]]], str]
+    query: Callable[[tuple[str, ...]], str]
     json: Callable[[Any], bytes]
 
 
-_FAST = _Encoders(query=form_encode, json=js_json)
-_EXACT = _Encoders(query=form_encode_exact, json=json_bytes_exact)
+_QUERY = FormTemplate(("segment_ss", "event_type", "title", "url", "ref", "ip_fwd", "ua_fwd", "uid", "args"))
+_FAST = _Encoders(query=_QUERY.encode, json=js_json)
+_EXACT = _Encoders(query=_QUERY.encode_exact, json=json_bytes_exact)
 _IDENTITY_KEYS = ("user_id", "first_name", "last_name", "email", "phone")
 
 
@@ -215,20 +216,20 @@ def build_forward_event(
             args[key] = value
     ip = _text(get("ip_fwd"))
     user_agent = _text(get("user_agent"))
-    query = [
-        ("segment_ss", "1"),
-        ("event_type", _text(get("event_type"))),
-        ("title", _text(get("title"))),
-        ("url", _text(get("url"))),
-        ("ref", _text(get("referrer"))),
-        ("ip_fwd", ip),
-        ("ua_fwd", user_agent),
-        ("uid", _text(ctx.settings.get("pixelId"))),
-        ("args", encoders.json(args).decode("utf-8")),
-    ]
+    query = (
+        "1",  # segment_ss
+        _text(get("event_type")),
+        _text(get("title")),
+        _text(get("url")),
+        _text(get("referrer")),  # ref
+        ip,
+        user_agent,  # ua_fwd
+        _text(ctx.settings.get("pixelId")),  # uid
+        encoders.json(args).decode("utf-8"),  # args
+    )
     url = f"{ctx.endpoint}/saq_pxl?{encoders.query(query)}"
     headers = {"content-type": "application/json", "x-forwarded-for": ip, "user-agent": user_agent}
-    return [Request("GET", url, headers, None)]
+    return [new_request("GET", url, headers, None)]
 
 
 FORWARD_EVENT = Action(

@@ -50,6 +50,7 @@ from streamproc.destinations.base import (
     Skip,
     Verdict,
     classify_http,
+    new_request,
 )
 from streamproc.errors import PayloadValidationError
 
@@ -389,7 +390,13 @@ class _Helpers:
     json: Callable[[Any], bytes]
 
 
-_FAST = _Helpers(format_phones, url_query_param, date_parse, js_json)
+def _body_json(body: dict[str, Any]) -> bytes:
+    # Every key of the body is one of the builder's own or a field of `contents` (validation drops
+    # any other), and none is an array index.
+    return js_json(body, plain_keys=True)
+
+
+_FAST = _Helpers(format_phones, url_query_param, date_parse, _body_json)
 _EXACT = _Helpers(format_phones_exact, url_query_param_exact, date_parse_exact, json_bytes_exact)
 _USER_KEYS = ("lead_id", "ttp", "ip", "user_agent", "locale")
 _PROPERTY_KEYS = ("query", "description", "order_id", "shop_id")
@@ -477,7 +484,7 @@ def build_offline_event(
         "content-type": "application/json",
         "user-agent": "Segment (Actions)",
     }
-    return [Request("POST", f"{ctx.endpoint}{_PATH}", headers, helpers.json(body))]
+    return [new_request("POST", f"{ctx.endpoint}{_PATH}", headers, helpers.json(body))]
 
 
 PARTIAL_SUCCESS = 20001

@@ -6,10 +6,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streamproc.core.js import (
+    FormTemplate,
     date_parse,
     date_parse_exact,
     form_encode,
@@ -81,10 +83,44 @@ def test_json_bytes_through_orjson_agrees_with_json_stringify(value: Any) -> Non
     assert json_bytes(value) == json_bytes_exact(value)
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"user_id": "a1f3c2d4-0b7e-4e55-9b1c-5d2e8f7a6b01", "price": 89.9},
+        {"id": "0b7e-4e55", "small": [1.5e-6, 1e-7], "big": {"x": 1e21}},
+        ["x:1e-5", "e+1", -2.5e-10, 1e16],
+        {"note": "1.5e-6 e-1 e+2", "n": 1.0},
+        [1.5e-6],
+        {"a": -1.5e-6, "b": "9e-9"},
+        {"a": "0b7e-4e55", "b": [5e-324, "x,1e-5"]},
+        [[-1e21], {"e": 2.5e-8}],
+    ],
+)
+def test_exponent_letters_in_text_and_numbers_in_exponent_form(value: Any) -> None:
+    assert json_bytes(value) == json_bytes_exact(value)
+
+
 @SETTINGS
 @given(pairs=st.lists(st.tuples(TEXT, TEXT), max_size=6))
 def test_one_pass_form_encoding_agrees_with_component_encoding(pairs: list[tuple[str, str]]) -> None:
     assert form_encode(pairs) == form_encode_exact(pairs)
+
+
+QUERY_NAMES = ("a", "b_c", "x-1.*")
+
+
+@SETTINGS
+@given(values=st.tuples(TEXT, TEXT, TEXT))
+def test_a_query_of_fixed_names_agrees_with_component_encoding(values: tuple[str, str, str]) -> None:
+    template = FormTemplate(QUERY_NAMES)
+    expected = form_encode_exact(list(zip(QUERY_NAMES, values, strict=True)))
+    assert template.encode(values) == expected == template.encode_exact(values)
+
+
+def test_a_query_template_refuses_names_that_need_escaping() -> None:
+    for names in [(), ("a b",), ("a", "é"), ("a=b",)]:
+        with pytest.raises(ValueError):
+            FormTemplate(names)
 
 
 QUERY_PART = st.sampled_from(["ttclid", "tt%63lid", "ttclid+", "a", "", "%zz", "ttc\tlid"]) | TEXT

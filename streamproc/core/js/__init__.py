@@ -27,6 +27,7 @@ from streamproc.core.js.strings import (
     well_formed,
 )
 from streamproc.core.js.url import (
+    FormTemplate,
     form_bytes,
     form_component,
     form_decode,
@@ -41,6 +42,7 @@ __all__ = [
     "UNDEFINED",
     "WHITESPACE",
     "WHITESPACE_SET",
+    "FormTemplate",
     "Undefined",
     "code_units",
     "date_parse",

@@ -82,7 +82,30 @@ def json_bytes_exact(value: Any) -> bytes:
 # string holding the same text only sends the value down the exact path.
 _INTEGRAL_FLOAT = re.compile(rb"\.0[,\]}]").search
 _POSITIVE_EXPONENT = re.compile(rb"\de\+").search
+_PLUS = ord("+")  # an int: `in` then looks for one byte, much quicker than for a bytes needle
 _NEGATIVE_EXPONENT = re.compile(rb"e-\d").search
+_EXPONENT_LETTERS = re.compile(rb"e[-+]\d").finditer
+_MANTISSA = frozenset(b"0123456789.")
+_BEFORE_NUMBER = frozenset(b":,[")
+
+
+def _exponent_number(out: bytes) -> bool:
+    """Whether an "e-" or "e+" and a digit in `out` belong to a number: text has them too (hex ids
+    such as UUIDs, "...4e-9b1c..."), while a number in exponent form is digits (and a point)
+    after ":", "," or "[" and an optional minus (orjson always signs the exponent)."""
+    for found in _EXPONENT_LETTERS(out):
+        i = end = found.start() - 1
+        while i >= 0 and out[i] in _MANTISSA:
+            i -= 1
+        if i == end:
+            continue
+        if i >= 0 and out[i] == 0x2D:  # "-"
+            i -= 1
+        if i >= 0 and out[i] in _BEFORE_NUMBER:
+            return True
+    return False
+
+
 # A quoted run of digits before ":" can only be a key (a string value is never followed by ":"); the
 # few non-index keys it also finds ("01", 2**32) only cost the exact path.
 _INDEX_KEY = re.compile(rb'"[0-9]+":').search
@@ -116,31 +139,35 @@ def _js_numbers(value: Any) -> Any:
     return value
 
 
-def _json_bytes_walked(value: Any) -> bytes:
+def _json_bytes_walked(value: Any, plain_keys: bool = False) -> bytes:
     try:
         out = orjson.dumps(_js_numbers(value))
     except (TypeError, _NotPlain):
         return json_bytes_exact(value)
-    if _INDEX_KEY(out):
+    if not plain_keys and _INDEX_KEY(out):
         return json_bytes_exact(value)
     return out
 
 
-def json_bytes(value: Any) -> bytes:
+def json_bytes(value: Any, *, plain_keys: bool = False) -> bytes:
     """`JSON.stringify(value)` as UTF-8 bytes, the same as `json_bytes_exact`. orjson writes the usual
     object or array and its output is searched for what JavaScript writes differently, so the usual
     body is never walked in Python. Integral floats are made ints for a second orjson pass; huge
-    ints, undefined, non-finite floats and lone surrogates make orjson refuse and take the exact path."""
+    ints, undefined, non-finite floats and lone surrogates make orjson refuse and take the exact path.
+    `plain_keys` is the caller's word that no object key is an array index (one JavaScript would
+    order first), so the output is not searched for one."""
     cls = value.__class__
     if cls is not dict and cls is not list:
-        return _json_bytes_walked(value)
+        return _json_bytes_walked(value, plain_keys)
     try:
         out = orjson.dumps(value, option=orjson.OPT_STRICT_INTEGER)
     except TypeError:
-        return _json_bytes_walked(value)
-    if _INTEGRAL_FLOAT(out) or (b"+" in out and _POSITIVE_EXPONENT(out)) or _NEGATIVE_EXPONENT(out):
-        return _json_bytes_walked(value)
-    if _INDEX_KEY(out):
+        return _json_bytes_walked(value, plain_keys)
+    if _INTEGRAL_FLOAT(out) or (
+        ((_PLUS in out and _POSITIVE_EXPONENT(out)) or _NEGATIVE_EXPONENT(out)) and _exponent_number(out)
+    ):
+        return _json_bytes_walked(value, plain_keys)
+    if not plain_keys and _INDEX_KEY(out):
         return json_bytes_exact(value)
     return out
 

@@ -12,23 +12,40 @@ from streamproc.core.js.strings import well_formed
 # quote_plus also keeps "~", which URLSearchParams escapes.
 _SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789*-._")
 _SAFE_BYTES = bytes(sorted(_SAFE))
-_PERCENT = {c: f"%{c:02X}".encode() for c in range(128)}
+_SAFE_AND_SEPARATORS = bytes(sorted(_SAFE | set(b"&=")))
+# Each ASCII byte alone and its escape.
+_ESCAPES = tuple((bytes((c,)), f"%{c:02X}".encode()) for c in range(128))
+_USUAL = b'":,{}/();[]'
+_USUAL_ESCAPES = tuple((c, *_ESCAPES[c]) for c in _USUAL)
+_USUAL_AND_LAST = _USUAL + b"% "
 
 
-def form_bytes(data: bytes) -> bytes:
+def form_bytes(data: bytes, safe: bytes = _SAFE_BYTES) -> bytes:
     """URLSearchParams encoding of ASCII bytes: one C-level replace per distinct character that
-    needs escaping (few, even in a JSON text) instead of a lookup per character."""
-    unsafe = data.translate(None, _SAFE_BYTES)
+    needs escaping (few, even in a JSON text) instead of a lookup per character. Bytes in `safe` are
+    kept as they are (the default is URLSearchParams' own set)."""
+    unsafe = data.translate(None, safe)
     if not unsafe:
         return data
-    present = set(unsafe)
+    return _escape(data, unsafe)
+
+
+def _escape(data: bytes, unsafe: bytes) -> bytes:
+    """`data` with each byte of `unsafe` (its bytes that need escaping, in any order) escaped. The
+    usual ones (JSON punctuation, user agents, URLs) are looked for one by one, a byte search each;
+    the rest are found with a set."""
     # "%" first (later replacements add "%"), space last ("+" must be escaped before spaces become "+").
-    if 0x25 in present:
+    if 0x25 in unsafe:
         data = data.replace(b"%", b"%25")
-    for c in present:
-        if c != 0x25 and c != 0x20:
-            data = data.replace(bytes((c,)), _PERCENT[c])
-    if 0x20 in present:
+    for c, one, escape in _USUAL_ESCAPES:
+        if c in unsafe:
+            data = data.replace(one, escape)
+    rest = unsafe.translate(None, _USUAL_AND_LAST)
+    if rest:
+        for c in set(rest):
+            one, escape = _ESCAPES[c]
+            data = data.replace(one, escape)
+    if 0x20 in unsafe:
         data = data.replace(b" ", b"+")
     return data
 
@@ -47,13 +64,52 @@ def form_encode_exact(pairs: list[tuple[str, str]]) -> str:
 
 def form_encode(pairs: list[tuple[str, str]]) -> str:
     """`new URLSearchParams(pairs).toString()`: the same text as `form_encode_exact`, with ASCII pairs
-    escaped in one pass. NUL stands for "&" and U+0001 for "=", so their escapes "%00" and "%01" mark
-    where the separators go (checked to occur nowhere else)."""
-    raw = "\x00".join(map("\x01".join, pairs))
-    if raw.isascii() and raw.count("\x00") == len(pairs) - 1 and raw.count("\x01") == len(pairs):
-        query = form_bytes(raw.encode("ascii")).replace(b"%00", b"&").replace(b"%01", b"=")
-        return query.decode("ascii")
+    escaped in one pass. When no name or value holds "&" or "=", the pairs are joined with them and
+    those two are kept; otherwise NUL stands for "&" and U+0001 for "=", so their escapes "%00" and
+    "%01" mark where the separators go (checked to occur nowhere else)."""
+    n = len(pairs)
+    raw = "&".join(map("=".join, pairs))
+    if raw.isascii():
+        if raw.count("&") == n - 1 and raw.count("=") == n:
+            return form_bytes(raw.encode("ascii"), _SAFE_AND_SEPARATORS).decode("ascii")
+        raw = "\x00".join(map("\x01".join, pairs))
+        if raw.count("\x00") == n - 1 and raw.count("\x01") == n:
+            query = form_bytes(raw.encode("ascii")).replace(b"%00", b"&").replace(b"%01", b"=")
+            return query.decode("ascii")
     return form_encode_exact(pairs)
+
+
+def _unsafe(text: str) -> bool:
+    return not text.isascii() or bool(text.encode("ascii").translate(None, _SAFE_BYTES))
+
+
+class FormTemplate:
+    """`new URLSearchParams(pairs).toString()` for pairs whose names are fixed: `encode(values)`
+    gives `form_encode(list(zip(names, values)))`, the names and separators written once."""
+
+    __slots__ = ("_format", "_names", "_separators")
+
+    def __init__(self, names: tuple[str, ...]) -> None:
+        if not names or not all(name and not _unsafe(name) for name in names):
+            raise ValueError(f"names must be URLSearchParams-safe: {names!r}")
+        self._names = names
+        self._format = "&".join(f"{name}=%s" for name in names)
+        self._separators = (len(names) - 1, len(names))
+
+    def encode(self, values: tuple[str, ...]) -> str:
+        raw = self._format % values
+        if raw.isascii():
+            data = raw.encode("ascii")
+            unsafe = data.translate(None, _SAFE_BYTES)
+            # The separators are all the "&" and "=" there are: no value holds one.
+            if (unsafe.count(b"&"), unsafe.count(b"=")) == self._separators:
+                unsafe = unsafe.translate(None, b"&=")
+                return (_escape(data, unsafe) if unsafe else data).decode("ascii")
+        return form_encode(list(zip(self._names, values, strict=True)))
+
+    def encode_exact(self, values: tuple[str, ...]) -> str:
+        """`encode` by the component-wise rules (`form_encode_exact`)."""
+        return form_encode_exact(list(zip(self._names, values, strict=True)))
 
 
 def form_decode(text: str) -> str:
