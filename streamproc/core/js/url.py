@@ -236,7 +236,7 @@ def encode_uri_component(text: str, *, uri: bool = False) -> str:
     return quote(text, safe=_URI_SAFE if uri else _COMPONENT_SAFE)
 
 
-_ESCAPES = re.compile(r"(?:%[0-9A-Fa-f]{2})+")
+_PERCENT_RUNS = re.compile(r"(?:%[0-9A-Fa-f]{2})+")
 
 
 def decode_uri_component(text: str) -> str:
@@ -251,7 +251,7 @@ def decode_uri_component(text: str) -> str:
         except UnicodeDecodeError:
             raise ValueError("URI malformed") from None
 
-    out = _ESCAPES.sub(decoded, text)
-    if "%" in _ESCAPES.sub("", text):
+    out = _PERCENT_RUNS.sub(decoded, text)
+    if "%" in _PERCENT_RUNS.sub("", text):
         raise ValueError("URI malformed")
     return out
