@@ -47,6 +47,7 @@ from streamproc.core.js import (
     utf16_length,
 )
 from streamproc.core.js.convert import js_add, js_compare, to_integer_or_infinity
+from streamproc.core.js.dates import days_from_civil
 from streamproc.core.js.url import decode_uri_component, encode_uri_component
 
 __all__ = ["FILTERS", "FilterError", "js_equals", "js_value", "paired", "read_property", "stringify"]
@@ -856,7 +857,7 @@ class _Date:
         self.s, self.milli = divmod(rest, 1000)
 
     def yday(self) -> int:
-        return _days_from_civil(self.y, self.mo, self.d) - _days_from_civil(self.y, 1, 1) + 1
+        return days_from_civil(self.y, self.mo, self.d) - days_from_civil(self.y, 1, 1) + 1
 
     def week(self, start: int) -> str:
         since = (self.weekday - start + 7) % 7
@@ -880,15 +881,6 @@ def _civil(days: int) -> tuple[int, int, int]:
     day = doy - (153 * mp + 2) // 5 + 1
     month = mp + 3 if mp < 10 else mp - 9
     return yoe + era * 400 + (month <= 2), month, day
-
-
-def _days_from_civil(y: int, m: int, d: int) -> int:
-    y -= m <= 2
-    era = y // 400
-    yoe = y - era * 400
-    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
-    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
-    return era * 146097 + doe - 719468
 
 
 def _locale_time(d: _Date) -> str:

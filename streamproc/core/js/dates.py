@@ -38,7 +38,8 @@ _KEYWORDS: dict[str, tuple[str, int]] = {
 _V8_WHITESPACE = WHITESPACE_SET
 
 
-def _days_from_civil(y: int, m: int, d: int) -> int:
+def days_from_civil(y: int, m: int, d: int) -> int:
+    """Days from 1970-01-01 to the proleptic Gregorian date y-m-d."""
     y -= m <= 2
     era = y // 400
     yoe = y - era * 400
@@ -246,7 +247,7 @@ class _DateParts:
             # V8 adds up the offset in a 32-bit int; absurd offsets wrap around the same way.
             total = ((self.tz_hour or 0) * 3600 + (self.tz_minute or 0) * 60 + 2**31) % 2**32 - 2**31
             offset_seconds = self.sign * total
-        days = _days_from_civil(year, month, 1) + day - 1
+        days = days_from_civil(year, month, 1) + day - 1
         value = ((days * 24 + hour) * 60 + minute) * 60_000 + second * 1000 + ms - offset_seconds * 1000
         return float(value) if abs(value) <= 8.64e15 else math.nan
 
@@ -350,7 +351,7 @@ def _common_iso(m: re.Match[str]) -> float:
         if zh > 23 or zm > 59:
             return math.nan
         offset = (zh * 60 + zm) * (-1 if zone[0] == "-" else 1)
-    days = _days_from_civil(year, month, 1) + day - 1
+    days = days_from_civil(year, month, 1) + day - 1
     value = ((days * 24 + hour) * 60 + minute - offset) * 60_000 + second * 1000 + ms
     return float(value) if abs(value) <= 8.64e15 else math.nan
 
