@@ -104,7 +104,8 @@ class LoopCounter(_LoopFamily):
     """A counter family (exported as `<name>_total`)."""
 
     def labels(self, *values: str, **kw: str) -> _Count:
-        return self._child(values, kw)  # type: ignore[return-value]
+        child = self._memo.get(values) if not kw else None
+        return child if child is not None else self._child(values, kw)  # type: ignore[return-value]
 
     def _new(self) -> _Count:
         return _Count()
@@ -136,7 +137,8 @@ class LoopHistogram(_LoopFamily):
         super().__init__(name, documentation, labelnames, registry)
 
     def labels(self, *values: str, **kw: str) -> _Observations:
-        return self._child(values, kw)  # type: ignore[return-value]
+        child = self._memo.get(values) if not kw else None
+        return child if child is not None else self._child(values, kw)  # type: ignore[return-value]
 
     def _new(self) -> _Observations:
         return _Observations(self.buckets)

@@ -321,10 +321,10 @@ class EventProcessor:
         self._dead_letter_undecodable = undecodable == "dead-letter"
         self._on_dry_run = on_dry_run
         # Their labels() are memoised and their updates plain additions (streamproc.metrics); the
-        # children updated per delivery are looked up once per (destination, action).
+        # three children a delivered delivery updates are looked up once per (destination, action).
         self._metrics = metrics
-        self._m_matched: dict[tuple[str, str], Any] = {}
         self._m_delivered: dict[tuple[str, str], _Delivered] = {}
+        self._m_matched = metrics.events_matched
         self._m_consumed = metrics.events_consumed
         self._m_undecodable = metrics.events_undecodable
         self._m_outcome = metrics.deliveries
@@ -370,22 +370,13 @@ class EventProcessor:
             return
         matched = self._m_matched
         for d in deliveries:
-            counter = matched.get((d.destination, d.action))
-            if counter is None:
-                counter = matched[(d.destination, d.action)] = self._metrics.events_matched.labels(
-                    d.destination, d.action
-                )
-            counter.inc()
+            matched.labels(d.destination, d.action).inc()
             if summary is not None:
                 summary.tally(d.destination).matched += 1
         if self.dry_run:
             self._show(msg, lane, offset, deliveries)
             return
         self._start(lane, msg, offset, [(d, None) for d in deliveries], redelivery)
-
-    def _delivered_metrics(self, d: Delivery) -> _Delivered:
-        m = self._m_delivered[(d.destination, d.action)] = _Delivered(self._metrics, d.destination, d.action)
-        return m
 
     def leave_out(self, msg: Any, lane: Lane) -> None:
         """Finish a message on purpose without processing it (redrive: a marker, a filtered record)."""
@@ -529,7 +520,11 @@ class EventProcessor:
             dest = delivery.destination
             summary = self._summary
             if outcome == "delivered":
-                m = self._m_delivered.get((dest, delivery.action)) or self._delivered_metrics(delivery)
+                m = self._m_delivered.get((dest, delivery.action))
+                if m is None:
+                    m = self._m_delivered[(dest, delivery.action)] = _Delivered(
+                        self._metrics, dest, delivery.action
+                    )
                 m.delivered.inc()
                 m.latency.observe(time.monotonic() - ev.consumed_at)
                 kind, ts = ev.msg.timestamp()

@@ -1080,24 +1080,22 @@ class PayloadSchema:
                 f"elif type({value}) is _list and all(type(x) in {n}_items for x in {value}):",
                 f"    {out}[{quoted}] = list({value})",
             ]
-        if entry.items_plain is not None:
-            names[f"{n}_plain_items"] = partial(_plain_items, entry.items_plain)
-            lines += [
-                f"elif type({value}) is _list:",
-                f"    {value} = {n}_plain_items({value})",
-                f"    if {value} is None:",
-                "        return _UNDECIDED",
-                f"    {out}[{quoted}] = {value}",
-            ]
-        if entry.object_plain is not None:
-            names[f"{n}_plain_object"] = entry.object_plain
-            lines += [
-                f"elif type({value}) is _dict:",
-                f"    {value} = {n}_plain_object({value})",
-                f"    if {value} is None:",
-                "        return _UNDECIDED",
-                f"    {out}[{quoted}] = {value}",
-            ]
+        items = entry.items_plain
+        plain = (
+            ("_list", "plain_items", None if items is None else partial(_plain_items, items)),
+            ("_dict", "plain_object", entry.object_plain),
+        )
+        for kind, suffix, settle in plain:
+            if settle is not None:
+                # A container settled by `settle` (None: it needs the full validation).
+                names[f"{n}_{suffix}"] = settle
+                lines += [
+                    f"elif type({value}) is {kind}:",
+                    f"    {value} = {n}_{suffix}({value})",
+                    f"    if {value} is None:",
+                    "        return _UNDECIDED",
+                    f"    {out}[{quoted}] = {value}",
+                ]
         if not entry.keeps_null:
             lines += [f"elif {value} is None:", "    pass"]  # removeEmptyValues drops it
         lines += ["else:", "    return _UNDECIDED"]
