@@ -284,17 +284,6 @@ def _remove(value: Any, pattern: Any = UNDEFINED, *_args: Any) -> str:
     return text.replace(old, "") if old else text
 
 
-def _remove_first(value: Any, pattern: Any = UNDEFINED, *_args: Any) -> str:
-    text, old = stringify(value), stringify(pattern)
-    return text.replace(old, "", 1) if old else text
-
-
-def _remove_last(value: Any, pattern: Any = UNDEFINED, *_args: Any) -> str:
-    text, old = stringify(value), stringify(pattern)
-    index = text.rfind(old)
-    return text if index < 0 or not old else text[:index] + text[index + len(old) :]
-
-
 def _replace(value: Any, pattern: Any = UNDEFINED, replacement: Any = UNDEFINED, *_args: Any) -> str:
     text, old, new = stringify(value), stringify(pattern), stringify(replacement)
     if old:
@@ -315,6 +304,14 @@ def _replace_last(value: Any, pattern: Any = UNDEFINED, replacement: Any = UNDEF
     if index < 0:
         return text
     return text[:index] + new + text[index + len(old) :]
+
+
+def _remove_first(value: Any, pattern: Any = UNDEFINED, *_args: Any) -> str:
+    return _replace_first(value, pattern, "")
+
+
+def _remove_last(value: Any, pattern: Any = UNDEFINED, *_args: Any) -> str:
+    return _replace_last(value, pattern, "")
 
 
 def _split(value: Any, separator: Any = UNDEFINED, *_args: Any) -> list[str]:
@@ -610,8 +607,7 @@ _CGI_EXTRA = re.compile(r"[!'()*]")
 
 
 def _cgi_escape(value: Any, *_args: Any) -> str:
-    text = _uri(stringify(value)).replace("%20", "+")
-    return _CGI_EXTRA.sub(lambda m: f"%{ord(m.group(0)):X}", text)
+    return _CGI_EXTRA.sub(lambda m: f"%{ord(m.group(0)):X}", _url_encode(value))
 
 
 def _uri_escape(value: Any, *_args: Any) -> str:
