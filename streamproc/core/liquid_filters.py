@@ -43,10 +43,11 @@ from streamproc.core.js import (
     to_js_string,
     to_number,
     trim,
+    truthy,
     utf8,
     utf16_length,
 )
-from streamproc.core.js.convert import js_add, js_compare, to_integer_or_infinity
+from streamproc.core.js.convert import js_add, js_compare, to_integer_or_infinity, to_primitive
 from streamproc.core.js.dates import days_from_civil
 from streamproc.core.js.url import decode_uri_component, encode_uri_component
 
@@ -110,13 +111,7 @@ def _plain(value: Any) -> Any:
     """A value as JavaScript operators see it (`empty` and `blank` are objects, not "")."""
     if type(value) in _PLAIN_TYPES:
         return value
-    if is_undefined(value):
-        return UNDEFINED
-    if isinstance(value, Empty | Blank):
-        return {}
-    if isinstance(value, range):
-        return list(value)
-    return value
+    return {} if isinstance(value, Empty | Blank) else js_value(value)
 
 
 def _number(value: Any) -> float:
@@ -138,12 +133,7 @@ def _falsy(value: Any) -> bool:
 
 def _js_truthy(value: Any) -> bool:
     """JavaScript's `if (value)`."""
-    value = js_value(value)
-    if value is None or value is UNDEFINED or value is False or value == "":
-        return False
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return value == value and value != 0
-    return True
+    return truthy(js_value(value))
 
 
 def _result(number: float) -> int | float:
@@ -294,17 +284,6 @@ def _remove(value: Any, pattern: Any = UNDEFINED, *_args: Any) -> str:
     return text.replace(old, "") if old else text
 
 
-def _remove_first(value: Any, pattern: Any = UNDEFINED, *_args: Any) -> str:
-    text, old = stringify(value), stringify(pattern)
-    return text.replace(old, "", 1) if old else text
-
-
-def _remove_last(value: Any, pattern: Any = UNDEFINED, *_args: Any) -> str:
-    text, old = stringify(value), stringify(pattern)
-    index = text.rfind(old)
-    return text if index < 0 or not old else text[:index] + text[index + len(old) :]
-
-
 def _replace(value: Any, pattern: Any = UNDEFINED, replacement: Any = UNDEFINED, *_args: Any) -> str:
     text, old, new = stringify(value), stringify(pattern), stringify(replacement)
     if old:
@@ -325,6 +304,14 @@ def _replace_last(value: Any, pattern: Any = UNDEFINED, replacement: Any = UNDEF
     if index < 0:
         return text
     return text[:index] + new + text[index + len(old) :]
+
+
+def _remove_first(value: Any, pattern: Any = UNDEFINED, *_args: Any) -> str:
+    return _replace_first(value, pattern, "")
+
+
+def _remove_last(value: Any, pattern: Any = UNDEFINED, *_args: Any) -> str:
+    return _replace_last(value, pattern, "")
 
 
 def _split(value: Any, separator: Any = UNDEFINED, *_args: Any) -> list[str]:
@@ -620,8 +607,7 @@ _CGI_EXTRA = re.compile(r"[!'()*]")
 
 
 def _cgi_escape(value: Any, *_args: Any) -> str:
-    text = _uri(stringify(value)).replace("%20", "+")
-    return _CGI_EXTRA.sub(lambda m: f"%{ord(m.group(0)):X}", text)
+    return _CGI_EXTRA.sub(lambda m: f"%{ord(m.group(0)):X}", _url_encode(value))
 
 
 def _uri_escape(value: Any, *_args: Any) -> str:
@@ -987,7 +973,7 @@ def _parse_date(value: Any, zone: Any = UNDEFINED) -> _Date | None:
     elif isinstance(value, str):
         ms = _time_clip(to_number(value) * 1000.0) if _DIGITS.fullmatch(value) else date_parse(value)
     else:
-        primitive = to_js_string(value) if isinstance(value, list | tuple | dict) else value
+        primitive = to_primitive(value)
         ms = date_parse(primitive) if isinstance(primitive, str) else _time_clip(to_number(primitive))
     if math.isnan(ms):
         return None
