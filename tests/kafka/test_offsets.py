@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from streamproc.kafka.consumer import ConsumerLoop, Partition
 from streamproc.kafka.offsets import OffsetTracker
+from streamproc.kafka.progress import Progress
 from streamproc.metrics import Metrics
 
 
@@ -90,6 +91,90 @@ def test_watermark_is_always_the_first_unfinished_offset(steps: list[int], rnd: 
         unfinished = [x for x in offsets if x not in finished]
         assert t.watermark() == (unfinished[0] if unfinished else offsets[-1] + 1)
         assert t.in_flight == len(unfinished)
+
+
+# -- what is finished past the watermark, and a new owner taking it over ---------------------------
+
+
+def test_progress_lists_what_finished_past_the_watermark() -> None:
+    t = OffsetTracker("t", 0)
+    for o in (10, 11, 12, 14, 15, 16):  # 13: a gap (compaction), no message
+        t.add(o)
+    for o in (11, 12, 15):
+        t.complete(o)
+    t.finish_delivery(14, 7)
+    t.finish_delivery(14, 9)
+    t.finish_delivery(11, 7)  # already finished: nothing to say
+    p = t.progress()
+    assert p == Progress(10, ((11, 14), (15, 16)), {14: frozenset({7, 9})})
+    t.complete(14)
+    t.complete(10)
+    assert t.progress() == Progress(16, (), {})
+
+
+def test_a_new_owner_passes_over_what_the_last_one_finished_and_commits_it_again() -> None:
+    # The last owner committed 10 with 11..19 finished, and two deliveries of 20 done.
+    t = OffsetTracker("t", 0)
+    t.inherit(Progress(10, ((11, 20),), {20: frozenset({7, 9})}))
+    assert not t.skips(10)
+    t.add(10)
+    assert [o for o in range(11, 15) if t.skips(o)] == [11, 12, 13, 14]
+    # A commit now, before 15..19 are read, still says they are finished.
+    assert t.progress() == Progress(10, ((11, 20),), {20: frozenset({7, 9})})
+    t.complete(10)
+    assert t.watermark() == 20  # 15..19 are finished and unread: the watermark passes them
+    for o in range(15, 20):
+        assert t.skips(o)
+    assert not t.skips(20)
+    t.add(20)
+    assert t.finished_deliveries(20) == {7, 9}
+    t.finish_delivery(20, 3)
+    assert t.progress() == Progress(20, (), {20: frozenset({3, 7, 9})})
+    t.complete(20)
+    assert t.watermark() == 21 and t.finished_deliveries(20) is None
+
+
+def test_an_inherited_offset_read_again_is_not_skipped_twice() -> None:
+    t = OffsetTracker("t", 0)
+    t.inherit(Progress(0, ((1, 3),)))
+    t.add(0)
+    assert t.skips(1) and t.skips(2)
+    assert not t.skips(2)  # a second read of 2 (a seek back): add() refuses it as usual
+    with pytest.raises(ValueError):
+        t.add(2)
+
+
+@given(st.lists(st.sampled_from("fop"), min_size=1, max_size=120))
+def test_an_owner_chain_never_loses_or_repeats_finished_work(states: list[str]) -> None:
+    # Owner 1 reads offsets 0..n-1 and finishes some ("f"), some partly ("p"), leaves others open
+    # ("o"); owner 2 inherits its progress: it processes exactly the unfinished offsets, and the
+    # partly finished ones with the deliveries done already.
+    first = OffsetTracker("t", 0)
+    for o in range(len(states)):
+        first.add(o)
+    for o, state in enumerate(states):
+        if state == "f":
+            first.complete(o)
+        elif state == "p":
+            first.finish_delivery(o, 1)
+    handed = first.progress()
+    assert handed is not None
+    second = OffsetTracker("t", 0)
+    second.inherit(handed)
+    processed, parts = [], {}
+    for o in range(handed.watermark, len(states)):
+        if second.skips(o):
+            continue
+        second.add(o)
+        processed.append(o)
+        if second.finished_deliveries(o):
+            parts[o] = set(second.finished_deliveries(o) or ())
+    assert processed == [o for o, s in enumerate(states) if s != "f" and o >= handed.watermark]
+    assert parts == {o: {1} for o, s in enumerate(states) if s == "p" and o >= handed.watermark}
+    for o in processed:
+        second.complete(o)
+    # Nothing left to read when everything was finished: the earlier commit stands.
+    assert second.watermark() == (len(states) if processed else None)
 
 
 # -- the consumer loop's commits, against a scripted stand-in for confluent-kafka's Consumer --------
