@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import gc
 import signal
+import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime
@@ -79,11 +80,18 @@ class Worker:
         self._decode = make_decoder(config.input)
         self.processor = self._processor(ConsumerLoop.complete, self._halt)
         self.consumer = ConsumerLoop(
-            consumer_config(self.kafka.bootstrap_servers, self.kafka.group_id, self.kafka.client),
+            consumer_config(
+                self.kafka.bootstrap_servers,
+                self.kafka.group_id,
+                self.kafka.client,
+                group_instance_id=self.kafka.group_instance_id,
+            ),
             self.kafka.topics,
             self.processor.process,
             metrics=self.metrics,
             revoke_timeout=config.limits.revoke_timeout,
+            metadata_max_bytes=self.kafka.offset_metadata_max_bytes,
+            waiting=self.dispatcher.waiting,
             **self._poll_limits(),
             on_poll=self._on_poll,
             on_assignment=self._on_assignment,
@@ -158,6 +166,8 @@ class Worker:
             ordered=parking.ordered,
             not_before=self.dispatcher.not_before,
             release_timeout=self.config.limits.revoke_timeout,
+            metadata_max_bytes=kafka.offset_metadata_max_bytes,
+            waiting=self.dispatcher.waiting,
             **self._poll_limits(),
         )
         self.retry_processor = self._processor(retry.complete, self._halt_retry)
@@ -196,6 +206,13 @@ class Worker:
     async def _on_live_release(self, partitions: list[int], timeout: float) -> None:
         if self.retry is not None:
             await self.retry.release_live(partitions, timeout)
+
+    def _in_flight(self) -> int:
+        """Events of both consumers whose work is not finished."""
+        return self.consumer.in_flight() + (self.retry.in_flight() if self.retry is not None else 0)
+
+    def _idle(self) -> bool:
+        return self._in_flight() == 0
 
     def _halt_retry(self, exc: BaseException, health_reason: str | None) -> None:
         if self.retry is not None:
@@ -282,19 +299,23 @@ class Worker:
                 await self.consumer.run()
             except (KafkaError, StreamprocError) as exc:
                 fatal = exc
+            # One budget for both consumers: their work drains together while the live consumer
+            # keeps serving the group; what still waits for a retry at the end is given up.
+            budget = 0.0 if fatal else limits.shutdown_timeout
+            stop_at = time.monotonic() + budget
             if self.retry is not None and retry_task is not None:
                 self.retry.request_stop()
                 with contextlib.suppress(KafkaError, StreamprocError):
                     await retry_task
-            log.info("draining", in_flight=self.consumer.in_flight())
-            left = await self.consumer.drain(0.0 if fatal else limits.shutdown_timeout)
-            if self.retry is not None:
-                left += await self.retry.drain(0.0 if fatal else limits.shutdown_timeout)
+            log.info("draining", in_flight=self._in_flight(), seconds=budget)
+            # The last part of the budget is for requests on the wire after the give-up.
+            await self.consumer.drain(stop_at - min(limits.revoke_timeout, budget / 2), idle=self._idle)
+            left = self._in_flight()
             if left:
                 log.warning("shutdown_left_work", in_flight=left)
+            await self.consumer.close(stop_at)
             if self.retry is not None:
-                await self.retry.close()
-            await self.consumer.close()
+                await self.retry.close(stop_at)
         finally:
             await self.dispatcher.close()
             if self.dlq is not None:

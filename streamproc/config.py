@@ -47,6 +47,7 @@ _EMPTY: Mapping[str, Any] = MappingProxyType({})
 _KAFKA_OWNED = {
     "bootstrap.servers": "kafka.bootstrap_servers",
     "group.id": "kafka.group_id",
+    "group.instance.id": "kafka.group_instance_id",
     "enable.auto.commit": "streamproc's own commit loop",
     "enable.auto.offset.store": "streamproc's own offset tracking",
 }
@@ -153,6 +154,23 @@ class KafkaConfig:
         bool,
         Key("create missing retry topics at start, with as many partitions as the largest input topic"),
     ] = True
+    group_instance_id: Annotated[
+        str | None,
+        Key(
+            "static group membership: a name unique to this worker and kept across its restarts "
+            "(e.g. ${POD_NAME}); a restart within session.timeout.ms then moves no partition, but a "
+            "worker that stops for good holds its partitions until that timeout ends",
+            default_text="none (dynamic membership)",
+        ),
+    ] = None
+    offset_metadata_max_bytes: Annotated[
+        int,
+        Key(
+            "longest metadata a commit carries (the offsets and deliveries finished past the "
+            "committed offset); the broker's offset.metadata.max.bytes, 0 for none",
+            minimum=0,
+        ),
+    ] = 4096
 
     def retry_topic(self, destination: str) -> str:
         """The retry topic of one destination instance."""
@@ -193,11 +211,21 @@ class Limits:
     )
     commit_interval: Annotated[float, Key("seconds between offset commits", exclusive_minimum=0)] = 5.0
     shutdown_timeout: Annotated[
-        float, Key("seconds to finish in-flight deliveries on shutdown", exclusive_minimum=0)
+        float,
+        Key(
+            "seconds a stopping worker takes at most to finish its deliveries, live and parked together "
+            "(it keeps serving the group meanwhile); what still waits for a retry then is given up, "
+            "for the partitions' next owners",
+            exclusive_minimum=0,
+        ),
     ] = 30.0
     revoke_timeout: Annotated[
         float,
-        Key("seconds to finish a revoked partition's deliveries before releasing it", exclusive_minimum=0),
+        Key(
+            "seconds a revoked partition waits for its requests already sent; its deliveries that wait "
+            "(a retry backoff, a slot, a rate token) are given up at once and sent by its next owner",
+            exclusive_minimum=0,
+        ),
     ] = 15.0
 
 
@@ -778,6 +806,8 @@ def _kafka(c: _Checker, value: Any) -> KafkaConfig | None:
     elif any(t.startswith(prefix) for t in (*topics, dlq)):
         c.add("kafka.retry_topic_prefix", "must not be a prefix of kafka.topics or the dead-letter topic")
     create_retry = _get(c, data, "create_retry_topics", "kafka", _bool, True)
+    instance = _get(c, data, "group_instance_id", "kafka", _str(), None)
+    metadata_max = _get(c, data, "offset_metadata_max_bytes", "kafka", _int(0), 4096)
     client: dict[str, str] = {}
     raw_client = c.mapping(data.get("client"), "kafka.client")
     for key, val in (raw_client or {}).items():
@@ -798,6 +828,8 @@ def _kafka(c: _Checker, value: Any) -> KafkaConfig | None:
         client=MappingProxyType(client),
         retry_topic_prefix=prefix,
         create_retry_topics=create_retry,
+        group_instance_id=instance,
+        offset_metadata_max_bytes=metadata_max,
     )
 
 

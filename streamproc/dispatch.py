@@ -13,7 +13,11 @@ holding its event's offset for the whole budget. Without a share (replay, redriv
 
 Requests go out through the bulkhead's `HttpClient` (streamproc.client), the one seam to HTTP.
 The per-request bookkeeping has fast paths for the common case (circuit closed, no rate limit, a
-free concurrency slot, unordered), since it runs as often as the client itself. The worker lets
+free concurrency slot, unordered), since it runs as often as the client itself. A delivery that
+waits rather than sends (a retry backoff, a concurrency slot, a rate token, an open circuit, its
+key's turn) has its task in `Dispatcher.waiting` meanwhile: a partition being released cancels
+those at once (they stay unfinished, for the partition's next owner) and awaits only the ones on
+the wire. Only the slow paths pay for that bookkeeping. The worker lets
 deliveries in through `Dispatcher.admit`: a delivery waiting for its key's turn or a concurrency
 slot is a callback in a queue (an `Admission`), and gets its task only once it may send, so a
 backlog of thousands of deliveries costs no tasks, coroutines or futures while it waits.
@@ -29,7 +33,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 import structlog
 
@@ -57,8 +61,21 @@ __all__ = [
 
 log = structlog.get_logger("streamproc.dispatch")
 
+T = TypeVar("T")
+
 RESPONSE_BODY_LIMIT = 2048
 """Bytes of a partner's error response kept for the dead letter."""
+
+
+async def _waited(waiting: set[asyncio.Task[Any]], awaitable: Awaitable[T]) -> T:
+    """Await a wait (not a send) with the current task in `waiting` meanwhile."""
+    task = asyncio.current_task()
+    assert task is not None
+    waiting.add(task)
+    try:
+        return await awaitable
+    finally:
+        waiting.discard(task)
 
 
 class DeliveryLike(Protocol):
@@ -604,6 +621,8 @@ class Bulkhead:
         """Deliveries of this destination not finished yet (those waiting in an open batch aside)."""
         self.batchers: list[Batcher] = []
         """The batchers sending through this bulkhead: their open batches' deliveries are in flight too."""
+        self.waiting: set[asyncio.Task[Any]] = set()
+        """Tasks waiting rather than sending (the dispatcher shares one set among its bulkheads)."""
         dest = policy.destination
         m = self._metrics
         self._m_circuit = m.circuit_state.labels(dest)
@@ -776,7 +795,7 @@ class Bulkhead:
                     else:
                         if admitted is not None and admitted.holds:
                             admitted.give_back()  # no slot held while the circuit is open
-                        probe = await breaker.acquire(deadline)
+                        probe = await _waited(self.waiting, breaker.acquire(deadline))
                     if probe is None:
                         return self._failed(
                             ErrorType.CIRCUIT_OPEN,
@@ -793,12 +812,13 @@ class Bulkhead:
                         if admitted is not None and admitted.holds:
                             admitted.holds = False  # its slot is this attempt's now
                         elif not limiter.try_acquire():
-                            await limiter.acquire()
+                            await _waited(self.waiting, limiter.acquire())
                         try:
                             if self._bucket is not None:
-                                waited = await self._bucket.acquire()
-                                if waited:
-                                    self._m_rate_wait.inc(waited)
+                                wait = self._bucket.reserve()
+                                if wait > 0:
+                                    await _waited(self.waiting, asyncio.sleep(wait))
+                                    self._m_rate_wait.inc(wait)
                             attempt += 1
                             attempts_total += 1
                             last_at = time.time()
@@ -881,7 +901,7 @@ class Bulkhead:
                             delay,
                         )
                     self._m_retries.inc()
-                    await asyncio.sleep(delay)
+                    await _waited(self.waiting, asyncio.sleep(delay))
             if prior + attempts_total == 1:
                 return _DELIVERED_ONCE
             return DeliveryResult("delivered", attempts=prior + attempts_total)
@@ -1030,6 +1050,11 @@ class Dispatcher:
         self, bulkheads: Iterable[Bulkhead], batchers: Mapping[tuple[str, str], Batcher] | None = None
     ) -> None:
         self.bulkheads: dict[str, Bulkhead] = {b.policy.destination: b for b in bulkheads}
+        self.waiting: set[asyncio.Task[Any]] = set()
+        """Tasks of deliveries that wait rather than send: a retry backoff, a concurrency slot, a
+        rate token, an open circuit, their key's turn. Cancelling one loses nothing it has sent."""
+        for bulkhead in self.bulkheads.values():
+            bulkhead.waiting = self.waiting
         self._sequencer = KeySequencer()
         self._batchers: Mapping[tuple[str, str], Batcher] = batchers or {}
         """(destination, subscription) -> the batcher its deliveries go through, when batching is on."""
@@ -1132,7 +1157,7 @@ class Dispatcher:
         prev, mine = self._sequencer.turn(seq_key)
         try:
             if prev is not None and not prev.finished:
-                await self._sequencer.wait(prev)
+                await _waited(self.waiting, self._sequencer.wait(prev))
             if share is not None and behind is not None:
                 share = behind() or share
             result = await (

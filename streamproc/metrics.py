@@ -174,6 +174,13 @@ class Metrics:
             ["topic"],
             registry=r,
         )
+        self.finished_before = LoopCounter(
+            "streamproc_finished_before_total",
+            "Events (kind=event) and deliveries (kind=delivery) read again after their partition "
+            "changed hands that its last owner had finished (its commit said so): not sent again.",
+            ["topic", "kind"],
+            registry=r,
+        )
         self.events_matched = LoopCounter(
             "streamproc_events_matched_total",
             "Deliveries created: an event matched a subscription.",

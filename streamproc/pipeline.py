@@ -42,6 +42,8 @@ from streamproc.decoding import SchemaRegistryUnavailable
 from streamproc.dispatch import Admission, DeliveryResult, Dispatcher, Failure
 from streamproc.errors import ConfigError, ConfigProblem, DecodeError, ErrorType, KafkaError, StreamprocError
 from streamproc.kafka.dlq import DeadLetter, DeadLetterProducer
+from streamproc.kafka.offsets import OffsetTracker
+from streamproc.kafka.progress import delivery_key
 from streamproc.metrics import Metrics
 from streamproc.router import Delivery, Router
 
@@ -79,8 +81,10 @@ def kafka_section(config: Config, command: str) -> KafkaConfig:
 
 
 class Lane(Protocol):
-    """Where a message was read: its topic and partition, and the set holding the tasks of its
-    deliveries (drained on revoke and at the end). The consumer loop's `Partition` is one.
+    """Where a message was read: its topic and partition, the set holding the tasks of its
+    deliveries (drained on revoke and at the end), and its offsets' tracker, which also keeps the
+    deliveries of an unfinished event that are finished (and those its partition's last owner
+    finished: they are not sent again). The consumer loop's `Partition` is one.
 
     A delivery waiting for its turn or a concurrency slot has no task yet (`dispatch.Admission`);
     once `released` is true, such a delivery is given up instead of started."""
@@ -88,6 +92,7 @@ class Lane(Protocol):
     topic: str
     partition: int
     tasks: set[asyncio.Task[Any]]
+    tracker: OffsetTracker
 
     @property
     def released(self) -> bool: ...
@@ -329,6 +334,7 @@ class EventProcessor:
         self._m_undecodable = metrics.events_undecodable
         self._m_outcome = metrics.deliveries
         self._m_dead = metrics.dead_letters
+        self._m_finished_before = metrics.finished_before
 
     # -- one message -------------------------------------------------------------------------------
     def process(self, msg: Any, lane: Lane, redelivery: Redelivery | None = None) -> None:
@@ -363,6 +369,11 @@ class EventProcessor:
             self._reject(msg, lane, offset, failure, redelivery)
             return
         summary = self._summary
+        if deliveries and (done := lane.tracker.finished_deliveries(offset)):
+            deliveries = self._not_done(lane, deliveries, done)
+            if not deliveries:
+                self._complete(lane, offset)
+                return
         if not deliveries:
             if summary is not None:
                 summary.unmatched += 1
@@ -377,6 +388,13 @@ class EventProcessor:
             self._show(msg, lane, offset, deliveries)
             return
         self._start(lane, msg, offset, [(d, None) for d in deliveries], redelivery)
+
+    def _not_done(self, lane: Lane, deliveries: list[Delivery], done: set[int]) -> list[Delivery]:
+        """The deliveries of an event that its partition's last owner did not finish."""
+        left = [d for d in deliveries if delivery_key(d.destination, d.subscription) not in done]
+        if len(left) < len(deliveries):
+            self._m_finished_before.labels(lane.topic, "delivery").inc(len(deliveries) - len(left))
+        return left
 
     def leave_out(self, msg: Any, lane: Lane) -> None:
         """Finish a message on purpose without processing it (redrive: a marker, a filtered record)."""
@@ -543,12 +561,20 @@ class EventProcessor:
         ev.remaining -= 1
         if ev.remaining == 0:
             self._complete(ev.lane, ev.offset)
+        elif delivery is not None:
+            key = delivery_key(delivery.destination, delivery.subscription)
+            ev.lane.tracker.finish_delivery(ev.offset, key)
         return None
 
-    def _finish(self, ev: _Event) -> None:
+    def _finish(self, ev: _Event, delivery: Delivery | None) -> None:
+        """One delivery of `ev` is finished: the event is once it was the last; until then its
+        partition's tracker keeps which ones are (for the commit, so a next owner skips them)."""
         ev.remaining -= 1
         if ev.remaining == 0:
             self._complete(ev.lane, ev.offset)
+        elif delivery is not None:
+            key = delivery_key(delivery.destination, delivery.subscription)
+            ev.lane.tracker.finish_delivery(ev.offset, key)
 
     async def _dead_letter(self, ev: _Event, delivery: Delivery | None, failure: Failure) -> None:
         assert self.dead_letters is not None
@@ -566,4 +592,4 @@ class EventProcessor:
             partition=ev.lane.partition,
             offset=ev.offset,
         )
-        self._finish(ev)
+        self._finish(ev, delivery)

@@ -593,3 +593,33 @@ async def test_an_admission_given_up_passes_its_turn_and_slot_on(partner: StandI
     assert [path for _, path, _ in partner.seen] == ["/0", "/2"]
     assert ordered.in_flight == 0 and ordered.limiter.in_use == 0 and dispatcher.keys_waiting == 0
     await dispatcher.close()
+
+
+async def test_a_delivery_waiting_to_retry_is_marked_waiting_and_one_on_the_wire_is_not(
+    partner: StandIn,
+) -> None:
+    # What a partition's release relies on: it cancels the first kind at once (nothing of it is
+    # lost) and awaits the second (its answer decides whether it is sent again).
+    async def answer(request: web.Request) -> web.Response:
+        if request.path == "/slow":
+            await asyncio.sleep(0.3)
+            return web.Response(status=200)
+        return web.Response(status=503)
+
+    partner.handler = answer
+    bulkhead = Bulkhead(policy(backoff_initial=30.0, backoff_max=30.0, budget=600.0))
+    dispatcher = Dispatcher([bulkhead])
+    slow = asyncio.create_task(dispatcher.deliver(FakeDelivery("d1", "p", [post(partner.url + "/slow")])))
+    busy = asyncio.create_task(dispatcher.deliver(FakeDelivery("d2", "p", [post(partner.url + "/busy")])))
+    for _ in range(100):
+        if busy in dispatcher.waiting:
+            break
+        await asyncio.sleep(0.01)
+    assert busy in dispatcher.waiting and slow not in dispatcher.waiting and not slow.done()
+    busy.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await busy
+    assert (await slow).outcome == "delivered"
+    assert not dispatcher.waiting and bulkhead.in_flight == 0 and bulkhead.limiter.in_use == 0
+    assert sorted(path for _, path, _ in partner.seen) == ["/busy", "/slow"]
+    await dispatcher.close()

@@ -14,6 +14,7 @@ import yaml
 
 from streamproc.cli import main
 from streamproc.dispatch import DeliveryResult, Failure
+from streamproc.kafka.offsets import OffsetTracker
 from streamproc.metrics import Metrics
 from streamproc.pipeline import EventProcessor, Origin, Redelivery, Undecodable
 from streamproc.router import Delivery
@@ -27,6 +28,7 @@ class Lane:
     partition: int = 0
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     released: bool = False
+    tracker: OffsetTracker = field(default_factory=lambda: OffsetTracker("events", 0))
 
 
 class Msg:

@@ -1,9 +1,21 @@
 """The consumer loop: batch polls off the event loop, per-partition offset tracking, watermark
-commits, backpressure pauses and cooperative rebalances.
+commits with what is finished past the watermark, backpressure pauses and cooperative rebalances.
 
 Every call into the confluent-kafka consumer happens on one dedicated thread, so `consume` can
 block without stalling asyncio and the rebalance callbacks (which librdkafka runs inside
 `consume`) can wait for the event loop to finish a revoked partition's work.
+
+Handing a partition over. Each commit carries the watermark and, in its metadata, the offsets and
+deliveries finished past it (streamproc.kafka.progress); the next owner reads both when the
+partition is assigned and passes over what is finished. A revoke never waits for a retry backoff:
+the partition's deliveries that wait (a backoff, a concurrency slot, a rate token, their key's
+turn, an open circuit) are given up at once and stay unfinished, neither dead-lettered nor parked,
+for the next owner to send; requests already on the wire are awaited up to `revoke_timeout`,
+since an answer not awaited would make the next owner send them again. Then the partition is
+committed and released. A worker that stops keeps polling, its partitions paused, while its work
+drains (`drain`), so the group's rebalances run their callbacks and commit in time; a commit the
+group refuses while it rebalances is made again after the next poll, for the partitions still
+owned (polling.Commits).
 """
 
 from __future__ import annotations
@@ -11,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,10 +33,15 @@ from confluent_kafka import TopicPartition
 
 from streamproc.errors import KafkaError
 from streamproc.kafka.offsets import OffsetTracker
-from streamproc.kafka.polling import commit_sync, consume_batch, refresh_high_watermarks
+from streamproc.kafka.polling import Commits, consume_batch, refresh_high_watermarks
+from streamproc.kafka.progress import decode, encode
 from streamproc.metrics import Metrics
 
-__all__ = ["ConsumerLoop", "Partition", "committable", "consumer_config", "wait_for_in_flight"]
+__all__ = ["ConsumerLoop", "Partition", "consumer_config", "let_go", "wait_for_in_flight"]
+
+FINAL_COMMIT_WAIT = 10.0
+"""Seconds a stopping worker keeps polling for its last commit while the group rebalances (within
+the Helm chart's margin of the grace period over `shutdown_timeout`)."""
 
 log = structlog.get_logger("streamproc.consumer")
 
@@ -39,6 +56,7 @@ class Partition:
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     revoking: bool = False
     committed: int | None = None
+    committed_metadata: str = ""
     high: int | None = None
 
     @property
@@ -47,18 +65,38 @@ class Partition:
 
     @property
     def released(self) -> bool:
-        """Revoked, lost or closed: its work still waiting to start is given up."""
-        return self.tracker.closed
+        """Being revoked, lost or closed: its work still waiting to start is given up."""
+        return self.revoking or self.tracker.closed
 
+    def start_from(self, committed: TopicPartition) -> int:
+        """The partition's last commit: where its reading starts, and what its last owner finished
+        past that (passed over from now on). Returns how many offsets that is."""
+        if committed.offset < 0:
+            return 0
+        self.committed = committed.offset
+        self.committed_metadata = committed.metadata or ""
+        progress = decode(committed.metadata, committed.offset)
+        if progress is None:
+            if self.committed_metadata:
+                log.warning(
+                    "commit_metadata_unreadable",
+                    topic=self.topic,
+                    partition=self.partition,
+                    offset=committed.offset,
+                )
+            return 0
+        self.tracker.inherit(progress)
+        return sum(stop - start for start, stop in progress.finished)
 
-def committable(parts: Iterable[Partition]) -> list[TopicPartition]:
-    """The watermarks of these partitions that are not committed yet."""
-    out = []
-    for part in parts:
-        wm = part.tracker.watermark()
-        if wm is not None and wm != part.committed:
-            out.append(TopicPartition(part.topic, part.partition, wm))
-    return out
+    def commit_point(self, metadata_max_bytes: int) -> TopicPartition | None:
+        """The watermark with what is finished past it, unless that is what was last committed."""
+        progress = self.tracker.progress()
+        if progress is None:
+            return None
+        metadata = encode(progress, metadata_max_bytes)
+        if progress.watermark == self.committed and metadata == self.committed_metadata:
+            return None
+        return TopicPartition(self.topic, self.partition, progress.watermark, metadata=metadata)
 
 
 async def wait_for_in_flight(parts: Iterable[Partition], deadline: float) -> None:
@@ -68,13 +106,38 @@ async def wait_for_in_flight(parts: Iterable[Partition], deadline: float) -> Non
         await asyncio.sleep(0.02)
 
 
+async def let_go(parts: Iterable[Partition], deadline: float, waiting: Collection[asyncio.Task[Any]]) -> None:
+    """End the work of partitions being released: the deliveries that wait (`waiting`: a retry
+    backoff, a concurrency slot, a rate token, their key's turn, an open circuit) are cancelled at
+    once, and stay unfinished for the next owner to send; those on the wire (a partner request, a
+    dead letter or retry record being written) are awaited until `deadline` (monotonic), since the
+    next owner would send again one whose answer was not awaited."""
+    parts = list(parts)
+    while True:
+        tasks = [t for p in parts for t in p.tasks if not t.done()]
+        if not tasks:
+            return
+        for task in tasks:
+            if task in waiting:
+                task.cancel()
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        # Woken by the first to end, and at least every 20 ms: one on the wire may start a backoff.
+        await asyncio.wait(tasks, timeout=min(left, 0.02), return_when=asyncio.FIRST_COMPLETED)
+
+
 MessageHandler = Callable[[Any, Partition], None]
 """Starts the work for one message; must call `ConsumerLoop.complete` when it is all done."""
 
 
-def consumer_config(bootstrap_servers: str, group_id: str, client: Mapping[str, str]) -> dict[str, Any]:
+def consumer_config(
+    bootstrap_servers: str, group_id: str, client: Mapping[str, str], *, group_instance_id: str | None = None
+) -> dict[str, Any]:
     """librdkafka settings of the worker's consumer: the user's `client` settings (security,
-    timeouts) with the ones at-least-once delivery depends on forced on top."""
+    timeouts) with the ones at-least-once delivery depends on forced on top; `group_instance_id`
+    makes it a static member of the group (the live consumer only: the retry consumer assigns its
+    partitions and is no member)."""
     conf: dict[str, Any] = {
         "auto.offset.reset": "earliest",
         # Bounds the prefetched bytes for the whole consumer, whatever the lag.
@@ -92,6 +155,8 @@ def consumer_config(bootstrap_servers: str, group_id: str, client: Mapping[str, 
             "enable.auto.offset.store": False,
         }
     )
+    if group_instance_id:
+        conf["group.instance.id"] = group_instance_id
     return conf
 
 
@@ -111,6 +176,8 @@ class ConsumerLoop:
         commit_interval: float = 5.0,
         revoke_timeout: float = 15.0,
         poll_timeout: float = 0.1,
+        metadata_max_bytes: int = 4096,
+        waiting: Collection[asyncio.Task[Any]] = frozenset(),
         consumer_factory: Callable[[dict[str, Any]], Any] = confluent_kafka.Consumer,
         on_poll: Callable[[], None] | None = None,
         on_assignment: Callable[[int], None] | None = None,
@@ -128,6 +195,9 @@ class ConsumerLoop:
         self._commit_interval = commit_interval
         self._revoke_timeout = revoke_timeout
         self._poll_timeout = poll_timeout
+        # The tasks of deliveries that wait rather than send (dispatch.Dispatcher.waiting): a
+        # revoke cancels those of its partitions at once.
+        self._waiting = waiting
         self._factory = consumer_factory
         self._on_poll = on_poll or (lambda: None)
         self._on_assignment = on_assignment or (lambda n: None)
@@ -142,14 +212,22 @@ class ConsumerLoop:
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._parts: dict[tuple[str, int], Partition] = {}
+        self._commits = Commits(
+            logger=log,
+            failed_event="commit_failed",
+            metadata_max_bytes=metadata_max_bytes,
+            latency=metrics.commit_latency,
+        )
+        self._next_commit = 0.0
         self._stopping = False
         self._closing = False
+        self._drain_until: float | None = None
         self._fatal: BaseException | None = None
         self._want_paused = False
         self._paused = False
         self._assigned_since_pause = False
-        self.commits = 0
         self._m_lag: dict[tuple[str, int], Any] = {}
+        self._m_finished_before: dict[str, Any] = {}
 
     # -- state seen by the worker --------------------------------------------------------------
     @property
@@ -160,6 +238,11 @@ class ConsumerLoop:
     def paused(self) -> bool:
         return self._paused
 
+    @property
+    def commits(self) -> int:
+        """Commits the broker accepted."""
+        return self._commits.count
+
     def in_flight(self) -> int:
         """Consumed events whose work is not finished, over the live partitions."""
         return sum(p.tracker.in_flight for p in self._parts.values())
@@ -168,8 +251,8 @@ class ConsumerLoop:
         """Consumed events at or past the watermarks, finished or not, over the live partitions.
 
         Backpressure bounds this rather than `in_flight`: one slow event holds its partition's
-        watermark while the events after it finish, and every one of them would be read and sent
-        again after a crash. Bounding the window bounds both memory and those replays."""
+        watermark while the events after it finish, and the tracker keeps each of them until it
+        does. Bounding the window bounds that memory, and the commit's metadata with it."""
         return sum(p.tracker.window for p in self._parts.values())
 
     @staticmethod
@@ -207,7 +290,7 @@ class ConsumerLoop:
         """Poll and hand messages to the handler until asked to stop; raises what `fail` was given."""
         if self._consumer is None:
             await self.start()
-        next_commit = time.monotonic() + self._commit_interval
+        self._next_commit = time.monotonic() + self._commit_interval
         m_in_flight = self._metrics.in_flight_events
         while not self._stopping:
             m_in_flight.set(self.in_flight())
@@ -217,20 +300,26 @@ class ConsumerLoop:
                     self._want_paused = False
             elif window >= self._max_in_flight:
                 self._want_paused = True
-            offsets = None
-            if time.monotonic() >= next_commit:
-                offsets = committable(self._parts.values())
-                next_commit = time.monotonic() + self._commit_interval
-            batch = await self._in_kafka_thread(self._poll, self._want_paused, offsets)
-            self._on_poll()
-            if offsets is not None:
-                self._update_lag()
+            batch = await self._step(self._want_paused)
             for msg in batch:
                 if self._stopping:
                     break
                 self._accept(msg)
         if self._fatal is not None:
             raise self._fatal
+
+    async def _step(self, paused: bool) -> list[Any]:
+        """One poll (serving the group: rebalance callbacks run inside it), with the commit when
+        it is due or owed again after a refusal."""
+        offsets = None
+        if self._commits.again or time.monotonic() >= self._next_commit:
+            offsets = self._commits.due(self._parts.values())
+            self._next_commit = time.monotonic() + self._commit_interval
+        batch: list[Any] = await self._in_kafka_thread(self._poll, paused, offsets)
+        self._on_poll()
+        if offsets is not None:
+            self._update_lag()
+        return batch
 
     def _accept(self, msg: Any) -> None:
         err = msg.error()
@@ -247,14 +336,24 @@ class ConsumerLoop:
             # Fetched just before the partition moved on; its new owner reads it from the commit.
             return
         offset = msg.offset()
-        last = part.tracker.watermark()
+        tracker = part.tracker
+        last = tracker.watermark()
         if last is not None and offset < last:
             return
+        if tracker.skips(offset):
+            self._finished_before(part.topic)
+            return
         try:
-            part.tracker.add(offset)
+            tracker.add(offset)
         except ValueError:
             return  # already being processed
         self._handler(msg, part)
+
+    def _finished_before(self, topic: str) -> None:
+        counter = self._m_finished_before.get(topic)
+        if counter is None:
+            counter = self._m_finished_before[topic] = self._metrics.finished_before.labels(topic, "event")
+        counter.inc()
 
     def _update_lag(self) -> None:
         for part in self._parts.values():
@@ -283,41 +382,55 @@ class ConsumerLoop:
             self._assigned_since_pause = False
             self._metrics.paused_partitions.set(len(assignment) if want_paused else 0)
         if offsets:
-            self._commit_sync(offsets)
+            self._commits.commit(c, offsets, self._parts)
         if offsets is not None:
             refresh_high_watermarks(c, self._parts.values())
         return consume_batch(c, self._batch, self._poll_timeout)
 
-    def _commit_sync(self, offsets: list[TopicPartition]) -> bool:
-        committed = commit_sync(
-            self._consumer,
-            offsets,
-            self._parts,
-            logger=log,
-            failed_event="commit_failed",
-            latency=self._metrics.commit_latency,
-        )
-        if committed:
-            self.commits += 1
-        return committed
-
     def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         self._metrics.rebalances.labels("assign").inc()
+        committed = self._committed(consumer, partitions)
+        inherited = 0
         for tp in partitions:
             key = (tp.topic, tp.partition)
-            self._parts[key] = Partition(tp.topic, tp.partition, OffsetTracker(tp.topic, tp.partition))
+            part = Partition(tp.topic, tp.partition, OffsetTracker(tp.topic, tp.partition))
+            last = committed.get(key)
+            if last is not None:
+                inherited += part.start_from(last)
+            self._parts[key] = part
         self._assigned_since_pause = True
         if self._on_assigned is not None:
             self._on_assigned([tp.partition for tp in partitions])
         self._metrics.assigned_partitions.set(len(self._parts))
         self._on_assignment(len(self._parts))
-        log.info("partitions_assigned", partitions=[f"{tp.topic}[{tp.partition}]" for tp in partitions])
+        log.info(
+            "partitions_assigned",
+            partitions=[f"{tp.topic}[{tp.partition}]" for tp in partitions],
+            finished_past_commit=inherited,
+        )
+
+    @staticmethod
+    def _committed(consumer: Any, partitions: list[TopicPartition]) -> dict[tuple[str, int], TopicPartition]:
+        """The last commit of each newly assigned partition, with its metadata."""
+        try:
+            found = consumer.committed(
+                [TopicPartition(tp.topic, tp.partition) for tp in partitions], timeout=10
+            )
+        except confluent_kafka.KafkaException as exc:
+            # Reading starts at the committed offsets all the same: only what the last owner
+            # finished past them is sent again.
+            log.warning("committed_offsets_unreadable", error=str(exc.args[0] if exc.args else exc))
+            return {}
+        return {(tp.topic, tp.partition): tp for tp in found if tp.error is None}
 
     def _on_revoke(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         self._metrics.rebalances.labels("revoke").inc()
-        offsets = self._release_from_thread(partitions, 0.0 if self._closing else self._revoke_timeout)
+        timeout = 0.0 if self._closing else self._revoke_timeout
+        if self._drain_until is not None:
+            timeout = min(timeout, max(0.0, self._drain_until - time.monotonic()))
+        offsets = self._release_from_thread(partitions, timeout)
         if offsets:
-            self._commit_sync(offsets)
+            self._commits.commit(consumer, offsets, self._parts)
         log.info("partitions_revoked", partitions=[f"{tp.topic}[{tp.partition}]" for tp in partitions])
 
     def _on_lost(self, consumer: Any, partitions: list[TopicPartition]) -> None:
@@ -339,55 +452,89 @@ class ConsumerLoop:
 
     # -- loop side of rebalance and shutdown -----------------------------------------------------
     async def release(self, partitions: list[TopicPartition], timeout: float) -> list[TopicPartition]:
-        """Stop taking work for these partitions, wait up to `timeout` for what is in flight, then
-        forget them. Returns the watermarks to commit; late completions are ignored from now on."""
+        """Stop taking work for these partitions, give up their deliveries that wait, await those on
+        the wire up to `timeout`, then forget them. Returns the commit points to commit; late
+        completions are ignored from now on."""
         parts = [p for tp in partitions if (p := self._parts.get((tp.topic, tp.partition))) is not None]
+        await self._let_go(parts, time.monotonic() + timeout)
+        return self._forget(parts)
+
+    async def _let_go(self, parts: list[Partition], deadline: float) -> None:
+        """Mark the partitions as being released and end their work (see `let_go`); their retry
+        partitions are let go at the same time (`on_release`)."""
+        if not parts:
+            return
         for part in parts:
             part.revoking = True
-        if timeout > 0 and parts:
-            self._on_drain()
-        deadline = time.monotonic() + timeout
-        await wait_for_in_flight(parts, deadline)
-        if self._on_release is not None and parts:
-            left_time = max(0.0, deadline - time.monotonic())
-            await self._on_release(sorted({p.partition for p in parts}), left_time)
+        self._on_drain()  # open batches go now: their deliveries are on the wire from here
+        work: list[Awaitable[None]] = [let_go(parts, deadline, self._waiting)]
+        if self._on_release is not None:
+            left = max(0.0, deadline - time.monotonic())
+            work.append(self._on_release(sorted({p.partition for p in parts}), left))
+        await asyncio.gather(*work)
+
+    def _forget(self, parts: list[Partition]) -> list[TopicPartition]:
         offsets = []
         for part in parts:
-            wm = part.tracker.watermark()
+            point = part.commit_point(self._commits.metadata_max_bytes)
             left = part.tracker.close()
+            cut = [t for t in part.tasks if not t.done() and not t.cancelling()]
             for task in list(part.tasks):
                 task.cancel()
-            if left:
+            if cut:
+                # Their answers were not awaited: a partner may have accepted them, and the next
+                # owner sends them again.
                 log.warning(
-                    "partition_released_with_work_left",
+                    "partition_released_with_requests_unanswered",
                     topic=part.topic,
                     partition=part.partition,
-                    in_flight=left,
+                    requests=len(cut),
                 )
+            log.info("partition_released", topic=part.topic, partition=part.partition, unfinished=left)
             self._parts.pop(part.key, None)
             gauge = self._m_lag.pop(part.key, None)
             if gauge is not None:
                 self._metrics.consumer_lag.remove(part.topic, str(part.partition))
-            if wm is not None and wm != part.committed:
-                offsets.append(TopicPartition(part.topic, part.partition, wm))
+            if point is not None:
+                offsets.append(point)
         self._metrics.assigned_partitions.set(len(self._parts))
         self._on_assignment(len(self._parts))
         return offsets
 
-    async def drain(self, timeout: float) -> int:
-        """Wait up to `timeout` for in-flight work; returns how much was left."""
+    async def drain(self, until: float, idle: Callable[[], bool] | None = None) -> int:
+        """Take no new messages and keep serving the group, partitions paused, until the work in
+        flight is done (`idle()`; by default this consumer's own), `until` (monotonic) or a fatal
+        error; returns this consumer's work left. Revokes meanwhile commit in their callbacks, and
+        the commits go on at their interval."""
         self._on_drain()
-        await wait_for_in_flight(self._parts.values(), time.monotonic() + timeout)
+        self._drain_until = until
+        done = idle or (lambda: self.in_flight() == 0)
+        if self._consumer is not None:
+            while not done() and time.monotonic() < until and self._fatal is None:
+                await self._step(True)  # what it reads was fetched before the pause: left for later
         return self.in_flight()
 
-    async def close(self) -> None:
-        """Commit every partition's watermark, cancel what is left, leave the group."""
+    async def close(self, until: float | None = None) -> None:
+        """Give up the deliveries that wait, await those on the wire until `until` (monotonic;
+        default now), commit every partition's watermark and progress (once more after the group's
+        rebalance if the group refuses it, for up to FINAL_COMMIT_WAIT), then leave the group."""
         if self._consumer is None:
             self._executor.shutdown(wait=False)
             return
-        offsets = await self.release([TopicPartition(t, p) for t, p in list(self._parts)], 0.0)
-        if offsets:
-            await self._in_kafka_thread(self._commit_sync, offsets)
+        await self._let_go(list(self._parts.values()), time.monotonic() if until is None else until)
+        give_up = time.monotonic() + FINAL_COMMIT_WAIT
+        while True:
+            offsets = self._commits.due(self._parts.values())
+            if not offsets:
+                break
+            committed = await self._in_kafka_thread(
+                self._commits.commit, self._consumer, offsets, self._parts
+            )
+            if committed or not self._commits.again or time.monotonic() >= give_up:
+                break
+            # Poll through the rebalance: a partition revoked meanwhile commits in its callback.
+            await self._in_kafka_thread(self._poll, True, None)
+        self._forget(list(self._parts.values()))
         self._closing = True
         await self._in_kafka_thread(self._consumer.close)
         self._consumer = None

@@ -1,6 +1,6 @@
-"""The steps the live and the retry consumer both run on their Kafka thread: a synchronous commit,
-the refresh of the partitions' high watermarks, the batch read, and a watermark read that waits
-out a leader election."""
+"""The steps the live and the retry consumer both run on their Kafka thread: their commits, the
+refresh of the partitions' high watermarks, the batch read, and a watermark read that waits out a
+leader election."""
 
 from __future__ import annotations
 
@@ -17,37 +17,97 @@ if TYPE_CHECKING:
 
     from streamproc.kafka.consumer import Partition
 
-__all__ = ["commit_sync", "consume_batch", "read_watermarks", "refresh_high_watermarks"]
+__all__ = [
+    "REFUSED_WHILE_REBALANCING",
+    "Commits",
+    "consume_batch",
+    "read_watermarks",
+    "refresh_high_watermarks",
+]
 
 log = structlog.get_logger("streamproc.consumer")
 
 
-def commit_sync(
-    consumer: Any,
-    offsets: list[TopicPartition],
-    parts: Mapping[tuple[str, int], Partition],
-    *,
-    logger: Any,
-    failed_event: str,
-    latency: Histogram | None = None,
-) -> bool:
-    """Commit `offsets` and record on each still-assigned partition what was committed; returns
-    False (after logging `failed_event` to `logger`) when the broker refused."""
-    started = time.perf_counter()
-    try:
-        result = consumer.commit(offsets=offsets, asynchronous=False)
-    except confluent_kafka.KafkaException as exc:
-        # Retried with the next interval; a lost partition's offsets are its new owner's.
-        logger.warning(failed_event, error=str(exc.args[0] if exc.args else exc))
-        return False
-    if latency is not None:
-        latency.observe(time.perf_counter() - started)
-    for tp in result or ():
-        if tp.error is None:
-            part = parts.get((tp.topic, tp.partition))
-            if part is not None:
-                part.committed = tp.offset
-    return True
+REFUSED_WHILE_REBALANCING = frozenset(
+    {
+        confluent_kafka.KafkaError.REBALANCE_IN_PROGRESS,
+        confluent_kafka.KafkaError.ILLEGAL_GENERATION,
+        confluent_kafka.KafkaError.UNKNOWN_MEMBER_ID,
+    }
+)
+"""Commit refusals that say the group is between generations: once the consumer has polled its way
+through the rebalance, the partitions it still owns can be committed."""
+
+
+class Commits:
+    """The commits of one consumer: each partition's watermark with what is finished past it in the
+    metadata (streamproc.kafka.progress), made on the consumer's Kafka thread.
+
+    A commit the group refuses while it rebalances is owed again (`again`): the consumer commits
+    once more right after its next poll, which is when the rebalance's callbacks run, so only the
+    partitions it still owns are committed. Metadata the broker finds too long (its
+    `offset.metadata.max.bytes` is below `kafka.offset_metadata_max_bytes`) is halved until it fits.
+    """
+
+    def __init__(
+        self,
+        *,
+        logger: Any,
+        failed_event: str,
+        metadata_max_bytes: int = 4096,
+        latency: Histogram | None = None,
+    ) -> None:
+        self._log = logger
+        self._failed_event = failed_event
+        self._latency = latency
+        self.metadata_max_bytes = metadata_max_bytes
+        self.again = False
+        self.count = 0
+
+    def due(self, parts: Iterable[Partition]) -> list[TopicPartition]:
+        """The commit points of these partitions that differ from what they last committed."""
+        out = []
+        for part in parts:
+            tp = part.commit_point(self.metadata_max_bytes)
+            if tp is not None:
+                out.append(tp)
+        return out
+
+    def commit(
+        self, consumer: Any, offsets: list[TopicPartition], parts: Mapping[tuple[str, int], Partition]
+    ) -> bool:
+        """Commit `offsets` synchronously and record on each still-assigned partition what was
+        committed; False (logged) when the broker refused."""
+        self.again = False
+        started = time.perf_counter()
+        try:
+            result = consumer.commit(offsets=offsets, asynchronous=False)
+        except confluent_kafka.KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            code = err.code() if isinstance(err, confluent_kafka.KafkaError) else None
+            text = err.str() if isinstance(err, confluent_kafka.KafkaError) else str(exc)
+            if code in REFUSED_WHILE_REBALANCING:
+                self.again = True
+            elif code == confluent_kafka.KafkaError.OFFSET_METADATA_TOO_LARGE:
+                self.metadata_max_bytes //= 2
+                self.again = True
+                text += (
+                    f"; the metadata is cut to {self.metadata_max_bytes} bytes from now on: set "
+                    "kafka.offset_metadata_max_bytes to the broker's offset.metadata.max.bytes"
+                )
+            # Otherwise retried with the next interval; a lost partition's offsets are its new owner's.
+            self._log.warning(self._failed_event, error=text, again=self.again)
+            return False
+        if self._latency is not None:
+            self._latency.observe(time.perf_counter() - started)
+        self.count += 1
+        for tp in result or ():
+            if tp.error is None:
+                part = parts.get((tp.topic, tp.partition))
+                if part is not None:
+                    part.committed = tp.offset
+                    part.committed_metadata = tp.metadata or ""
+        return True
 
 
 def refresh_high_watermarks(consumer: Any, parts: Iterable[Partition]) -> None:

@@ -14,7 +14,9 @@ consumer owns input partition p: the worker that decides whether a key has a par
 one that reads that key's retry records back. Its group `<group_id>.retry` only keeps positions.
 All librdkafka calls of the retry consumer run on its own thread; nothing is committed on a retry
 partition past a record that is not delivered, parked again or dead-lettered (an `OffsetTracker`
-per partition, as for the live topic).
+per partition, as for the live topic), and the records finished past that travel in the commit's
+metadata, so the retry partition's next owner passes over them (streamproc.kafka.progress). A
+released retry partition gives up its deliveries that wait at once, as a live one does.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import asyncio
 import concurrent.futures
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -34,9 +36,9 @@ import structlog
 from confluent_kafka import TopicPartition
 
 from streamproc.errors import KafkaError, StreamprocError
-from streamproc.kafka.consumer import Partition, committable, wait_for_in_flight
+from streamproc.kafka.consumer import Partition, let_go
 from streamproc.kafka.offsets import OffsetTracker
-from streamproc.kafka.polling import commit_sync, consume_batch, read_watermarks, refresh_high_watermarks
+from streamproc.kafka.polling import Commits, consume_batch, read_watermarks, refresh_high_watermarks
 from streamproc.kafka.redrive import DeadLetterView, parse_time
 from streamproc.metrics import Metrics
 
@@ -261,6 +263,8 @@ class RetryConsumer:
         resume_in_flight: int = 5000,
         commit_interval: float = 5.0,
         poll_timeout: float = 0.1,
+        metadata_max_bytes: int = 4096,
+        waiting: Collection[asyncio.Task[Any]] = frozenset(),
         consumer_factory: Callable[[dict[str, Any]], Any] = confluent_kafka.Consumer,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -280,6 +284,7 @@ class RetryConsumer:
         self._commit_interval = commit_interval
         self._release_timeout = release_timeout
         self._poll_timeout = poll_timeout
+        self._waiting = waiting
         self._factory = consumer_factory
         self._clock = clock
         self._consumer: Any = None
@@ -293,12 +298,20 @@ class RetryConsumer:
         self._paused = False
         self._to_hold: list[_RetryPartition] = []
         self._lock = asyncio.Lock()
-        self.commits = 0
+        self._commits = Commits(
+            logger=log, failed_event="retry_commit_failed", metadata_max_bytes=metadata_max_bytes
+        )
+        self._m_finished_before: dict[str, Any] = {}
 
     # -- state seen by the worker --------------------------------------------------------------
     @property
     def partitions(self) -> Mapping[tuple[str, int], _RetryPartition]:
         return self._parts
+
+    @property
+    def commits(self) -> int:
+        """Commits the broker accepted."""
+        return self._commits.count
 
     def in_flight(self) -> int:
         return sum(p.tracker.in_flight for p in self._parts.values())
@@ -307,6 +320,9 @@ class RetryConsumer:
         assert isinstance(part, _RetryPartition)
         part.oldest.pop(offset, None)
         part.tracker.complete(offset)
+        self._passed(part)
+
+    def _passed(self, part: _RetryPartition) -> None:
         if self._keys is not None and part.destination in self._ordered:
             wm = part.tracker.watermark()
             if wm is not None:
@@ -349,8 +365,8 @@ class RetryConsumer:
                     p.held = False
                 hold, self._to_hold = self._to_hold, []
                 offsets = None
-                if time.monotonic() >= next_commit:
-                    offsets = committable(self._parts.values())
+                if self._commits.again or time.monotonic() >= next_commit:
+                    offsets = self._commits.due(self._parts.values())
                     next_commit = time.monotonic() + self._commit_interval
                 batch = await self._in_thread(self._poll, hold, resume, self._want_paused, offsets)
             for msg in batch:
@@ -416,6 +432,16 @@ class RetryConsumer:
         last = part.tracker.watermark()
         if last is not None and offset < last:
             return
+        if part.tracker.skips(offset):
+            # Finished by the retry partition's last owner (its commit said so), due or not.
+            counter = self._m_finished_before.get(part.topic)
+            if counter is None:
+                counter = self._m_finished_before[part.topic] = self._metrics.finished_before.labels(
+                    part.topic, "event"
+                )
+            counter.inc()
+            self._passed(part)
+            return
         # A record is also held while its destination's circuit is open: reading it then would only
         # park it again (one write per record per park wait, for the whole outage).
         due = max(next_attempt_at(msg), self._not_before(part.destination))
@@ -461,15 +487,19 @@ class RetryConsumer:
         c = self._consumer
         out = []
         tps = [TopicPartition(t, p) for t in self.topics.values() for p in partitions]
-        committed = {(tp.topic, tp.partition): tp.offset for tp in c.committed(tps, timeout=10)}
+        committed = {(tp.topic, tp.partition): tp for tp in c.committed(tps, timeout=10)}
         starts = []
         for tp in tps:
             low, high = read_watermarks(c, tp)
-            pos = committed.get((tp.topic, tp.partition), -1)
-            pos = low if pos is None or pos < 0 else min(max(pos, low), high)
+            last = committed.get((tp.topic, tp.partition))
+            pos = -1 if last is None or last.offset is None else last.offset
+            pos = low if pos < 0 else min(max(pos, low), high)
             dest = self._dest_of[tp.topic]
             part = _RetryPartition(tp.topic, tp.partition, OffsetTracker(tp.topic, tp.partition))
             part.destination = dest
+            if last is not None and last.offset == pos:
+                # What the last owner finished past its commit is passed over, not sent again.
+                part.start_from(last)
             part.committed, part.high = pos, high
             self._parts[(tp.topic, tp.partition)] = part
             out.append((dest, tp.partition, high, pos))
@@ -507,14 +537,10 @@ class RetryConsumer:
         if resume and not self._paused:
             c.resume([TopicPartition(p.topic, p.partition) for p in resume])
         if offsets:
-            self._commit_sync(offsets)
+            self._commits.commit(c, offsets, self._parts)
         if offsets is not None:
             refresh_high_watermarks(c, self._parts.values())
         return consume_batch(c, self._batch, self._poll_timeout)
-
-    def _commit_sync(self, offsets: list[TopicPartition]) -> None:
-        if commit_sync(self._consumer, offsets, self._parts, logger=log, failed_event="retry_commit_failed"):
-            self.commits += 1
 
     def _unassign(self, tps: list[TopicPartition]) -> None:
         if tps:
@@ -531,43 +557,43 @@ class RetryConsumer:
             await self._release(tps, timeout)
 
     async def _release(self, tps: list[TopicPartition], timeout: float) -> None:
+        """Give up the deliveries of these retry partitions that wait, await those on the wire up
+        to `timeout`, commit the partitions and unassign them."""
         parts = [p for tp in tps if (p := self._parts.get((tp.topic, tp.partition))) is not None]
         if not parts:
             return
         for part in parts:
             part.revoking = True
-        await wait_for_in_flight(parts, time.monotonic() + timeout)
+        await let_go(parts, time.monotonic() + timeout, self._waiting)
         offsets = []
         for part in parts:
-            wm = part.tracker.watermark()
+            point = part.commit_point(self._commits.metadata_max_bytes)
             part.tracker.close()
             for task in list(part.tasks):
                 task.cancel()
             self._parts.pop(part.key, None)
-            if wm is not None and wm != part.committed:
-                offsets.append(TopicPartition(part.topic, part.partition, wm))
+            if point is not None:
+                offsets.append(point)
         if self._keys is not None:
             for number in {part.partition for part in parts}:
                 self._keys.drop(number)
 
         def finish() -> None:
             if offsets:
-                self._commit_sync(offsets)
+                self._commits.commit(self._consumer, offsets, self._parts)
             self._unassign([TopicPartition(p.topic, p.partition) for p in parts])
 
         await self._in_thread(finish)
 
-    async def drain(self, timeout: float) -> int:
-        await wait_for_in_flight(self._parts.values(), time.monotonic() + timeout)
-        return self.in_flight()
-
-    async def close(self) -> None:
-        """Commit every retry partition's watermark and close the consumer."""
+    async def close(self, until: float | None = None) -> None:
+        """Give up the deliveries that wait, await those on the wire until `until` (monotonic;
+        default now), commit every retry partition and close the consumer."""
         if self._consumer is None:
             self._executor.shutdown(wait=False)
             return
+        timeout = 0.0 if until is None else max(0.0, until - time.monotonic())
         async with self._lock:
-            await self._release([TopicPartition(t, p) for t, p in list(self._parts)], 0.0)
+            await self._release([TopicPartition(t, p) for t, p in list(self._parts)], timeout)
         await self._in_thread(self._consumer.close)
         self._consumer = None
         self._executor.shutdown(wait=True)

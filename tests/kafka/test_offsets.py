@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 import pytest
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -198,11 +198,15 @@ class _Msg:
 
 
 class _ScriptedConsumer:
-    """Assigns one partition, hands out offsets 0..n-1 once, and can be told to revoke it."""
+    """Assigns one partition, hands out offsets from its last commit to n-1 once, and can be told
+    to revoke it; keeps its commits (with their metadata) as the broker would."""
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, last_commit: TopicPartition | None = None) -> None:
         self.n = n
         self.commits: list[int] = []
+        self.last_commit = last_commit
+        self.refuse: list[int] = []  # error codes the next commits are refused with
+        self.polls = 0
         self.paused = 0
         self.resumed = 0
         self.revoke_next = False
@@ -215,6 +219,7 @@ class _ScriptedConsumer:
         self._callbacks = callbacks
 
     def consume(self, num: int, timeout: float) -> list[_Msg]:
+        self.polls += 1
         if not self._assigned:
             self._assigned = True
             self._callbacks["on_assign"](self, [self._tp])
@@ -225,7 +230,8 @@ class _ScriptedConsumer:
             return []
         if not self._sent:
             self._sent = True
-            return [_Msg("t", 0, o) for o in range(self.n)]
+            start = self.last_commit.offset if self.last_commit is not None else 0
+            return [_Msg("t", 0, o) for o in range(start, self.n)]
         time.sleep(min(timeout, 0.01))
         return []
 
@@ -239,8 +245,14 @@ class _ScriptedConsumer:
         self.resumed += 1
 
     def commit(self, offsets: list[TopicPartition], asynchronous: bool) -> list[TopicPartition]:
+        if self.refuse:
+            raise KafkaException(KafkaError(self.refuse.pop(0)))
         self.commits.extend(tp.offset for tp in offsets)
+        self.last_commit = offsets[-1]
         return offsets
+
+    def committed(self, partitions: list[TopicPartition], timeout: float) -> list[TopicPartition]:
+        return [self.last_commit or TopicPartition("t", 0, -1001)]
 
     def get_watermark_offsets(self, tp: TopicPartition, cached: bool) -> tuple[int, int]:
         return 0, self.n
@@ -284,7 +296,7 @@ async def test_revoke_commits_the_watermark_and_late_completions_never_commit() 
     await _until(lambda: fake.resumed == 1)  # 3 left in flight: back at the low-water mark
     await _until(lambda: fake.commits and fake.commits[-1] == 7)
     fake.revoke_next = True
-    await _until(lambda: not loop.partitions)  # waited up to the bound for offsets 7..9, then let go
+    await _until(lambda: not loop.partitions)  # offsets 7..9 have no work on the wire: let go at once
     assert fake.commits[-1] == 7
     for offset, part in seen[7:]:
         loop.complete(part, offset)  # finished after the partition moved on
@@ -341,3 +353,41 @@ async def test_finished_events_behind_a_slow_one_count_against_the_bound() -> No
     loop.request_stop()
     await task
     await loop.close()
+
+
+async def test_a_stopping_worker_keeps_serving_the_group_while_it_drains() -> None:
+    # The group takes the partition away while the worker drains: the revoke runs (the worker
+    # polls, paused) and commits in its callback, and the drain ends with nothing left.
+    fake = _ScriptedConsumer(10)
+    seen: list[tuple[int, Partition]] = []
+    loop = _scripted_loop(fake, seen, commit_interval=60.0)
+    task = asyncio.create_task(loop.run())
+    await _until(lambda: len(seen) == 10)
+    for offset, part in seen[:5]:
+        loop.complete(part, offset)
+    loop.request_stop()
+    await task
+    polls = fake.polls
+    fake.revoke_next = True
+    assert await loop.drain(time.monotonic() + 5.0) == 0
+    assert fake.polls > polls and not loop.partitions
+    assert fake.commits == [5]
+    await loop.close()
+    assert fake.commits == [5]
+
+
+async def test_a_commit_refused_while_the_group_rebalances_is_made_again_after_a_poll() -> None:
+    fake = _ScriptedConsumer(4)
+    seen: list[tuple[int, Partition]] = []
+    loop = _scripted_loop(fake, seen, commit_interval=60.0)
+    task = asyncio.create_task(loop.run())
+    await _until(lambda: len(seen) == 4)
+    for offset, part in seen:
+        loop.complete(part, offset)
+    loop.request_stop()
+    await task
+    fake.refuse = [KafkaError.REBALANCE_IN_PROGRESS, KafkaError.ILLEGAL_GENERATION]
+    polls = fake.polls
+    await loop.close()
+    assert fake.commits == [4]
+    assert fake.polls >= polls + 2  # it polled through the rebalance before each new attempt
