@@ -214,11 +214,19 @@ class Fault:
     latency: Latency | None = None
     hang: float = 3600.0
     capacity: int | None = None
+    errors: tuple[tuple[float, Outcome], ...] = ()
+    """(fraction, outcome) pairs: after the sequence, each request gets each outcome with that chance."""
     active: int = 0
 
-    def next_outcome(self) -> Outcome:
+    def next_outcome(self, rng: random.Random) -> Outcome:
         if self.sequence:
             return self.sequence.popleft()
+        if self.errors:
+            draw = rng.random()
+            for fraction, outcome in self.errors:
+                if draw < fraction:
+                    return outcome
+                draw -= fraction
         return self.then if self.then is not None else OK
 
     def to_json(self) -> dict[str, Any]:
@@ -229,6 +237,7 @@ class Fault:
             "latency": None if self.latency is None else self.latency.to_json(),
             "hang": self.hang,
             "capacity": self.capacity,
+            "errors": {str(o.status): f for f, o in self.errors},
         }
 
 
@@ -430,6 +439,7 @@ class PartnerSimulator:
         latency: Latency | float | Mapping[str, Any] | None = None,
         hang: float = 3600.0,
         capacity: int | None = None,
+        errors: Mapping[int | str, float] | None = None,
     ) -> None:
         """Replace `partner`'s faults ("stackadapt", "tiktok", "seg", or "*" for all three).
 
@@ -442,11 +452,16 @@ class PartnerSimulator:
         latency: delay before every answer: milliseconds, Latency.uniform(5, 50), {"kind": ...}.
         capacity: requests served at once (each is served for its `latency`); one more is answered
             429 at once (with `retry_after` if given). Counted per partner.
+        errors: HTTP status -> fraction of the requests after the sequence answered with it, drawn
+            per request from the simulator's seeded random source, e.g. {503: 0.02, 429: 0.01}.
         """
         if capacity is not None and (
             isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1
         ):
             raise ValueError("capacity must be a positive integer")
+        drawn = tuple((float(f), Outcome.parse(int(status))) for status, f in (errors or {}).items())
+        if any(not 0 <= f <= 1 for f, _ in drawn) or sum(f for f, _ in drawn) > 1:
+            raise ValueError("errors: each fraction between 0 and 1, and at most 1 together")
         outcomes = deque(Outcome.parse(o) for o in sequence)
         after = None if then is None else Outcome.parse(then)
         if down is not False:
@@ -458,6 +473,7 @@ class PartnerSimulator:
             latency=None if latency is None else Latency.parse(latency),
             hang=float(hang),
             capacity=capacity,
+            errors=drawn,
         )
         for name in _partners(partner):
             self._faults[name] = Fault(
@@ -467,6 +483,7 @@ class PartnerSimulator:
                 latency=spec.latency,
                 hang=spec.hang,
                 capacity=spec.capacity,
+                errors=spec.errors,
             )
 
     def clear_faults(self, partner: str | None = None) -> None:
@@ -537,7 +554,7 @@ class PartnerSimulator:
             return record, OK, None
         if fault.capacity is not None and fault.active >= fault.capacity:
             return record, TOO_MANY, fault
-        outcome = fault.next_outcome()
+        outcome = fault.next_outcome(self._rng)
         if fault.latency is not None:
             fault.active += 1
             try:
@@ -694,6 +711,7 @@ class PartnerSimulator:
                     "latency",
                     "hang",
                     "capacity",
+                    "errors",
                 }
                 if unknown:
                     raise ValueError(f"unknown fault keys: {sorted(unknown)}")

@@ -150,6 +150,19 @@ async def test_capacity_answers_429_to_requests_beyond_it_while_it_is_busy(
     assert sim.faults()["seg"]["capacity"] == 4
 
 
+async def test_a_fraction_of_requests_is_answered_with_each_error_status(
+    sim: PartnerSimulator, http: aiohttp.ClientSession
+) -> None:
+    sim.fault("seg", errors={503: 0.1, 429: 0.05}, retry_after=1)
+    answers = [status for status, _ in [await post(http, f"{sim.base_url}{SEG_TRACK}") for _ in range(2000)]]
+    # 200 and 100 expected; far outside these bounds the draw is not what was asked for.
+    assert 140 < answers.count(503) < 260 and 60 < answers.count(429) < 140
+    assert answers.count(204) == 2000 - answers.count(503) - answers.count(429)
+    assert sim.faults()["seg"]["errors"] == {"503": 0.1, "429": 0.05}
+    async with http.post(f"{sim.base_url}/_sim/faults", json={"partner": "seg", "errors": {"503": 1.5}}) as r:
+        assert r.status == 400
+
+
 async def test_faults_are_per_partner(sim: PartnerSimulator, http: aiohttp.ClientSession) -> None:
     sim.fault("tiktok-offline-conversions", down=True)
     assert (await post(http, f"{sim.base_url}{TIKTOK}"))[0] == 503
