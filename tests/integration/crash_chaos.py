@@ -552,7 +552,7 @@ def run_crash_chaos(
         ordering="key",
         # Static membership: a restarted worker takes its partitions back at once instead of
         # waiting for the killed member's session to time out.
-        client={"group.instance.id": "chaos-worker"},
+        kafka_extra={"group_instance_id": "chaos-worker"},
     )
     feeder = Feeder(bootstrap, src, config, ledger, plan)
     worker: WorkerProcess | None = None

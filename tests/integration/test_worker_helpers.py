@@ -87,9 +87,11 @@ def write_config(
     metrics_port: int | None = None,
     client: dict[str, str] | None = None,
     destination_extra: dict[str, dict[str, Any]] | None = None,
+    kafka_extra: dict[str, Any] | None = None,
 ) -> Path:
     """The example configuration pointed at the broker and the simulator (`destination_extra`: more
-    keys per destination id, e.g. {"tiktok-offline": {"batch": {...}}})."""
+    keys per destination id, e.g. {"tiktok-offline": {"batch": {...}}}; `kafka_extra`: more keys
+    of the `kafka` section)."""
     data = yaml.safe_load((REPO / "examples" / "config.yaml").read_text())
     data["kafka"] = {
         "bootstrap_servers": bootstrap,
@@ -97,6 +99,7 @@ def write_config(
         "group_id": group,
         "dead_letter_topic": dlq,
         "client": {"session.timeout.ms": "6000", "heartbeat.interval.ms": "500", **(client or {})},
+        **(kafka_extra or {}),
     }
     data["limits"] = {"commit_interval": 0.5, "shutdown_timeout": 10, "revoke_timeout": 10, **(limits or {})}
     data["metrics"] = {"enabled": metrics_port is not None, "port": metrics_port or 9464, "host": "127.0.0.1"}
@@ -199,18 +202,25 @@ class SimulatorThread:
 
 
 class WorkerProcess:
-    """`python -m streamproc run --config FILE` as a child process, its stderr in a log file."""
+    """`python -m streamproc run --config FILE` as a child process, its stderr in a log file;
+    `source`: the checkout whose `streamproc` it runs (another revision, for a comparison); `env`:
+    more environment variables."""
 
-    def __init__(self, config: Path, log: Path) -> None:
+    def __init__(
+        self, config: Path, log: Path, source: Path = REPO, env: dict[str, str] | None = None
+    ) -> None:
         self.log = log
+        self.log_start = log.stat().st_size if log.exists() else 0
         self._log_file = log.open("ab")
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        if source != REPO:
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(source), env.get("PYTHONPATH")]))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streamproc", "run", "--config", str(config)],
             stdout=self._log_file,
             stderr=self._log_file,
             env=env,
-            cwd=REPO,
+            cwd=source,
         )
 
     @property
@@ -239,6 +249,12 @@ class WorkerProcess:
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
+
+    def own_log(self) -> str:
+        """What this process wrote to the log (a log file may hold earlier runs of the same slot)."""
+        with self.log.open("rb") as f:
+            f.seek(self.log_start)
+            return f.read().decode(errors="replace")
 
 
 def test_generated_events_are_unique_and_use_the_templates() -> None:

@@ -94,6 +94,12 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
       name: {{ .Values.kafkaAuth.existingSecret }}
       key: {{ .Values.kafkaAuth.passwordKey }}
 {{- end }}
+{{- if .Values.staticMembership.enabled }}
+- name: POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+{{- end }}
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}
