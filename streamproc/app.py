@@ -6,6 +6,11 @@ the message's offset once every delivery has settled; the loop commits up to the
 watermark. Destinations with a retry share park deliveries in their retry topics; a second
 `RetryConsumer` reads them back when due, on the input partitions this worker owns, through a
 second processor over the same router and bulkheads (kafka/retry.py, kafka/parking.py).
+
+Stopping (SIGTERM) has one budget, `limits.shutdown_timeout`: the live and the retry consumer's
+work drains together while the live consumer keeps serving the group; what still waits for a
+retry at the end is given up for the partitions' next owners, and requests on the wire get the
+last part of the budget (kafka/consumer.py says how a partition is handed over).
 """
 
 from __future__ import annotations

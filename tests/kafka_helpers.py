@@ -13,6 +13,7 @@ from confluent_kafka import OFFSET_INVALID, Consumer, KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streamproc.kafka.admin import wait_until_served
+from streamproc.kafka.progress import Progress, decode
 
 T = TypeVar("T")
 
@@ -246,6 +247,21 @@ def committed_offsets(bootstrap: str, group: str, topic: str, timeout: float = 1
             return {
                 tp.partition: tp.offset for tp in committed if tp.offset != OFFSET_INVALID and tp.offset >= 0
             }
+    finally:
+        consumer.close()
+
+
+def committed_progress(bootstrap: str, group: str, topic: str, timeout: float = 10.0) -> dict[int, Progress]:
+    """What `group` has committed for `topic`, per partition with a commit: the offset, and what its
+    metadata says is finished past it (nothing, when it has none)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        tps = [TopicPartition(topic, p) for p in partitions(bootstrap, topic)]
+        return {
+            tp.partition: decode(tp.metadata, tp.offset) or Progress(tp.offset)
+            for tp in consumer.committed(tps, timeout=timeout)
+            if tp.offset != OFFSET_INVALID and tp.offset >= 0
+        }
     finally:
         consumer.close()
 

@@ -37,6 +37,7 @@ it. So every way the metadata can fall short errs towards sending again, never t
 from __future__ import annotations
 
 import base64
+import bisect
 import functools
 import hashlib
 import zlib
@@ -49,6 +50,7 @@ PREFIX = "sp1"
 _RAW, _ZLIB = "r", "z"
 _RUNS, _BITS = ord("R"), ord("B")
 _KEY_BYTES = 8
+_ANY_STOP = 1 << 63
 
 
 @functools.lru_cache(maxsize=4096)
@@ -79,7 +81,9 @@ class Progress:
         return end
 
     def is_finished(self, offset: int) -> bool:
-        return any(start <= offset < stop for start, stop in self.finished)
+        """Whether `offset`, past the watermark, is finished (a binary search of the ranges)."""
+        i = bisect.bisect_right(self.finished, (offset, _ANY_STOP)) - 1
+        return i >= 0 and offset < self.finished[i][1]
 
     def cut(self, end: int) -> Progress:
         """The same, saying nothing about offsets from `end` on."""

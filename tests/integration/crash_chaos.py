@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from kafka_helpers import committed_offsets, end_offsets, produce, read_all
+from kafka_helpers import committed_offsets, committed_progress, end_offsets, produce, read_all
 from test_worker_helpers import (
     RequestKey,
     SimulatorThread,
@@ -32,6 +32,7 @@ from test_worker_helpers import (
     write_config,
 )
 
+from streamproc.kafka.progress import Progress
 from streamproc.simulator import RecordedRequest
 
 PARTNERS = ("stackadapt", "tiktok", "seg")
@@ -118,14 +119,15 @@ class Ledger:
     """Per predicted request: where its event is (partition, offset) and how often a partner accepted it.
 
     Requests are taken from the simulator as they are answered (its record is then cleared), each
-    tagged with the worker incarnation that sent it; `close` is called after each kill with the
-    offsets that incarnation left committed. Every accepted request beyond the predicted count is
-    one of:
-      replayed   sent again by a later incarnation because its event was past the offsets committed
+    tagged with the worker incarnation that sent it; `close` is called after each kill with what that
+    incarnation left committed (the offsets, and the finished events past them that the commits'
+    metadata lists). Every accepted request beyond the predicted count is one of:
+      replayed   sent again by a later incarnation because its event was not finished by the commit
                  at the kill: `replayable` counts, per kill, what the restart may send again;
       resent     accepted twice by one incarnation: the worker retried a request whose answer it did
                  not see in time (its timeout fired first, e.g. while its event loop was starved);
-      after_commit  sent by an incarnation started after its event was committed: never allowed.
+      after_commit  sent by an incarnation started after the commit said its event was finished:
+                 never allowed.
     """
 
     def __init__(self) -> None:
@@ -147,7 +149,7 @@ class Ledger:
         # their event is committed and a kill replays them from the retry topic, not the input.
         self.parked_partner: str | None = None
         self._parked: set[bytes] = set()
-        self._committed: dict[int, int] = {}  # what the last kill left committed
+        self._committed: Mapping[int, Progress] = {}  # what the last kill left committed
         self._furthest: dict[int, int] = {}  # partition -> furthest offset a request was seen for
         self._got_now: collections.Counter[bytes] = collections.Counter()  # accepted, this incarnation
         self._pending: list[tuple[RecordedRequest, int]] = []
@@ -220,21 +222,22 @@ class Ledger:
         self._got_now[d] += 1
         if self._got_now[d] > expected:
             self.resent += 1
-        if all(_split(w)[1] < self._committed.get(_split(w)[0], 0) for w in self._wheres(d)):
+        if all(_finished(self._committed, w) for w in self._wheres(d)):
             self.after_commit.append(f"{record.method} {record.raw_path[:120]} at {_split(where)}")
 
-    def close(self, committed: dict[int, int]) -> None:
-        """The current incarnation was killed and `committed` is what it left committed."""
+    def close(self, committed: Mapping[int, Progress]) -> None:
+        """The current incarnation was killed and `committed` is what it left committed: per
+        partition the offset, and the offsets past it that its metadata lists as finished."""
         with self._lock:
             replayable = 0
             for d, n in self._got_now.items():
                 # A request several events predict (StackAdapt's pixel carries no event id) is
                 # sent again only for those of its events that the restart rereads.
-                past = sum(1 for w in self._wheres(d) if _split(w)[1] >= committed.get(_split(w)[0], 0))
+                past = sum(1 for w in self._wheres(d) if not _finished(committed, w))
                 replayable += min(n, past)
             self.replayable.append(replayable)
             self.window.append(
-                sum(max(0, last + 1 - committed.get(p, 0)) for p, last in self._furthest.items())
+                sum(max(0, last + 1 - _watermark(committed, p)) for p, last in self._furthest.items())
             )
             self._committed = dict(committed)
             self._furthest = {}
@@ -257,6 +260,19 @@ class Ledger:
 
 def _split(where: int) -> tuple[int, int]:
     return where >> _OFFSET_BITS, where & ((1 << _OFFSET_BITS) - 1)
+
+
+def _watermark(committed: Mapping[int, Progress], partition: int) -> int:
+    progress = committed.get(partition)
+    return progress.watermark if progress is not None else 0
+
+
+def _finished(committed: Mapping[int, Progress], where: int) -> bool:
+    """Whether the commit says the event at `where` is finished: before its partition's committed
+    offset, or listed finished past it in the commit's metadata."""
+    partition, offset = _split(where)
+    progress = committed.get(partition)
+    return progress is not None and (offset < progress.watermark or progress.is_finished(offset))
 
 
 class FaultStorm:
@@ -621,8 +637,7 @@ def run_crash_chaos(
             worker = None
             result.kills += 1
             settle()
-            committed = committed_offsets(bootstrap, group, src)
-            ledger.close(committed)
+            ledger.close(committed_progress(bootstrap, group, src))
             say(
                 f"{time.monotonic() - started:6.1f}s kill {result.kills}/{plan.kills} at {progress():.0%}: "
                 f"{ledger.arrived:,}/{ledger.expected:,} arrived, {ledger.replayable[-1]:,} requests "

@@ -30,9 +30,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import orjson
-from confluent_kafka import Consumer, TopicPartition
 from crash_chaos import digest
-from kafka_helpers import committed_offsets, end_offsets, partitions, produce, unique_name
+from kafka_helpers import committed_offsets, committed_progress, end_offsets, produce, unique_name
 from test_worker_helpers import (
     REPO,
     SimulatorThread,
@@ -44,7 +43,7 @@ from test_worker_helpers import (
 )
 
 from streamproc.config import load_config
-from streamproc.kafka.progress import Progress, decode, delivery_key
+from streamproc.kafka.progress import Progress, delivery_key
 from streamproc.router import Router
 
 Stop = Literal["TERM", "KILL"]
@@ -187,21 +186,6 @@ def _finished(commits: Mapping[int, Progress], where: Where) -> bool:
     if offset < progress.watermark or progress.is_finished(offset):
         return True
     return key in progress.parts.get(offset, ())
-
-
-def committed_progress(bootstrap: str, group: str, topic: str) -> dict[int, Progress]:
-    """What `group` has committed for each partition of `topic`: its offset and the progress its
-    metadata carries (none: nothing past the offset is finished)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
-    try:
-        tps = [TopicPartition(topic, p) for p in partitions(bootstrap, topic)]
-        out = {}
-        for tp in consumer.committed(tps, timeout=10):
-            if tp.offset >= 0:
-                out[tp.partition] = decode(tp.metadata, tp.offset) or Progress(tp.offset)
-        return out
-    finally:
-        consumer.close()
 
 
 class Feeder:

@@ -3,14 +3,15 @@ all three partners fail in bursts: every predicted request arrives, the offsets 
 every duplicate is a replay the kills allowed.
 
 The bound on duplicates. At a kill, the events past the committed offsets are read again by the
-restarted worker, so the requests already delivered for them are sent again; the run counts them at
-each kill (`replayable`). The only other duplicate a correct worker sends is a request it retried
-because it did not see the partner's answer in time (its own timeout fired first): `resent`,
-counted as a request accepted twice by one worker process. So duplicates <= replayable + resent, and
-no request may be sent by a worker started after its event was committed. The in-flight limit does
-not bound the replayable part by itself: it counts unfinished events, while the committed offset
+restarted worker, and those the commit's metadata does not list as finished are processed again, so
+the requests already delivered for them are sent again; the run counts them at each kill
+(`replayable`). The only other duplicate a correct worker sends is a request it retried because it
+did not see the partner's answer in time (its own timeout fired first): `resent`, counted as a
+request accepted twice by one worker process. So duplicates <= replayable + resent, and no request
+may be sent by a worker started after the commit said its event was finished. The in-flight limit
+does not bound the replayable part by itself: it counts unfinished events, while the committed offset
 also waits behind an unfinished event for the finished ones after it (the figures print the largest
-such window beside the limit).
+such window beside the limit; the finished ones among them are not sent again).
 
 The scenario lives in crash_chaos.py; bench/soak.py runs it longer.
 """
