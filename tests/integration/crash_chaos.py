@@ -18,7 +18,7 @@ import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from kafka_helpers import committed_offsets, committed_progress, end_offsets, produce, read_all
@@ -41,21 +41,16 @@ _OFFSET_BITS = 40
 
 
 @dataclass(frozen=True)
-class ChaosPlan:
-    """The size and the faults of one run; the defaults are the CI size."""
+class Workload:
+    """The events of a chaos run and the worker's bounds (the crash-chaos CI size by default)."""
 
     events: int = 100_000
-    kills: int = 20
     seed: int = 1
     partitions: int = 4
     users: int = 50_000  # many: fewer events that send the very same request
     max_in_flight: int = 1_000
     poll_batch: int = 100
     commit_interval: float = 0.2
-    concurrency: int = 128
-    timeout: float = 1.0  # the partners' request timeout; an injected hang lasts longer
-    latency_ms: tuple[float, float] = (0.0, 2.0)
-    fault_every: tuple[float, float] = (0.2, 0.6)  # seconds between two bursts
     produce_over: float = 0.0  # 0: as fast as possible (a backlog); else evenly over this many seconds
     # The event mix (weights by event name or call type, 1 for the rest): about a quarter of the
     # events match no subscription and a third only one, which keeps the number of requests (the
@@ -63,22 +58,40 @@ class ChaosPlan:
     weights: Mapping[str, float] = field(
         default_factory=lambda: {"group": 12, "alias": 6, "screen": 8, "Video Played": 8}
     )
-    outage: tuple[str, float, float] | None = None  # (partner, start after s, seconds down)
     deadline: float = 900.0  # the run fails past this many seconds, whatever its state
+
+    def worker_limits(self) -> dict[str, Any]:
+        return {
+            "max_in_flight_events": self.max_in_flight,
+            "resume_in_flight_events": self.max_in_flight // 2,
+            "poll_batch_size": self.poll_batch,
+            "commit_interval": self.commit_interval,
+        }
+
+    @staticmethod
+    def retry(budget: float) -> dict[str, Any]:
+        """Every injected fault is retryable and short, so no delivery may run out of retries: the
+        claim "every predicted request arrives" then holds without counting dead letters."""
+        return {"max_attempts": 1_000_000, "budget": budget, "backoff_initial": 0.05, "backoff_max": 0.5}
+
+
+@dataclass(frozen=True)
+class ChaosPlan(Workload):
+    """The size and the faults of one crash-chaos run; the defaults are the CI size."""
+
+    kills: int = 20
+    concurrency: int = 128
+    timeout: float = 1.0  # the partners' request timeout; an injected hang lasts longer
+    latency_ms: tuple[float, float] = (0.0, 2.0)
+    fault_every: tuple[float, float] = (0.2, 0.6)  # seconds between two bursts
+    outage: tuple[str, float, float] | None = None  # (partner, start after s, seconds down)
 
     def destination_limits(self) -> dict[str, dict[str, Any]]:
         outage = self.outage[2] if self.outage else 0.0
         limits = {
             "concurrency": self.concurrency,
             "timeout": self.timeout,
-            # Every injected fault is retryable and short, so no delivery may run out of retries:
-            # the claim "every predicted request arrives" then holds without counting dead letters.
-            "retry": {
-                "max_attempts": 1_000_000,
-                "budget": max(300.0, outage + 300.0),
-                "backoff_initial": 0.05,
-                "backoff_max": 0.5,
-            },
+            "retry": self.retry(max(300.0, outage + 300.0)),
             "breaker": {"failure_ratio": 0.5, "min_requests": 50, "window": 5, "open_for": 0.5},
         }
         result = {d: limits for d in DESTINATION_OF.values()}
@@ -91,14 +104,6 @@ class ChaosPlan:
             result[down] = {**limits, "retry": {**limits["retry"], **parking}}
         return result
 
-    def worker_limits(self) -> dict[str, Any]:
-        return {
-            "max_in_flight_events": self.max_in_flight,
-            "resume_in_flight_events": self.max_in_flight // 2,
-            "poll_batch_size": self.poll_batch,
-            "commit_interval": self.commit_interval,
-        }
-
 
 def digest(method: str, path: str, body: bytes) -> bytes:
     """A short stand-in for a request key (method, path with query, body): the ledger keeps millions."""
@@ -109,6 +114,12 @@ def digest(method: str, path: str, body: bytes) -> bytes:
     h.update(b"\0")
     h.update(body)
     return h.digest()
+
+
+def tally(record: RecordedRequest, answers: collections.Counter[str]) -> bytes:
+    """Count an answered request by its status (or failure outcome); returns its digest."""
+    answers[str(record.status) if record.status is not None else record.outcome] += 1
+    return digest(record.method, record.raw_path, record.body)
 
 
 def _key_digest(key: RequestKey) -> bytes:
@@ -176,29 +187,18 @@ class Ledger:
         return more if more is not None else [self._owner[d]]
 
     def take(self, sim: SimulatorThread) -> int:
-        """Move what the simulator recorded into the ledger; returns how many requests are unanswered."""
-
-        def drain() -> list[RecordedRequest]:
-            batch = list(sim.sim.requests)
-            sim.sim.clear_requests()
-            return batch
-
-        batch = [(r, self.incarnation) for r in sim.run(drain)]
+        """Move what the simulator answered into the ledger; returns how many requests are unanswered."""
+        batch = [(r, self.incarnation) for r in sim.take_requests()]
         self.seen_this_incarnation += len(batch)
-        open_: list[tuple[RecordedRequest, int]] = []
         with self._lock:
-            for record, incarnation in self._pending + batch:
-                if record.status is None and record.outcome == "ok":
-                    open_.append((record, incarnation))
-                else:
-                    self._settle(record, incarnation)
-        self._pending = open_
-        return len(open_)
+            answered, self._pending = split_answered(self._pending + batch)
+            for record, incarnation in answered:
+                self._settle(record, incarnation)
+        return len(self._pending)
 
     def _settle(self, record: RecordedRequest, incarnation: int) -> None:
+        d = tally(record, self.answers)
         status = record.status
-        self.answers[str(status) if status is not None else record.outcome] += 1
-        d = digest(record.method, record.raw_path, record.body)
         where = self._owner.get(d)
         if where is None:
             self.unexpected.append(f"{record.method} {record.raw_path[:120]}")
@@ -256,6 +256,19 @@ class Ledger:
         """Duplicates of the parked partner's requests: replays of retry records a kill left
         uncommitted (at most the retry consumer's in-flight bound per kill)."""
         return sum(max(0, self.got[d] - self.expected_count(d)) for d in self._parked)
+
+
+T = TypeVar("T", bound=RecordedRequest | tuple[RecordedRequest, Any])
+
+
+def split_answered(records: list[T]) -> tuple[list[T], list[T]]:
+    """(answered, not yet answered) of these requests (or (request, tag) pairs): a request the
+    simulator still holds has no status and no failure outcome yet."""
+    answered, open_ = [], []
+    for item in records:
+        record = item[0] if isinstance(item, tuple) else item
+        (open_ if record.status is None and record.outcome == "ok" else answered).append(item)
+    return answered, open_
 
 
 def _split(where: int) -> tuple[int, int]:
@@ -356,17 +369,20 @@ class FaultStorm:
         self.faulty_seconds += seconds
 
 
+Expect = Callable[[int, int, dict[str, Any]], int]
+"""Tells the ledger what the event at (partition, offset) predicts; returns how many requests."""
+
+
 class Feeder:
     """Produces events keyed by user, each to the partition its user hashes to, after telling the
-    ledger every request predicted for it with its partition and offset (a fresh topic's offsets
+    ledger (`expect`) what it predicts with its partition and offset (a fresh topic's offsets
     count from 0; the run checks the end offsets against these counts)."""
 
-    def __init__(self, bootstrap: str, topic: str, config: Path, ledger: Ledger, plan: ChaosPlan) -> None:
+    def __init__(self, bootstrap: str, topic: str, plan: Workload, expect: Expect) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
-        self.ledger = ledger
         self.plan = plan
-        self.requests_of = predictor(config)
+        self.expect = expect
         self.next_offset = [0] * plan.partitions
         self.produced = 0
         self.max_requests = 0  # the most requests one event produces
@@ -385,9 +401,7 @@ class Feeder:
         by_partition: dict[int, list[dict[str, Any]]] = collections.defaultdict(list)
         for event in events:
             p = zlib.crc32(user_key(event)) % self.plan.partitions
-            keys = self.requests_of(event)
-            self.max_requests = max(self.max_requests, len(keys))
-            self.ledger.expect(p, self.next_offset[p], keys)
+            self.max_requests = max(self.max_requests, self.expect(p, self.next_offset[p], event))
             self.next_offset[p] += 1
             by_partition[p].append(event)
         for p, chunk in sorted(by_partition.items()):
@@ -422,6 +436,31 @@ class Feeder:
 
     def ends(self) -> dict[int, int]:
         return {p: n for p, n in enumerate(self.next_offset) if n}
+
+    def produced_ends(self) -> dict[int, int]:
+        """The topic's end offsets, once checked against the events produced."""
+        ends = end_offsets(self.bootstrap, self.topic)
+        assert ends == self.ends(), f"end offsets {ends} differ from the events produced {self.ends()}"
+        return ends
+
+
+def now_and_then(check: Callable[[], bool], every: float = 0.5) -> Callable[[], bool]:
+    """`check`, asked at most every `every` seconds (False in between): for a check that costs a
+    broker round trip or a scan of the ledger."""
+    last = [0.0]
+
+    def throttled() -> bool:
+        if time.monotonic() - last[0] < every:
+            return False
+        last[0] = time.monotonic()
+        return check()
+
+    return throttled
+
+
+def committed_up_to(bootstrap: str, group: str, topic: str, ends: dict[int, int]) -> Callable[[], bool]:
+    """Whether `group` has committed `topic` up to `ends` (asked of the broker at most twice a second)."""
+    return now_and_then(lambda: committed_offsets(bootstrap, group, topic) == ends)
 
 
 @dataclass
@@ -570,7 +609,14 @@ def run_crash_chaos(
         # waiting for the killed member's session to time out.
         kafka_extra={"group_instance_id": "chaos-worker"},
     )
-    feeder = Feeder(bootstrap, src, config, ledger, plan)
+    requests_of = predictor(config)
+
+    def expect(partition: int, offset: int, event: dict[str, Any]) -> int:
+        keys = requests_of(event)
+        ledger.expect(partition, offset, keys)
+        return len(keys)
+
+    feeder = Feeder(bootstrap, src, plan, expect)
     worker: WorkerProcess | None = None
 
     def figures() -> str:
@@ -646,27 +692,11 @@ def run_crash_chaos(
         worker = WorkerProcess(config, log)
         pump(feeder.done.is_set, "the last event produced")
         say(f"{time.monotonic() - started:6.1f}s all {feeder.produced:,} events produced")
-        ends = end_offsets(bootstrap, src)
-        assert ends == feeder.ends(), f"end offsets {ends} differ from the events produced {feeder.ends()}"
-        checked = [0.0]
-
-        def committed_to_end() -> bool:
-            if time.monotonic() - checked[0] < 0.5:
-                return False
-            checked[0] = time.monotonic()
-            return committed_offsets(bootstrap, group, src) == ends
-
-        pump(committed_to_end, "offsets committed to the end")
+        pump(committed_up_to(bootstrap, group, src, feeder.produced_ends()), "offsets committed to the end")
         result.committed_to_end = True
         if plan.outage:
             # Parked deliveries arrive from their retry topic after their events are committed.
-            def parked_arrived() -> bool:
-                if time.monotonic() - checked[0] < 0.5:
-                    return False
-                checked[0] = time.monotonic()
-                return ledger.missing() == 0
-
-            pump(parked_arrived, "every parked delivery arrived")
+            pump(now_and_then(lambda: ledger.missing() == 0), "every parked delivery arrived")
         storm.stop()
         result.worker_cpu += _cpu_seconds(worker.pid)
         result.final_exit = worker.terminate()

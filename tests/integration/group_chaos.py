@@ -23,80 +23,52 @@ import json
 import random
 import threading
 import time
-import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import orjson
-from crash_chaos import digest
-from kafka_helpers import committed_offsets, committed_progress, end_offsets, produce, unique_name
+from crash_chaos import DESTINATION_OF, Feeder, Workload, committed_up_to, digest, split_answered, tally
+from kafka_helpers import committed_progress, unique_name
 from test_worker_helpers import (
     REPO,
     SimulatorThread,
     WorkerProcess,
-    make_events,
     request_key,
-    user_key,
     write_config,
 )
 
 from streamproc.config import load_config
 from streamproc.kafka.progress import Progress, delivery_key
 from streamproc.router import Router
+from streamproc.simulator import RecordedRequest
 
 Stop = Literal["TERM", "KILL"]
 
 
 @dataclass(frozen=True)
-class GroupPlan:
+class GroupPlan(Workload):
     """The size and the faults of one run; the defaults are the CI size."""
 
     events: int = 20_000
-    workers: int = 3
     partitions: int = 6
+    users: int = 20_000
+    commit_interval: float = 0.5
+    produce_over: float = 30.0
+    deadline: float = 600.0
+    workers: int = 3
     restarts: int = 8
     stop: Stop = "TERM"
-    seed: int = 1
     errors: Mapping[int, float] = field(default_factory=lambda: {503: 0.02, 429: 0.01})
     retry_after: float = 0.5  # seconds, on every error answer: deliveries wait in backoff that long
-    produce_over: float = 30.0  # the events are produced evenly over this many seconds
     gap: tuple[float, float] = (0.5, 2.0)  # seconds between a worker's start and the next stop
-    users: int = 20_000
-    max_in_flight: int = 1_000
-    poll_batch: int = 100
-    commit_interval: float = 0.5
-    deadline: float = 600.0  # the run fails past this many seconds, whatever its state
-    # The event mix of crash_chaos: about 1.15 requests per event, every partner taking part.
-    weights: Mapping[str, float] = field(
-        default_factory=lambda: {"group": 12, "alias": 6, "screen": 8, "Video Played": 8}
-    )
 
     def destination_limits(self) -> dict[str, dict[str, Any]]:
-        # Every injected error is retryable and short, so nothing runs out of retries: every
-        # predicted request must arrive, with no dead letters to account for.
-        limits = {
-            "concurrency": 64,
-            "timeout": 10.0,
-            "retry": {
-                "max_attempts": 1_000_000,
-                "budget": 600.0,
-                "backoff_initial": 0.05,
-                "backoff_max": 0.5,
-            },
-        }
-        return {d: limits for d in ("stackadapt", "tiktok-offline", "seg")}
+        limits = {"concurrency": 64, "timeout": 10.0, "retry": self.retry(600.0)}
+        return {d: limits for d in DESTINATION_OF.values()}
 
     def worker_limits(self) -> dict[str, Any]:
-        return {
-            "max_in_flight_events": self.max_in_flight,
-            "resume_in_flight_events": self.max_in_flight // 2,
-            "poll_batch_size": self.poll_batch,
-            "commit_interval": self.commit_interval,
-            "shutdown_timeout": 20,
-            "revoke_timeout": 10,
-        }
+        return {**super().worker_limits(), "shutdown_timeout": 20, "revoke_timeout": 10}
 
 
 Where = tuple[int, int, int]
@@ -116,7 +88,7 @@ class GroupLedger:
         self.replayable: list[int] = []  # per kill
         self.resent = 0
         self._now = [collections.Counter[bytes]() for _ in range(workers)]  # this incarnation's
-        self._pending: list[list[Any]] = [[] for _ in range(workers)]
+        self._pending: list[list[RecordedRequest]] = [[] for _ in range(workers)]
         self._lock = threading.Lock()
 
     def expect(self, partition: int, offset: int, requests: list[tuple[bytes, int]]) -> None:
@@ -127,26 +99,16 @@ class GroupLedger:
 
     def take(self, slot: int, sim: SimulatorThread) -> int:
         """Move what the slot's simulator answered into the ledger; returns how many are unanswered."""
-
-        def drain() -> list[Any]:
-            batch = list(sim.sim.requests)
-            sim.sim.clear_requests()
-            return batch
-
-        open_ = []
+        batch = sim.take_requests()
         with self._lock:
-            for record in self._pending[slot] + sim.run(drain):
-                if record.status is None and record.outcome == "ok":
-                    open_.append(record)
-                else:
-                    self._settle(slot, record)
-        self._pending[slot] = open_
-        return len(open_)
+            answered, self._pending[slot] = split_answered(self._pending[slot] + batch)
+            for record in answered:
+                self._settle(slot, record)
+        return len(self._pending[slot])
 
-    def _settle(self, slot: int, record: Any) -> None:
+    def _settle(self, slot: int, record: RecordedRequest) -> None:
+        d = tally(record, self.answers)
         status = record.status
-        self.answers[str(status) if status is not None else record.outcome] += 1
-        d = digest(record.method, record.raw_path, record.body)
         wheres = self._where.get(d)
         if wheres is None:
             self.unexpected.append(f"{record.method} {record.raw_path[:120]}")
@@ -186,65 +148,6 @@ def _finished(commits: Mapping[int, Progress], where: Where) -> bool:
     if offset < progress.watermark or progress.is_finished(offset):
         return True
     return key in progress.parts.get(offset, ())
-
-
-class Feeder:
-    """Produces the events evenly over `plan.produce_over` seconds, keyed by user, each to the
-    partition its user hashes to, after telling the ledger what each one predicts."""
-
-    def __init__(
-        self, bootstrap: str, topic: str, config: Path, ledger: GroupLedger, plan: GroupPlan
-    ) -> None:
-        self.bootstrap, self.topic, self.ledger, self.plan = bootstrap, topic, ledger, plan
-        self.router = Router(load_config(config))
-        self.next_offset = [0] * plan.partitions
-        self.produced = 0
-        self.done = threading.Event()
-        self.error: BaseException | None = None
-
-    def _requests(self, event: dict[str, Any]) -> list[tuple[bytes, int]]:
-        return [
-            (digest(*request_key(r.method, r.url, r.body)), delivery_key(d.destination, d.subscription))
-            for d in self.router.route(event)
-            for r in d.requests
-        ]
-
-    def _feed(self, events: list[dict[str, Any]]) -> None:
-        by_partition: dict[int, list[dict[str, Any]]] = collections.defaultdict(list)
-        for event in events:
-            p = zlib.crc32(user_key(event)) % self.plan.partitions
-            self.ledger.expect(p, self.next_offset[p], self._requests(event))
-            self.next_offset[p] += 1
-            by_partition[p].append(event)
-        for p, chunk in sorted(by_partition.items()):
-            produce(
-                self.bootstrap,
-                self.topic,
-                [orjson.dumps(e) for e in chunk],
-                keys=[user_key(e) for e in chunk],
-                partition=p,
-            )
-        self.produced += len(events)
-
-    def run(self) -> None:
-        try:
-            events = make_events(
-                self.plan.events, seed=self.plan.seed, users=self.plan.users, weights=dict(self.plan.weights)
-            )
-            started = time.monotonic()
-            rate = self.plan.events / self.plan.produce_over
-            while self.produced < self.plan.events:
-                due = min(self.plan.events, int((time.monotonic() - started + 0.25) * rate))
-                if due > self.produced:
-                    self._feed(events[self.produced : due])
-                time.sleep(0.25)
-        except BaseException as exc:  # reported by the run, which polls `error`
-            self.error = exc
-        finally:
-            self.done.set()
-
-    def ends(self) -> dict[int, int]:
-        return {p: n for p, n in enumerate(self.next_offset) if n}
 
 
 @dataclass
@@ -344,7 +247,18 @@ def run_group_chaos(
         for slot, sim in enumerate(sims)
     ]
     logs = [work / f"worker-{slot}.log" for slot in range(plan.workers)]
-    feeder = Feeder(bootstrap, topic, configs[0], ledger, plan)
+    router = Router(load_config(configs[0]))
+
+    def expect(partition: int, offset: int, event: dict[str, Any]) -> int:
+        requests = [
+            (digest(*request_key(r.method, r.url, r.body)), delivery_key(d.destination, d.subscription))
+            for d in router.route(event)
+            for r in d.requests
+        ]
+        ledger.expect(partition, offset, requests)
+        return len(requests)
+
+    feeder = Feeder(bootstrap, topic, plan, expect)
     workers: list[WorkerProcess | None] = [None] * plan.workers
 
     def pump(done: Callable[[], bool], what: str, timeout: float = 1e9) -> None:
@@ -380,7 +294,8 @@ def run_group_chaos(
 
     producer = threading.Thread(target=feeder.run, name="feeder", daemon=True)
     try:
-        workers[:] = [start(slot) for slot in range(plan.workers)]
+        for slot in range(plan.workers):  # one by one: each is in the list once started
+            workers[slot] = start(slot)
         producer.start()
         for i in range(plan.restarts):
             slot = i % plan.workers
@@ -407,17 +322,7 @@ def run_group_chaos(
                 f"{ledger.expected:,} requests accepted"
             )
         pump(feeder.done.is_set, "the last event produced")
-        ends = end_offsets(bootstrap, topic)
-        assert ends == feeder.ends(), f"end offsets {ends} differ from the events produced {feeder.ends()}"
-        last_check = [0.0]
-
-        def committed_to_end() -> bool:
-            if time.monotonic() - last_check[0] < 0.5:
-                return False
-            last_check[0] = time.monotonic()
-            return committed_offsets(bootstrap, group, topic) == ends
-
-        pump(committed_to_end, "offsets committed to the end")
+        pump(committed_up_to(bootstrap, group, topic, feeder.produced_ends()), "offsets committed to the end")
         result.committed_to_end = True
         for slot, w in enumerate(workers):
             assert w is not None

@@ -9,17 +9,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 from group_chaos import _events
-from kafka_helpers import committed_offsets, end_offsets, produce, unique_name, wait_until
+from kafka_helpers import unique_name, wait_until
 from test_worker_helpers import (
     SimulatorThread,
     WorkerProcess,
+    fully_committed,
     make_events,
     predict,
+    produce_events,
     recorded,
-    user_key,
     write_config,
 )
 
@@ -64,13 +64,10 @@ def test_a_worker_restarted_under_its_name_within_the_session_timeout_moves_no_p
     events = make_events(600, seed=5)
     first, second = events[:300], events[300:]
 
-    def feed(chunk: list[dict[str, Any]]) -> None:
-        produce(kafka_bootstrap, src, [orjson.dumps(e) for e in chunk], keys=[user_key(e) for e in chunk])
-
     a = WorkerProcess(config, tmp_path / "a.log", env={"POD_NAME": "streamproc-a"})
     b = WorkerProcess(config, tmp_path / "b.log", env={"POD_NAME": "streamproc-b"})
     try:
-        feed(first)
+        produce_events(kafka_bootstrap, src, first)
 
         def settled() -> bool:
             owned = [_owned(w) for w in (a, b)]
@@ -82,12 +79,11 @@ def test_a_worker_restarted_under_its_name_within_the_session_timeout_moves_no_p
         a_had, b_changes = _owned(a), _changes(b)
 
         assert a.terminate() == 0  # a static member leaves without a LeaveGroup
-        feed(second)  # produced while it is down: its partitions wait for it
+        produce_events(kafka_bootstrap, src, second)  # produced while it is down: its partitions wait for it
         a = WorkerProcess(config, tmp_path / "a.log", env={"POD_NAME": "streamproc-a"})
         wait_until(lambda: _owned(a), timeout=60, interval=0.2, message="the restarted worker got nothing")
         assert _owned(a) == a_had and _changes(a) == 1  # the same partitions, in one assignment
-        ends = end_offsets(kafka_bootstrap, src)
-        wait_until(lambda: committed_offsets(kafka_bootstrap, group, src) == ends, timeout=60, interval=0.5)
+        wait_until(fully_committed(kafka_bootstrap, group, src), timeout=60, interval=0.5)
         assert _changes(b) == b_changes  # the other worker saw no rebalance at all
         assert "partitions_lost" not in a.own_log() + b.own_log()
     finally:

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import orjson
 import yaml
+from kafka_helpers import committed_offsets, end_offsets, produce
 
 from streamproc.config import load_config
 from streamproc.simulator import PartnerSimulator, RecordedRequest
@@ -125,6 +126,17 @@ def _env_default(value: Any) -> Any:
     return value
 
 
+def produce_events(bootstrap: str, topic: str, events: list[dict[str, Any]]) -> None:
+    """The events, keyed by user (`user_key`)."""
+    produce(bootstrap, topic, [orjson.dumps(e) for e in events], keys=[user_key(e) for e in events])
+
+
+def fully_committed(bootstrap: str, group: str, topic: str) -> Callable[[], bool]:
+    """Whether `group` has committed `topic` up to the end offsets it has now."""
+    ends = end_offsets(bootstrap, topic)
+    return lambda: committed_offsets(bootstrap, group, topic) == ends
+
+
 def request_key(method: str, url: str, body: bytes | None) -> RequestKey:
     rest = url.split("://", 1)[1]
     path = "/" + rest.split("/", 1)[1] if "/" in rest else "/"
@@ -188,6 +200,16 @@ class SimulatorThread:
 
     def count(self) -> int:
         return self.run(lambda: len(self.sim.requests))
+
+    def take_requests(self) -> list[RecordedRequest]:
+        """What the simulator recorded since the last take (its record is then cleared)."""
+
+        def take() -> list[RecordedRequest]:
+            batch = list(self.sim.requests)
+            self.sim.clear_requests()
+            return batch
+
+        return self.run(take)
 
     def fault(self, partner: str, **kw: Any) -> None:
         self.run(lambda: self.sim.fault(partner, **kw))

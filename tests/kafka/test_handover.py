@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp import web
-from confluent_kafka import TopicPartition
+from scripted_consumer import ScriptedConsumer
 
 from streamproc.destinations.base import Request
 from streamproc.dispatch import Bulkhead, BulkheadPolicy, Dispatcher
@@ -65,89 +65,6 @@ async def partner() -> AsyncIterator[Partner]:
     await runner.cleanup()
 
 
-class Msg:
-    def __init__(self, offset: int) -> None:
-        self._o = offset
-
-    def error(self) -> None:
-        return None
-
-    def topic(self) -> str:
-        return "t"
-
-    def partition(self) -> int:
-        return 0
-
-    def offset(self) -> int:
-        return self._o
-
-    def value(self) -> bytes:
-        return orjson.dumps({"messageId": f"m{self._o}"})
-
-    def key(self) -> bytes:
-        return b"k"
-
-    def headers(self) -> list[tuple[str, bytes]]:
-        return []
-
-    def timestamp(self) -> tuple[int, int]:
-        return (1, 1_700_000_000_000)
-
-
-class OnePartition:
-    """Assigns partition t[0], hands out offsets from its last commit to EVENTS-1 once, revokes it
-    when told; its commits are what a next owner's `committed()` reads."""
-
-    def __init__(self, last_commit: TopicPartition | None = None) -> None:
-        self.last_commit = last_commit
-        self.revoke_next = False
-        self.revoked = asyncio.Event()
-        self._callbacks: dict[str, Any] = {}
-        self._assigned = self._sent = False
-        self._tp = TopicPartition("t", 0)
-
-    def subscribe(self, topics: list[str], **callbacks: Any) -> None:
-        self._callbacks = callbacks
-
-    def consume(self, num: int, timeout: float) -> list[Msg]:
-        if not self._assigned:
-            self._assigned = True
-            self._callbacks["on_assign"](self, [self._tp])
-            return []
-        if self.revoke_next:
-            self.revoke_next = False
-            self._callbacks["on_revoke"](self, [self._tp])
-            return []
-        if not self._sent:
-            self._sent = True
-            start = self.last_commit.offset if self.last_commit is not None else 0
-            return [Msg(o) for o in range(start, EVENTS)]
-        time.sleep(min(timeout, 0.01))
-        return []
-
-    def committed(self, partitions: list[TopicPartition], timeout: float) -> list[TopicPartition]:
-        return [self.last_commit or TopicPartition("t", 0, -1001)]
-
-    def commit(self, offsets: list[TopicPartition], asynchronous: bool) -> list[TopicPartition]:
-        self.last_commit = offsets[-1]
-        return offsets
-
-    def assignment(self) -> list[TopicPartition]:
-        return [self._tp]
-
-    def pause(self, partitions: list[TopicPartition]) -> None:
-        pass
-
-    def resume(self, partitions: list[TopicPartition]) -> None:
-        pass
-
-    def get_watermark_offsets(self, tp: TopicPartition, cached: bool) -> tuple[int, int]:
-        return 0, EVENTS
-
-    def close(self) -> None:
-        pass
-
-
 class TwoDestinations:
     """Every event goes to destinations `a` and `b`, one POST each to /<destination>/<messageId>."""
 
@@ -176,7 +93,7 @@ class NoDeadLetters:
 class Owner:
     """One worker's consumer loop, processor and dispatcher over the scripted partition."""
 
-    def __init__(self, partner: Partner, consumer: OnePartition) -> None:
+    def __init__(self, partner: Partner, consumer: ScriptedConsumer) -> None:
         self.consumer = consumer
         self.metrics = Metrics()
         self.dispatcher = Dispatcher(
@@ -237,7 +154,7 @@ async def test_a_revoke_gives_up_a_backoff_at_once_and_the_next_owner_sends_only
 ) -> None:
     partner.failing = {"/b/m2"}  # waits 30 s in its backoff after the first 503
     partner.slow = {"/a/m3": 0.5}  # on the wire when the revoke comes
-    first = Owner(partner, OnePartition())
+    first = Owner(partner, ScriptedConsumer(EVENTS))
     # Everything but m2's `b` (in its backoff) and m3's `a` (on the wire) is done.
     await _until(lambda: sum(partner.accepted.values()) == 2 * EVENTS - 2 and partner.seen["/b/m2"] == 1)
     assert partner.seen["/a/m3"] == 1
@@ -258,7 +175,7 @@ async def test_a_revoke_gives_up_a_backoff_at_once_and_the_next_owner_sends_only
     await first.stop()
 
     partner.failing.clear()
-    second = Owner(partner, OnePartition(commit))
+    second = Owner(partner, ScriptedConsumer(EVENTS, commit))
     await _until(lambda: partner.accepted["/b/m2"] == 1)
     await _until(lambda: second.consumer.last_commit is not None and second.loop.in_flight() == 0)
     await second.stop()

@@ -6,9 +6,10 @@ import time
 from typing import Any
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka import KafkaError
 from hypothesis import given
 from hypothesis import strategies as st
+from scripted_consumer import ScriptedConsumer
 
 from streamproc.kafka.consumer import ConsumerLoop, Partition
 from streamproc.kafka.offsets import OffsetTracker
@@ -180,87 +181,6 @@ def test_an_owner_chain_never_loses_or_repeats_finished_work(states: list[str]) 
 # -- the consumer loop's commits, against a scripted stand-in for confluent-kafka's Consumer --------
 
 
-class _Msg:
-    def __init__(self, topic: str, partition: int, offset: int) -> None:
-        self._t, self._p, self._o = topic, partition, offset
-
-    def error(self) -> None:
-        return None
-
-    def topic(self) -> str:
-        return self._t
-
-    def partition(self) -> int:
-        return self._p
-
-    def offset(self) -> int:
-        return self._o
-
-
-class _ScriptedConsumer:
-    """Assigns one partition, hands out offsets from its last commit to n-1 once, and can be told
-    to revoke it; keeps its commits (with their metadata) as the broker would."""
-
-    def __init__(self, n: int, last_commit: TopicPartition | None = None) -> None:
-        self.n = n
-        self.commits: list[int] = []
-        self.last_commit = last_commit
-        self.refuse: list[int] = []  # error codes the next commits are refused with
-        self.polls = 0
-        self.paused = 0
-        self.resumed = 0
-        self.revoke_next = False
-        self._callbacks: dict[str, Any] = {}
-        self._assigned = False
-        self._sent = False
-        self._tp = TopicPartition("t", 0)
-
-    def subscribe(self, topics: list[str], **callbacks: Any) -> None:
-        self._callbacks = callbacks
-
-    def consume(self, num: int, timeout: float) -> list[_Msg]:
-        self.polls += 1
-        if not self._assigned:
-            self._assigned = True
-            self._callbacks["on_assign"](self, [self._tp])
-            return []
-        if self.revoke_next:
-            self.revoke_next = False
-            self._callbacks["on_revoke"](self, [self._tp])
-            return []
-        if not self._sent:
-            self._sent = True
-            start = self.last_commit.offset if self.last_commit is not None else 0
-            return [_Msg("t", 0, o) for o in range(start, self.n)]
-        time.sleep(min(timeout, 0.01))
-        return []
-
-    def assignment(self) -> list[TopicPartition]:
-        return [self._tp]
-
-    def pause(self, partitions: list[TopicPartition]) -> None:
-        self.paused += 1
-
-    def resume(self, partitions: list[TopicPartition]) -> None:
-        self.resumed += 1
-
-    def commit(self, offsets: list[TopicPartition], asynchronous: bool) -> list[TopicPartition]:
-        if self.refuse:
-            raise KafkaException(KafkaError(self.refuse.pop(0)))
-        self.commits.extend(tp.offset for tp in offsets)
-        self.last_commit = offsets[-1]
-        return offsets
-
-    def committed(self, partitions: list[TopicPartition], timeout: float) -> list[TopicPartition]:
-        return [self.last_commit or TopicPartition("t", 0, -1001)]
-
-    def get_watermark_offsets(self, tp: TopicPartition, cached: bool) -> tuple[int, int]:
-        return 0, self.n
-
-    def close(self) -> None:
-        pass
-
-
 async def _until(predicate: Any, timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -268,9 +188,7 @@ async def _until(predicate: Any, timeout: float = 5.0) -> None:
         await asyncio.sleep(0.01)
 
 
-def _scripted_loop(
-    fake: _ScriptedConsumer, seen: list[tuple[int, Partition]], **options: Any
-) -> ConsumerLoop:
+def _scripted_loop(fake: ScriptedConsumer, seen: list[tuple[int, Partition]], **options: Any) -> ConsumerLoop:
     """A loop over the scripted consumer whose handler only records each message with its partition."""
     return ConsumerLoop(
         {},
@@ -283,7 +201,7 @@ def _scripted_loop(
 
 
 async def test_revoke_commits_the_watermark_and_late_completions_never_commit() -> None:
-    fake = _ScriptedConsumer(10)
+    fake = ScriptedConsumer(10)
     seen: list[tuple[int, Partition]] = []
     loop = _scripted_loop(
         fake, seen, commit_interval=0.01, revoke_timeout=0.2, max_in_flight=8, resume_in_flight=3
@@ -308,7 +226,7 @@ async def test_revoke_commits_the_watermark_and_late_completions_never_commit() 
 
 
 async def test_a_revoke_asks_for_open_batches_first_so_their_offsets_commit() -> None:
-    fake = _ScriptedConsumer(3)
+    fake = ScriptedConsumer(3)
     seen: list[tuple[int, Partition]] = []
     drains: list[str] = []
 
@@ -335,7 +253,7 @@ async def test_a_revoke_asks_for_open_batches_first_so_their_offsets_commit() ->
 async def test_finished_events_behind_a_slow_one_count_against_the_bound() -> None:
     # One slow event holds the watermark while the nine after it finish: all ten would be read
     # again after a crash, so the worker stays paused until the slow one is done.
-    fake = _ScriptedConsumer(10)
+    fake = ScriptedConsumer(10)
     seen: list[tuple[int, Partition]] = []
     loop = _scripted_loop(fake, seen, commit_interval=0.01, max_in_flight=8, resume_in_flight=3)
     task = asyncio.create_task(loop.run())
@@ -358,7 +276,7 @@ async def test_finished_events_behind_a_slow_one_count_against_the_bound() -> No
 async def test_a_stopping_worker_keeps_serving_the_group_while_it_drains() -> None:
     # The group takes the partition away while the worker drains: the revoke runs (the worker
     # polls, paused) and commits in its callback, and the drain ends with nothing left.
-    fake = _ScriptedConsumer(10)
+    fake = ScriptedConsumer(10)
     seen: list[tuple[int, Partition]] = []
     loop = _scripted_loop(fake, seen, commit_interval=60.0)
     task = asyncio.create_task(loop.run())
@@ -377,7 +295,7 @@ async def test_a_stopping_worker_keeps_serving_the_group_while_it_drains() -> No
 
 
 async def test_a_commit_refused_while_the_group_rebalances_is_made_again_after_a_poll() -> None:
-    fake = _ScriptedConsumer(4)
+    fake = ScriptedConsumer(4)
     seen: list[tuple[int, Partition]] = []
     loop = _scripted_loop(fake, seen, commit_interval=60.0)
     task = asyncio.create_task(loop.run())

@@ -13,6 +13,7 @@ import orjson
 import pytest
 from confluent_kafka import TopicPartition
 from kafka_helpers import async_wait_until
+from scripted_consumer import ScriptedMessage
 
 from streamproc.dispatch import DeliveryResult
 from streamproc.errors import KafkaError
@@ -72,9 +73,9 @@ class SlowAcks:
         return 0
 
 
-class DeadLetterRecord:
+class DeadLetterRecord(ScriptedMessage):
     def __init__(self, offset: int, headers: list[tuple[str, bytes]] | None = None) -> None:
-        self._o = offset
+        super().__init__(offset)
         self._h = headers or [
             ("trace", b"t"),
             ("streamproc.destination", b"a"),
@@ -85,29 +86,11 @@ class DeadLetterRecord:
             ("streamproc.original.offset", str(100 + offset).encode()),
         ]
 
-    def error(self) -> None:
-        return None
-
     def topic(self) -> str:
         return "dlq"
 
-    def partition(self) -> int:
-        return 0
-
-    def offset(self) -> int:
-        return self._o
-
-    def value(self) -> bytes:
-        return orjson.dumps({"messageId": f"m{self._o}"})
-
-    def key(self) -> bytes:
-        return b"k"
-
     def headers(self) -> list[tuple[str, bytes]]:
         return self._h
-
-    def timestamp(self) -> tuple[int, int]:
-        return (1, 1_700_000_000_000)
 
 
 class DeadLetterTopic:
