@@ -13,14 +13,15 @@ holding its event's offset for the whole budget. Without a share (replay, redriv
 
 Requests go out through the bulkhead's `HttpClient` (streamproc.client), the one seam to HTTP.
 The per-request bookkeeping has fast paths for the common case (circuit closed, no rate limit, a
-free concurrency slot, unordered), since it runs as often as the client itself. A delivery that
-waits rather than sends (a retry backoff, a concurrency slot, a rate token, an open circuit, its
-key's turn) has its task in `Dispatcher.waiting` meanwhile: a partition being released cancels
-those at once (they stay unfinished, for the partition's next owner) and awaits only the ones on
-the wire. Only the slow paths pay for that bookkeeping. The worker lets
+free concurrency slot, unordered), since it runs as often as the client itself. The worker lets
 deliveries in through `Dispatcher.admit`: a delivery waiting for its key's turn or a concurrency
 slot is a callback in a queue (an `Admission`), and gets its task only once it may send, so a
 backlog of thousands of deliveries costs no tasks, coroutines or futures while it waits.
+
+A delivery task that waits rather than sends (a retry backoff, a concurrency slot, a rate token,
+an open circuit, its key's turn) is in `Dispatcher.waiting` meanwhile: a partition being released
+cancels those at once (they stay unfinished, for the partition's next owner) and awaits only the
+ones on the wire. Only the slow paths pay for that bookkeeping.
 """
 
 from __future__ import annotations

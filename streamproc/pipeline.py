@@ -12,6 +12,10 @@ failed delivery, and finishes the event once its last delivery is settled. An ou
 I/O before the event may finish (a dead letter waiting for the broker's acknowledgement) returns
 that work as an awaitable; the others finish the event at once, with no await.
 
+While an event has deliveries left, each one that finishes is recorded in its partition's
+tracker (by `progress.delivery_key`), so a commit can say which are done; when a partition changes
+hands, an event whose last owner had finished some of its deliveries sends only the others.
+
 Messages that cannot be decoded (not JSON or Avro, not an object, a tombstone) are dead-lettered
 with the reason (`undecodable="dead-letter"`, the worker and replay). Redrive passes
 `undecodable="count"`: a record it cannot read is itself a dead letter and stays on the topic,

@@ -84,10 +84,16 @@ class StandInConsumer:
     positions: dict[tuple[str, int], int] = field(default_factory=dict)
     paused: set[tuple[str, int]] = field(default_factory=set)
     commits: list[dict[tuple[str, int], int]] = field(default_factory=list)
+    metadata: dict[tuple[str, int], str] = field(default_factory=dict)
 
     def committed(self, tps: list[TopicPartition], timeout: float) -> list[TopicPartition]:
         return [
-            TopicPartition(t.topic, t.partition, self.committed_at.get((t.topic, t.partition), -1001))
+            TopicPartition(
+                t.topic,
+                t.partition,
+                self.committed_at.get((t.topic, t.partition), -1001),
+                metadata=self.metadata.get((t.topic, t.partition), ""),
+            )
             for t in tps
         ]
 
@@ -132,7 +138,8 @@ class StandInConsumer:
         self.commits.append({(tp.topic, tp.partition): tp.offset for tp in offsets})
         for tp in offsets:
             self.committed_at[(tp.topic, tp.partition)] = tp.offset
-        return [TopicPartition(tp.topic, tp.partition, tp.offset) for tp in offsets]
+            self.metadata[(tp.topic, tp.partition)] = tp.metadata
+        return offsets
 
     def close(self) -> None:
         pass
@@ -225,6 +232,48 @@ async def test_the_retry_consumer_pauses_at_its_in_flight_bound() -> None:
     retry.request_stop()
     await task
     await retry.close()
+
+
+async def test_a_retry_partition_s_next_owner_passes_over_what_its_last_owner_finished() -> None:
+    stand_in = StandInConsumer({("r.a", 0): [record("r.a", 0, i, due=T0 - 1) for i in range(5)]})
+
+    def owner(handled: list[tuple[Partition, int]]) -> RetryConsumer:
+        return RetryConsumer(
+            {},
+            {"a": "r.a"},
+            lambda msg, part: handled.append((part, msg.offset())),
+            live_partitions=lambda: {0},
+            metrics=Metrics(),
+            commit_interval=60.0,
+            consumer_factory=lambda conf: stand_in,
+            clock=Clock(),
+        )
+
+    first_handled: list[tuple[Partition, int]] = []
+    first = owner(first_handled)
+    task = asyncio.create_task(first.run())
+    await until(lambda: len(first_handled) == 5)
+    for part, offset in first_handled:
+        if offset in (1, 3, 4):
+            first.complete(part, offset)
+    first.request_stop()
+    await task
+    await first.release_live([0], 0.0)  # its input partition moves: 0 and 2 were not finished
+    assert stand_in.committed_at[("r.a", 0)] == 0
+    await first.close()
+
+    second_handled: list[tuple[Partition, int]] = []
+    second = owner(second_handled)
+    task = asyncio.create_task(second.run())
+    await until(lambda: len(second_handled) == 2)
+    await asyncio.sleep(0.1)
+    assert [offset for _, offset in second_handled] == [0, 2]
+    for part, offset in second_handled:
+        second.complete(part, offset)
+    second.request_stop()
+    await task
+    await second.close()
+    assert stand_in.committed_at[("r.a", 0)] == 5
 
 
 def test_parked_keys_keep_a_key_behind_its_parked_deliveries_and_follow_reparks() -> None:
