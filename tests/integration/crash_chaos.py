@@ -529,8 +529,8 @@ class ChaosResult:
             f"events {self.events:,}  kills {self.kills}  expected requests {self.expected:,}  "
             f"missing {self.missing}  unexpected {self.unexpected}  duplicates {self.duplicates:,}  "
             f"bound {self.bound:,}  wall {self.wall:.1f}s",
-            f"  bound = {self.replayable:,} requests the killed workers had delivered for events at or "
-            f"past the offsets they left committed + {self.resent:,} resent by one worker after an "
+            f"  bound = {self.replayable:,} requests the killed workers had delivered for events their "
+            f"commits did not list as finished + {self.resent:,} resent by one worker after an "
             f"answer it did not see; sent after their event was committed: {self.after_commit}",
             f"  largest replay window {self.max_window:,} events past the committed offsets "
             f"(in-flight limit {p.max_in_flight:,}, poll batch {p.poll_batch}); "
