@@ -15,6 +15,12 @@ from streamproc.kafka.redrive import start_offsets
 from streamproc.kafka.replay import RangeReader, range_consumer_config
 from streamproc.kafka.retry import RetryInspection, dumps, retry_group
 
+NO_PARKING = (
+    "no destination parks deliveries (none sets retry.park_after_attempts or retry.park_after_seconds),"
+    " so nothing waits in retry topics; failed deliveries go to the dead-letter topic: streamproc dlq"
+    " inspect"
+)
+
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("retry", help="inspect the retry topics of parked deliveries")
@@ -42,6 +48,13 @@ async def inspect(args: argparse.Namespace, out: Any = None) -> RetryInspection:
         for d in config.destinations
         if d.limits.retry.park_after_attempts is not None or d.limits.retry.park_after_seconds is not None
     ]
+    result = RetryInspection()
+    if not parking and not args.destination:
+        # Nothing can wait in a retry topic: say so rather than print empty counts.
+        out.write(
+            (dumps({**result.to_json(), "parking_destinations": []}) if args.json else NO_PARKING) + "\n"
+        )
+        return result
     wanted = set(args.destination or parking)
     unknown = sorted(wanted - set(parking))
     if unknown:
@@ -49,7 +62,6 @@ async def inspect(args: argparse.Namespace, out: Any = None) -> RetryInspection:
             f"destination(s) {', '.join(unknown)} do not park (no retry.park_after_attempts or "
             "park_after_seconds in the configuration)"
         )
-    result = RetryInspection()
     stop = asyncio.Event()
     install_stop(stop)
     for dest in sorted(wanted):

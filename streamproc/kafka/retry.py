@@ -624,6 +624,8 @@ class RetryInspection:
         }
 
     def render(self) -> str:
+        if not self.total:
+            return "0 retry records waiting: no parked delivery is due or pending"
         lines = [
             f"{self.total} retry records waiting (a delivery parked again counts once per record until"
             " the workers commit past the older one)"
