@@ -135,6 +135,34 @@ CRD_SCHEMAS: dict[tuple[str, str], dict[str, Any]] = {
             },
         },
     },
+    ("keda.sh/v1alpha1", "TriggerAuthentication"): {
+        "type": "object",
+        "required": ["metadata", "spec"],
+        "properties": {
+            "metadata": _META,
+            "spec": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["secretTargetRef"],
+                "properties": {
+                    "secretTargetRef": {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "required": ["parameter", "name", "key"],
+                            "properties": {
+                                "parameter": {"enum": ["username", "password", "ca", "cert", "key"]},
+                                "name": _STR,
+                                "key": _STR,
+                            },
+                        },
+                    }
+                },
+            },
+        },
+    },
 }
 
 
@@ -231,6 +259,26 @@ def check_selectors(docs: list[dict[str, Any]]) -> list[str]:
     return problems
 
 
+def check_keda(docs: list[dict[str, Any]], config: dict[str, Any] | None) -> list[str]:
+    """A KEDA trigger connects as the worker does: literal brokers, credentials when the worker has them."""
+    problems: list[str] = []
+    client = ((config or {}).get("kafka") or {}).get("client") or {}
+    protocol = str(client.get("security.protocol", "PLAINTEXT")).upper()
+    auths = {d["metadata"]["name"] for d in docs if d["kind"] == "TriggerAuthentication"}
+    for so in (d for d in docs if d["kind"] == "ScaledObject"):
+        for trigger in so["spec"]["triggers"]:
+            meta, ref = trigger["metadata"], (trigger.get("authenticationRef") or {}).get("name")
+            if "$" in meta["bootstrapServers"]:
+                problems.append(f"trigger bootstrapServers {meta['bootstrapServers']!r} is not expanded")
+            if protocol.startswith("SASL_") and not ref:
+                problems.append("the worker authenticates with SASL but the trigger has no authenticationRef")
+            if ref and ref.startswith(so["metadata"]["name"]) and ref not in auths:
+                problems.append(f"trigger names TriggerAuthentication {ref}, which the chart did not render")
+            if ref in auths and protocol.startswith("SASL_") and not meta.get("sasl"):
+                problems.append("the chart's TriggerAuthentication is used but the trigger sets no sasl mode")
+    return problems
+
+
 def main(argv: list[str]) -> int:
     kube_version, files = argv[0], argv[1:]
     failed = 0
@@ -270,8 +318,9 @@ def main(argv: list[str]) -> int:
             for p in problems:
                 print(f"       - {p}")
             failed += bool(problems)
-        problems = check_selectors(docs)
-        print(f"  {'ok' if not problems else 'FAIL':4} {name}: Service, PDB and ServiceMonitor selectors")
+        problems = check_selectors(docs) + check_keda(docs, config)
+        status = "ok" if not problems else "FAIL"
+        print(f"  {status:4} {name}: Service, PDB and ServiceMonitor selectors; the KEDA trigger's connection")
         for p in problems:
             print(f"       - {p}")
         failed += bool(problems)
