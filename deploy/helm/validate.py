@@ -16,153 +16,144 @@ import yaml
 # checked against the fields the chart sets (a subset of each CRD's own schema).
 _STR = {"type": "string", "minLength": 1}
 _META = {"type": "object", "required": ["name"], "properties": {"name": _STR}}
-CRD_SCHEMAS: dict[tuple[str, str], dict[str, Any]] = {
-    ("monitoring.coreos.com/v1", "ServiceMonitor"): {
+
+
+def _crd(spec: dict[str, Any]) -> dict[str, Any]:
+    """A custom object: a named metadata and a `spec` of the given schema."""
+    return {
         "type": "object",
         "required": ["metadata", "spec"],
-        "properties": {
-            "metadata": _META,
-            "spec": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["selector", "endpoints"],
-                "properties": {
-                    "selector": {"type": "object", "required": ["matchLabels"]},
-                    "namespaceSelector": {"type": "object"},
-                    "endpoints": {
-                        "type": "array",
-                        "minItems": 1,
-                        "items": {
-                            "type": "object",
-                            "additionalProperties": False,
-                            "required": ["port"],
-                            "properties": {
-                                "port": _STR,
-                                "path": {"type": "string", "pattern": "^/"},
-                                "interval": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
-                                "scrapeTimeout": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
-                            },
+        "properties": {"metadata": _META, "spec": spec},
+    }
+
+
+CRD_SCHEMAS: dict[tuple[str, str], dict[str, Any]] = {
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): _crd(
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["selector", "endpoints"],
+            "properties": {
+                "selector": {"type": "object", "required": ["matchLabels"]},
+                "namespaceSelector": {"type": "object"},
+                "endpoints": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["port"],
+                        "properties": {
+                            "port": _STR,
+                            "path": {"type": "string", "pattern": "^/"},
+                            "interval": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
+                            "scrapeTimeout": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
                         },
                     },
                 },
             },
-        },
-    },
-    ("monitoring.coreos.com/v1", "PrometheusRule"): {
-        "type": "object",
-        "required": ["metadata", "spec"],
-        "properties": {
-            "metadata": _META,
-            "spec": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["groups"],
-                "properties": {
-                    "groups": {
-                        "type": "array",
-                        "minItems": 1,
-                        "items": {
-                            "type": "object",
-                            "required": ["name", "rules"],
-                            "properties": {
-                                "name": _STR,
-                                "rules": {
-                                    "type": "array",
-                                    "minItems": 1,
-                                    "items": {
-                                        "type": "object",
-                                        "additionalProperties": False,
-                                        "required": ["alert", "expr"],
-                                        "properties": {
-                                            "alert": _STR,
-                                            "expr": _STR,
-                                            "for": {"type": "string", "pattern": "^[0-9]+(s|m|h)$"},
-                                            "labels": {"type": "object"},
-                                            "annotations": {"type": "object"},
-                                        },
+        }
+    ),
+    ("monitoring.coreos.com/v1", "PrometheusRule"): _crd(
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["groups"],
+            "properties": {
+                "groups": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "required": ["name", "rules"],
+                        "properties": {
+                            "name": _STR,
+                            "rules": {
+                                "type": "array",
+                                "minItems": 1,
+                                "items": {
+                                    "type": "object",
+                                    "additionalProperties": False,
+                                    "required": ["alert", "expr"],
+                                    "properties": {
+                                        "alert": _STR,
+                                        "expr": _STR,
+                                        "for": {"type": "string", "pattern": "^[0-9]+(s|m|h)$"},
+                                        "labels": {"type": "object"},
+                                        "annotations": {"type": "object"},
                                     },
                                 },
                             },
                         },
-                    }
-                },
+                    },
+                }
             },
-        },
-    },
-    ("keda.sh/v1alpha1", "ScaledObject"): {
-        "type": "object",
-        "required": ["metadata", "spec"],
-        "properties": {
-            "metadata": _META,
-            "spec": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["scaleTargetRef", "triggers"],
-                "properties": {
-                    "scaleTargetRef": {"type": "object", "required": ["name"], "properties": {"name": _STR}},
-                    "minReplicaCount": {"type": "integer", "minimum": 0},
-                    "maxReplicaCount": {"type": "integer", "minimum": 1},
-                    "pollingInterval": {"type": "integer", "minimum": 1},
-                    "cooldownPeriod": {"type": "integer", "minimum": 0},
-                    "triggers": {
-                        "type": "array",
-                        "minItems": 1,
-                        "items": {
-                            "type": "object",
-                            "required": ["type", "metadata"],
-                            "properties": {
-                                "type": {"const": "kafka"},
-                                "metadata": {
-                                    "type": "object",
-                                    # KEDA reads every trigger metadata value as a string.
-                                    "additionalProperties": {"type": "string"},
-                                    "required": [
-                                        "bootstrapServers",
-                                        "consumerGroup",
-                                        "topic",
-                                        "lagThreshold",
-                                    ],
-                                },
-                                "authenticationRef": {
-                                    "type": "object",
-                                    "required": ["name"],
-                                    "properties": {"name": _STR},
-                                },
+        }
+    ),
+    ("keda.sh/v1alpha1", "ScaledObject"): _crd(
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["scaleTargetRef", "triggers"],
+            "properties": {
+                "scaleTargetRef": {"type": "object", "required": ["name"], "properties": {"name": _STR}},
+                "minReplicaCount": {"type": "integer", "minimum": 0},
+                "maxReplicaCount": {"type": "integer", "minimum": 1},
+                "pollingInterval": {"type": "integer", "minimum": 1},
+                "cooldownPeriod": {"type": "integer", "minimum": 0},
+                "triggers": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "required": ["type", "metadata"],
+                        "properties": {
+                            "type": {"const": "kafka"},
+                            "metadata": {
+                                "type": "object",
+                                # KEDA reads every trigger metadata value as a string.
+                                "additionalProperties": {"type": "string"},
+                                "required": [
+                                    "bootstrapServers",
+                                    "consumerGroup",
+                                    "topic",
+                                    "lagThreshold",
+                                ],
+                            },
+                            "authenticationRef": {
+                                "type": "object",
+                                "required": ["name"],
+                                "properties": {"name": _STR},
                             },
                         },
                     },
                 },
             },
-        },
-    },
-    ("keda.sh/v1alpha1", "TriggerAuthentication"): {
-        "type": "object",
-        "required": ["metadata", "spec"],
-        "properties": {
-            "metadata": _META,
-            "spec": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["secretTargetRef"],
-                "properties": {
-                    "secretTargetRef": {
-                        "type": "array",
-                        "minItems": 1,
-                        "items": {
-                            "type": "object",
-                            "additionalProperties": False,
-                            "required": ["parameter", "name", "key"],
-                            "properties": {
-                                "parameter": {"enum": ["username", "password", "ca", "cert", "key"]},
-                                "name": _STR,
-                                "key": _STR,
-                            },
+        }
+    ),
+    ("keda.sh/v1alpha1", "TriggerAuthentication"): _crd(
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["secretTargetRef"],
+            "properties": {
+                "secretTargetRef": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["parameter", "name", "key"],
+                        "properties": {
+                            "parameter": {"enum": ["username", "password", "ca", "cert", "key"]},
+                            "name": _STR,
+                            "key": _STR,
                         },
-                    }
-                },
+                    },
+                }
             },
-        },
-    },
+        }
+    ),
 }
 
 
@@ -320,7 +311,9 @@ def main(argv: list[str]) -> int:
             failed += bool(problems)
         problems = check_selectors(docs) + check_keda(docs, config)
         status = "ok" if not problems else "FAIL"
-        print(f"  {status:4} {name}: Service, PDB and ServiceMonitor selectors; the KEDA trigger's connection")
+        print(
+            f"  {status:4} {name}: Service, PDB and ServiceMonitor selectors; the KEDA trigger's connection"
+        )
         for p in problems:
             print(f"       - {p}")
         failed += bool(problems)
