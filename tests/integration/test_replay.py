@@ -269,3 +269,10 @@ async def test_a_replay_keeping_progress_in_kafka_resumes_after_its_process_ends
     _out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0, err.decode()
     assert b"0 events left" in err and len(a.requests) == before
+    # The group belongs to this replay: another range under it is refused, not mixed in.
+    other = [*argv[:-8], "--from", "5", *argv[-8:]]
+    proc = await asyncio.create_subprocess_exec(
+        *other, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    _out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode != 0 and b"belongs to a replay" in err, err.decode()
