@@ -1,24 +1,14 @@
-"""Renders the Helm chart with the helm that scripts/check-deploy installs (.cache/bin/helm)."""
+"""Fixtures of the deploy tests: the helm that scripts/check-deploy installs (.cache/bin/helm), and a
+chart renderer (its paths and types are in helm_render.py)."""
 
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-
-ROOT = Path(__file__).resolve().parents[2]
-CHART = ROOT / "deploy" / "helm" / "streamproc"
-KUBE_VERSION = "1.31.0"
-
-Render = Callable[..., list[dict[str, Any]]]
-
-
-class RenderError(Exception):
-    """helm refused to render; the message is helm's."""
+from helm_render import CHART, KUBE_VERSION, ROOT, Render, RenderError
 
 
 @pytest.fixture(scope="session")
@@ -64,8 +54,3 @@ def render(helm: str) -> Render:
         return [d for d in yaml.safe_load_all(proc.stdout) if d]
 
     return run
-
-
-def one(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
-    (found,) = [d for d in docs if d["kind"] == kind]
-    return found

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import CHART, Render, RenderError
+from helm_render import CHART, Render, RenderError
 
 JOBS = str(CHART / "ci" / "jobs-values.yaml")
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import CHART, Render, RenderError, one
+from helm_render import CHART, Render, RenderError, one
 
 PROD = str(CHART / "ci" / "sasl-ssl-prod-values.yaml")
 KEDA = str(CHART / "ci" / "keda-values.yaml")
