@@ -48,7 +48,7 @@ from streamproc.core.liquid_filters import (
     read_property,
     stringify,
 )
-from streamproc.core.mapping import _error
+from streamproc.core.mapping import _error, _raising
 
 __all__ = ["DISABLED_FILTERS", "DISABLED_TAGS", "MAX_TEMPLATE_LENGTH", "compile_liquid"]
 
@@ -298,28 +298,21 @@ def _quote_keyword_properties(source: str) -> str:
     return _MARKUP.sub(in_markup, source)
 
 
-def _fail(message: str) -> Callable[[Any], Any]:
-    def fail(payload: Any) -> Any:
-        raise _error(message)
-
-    return fail
-
-
 def compile_liquid(option: Any) -> Callable[[Any], Any]:
     """A resolver for one @liquid option. The template is parsed here; a template Segment would
     refuse fails each time it is resolved, with Segment's message, as Segment does."""
     if not isinstance(option, str):
-        return _fail("liquid template value must be a string")
+        return _raising("liquid template value must be a string")
     if option == "":
         return lambda payload: ""
     if utf16_length(option) > MAX_TEMPLATE_LENGTH:
-        return _fail("liquid template values are limited to 1000 characters")
+        return _raising("liquid template values are limited to 1000 characters")
     try:
         template = _ENV.from_string(_quote_keyword_properties(option))
     except LiquidError as exc:
-        return _fail(_message(option, exc))
+        return _raising(_message(option, exc))
     except (RecursionError, ValueError) as exc:
-        return _fail(str(exc))
+        return _raising(str(exc))
 
     def render(payload: Any) -> Any:
         data = payload if isinstance(payload, dict) else {}
@@ -333,4 +326,17 @@ def compile_liquid(option: Any) -> Callable[[Any], Any]:
             raise _error(f"liquid render failed: {exc}") from None
         return paired(buffer.getvalue())
 
+    # A disabled filter fails only when rendering reaches it (as in liquidjs), but it can never
+    # succeed there, so a configuration check names it.
+    disabled = _disabled_filter_used(template)
+    if disabled is not None:
+        render.problem = _message(option, _Disabled("filter", disabled))  # type: ignore[attr-defined]
     return render
+
+
+def _disabled_filter_used(template: Any) -> str | None:
+    try:
+        used = template.analyze(follow_partials=False, raise_for_failures=False).filters
+    except (LiquidError, RecursionError):
+        return None
+    return next((name for name in used if name in DISABLED_FILTERS), None)

@@ -32,7 +32,7 @@ from streamproc.core.js import (
 )
 from streamproc.errors import MappingError
 
-__all__ = ["DIRECTIVES", "CompiledMapping", "compile", "resolve", "validate"]
+__all__ = ["DIRECTIVES", "CompiledMapping", "compile", "problems", "resolve", "validate"]
 
 Resolver = Callable[[Any], Any]
 
@@ -423,9 +423,13 @@ def _make_replacer(pattern: str, replacement: str, flags: str) -> Callable[[str]
 
 
 def _raising(message: str) -> Callable[..., Any]:
+    """A resolver that fails with `message` whenever it runs (Segment raises these when the directive
+    is resolved, not when the mapping is validated); `problem` lets a configuration check name it."""
+
     def fail(*_args: Any) -> Any:
         raise _error(message)
 
+    fail.problem = message  # type: ignore[attr-defined]
     return fail
 
 
@@ -904,6 +908,7 @@ def _build_replace(opts: Any) -> Resolver:
     second = None
     if truthy(pattern2) and isinstance(pattern2, str) and isinstance(replacement2, str):
         second = _make_replacer(pattern2, replacement2, flags)
+    problem = getattr(first, "problem", None) or getattr(second, "problem", None)
 
     def run(payload: Any) -> Any:
         resolved = value_fn(payload)
@@ -918,6 +923,8 @@ def _build_replace(opts: Any) -> Resolver:
             result = second(result)
         return result
 
+    if problem is not None:
+        run.problem = problem  # type: ignore[attr-defined]
     return run
 
 
@@ -1030,6 +1037,7 @@ def _build_merge(opts: Any) -> Resolver:
             direction_fn(payload)
             raise _error(message)
 
+        fail.problem = message  # type: ignore[attr-defined]
         return fail
     object_fns = [_compile_node(o) for o in objects]
 
@@ -1512,6 +1520,33 @@ def compile(mapping: Any, *, codegen: bool = True) -> CompiledMapping:
     `codegen=False` resolves with plain closures instead of generated code (same payloads, slower;
     the inner mapping of an @transform, compiled on its own, keeps its generated code)."""
     return CompiledMapping(mapping, codegen=codegen)
+
+
+def problems(mapping: Any) -> list[tuple[str, str]]:
+    """What in a valid mapping fails whenever it is reached, known before any event arrives: the key
+    path (`event`, `contents.@arrayPath[1].price`) and Segment's message, for each directive that
+    raises when resolved (a liquid template that does not parse, uses a disabled tag or filter or is
+    too long, an unknown directive, an @replace pattern too long, ...)."""
+    found: list[tuple[str, str]] = []
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, dict):
+            if _is_directive(node):
+                problem = getattr(_compile_node(node), "problem", None)
+                if problem is not None:
+                    found.append((path, problem))
+                    return
+            for key, value in node.items():
+                walk(value, f"{path}.{key}" if path else str(key))
+        elif isinstance(node, list | tuple):
+            for i, value in enumerate(node):
+                walk(value, f"{path}[{i}]")
+
+    try:
+        walk(mapping, "")
+    except RecursionError:
+        return [("", STACK_EXCEEDED)]
+    return found
 
 
 def validate(mapping: Any) -> None:
