@@ -12,8 +12,10 @@ cases:
   `'abc'.size`, `'a\\'b'`, `{% break %}` outside a loop);
 - a `nil` literal is null (liquidjs has an object that never orders: `1 > nil` is false there);
 - date time zones at instants outside the years 1-9999 (liquidjs's answers there are unreliable);
-- the memory limit is python-liquid's namespace/output byte count (same message, no position), and
-  the 500 ms render limit is not enforced (without loop tags rendering is linear in template size);
+- the memory limit is lower: no filter result and no output longer than MAX_STRING_LENGTH
+  characters, refused before it is built (liquidjs's message, "memory alloc limit exceeded"; liquidjs
+  counts up to 1e8 bytes, in some filters only, and pads a `date` to any width); the 500 ms render
+  limit is not enforced (without loop tags rendering is linear in template size);
 - comparisons inside `{{ }}` are a syntax error.
 """
 
@@ -31,7 +33,7 @@ from liquid.builtin.statement import Statement, StatementNode
 from liquid.builtin.tags.echo_tag import EchoNode, EchoTag
 from liquid.context import Context
 from liquid.exceptions import Error as LiquidError
-from liquid.exceptions import LiquidSyntaxError, ResourceLimitError
+from liquid.exceptions import LiquidSyntaxError, OutputStreamLimitError, ResourceLimitError
 from liquid.expression import Blank, Empty
 from liquid.stream import TokenStream
 from liquid.tag import Tag
@@ -41,20 +43,23 @@ from streamproc.core.js import UNDEFINED, WHITESPACE, to_js_string, utf16_length
 from streamproc.core.js.convert import js_compare
 from streamproc.core.liquid_filters import (
     FILTERS,
+    MEMORY_EXCEEDED,
     FilterError,
+    fits,
     js_equals,
     js_value,
     paired,
     read_property,
     stringify,
 )
-from streamproc.core.mapping import _error, _raising
+from streamproc.core.mapping import MAX_STRING_LENGTH, _error, _raising
 
 __all__ = ["DISABLED_FILTERS", "DISABLED_TAGS", "MAX_TEMPLATE_LENGTH", "compile_liquid"]
 
 MAX_TEMPLATE_LENGTH = 1000
-# Byte budget for strings built while rendering (Segment gives liquidjs a memory limit of 1e8).
-MEMORY_LIMIT = 100_000_000
+# Budget for what `assign` and `capture` keep while rendering (python-liquid counts sizes in bytes,
+# up to four per character); Segment gives liquidjs a memory limit of 1e8.
+MEMORY_LIMIT = 4 * MAX_STRING_LENGTH
 
 DISABLED_TAGS: tuple[str, ...] = ("case", "for", "include", "layout", "render", "tablerow")
 DISABLED_FILTERS: tuple[str, ...] = (
@@ -156,7 +161,12 @@ def _named(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(func)
     def apply(*args: Any, **kwargs: Any) -> Any:
         try:
-            return func(*args, **kwargs)
+            result = func(*args, **kwargs)
+            # Filters that grow a string by an argument check before they build; the others grow
+            # it by a small factor at most (url_encode, escape, json), and are held to it here.
+            if type(result) is str:
+                fits(len(result))
+            return result
         except FilterError as exc:
             exc.name = name
             raise
@@ -298,6 +308,18 @@ def _quote_keyword_properties(source: str) -> str:
     return _MARKUP.sub(in_markup, source)
 
 
+class _Output(StringIO):
+    """A template's output, refused past MAX_STRING_LENGTH characters before it grows there."""
+
+    size = 0
+
+    def write(self, text: str, /) -> int:
+        self.size += len(text)
+        if self.size > MAX_STRING_LENGTH:
+            raise OutputStreamLimitError(MEMORY_EXCEEDED)
+        return super().write(text)
+
+
 def compile_liquid(option: Any) -> Callable[[Any], Any]:
     """A resolver for one @liquid option. The template is parsed here; a template Segment would
     refuse fails each time it is resolved, with Segment's message, as Segment does."""
@@ -316,7 +338,7 @@ def compile_liquid(option: Any) -> Callable[[Any], Any]:
 
     def render(payload: Any) -> Any:
         data = payload if isinstance(payload, dict) else {}
-        buffer = StringIO()
+        buffer = _Output()
         try:
             context = _JsContext(_ENV, globals=data)
             template.render_with_context(context, buffer)

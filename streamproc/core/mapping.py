@@ -11,6 +11,7 @@ Not reproduced: JavaScript's inherited properties in paths (`$.a.__proto__`, `$.
 from __future__ import annotations
 
 import builtins
+import itertools
 import re
 from collections.abc import Callable, Mapping
 from types import CodeType
@@ -55,6 +56,13 @@ DIRECTIVES: tuple[str, ...] = (
 ROOT_DIRECTIVE_KEY = "__segment_internal_directive"
 MAX_PATTERN_LENGTH = 10
 MAX_REPLACEMENT_LENGTH = 10
+MAX_STRING_LENGTH = 1_000_000
+"""The longest string one event's mapping may build: an @replace or @template result, a liquid
+filter's result or a template's output. Past it the mapping fails (and the event is dead-lettered)
+before the string is built, so per-event work stays linear in the event whatever the mapping or the
+event asks for (the $` of @replace, a date width of 300000000, an append doubled by a run of
+assigns). Segment has no such bound (liquidjs counts up to 1e8 bytes in some filters only); below
+it every result is Segment's, and no partner takes a field anywhere near this long."""
 STACK_EXCEEDED = "Maximum call stack size exceeded"
 """The message of a mapping or payload nested too deeply to resolve (JavaScript's RangeError)."""
 
@@ -259,9 +267,16 @@ def _placeholder_text(value: Any) -> str:
 
 
 def _substitute(pattern: re.Pattern[str], width: int, template: str, data: Any) -> str:
+    size = len(template)
+
     def replace(match: re.Match[str]) -> str:
+        nonlocal size
         inner = trim(match.group(0)[width:-width])
-        return _placeholder_text(lookup(data, _cached_split(inner)))
+        text = _placeholder_text(lookup(data, _cached_split(inner)))
+        size += len(text) - len(match.group(0))
+        if size > MAX_STRING_LENGTH:
+            raise _too_long("@template")
+        return text
 
     return pattern.sub(replace, template)
 
@@ -286,9 +301,14 @@ def compile_template(template: str) -> Callable[[Any], str]:
 
         def render(data: Any) -> str:
             out = []
+            size = len(tail)
             for literal, getter in pairs:
+                text = _placeholder_text(getter(data))
+                size += len(literal) + len(text)
                 out.append(literal)
-                out.append(_placeholder_text(getter(data)))
+                out.append(text)
+            if size > MAX_STRING_LENGTH:
+                raise _too_long("@template")
             out.append(tail)
             return "".join(out)
 
@@ -297,6 +317,10 @@ def compile_template(template: str) -> Callable[[Any], str]:
     # Triple braces are substituted first and their values may form new double-brace
     # placeholders, so this case keeps Segment's two passes.
     return lambda data: _substitute(_DOUBLE, 2, _substitute(_TRIPLE, 3, template, data), data)
+
+
+def _too_long(directive: str) -> MappingError:
+    return _error(f"{directive} would build a string longer than {MAX_STRING_LENGTH} characters")
 
 
 def render_template(template: Any, data: Any = UNDEFINED) -> str:
@@ -400,24 +424,51 @@ def _make_replacer(pattern: str, replacement: str, flags: str) -> Callable[[str]
         literal = "".join(p for p in parts if isinstance(p, str))
         if count:
             return lambda value: value.replace(pattern, literal, 1)
-        return lambda value: value.replace(pattern, literal)
+        if len(literal) <= len(pattern):
+            return lambda value: value.replace(pattern, literal)
+        growth = len(literal) - len(pattern)
+
+        def replace_all(value: str) -> str:
+            if len(value) + value.count(pattern) * growth > MAX_STRING_LENGTH:
+                raise _too_long("@replace")
+            return value.replace(pattern, literal)
+
+        return replace_all
     regex = re.compile(_js_ignorecase_pattern(pattern) if "i" in flags else re.escape(pattern))
+    literal_size = sum(len(p) for p in parts if isinstance(p, str))
 
     def expand(value: str) -> str:
-        def one(match: re.Match[str]) -> str:
-            out = []
+        # $` and $' repeat the text before and after each match: the result can be quadratic
+        # in the value, so its length is added up from the matches before anything is built.
+        spans = [m.span() for m in itertools.islice(regex.finditer(value), count or None)]
+        size = len(value)
+        for start, end in spans:
+            size += literal_size - (end - start)
+            for part in parts:
+                if part == 0:
+                    size += end - start
+                elif part == 1:
+                    size += start
+                elif part == 2:
+                    size += len(value) - end
+            if size > MAX_STRING_LENGTH:
+                raise _too_long("@replace")
+        out = []
+        pos = 0
+        for start, end in spans:
+            out.append(value[pos:start])
             for part in parts:
                 if isinstance(part, str):
                     out.append(part)
                 elif part == 0:
-                    out.append(match.group(0))
+                    out.append(value[start:end])
                 elif part == 1:
-                    out.append(value[: match.start()])
+                    out.append(value[:start])
                 else:
-                    out.append(value[match.end() :])
-            return "".join(out)
-
-        return regex.sub(one, value, count=count)
+                    out.append(value[end:])
+            pos = end
+        out.append(value[pos:])
+        return "".join(out)
 
     return expand
 
