@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from streamproc.config import load_config
 from streamproc.config_yaml import MAX_ALIAS_EXPANSION, load_yaml
 from streamproc.errors import ConfigError
 
@@ -34,6 +37,22 @@ def test_an_alias_bomb_fails_at_once_with_the_bound() -> None:
     (problem,) = problems("\n".join(lines))
     assert problem.startswith("c.yaml: YAML aliases expand to ")
     assert f"at most {MAX_ALIAS_EXPANSION} are allowed" in problem
+
+
+def test_the_configuration_loader_refuses_an_alias_bomb(tmp_path: Path) -> None:
+    # Six levels of ten under an unknown key: a million values, refused before they are walked.
+    lines = ['x0: &l0 ["x","x","x","x","x","x","x","x","x","x"]']
+    for i in range(1, 6):
+        lines.append(f"x{i}: &l{i} [" + ",".join([f"*l{i - 1}"] * 10) + "]")
+    path = tmp_path / "config.yaml"
+    path.write_text("\n".join(["destinations: []", *lines]))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    (problem,) = info.value.problems
+    assert (
+        problem.message.startswith("YAML aliases expand to ")
+        and "at most 10000 are allowed" in problem.message
+    )
 
 
 def test_an_alias_inside_its_own_anchor_is_refused() -> None:

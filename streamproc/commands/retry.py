@@ -9,8 +9,10 @@ from typing import Any
 
 from confluent_kafka import TopicPartition
 
+from streamproc import masking
 from streamproc.commands.replay import install_stop, load
 from streamproc.errors import StreamprocError
+from streamproc.failed_request import FailedRequests
 from streamproc.kafka.redrive import start_offsets
 from streamproc.kafka.replay import RangeReader, range_consumer_config
 from streamproc.kafka.retry import RetryInspection, dumps, retry_group
@@ -31,6 +33,14 @@ def register(subparsers: Any) -> None:
     inspect.add_argument("--destination", "-d", action="append", metavar="ID", help="repeatable")
     inspect.add_argument("--all", action="store_true", help="read from the beginning (finished records too)")
     inspect.add_argument("--json", action="store_true", help="print one JSON document")
+    inspect.add_argument(
+        "--show-request",
+        action="store_true",
+        help="show the first records of each destination with their request to the destination"
+        " (rebuilt from the record) and the last response",
+    )
+    inspect.add_argument("--samples", type=int, default=3, metavar="N", help="records per destination (3)")
+    masking.add_arguments(inspect)
     inspect.set_defaults(handler=run_inspect)
 
 
@@ -49,7 +59,8 @@ async def inspect(args: argparse.Namespace, out: Any = None) -> RetryInspection:
             f"destination(s) {', '.join(unknown)} do not park (no retry.park_after_attempts or "
             "park_after_seconds in the configuration)"
         )
-    result = RetryInspection()
+    detail = FailedRequests(config, masking.for_config(config, args)).show if args.show_request else None
+    result = RetryInspection(detail=detail, samples_per_destination=args.samples)
     stop = asyncio.Event()
     install_stop(stop)
     for dest in sorted(wanted):
