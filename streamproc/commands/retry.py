@@ -39,7 +39,12 @@ def register(subparsers: Any) -> None:
         help="show the first records of each destination with their request to the destination"
         " (rebuilt from the record) and the last response",
     )
-    inspect.add_argument("--samples", type=int, default=3, metavar="N", help="records per destination (3)")
+    inspect.add_argument(
+        "--samples",
+        type=int,
+        metavar="N",
+        help="show the first N records of each destination (default: none, 3 with --show-request)",
+    )
     masking.add_arguments(inspect)
     inspect.set_defaults(handler=run_inspect)
 
@@ -59,8 +64,10 @@ async def inspect(args: argparse.Namespace, out: Any = None) -> RetryInspection:
             f"destination(s) {', '.join(unknown)} do not park (no retry.park_after_attempts or "
             "park_after_seconds in the configuration)"
         )
-    detail = FailedRequests(config, masking.for_config(config, args)).show if args.show_request else None
-    result = RetryInspection(detail=detail, samples_per_destination=args.samples)
+    masker = masking.for_config(config, args)
+    detail = FailedRequests(config, masker).show if args.show_request else None
+    samples = args.samples if args.samples is not None else (3 if args.show_request else 0)
+    result = RetryInspection(samples_per_destination=samples, masker=masker, detail=detail)
     stop = asyncio.Event()
     install_stop(stop)
     for dest in sorted(wanted):

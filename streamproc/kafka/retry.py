@@ -38,6 +38,7 @@ from streamproc.kafka.consumer import Partition, committable, wait_for_in_flight
 from streamproc.kafka.offsets import OffsetTracker
 from streamproc.kafka.polling import commit_sync, consume_batch, read_watermarks, refresh_high_watermarks
 from streamproc.kafka.redrive import DeadLetterView, Detail, parse_time, sample_lines
+from streamproc.masking import Masker
 from streamproc.metrics import Metrics
 
 __all__ = ["ParkedKeys", "ParkedRecord", "RetryConsumer", "RetryInspection", "RetryView", "retry_group"]
@@ -588,16 +589,17 @@ class RetryInspection:
     """destination -> records whose retry budget has ended (dead-lettered when read)."""
     oldest: dict[str, float] = field(default_factory=dict)
     """destination -> first attempt time of its oldest parked delivery."""
+    samples_per_destination: int = 0
+    """The first records of each destination kept as samples (their event masked by `masker`)."""
+    masker: Masker = field(default_factory=Masker)
     detail: Detail | None = None
-    """When set, the first `samples_per_destination` records of each destination are kept as
-    samples with this added (`--show-request`: the partner request and its response)."""
-    samples_per_destination: int = 3
+    """More for each sample (`--show-request`: the partner request and its response)."""
     samples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     def add(self, msg: Any) -> None:
         view = RetryView.of(msg)
         dest = view.destination or "(none)"
-        if self.detail is not None:
+        if self.samples_per_destination > 0:
             bucket = self.samples.setdefault(dest, [])
             if len(bucket) < self.samples_per_destination:
                 bucket.append(self.sample(msg, view))
@@ -617,6 +619,11 @@ class RetryInspection:
 
     def sample(self, msg: Any, view: RetryView) -> dict[str, Any]:
         letter = view.letter
+        value = msg.value()
+        try:
+            event = orjson.loads(value) if value is not None else None
+        except orjson.JSONDecodeError:
+            event = f"<{len(value)} bytes, not JSON>"
         sample = {
             "partition": letter.partition,
             "offset": letter.offset,
@@ -625,12 +632,12 @@ class RetryInspection:
             "attempts": letter.attempts,
             "parks": view.parks,
             "next_attempt_at": _iso(view.next_attempt_at),
+            "value": self.masker.value(event),
         }
-        assert self.detail is not None
-        return sample | self.detail(msg, letter)
+        return sample | (self.detail(msg, letter) if self.detail is not None else {})
 
     def to_json(self) -> dict[str, Any]:
-        samples = {"samples": self.samples} if self.detail is not None else {}
+        samples = {"samples": self.samples} if self.samples_per_destination > 0 else {}
         return samples | {
             "total": self.total,
             "by_destination": {
