@@ -296,7 +296,15 @@ def compile_template(template: str) -> Callable[[Any], str]:
             return lambda data: template
         if len(getters) == 1:
             head, only = literals[0], getters[0]
-            return lambda data: head + _placeholder_text(only(data)) + tail
+            fixed = len(head) + len(tail)
+
+            def render_one(data: Any) -> str:
+                text = _placeholder_text(only(data))
+                if fixed + len(text) > MAX_STRING_LENGTH:
+                    raise _too_long("@template")
+                return head + text + tail
+
+            return render_one
         pairs = list(zip(literals, getters, strict=True))
 
         def render(data: Any) -> str:

@@ -67,6 +67,11 @@ PAST_THE_BOUND = {
         {"a": "q" * 400_000},
         "@template would build a string longer than",
     ),
+    "@template one placeholder": (
+        {"x": {"@template": "id: {{a}}"}},
+        {"a": "q" * MAX_STRING_LENGTH},
+        "@template would build a string longer than",
+    ),
     "@template triple": (
         {"x": {"@template": "{{{a}}}{{{a}}}{{{a}}}"}},
         {"a": "q" * 400_000},
