@@ -110,27 +110,15 @@ def test_past_the_bound_the_mapping_fails_before_the_string_is_built(name: str, 
     assert peak < MAX_STRING_LENGTH, f"{name}: {peak} bytes at the peak"
 
 
+def seg_config(subscription: dict[str, Any]) -> Any:
+    """A configuration with one Seg destination and this one subscription."""
+    seg = {"id": "seg", "type": "seg", "settings": {"apiKey": "abc8fb18-7559-4324-9921-a4b5015b4a1c"}}
+    return parse_config({"destinations": [{**seg, "presets": False, "subscriptions": [subscription]}]})
+
+
 def test_an_event_asking_for_too_much_is_a_mapping_error_of_its_delivery() -> None:
-    config = parse_config(
-        {
-            "destinations": [
-                {
-                    "id": "seg",
-                    "type": "seg",
-                    "settings": {"apiKey": "abc8fb18-7559-4324-9921-a4b5015b4a1c"},
-                    "presets": False,
-                    "subscriptions": [
-                        {
-                            "name": "dated",
-                            "trigger": 'type = "track"',
-                            "action": "track",
-                            "mapping": {"segEvent": {"@liquid": "{{ timestamp | date: properties.f }}"}},
-                        }
-                    ],
-                }
-            ]
-        }
-    )
+    mapping = {"segEvent": {"@liquid": "{{ timestamp | date: properties.f }}"}}
+    config = seg_config({"name": "dated", "trigger": 'type = "track"', "action": "track", "mapping": mapping})
     event = {
         "type": "track",
         "event": "Viewed",
@@ -162,20 +150,7 @@ def python_calls(run: Callable[[], Any]) -> int:
 
 def compile_or_trigger(terms: int) -> None:
     trigger = " or ".join(f'event = "Event {i}"' for i in range(terms))
-    config = parse_config(
-        {
-            "destinations": [
-                {
-                    "id": "seg",
-                    "type": "seg",
-                    "settings": {"apiKey": "abc8fb18-7559-4324-9921-a4b5015b4a1c"},
-                    "presets": False,
-                    "subscriptions": [{"name": "many", "trigger": trigger, "action": "track"}],
-                }
-            ]
-        }
-    )
-    Router(config)
+    Router(seg_config({"name": "many", "trigger": trigger, "action": "track"}))
 
 
 def test_trigger_compilation_is_linear_in_the_number_of_terms() -> None:
