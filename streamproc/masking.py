@@ -27,6 +27,7 @@ from urllib.parse import quote, quote_plus, unquote_plus
 
 import orjson
 
+from streamproc.output import dumps
 from streamproc.pii import kind_of_key, sub_emails, sub_ips, sub_phones
 
 __all__ = ["Masker", "add_arguments", "config_secrets", "for_config", "is_secret_key"]
@@ -210,7 +211,7 @@ def _as_text(value: Any) -> str:
         return value
     if isinstance(value, int | float):
         return str(value)
-    return orjson.dumps(value, default=str, option=orjson.OPT_SORT_KEYS).decode(errors="replace")
+    return dumps(value).decode("utf-8", "replace")
 
 
 class _Walk:

@@ -16,9 +16,12 @@ __all__ = ["Replace", "kind_of_key", "sub_emails", "sub_ips", "sub_phones", "sub
 Replace = Callable[[str, str], str]
 
 # Letters of any script count (josé@exämple.com), and `%40` counts as the at sign (an address in a
-# URL query, `%2B` its plus); a match never starts inside a percent escape, so `%22jane%40x.org`
-# keeps its `%22`.
-_EMAIL = re.compile(r"(?<!%)(?<!%[0-9A-Fa-f])(?:[\w.+\-]|%2[Bb])+(?:@|%40)[\w\-]+(?:\.[\w\-]+)+")
+# URL query, `%2B` its plus). A match starts only where a run of address characters starts (or
+# right after a percent escape, so `%22jane%40x.org` keeps its `%22`): trying every position inside
+# a long run would make the search quadratic in the run's length.
+_EMAIL = re.compile(
+    r"(?:(?<![\w.+\-%])|(?<=%[0-9A-Fa-f]{2})(?<!%2[Bb]))(?:[\w.+\-]|%2[Bb])+(?:@|%40)[\w\-]+(?:\.[\w\-]+)+"
+)
 # Candidates only: whatever `ipaddress` rejects (clock times like 13:56:05, 999.1.1.1) stays.
 _IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
 _IPV6 = re.compile(r"(?<![0-9A-Fa-f:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![0-9A-Fa-f:])")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 
 from streamproc.pii import kind_of_key, sub_pii
@@ -89,3 +91,20 @@ def test_keys_that_hold_personal_data(key: str, kind: str) -> None:
 )
 def test_ordinary_keys_hold_no_personal_data(key: str) -> None:
     assert kind_of_key(key) is None
+
+
+def test_long_runs_are_searched_in_linear_time() -> None:
+    # Trying every position inside a run for an address would take minutes here (quadratic).
+    text = "a" * 300_000 + " write to x@y.org " + "%2B" * 100_000 + "@" + "b." * 100_000
+
+    def too_slow(*_: object) -> None:
+        raise TimeoutError("sub_pii took more than 10 s")
+
+    previous = signal.signal(signal.SIGALRM, too_slow)
+    signal.alarm(10)
+    try:
+        result = sub_pii(text, mark)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert "write to <email>" in result and "x@y.org" not in result
