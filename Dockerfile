@@ -11,13 +11,14 @@ FROM ${BASE_IMAGE} AS builder
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY streamproc ./streamproc
-# The virtualenv keeps only what runs: the build tools (pip, wheel, setuptools) leave it at the end.
+# Every dependency at the version of constraints.txt (scripts/lock), the one the tests ran with. The
+# virtualenv keeps only what runs: the build tools (pip, wheel, setuptools) leave it at the end.
 RUN python -m venv /opt/streamproc \
  && /opt/streamproc/bin/pip install --upgrade pip==24.3.1 wheel==0.45.1 \
- && /opt/streamproc/bin/pip wheel --wheel-dir /wheels ".[avro]" \
- && /opt/streamproc/bin/pip install --no-index --find-links /wheels "streamproc[avro]" \
+ && /opt/streamproc/bin/pip wheel --wheel-dir /wheels -c constraints.txt ".[avro]" \
+ && /opt/streamproc/bin/pip install --no-index --find-links /wheels -c constraints.txt "streamproc[avro]" \
  && /opt/streamproc/bin/pip uninstall -y setuptools wheel pip
 
 FROM ${BASE_IMAGE} AS runtime

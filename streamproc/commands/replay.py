@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
-
+from streamproc import masking
 from streamproc.config import Config, KafkaConfig, load_config
 from streamproc.decoding import make_decoder
 from streamproc.dispatch import Dispatcher
@@ -30,8 +29,10 @@ from streamproc.kafka.replay import (
     run_replay,
 )
 from streamproc.kafka.replay_progress import GroupProgress
-from streamproc.logging import config_secrets, configure_logging, flush_suppressed, register_secrets
+from streamproc.logging import configure_logging, flush_suppressed, register_secrets
+from streamproc.masking import Masker, config_secrets
 from streamproc.metrics import Metrics
+from streamproc.output import json_line
 from streamproc.pipeline import EventProcessor, Summary, Undecodable, kafka_section
 from streamproc.progress import Progress
 from streamproc.router import Delivery, Router
@@ -70,6 +71,7 @@ def register(subparsers: Any) -> None:
         " with it to resume, e.g. in a Job whose pod may be retried; a finished replay sends nothing again",
     )
     p.add_argument("--max-in-flight", type=int, default=1000, metavar="N", help="events in flight (1000)")
+    masking.add_arguments(p)
     p.set_defaults(handler=run)
 
 
@@ -168,14 +170,15 @@ def build_stack(config: Config, kafka: KafkaConfig, *, dry_run: bool) -> Deliver
     return DeliveryStack(config, kafka, router, metrics, dispatcher, dlq)
 
 
-def dry_run_printer(out: Any) -> Callable[[Any, Delivery], None]:
+def dry_run_printer(out: Any, masker: Masker) -> Callable[[Any, Delivery], None]:
     from streamproc.commands.send import delivery_json
 
     def show(msg: Any, delivery: Delivery) -> None:
-        line = delivery_json(msg.offset(), delivery, delivery.delivery_id.rsplit(":", 2)[0] or None)
+        mid = delivery.delivery_id.rsplit(":", 2)[0] or None
+        line = delivery_json(msg.offset(), delivery, mid, masker)
         line["partition"] = msg.partition()
         line["offset"] = msg.offset()
-        out.write(orjson.dumps(line) + b"\n")
+        out.write(json_line(line))
 
     return show
 
@@ -212,7 +215,7 @@ def start_run(
         subscriptions=subscriptions,
         summary=summary,
         undecodable=undecodable,
-        on_dry_run=dry_run_printer(out) if args.dry_run else None,
+        on_dry_run=dry_run_printer(out, masking.for_config(stack.config, args)) if args.dry_run else None,
     )
     install_stop(feed.stop)
     return feed, processor

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from confluent_kafka import Consumer, TopicPartition
 from kafka_helpers import committed_offsets, produce, unique_name
-from ops_helpers import T0_MS, cli_args, make_events, predicted, received, write_config
+from ops_helpers import KEY_B, T0_MS, cli_args, make_events, predicted, received, write_config
 
 from streamproc.commands.replay import replay
 
@@ -122,6 +122,7 @@ async def test_offsets_filters_and_dry_run(kafka_bootstrap: str, setup, sims) ->
     assert not a.requests and not b.requests  # a dry run sends nothing
     lines = [orjson.loads(line) for line in out.getvalue().splitlines()]
     assert {line["destination"] for line in lines} <= {"seg-b"}
+    assert lines and KEY_B not in out.getvalue().decode()  # printed like `send`: credentials masked
     assert all(
         (line["partition"], line["offset"]) in {(0, o) for o in range(10, 20)} | {(1, o) for o in range(5)}
         for line in lines
