@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import pytest
 from aiohttp import web
+from http_stand_in import Handler, serving
 
 from streamproc.destinations.base import Request
 from streamproc.dispatch import (
@@ -27,8 +28,6 @@ from streamproc.dispatch import (
 from streamproc.errors import DeliveryError, PayloadValidationError
 from streamproc.metrics import Metrics
 from streamproc.simulator import PartnerSimulator
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @dataclass
@@ -57,16 +56,9 @@ async def partner() -> AsyncIterator[StandIn]:
         finally:
             state.concurrent -= 1
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", any_path)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    state.url = f"http://127.0.0.1:{port}"
-    yield state
-    await runner.cleanup()
+    async with serving(any_path) as url:
+        state.url = url
+        yield state
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp import web
+from http_stand_in import serving
 from kafka_helpers import async_wait_until, committed_offsets, end_offsets, produce, read_all, unique_name
 
 from streamproc.app import Worker
@@ -55,15 +56,9 @@ async def partner() -> AsyncIterator[Partner]:
             return web.Response(status=400, text='{"error":"rejected jane@example.com"}')
         return web.Response(status=200)
 
-    app = web.Application()
-    app.router.add_post("/{tail:.*}", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    state.url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
-    yield state
-    await runner.cleanup()
+    async with serving(handle) as url:
+        state.url = url
+        yield state
 
 
 @dataclass(frozen=True)
