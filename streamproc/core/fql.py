@@ -13,6 +13,7 @@ from streamproc.core.fql_lexer import EOS as _EOS
 from streamproc.core.fql_lexer import Lexer as _Lexer
 from streamproc.core.fql_lexer import LexError as _LexError
 from streamproc.core.fql_lexer import Token as _Token
+from streamproc.core.fql_lexer import position as _position
 from streamproc.core.fql_lexer import show as _show
 from streamproc.core.js import (
     UNDEFINED,
@@ -39,7 +40,8 @@ Predicate = Callable[[Event], bool]
 
 @dataclass(frozen=True)
 class DeliberateDifference:
-    """One way streamproc knowingly differs from Segment's `parseFql`, and why."""
+    """One way streamproc knowingly differs from Segment's published code (`parseFql` for triggers;
+    tsub, fql-ts and analytics-next for the gates), and why."""
 
     name: str
     example: str
@@ -1125,8 +1127,7 @@ def _segment_condition(kind: str, name: str | None, op: str, tok: _Token, value:
 def _error(
     text: str, units: list[str], unit_pos: int, category: str | None, problem: str, fix: str
 ) -> FQLSyntaxError:
-    # positions are reported in characters (code points), counted from 1
-    position = unit_pos - sum(1 for u in units[:unit_pos] if "\udc00" <= u <= "\udfff") + 1
+    position = _position(units, unit_pos)
     message = f"FQL error at position {position}: {problem}"
     if fix:
         message += f"; {fix}"

@@ -17,7 +17,7 @@ from typing import Final
 
 from streamproc.core.js import join_code_units
 
-__all__ = ["EOS", "LexError", "Lexer", "Token", "show"]
+__all__ = ["EOS", "LexError", "Lexer", "Token", "position", "show"]
 
 EOS: Final = "\x00eos"  # never equal to a real code unit
 _SEGMENT_EOS: Final = "-1"  # what fql-ts prints for the end of the text
@@ -61,6 +61,11 @@ def show(ch: str) -> str:
     if ch == "\r":
         return "a carriage return"
     return repr(ch)
+
+
+def position(units: list[str], unit_pos: int) -> int:
+    """A code-unit index as error messages count: characters (code points) from 1."""
+    return unit_pos - sum(1 for u in units[:unit_pos] if "\udc00" <= u <= "\udfff") + 1
 
 
 def _raw(ch: str) -> str:
