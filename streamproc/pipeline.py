@@ -41,6 +41,7 @@ from streamproc.config import Config, KafkaConfig
 from streamproc.decoding import SchemaRegistryUnavailable
 from streamproc.dispatch import Admission, DeliveryResult, Dispatcher, Failure
 from streamproc.errors import ConfigError, ConfigProblem, DecodeError, ErrorType, KafkaError, StreamprocError
+from streamproc.gates import NO_SUBSCRIPTION, Withheld
 from streamproc.kafka.dlq import DeadLetter, DeadLetterProducer
 from streamproc.metrics import Metrics
 from streamproc.router import Delivery, Router
@@ -187,6 +188,8 @@ class Summary:
     undecodable: int = 0
     unmatched: int = 0
     filtered: int = 0
+    withheld: dict[str, int] = field(default_factory=dict)
+    """(event, instance) pairs a gate withheld, by reason (consent, integrations, filter_*)."""
     not_redrivable: int = 0
     already_redriven: int = 0
     markers: int = 0
@@ -204,6 +207,7 @@ class Summary:
             "undecodable": self.undecodable,
             "unmatched": self.unmatched,
             "filtered": self.filtered,
+            "withheld": dict(sorted(self.withheld.items())),
             "not_redrivable": self.not_redrivable,
             "already_redriven": self.already_redriven,
             "markers": self.markers,
@@ -214,6 +218,11 @@ class Summary:
         first = f"read {self.read} messages, {self.undecodable} undecodable, {self.unmatched} matched nothing"
         if self.filtered:
             first += f", {self.filtered} left out by the filters"
+        if self.withheld:
+            reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(self.withheld.items()))
+            first += (
+                f", withheld from destinations by their gates {sum(self.withheld.values())} times ({reasons})"
+            )
         if self.markers:
             first += f" ({self.markers} of them redrive markers)"
         if self.already_redriven:
@@ -312,10 +321,10 @@ class EventProcessor:
         """Set before the first message (the worker creates its producer once the topics are checked)."""
         self._complete = complete
         self._halt = halt
-        self._route: Callable[[Mapping[str, Any]], list[Delivery]] = (
-            router.route
+        self._route: Callable[[Mapping[str, Any]], tuple[list[Delivery], Withheld]] = (
+            router.routed
             if destinations is None and subscriptions is None
-            else partial(router.route, destinations=destinations, subscriptions=subscriptions)
+            else partial(router.routed, destinations=destinations, subscriptions=subscriptions)
         )
         self._summary = summary
         self._dead_letter_undecodable = undecodable == "dead-letter"
@@ -327,6 +336,7 @@ class EventProcessor:
         self._m_matched = metrics.events_matched
         self._m_consumed = metrics.events_consumed
         self._m_undecodable = metrics.events_undecodable
+        self._m_filtered = metrics.events_filtered
         self._m_outcome = metrics.deliveries
         self._m_dead = metrics.dead_letters
 
@@ -356,13 +366,22 @@ class EventProcessor:
             self._halt(exc, f"the schema registry cannot be reached: {exc}")
             return
         try:
-            deliveries = self._route(event) if redelivery is None else self._route_again(event, redelivery)
+            deliveries, withheld = (
+                self._route(event) if redelivery is None else self._route_again(event, redelivery)
+            )
         except Exception as exc:  # a routing bug must not stop the partition: the event is parked
             log.error("route_failed", topic=topic, partition=lane.partition, offset=offset, error=repr(exc))
             failure = Failure(ErrorType.ROUTING, f"{type(exc).__name__}: {exc}")
             self._reject(msg, lane, offset, failure, redelivery)
             return
         summary = self._summary
+        if withheld:
+            # A withheld event is complete for that instance: counted by reason, never an error.
+            filtered = self._m_filtered
+            for dest, reason in withheld:
+                filtered.labels(dest, reason).inc()
+                if summary is not None and reason != NO_SUBSCRIPTION:
+                    summary.withheld[reason] = summary.withheld.get(reason, 0) + 1
         if not deliveries:
             if summary is not None:
                 summary.unmatched += 1
@@ -382,26 +401,29 @@ class EventProcessor:
         """Finish a message on purpose without processing it (redrive: a marker, a filtered record)."""
         self._complete(lane, msg.offset())
 
-    def _route_again(self, event: Mapping[str, Any], again: Redelivery) -> list[Delivery]:
+    def _route_again(self, event: Mapping[str, Any], again: Redelivery) -> tuple[list[Delivery], Withheld]:
+        """The one delivery a dead letter or retry record names, through today's gates and trigger.
+        A gate that withholds it now (a dead letter written before the gate existed, or a
+        configuration changed since) sends nothing and writes no redrive marker, as when the
+        trigger no longer matches: a later run with other settings may still send it."""
         wanted = (again.destination, again.subscription)
-        found = [
-            d
-            for d in self.router.route(event, subscriptions={wanted})
-            if (d.destination, d.subscription) == wanted
-        ]
+        deliveries, withheld = self.router.routed(event, subscriptions={wanted}, redelivery=True)
+        found = [d for d in deliveries if (d.destination, d.subscription) == wanted]
         if not found and again.parked is not None and self.parking is not None:
             self.parking.unmatched(again, again.origin.partition, event)
         if not found:
+            gate = next((reason for _, reason in withheld if reason != NO_SUBSCRIPTION), None)
             log.warning(
-                "redrive_no_longer_matches",
+                "redrive_withheld" if gate else "redrive_no_longer_matches",
                 destination=again.destination,
                 subscription=again.subscription,
+                reason=gate,
                 partition=again.origin.partition,
                 offset=again.origin.offset,
             )
         elif again.on_routed is not None:
             again.on_routed()
-        return found
+        return found, withheld
 
     def _not_decoded(
         self, msg: Any, lane: Lane, offset: int, exc: DecodeError, redelivery: Redelivery | None

@@ -65,6 +65,9 @@ class TwoDestinations:
             Delivery(f"{mid}:bad:s", "bad", "s", "track", []),
         ]
 
+    def routed(self, event: Any, **filters: Any) -> tuple[list[Delivery], tuple[tuple[str, str], ...]]:
+        return self.route(event, **filters), ()
+
 
 class Partner:
     """Stands in for the dispatcher: every delivery goes through `deliver` (in a task)."""
@@ -322,6 +325,9 @@ async def test_deliveries_waiting_for_a_slot_are_given_up_when_their_partition_i
             mid = event["messageId"]
             request = Request("POST", f"http://p/{mid}", {}, b"{}")
             return [Delivery(f"{mid}:p:s", "p", "s", "track", [request])]
+
+        def routed(self, event: Any, **filters: Any) -> tuple[list[Delivery], tuple[tuple[str, str], ...]]:
+            return self.route(event, **filters), ()
 
     client, completed = HeldClient(), []
     bulkhead = Bulkhead(BulkheadPolicy("p", concurrency=1), client=client)
