@@ -199,6 +199,8 @@ async def test_dashboard_and_alert_queries_answer_plausibly(
             "endpoint": a.base_url,
             "presets": False,
             "batch": {"max_events": 20, "max_wait_ms": 50},
+            # withholds what TikTok would not match anyway, so the gates' panels have a filter's data
+            "filters": [{"if": "event != 'Order Completed'", "drop": True}],
             "subscriptions": [
                 {
                     "name": "Orders",
@@ -281,6 +283,10 @@ async def test_dashboard_and_alert_queries_answer_plausibly(
         orders = 2 * 50  # every third event of each wave
         assert prom.value('sum(streamproc_batch_events_sum{destination="tiktok"})') == orders
         assert 0 < (prom.value('sum(streamproc_batch_events_count{destination="tiktok"})') or 0) < orders
+        others = 2 * 150 - orders
+        assert prom.value(
+            'sum(streamproc_events_filtered_total{destination="tiktok", reason="filter_drop"})'
+        ) == (others)
 
         # Alerts: every rule evaluates cleanly, its metrics exist, and the healthy-worker ones are quiet.
         series = {
