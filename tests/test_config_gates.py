@@ -145,3 +145,18 @@ def test_check_shows_each_instances_gates(tmp_path: Path) -> None:
     out = io.StringIO()
     assert check.run(argparse.Namespace(config=str(path)), out) == 0
     assert "  gates: consent C0004; 1 filter" in out.getvalue()
+
+
+def test_the_documented_gate_examples_load() -> None:
+    """The YAML examples of docs/configuration.md's gates sections are valid configuration."""
+    text = (REPO / "docs" / "configuration.md").read_text()
+    section = text.split("### `destinations[].consent_categories`", 1)[1].split("\n## Subscriptions", 1)[0]
+    blocks = [b.split("```", 1)[0] for b in section.split("```yaml\n")[1:]]
+    assert len(blocks) == 2
+    instances = yaml.safe_load(blocks[0])["destinations"]
+    settings = {"seg": SEG, "tiktok-offline-conversions": {"accessToken": "t", "eventSetID": "1"}}
+    for dest in instances:
+        dest["settings"] = settings[dest["type"]]
+    instances.append(seg(id="filtered", **yaml.safe_load(blocks[1])))
+    config = parse_config({"destinations": instances}, "docs", {})
+    assert [len(d.filters) for d in config.destinations] == [0, 0, 4]
