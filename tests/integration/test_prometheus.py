@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import urllib.parse
@@ -28,6 +27,7 @@ import pytest
 import yaml
 from kafka_helpers import async_wait_until, committed_offsets, end_offsets, produce, unique_name
 from ops_helpers import make_events, write_config
+from test_worker_helpers import free_port
 
 pytestmark = pytest.mark.kafka
 
@@ -56,12 +56,6 @@ def _install_prometheus() -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return shutil.which("prometheus")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Prometheus:

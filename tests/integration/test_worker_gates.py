@@ -7,24 +7,24 @@ from __future__ import annotations
 
 import collections
 import random
-import socket
-import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from kafka_helpers import committed_offsets, end_offsets, produce, read_all, unique_name
+from kafka_helpers import read_all, unique_name
 from prometheus_client.parser import text_string_to_metric_families
 from test_worker_helpers import (
     SimulatorThread,
     WorkerProcess,
+    free_port,
+    fully_committed,
     make_events,
     predict,
+    produce_events,
     recorded,
-    user_key,
+    wait_for,
     write_config,
 )
 
@@ -51,12 +51,6 @@ GATES: dict[str, dict[str, Any]] = {
         ]
     },
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def with_gates_input(events: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
@@ -108,14 +102,6 @@ def scrape(port: int) -> dict[tuple[str, str], float]:
     return counts
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str, worker: WorkerProcess) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline or not worker.alive():
-            raise AssertionError(f"{what} not reached\n{worker.log_text()[-3000:]}")
-        time.sleep(0.3)
-
-
 def test_each_partner_receives_exactly_what_the_gates_let_through(
     kafka_bootstrap: str, topic: Any, tmp_path: Path
 ) -> None:
@@ -149,18 +135,10 @@ def test_each_partner_receives_exactly_what_the_gates_let_through(
         assert {reason for _, reason in want} == {"consent", "integrations", "filter_drop", "filter_sample"}
         expected = predict(config, events)
 
-        produce(kafka_bootstrap, src, [orjson.dumps(e) for e in events], keys=[user_key(e) for e in events])
+        produce_events(kafka_bootstrap, src, events)
         worker = WorkerProcess(config, tmp_path / "worker.log")
-        ends = end_offsets(kafka_bootstrap, src)
-        wait_for(
-            lambda: committed_offsets(kafka_bootstrap, group, src) == ends,
-            180,
-            "all offsets committed",
-            worker,
-        )
-        wait_for(
-            lambda: sum(recorded(sim.requests()).values()) >= sum(expected.values()), 60, "requests", worker
-        )
+        # Offsets commit once an event's deliveries are finished: then every request has arrived.
+        wait_for(fully_committed(kafka_bootstrap, group, src), 180, "all offsets committed", [worker])
         counts = scrape(port)
         assert worker.terminate() == 0
 

@@ -261,7 +261,7 @@ class _Parser:
             self.next()
             return {"value": None}
         if kind == "brackleft":
-            return self.list()
+            return self.list_literal()
         if kind == "ident":
             if self.peek(1).kind == "parenleft":
                 return self.call()
@@ -330,36 +330,27 @@ class _Parser:
                 "use contains, match, lowercase, length, typeof or semver",
             )
         self.next()  # (
-        args: list[Any] = []
-        if self.peek().kind != "parenright":
-            while True:
-                args.append(self.operand())
-                tok = self.peek()
-                if tok.kind == "comma":
-                    self.next()
-                    continue
-                if tok.kind == "parenright":
-                    break
-                raise self.fail(tok, f"expected ',' or ')' in {name}(), found {_describe(tok)}")
-        self.next()  # )
+        args = self.operands("parenright", f"in {name}()")
         if len(args) != arity:
             plural = "s" if arity != 1 else ""
             raise self.fail(name_tok, f"{name}() takes {arity} argument{plural}, got {len(args)}")
         return [name, *args]
 
-    def list(self) -> dict[str, Any]:
+    def list_literal(self) -> dict[str, Any]:
         self.next()  # [
+        return {"value": self.operands("brackright", "in the list")}
+
+    def operands(self, closing: str, where: str) -> list[Any]:
+        """Operands separated by commas up to the `closing` token (taken too)."""
         items: list[Any] = []
-        if self.peek().kind == "brackright":
+        if self.peek().kind == closing:
             self.next()
-            return {"value": items}
+            return items
         while True:
             items.append(self.operand())
-            tok = self.peek()
-            if tok.kind == "comma":
-                self.next()
-                continue
-            if tok.kind == "brackright":
-                self.next()
-                return {"value": items}
-            raise self.fail(tok, f"expected ',' or ']' in the list, found {_describe(tok)}")
+            tok = self.next()
+            if tok.kind == closing:
+                return items
+            if tok.kind != "comma":
+                close = ")" if closing == "parenright" else "]"
+                raise self.fail(tok, f"expected ',' or '{close}' {where}, found {_describe(tok)}")
