@@ -1,9 +1,11 @@
 """Routing throughput on one core (decode, match, map, validate, build) with every preset of every partner.
 
-    .venv/bin/python bench/route.py [--events 20000] [--rounds 3] [--profile]
+    .venv/bin/python bench/route.py [--events 20000] [--rounds 3] [--profile] [--gates]
 
 Prints events/s (and deliveries/s) for the whole routing path over a mixed corpus, next to the raw
-JSON decode rate of the same corpus measured in the same run.
+JSON decode rate of the same corpus measured in the same run. `--gates` gives every destination
+consent categories and destination filters, and a share of the events an integrations object and
+consent preferences, to show what the gates cost when they are used.
 """
 
 from __future__ import annotations
@@ -55,8 +57,18 @@ CONFIG = {
 }
 
 
-def corpus(size: int, seed: int = 7) -> list[bytes]:
-    """`size` raw events shaped like the examples (every call type, ecommerce flows), with distinct ids."""
+GATES = {
+    "consent_categories": ["C0004"],
+    "filters": [
+        {"if": "contains(lowercase(event), 'test')", "drop": True},
+        {"if": "type = 'identify'", "drop_properties": ["traits.birthday"]},
+    ],
+}
+
+
+def corpus(size: int, seed: int = 7, gates: bool = False) -> list[bytes]:
+    """`size` raw events shaped like the examples (every call type, ecommerce flows), with distinct ids;
+    with `gates`, a tenth carry an integrations object and a third consent preferences."""
     templates = []
     for line in EXAMPLES.read_bytes().splitlines():
         try:
@@ -70,6 +82,11 @@ def corpus(size: int, seed: int = 7) -> list[bytes]:
         event["messageId"] = f"bench-{i}"
         if "userId" in event and rng.random() < 0.5:
             event["userId"] = f"user-{rng.randrange(50_000)}"
+        if gates and rng.random() < 0.1:
+            event["integrations"] = {"All": False, "Seg": True}
+        if gates and rng.random() < 0.3:
+            prefs = {"C0004": rng.random() < 0.7}
+            event["context"] = {**event.get("context", {}), "consent": {"categoryPreferences": prefs}}
         out.append(orjson.dumps(event))
     return out
 
@@ -138,11 +155,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--breakdown", action="store_true", help="CPU time of map, validate and build per destination"
     )
+    parser.add_argument(
+        "--gates", action="store_true", help="consent categories and filters on every destination"
+    )
     args = parser.parse_args(argv)
 
-    config = parse_config(CONFIG, "bench", {})
+    data = {"destinations": [{**d, **(GATES if args.gates else {})} for d in CONFIG["destinations"]]}
+    config = parse_config(data, "bench", {})
     router = Router(config, now=datetime(2026, 1, 1, tzinfo=UTC))
-    raw = corpus(args.events)
+    raw = corpus(args.events, gates=args.gates)
     subscriptions = sum(len([s for s in d.subscriptions if s.enabled]) for d in config.destinations)
 
     def decode_only() -> None:

@@ -21,14 +21,15 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from typing import Any, Final, Literal
 
 from streamproc.core.filters.glob import glob_matches
-from streamproc.core.filters.paths import get
+from streamproc.core.filters.paths import getter
 from streamproc.core.js import UNDEFINED, code_units, json_stringify, trim, truthy, utf8, utf16_length
 from streamproc.core.js import typeof as js_typeof
 
-__all__ = ["Dialect", "FilterEvaluationError", "evaluate", "matches"]
+__all__ = ["Dialect", "FilterEvaluationError", "compile_condition", "evaluate", "matches"]
 
 Dialect = Literal["segment", "tsub"]
 
@@ -47,15 +48,26 @@ class FilterEvaluationError(Exception):
     Segment then withholds the event, and so does streamproc."""
 
 
+def compile_condition(ir: Any, dialect: Dialect = "segment") -> Callable[[Any], bool]:
+    """The condition as a function of the event: whether it holds (only a boolean `true` result
+    counts, as in tsub's `matches`). Raises FilterEvaluationError where tsub would throw."""
+    condition = (_Tsub if dialect == "tsub" else _Segment)().condition(ir)
+
+    def holds(event: Any) -> bool:
+        result = condition(event)
+        return result if result.__class__ is bool else False
+
+    return holds
+
+
 def matches(ir: Any, event: Any, dialect: Dialect = "segment") -> bool:
-    """Whether the condition holds: only a boolean `true` result counts (tsub's `matches`)."""
-    result = (_Tsub if dialect == "tsub" else _Segment)(event).evaluate(ir)
-    return result if result.__class__ is bool else False
+    """Whether the condition holds for the event (compiled for this one call)."""
+    return compile_condition(ir, dialect)(event)
 
 
 def evaluate(ir: Any, event: Any, dialect: Dialect = "segment") -> Any:
     """The raw result of the IR (a function call alone gives its value, e.g. a lowercased string)."""
-    return (_Tsub if dialect == "tsub" else _Segment)(event).evaluate(ir)
+    return (_Tsub if dialect == "tsub" else _Segment)().condition(ir)(event)
 
 
 def is_call(value: Any) -> bool:
@@ -76,11 +88,6 @@ def _double(value: int | float) -> float | int:
         except OverflowError:
             return math.inf if value > 0 else -math.inf
     return value
-
-
-def _is_number(value: Any) -> bool:
-    cls = value.__class__
-    return cls is int or cls is float
 
 
 def _is_object(value: Any) -> bool:
@@ -136,8 +143,14 @@ def _semver(v1: Any, op: Any, v2: Any) -> bool:
     return {"=": cmp == 0, "!=": cmp != 0, ">": cmp > 0, ">=": cmp >= 0, "<": cmp < 0, "<=": cmp <= 0}[op]
 
 
+def _truth(value: Any) -> bool:
+    """JavaScript truthiness, quick for the booleans conditions give."""
+    return value is True or (value is not False and truthy(value))
+
+
 def _relation(a: Any, b: Any, op: str) -> bool:
-    if not _is_number(a) or not _is_number(b):
+    ta, tb = a.__class__, b.__class__
+    if (ta is not int and ta is not float) or (tb is not int and tb is not float):
         return False
     x, y = _double(a), _double(b)
     if op == "<":
@@ -165,89 +178,126 @@ def _lowercase(value: Any) -> Any:
     return value.lower() if value.__class__ is str else None
 
 
+Getter = Callable[[Any], Any]
+"""A compiled piece of a condition: a function of the event."""
+
+
+def _const(value: Any) -> Getter:
+    return lambda _event: value
+
+
+def _whole(event: Any) -> Any:
+    return event  # dlv with a key that is not text answers the whole object
+
+
+def _fail(message: str) -> Getter:
+    def fail(_event: Any) -> Any:
+        raise FilterEvaluationError(message)
+
+    return fail
+
+
 class _Tsub:
-    """tsub's fqlEvaluate and its helpers, one event at a time."""
-
-    __slots__ = ("event",)
-
-    def __init__(self, event: Any) -> None:
-        self.event = event
+    """Compiles tsub's IR, node by node as tsub's fqlEvaluate reads it, into functions of the event."""
 
     # -- operands ----------------------------------------------------------------------------------
-    def value(self, item: Any) -> Any:
+    def value(self, item: Any) -> Getter:
         """tsub's getValue: a list as it is, `{"value": v}` as v, a string as a field path."""
         cls = item.__class__
         if cls is list:
-            return item
+            return _const(item)
         if cls is dict:
-            return item.get("value", UNDEFINED)
+            return _const(item.get("value", UNDEFINED))
         if cls is str:
-            return get(self.event, item)
+            return getter(item)
         if item is None or item is UNDEFINED:
-            raise FilterEvaluationError("the condition reads an operand that is missing or null")
-        return self.event  # dlv with a key that is not text answers the whole object
+            return _fail("the condition reads an operand that is missing or null")
+        return _whole
 
-    def operand(self, item: Any) -> Any:
-        """A value as a comparison reads it: a function call is evaluated first."""
-        value = self.value(item)
-        return self.evaluate(value) if is_call(value) else value
+    def operand(self, item: Any) -> Getter:
+        """A value as a comparison reads it: a function call is evaluated first, even one that
+        came out of the event."""
+        get = self.value(item)
+
+        def operand(event: Any) -> Any:
+            value = get(event)
+            return self.condition(value)(event) if is_call(value) else value
+
+        return operand
+
+    def argument(self, item: Any) -> Getter:
+        """A function's argument: tsub reads it with getValue, a nested call left unevaluated."""
+        return self.value(item)
 
     # -- conditions --------------------------------------------------------------------------------
-    def evaluate(self, ir: Any) -> Any:
+    def condition(self, ir: Any) -> Getter:
         if ir.__class__ is not list:
-            return self.value(ir) is True
+            get = self.value(ir)
+            return lambda event: get(event) is True
         if not ir:
-            raise FilterEvaluationError("FQL IR could not evaluate for token: undefined")
-        op = ir[0]
-        arg = ir[1:]
+            return _fail("FQL IR could not evaluate for token: undefined")
+        op, args = ir[0], ir[1:]
         if op.__class__ is not str:
-            raise FilterEvaluationError(f"FQL IR could not evaluate for token: {op!r}")
+            return _fail(f"FQL IR could not evaluate for token: {op!r}")
+
+        def arg(i: int) -> Any:
+            return args[i] if i < len(args) else UNDEFINED
+
         if op == "!":
-            return not truthy(self.evaluate(self._arg(arg, 0)))
-        if op == "or":
-            return any(truthy(self.evaluate(c)) for c in arg)
-        if op == "and":
-            return all(truthy(self.evaluate(c)) for c in arg)
+            inner = self.condition(arg(0))
+            return lambda event: not _truth(inner(event))
+        if op == "or" or op == "and":
+            parts = [self.condition(c) for c in args]
+            if len(parts) == 2:  # what `a or b or c` compiles to: binary, nested to the right
+                first, second = parts
+                if op == "or":
+                    return lambda event: _truth(first(event)) or _truth(second(event))
+                return lambda event: _truth(first(event)) and _truth(second(event))
+            if op == "or":
+                return lambda event: any(_truth(c(event)) for c in parts)
+            return lambda event: all(_truth(c(event)) for c in parts)
         if op == "=" or op == "!=":
-            equal = self.equals(self._arg(arg, 0), self._arg(arg, 1))
-            return equal if op == "=" else not equal
+            equal = self.equals(arg(0), arg(1))
+            return equal if op == "=" else lambda event: not equal(event)
         if op in _RELATIONAL:
-            return _relation(self.operand(self._arg(arg, 0)), self.operand(self._arg(arg, 1)), op)
+            left, right = self.operand(arg(0)), self.operand(arg(1))
+            return lambda event: _relation(left(event), right(event), op)
         if op == "in":
-            return self.in_list(self._arg(arg, 0), self._arg(arg, 1))
-        if op == "contains":
-            return _contains(self.argument(arg, 0), self.argument(arg, 1))
-        if op == "match":
-            return _match(self.argument(arg, 0), self.argument(arg, 1))
-        if op == "lowercase":
-            return _lowercase(self.argument(arg, 0))
-        if op == "typeof":
-            return self.typeof(self.argument(arg, 0))
-        if op == "length":
-            return self.length(self.argument(arg, 0))
-        if op == "semver":
-            return _semver(self.argument(arg, 0), self.argument(arg, 1), self.argument(arg, 2))
-        raise FilterEvaluationError(f"FQL IR could not evaluate for token: {op}")
+            return self.in_list(arg(0), arg(1))
+        if op in _FUNCTIONS:
+            fn = _FUNCTIONS[op] if op not in ("typeof", "length") else getattr(self, op)
+            if op == "semver":
+                a, b, c = self.argument(arg(0)), self.argument(arg(1)), self.argument(arg(2))
+                return lambda event: _semver(a(event), b(event), c(event))
+            if op in _BINARY:
+                a, b = self.argument(arg(0)), self.argument(arg(1))
+                return lambda event: fn(a(event), b(event))
+            a = self.argument(arg(0))
+            return lambda event: fn(a(event))
+        return _fail(f"FQL IR could not evaluate for token: {op}")
 
-    @staticmethod
-    def _arg(args: list[Any], i: int) -> Any:
-        return args[i] if i < len(args) else UNDEFINED
+    def equals(self, a: Any, b: Any) -> Getter:
+        left, right = self.operand(a), self.operand(b)
 
-    def argument(self, args: list[Any], i: int) -> Any:
-        """A function's argument: tsub reads it with getValue, a nested call left unevaluated."""
-        return self.value(self._arg(args, i))
+        def equal(event: Any) -> bool:
+            first, second = left(event), right(event)
+            if _is_object(first) and _is_object(second):
+                first, second = json_stringify(first), json_stringify(second)
+            return strict_equals(first, second)
 
-    def equals(self, a: Any, b: Any) -> bool:
-        first, second = self.operand(a), self.operand(b)
-        if _is_object(first) and _is_object(second):
-            first, second = json_stringify(first), json_stringify(second)
-        return strict_equals(first, second)
+        return equal
 
-    def in_list(self, a: Any, b: Any) -> bool:
-        item, items = self.value(a), self.value(b)
-        if items.__class__ is not list:
-            raise FilterEvaluationError("list.find is not a function")
-        return any(strict_equals(self.value(it), item) for it in items)
+    def in_list(self, a: Any, b: Any) -> Getter:
+        get_item, get_items = self.value(a), self.value(b)
+
+        def found(event: Any) -> bool:
+            item, items = get_item(event), get_items(event)
+            if items.__class__ is not list:
+                raise FilterEvaluationError("list.find is not a function")
+            # tsub reads each item with getValue too, even the event's own
+            return any(strict_equals(self.value(it)(event), item) for it in items)
+
+        return found
 
     @staticmethod
     def typeof(value: Any) -> str:
@@ -267,28 +317,44 @@ class _Tsub:
 class _Segment(_Tsub):
     """tsub, with the answers Segment's FQL reference documents where tsub-js gives others."""
 
-    __slots__ = ()
-
-    def value(self, item: Any) -> Any:
+    def value(self, item: Any) -> Getter:
         """A call gives its value and a list literal the values of its items, wherever they are."""
         cls = item.__class__
         if cls is list:
-            return self.evaluate(item) if is_call(item) else item
+            return self.condition(item) if is_call(item) else _const(item)
         if cls is dict:
             value = item.get("value", UNDEFINED)
             if value.__class__ is list:
-                return [self.value(it) for it in value]
-            return value
+                items = [self.value(it) for it in value]
+                return lambda event: [get(event) for get in items]
+            return _const(value)
         return super().value(item)
 
-    def operand(self, item: Any) -> Any:
+    def operand(self, item: Any) -> Getter:
         return self.value(item)
 
-    def in_list(self, a: Any, b: Any) -> bool:
-        item, items = self.value(a), self.value(b)
-        if items.__class__ is not list:
-            raise FilterEvaluationError("`in` needs a list on its right")
-        return any(strict_equals(it, item) for it in items)
+    def equals(self, a: Any, b: Any) -> Getter:
+        literal = b.get("value", UNDEFINED) if b.__class__ is dict else UNDEFINED
+        if literal.__class__ is str:  # the usual condition: a field against a text
+            left = self.value(a)
+
+            def equal(event: Any) -> bool:
+                value = left(event)
+                return value.__class__ is str and value == literal
+
+            return equal
+        return super().equals(a, b)
+
+    def in_list(self, a: Any, b: Any) -> Getter:
+        get_item, get_items = self.value(a), self.value(b)
+
+        def found(event: Any) -> bool:
+            item, items = get_item(event), get_items(event)
+            if items.__class__ is not list:
+                raise FilterEvaluationError("`in` needs a list on its right")
+            return any(strict_equals(it, item) for it in items)
+
+        return found
 
     @staticmethod
     def typeof(value: Any) -> str:
@@ -306,3 +372,13 @@ class _Segment(_Tsub):
         if value.__class__ is str:
             return len(utf8(value))
         return _Tsub.length(value)
+
+
+_FUNCTIONS: Final[dict[str, Callable[..., Any]]] = {
+    "contains": _contains,
+    "match": _match,
+    "lowercase": _lowercase,
+    "typeof": js_typeof,
+    "length": _Tsub.length,
+    "semver": _semver,
+}

@@ -20,7 +20,7 @@ import re
 from typing import Any, Final
 
 from streamproc.core.filters.differences import NAMES
-from streamproc.core.filters.evaluate import Dialect, matches
+from streamproc.core.filters.evaluate import Dialect, compile_condition
 from streamproc.core.fql_lexer import Lexer, LexError, Token, position, show
 from streamproc.core.js import code_units, json_stringify, to_number
 from streamproc.errors import FQLError
@@ -56,15 +56,18 @@ class FilterSyntaxError(FQLError):
 class Condition:
     """A compiled condition: its text, its IR (None for `all`), and `matches(event)`."""
 
-    __slots__ = ("ir", "text")
+    __slots__ = ("_holds", "ir", "text")
 
     def __init__(self, text: str, ir: Any) -> None:
         self.text = text
         self.ir = ir
+        self._holds = _always if ir is None else compile_condition(ir)
 
     def matches(self, event: Any, dialect: Dialect = "segment") -> bool:
         """Whether the filter applies to `event`; FilterEvaluationError where tsub would throw."""
-        return True if self.ir is None else matches(self.ir, event, dialect)
+        if dialect == "segment":
+            return self._holds(event)
+        return True if self.ir is None else compile_condition(self.ir, dialect)(event)
 
     def ir_json(self) -> str:
         """The IR as JSON text (what Segment's matcher holds in `ir`), or "all"."""
@@ -72,6 +75,10 @@ class Condition:
 
     def __repr__(self) -> str:
         return f"Condition({self.text!r})"
+
+
+def _always(_event: Any) -> bool:
+    return True
 
 
 def parse_condition(text: str) -> Condition:

@@ -10,11 +10,12 @@ reached (the deliberate difference "inherited-property").
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any, Final
 
 from streamproc.core.js import UNDEFINED, code_units, truthy, utf16_length
 
-__all__ = ["get", "own"]
+__all__ = ["get", "getter", "own"]
 
 _INDEX: Final = re.compile(r"(?:0|[1-9][0-9]*)\Z")
 _MAX_INDEX: Final = 2**32 - 2
@@ -50,10 +51,8 @@ def own(value: Any, key: str) -> Any:
     return UNDEFINED
 
 
-def get(event: Any, path: str) -> Any:
-    """The value at `path` (split at every "."), or UNDEFINED."""
-    value = event
-    for key in path.split("."):
+def _walk(value: Any, keys: list[str]) -> Any:
+    for key in keys:
         if value.__class__ is dict:  # the usual case first: a member of an object
             value = value.get(key, UNDEFINED)
             continue
@@ -61,3 +60,23 @@ def get(event: Any, path: str) -> Any:
             return UNDEFINED
         value = own(value, key)
     return value
+
+
+def get(event: Any, path: str) -> Any:
+    """The value at `path` (split at every "."), or UNDEFINED."""
+    return _walk(event, path.split("."))
+
+
+def getter(path: str) -> Callable[[Any], Any]:
+    """`get(event, path)` as a function of the event, the path split once."""
+    keys = path.split(".")
+    if len(keys) == 1:
+        key = keys[0]
+
+        def member(event: Any) -> Any:
+            if event.__class__ is dict:
+                return event.get(key, UNDEFINED)
+            return own(event, key) if truthy(event) else UNDEFINED
+
+        return member
+    return lambda event: _walk(event, keys)
