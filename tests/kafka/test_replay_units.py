@@ -169,6 +169,9 @@ class FakeRouter:
         offset = event["offset"]
         return [] if offset == 6 else [delivery("a", offset)]
 
+    def routed(self, event: Any, **filters: Any) -> tuple[list[Delivery], tuple[tuple[str, str], ...]]:
+        return self.route(event, **filters), ()
+
 
 def decode(value: bytes) -> dict[str, Any]:
     if value == b"bad":
