@@ -18,7 +18,13 @@ from streamproc.core.filters.chain import (
     property_rules,
 )
 from streamproc.core.filters.differences import DELIBERATE_DIFFERENCES
-from streamproc.core.filters.evaluate import Dialect, FilterEvaluationError, evaluate, matches
+from streamproc.core.filters.evaluate import (
+    Dialect,
+    FilterEvaluationError,
+    compile_condition,
+    evaluate,
+    matches,
+)
 from streamproc.core.filters.parse import ALL, Condition, FilterSyntaxError, parse_condition
 from streamproc.core.filters.transforms import (
     allow_properties,
@@ -38,6 +44,7 @@ __all__ = [
     "FilterSyntaxError",
     "allow_properties",
     "apply_filters",
+    "compile_condition",
     "consistent_fraction",
     "drop_properties",
     "evaluate",
