@@ -287,15 +287,20 @@ class _Tsub:
 
         return equal
 
+    not_a_list = "list.find is not a function"
+
+    def element(self, item: Any, event: Any) -> Any:
+        """An item of the list `in` searches: tsub reads each with getValue, even the event's own."""
+        return self.value(item)(event)
+
     def in_list(self, a: Any, b: Any) -> Getter:
         get_item, get_items = self.value(a), self.value(b)
 
         def found(event: Any) -> bool:
             item, items = get_item(event), get_items(event)
             if items.__class__ is not list:
-                raise FilterEvaluationError("list.find is not a function")
-            # tsub reads each item with getValue too, even the event's own
-            return any(strict_equals(self.value(it)(event), item) for it in items)
+                raise FilterEvaluationError(self.not_a_list)
+            return any(strict_equals(self.element(it, event), item) for it in items)
 
         return found
 
@@ -345,16 +350,11 @@ class _Segment(_Tsub):
             return equal
         return super().equals(a, b)
 
-    def in_list(self, a: Any, b: Any) -> Getter:
-        get_item, get_items = self.value(a), self.value(b)
+    not_a_list = "`in` needs a list on its right"
 
-        def found(event: Any) -> bool:
-            item, items = get_item(event), get_items(event)
-            if items.__class__ is not list:
-                raise FilterEvaluationError("`in` needs a list on its right")
-            return any(strict_equals(it, item) for it in items)
-
-        return found
+    def element(self, item: Any, event: Any) -> Any:
+        """An item of the list `in` searches, as it is (a literal list's items are values already)."""
+        return item
 
     @staticmethod
     def typeof(value: Any) -> str:
