@@ -31,6 +31,7 @@ from streamproc.kafka.consumer import ConsumerLoop, Partition, consumer_config
 from streamproc.kafka.dlq import DeadLetterProducer, producer_config
 from streamproc.kafka.parking import Parking
 from streamproc.kafka.retry import RetryConsumer, retry_group
+from streamproc.kafka.settings import admin_settings, consumer_settings, producer_settings
 from streamproc.metrics import Metrics
 from streamproc.pipeline import EventProcessor, kafka_section
 from streamproc.router import Router
@@ -79,7 +80,7 @@ class Worker:
         self._decode = make_decoder(config.input)
         self.processor = self._processor(ConsumerLoop.complete, self._halt)
         self.consumer = ConsumerLoop(
-            consumer_config(self.kafka.bootstrap_servers, self.kafka.group_id, self.kafka.client),
+            consumer_config(self.kafka.bootstrap_servers, self.kafka.group_id, consumer_settings(self.kafka)),
             self.kafka.topics,
             self.processor.process,
             metrics=self.metrics,
@@ -149,7 +150,7 @@ class Worker:
     def _build_retry(self, parking: Parking) -> None:
         kafka = self.kafka
         retry = self.retry = RetryConsumer(
-            consumer_config(kafka.bootstrap_servers, retry_group(kafka.group_id), kafka.client),
+            consumer_config(kafka.bootstrap_servers, retry_group(kafka.group_id), consumer_settings(kafka)),
             parking.topics,
             self._on_retry_record,
             live_partitions=self._live_partitions,
@@ -214,7 +215,11 @@ class Worker:
         created = await asyncio.get_running_loop().run_in_executor(
             None,
             lambda: ensure_retry_topics(
-                kafka.bootstrap_servers, kafka.client, topics, partitions, create=kafka.create_retry_topics
+                kafka.bootstrap_servers,
+                admin_settings(kafka),
+                topics,
+                partitions,
+                create=kafka.create_retry_topics,
             ),
         )
         if created:
@@ -252,21 +257,21 @@ class Worker:
             counts = await loop.run_in_executor(
                 None,
                 lambda: check_topics(
-                    kafka.bootstrap_servers, kafka.client, [*kafka.topics, kafka.dead_letter_topic]
+                    kafka.bootstrap_servers, admin_settings(kafka), [*kafka.topics, kafka.dead_letter_topic]
                 ),
             )
             if self.parking is not None:
                 await self._ensure_retry_topics(max(counts[t] for t in kafka.topics))
         if self.dlq is None:
             self.dlq = DeadLetterProducer(
-                kafka.dead_letter_topic, producer_config(kafka.bootstrap_servers, kafka.client)
+                kafka.dead_letter_topic, producer_config(kafka.bootstrap_servers, producer_settings(kafka))
             )
         self.processor.dead_letters = self.dlq
         if self.parking is not None and self.retry_processor is not None:
             if self._retry_producer is None:
                 self._retry_producer = DeadLetterProducer(
                     kafka.dead_letter_topic,  # every retry record names its own topic
-                    producer_config(kafka.bootstrap_servers, kafka.client),
+                    producer_config(kafka.bootstrap_servers, producer_settings(kafka)),
                     what="retry record",
                 )
             self.parking.producer = self._retry_producer

@@ -50,6 +50,11 @@ _KAFKA_OWNED = {
     "enable.auto.commit": "streamproc's own commit loop",
     "enable.auto.offset.store": "streamproc's own offset tracking",
 }
+_SETTINGS_SCHEMA = {
+    "type": "object",
+    "additionalProperties": {"type": ["string", "number", "boolean"]},
+    "propertyNames": {"not": {"enum": list(_KAFKA_OWNED)}},
+}
 _ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 _TOPIC_PATTERN = r"[A-Za-z0-9._-]{1,249}"
 
@@ -130,14 +135,23 @@ class KafkaConfig:
     client: Annotated[
         Mapping[str, str],
         Key(
-            "librdkafka settings passed through (security.protocol, sasl.*, ssl.*, ...); "
-            + ", ".join(_KAFKA_OWNED)
-            + " are set by streamproc",
-            schema={
-                "type": "object",
-                "additionalProperties": {"type": ["string", "number", "boolean"]},
-                "propertyNames": {"not": {"enum": list(_KAFKA_OWNED)}},
-            },
+            "librdkafka settings of every client, consumers and producers (security.protocol, sasl.*, "
+            "ssl.*, client.id, ...); " + ", ".join(_KAFKA_OWNED) + " are set by streamproc",
+            schema=_SETTINGS_SCHEMA,
+        ),
+    ] = field(default_factory=lambda: _EMPTY)
+    consumer: Annotated[
+        Mapping[str, str],
+        Key(
+            "librdkafka settings of the consumers only (session.timeout.ms, fetch.*, ...), over `client`",
+            schema=_SETTINGS_SCHEMA,
+        ),
+    ] = field(default_factory=lambda: _EMPTY)
+    producer: Annotated[
+        Mapping[str, str],
+        Key(
+            "librdkafka settings of the dead-letter and retry producers only (linger.ms, ...), over `client`",
+            schema=_SETTINGS_SCHEMA,
         ),
     ] = field(default_factory=lambda: _EMPTY)
     retry_topic_prefix: Annotated[
@@ -778,27 +792,33 @@ def _kafka(c: _Checker, value: Any) -> KafkaConfig | None:
     elif any(t.startswith(prefix) for t in (*topics, dlq)):
         c.add("kafka.retry_topic_prefix", "must not be a prefix of kafka.topics or the dead-letter topic")
     create_retry = _get(c, data, "create_retry_topics", "kafka", _bool, True)
-    client: dict[str, str] = {}
-    raw_client = c.mapping(data.get("client"), "kafka.client")
-    for key, val in (raw_client or {}).items():
-        path = f"kafka.client.{key}"
-        if key in _KAFKA_OWNED:
-            c.add(path, f"is set by streamproc; use {_KAFKA_OWNED[key]}")
-        elif isinstance(val, bool):
-            client[key] = "true" if val else "false"
-        elif isinstance(val, str | int | float):
-            client[key] = str(val)
-        else:
-            c.add(path, f"must be a string, number or boolean, got {_kind(val)}")
     return KafkaConfig(
         bootstrap_servers=servers,
         topics=tuple(topics),
         group_id=group_id,
         dead_letter_topic=dlq,
-        client=MappingProxyType(client),
+        client=_librdkafka_settings(c, data, "client"),
+        consumer=_librdkafka_settings(c, data, "consumer"),
+        producer=_librdkafka_settings(c, data, "producer"),
         retry_topic_prefix=prefix,
         create_retry_topics=create_retry,
     )
+
+
+def _librdkafka_settings(c: _Checker, data: Mapping[str, Any], name: str) -> Mapping[str, str]:
+    """One of the kafka sections passed to librdkafka, every value as the string librdkafka reads."""
+    settings: dict[str, str] = {}
+    for key, val in (c.mapping(data.get(name), f"kafka.{name}") or {}).items():
+        path = f"kafka.{name}.{key}"
+        if key in _KAFKA_OWNED:
+            c.add(path, f"is set by streamproc; use {_KAFKA_OWNED[key]}")
+        elif isinstance(val, bool):
+            settings[key] = "true" if val else "false"
+        elif isinstance(val, str | int | float):
+            settings[key] = str(val)
+        else:
+            c.add(path, f"must be a string, number or boolean, got {_kind(val)}")
+    return MappingProxyType(settings)
 
 
 def _converter(spec: KeySpec) -> Callable[[Any], Any]:

@@ -40,6 +40,7 @@ __all__ = [
     "configure_logging",
     "flush_suppressed",
     "get_logger",
+    "librdkafka_logger",
     "register_secrets",
 ]
 
@@ -244,9 +245,10 @@ def config_secrets(config: Any) -> list[str]:
     secret (apiKey, accessToken, ...), and secret-like librdkafka client settings (sasl.password)."""
     found: list[str] = []
     kafka = getattr(config, "kafka", None)
-    for key, value in (getattr(kafka, "client", None) or {}).items():
-        if isinstance(value, str) and _is_secret_key(key.replace(".", "")):
-            found.append(value)
+    for section in ("client", "consumer", "producer"):
+        for key, value in (getattr(kafka, section, None) or {}).items():
+            if isinstance(value, str) and _is_secret_key(key.replace(".", "")):
+                found.append(value)
     for dest in getattr(config, "destinations", ()):
         fields: Mapping[str, Any] = {}
         try:
@@ -281,6 +283,31 @@ def flush_suppressed(*, force: bool = False) -> int:
 def get_logger(name: str | None = None, **context: Any) -> Any:
     """A structlog logger, optionally bound to context (topic, partition, destination ...)."""
     return structlog.get_logger(name, **context)
+
+
+class _LibrdkafkaLog:
+    """What librdkafka logs (configuration warnings, broker connection errors) as structlog events
+    `librdkafka` with its facility, the client's name and the message: JSON and scrubbed like every
+    other line. confluent-kafka calls `log(level, "%s [%s] %s", facility, client, message)` on the
+    object given as `logger` in a client's configuration."""
+
+    def __init__(self) -> None:
+        self._log = structlog.get_logger("streamproc.librdkafka")
+
+    def log(self, level: int, fmt: str, *args: Any) -> None:
+        if len(args) == 3:
+            facility, client, message = (str(a) for a in args)
+        else:
+            facility, client, message = "", "", fmt % args if args else fmt
+        self._log.log(level, "librdkafka", facility=facility, client=client, message=message)
+
+
+_librdkafka_log = _LibrdkafkaLog()
+
+
+def librdkafka_logger() -> Any:
+    """The `logger` every librdkafka client of streamproc is configured with."""
+    return _librdkafka_log
 
 
 def _json_renderer(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> str:

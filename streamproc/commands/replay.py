@@ -29,6 +29,7 @@ from streamproc.kafka.replay import (
     resolve_ranges,
     run_replay,
 )
+from streamproc.kafka.settings import producer_settings
 from streamproc.logging import config_secrets, configure_logging, flush_suppressed, register_secrets
 from streamproc.metrics import Metrics
 from streamproc.pipeline import EventProcessor, Summary, Undecodable, kafka_section
@@ -154,7 +155,9 @@ def build_stack(config: Config, kafka: KafkaConfig, *, dry_run: bool) -> Deliver
         metrics,
         client=config.http.client,
     )
-    dlq = DeadLetterProducer(kafka.dead_letter_topic, producer_config(kafka.bootstrap_servers, kafka.client))
+    dlq = DeadLetterProducer(
+        kafka.dead_letter_topic, producer_config(kafka.bootstrap_servers, producer_settings(kafka))
+    )
     return DeliveryStack(config, kafka, router, metrics, dispatcher, dlq)
 
 
@@ -242,7 +245,7 @@ async def replay(args: argparse.Namespace, out: Any = None, err: Any = None) -> 
     state_path: Path | None = None if args.dry_run else args.state
     state = ReplayState.load(state_path) if state_path is not None else None
     group = f"{kafka.group_id}.replay.{uuid.uuid4().hex[:8]}"
-    reader = RangeReader(range_consumer_config(kafka.bootstrap_servers, kafka.client, group), topic)
+    reader = RangeReader(range_consumer_config(kafka, group), topic)
     summary = Summary()
     feed, processor = start_run(stack, topic, summary, args, out, destinations=dests, subscriptions=subs)
     progress: Progress | None = None

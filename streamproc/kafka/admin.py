@@ -12,30 +12,10 @@ from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
 from streamproc.errors import KafkaError
 
-__all__ = ["check_topics", "consumer_only", "ensure_retry_topics", "group_lag", "wait_until_served"]
-
-_CONSUMER_ONLY = (
-    "group.",
-    "enable.auto.",
-    "auto.",
-    "session.timeout.ms",
-    "heartbeat.interval.ms",
-    "max.poll.interval.ms",
-    "partition.assignment.strategy",
-    "fetch.",
-    "queued.",
-    "isolation.level",
-    "check.crcs",
-    "enable.partition.eof",
-)
+__all__ = ["check_topics", "ensure_retry_topics", "group_lag", "wait_until_served"]
 
 
-def consumer_only(key: str) -> bool:
-    """Whether a librdkafka setting only means something to a consumer (a producer would warn)."""
-    return key.startswith(_CONSUMER_ONLY)
-
-
-def _admin_config(bootstrap_servers: str, client: Mapping[str, str]) -> dict[str, Any]:
+def _admin_config(bootstrap_servers: str, client: Mapping[str, Any]) -> dict[str, Any]:
     conf: dict[str, Any] = {
         k: v for k, v in client.items() if not k.startswith(("group.", "enable.", "auto."))
     }
@@ -44,7 +24,7 @@ def _admin_config(bootstrap_servers: str, client: Mapping[str, str]) -> dict[str
 
 
 def check_topics(
-    bootstrap_servers: str, client: Mapping[str, str], topics: Iterable[str], *, timeout: float = 15.0
+    bootstrap_servers: str, client: Mapping[str, Any], topics: Iterable[str], *, timeout: float = 15.0
 ) -> dict[str, int]:
     """Partition count of each topic; raises KafkaError naming the missing ones or the unreachable broker."""
     wanted = list(dict.fromkeys(topics))
@@ -74,7 +54,7 @@ def check_topics(
 
 def ensure_retry_topics(
     bootstrap_servers: str,
-    client: Mapping[str, str],
+    client: Mapping[str, Any],
     topics: Iterable[str],
     partitions: int,
     *,
@@ -168,7 +148,7 @@ def wait_until_served(admin: AdminClient, topics: Iterable[str], timeout: float 
 
 def group_lag(
     bootstrap_servers: str,
-    client: Mapping[str, str],
+    client: Mapping[str, Any],
     group_id: str,
     topics: Iterable[str],
     *,

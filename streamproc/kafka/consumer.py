@@ -72,9 +72,9 @@ MessageHandler = Callable[[Any, Partition], None]
 """Starts the work for one message; must call `ConsumerLoop.complete` when it is all done."""
 
 
-def consumer_config(bootstrap_servers: str, group_id: str, client: Mapping[str, str]) -> dict[str, Any]:
-    """librdkafka settings of the worker's consumer: the user's `client` settings (security,
-    timeouts) with the ones at-least-once delivery depends on forced on top."""
+def consumer_config(bootstrap_servers: str, group_id: str, client: Mapping[str, Any]) -> dict[str, Any]:
+    """librdkafka settings of the worker's consumer: the user's settings (`consumer_settings`:
+    security, timeouts) with the ones at-least-once delivery depends on forced on top."""
     conf: dict[str, Any] = {
         "auto.offset.reset": "earliest",
         # Bounds the prefetched bytes for the whole consumer, whatever the lag.

@@ -20,7 +20,6 @@ import confluent_kafka
 import structlog
 
 from streamproc.errors import KafkaError
-from streamproc.kafka.admin import consumer_only
 from streamproc.pii import sub_pii
 
 __all__ = ["DLQ_VERSION", "DeadLetter", "DeadLetterProducer", "iso_utc", "scrub_pii"]
@@ -120,10 +119,10 @@ class DeadLetter:
         return out
 
 
-def producer_config(bootstrap_servers: str, client: Mapping[str, str]) -> dict[str, Any]:
-    """librdkafka settings of the dead-letter producer: the user's `client` settings (security),
+def producer_config(bootstrap_servers: str, client: Mapping[str, Any]) -> dict[str, Any]:
+    """librdkafka settings of the dead-letter producer: the user's settings (`producer_settings`),
     then the ones that make a dead letter durable and written once."""
-    conf: dict[str, Any] = {k: v for k, v in client.items() if not consumer_only(k)}
+    conf: dict[str, Any] = dict(client)
     conf.update(
         {
             "bootstrap.servers": bootstrap_servers,

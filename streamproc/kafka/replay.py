@@ -34,11 +34,13 @@ import orjson
 import structlog
 from confluent_kafka import TopicPartition
 
+from streamproc.config import KafkaConfig
 from streamproc.core.js import parse_iso_time
 from streamproc.dispatch import TokenBucket
 from streamproc.errors import KafkaError, StreamprocError
 from streamproc.kafka.consumer import Partition, wait_for_in_flight
 from streamproc.kafka.offsets import OffsetTracker
+from streamproc.kafka.settings import consumer_settings
 from streamproc.pipeline import Summary
 
 __all__ = [
@@ -214,12 +216,12 @@ class RangeReader:
         self._executor.shutdown(wait=False)
 
 
-def range_consumer_config(bootstrap: str, client: Mapping[str, str], group_id: str) -> dict[str, Any]:
+def range_consumer_config(kafka: KafkaConfig, group_id: str) -> dict[str, Any]:
     """A consumer that only assigns and never commits (the group id is only a label for the broker)."""
-    conf: dict[str, Any] = {k: v for k, v in client.items() if not k.startswith("group.")}
+    conf: dict[str, Any] = {k: v for k, v in consumer_settings(kafka).items() if not k.startswith("group.")}
     conf.update(
         {
-            "bootstrap.servers": bootstrap,
+            "bootstrap.servers": kafka.bootstrap_servers,
             "group.id": group_id,
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
