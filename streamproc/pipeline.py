@@ -42,6 +42,7 @@ from streamproc.decoding import SchemaRegistryUnavailable
 from streamproc.dispatch import Admission, DeliveryResult, Dispatcher, Failure
 from streamproc.errors import ConfigError, ConfigProblem, DecodeError, ErrorType, KafkaError, StreamprocError
 from streamproc.kafka.dlq import DeadLetter, DeadLetterProducer
+from streamproc.kafka.headers import read_headers
 from streamproc.metrics import Metrics
 from streamproc.router import Delivery, Router
 
@@ -105,6 +106,8 @@ class Origin:
     offset: int
     timestamp_ms: int | None
     headers: Sequence[tuple[str, bytes | None]]
+    unreadable_headers: int = 0
+    """Headers of the message that could not be read (names that are not UTF-8) and are not kept."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,8 +135,9 @@ def dead_letter(
     attempt, with the attempts added up."""
     if redelivery is None:
         kind, ts = msg.timestamp()
+        headers, unreadable = read_headers(msg)
         origin = Origin(
-            msg.topic(), msg.partition(), msg.offset(), ts if kind and ts >= 0 else None, msg.headers() or []
+            msg.topic(), msg.partition(), msg.offset(), ts if kind and ts >= 0 else None, headers, unreadable
         )
         attempts, first = failure.attempts, failure.first_attempt_at
     else:
@@ -148,6 +152,7 @@ def dead_letter(
         key=msg.key(),
         value=msg.value(),
         original_headers=origin.headers,
+        unreadable_headers=origin.unreadable_headers,
         error_type=failure.type,
         error_message=failure.message,
         delivery_id=delivery.delivery_id if delivery else None,

@@ -20,6 +20,7 @@ import confluent_kafka
 import structlog
 
 from streamproc.errors import KafkaError
+from streamproc.kafka.headers import renamed
 from streamproc.pii import sub_pii
 
 __all__ = ["DLQ_VERSION", "DeadLetter", "DeadLetterProducer", "iso_utc", "scrub_pii"]
@@ -75,10 +76,13 @@ class DeadLetter:
     """Retry records only: how many times the delivery has been parked, this one included."""
     parked_by: str | None = None
     """Retry records only: the worker run that wrote it (its per-key order bookkeeping)."""
+    unreadable_headers: int = 0
+    """Headers of the original message that could not be read (names that are not UTF-8)."""
 
     def headers(self) -> list[tuple[str, str | bytes | None]]:
-        """Original headers first, then the `streamproc.*` ones (absent values are left out)."""
-        out: list[tuple[str, str | bytes | None]] = list(self.original_headers)
+        """Original headers first (their `streamproc.*` names renamed `original.streamproc.*`: only
+        streamproc writes its own), then the `streamproc.*` ones (absent values are left out)."""
+        out: list[tuple[str, str | bytes | None]] = list(renamed(self.original_headers))
         fields: list[tuple[str, Any]] = [
             ("streamproc.dlq.version", DLQ_VERSION),
             ("streamproc.delivery_id", self.delivery_id),
@@ -101,6 +105,7 @@ class DeadLetter:
             ("streamproc.original.topic", self.topic),
             ("streamproc.original.partition", self.partition),
             ("streamproc.original.offset", self.offset),
+            ("streamproc.original.headers_unreadable", self.unreadable_headers or None),
             (
                 "streamproc.original.timestamp",
                 iso_utc(self.timestamp_ms / 1000) if self.timestamp_ms is not None else None,

@@ -35,6 +35,7 @@ from confluent_kafka import TopicPartition
 
 from streamproc.errors import KafkaError, StreamprocError
 from streamproc.kafka.consumer import Partition, committable, wait_for_in_flight
+from streamproc.kafka.headers import read_headers, text
 from streamproc.kafka.offsets import OffsetTracker
 from streamproc.kafka.polling import commit_sync, consume_batch, read_watermarks, refresh_high_watermarks
 from streamproc.kafka.redrive import DeadLetterView, parse_time
@@ -91,22 +92,14 @@ class RetryView:
         due = _unix(view.get("retry.next_attempt_at"))
         if due is None:
             due = view.timestamp_ms / 1000 if view.timestamp_ms is not None else 0.0
-        try:
-            parks = int(view.get("retry.parks") or 1)
-        except ValueError:
-            parks = 1
-        try:
-            original = int(view.get("original.offset") or -1)
-        except ValueError:
-            original = -1
         return cls(
             view,
             due,
             _unix(view.get("retry.deadline")),
             _unix(view.get("first_attempt_at")),
-            parks,
+            view.number("retry.parks", 1),
             view.get("retry.parked_by"),
-            original,
+            view.number("original.offset", -1),
         )
 
     @property
@@ -132,9 +125,9 @@ class RetryView:
 
 def next_attempt_at(msg: Any) -> float:
     """When a retry record is due (read from its header alone; the hot check of the reader)."""
-    for k, v in msg.headers() or ():
+    for k, v in read_headers(msg)[0]:
         if k == "streamproc.retry.next_attempt_at" and v:
-            due = _unix(v.decode("utf-8", "replace"))
+            due = _unix(text(v))
             if due is not None:
                 return due
     return 0.0
