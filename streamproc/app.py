@@ -28,10 +28,10 @@ from streamproc.errors import KafkaError, StreamprocError
 from streamproc.http import OpsServer, Readiness
 from streamproc.kafka.admin import check_topics, ensure_retry_topics
 from streamproc.kafka.consumer import ConsumerLoop, Partition, consumer_config
-from streamproc.kafka.dlq import DeadLetterProducer, producer_config
+from streamproc.kafka.dlq import DeadLetterProducer, dead_letter_producer
 from streamproc.kafka.parking import Parking
 from streamproc.kafka.retry import RetryConsumer, retry_group
-from streamproc.kafka.settings import admin_settings, consumer_settings, producer_settings
+from streamproc.kafka.settings import admin_settings, consumer_settings
 from streamproc.metrics import Metrics
 from streamproc.pipeline import EventProcessor, kafka_section
 from streamproc.router import Router
@@ -263,16 +263,16 @@ class Worker:
             if self.parking is not None:
                 await self._ensure_retry_topics(max(counts[t] for t in kafka.topics))
         if self.dlq is None:
-            self.dlq = DeadLetterProducer(
-                kafka.dead_letter_topic, producer_config(kafka.bootstrap_servers, producer_settings(kafka))
+            self.dlq = await loop.run_in_executor(
+                None, dead_letter_producer, kafka, [kafka.dead_letter_topic]
             )
         self.processor.dead_letters = self.dlq
         if self.parking is not None and self.retry_processor is not None:
             if self._retry_producer is None:
-                self._retry_producer = DeadLetterProducer(
-                    kafka.dead_letter_topic,  # every retry record names its own topic
-                    producer_config(kafka.bootstrap_servers, producer_settings(kafka)),
-                    what="retry record",
+                # Every retry record names its own topic.
+                topics = list(self.parking.topics.values())
+                self._retry_producer = await loop.run_in_executor(
+                    None, dead_letter_producer, kafka, topics, "retry record"
                 )
             self.parking.producer = self._retry_producer
             self.retry_processor.dead_letters = self.dlq

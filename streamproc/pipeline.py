@@ -193,6 +193,8 @@ class Summary:
     unmatched: int = 0
     filtered: int = 0
     not_redrivable: int = 0
+    truncated: int = 0
+    """Dead letters whose value was cut to fit the dead-letter topic (redrive cannot send them)."""
     already_redriven: int = 0
     markers: int = 0
     destinations: dict[str, Tally] = field(default_factory=dict)
@@ -210,6 +212,7 @@ class Summary:
             "unmatched": self.unmatched,
             "filtered": self.filtered,
             "not_redrivable": self.not_redrivable,
+            "truncated": self.truncated,
             "already_redriven": self.already_redriven,
             "markers": self.markers,
             "destinations": {k: vars(v) for k, v in sorted(self.destinations.items())},
@@ -226,6 +229,12 @@ class Summary:
         if self.not_redrivable:
             first += f", {self.not_redrivable} without a delivery to redrive"
         lines = [first]
+        if self.truncated:
+            lines.append(
+                f"{self.truncated} dead letters were cut to fit the dead-letter topic and are not sent: "
+                "replay each from the original topic/partition/offset its headers name (streamproc "
+                "replay --topic T --from P:O --to P:O+1 --subscription D/S) while that topic holds it"
+            )
         if not self.destinations:
             lines.append("no deliveries")
             return "\n".join(lines)

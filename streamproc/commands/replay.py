@@ -19,7 +19,7 @@ from streamproc.config import Config, KafkaConfig, load_config
 from streamproc.decoding import make_decoder
 from streamproc.dispatch import Dispatcher
 from streamproc.errors import StreamprocError
-from streamproc.kafka.dlq import DeadLetterProducer, producer_config
+from streamproc.kafka.dlq import DeadLetterProducer, dead_letter_producer
 from streamproc.kafka.replay import (
     RangeFeed,
     RangeReader,
@@ -29,7 +29,6 @@ from streamproc.kafka.replay import (
     resolve_ranges,
     run_replay,
 )
-from streamproc.kafka.settings import producer_settings
 from streamproc.logging import config_secrets, configure_logging, flush_suppressed, register_secrets
 from streamproc.metrics import Metrics
 from streamproc.pipeline import EventProcessor, Summary, Undecodable, kafka_section
@@ -155,9 +154,7 @@ def build_stack(config: Config, kafka: KafkaConfig, *, dry_run: bool) -> Deliver
         metrics,
         client=config.http.client,
     )
-    dlq = DeadLetterProducer(
-        kafka.dead_letter_topic, producer_config(kafka.bootstrap_servers, producer_settings(kafka))
-    )
+    dlq = dead_letter_producer(kafka, [kafka.dead_letter_topic])
     return DeliveryStack(config, kafka, router, metrics, dispatcher, dlq)
 
 

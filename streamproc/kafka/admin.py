@@ -7,12 +7,15 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import confluent_kafka
+import structlog
 from confluent_kafka import TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, OffsetSpec
 
 from streamproc.errors import KafkaError
 
-__all__ = ["check_topics", "ensure_retry_topics", "group_lag", "wait_until_served"]
+__all__ = ["check_topics", "ensure_retry_topics", "group_lag", "max_message_bytes", "wait_until_served"]
+
+log = structlog.get_logger("streamproc.admin")
 
 
 def _admin_config(bootstrap_servers: str, client: Mapping[str, Any]) -> dict[str, Any]:
@@ -50,6 +53,41 @@ def check_topics(
             "create them (the dead-letter topic too) before starting the worker"
         )
     return found
+
+
+def max_message_bytes(
+    bootstrap_servers: str,
+    client: Mapping[str, Any],
+    topics: Iterable[str],
+    *,
+    fallback: int,
+    timeout: float = 15.0,
+) -> int:
+    """The largest record every one of `topics` takes (the least of their `max.message.bytes`).
+
+    A topic whose configuration may not be described (no DescribeConfigs right) counts as
+    `fallback` (the broker's default), and a log line says so: records are then cut to that size."""
+    wanted = list(dict.fromkeys(topics))
+    admin = AdminClient(_admin_config(bootstrap_servers, client))
+    futures = admin.describe_configs(
+        [ConfigResource(ConfigResource.Type.TOPIC, name) for name in wanted], request_timeout=timeout
+    )
+    limits = []
+    for resource, future in futures.items():
+        try:
+            entry = future.result(timeout).get("max.message.bytes")
+            limits.append(int(entry.value))
+        except (confluent_kafka.KafkaException, AttributeError, TypeError, ValueError) as exc:
+            error = exc.args[0] if exc.args else exc
+            log.warning(
+                "topic_limit_unknown",
+                topic=resource.name,
+                error=str(error.str() if isinstance(error, confluent_kafka.KafkaError) else error),
+                assumed_max_message_bytes=fallback,
+                fix="allow DescribeConfigs on the topic, or records larger than the assumed limit are cut",
+            )
+            limits.append(fallback)
+    return min(limits, default=fallback)
 
 
 def ensure_retry_topics(

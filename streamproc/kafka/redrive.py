@@ -364,6 +364,20 @@ def redrive_handler(
             summary.filtered += 1
             processor.leave_out(msg, lane)
             return
+        if view.get("value_truncated") is not None:
+            # Its value was cut to fit the dead-letter topic: there is nothing whole to send.
+            summary.truncated += 1
+            log.warning(
+                "redrive_value_truncated",
+                partition=view.partition,
+                offset=view.offset,
+                original=f"{view.get('original.topic')}[{view.get('original.partition')}]"
+                f"@{view.get('original.offset')}",
+                subscription=f"{view.destination}/{view.subscription}",
+                value_bytes=view.get("value_truncated"),
+            )
+            processor.leave_out(msg, lane)
+            return
         noted = partial(marks.note, view.partition, view.offset) if marks is not None else None
         again = view.redelivery(noted)
         if again is None:
@@ -432,6 +446,7 @@ class Inspection:
             "response_body": self.scrubber.scrub(view.get("response.body")),
             "original": f"{view.get('original.topic')}[{view.get('original.partition')}]"
             f"@{view.get('original.offset')}",
+            "value_truncated": view.number("value_truncated", 0) or None,
             "value": self.scrubber.scrub(shown),
         }
 

@@ -6,6 +6,7 @@ naming it), and the messages behind it are delivered and committed."""
 from __future__ import annotations
 
 import asyncio
+import io
 import time
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 import orjson
 import pytest
 from kafka_helpers import committed_offsets, end_offsets, produce, produce_raw_headers, read_all, unique_name
-from ops_helpers import make_events, predicted, received, write_config
+from ops_helpers import cli_args, make_events, predicted, received, write_config
 
 from streamproc.app import Worker
 from streamproc.config import load_config
@@ -89,3 +90,57 @@ async def test_a_header_name_that_is_not_utf8_is_dead_lettered_with_the_headers_
     assert letter.header("streamproc.destination") is None
     a, _b = sims
     assert received(a) == predicted(cfg, events)["seg-a"]
+
+
+async def test_dead_letters_too_large_for_their_topic_are_cut_and_the_partition_goes_on(
+    kafka_bootstrap: str, topic: Any, sims: Any, tmp_path: Path
+) -> None:
+    from streamproc.commands.dlq import redrive
+
+    a, _b = sims
+    source = topic("nostall-big", partitions=1, config={"max.message.bytes": "3000000"})
+    dlq, group = topic("nostall-big-dlq", partitions=1), unique_name("g")
+    cfg = write_config(
+        tmp_path / "config.yaml",
+        bootstrap=kafka_bootstrap,
+        topic=source,
+        dlq=dlq,
+        group=group,
+        url_a=a.base_url,
+        url_b=_b.base_url,
+    )
+    # Fits the dead-letter topic's default limit (1048588) but not librdkafka's default 1000000.
+    near_limit = b"\x00" * 1_040_000
+    # Too large for the dead-letter topic whatever the producer: an event the partner refuses.
+    big_event = make_events(1, prefix="big")[0]
+    big_event["properties"]["blob"] = "x" * 2_000_000
+    big = orjson.dumps(big_event)
+    produce(kafka_bootstrap, source, [near_limit, big], config={"message.max.bytes": 3_000_000})
+    a.fault("seg", down=400)
+    run = Running(cfg)
+    await run.until_committed(kafka_bootstrap, group, source)
+    a.clear()
+    # The partition goes on: what comes behind is delivered and committed.
+    events = make_events(20)
+    produce(kafka_bootstrap, source, [orjson.dumps(e) for e in events])
+    await run.until_committed(kafka_bootstrap, group, source)
+    await run.stop()
+    assert received(a) == predicted(cfg, events)["seg-a"]
+
+    whole, cut = read_all(kafka_bootstrap, dlq)
+    assert whole.value == near_limit and whole.header("streamproc.value_truncated") is None
+    big = orjson.dumps(big_event)
+    assert cut.header("streamproc.value_truncated") == str(len(big)).encode()
+    assert cut.header("streamproc.http.status") == b"400"
+    assert cut.value and big.startswith(cut.value) and len(cut.value) < 1_048_588
+    assert cut.header("streamproc.destination") == b"seg-a"
+    assert cut.header("streamproc.original.topic") == source.encode()
+    assert cut.header("streamproc.original.offset") == b"1"
+
+    a.clear()
+    err = io.StringIO()
+    code, summary = await redrive(cli_args("dlq", "redrive", "--config", str(cfg)), out=io.BytesIO(), err=err)
+    assert code == 0
+    assert summary.truncated == 1 and summary.not_redrivable == 1  # the undecodable one names no delivery
+    assert not a.requests
+    assert "cut to fit the dead-letter topic" in err.getvalue()
