@@ -184,6 +184,17 @@ class InputConfig:
         str | None, Key("Avro in the Confluent wire format, schemas fetched from this registry", url=True)
     ] = None
     schema_file: Annotated[str | None, Key("plain Avro with this local schema (.avsc)")] = None
+    schema_registry_timeout: Annotated[
+        float, Key("seconds one schema-registry request may take", exclusive_minimum=0, maximum=300)
+    ] = 10.0
+    schema_registry_wait: Annotated[
+        float,
+        Key(
+            "seconds a message waits for a schema while the registry cannot be reached (retried with "
+            "backoff); then the worker stops naming the message, without committing past it",
+            exclusive_minimum=0,
+        ),
+    ] = 300.0
 
 
 @dataclass(frozen=True)

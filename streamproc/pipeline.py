@@ -16,8 +16,10 @@ Messages that cannot be decoded (not JSON or Avro, not an object, a tombstone) a
 with the reason (`undecodable="dead-letter"`, the worker and replay). Redrive passes
 `undecodable="count"`: a record it cannot read is itself a dead letter and stays on the topic,
 unmarked, so `dlq inspect` keeps showing it; writing it again would only add a copy. A routing bug
-dead-letters the event too (`RoutingError`). A schema registry that cannot be reached says nothing
-about the message, so it stops the run with the offset unfinished. A dry run (no dispatcher)
+dead-letters the event too (`RoutingError`). A message whose schema the registry must give first
+waits off the event loop, its lane's later messages behind it; a registry that cannot be reached
+for the whole wait says nothing about the message, so it stops the run with the offset unfinished
+and a reason naming the message. A dry run (no dispatcher)
 shows each delivery and writes nothing, dead letters included.
 
 With `parking` (the worker, when a destination sets a retry share), deliveries of destinations
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -38,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 import structlog
 
 from streamproc.config import Config, KafkaConfig
-from streamproc.decoding import SchemaRegistryUnavailable
+from streamproc.decoding import SchemaPending, SchemaRegistryUnavailable
 from streamproc.dispatch import Admission, DeliveryResult, Dispatcher, Failure
 from streamproc.errors import ConfigError, ConfigProblem, DecodeError, ErrorType, KafkaError, StreamprocError
 from streamproc.kafka.dlq import DeadLetter, DeadLetterProducer
@@ -343,13 +346,67 @@ class EventProcessor:
         self._m_undecodable = metrics.events_undecodable
         self._m_outcome = metrics.deliveries
         self._m_dead = metrics.dead_letters
+        self._waiting: dict[Lane, deque[tuple[Any, Redelivery | None]]] = {}
+        """Lanes whose messages wait for a schema from the registry, their messages in offset order."""
 
     # -- one message -------------------------------------------------------------------------------
     def process(self, msg: Any, lane: Lane, redelivery: Redelivery | None = None) -> None:
         """Start the work for one message (its deliveries run as tasks in `lane.tasks`, each made
-        once the delivery has its turn and a concurrency slot)."""
+        once the delivery has its turn and a concurrency slot).
+
+        A message whose schema must be fetched first waits, and every later message of its lane
+        waits behind it, so a lane's messages are always routed in offset order."""
+        self._m_consumed.labels(lane.topic).inc()
+        waiting = self._waiting.get(lane)
+        if waiting is not None:
+            waiting.append((msg, redelivery))
+            return
+        try:
+            self._decoded(msg, lane, redelivery)
+        except SchemaPending as pending:
+            self._waiting[lane] = deque([(msg, redelivery)])
+            task = asyncio.get_running_loop().create_task(self._wait_for_schemas(lane, pending))
+            lane.tasks.add(task)
+            task.add_done_callback(lane.tasks.discard)
+
+    async def _wait_for_schemas(self, lane: Lane, pending: SchemaPending) -> None:
+        """Fetch the schema the lane's first waiting message needs, then take the waiting messages
+        in order until the lane has none left (or one needs another schema: fetch that)."""
+        queue = self._waiting[lane]
+        try:
+            while queue:
+                msg, redelivery = queue[0]
+                try:
+                    await pending.fetch()
+                except SchemaRegistryUnavailable as exc:
+                    log.error(
+                        "schema_registry_unavailable",
+                        topic=lane.topic,
+                        partition=lane.partition,
+                        offset=msg.offset(),
+                        error=str(exc),
+                    )
+                    where = f"{lane.topic}[{lane.partition}]@{msg.offset()}"
+                    halted = SchemaRegistryUnavailable(f"{where} waits for its schema: {exc}")
+                    self._halt(halted, str(halted))
+                    return
+                while queue and not lane.released:
+                    msg, redelivery = queue[0]
+                    try:
+                        self._decoded(msg, lane, redelivery)
+                    except SchemaPending as again:
+                        pending = again
+                        break
+                    queue.popleft()
+                if lane.released:
+                    return
+        finally:
+            self._waiting.pop(lane, None)
+
+    def _decoded(self, msg: Any, lane: Lane, redelivery: Redelivery | None) -> None:
+        """Decode one message and start its work; raises SchemaPending (nothing started) when its
+        schema must be fetched first."""
         topic = lane.topic
-        self._m_consumed.labels(topic).inc()
         offset = msg.offset()
         try:
             value = msg.value()
@@ -358,16 +415,6 @@ class EventProcessor:
             event = self.decode(value)
         except DecodeError as exc:
             self._not_decoded(msg, lane, offset, exc, redelivery)
-            return
-        except SchemaRegistryUnavailable as exc:
-            log.error(
-                "schema_registry_unavailable",
-                topic=topic,
-                partition=lane.partition,
-                offset=offset,
-                error=str(exc),
-            )
-            self._halt(exc, f"the schema registry cannot be reached: {exc}")
             return
         try:
             deliveries = self._route(event) if redelivery is None else self._route_again(event, redelivery)

@@ -46,6 +46,7 @@ BROKER_DEFAULT_MAX_MESSAGE_BYTES = 1048588
 """Kafka's default `message.max.bytes` (the limit of a topic that does not set `max.message.bytes`)."""
 LIBRDKAFKA_MESSAGE_MAX_BYTES = 1_000_000
 """librdkafka's default `message.max.bytes` (a producer's limit when it is not set)."""
+LIBRDKAFKA_MIN_MESSAGE_MAX_BYTES = 1000
 RECORD_OVERHEAD = 512
 """Bytes kept free below a topic's limit for the record batch and record framing."""
 
@@ -194,7 +195,8 @@ def producer_config(
     topics take (`max_message_bytes`, their `max.message.bytes`)."""
     conf: dict[str, Any] = dict(client)
     if max_message_bytes is not None:
-        conf["message.max.bytes"] = max_message_bytes
+        # librdkafka takes no less; a topic that takes less gets every record cut, then refused.
+        conf["message.max.bytes"] = max(LIBRDKAFKA_MIN_MESSAGE_MAX_BYTES, max_message_bytes)
     conf.update(
         {
             "bootstrap.servers": bootstrap_servers,

@@ -6,10 +6,16 @@ naming it), and the messages behind it are delivered and committed."""
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import io
+import socket
+import threading
 import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 import pytest
@@ -18,8 +24,11 @@ from ops_helpers import cli_args, make_events, predicted, received, write_config
 
 from streamproc.app import Worker
 from streamproc.config import load_config
+from streamproc.decoding import AvroCodec, SchemaRegistryUnavailable, frame_confluent, load_schema
 
 pytestmark = pytest.mark.kafka
+
+SCHEMA_FILE = Path(__file__).resolve().parents[2] / "schemas" / "segment-event.avsc"
 
 
 class Running:
@@ -144,3 +153,124 @@ async def test_dead_letters_too_large_for_their_topic_are_cut_and_the_partition_
     assert summary.truncated == 1 and summary.not_redrivable == 1  # the undecodable one names no delivery
     assert not a.requests
     assert "cut to fit the dead-letter topic" in err.getvalue()
+
+
+class _Registry(BaseHTTPRequestHandler):
+    """The schema-by-id call of a schema registry: schema 1 is the shipped one, others are unknown."""
+
+    lookups: ClassVar[collections.Counter[int]] = collections.Counter()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        schema_id = int(self.path.split("?")[0].rsplit("/", 1)[1])
+        type(self).lookups[schema_id] += 1
+        if schema_id == 1:
+            status, body = 200, {"schema": SCHEMA_FILE.read_text()}
+        else:
+            status, body = 404, {"error_code": 40403, "message": "Schema not found"}
+        data = orjson.dumps(body)
+        self.send_response(status)
+        self.send_header("Content-Type", "application/vnd.schemaregistry.v1+json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+@contextlib.contextmanager
+def silent_server() -> Iterator[str]:
+    """A socket that accepts connections and never answers (a hung registry)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.1)
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                held.append(server.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join()
+        for conn in held:
+            conn.close()
+        server.close()
+
+
+def registry_input(url: str) -> str:
+    return (
+        f"  format: avro\n  schema_registry_url: {url}\n"
+        "  schema_registry_timeout: 2\n  schema_registry_wait: 5"
+    )
+
+
+async def test_a_silent_schema_registry_blocks_nothing_and_the_worker_halts_naming_the_message(
+    kafka_bootstrap: str, topic: Any, sims: Any, tmp_path: Path
+) -> None:
+    a, b = sims
+    source, dlq, group = topic("nostall-avro", partitions=1), topic("nostall-avro-dlq", 1), unique_name("g")
+    codec = AvroCodec(load_schema(SCHEMA_FILE))
+    events = make_events(10, prefix="avro")
+    unknown = make_events(3, prefix="unknown")
+    values = [frame_confluent(1, codec.encode(e)) for e in events]
+    produce(kafka_bootstrap, source, values)
+
+    def config(url: str) -> Path:
+        return write_config(
+            tmp_path / "config.yaml",
+            bootstrap=kafka_bootstrap,
+            topic=source,
+            dlq=dlq,
+            group=group,
+            url_a=a.base_url,
+            url_b=b.base_url,
+            input_yaml=registry_input(url),
+        )
+
+    with silent_server() as url:
+        run = Running(config(url))
+        gaps: list[float] = []
+
+        async def ticker() -> None:
+            last = time.monotonic()
+            while True:
+                await asyncio.sleep(0.02)
+                now = time.monotonic()
+                gaps.append(now - last)
+                last = now
+
+        ticking = asyncio.create_task(ticker())
+        started = time.monotonic()
+        with pytest.raises(SchemaRegistryUnavailable) as halted:
+            await asyncio.wait_for(run.task, 60)
+        ticking.cancel()
+    # Each request waited its 2 s timeout on the registry's thread, never on the event loop.
+    assert max(gaps) < 1.0, max(gaps)
+    assert 5 <= time.monotonic() - started < 30
+    assert f"{source}[0]@0 waits for its schema" in str(halted.value)
+    assert "check input.schema_registry_url" in str(halted.value)
+    assert committed_offsets(kafka_bootstrap, group, source).get(0, 0) == 0
+    assert not a.requests and read_all(kafka_bootstrap, dlq) == []
+
+    # The registry is back; ids it does not have are dead-lettered, asked for once.
+    produce(kafka_bootstrap, source, [frame_confluent(2, codec.encode(e)) for e in unknown])
+    handler = type("Registry", (_Registry,), {"lookups": collections.Counter()})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        run = Running(config(f"http://127.0.0.1:{server.server_address[1]}"))
+        await run.until_committed(kafka_bootstrap, group, source)
+        await run.stop()
+    finally:
+        server.shutdown()
+    assert received(a) == predicted(cfg_path := tmp_path / "config.yaml", events)["seg-a"]
+    assert received(b) == predicted(cfg_path, events)["seg-b"]
+    letters = read_all(kafka_bootstrap, dlq)
+    assert [r.header("streamproc.error.type") for r in letters] == [b"DecodeError"] * 3
+    assert handler.lookups == {1: 1, 2: 1}
