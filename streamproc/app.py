@@ -27,6 +27,7 @@ from streamproc.dispatch import Dispatcher
 from streamproc.errors import KafkaError, StreamprocError
 from streamproc.http import OpsServer, Readiness
 from streamproc.kafka.admin import check_topics, ensure_retry_topics
+from streamproc.kafka.backpressure import prefetch_settings
 from streamproc.kafka.consumer import ConsumerLoop, Partition, consumer_config
 from streamproc.kafka.dlq import DeadLetterProducer, dead_letter_producer
 from streamproc.kafka.parking import Parking
@@ -45,6 +46,8 @@ class _PollLimits(TypedDict):
     poll_batch_size: int
     max_in_flight: int
     resume_in_flight: int
+    max_in_flight_bytes: int
+    resume_in_flight_bytes: int
     commit_interval: float
 
 
@@ -80,7 +83,7 @@ class Worker:
         self._decode = make_decoder(config.input)
         self.processor = self._processor(ConsumerLoop.complete, self._halt)
         self.consumer = ConsumerLoop(
-            consumer_config(self.kafka.bootstrap_servers, self.kafka.group_id, consumer_settings(self.kafka)),
+            consumer_config(self.kafka.bootstrap_servers, self.kafka.group_id, self._consumer_settings()),
             self.kafka.topics,
             self.processor.process,
             metrics=self.metrics,
@@ -136,6 +139,10 @@ class Worker:
             parking=self.parking,
         )
 
+    def _consumer_settings(self) -> dict[str, Any]:
+        """The user's consumer settings over librdkafka's prefetch bounded by the bytes bound."""
+        return {**prefetch_settings(self.config.limits.max_in_flight_bytes), **consumer_settings(self.kafka)}
+
     def _poll_limits(self) -> _PollLimits:
         """Batch size, in-flight bounds and commit interval, the same for the live and the retry
         consumer (a live backlog never starves due retries)."""
@@ -144,13 +151,15 @@ class Worker:
             "poll_batch_size": limits.poll_batch_size,
             "max_in_flight": limits.max_in_flight_events,
             "resume_in_flight": limits.resume_in_flight_events,
+            "max_in_flight_bytes": limits.max_in_flight_bytes,
+            "resume_in_flight_bytes": limits.resume_in_flight_bytes,
             "commit_interval": limits.commit_interval,
         }
 
     def _build_retry(self, parking: Parking) -> None:
         kafka = self.kafka
         retry = self.retry = RetryConsumer(
-            consumer_config(kafka.bootstrap_servers, retry_group(kafka.group_id), consumer_settings(kafka)),
+            consumer_config(kafka.bootstrap_servers, retry_group(kafka.group_id), self._consumer_settings()),
             parking.topics,
             self._on_retry_record,
             live_partitions=self._live_partitions,

@@ -197,9 +197,16 @@ class InputConfig:
     ] = 300.0
 
 
+MAX_IN_FLIGHT_BYTES = 64 << 20
+"""The default bytes bound: each byte held takes about two of memory (the decoded event and the
+request built from it come on top), so with the process itself and librdkafka's prefetch a worker
+stays near 224 MiB, under the Helm chart's 512 Mi limit (figures in docs/configuration.md)."""
+
+
 @dataclass(frozen=True)
 class Limits:
-    """Worker-wide bounds: memory (in-flight events), batching of polls, commit cadence, shutdown."""
+    """Worker-wide bounds: memory (in-flight events and bytes), batching of polls, commit cadence,
+    shutdown."""
 
     max_in_flight_events: Annotated[
         int,
@@ -213,6 +220,19 @@ class Limits:
         int,
         Key("the worker resumes below this many such events; below max_in_flight_events", minimum=0),
     ] = 5000
+    max_in_flight_bytes: Annotated[
+        int,
+        Key(
+            "above this many bytes (key + value) of those events the worker pauses its partitions too; "
+            "librdkafka prefetches at most an eighth of it on top (see docs/configuration.md for the "
+            "memory it takes)",
+            minimum=1 << 20,
+        ),
+    ] = MAX_IN_FLIGHT_BYTES
+    resume_in_flight_bytes: Annotated[
+        int,
+        Key("the worker resumes below this many such bytes; below max_in_flight_bytes", minimum=0),
+    ] = MAX_IN_FLIGHT_BYTES // 2
     poll_batch_size: Annotated[int, Key("messages taken from Kafka per poll", minimum=1, maximum=100_000)] = (
         500
     )
@@ -880,6 +900,14 @@ def _input(c: _Checker, value: Any) -> InputConfig:
 
 def _limits(c: _Checker, value: Any) -> Limits:
     limits = _section(c, value, Limits, "limits")
+    if limits.resume_in_flight_bytes >= limits.max_in_flight_bytes:
+        if isinstance(value, dict) and "resume_in_flight_bytes" in value:
+            c.add(
+                "limits.resume_in_flight_bytes",
+                f"must be below max_in_flight_bytes ({limits.max_in_flight_bytes})",
+            )
+        else:
+            limits = dataclasses.replace(limits, resume_in_flight_bytes=limits.max_in_flight_bytes // 2)
     if limits.resume_in_flight_events >= limits.max_in_flight_events:
         if isinstance(value, dict) and "resume_in_flight_events" in value:
             c.add(

@@ -34,6 +34,7 @@ import structlog
 from confluent_kafka import TopicPartition
 
 from streamproc.errors import KafkaError, StreamprocError
+from streamproc.kafka.backpressure import InFlightBound, held_bytes, message_size
 from streamproc.kafka.consumer import Partition, committable, wait_for_in_flight
 from streamproc.kafka.headers import read_headers, text
 from streamproc.kafka.offsets import OffsetTracker
@@ -252,6 +253,8 @@ class RetryConsumer:
         poll_batch_size: int = 500,
         max_in_flight: int = 10000,
         resume_in_flight: int = 5000,
+        max_in_flight_bytes: int = 1 << 62,
+        resume_in_flight_bytes: int = 1 << 61,
         commit_interval: float = 5.0,
         poll_timeout: float = 0.1,
         consumer_factory: Callable[[dict[str, Any]], Any] = confluent_kafka.Consumer,
@@ -268,8 +271,9 @@ class RetryConsumer:
         self._ordered = ordered
         self._not_before = not_before
         self._batch = poll_batch_size
-        self._max_in_flight = max_in_flight
-        self._resume_in_flight = resume_in_flight
+        self._bound = InFlightBound(
+            max_in_flight, resume_in_flight, max_in_flight_bytes, resume_in_flight_bytes
+        )
         self._commit_interval = commit_interval
         self._release_timeout = release_timeout
         self._poll_timeout = poll_timeout
@@ -327,12 +331,7 @@ class RetryConsumer:
             async with self._lock:
                 await self._follow_live()
                 # Its own bound, of the live consumer's size: a live backlog never starves due retries.
-                in_flight = self.in_flight()
-                if self._want_paused:
-                    if in_flight <= self._resume_in_flight:
-                        self._want_paused = False
-                elif in_flight >= self._max_in_flight:
-                    self._want_paused = True
+                self._want_paused = self._bound.update(self.in_flight(), held_bytes(self._parts.values()))
                 now = self._clock()
                 resume = [
                     p for p in self._parts.values() if p.held and p.due_at is not None and p.due_at <= now
@@ -423,6 +422,7 @@ class RetryConsumer:
             part.tracker.add(offset)
         except ValueError:
             return
+        part.sizes.add(offset, message_size(msg))
         view_first = RetryView.of(msg).first_attempt_at
         if view_first is not None:
             part.oldest[offset] = view_first
