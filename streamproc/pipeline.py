@@ -368,6 +368,15 @@ class EventProcessor:
             task = asyncio.get_running_loop().create_task(self._wait_for_schemas(lane, pending))
             lane.tasks.add(task)
             task.add_done_callback(lane.tasks.discard)
+        except Exception as exc:  # a bug on this message's path must not stop its partition
+            self._crashed(msg, lane, redelivery, exc)
+
+    def _crashed(self, msg: Any, lane: Lane, redelivery: Redelivery | None, exc: Exception) -> None:
+        offset = msg.offset()
+        log.exception("process_crashed", topic=lane.topic, partition=lane.partition, offset=offset)
+        self._reject(
+            msg, lane, offset, Failure(ErrorType.ROUTING, f"{type(exc).__name__}: {exc}"), redelivery
+        )
 
     async def _wait_for_schemas(self, lane: Lane, pending: SchemaPending) -> None:
         """Fetch the schema the lane's first waiting message needs, then take the waiting messages
@@ -397,6 +406,8 @@ class EventProcessor:
                     except SchemaPending as again:
                         pending = again
                         break
+                    except Exception as exc:
+                        self._crashed(msg, lane, redelivery, exc)
                     queue.popleft()
                 if lane.released:
                     return
@@ -557,11 +568,43 @@ class EventProcessor:
         except asyncio.CancelledError:
             raise
         except KafkaError as exc:
-            log.error("dead_letter_failed", error=str(exc))
-            self._halt(exc, f"dead letters or retry records cannot be written: {exc}")
-        except Exception as exc:  # a bug in one delivery: stop loudly rather than skip the event
-            log.exception("delivery_crashed", error=repr(exc))
-            self._halt(StreamprocError(f"a delivery failed unexpectedly: {exc!r}"), None)
+            self._cannot_write(ev, exc)
+        except Exception as exc:
+            # A bug met by one delivery: halting would meet it again at every restart, so the
+            # delivery is dead-lettered with the error (a redrive sends it once the bug is fixed).
+            log.exception(
+                "delivery_crashed",
+                topic=ev.lane.topic,
+                partition=ev.lane.partition,
+                offset=ev.offset,
+                destination=delivery.destination if delivery else None,
+            )
+            crash = Failure(ErrorType.DELIVERY, f"the delivery failed unexpectedly: {exc!r}")
+            try:
+                await self._dead_letter(ev, delivery, crash)
+            except asyncio.CancelledError:
+                raise
+            except KafkaError as exc2:
+                self._cannot_write(ev, exc2)
+            except Exception as exc2:
+                where = f"{ev.lane.topic}[{ev.lane.partition}]@{ev.offset}"
+                log.exception("dead_letter_crashed", topic=ev.lane.topic, partition=ev.lane.partition)
+                halted = StreamprocError(
+                    f"{where}: a delivery failed unexpectedly ({exc!r}) and so did its dead letter "
+                    f"({exc2!r}); this is a bug: report it with this message, then restart the worker"
+                )
+                self._halt(halted, str(halted))
+
+    def _cannot_write(self, ev: _Event, exc: KafkaError) -> None:
+        """A dead letter or retry record of `ev` the broker did not take: stop, naming the message."""
+        log.error(
+            "dead_letter_failed",
+            topic=ev.lane.topic,
+            partition=ev.lane.partition,
+            offset=ev.offset,
+            error=str(exc),
+        )
+        self._halt(exc, f"dead letters or retry records cannot be written: {exc}")
 
     # -- one outcome ---------------------------------------------------------------------------------
     def settle(self, ev: _Event, delivery: Delivery | None, result: DeliveryResult) -> Awaitable[None] | None:

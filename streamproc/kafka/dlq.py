@@ -250,26 +250,28 @@ class DeadLetterProducer:
         """Write one dead letter (to `topic`, default the dead-letter topic; to `partition`, default
         by key), cut to fit the topic, and wait for the broker's acknowledgement; returns its offset."""
         fitted = self.fitted(letter)
+        where = f"{letter.topic}[{letter.partition}]@{letter.offset}"
         try:
-            return await self._send(fitted, topic, partition)
-        except RecordTooLarge:
-            # The topic's limit is below what was read at start (changed since): the least there is.
-            least = dataclasses.replace(
-                fitted,
-                value=b"",
-                value_truncated=fitted.value_truncated or len(letter.value or b""),
-                original_headers=(),
-                dropped_headers=len(letter.original_headers),
-            )
-            self._log_cut(least, topic)
             try:
+                return await self._send(fitted, topic, partition)
+            except RecordTooLarge:
+                # The topic's limit is below what was read at start (changed since): the least there is.
+                least = dataclasses.replace(
+                    fitted,
+                    value=b"",
+                    value_truncated=fitted.value_truncated or len(letter.value or b""),
+                    original_headers=(),
+                    dropped_headers=len(letter.original_headers),
+                )
+                self._log_cut(least, topic)
                 return await self._send(least, topic, partition)
-            except RecordTooLarge as exc:
-                raise KafkaError(
-                    f"the {self.what} of {letter.topic}[{letter.partition}]@{letter.offset} is too large "
-                    f"for topic {topic or self.topic!r} even without its value ({exc}); raise the "
-                    "topic's max.message.bytes, then restart the worker"
-                ) from None
+        except RecordTooLarge as exc:
+            raise KafkaError(
+                f"the {self.what} of {where} is too large for topic {topic or self.topic!r} even without "
+                f"its value ({exc}); raise the topic's max.message.bytes, then restart the worker"
+            ) from None
+        except KafkaError as exc:
+            raise KafkaError(f"the {self.what} of {where}: {exc}") from None
 
     def fitted(self, letter: DeadLetter) -> DeadLetter:
         """The letter as written: cut to fit `max_record_bytes` when it does not (and logged)."""

@@ -144,7 +144,10 @@ async def test_a_dead_letter_that_cannot_be_written_raises_after_retries() -> No
     refusing = _RefusingProducer()
     producer = DeadLetterProducer("dlq", {}, attempts=3, backoff=0.01, producer=refusing)
     try:
-        with pytest.raises(KafkaError, match="could not write a dead letter to topic 'dlq' after 3 attempts"):
+        with pytest.raises(
+            KafkaError,
+            match=r"the dead letter of events\[3\]@42: could not write a dead letter to topic 'dlq' after 3",
+        ):
             await producer.send(letter())
     finally:
         producer.close()

@@ -80,3 +80,26 @@ def test_headers_that_keep_failing_to_read_are_counted_as_unreadable() -> None:
     assert read_headers(Msg([("a", b"1")])) == ([("a", b"1")], 0)
     assert read_headers(Msg(None)) == ([], 0)
     assert read_headers(Msg(SystemError("returned a result with an exception set"))) == ([], 1)
+
+
+def test_a_retry_record_with_garbage_headers_is_read_without_crashing() -> None:
+    from streamproc.kafka.retry import RetryView, next_attempt_at
+
+    msg = Msg(
+        [
+            ("streamproc.destination", b"seg"),
+            ("streamproc.subscription", b"s"),
+            ("streamproc.original.offset", b"\xff"),
+            ("streamproc.original.partition", b"two"),
+            ("streamproc.original.timestamp", b"yesterday"),
+            ("streamproc.first_attempt_at", b"\xc3\x28"),
+            ("streamproc.retry.parks", b"many"),
+            ("streamproc.retry.next_attempt_at", b"soon"),
+        ]
+    )
+    view = RetryView.of(msg)
+    assert (view.original_offset, view.parks, view.first_attempt_at) == (-1, 1, None)
+    origin = view.letter.origin()
+    assert (origin.partition, origin.offset, origin.timestamp_ms) == (-1, -1, None)
+    assert view.letter.redelivery() is not None
+    assert next_attempt_at(msg) == 0.0
