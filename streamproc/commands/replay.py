@@ -187,6 +187,7 @@ def start_run(
         topic,
         summary=summary,
         max_in_flight=args.max_in_flight,
+        max_bytes=stack.config.limits.max_in_flight_bytes,
         rate=args.rate,
         on_drain=stack.dispatcher.flush if stack.dispatcher is not None else None,
     )
