@@ -37,15 +37,19 @@ _tuple_item.argtypes = [ctypes.py_object, ctypes.c_ssize_t]
 
 
 def read_headers(msg: Any) -> tuple[list[Header], int]:
-    """The headers of `msg` that can be read, and how many could not (names that are not UTF-8)."""
-    try:
-        return list(msg.headers() or ()), 0
-    except (SystemError, UnicodeDecodeError):
-        pass
+    """The headers of `msg` that can be read, and how many could not (names that are not UTF-8).
+
+    Every slot is looked at before it is touched, however `headers()` answers: only its first call
+    raises, so a caller that met (and swallowed) that error leaves the empty slots for the next."""
     try:
         raw = msg.headers()
-    except Exception:  # a client that keeps raising: none of them can be read
-        return [], 1
+    except (SystemError, UnicodeDecodeError):
+        try:
+            raw = msg.headers()
+        except Exception:  # a client that keeps raising: none of them can be read
+            return [], 1
+    if raw is None:
+        return [], 0
     if not isinstance(raw, list):
         return [], 1
     readable: list[Header] = []

@@ -54,28 +54,41 @@ class Running:
         await asyncio.wait_for(self.task, 60)
 
 
-def setup(
-    tmp_path: Path, bootstrap: str, topic: Any, sims: Any, **options: Any
-) -> tuple[Path, str, str, str]:
-    source, dlq, group = topic("nostall", partitions=1), topic("nostall-dlq", partitions=1), unique_name("g")
-    a, b = sims
-    cfg = write_config(
-        tmp_path / "config.yaml",
-        bootstrap=bootstrap,
-        topic=source,
-        dlq=dlq,
-        group=group,
-        url_a=a.base_url,
-        url_b=b.base_url,
-        **options,
-    )
-    return cfg, source, dlq, group
+class Setup:
+    """A one-partition input topic (`source_config`: its topic settings), a dead-letter topic, a
+    group, and the operations config over them and the two simulators."""
+
+    def __init__(
+        self,
+        tmp_path: Path,
+        bootstrap: str,
+        topic: Any,
+        sims: Any,
+        source_config: dict[str, str] | None = None,
+    ) -> None:
+        self.path, self.bootstrap, self.sims = tmp_path / "config.yaml", bootstrap, sims
+        self.source = topic("nostall", partitions=1, config=source_config)
+        self.dlq, self.group = topic("nostall-dlq", partitions=1), unique_name("g")
+
+    def config(self, **options: Any) -> Path:
+        a, b = self.sims
+        return write_config(
+            self.path,
+            bootstrap=self.bootstrap,
+            topic=self.source,
+            dlq=self.dlq,
+            group=self.group,
+            url_a=a.base_url,
+            url_b=b.base_url,
+            **options,
+        )
 
 
 async def test_a_header_name_that_is_not_utf8_is_dead_lettered_with_the_headers_that_can_be_read(
     kafka_bootstrap: str, topic: Any, sims: Any, tmp_path: Path
 ) -> None:
-    cfg, source, dlq, group = setup(tmp_path, kafka_bootstrap, topic, sims)
+    where = Setup(tmp_path, kafka_bootstrap, topic, sims)
+    cfg, source, dlq, group = where.config(), where.source, where.dlq, where.group
     produce_raw_headers(
         kafka_bootstrap,
         source,
@@ -107,17 +120,8 @@ async def test_dead_letters_too_large_for_their_topic_are_cut_and_the_partition_
     from streamproc.commands.dlq import redrive
 
     a, _b = sims
-    source = topic("nostall-big", partitions=1, config={"max.message.bytes": "3000000"})
-    dlq, group = topic("nostall-big-dlq", partitions=1), unique_name("g")
-    cfg = write_config(
-        tmp_path / "config.yaml",
-        bootstrap=kafka_bootstrap,
-        topic=source,
-        dlq=dlq,
-        group=group,
-        url_a=a.base_url,
-        url_b=_b.base_url,
-    )
+    where = Setup(tmp_path, kafka_bootstrap, topic, sims, {"max.message.bytes": "3000000"})
+    cfg, source, dlq, group = where.config(), where.source, where.dlq, where.group
     # Fits the dead-letter topic's default limit (1048588) but not librdkafka's default 1000000.
     near_limit = b"\x00" * 1_040_000
     # Too large for the dead-letter topic whatever the producer: an event the partner refuses.
@@ -214,7 +218,8 @@ async def test_a_silent_schema_registry_blocks_nothing_and_the_worker_halts_nami
     kafka_bootstrap: str, topic: Any, sims: Any, tmp_path: Path
 ) -> None:
     a, b = sims
-    source, dlq, group = topic("nostall-avro", partitions=1), topic("nostall-avro-dlq", 1), unique_name("g")
+    where = Setup(tmp_path, kafka_bootstrap, topic, sims)
+    source, dlq, group = where.source, where.dlq, where.group
     codec = AvroCodec(load_schema(SCHEMA_FILE))
     events = make_events(10, prefix="avro")
     unknown = make_events(3, prefix="unknown")
@@ -222,16 +227,7 @@ async def test_a_silent_schema_registry_blocks_nothing_and_the_worker_halts_nami
     produce(kafka_bootstrap, source, values)
 
     def config(url: str) -> Path:
-        return write_config(
-            tmp_path / "config.yaml",
-            bootstrap=kafka_bootstrap,
-            topic=source,
-            dlq=dlq,
-            group=group,
-            url_a=a.base_url,
-            url_b=b.base_url,
-            input_yaml=registry_input(url),
-        )
+        return where.config(input_yaml=registry_input(url))
 
     with silent_server() as url:
         run = Running(config(url))
@@ -269,8 +265,8 @@ async def test_a_silent_schema_registry_blocks_nothing_and_the_worker_halts_nami
         await run.stop()
     finally:
         server.shutdown()
-    assert received(a) == predicted(cfg_path := tmp_path / "config.yaml", events)["seg-a"]
-    assert received(b) == predicted(cfg_path, events)["seg-b"]
+    assert received(a) == predicted(where.path, events)["seg-a"]
+    assert received(b) == predicted(where.path, events)["seg-b"]
     letters = read_all(kafka_bootstrap, dlq)
     assert [r.header("streamproc.error.type") for r in letters] == [b"DecodeError"] * 3
     assert handler.lookups == {1: 1, 2: 1}
