@@ -368,8 +368,23 @@ class EventProcessor:
             task = asyncio.get_running_loop().create_task(self._wait_for_schemas(lane, pending))
             lane.tasks.add(task)
             task.add_done_callback(lane.tasks.discard)
+        except SchemaRegistryUnavailable as exc:
+            self._registry_down(msg, lane, exc)
         except Exception as exc:  # a bug on this message's path must not stop its partition
             self._crashed(msg, lane, redelivery, exc)
+
+    def _registry_down(self, msg: Any, lane: Lane, exc: SchemaRegistryUnavailable) -> None:
+        """Stop with `msg` unfinished: the registry's outage says nothing about the message."""
+        log.error(
+            "schema_registry_unavailable",
+            topic=lane.topic,
+            partition=lane.partition,
+            offset=msg.offset(),
+            error=str(exc),
+        )
+        where = f"{lane.topic}[{lane.partition}]@{msg.offset()}"
+        halted = SchemaRegistryUnavailable(f"{where} waits for its schema: {exc}")
+        self._halt(halted, str(halted))
 
     def _crashed(self, msg: Any, lane: Lane, redelivery: Redelivery | None, exc: Exception) -> None:
         offset = msg.offset()
@@ -388,16 +403,7 @@ class EventProcessor:
                 try:
                     await pending.fetch()
                 except SchemaRegistryUnavailable as exc:
-                    log.error(
-                        "schema_registry_unavailable",
-                        topic=lane.topic,
-                        partition=lane.partition,
-                        offset=msg.offset(),
-                        error=str(exc),
-                    )
-                    where = f"{lane.topic}[{lane.partition}]@{msg.offset()}"
-                    halted = SchemaRegistryUnavailable(f"{where} waits for its schema: {exc}")
-                    self._halt(halted, str(halted))
+                    self._registry_down(msg, lane, exc)
                     return
                 while queue and not lane.released:
                     msg, redelivery = queue[0]
@@ -406,6 +412,9 @@ class EventProcessor:
                     except SchemaPending as again:
                         pending = again
                         break
+                    except SchemaRegistryUnavailable as exc:
+                        self._registry_down(msg, lane, exc)
+                        return
                     except Exception as exc:
                         self._crashed(msg, lane, redelivery, exc)
                     queue.popleft()
