@@ -61,7 +61,7 @@ def max_message_bytes(
     topics: Iterable[str],
     *,
     fallback: int,
-    timeout: float = 15.0,
+    timeout: float = 5.0,
 ) -> int:
     """The largest record every one of `topics` takes (the least of their `max.message.bytes`).
 
@@ -77,8 +77,8 @@ def max_message_bytes(
         try:
             entry = future.result(timeout).get("max.message.bytes")
             limits.append(int(entry.value))
-        except (confluent_kafka.KafkaException, AttributeError, TypeError, ValueError) as exc:
-            error = exc.args[0] if exc.args else exc
+        except (confluent_kafka.KafkaException, TimeoutError, AttributeError, TypeError, ValueError) as exc:
+            error = exc.args[0] if exc.args else "no answer"
             log.warning(
                 "topic_limit_unknown",
                 topic=resource.name,
