@@ -13,10 +13,10 @@ from pathlib import Path
 from types import MappingProxyType, UnionType
 from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
-import yaml
-
+from streamproc.config_yaml import load_yaml
+from streamproc.core.fields import Field
 from streamproc.destinations import registry
-from streamproc.destinations.base import Destination
+from streamproc.destinations.base import Action, Destination
 from streamproc.errors import ConfigError, ConfigProblem, PayloadValidationError
 
 __all__ = [
@@ -953,6 +953,7 @@ class _Collaborators:
 
         self.parse_trigger = fql.parse
         self.compile_mapping = mapping.compile
+        self.mapping_problems = mapping.problems
         self.validate_settings = runtime.validate_settings
         self.registry = registry
 
@@ -1109,7 +1110,7 @@ def _subscriptions(
         assert preset is not None
         preset_path = f"{_join(path, 'presets')}({name})"
         _check_trigger(c, preset.subscribe, preset_path, k)
-        _check_mapping(c, preset.mapping, preset_path, k)
+        _check_mapping(c, preset.mapping, preset_path, k, destination.actions[preset.action])
         sub = SubscriptionConfig(
             name=preset.name,
             trigger=preset.subscribe,
@@ -1216,13 +1217,48 @@ def _check_trigger(c: _Checker, trigger: str, path: str, k: _Collaborators) -> N
         c.add(path, str(exc))
 
 
-def _check_mapping(c: _Checker, mapping: Mapping[str, Any], path: str, k: _Collaborators) -> None:
+def _check_mapping(
+    c: _Checker, mapping: Mapping[str, Any], path: str, k: _Collaborators, action: Action | None
+) -> None:
+    """The mapping compiles, names only the action's fields, and has no directive that fails
+    whenever it runs (a disabled liquid tag or filter, a template that does not parse, ...)."""
     from streamproc.errors import MappingError
 
     try:
         k.compile_mapping(mapping)
     except MappingError as exc:
         c.add(path, str(exc))
+        return
+    if action is not None:
+        _check_field_names(c, mapping, path, action.key, action.fields)
+    for where, message in k.mapping_problems(mapping):
+        c.add(_join(path, where) if where else path, message)
+
+
+def _check_field_names(
+    c: _Checker, mapping: Any, path: str, action: str, fields: Mapping[str, Field]
+) -> None:
+    """A key that is not a field is dropped from the payload without a word, so a misspelt field is
+    simply missing; objects with their own fields (and the items of @arrayPath) are checked too."""
+    from streamproc.core.mapping import ROOT_DIRECTIVE_KEY
+
+    if not isinstance(mapping, dict) or any(key.startswith("@") for key in mapping):
+        return
+    for key, value in mapping.items():
+        field = fields.get(key)
+        if field is None:
+            if key != ROOT_DIRECTIVE_KEY:
+                c.add(_join(path, key), f"not a field of action {action!r}{_did_you_mean(key, fields)}")
+            continue
+        if field.properties is None or field.additional_properties:
+            continue
+        if isinstance(value, dict) and "@arrayPath" in value:
+            option = value["@arrayPath"]
+            if isinstance(option, list) and len(option) > 1:
+                where = _join(path, key) + ".@arrayPath[1]"
+                _check_field_names(c, option[1], where, action, field.properties)
+        else:
+            _check_field_names(c, value, _join(path, key), action, field.properties)
 
 
 def _subscription(
@@ -1284,7 +1320,8 @@ def _subscription(
     final_mapping: dict[str, Any] = {}
     if user_mapping is not None:
         final_mapping = {**base_mapping, **user_mapping} if use_defaults else dict(user_mapping)
-        _check_mapping(c, final_mapping, _join(path, "mapping"), k)
+        known = destination.actions.get(action) if action is not None else None
+        _check_mapping(c, final_mapping, _join(path, "mapping"), k, known)
     if not ok or name is None or trigger is None or action is None or action not in destination.actions:
         return None
     return SubscriptionConfig(
@@ -1371,12 +1408,7 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
     except OSError as exc:
         raise ConfigError(ConfigProblem(source, "", f"cannot read the file: {exc.strerror or exc}")) from None
     try:
-        data = json.loads(text) if source.endswith(".json") else yaml.safe_load(text)
+        data = json.loads(text) if source.endswith(".json") else load_yaml(text, source)
     except json.JSONDecodeError as exc:
         raise ConfigError(ConfigProblem(source, f"line {exc.lineno}", f"not valid JSON: {exc.msg}")) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        reason = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(ConfigProblem(source, where, f"not valid YAML: {reason}")) from None
     return parse_config(data, source, os.environ if env is None else env)

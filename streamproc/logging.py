@@ -5,12 +5,12 @@
 unscrubbed. Context such as topic/partition/offset/destination is bound with
 `structlog.contextvars.bound_contextvars(...)` or a bound logger and appears on every line.
 
-Scrubbing: values under secret-like keys (token, secret, password, authorization, apiKey,
-accessToken, writeKey, ...) and every value registered with `register_secrets` are replaced by
-`[redacted]`; emails, phone numbers and IP addresses anywhere in a value, and every value under
-email/phone/ip keys, are replaced by a keyed hash (`<email:1a2b3c4d5e6f>`), so equal values can
-still be correlated across lines without being readable. Bearer tokens and `token=...` query
-parameters inside strings are redacted.
+Scrubbing is streamproc.masking's, the same as every tool's output: values under secret-like keys
+(token, secret, password, authorization, apiKey, accessToken, ...), every value registered with
+`register_secrets`, bearer tokens, JWTs, `token=...` query parameters and URL passwords become
+`<secret:hash>`; emails, phone numbers and IP addresses anywhere in a value, and every value under an
+email/phone/IP key, become `<email:hash>` etc., so equal values can still be correlated across lines
+without being readable.
 
 Repeated identical warnings and errors are rate-limited: the first few per minute per
 (level, message, error type) pass, the rest are counted and reported as one summary line.
@@ -18,20 +18,17 @@ Repeated identical warnings and errors are rate-limited: the first few per minut
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
-import re
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any, Protocol, TextIO
 
 import orjson
 import structlog
 
-from streamproc.pii import sub_emails, sub_ips, sub_phones
+from streamproc.masking import Masker, config_secrets
 
 __all__ = [
     "RepeatLimiter",
@@ -44,40 +41,6 @@ __all__ = [
     "register_secrets",
 ]
 
-REDACTED = "[redacted]"
-
-# Compared against keys lower-cased with "_" and "-" removed.
-_SECRET_KEY_PARTS = (
-    "token",
-    "secret",
-    "password",
-    "passwd",
-    "authorization",
-    "apikey",
-    "accesskey",
-    "writekey",
-    "privatekey",
-    "credential",
-    "cookie",
-    "sasl",
-    "signature",
-)
-_PII_KEYS = {
-    "email": "email",
-    "emailaddress": "email",
-    "phone": "phone",
-    "phonenumber": "phone",
-    "mobile": "phone",
-    "ip": "ip",
-    "ipaddress": "ip",
-    "clientip": "ip",
-}
-
-_BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=\-]{8,}")
-_QUERY_SECRET = re.compile(
-    r"(?i)\b((?:access_?token|token|api_?key|apikey|secret|password|sig|signature)=)[^&\s\"']+"
-)
-_JWT = re.compile(r"\beyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}")
 _MAX_DEPTH = 8
 
 
@@ -91,79 +54,17 @@ class LogSettings(Protocol):
     def level(self) -> str: ...
 
 
-def _norm_key(key: str) -> str:
-    return key.lower().replace("_", "").replace("-", "")
-
-
-def _is_secret_key(key: str) -> bool:
-    k = _norm_key(key)
-    return any(part in k for part in _SECRET_KEY_PARTS)
-
-
-class Scrubber:
-    """A structlog processor that redacts secrets and hashes raw PII in every value of a log event."""
+class Scrubber(Masker):
+    """A structlog processor that masks secrets and raw PII in every value of a log event."""
 
     def __init__(self, hash_key: bytes | None = None) -> None:
-        # A keyed hash: without the key, a hashed email cannot be found by hashing candidate emails.
-        env_key = os.environ.get("STREAMPROC_LOG_HASH_KEY")
-        self._key = hash_key or (env_key.encode() if env_key else os.urandom(16))
-        self._secrets: frozenset[str] = frozenset()
-        self._secret_re: re.Pattern[str] | None = None
-        self._lock = threading.Lock()
-
-    def add_secrets(self, values: Iterable[str]) -> None:
-        """Redact these exact strings wherever they appear (configured credentials)."""
-        with self._lock:
-            new = {v for v in values if isinstance(v, str) and len(v) >= 4}
-            self._secrets = self._secrets | new
-            if self._secrets:
-                alternatives = sorted(self._secrets, key=len, reverse=True)
-                self._secret_re = re.compile("|".join(re.escape(s) for s in alternatives))
-
-    def digest(self, kind: str, value: str) -> str:
-        h = hashlib.blake2b(value.strip().lower().encode(), key=self._key, digest_size=6).hexdigest()
-        return f"<{kind}:{h}>"
-
-    def scrub_text(self, text: str) -> str:
-        if self._secret_re is not None:
-            text = self._secret_re.sub(REDACTED, text)
-        text = sub_emails(text, self.digest)
-        text = _BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
-        text = _QUERY_SECRET.sub(lambda m: m.group(1) + REDACTED, text)
-        text = _JWT.sub(REDACTED, text)
-        # Loopback and unspecified addresses (broker and bind addresses) are not about a person.
-        text = sub_ips(text, self.digest, keep_local=True)
-        return sub_phones(text, self.digest)
-
-    def scrub(self, value: Any, depth: int = 0) -> Any:
-        if isinstance(value, str):
-            return self.scrub_text(value)
-        if value is None or isinstance(value, bool | int | float):
-            return value
-        if depth >= _MAX_DEPTH:
-            return "[too deep]"
-        if isinstance(value, dict):
-            return {k: self._scrub_item(k, v, depth) for k, v in value.items()}
-        if isinstance(value, list | tuple | set | frozenset):
-            return [self.scrub(v, depth + 1) for v in value]
-        if isinstance(value, bytes | bytearray | memoryview):
-            return self.scrub_text(bytes(value).decode("utf-8", "replace"))
-        return self.scrub_text(str(value))
-
-    def _scrub_item(self, key: Any, value: Any, depth: int) -> Any:
-        if isinstance(key, str):
-            if _is_secret_key(key) and value not in (None, ""):
-                return REDACTED
-            kind = _PII_KEYS.get(_norm_key(key))
-            if kind is not None and isinstance(value, str | int) and value != "":
-                return self.digest(kind, str(value))
-        return self.scrub(value, depth + 1)
+        super().__init__(hash_key=hash_key)
 
     def __call__(
         self, logger: Any, method: str, event_dict: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
         for key in list(event_dict):
-            event_dict[key] = self._scrub_item(key, event_dict[key], 0)
+            event_dict[key] = self.value(event_dict[key], key=key, max_depth=_MAX_DEPTH)
         return event_dict
 
 
@@ -238,30 +139,6 @@ _limiter = RepeatLimiter()
 def register_secrets(values: Iterable[str]) -> None:
     """Redact these exact values (destination credentials, SASL passwords) from every log line."""
     _scrubber.add_secrets(values)
-
-
-def config_secrets(config: Any) -> list[str]:
-    """The secret values of a loaded Config: destination settings typed `password` or named like a
-    secret (apiKey, accessToken, ...), and secret-like librdkafka client settings (sasl.password)."""
-    found: list[str] = []
-    kafka = getattr(config, "kafka", None)
-    for section in ("client", "consumer", "producer"):
-        for key, value in (getattr(kafka, section, None) or {}).items():
-            if isinstance(value, str) and _is_secret_key(key.replace(".", "")):
-                found.append(value)
-    for dest in getattr(config, "destinations", ()):
-        fields: Mapping[str, Any] = {}
-        try:
-            from streamproc.destinations.registry import get
-
-            fields = get(dest.type).settings
-        except Exception:  # an unknown type is reported by the config check, not here
-            pass
-        for key, value in dest.settings.items():
-            field_type = getattr(fields.get(key), "type", None)
-            if isinstance(value, str) and (field_type == "password" or _is_secret_key(key)):
-                found.append(value)
-    return found
 
 
 def flush_suppressed(*, force: bool = False) -> int:

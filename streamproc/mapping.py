@@ -1,5 +1,5 @@
 """Public entry points of the mapping kit: compile a Mapping once, resolve it per event."""
 
-from streamproc.core.mapping import DIRECTIVES, CompiledMapping, compile, resolve, validate
+from streamproc.core.mapping import DIRECTIVES, CompiledMapping, compile, problems, resolve, validate
 
-__all__ = ["DIRECTIVES", "CompiledMapping", "compile", "resolve", "validate"]
+__all__ = ["DIRECTIVES", "CompiledMapping", "compile", "problems", "resolve", "validate"]

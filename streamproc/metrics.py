@@ -15,7 +15,7 @@ import time
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
@@ -165,6 +165,9 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
+        # process_* (CPU seconds, resident memory, open file descriptors, start time): the worker's own
+        # registry is not the library's default one, which would have them already.
+        ProcessCollector(registry=r)
         self.events_consumed = LoopCounter(
             "streamproc_events_consumed_total", "Messages read from the input topics.", ["topic"], registry=r
         )

@@ -10,12 +10,18 @@ import ipaddress
 import re
 from collections.abc import Callable
 
-__all__ = ["Replace", "sub_emails", "sub_ips", "sub_phones", "sub_pii"]
+__all__ = ["Replace", "kind_of_key", "sub_emails", "sub_ips", "sub_phones", "sub_pii"]
 
 # Called with the kind ("email", "ip", "phone") and the matched text; returns the replacement.
 Replace = Callable[[str, str], str]
 
-_EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)+")
+# Letters of any script count (josé@exämple.com), and `%40` counts as the at sign (an address in a
+# URL query, `%2B` its plus). A match starts only where a run of address characters starts (or
+# right after a percent escape, so `%22jane%40x.org` keeps its `%22`): trying every position inside
+# a long run would make the search quadratic in the run's length.
+_EMAIL = re.compile(
+    r"(?:(?<![\w.+\-%])|(?<=%[0-9A-Fa-f]{2})(?<!%2[Bb]))(?:[\w.+\-]|%2[Bb])+(?:@|%40)[\w\-]+(?:\.[\w\-]+)+"
+)
 # Candidates only: whatever `ipaddress` rejects (clock times like 13:56:05, 999.1.1.1) stays.
 _IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
 _IPV6 = re.compile(r"(?<![0-9A-Fa-f:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![0-9A-Fa-f:])")
@@ -28,7 +34,7 @@ _PHONE_OR_DIGITS = re.compile(rf"(?<![\w+])(?:{_PHONE_FORMS}|\d{{9,15}})(?!\w)")
 
 
 def sub_emails(text: str, replace: Replace) -> str:
-    if "@" not in text:
+    if "@" not in text and "%40" not in text:
         return text
     return _EMAIL.sub(lambda m: replace("email", m.group(0)), text)
 
@@ -63,3 +69,34 @@ def sub_pii(text: str, replace: Replace, *, keep_local: bool = False, digit_runs
     text = sub_emails(text, replace)
     text = sub_ips(text, replace, keep_local=keep_local)
     return sub_phones(text, replace, digit_runs=digit_runs)
+
+
+# Keys whose value is personal data whatever it looks like (a phone given as bare digits, an address
+# without dots), compared lower-cased without "_", "-" and ".": a key containing one of these words,
+# or equal to one of the short ones (which are parts of ordinary words: "zip", "hotel").
+_KEY_WORDS = (
+    ("email", "email"),
+    ("phone", "phone"),
+    ("mobile", "phone"),
+    ("msisdn", "phone"),
+    ("ipaddress", "ip"),
+    ("ipv4", "ip"),
+    ("ipv6", "ip"),
+    ("clientip", "ip"),
+    ("remoteip", "ip"),
+)
+_KEY_NAMES = {"mail": "email", "tel": "phone", "telephone": "phone", "cell": "phone", "cellphone": "phone"}
+_KEY_NAMES |= {"sms": "phone", "whatsapp": "phone", "ip": "ip", "ipfwd": "ip", "forwardedfor": "ip"}
+_KEY_NAMES |= {"xforwardedfor": "ip", "realip": "ip", "xrealip": "ip"}
+
+
+def kind_of_key(key: str) -> str | None:
+    """ "email", "phone" or "ip" when a value under this key is personal data of that kind."""
+    k = key.lower().replace("_", "").replace("-", "").replace(".", "")
+    named = _KEY_NAMES.get(k)
+    if named is not None:
+        return named
+    for word, kind in _KEY_WORDS:
+        if word in k:
+            return kind
+    return None

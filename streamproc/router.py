@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -69,11 +68,11 @@ class _Route:
 
 # Triggers that only compare top-level fields with string literals (most presets) are answered with a
 # dictionary lookup instead of evaluating each trigger: `=` is true exactly when the field is a string
-# equal to the literal, and FQL strings have no escapes.
+# equal to the literal (Trigger.literal_equalities reads such a trigger from its parsed form).
 _TOP_FIELDS = ("type", "event", "name", "userId")
-_EQ = r'\s*(type|event|name|userId)\s*=\s*"([^"\\]*)"\s*'
-_EQ_CHAIN = re.compile(rf"{_EQ}(?:or{_EQ})*")
-_EQ_ONE = re.compile(_EQ)
+# The pairs the index is checked against the trigger with: a fixed number, so that a trigger of
+# many thousand terms is still indexed in time linear in its length.
+_PAIRS_CHECKED = 16
 
 
 # Bounds the memory of remembered selections when a trigger indexes a high-cardinality field (userId).
@@ -84,19 +83,13 @@ def _by_index(route: _Route) -> int:
     return route.index
 
 
-def _literal_disjunction(trigger: str) -> list[tuple[str, str]] | None:
-    text = trigger.strip()
-    if text.startswith("(") and text.endswith(")") and text.count("(") == 1 and text.count(")") == 1:
-        text = text[1:-1]
-    if not _EQ_CHAIN.fullmatch(text):
-        return None
-    return [(m.group(1), m.group(2)) for m in _EQ_ONE.finditer(text)]
-
-
 def _index_is_exact(pairs: list[tuple[str, str]], matches: Callable[[Mapping[str, Any]], bool]) -> bool:
-    """Guard the shortcut with the trigger itself, so it can never select differently."""
+    """Guard the shortcut with the trigger itself, on a sample of its pairs (first, last and evenly
+    between), so it can never select differently."""
+    step = max(1, len(pairs) // _PAIRS_CHECKED)
+    sample = [*pairs[::step], pairs[-1]]
     try:
-        for field, value in pairs:
+        for field, value in sample:
             if not matches({field: value}) or matches({field: value + "\x00"}):
                 return False
         return not matches({}) and not matches({f: 1 for f, _ in pairs})
@@ -169,9 +162,8 @@ class Router:
         self._index: dict[str, dict[str, list[_Route]]] = {}
         self._evaluated: list[_Route] = []
         for route in self._routes:
-            pairs = _literal_disjunction(
-                self._subscriptions[(route.destination_id, route.subscription)].trigger
-            )
+            trigger = triggers[self._subscriptions[(route.destination_id, route.subscription)].trigger]
+            pairs = trigger.literal_equalities()
             if pairs is not None and _index_is_exact(pairs, route.matches):
                 for field, value in dict.fromkeys(pairs):
                     self._index.setdefault(field, {}).setdefault(value, []).append(route)

@@ -195,8 +195,8 @@ def test_auto_format_is_json_when_not_a_terminal() -> None:
 
 def test_scrubber_hash_is_keyed() -> None:
     a, b = Scrubber(hash_key=b"k1"), Scrubber(hash_key=b"k2")
-    assert a.digest("email", "x@y.z") == a.digest("email", "X@Y.Z ")
-    assert a.digest("email", "x@y.z") != b.digest("email", "x@y.z")
+    assert a.mask("email", "x@y.z") == a.mask("email", "X@Y.Z ")
+    assert a.mask("email", "x@y.z") != b.mask("email", "x@y.z")
 
 
 def test_config_secrets_finds_password_fields_and_secret_names() -> None:
@@ -214,3 +214,48 @@ def test_config_secrets_finds_password_fields_and_secret_names() -> None:
         ),
     )
     assert sorted(config_secrets(config)) == ["kafka-pw-1", "seg-key-1", "tt-0001"]
+
+
+def test_personal_data_the_first_scrubber_missed_is_masked(out: io.StringIO) -> None:
+    get_logger().warning(
+        "partner refused",
+        url="https://tags.example/px?email=jane.doe%40example.com&args=%7B%22e%22%3A%22bo%40x.org%22%7D",
+        detail="contact josé.müller@exämple.de",
+        order={"customer_phone": "4155550100", "mobile_number": 4155550101, "tel": "4155550102"},
+        registry="http://deploy:hunter22@registry.local:8081/simple",
+        webhook="https://tok_9f8e7d@hooks.example.com/x",
+    )
+    text = out.getvalue()
+    for leaked in (
+        "jane.doe",
+        "bo%40x.org",
+        "josé",
+        "4155550100",
+        "4155550101",
+        "4155550102",
+        "hunter22",
+        "tok_9f8e7d",
+    ):
+        assert leaked not in text, leaked
+    (line,) = lines(out)
+    assert line["registry"].startswith("http://<secret:") and line["registry"].endswith(
+        "@registry.local:8081/simple"
+    )
+    assert line["order"]["customer_phone"].startswith("<phone:")
+
+
+def test_ids_and_numbers_stay_readable(out: io.StringIO) -> None:
+    get_logger().info(
+        "delivered",
+        order_id="4155550100",
+        delivery_id="msg-0001:seg:Orders",
+        offset=1234567890,
+        url="https://tracker.example/segment/track?offset=1234567890",
+        broker="localhost:9092",
+    )
+    (line,) = lines(out)
+    assert line["order_id"] == "4155550100"
+    assert line["delivery_id"] == "msg-0001:seg:Orders"
+    assert line["offset"] == 1234567890
+    assert line["url"] == "https://tracker.example/segment/track?offset=1234567890"
+    assert line["broker"] == "localhost:9092"

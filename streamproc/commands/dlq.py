@@ -8,9 +8,9 @@ import sys
 import uuid
 from typing import Any
 
-import orjson
 from confluent_kafka import TopicPartition
 
+from streamproc import masking
 from streamproc.commands.replay import (
     build_stack,
     close_run,
@@ -20,6 +20,7 @@ from streamproc.commands.replay import (
     start_run,
 )
 from streamproc.errors import ErrorType
+from streamproc.failed_request import FailedRequests
 from streamproc.kafka.redrive import (
     DeadLetterFilter,
     Inspection,
@@ -33,6 +34,7 @@ from streamproc.kafka.redrive import (
 )
 from streamproc.kafka.replay import RangeReader, range_consumer_config, run_ranges
 from streamproc.logging import flush_suppressed
+from streamproc.output import json_line
 from streamproc.pipeline import Summary
 from streamproc.progress import Progress
 
@@ -56,6 +58,12 @@ def register(subparsers: Any) -> None:
     inspect.add_argument("--samples", type=int, default=3, metavar="N", help="samples per group (3)")
     inspect.add_argument("--json", action="store_true", help="print one JSON document")
     inspect.add_argument("--all", action="store_true", help="count dead letters that were redriven too")
+    inspect.add_argument(
+        "--show-request",
+        action="store_true",
+        help="show each sample's request to the destination (rebuilt from the dead letter) and the response",
+    )
+    masking.add_arguments(inspect)
     inspect.set_defaults(handler=run_inspect)
 
     redrive = sub.add_parser(
@@ -74,6 +82,7 @@ def register(subparsers: Any) -> None:
     redrive.add_argument("--dry-run", action="store_true", help="print what would be sent; commit nothing")
     redrive.add_argument("--group", help="consumer group for the redrive position (default: see above)")
     redrive.add_argument("--max-in-flight", type=int, default=1000, metavar="N")
+    masking.add_arguments(redrive)
     redrive.set_defaults(handler=run_redrive)
 
 
@@ -104,12 +113,14 @@ def make_filter(args: argparse.Namespace) -> DeadLetterFilter:
 
 async def inspect(args: argparse.Namespace, out: Any = None) -> Inspection:
     out = out if out is not None else sys.stdout
-    _config, kafka = load(args.config, "dlq inspect")
+    config, kafka = load(args.config, "dlq inspect")
     flt = make_filter(args)
     topic = kafka.dead_letter_topic
     group = f"{kafka.group_id}.inspect.{uuid.uuid4().hex[:8]}"
     reader = RangeReader(range_consumer_config(kafka, group), topic)
-    result = Inspection(samples_per_group=args.samples)
+    masker = masking.for_config(config, args)
+    detail = FailedRequests(config, masker).show if args.show_request else None
+    result = Inspection(samples_per_group=args.samples, masker=masker, detail=detail)
     stop = asyncio.Event()
     install_stop(stop)
     try:
@@ -134,7 +145,7 @@ async def inspect(args: argparse.Namespace, out: Any = None) -> Inspection:
     finally:
         await reader.close()
     if args.json:
-        out.write(orjson.dumps(result.to_json(), option=orjson.OPT_INDENT_2).decode() + "\n")
+        out.write(json_line(result.to_json(), pretty=True).decode())
     else:
         out.write(result.render() + "\n")
     return result

@@ -9,11 +9,19 @@ from typing import Any
 
 from confluent_kafka import TopicPartition
 
+from streamproc import masking
 from streamproc.commands.replay import install_stop, load
 from streamproc.errors import StreamprocError
+from streamproc.failed_request import FailedRequests
 from streamproc.kafka.redrive import start_offsets
 from streamproc.kafka.replay import RangeReader, range_consumer_config
 from streamproc.kafka.retry import RetryInspection, dumps, retry_group
+
+NO_PARKING = (
+    "no destination parks deliveries (none sets retry.park_after_attempts or retry.park_after_seconds),"
+    " so nothing waits in retry topics; failed deliveries go to the dead-letter topic: streamproc dlq"
+    " inspect"
+)
 
 
 def register(subparsers: Any) -> None:
@@ -31,6 +39,19 @@ def register(subparsers: Any) -> None:
     inspect.add_argument("--destination", "-d", action="append", metavar="ID", help="repeatable")
     inspect.add_argument("--all", action="store_true", help="read from the beginning (finished records too)")
     inspect.add_argument("--json", action="store_true", help="print one JSON document")
+    inspect.add_argument(
+        "--show-request",
+        action="store_true",
+        help="show the first records of each destination with their request to the destination"
+        " (rebuilt from the record) and the last response",
+    )
+    inspect.add_argument(
+        "--samples",
+        type=int,
+        metavar="N",
+        help="show the first N records of each destination (default: none, 3 with --show-request)",
+    )
+    masking.add_arguments(inspect)
     inspect.set_defaults(handler=run_inspect)
 
 
@@ -42,6 +63,13 @@ async def inspect(args: argparse.Namespace, out: Any = None) -> RetryInspection:
         for d in config.destinations
         if d.limits.retry.park_after_attempts is not None or d.limits.retry.park_after_seconds is not None
     ]
+    if not parking and not args.destination:
+        # Nothing can wait in a retry topic: say so rather than print empty counts.
+        empty = RetryInspection()
+        out.write(
+            (dumps({**empty.to_json(), "parking_destinations": []}) if args.json else NO_PARKING) + "\n"
+        )
+        return empty
     wanted = set(args.destination or parking)
     unknown = sorted(wanted - set(parking))
     if unknown:
@@ -49,7 +77,10 @@ async def inspect(args: argparse.Namespace, out: Any = None) -> RetryInspection:
             f"destination(s) {', '.join(unknown)} do not park (no retry.park_after_attempts or "
             "park_after_seconds in the configuration)"
         )
-    result = RetryInspection()
+    masker = masking.for_config(config, args)
+    detail = FailedRequests(config, masker).show if args.show_request else None
+    samples = args.samples if args.samples is not None else (3 if args.show_request else 0)
+    result = RetryInspection(samples_per_destination=samples, masker=masker, detail=detail)
     stop = asyncio.Event()
     install_stop(stop)
     for dest in sorted(wanted):

@@ -11,10 +11,13 @@ from typing import Any, BinaryIO
 
 import orjson
 
+from streamproc import masking
 from streamproc.config import load_config
 from streamproc.core.events import decode_json, message_id
 from streamproc.core.js import parse_iso_time
 from streamproc.errors import DecodeError, DeliveryError, StreamprocError
+from streamproc.masking import Masker
+from streamproc.output import json_line
 from streamproc.router import Delivery, Router
 
 
@@ -45,6 +48,7 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--destination", "-d", action="append", metavar="ID", help="only these destination ids (repeatable)"
     )
+    masking.add_arguments(p)
     p.set_defaults(handler=run)
 
 
@@ -92,17 +96,18 @@ def _numbered(lines: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
             index += 1
 
 
-def _error_json(exc: DeliveryError | DecodeError | StreamprocError) -> dict[str, Any]:
+def _error_json(exc: DeliveryError | DecodeError | StreamprocError, masker: Masker) -> dict[str, Any]:
     return {
         "type": type(exc).__name__,
-        "message": getattr(exc, "message", None) or str(exc),
+        "message": masker.text(str(getattr(exc, "message", None) or exc)),
         "status": getattr(exc, "status", None),
         "retryable": bool(getattr(exc, "retryable", False)),
     }
 
 
-def delivery_json(index: int, delivery: Delivery, mid: str | None) -> dict[str, Any]:
-    """The line `send` prints for one delivery (the end-to-end tests compare partners' records with it)."""
+def delivery_json(index: int, delivery: Delivery, mid: str | None, masker: Masker) -> dict[str, Any]:
+    """The line `send` prints for one delivery, masked by `masker` (the end-to-end tests compare
+    partners' records with it, unmasked)."""
     line: dict[str, Any] = {
         "index": index,
         "messageId": mid,
@@ -111,11 +116,11 @@ def delivery_json(index: int, delivery: Delivery, mid: str | None) -> dict[str, 
         "action": delivery.action,
     }
     if delivery.error is not None:
-        line["error"] = _error_json(delivery.error)
+        line["error"] = _error_json(delivery.error, masker)
     elif delivery.skipped is not None:
-        line["skipped"] = delivery.skipped
+        line["skipped"] = masker.text(delivery.skipped)
     else:
-        line["requests"] = [r.to_json() for r in delivery.requests]
+        line["requests"] = [masker.request(r.to_json()) for r in delivery.requests]
     return line
 
 
@@ -123,7 +128,7 @@ def run(args: argparse.Namespace, out: BinaryIO | None = None, stdin: BinaryIO |
     output = out or sys.stdout.buffer
     config = load_config(args.config)
     router = Router(config, now=args.now or datetime.now(UTC))
-    option = orjson.OPT_INDENT_2 if args.format == "pretty" else 0
+    masker = masking.for_config(config, args)
     destinations = set(args.destination) if args.destination else None
     if destinations is not None:
         unknown = sorted(destinations - set(router.destinations))
@@ -139,7 +144,15 @@ def run(args: argparse.Namespace, out: BinaryIO | None = None, stdin: BinaryIO |
             raise StreamprocError(f"cannot read events from {args.events}: {exc.strerror or exc}") from None
     try:
         # Lines read from a pipe are answered at once; a file is written in one go.
-        counts = _send(router, read_events(source), output, option, destinations, flush_each=piped)
+        counts = _send(
+            router,
+            read_events(source),
+            output,
+            masker,
+            destinations,
+            pretty=args.format == "pretty",
+            flush_each=piped,
+        )
     finally:
         if not piped:
             source.close()
@@ -156,9 +169,10 @@ def _send(
     router: Router,
     events_in: Iterable[tuple[int, bytes]],
     output: BinaryIO,
-    option: int,
+    masker: Masker,
     destinations: set[str] | None,
     *,
+    pretty: bool,
     flush_each: bool,
 ) -> tuple[int, int, int, int, int]:
     events = undecodable = deliveries = failed = skipped = 0
@@ -174,16 +188,16 @@ def _send(
                 "destination": None,
                 "subscription": None,
                 "action": None,
-                "error": _error_json(exc),
+                "error": _error_json(exc, masker),
             }
-            output.write(orjson.dumps(bad, option=option) + b"\n")
+            output.write(json_line(bad, pretty=pretty))
             continue
         mid = message_id(event)
         for delivery in router.route(event, destinations=destinations):
             deliveries += 1
             failed += delivery.error is not None
             skipped += delivery.skipped is not None
-            output.write(orjson.dumps(delivery_json(index, delivery, mid), option=option) + b"\n")
+            output.write(json_line(delivery_json(index, delivery, mid, masker), pretty=pretty))
         if flush_each:
             output.flush()
     output.flush()

@@ -60,3 +60,5 @@ class Field:
     maximum: float | None = None
     hidden: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
+    secret: bool = False
+    """A setting that is a credential (as a `password` one is): masked wherever it is shown."""

@@ -1366,6 +1366,25 @@ class Trigger:
     def __repr__(self) -> str:
         return f"Trigger({self.fql!r})"
 
+    def literal_equalities(self) -> list[tuple[str, str]] | None:
+        """The trigger as (field, text) pairs when it is nothing but `field = "text"` tests of
+        type, event, name or userId joined by `or` (or one such test): it matches exactly the
+        events whose field is a string equal to one of the texts. None for any other trigger."""
+        ast = self.ast
+        children = ast.get("children")
+        if ast.get("type") != "group" or not isinstance(children, list) or not children:
+            return None
+        if ast.get("operator") != "or" and len(children) != 1:
+            return None
+        pairs = []
+        for child in children:
+            field = _CONDITION_FIELDS.get(child.get("type"))
+            value = child.get("value")
+            if field is None or child.get("operator") != "=" or not isinstance(value, str):
+                return None
+            pairs.append((field, value))
+        return pairs
+
 
 def parse(text: str) -> Trigger:
     """Parse and compile an FQL trigger; raises FQLError (an FQLSyntaxError) naming the position and fix."""

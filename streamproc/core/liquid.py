@@ -12,8 +12,10 @@ cases:
   `'abc'.size`, `'a\\'b'`, `{% break %}` outside a loop);
 - a `nil` literal is null (liquidjs has an object that never orders: `1 > nil` is false there);
 - date time zones at instants outside the years 1-9999 (liquidjs's answers there are unreliable);
-- the memory limit is python-liquid's namespace/output byte count (same message, no position), and
-  the 500 ms render limit is not enforced (without loop tags rendering is linear in template size);
+- the memory limit is lower: no filter result and no output longer than MAX_STRING_LENGTH
+  characters, refused before it is built (liquidjs's message, "memory alloc limit exceeded"; liquidjs
+  counts up to 1e8 bytes, in some filters only, and pads a `date` to any width); the 500 ms render
+  limit is not enforced (without loop tags rendering is linear in template size);
 - comparisons inside `{{ }}` are a syntax error.
 """
 
@@ -31,7 +33,7 @@ from liquid.builtin.statement import Statement, StatementNode
 from liquid.builtin.tags.echo_tag import EchoNode, EchoTag
 from liquid.context import Context
 from liquid.exceptions import Error as LiquidError
-from liquid.exceptions import LiquidSyntaxError, ResourceLimitError
+from liquid.exceptions import LiquidSyntaxError, OutputStreamLimitError, ResourceLimitError
 from liquid.expression import Blank, Empty
 from liquid.stream import TokenStream
 from liquid.tag import Tag
@@ -41,20 +43,23 @@ from streamproc.core.js import UNDEFINED, WHITESPACE, to_js_string, utf16_length
 from streamproc.core.js.convert import js_compare
 from streamproc.core.liquid_filters import (
     FILTERS,
+    MEMORY_EXCEEDED,
     FilterError,
+    fits,
     js_equals,
     js_value,
     paired,
     read_property,
     stringify,
 )
-from streamproc.core.mapping import _error
+from streamproc.core.mapping import MAX_STRING_LENGTH, _error, _raising
 
 __all__ = ["DISABLED_FILTERS", "DISABLED_TAGS", "MAX_TEMPLATE_LENGTH", "compile_liquid"]
 
 MAX_TEMPLATE_LENGTH = 1000
-# Byte budget for strings built while rendering (Segment gives liquidjs a memory limit of 1e8).
-MEMORY_LIMIT = 100_000_000
+# Budget for what `assign` and `capture` keep while rendering (python-liquid counts sizes in bytes,
+# up to four per character); Segment gives liquidjs a memory limit of 1e8.
+MEMORY_LIMIT = 4 * MAX_STRING_LENGTH
 
 DISABLED_TAGS: tuple[str, ...] = ("case", "for", "include", "layout", "render", "tablerow")
 DISABLED_FILTERS: tuple[str, ...] = (
@@ -156,7 +161,12 @@ def _named(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(func)
     def apply(*args: Any, **kwargs: Any) -> Any:
         try:
-            return func(*args, **kwargs)
+            result = func(*args, **kwargs)
+            # Filters that grow a string by an argument check before they build; the others grow
+            # it by a small factor at most (url_encode, escape, json), and are held to it here.
+            if type(result) is str:
+                fits(len(result))
+            return result
         except FilterError as exc:
             exc.name = name
             raise
@@ -298,32 +308,37 @@ def _quote_keyword_properties(source: str) -> str:
     return _MARKUP.sub(in_markup, source)
 
 
-def _fail(message: str) -> Callable[[Any], Any]:
-    def fail(payload: Any) -> Any:
-        raise _error(message)
+class _Output(StringIO):
+    """A template's output, refused past MAX_STRING_LENGTH characters before it grows there."""
 
-    return fail
+    size = 0
+
+    def write(self, text: str, /) -> int:
+        self.size += len(text)
+        if self.size > MAX_STRING_LENGTH:
+            raise OutputStreamLimitError(MEMORY_EXCEEDED)
+        return super().write(text)
 
 
 def compile_liquid(option: Any) -> Callable[[Any], Any]:
     """A resolver for one @liquid option. The template is parsed here; a template Segment would
     refuse fails each time it is resolved, with Segment's message, as Segment does."""
     if not isinstance(option, str):
-        return _fail("liquid template value must be a string")
+        return _raising("liquid template value must be a string")
     if option == "":
         return lambda payload: ""
     if utf16_length(option) > MAX_TEMPLATE_LENGTH:
-        return _fail("liquid template values are limited to 1000 characters")
+        return _raising("liquid template values are limited to 1000 characters")
     try:
         template = _ENV.from_string(_quote_keyword_properties(option))
     except LiquidError as exc:
-        return _fail(_message(option, exc))
+        return _raising(_message(option, exc))
     except (RecursionError, ValueError) as exc:
-        return _fail(str(exc))
+        return _raising(str(exc))
 
     def render(payload: Any) -> Any:
         data = payload if isinstance(payload, dict) else {}
-        buffer = StringIO()
+        buffer = _Output()
         try:
             context = _JsContext(_ENV, globals=data)
             template.render_with_context(context, buffer)
@@ -333,4 +348,17 @@ def compile_liquid(option: Any) -> Callable[[Any], Any]:
             raise _error(f"liquid render failed: {exc}") from None
         return paired(buffer.getvalue())
 
+    # A disabled filter fails only when rendering reaches it (as in liquidjs), but it can never
+    # succeed there, so a configuration check names it.
+    disabled = _disabled_filter_used(template)
+    if disabled is not None:
+        render.problem = _message(option, _Disabled("filter", disabled))  # type: ignore[attr-defined]
     return render
+
+
+def _disabled_filter_used(template: Any) -> str | None:
+    try:
+        used = template.analyze(follow_partials=False, raise_for_failures=False).filters
+    except (LiquidError, RecursionError):
+        return None
+    return next((name for name in used if name in DISABLED_FILTERS), None)

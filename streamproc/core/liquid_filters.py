@@ -50,14 +50,35 @@ from streamproc.core.js import (
 from streamproc.core.js.convert import js_add, js_compare, to_integer_or_infinity, to_primitive
 from streamproc.core.js.dates import days_from_civil
 from streamproc.core.js.url import decode_uri_component, encode_uri_component
+from streamproc.core.mapping import MAX_STRING_LENGTH
 
-__all__ = ["FILTERS", "FilterError", "js_equals", "js_value", "paired", "read_property", "stringify"]
+__all__ = [
+    "FILTERS",
+    "MEMORY_EXCEEDED",
+    "FilterError",
+    "fits",
+    "js_equals",
+    "js_value",
+    "paired",
+    "read_property",
+    "stringify",
+]
 
 
 class FilterError(LiquidError):
     """A filter failed the way liquidjs's does; the message is liquidjs's, `name` the filter's."""
 
     name = ""
+
+
+MEMORY_EXCEEDED = "memory alloc limit exceeded"
+"""liquidjs's message when a template builds too much; here at MAX_STRING_LENGTH characters."""
+
+
+def fits(size: int) -> None:
+    """Refuse, before it is built, a string longer than MAX_STRING_LENGTH."""
+    if size > MAX_STRING_LENGTH:
+        raise FilterError(MEMORY_EXCEEDED)
 
 
 # Values that are the same in JavaScript (JSON-shaped data), checked before python-liquid's types.
@@ -251,13 +272,17 @@ def _round(value: Any, digits: Any = 0, *_args: Any) -> Any:
 def _append(value: Any, *args: Any) -> str:
     if len(args) != 1:
         raise FilterError("append expect 2 arguments")
-    return stringify(value) + stringify(args[0])
+    head, tail = stringify(value), stringify(args[0])
+    fits(len(head) + len(tail))
+    return head + tail
 
 
 def _prepend(value: Any, *args: Any) -> str:
     if len(args) != 1:
         raise FilterError("prepend expect 2 arguments")
-    return stringify(args[0]) + stringify(value)
+    head, tail = stringify(args[0]), stringify(value)
+    fits(len(head) + len(tail))
+    return head + tail
 
 
 def _downcase(value: Any, *_args: Any) -> str:
@@ -287,14 +312,18 @@ def _remove(value: Any, pattern: Any = UNDEFINED, *_args: Any) -> str:
 def _replace(value: Any, pattern: Any = UNDEFINED, replacement: Any = UNDEFINED, *_args: Any) -> str:
     text, old, new = stringify(value), stringify(pattern), stringify(replacement)
     if old:
+        if len(new) > len(old):
+            fits(len(text) + text.count(old) * (len(new) - len(old)))
         return text.replace(old, new)
     # JavaScript splits "" into UTF-16 code units and puts the replacement between them.
     units = code_units(text)
+    fits(len(text) + max(len(units) - 1, 0) * len(new))
     return join_code_units([piece for unit in units for piece in (new, unit)][1:]) if units else ""
 
 
 def _replace_first(value: Any, pattern: Any = UNDEFINED, replacement: Any = UNDEFINED, *_args: Any) -> str:
     text, old, new = stringify(value), stringify(pattern), stringify(replacement)
+    fits(len(text) + len(new))
     return text.replace(old, new, 1) if old else new + text
 
 
@@ -303,6 +332,7 @@ def _replace_last(value: Any, pattern: Any = UNDEFINED, replacement: Any = UNDEF
     index = text.rfind(old)
     if index < 0:
         return text
+    fits(len(text) + len(new))
     return text[:index] + new + text[index + len(old) :]
 
 
@@ -362,6 +392,7 @@ def _truncate(value: Any, length: Any = UNDEFINED, ellipsis: Any = UNDEFINED, *_
     if js_compare(utf16_length(text), "<=", limit) or _codepoint_count(limit) >= len(text):
         return js_value(value)
     keep = to_number(limit) - len(tail)
+    fits(len(text) + len(tail))
     return text[: _codepoint_count(max(keep, 0) if keep == keep else keep)] + tail
 
 
@@ -378,6 +409,7 @@ def _truncatewords(value: Any, words: Any = UNDEFINED, ellipsis: Any = UNDEFINED
     kept = parts[: max(0, int(min(end, len(parts))))] if end >= 0 else parts[: max(0, len(parts) + int(end))]
     out = " ".join(kept)
     if js_compare(len(parts), ">=", count):
+        fits(len(out) + len(tail))
         out += tail
     return out
 
@@ -467,8 +499,9 @@ def _last(value: Any, *_args: Any) -> Any:
 
 def _join(value: Any, separator: Any = UNDEFINED, *_args: Any) -> str:
     sep = " " if _nil(separator) else stringify(separator)
-    items = _to_array(value)
-    return sep.join("" if v is None or v is UNDEFINED else to_js_string(js_value(v)) for v in items)
+    items = ["" if v is None or v is UNDEFINED else to_js_string(js_value(v)) for v in _to_array(value)]
+    fits(sum(map(len, items)) + max(len(items) - 1, 0) * len(sep))
+    return sep.join(items)
 
 
 def _compact(value: Any, *_args: Any) -> list[Any]:
@@ -934,6 +967,7 @@ def _format_one(d: _Date, match: re.Match[str]) -> str:
     text = out if isinstance(out, str) else number_to_string(out)
     pad = " " if code in _SPACE_PADDED else "0"
     size = int(width or 0) or _WIDTHS.get(code, 0)
+    fits(size)
     if "^" in flags:
         text = text.upper()
     elif "#" in flags:
@@ -950,7 +984,18 @@ def _format_one(d: _Date, match: re.Match[str]) -> str:
 
 
 def strftime(d: _Date, fmt: str) -> str:
-    return _FORMAT.sub(lambda m: _format_one(d, m), fmt)
+    size = len(fmt)
+
+    def one(match: re.Match[str]) -> str:
+        # Each directive's width is checked, with what came before it, before it pads.
+        nonlocal size
+        fits(size + int(match.group(2) or 0))
+        text = _format_one(d, match)
+        size += len(text) - len(match.group(0))
+        fits(size)
+        return text
+
+    return _FORMAT.sub(one, fmt)
 
 
 _DIGITS = re.compile(r"[0-9]+")

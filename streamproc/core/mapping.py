@@ -11,6 +11,7 @@ Not reproduced: JavaScript's inherited properties in paths (`$.a.__proto__`, `$.
 from __future__ import annotations
 
 import builtins
+import itertools
 import re
 from collections.abc import Callable, Mapping
 from types import CodeType
@@ -32,7 +33,7 @@ from streamproc.core.js import (
 )
 from streamproc.errors import MappingError
 
-__all__ = ["DIRECTIVES", "CompiledMapping", "compile", "resolve", "validate"]
+__all__ = ["DIRECTIVES", "CompiledMapping", "compile", "problems", "resolve", "validate"]
 
 Resolver = Callable[[Any], Any]
 
@@ -55,6 +56,13 @@ DIRECTIVES: tuple[str, ...] = (
 ROOT_DIRECTIVE_KEY = "__segment_internal_directive"
 MAX_PATTERN_LENGTH = 10
 MAX_REPLACEMENT_LENGTH = 10
+MAX_STRING_LENGTH = 1_000_000
+"""The longest string one event's mapping may build: an @replace or @template result, a liquid
+filter's result or a template's output. Past it the mapping fails (and the event is dead-lettered)
+before the string is built, so per-event work stays linear in the event whatever the mapping or the
+event asks for (the $` of @replace, a date width of 300000000, an append doubled by a run of
+assigns). Segment has no such bound (liquidjs counts up to 1e8 bytes in some filters only); below
+it every result is Segment's, and no partner takes a field anywhere near this long."""
 STACK_EXCEEDED = "Maximum call stack size exceeded"
 """The message of a mapping or payload nested too deeply to resolve (JavaScript's RangeError)."""
 
@@ -259,9 +267,16 @@ def _placeholder_text(value: Any) -> str:
 
 
 def _substitute(pattern: re.Pattern[str], width: int, template: str, data: Any) -> str:
+    size = len(template)
+
     def replace(match: re.Match[str]) -> str:
+        nonlocal size
         inner = trim(match.group(0)[width:-width])
-        return _placeholder_text(lookup(data, _cached_split(inner)))
+        text = _placeholder_text(lookup(data, _cached_split(inner)))
+        size += len(text) - len(match.group(0))
+        if size > MAX_STRING_LENGTH:
+            raise _too_long("@template")
+        return text
 
     return pattern.sub(replace, template)
 
@@ -281,14 +296,27 @@ def compile_template(template: str) -> Callable[[Any], str]:
             return lambda data: template
         if len(getters) == 1:
             head, only = literals[0], getters[0]
-            return lambda data: head + _placeholder_text(only(data)) + tail
+            fixed = len(head) + len(tail)
+
+            def render_one(data: Any) -> str:
+                text = _placeholder_text(only(data))
+                if fixed + len(text) > MAX_STRING_LENGTH:
+                    raise _too_long("@template")
+                return head + text + tail
+
+            return render_one
         pairs = list(zip(literals, getters, strict=True))
 
         def render(data: Any) -> str:
             out = []
+            size = len(tail)
             for literal, getter in pairs:
+                text = _placeholder_text(getter(data))
+                size += len(literal) + len(text)
                 out.append(literal)
-                out.append(_placeholder_text(getter(data)))
+                out.append(text)
+            if size > MAX_STRING_LENGTH:
+                raise _too_long("@template")
             out.append(tail)
             return "".join(out)
 
@@ -297,6 +325,10 @@ def compile_template(template: str) -> Callable[[Any], str]:
     # Triple braces are substituted first and their values may form new double-brace
     # placeholders, so this case keeps Segment's two passes.
     return lambda data: _substitute(_DOUBLE, 2, _substitute(_TRIPLE, 3, template, data), data)
+
+
+def _too_long(directive: str) -> MappingError:
+    return _error(f"{directive} would build a string longer than {MAX_STRING_LENGTH} characters")
 
 
 def render_template(template: Any, data: Any = UNDEFINED) -> str:
@@ -400,32 +432,63 @@ def _make_replacer(pattern: str, replacement: str, flags: str) -> Callable[[str]
         literal = "".join(p for p in parts if isinstance(p, str))
         if count:
             return lambda value: value.replace(pattern, literal, 1)
-        return lambda value: value.replace(pattern, literal)
+        if len(literal) <= len(pattern):
+            return lambda value: value.replace(pattern, literal)
+        growth = len(literal) - len(pattern)
+
+        def replace_all(value: str) -> str:
+            if len(value) + value.count(pattern) * growth > MAX_STRING_LENGTH:
+                raise _too_long("@replace")
+            return value.replace(pattern, literal)
+
+        return replace_all
     regex = re.compile(_js_ignorecase_pattern(pattern) if "i" in flags else re.escape(pattern))
+    literal_size = sum(len(p) for p in parts if isinstance(p, str))
 
     def expand(value: str) -> str:
-        def one(match: re.Match[str]) -> str:
-            out = []
+        # $` and $' repeat the text before and after each match: the result can be quadratic
+        # in the value, so its length is added up from the matches before anything is built.
+        spans = [m.span() for m in itertools.islice(regex.finditer(value), count or None)]
+        size = len(value)
+        for start, end in spans:
+            size += literal_size - (end - start)
+            for part in parts:
+                if part == 0:
+                    size += end - start
+                elif part == 1:
+                    size += start
+                elif part == 2:
+                    size += len(value) - end
+            if size > MAX_STRING_LENGTH:
+                raise _too_long("@replace")
+        out = []
+        pos = 0
+        for start, end in spans:
+            out.append(value[pos:start])
             for part in parts:
                 if isinstance(part, str):
                     out.append(part)
                 elif part == 0:
-                    out.append(match.group(0))
+                    out.append(value[start:end])
                 elif part == 1:
-                    out.append(value[: match.start()])
+                    out.append(value[:start])
                 else:
-                    out.append(value[match.end() :])
-            return "".join(out)
-
-        return regex.sub(one, value, count=count)
+                    out.append(value[end:])
+            pos = end
+        out.append(value[pos:])
+        return "".join(out)
 
     return expand
 
 
 def _raising(message: str) -> Callable[..., Any]:
+    """A resolver that fails with `message` whenever it runs (Segment raises these when the directive
+    is resolved, not when the mapping is validated); `problem` lets a configuration check name it."""
+
     def fail(*_args: Any) -> Any:
         raise _error(message)
 
+    fail.problem = message  # type: ignore[attr-defined]
     return fail
 
 
@@ -904,6 +967,7 @@ def _build_replace(opts: Any) -> Resolver:
     second = None
     if truthy(pattern2) and isinstance(pattern2, str) and isinstance(replacement2, str):
         second = _make_replacer(pattern2, replacement2, flags)
+    problem = getattr(first, "problem", None) or getattr(second, "problem", None)
 
     def run(payload: Any) -> Any:
         resolved = value_fn(payload)
@@ -918,6 +982,8 @@ def _build_replace(opts: Any) -> Resolver:
             result = second(result)
         return result
 
+    if problem is not None:
+        run.problem = problem  # type: ignore[attr-defined]
     return run
 
 
@@ -1030,6 +1096,7 @@ def _build_merge(opts: Any) -> Resolver:
             direction_fn(payload)
             raise _error(message)
 
+        fail.problem = message  # type: ignore[attr-defined]
         return fail
     object_fns = [_compile_node(o) for o in objects]
 
@@ -1512,6 +1579,33 @@ def compile(mapping: Any, *, codegen: bool = True) -> CompiledMapping:
     `codegen=False` resolves with plain closures instead of generated code (same payloads, slower;
     the inner mapping of an @transform, compiled on its own, keeps its generated code)."""
     return CompiledMapping(mapping, codegen=codegen)
+
+
+def problems(mapping: Any) -> list[tuple[str, str]]:
+    """What in a valid mapping fails whenever it is reached, known before any event arrives: the key
+    path (`event`, `contents.@arrayPath[1].price`) and Segment's message, for each directive that
+    raises when resolved (a liquid template that does not parse, uses a disabled tag or filter or is
+    too long, an unknown directive, an @replace pattern too long, ...)."""
+    found: list[tuple[str, str]] = []
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, dict):
+            if _is_directive(node):
+                problem = getattr(_compile_node(node), "problem", None)
+                if problem is not None:
+                    found.append((path, problem))
+                    return
+            for key, value in node.items():
+                walk(value, f"{path}.{key}" if path else str(key))
+        elif isinstance(node, list | tuple):
+            for i, value in enumerate(node):
+                walk(value, f"{path}[{i}]")
+
+    try:
+        walk(mapping, "")
+    except RecursionError:
+        return [("", STACK_EXCEEDED)]
+    return found
 
 
 def validate(mapping: Any) -> None:

@@ -410,8 +410,11 @@ DESTINATION = Destination(
         "apiKey": Field(
             label="Website Id",
             description="Your Seg Website Id, a GUID such as abc8fb18-7559-4324-9921-a4b5015b4a1c.",
+            secret=True,
         ),
-        "websiteId": Field(label="Website Id (alias of apiKey)", hidden=True, extra={"aliasOf": "apiKey"}),
+        "websiteId": Field(
+            label="Website Id (alias of apiKey)", hidden=True, extra={"aliasOf": "apiKey"}, secret=True
+        ),
         "endpoint": Field(label="Endpoint", description="Seg's tracker base URL.", format="uri"),
     },
     actions=_ACTIONS,

@@ -28,6 +28,7 @@ SETTINGS: dict[str, Field] = {
         label="Universal Pixel ID",
         description="Your StackAdapt Universal Pixel ID",
         required=True,
+        secret=True,
     ),
 }
 

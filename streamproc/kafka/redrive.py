@@ -36,7 +36,8 @@ from streamproc.kafka.consumer import Partition
 from streamproc.kafka.dlq import DLQ_VERSION, DeadLetterProducer
 from streamproc.kafka.headers import read_headers, text
 from streamproc.kafka.replay import RangeReader, header_dict
-from streamproc.logging import Scrubber
+from streamproc.masking import Masker
+from streamproc.output import dumps
 from streamproc.pipeline import EventProcessor, Origin, Redelivery, Summary
 
 __all__ = [
@@ -391,10 +392,12 @@ def redrive_handler(
 
 @dataclass
 class Inspection:
-    """Counts of dead letters by destination, error type and status, with a few scrubbed samples."""
+    """Counts of dead letters by destination, error type and status, with a few masked samples."""
 
     samples_per_group: int = 3
-    scrubber: Scrubber = field(default_factory=Scrubber)
+    masker: Masker = field(default_factory=Masker)
+    detail: Detail | None = None
+    """More for each sample (`--show-request`: the partner request and its response)."""
     total: int = 0
     filtered: int = 0
     redriven: int = 0
@@ -442,13 +445,13 @@ class Inspection:
             "subscription": view.subscription,
             "action": view.get("action"),
             "attempts": view.attempts,
-            "message": self.scrubber.scrub(view.get("error.message") or ""),
-            "response_body": self.scrubber.scrub(view.get("response.body")),
+            "message": self.masker.text(view.get("error.message") or ""),
+            "response_body": self.masker.value(view.get("response.body")),
             "original": f"{view.get('original.topic')}[{view.get('original.partition')}]"
             f"@{view.get('original.offset')}",
             "value_truncated": view.number("value_truncated", 0) or None,
-            "value": self.scrubber.scrub(shown),
-        }
+            "value": self.masker.value(shown),
+        } | (self.detail(msg, view) if self.detail is not None else {})
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -486,8 +489,39 @@ class Inspection:
         for (d, e, s), n in self.by_group.most_common():
             lines.append(f"\n{d} / {e} / status {s}: {n}")
             for sample in self.samples.get((d, e, s), []):
-                lines.append("  " + orjson.dumps(sample).decode())
+                lines.extend(sample_lines(sample))
         return "\n".join(lines)
+
+
+Detail = Callable[[Any, DeadLetterView], dict[str, Any]]
+"""More to show about one dead-letter or retry record, from the record and its headers."""
+
+_EXCHANGE = ("request", "request_note", "response")
+
+
+def sample_lines(sample: Mapping[str, Any]) -> list[str]:
+    """A sample as `inspect` prints it: one JSON line, then the request to the destination and the
+    response, when the sample has them, one part per line."""
+    lines = ["  " + dumps({k: v for k, v in sample.items() if k not in _EXCHANGE}).decode()]
+    if "response" not in sample:
+        return lines
+    lines.append("    request to destination:")
+    for request in sample.get("request") or ():
+        lines.append(f"      {request['method']} {request['url']}")
+        lines.append(f"      headers: {dumps(request['headers']).decode()}")
+        if request.get("body") is not None:
+            lines.append(f"      body: {dumps(request['body']).decode()}")
+    if sample.get("request_note"):
+        lines.append(f"      ({sample['request_note']})")
+    response = sample["response"]
+    status = response.get("status")
+    lines.append(
+        f"    response: {'HTTP ' + str(status) if status is not None else 'no HTTP status'},"
+        f" {response.get('error_type')}: {response.get('error')}"
+    )
+    if response.get("body") is not None:
+        lines.append(f"      body: {dumps(response['body']).decode()}")
+    return lines
 
 
 def statuses(values: Iterable[str] | None) -> frozenset[str]:

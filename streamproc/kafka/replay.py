@@ -5,8 +5,9 @@ committed offsets never move. Each message is decoded, routed (optionally only s
 or subscriptions), delivered through the same per-destination bulkheads as the worker, and failed
 deliveries are dead-lettered like the worker's. Progress is the per-partition contiguous
 watermark (an `OffsetTracker` per partition, as in the worker), saved to a state file now and then
-and at exit; a rerun with the same state file continues from there, re-sending at most the events
-that were in flight when it stopped.
+and at exit (or to a progress group in Kafka, `streamproc.kafka.replay_progress`); a rerun with the
+same state file or group continues from there, re-sending at most the events that were in flight when
+it stopped.
 
 Each message goes through the same `EventProcessor` as in the worker (`streamproc.pipeline`);
 what is replay's own is where messages come from and how progress is kept. The pieces shared with
@@ -434,12 +435,17 @@ async def run_replay(
     save_every: float = 2.0,
     shutdown_timeout: float = 30.0,
     on_progress: Callable[[int], Any] | None = None,
+    store: Callable[[ReplayState], Awaitable[None]] | None = None,
 ) -> None:
-    """Read the state's remaining ranges into `handle`, saving progress as it goes."""
+    """Read the state's remaining ranges into `handle`, saving progress as it goes (to the state's
+    file, or with `store`: the progress group's commits)."""
 
     async def save(watermarks: dict[int, int], _final: bool) -> None:
         state.next.update(watermarks)
-        state.save()
+        if store is not None:
+            await store(state)
+        else:
+            state.save()
 
     await run_ranges(
         reader,

@@ -39,7 +39,8 @@ from streamproc.kafka.consumer import Partition, committable, wait_for_in_flight
 from streamproc.kafka.headers import read_headers, text
 from streamproc.kafka.offsets import OffsetTracker
 from streamproc.kafka.polling import commit_sync, consume_batch, read_watermarks, refresh_high_watermarks
-from streamproc.kafka.redrive import DeadLetterView, parse_time
+from streamproc.kafka.redrive import DeadLetterView, Detail, parse_time, sample_lines
+from streamproc.masking import Masker
 from streamproc.metrics import Metrics
 
 __all__ = ["ParkedKeys", "ParkedRecord", "RetryConsumer", "RetryInspection", "RetryView", "retry_group"]
@@ -581,10 +582,20 @@ class RetryInspection:
     """destination -> records whose retry budget has ended (dead-lettered when read)."""
     oldest: dict[str, float] = field(default_factory=dict)
     """destination -> first attempt time of its oldest parked delivery."""
+    samples_per_destination: int = 0
+    """The first records of each destination kept as samples (their event masked by `masker`)."""
+    masker: Masker = field(default_factory=Masker)
+    detail: Detail | None = None
+    """More for each sample (`--show-request`: the partner request and its response)."""
+    samples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     def add(self, msg: Any) -> None:
         view = RetryView.of(msg)
         dest = view.destination or "(none)"
+        if self.samples_per_destination > 0:
+            bucket = self.samples.setdefault(dest, [])
+            if len(bucket) < self.samples_per_destination:
+                bucket.append(self.sample(msg, view))
         self.total += 1
         self.by_destination[dest] += 1
         self.by_error_type[view.letter.error_type] += 1
@@ -599,8 +610,28 @@ class RetryInspection:
         if first is not None and first < self.oldest.get(dest, float("inf")):
             self.oldest[dest] = first
 
+    def sample(self, msg: Any, view: RetryView) -> dict[str, Any]:
+        letter = view.letter
+        value = msg.value()
+        try:
+            event = orjson.loads(value) if value is not None else None
+        except orjson.JSONDecodeError:
+            event = f"<{len(value)} bytes, not JSON>"
+        sample = {
+            "partition": letter.partition,
+            "offset": letter.offset,
+            "delivery_id": letter.get("delivery_id"),
+            "subscription": letter.subscription,
+            "attempts": letter.attempts,
+            "parks": view.parks,
+            "next_attempt_at": _iso(view.next_attempt_at),
+            "value": self.masker.value(event),
+        }
+        return sample | (self.detail(msg, letter) if self.detail is not None else {})
+
     def to_json(self) -> dict[str, Any]:
-        return {
+        samples = {"samples": self.samples} if self.samples_per_destination > 0 else {}
+        return samples | {
             "total": self.total,
             "by_destination": {
                 d: {
@@ -617,6 +648,8 @@ class RetryInspection:
         }
 
     def render(self) -> str:
+        if not self.total:
+            return "0 retry records waiting: no parked delivery is due or pending"
         lines = [
             f"{self.total} retry records waiting (a delivery parked again counts once per record until"
             " the workers commit past the older one)"
@@ -630,6 +663,10 @@ class RetryInspection:
         for title, counter in (("by error type", self.by_error_type), ("by HTTP status", self.by_status)):
             lines.append(f"\n{title}:")
             lines.extend(f"  {n:>8}  {k}" for k, n in counter.most_common())
+        for dest, samples in self.samples.items():
+            lines.append(f"\n{dest}: the first {len(samples)} waiting")
+            for sample in samples:
+                lines.extend(sample_lines(sample))
         return "\n".join(lines)
 
 

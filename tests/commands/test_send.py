@@ -62,7 +62,8 @@ def test_json_lines_one_line_per_delivery(
 ) -> None:
     events = tmp_path / "events.jsonl"
     events.write_text("\n".join(EVENTS) + "\n")
-    code, lines, err = send(capsysbinary, "--config", str(config), "--events", str(events))
+    shown = ("--show-secrets", "--show-pii")  # the exact requests (tests/commands/test_send_masking.py)
+    code, lines, err = send(capsysbinary, "--config", str(config), "--events", str(events), *shown)
     assert code == 0
     assert [(x["index"], x["destination"], x["subscription"]) for x in lines] == [
         (0, "seg", "Identify"),

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 import pytest
 from kafka_helpers import produce, read_all, unique_name
-from ops_helpers import cli_args, make_events, predicted, received, run_worker_until_done, write_config
+from ops_helpers import KEY_A, cli_args, make_events, predicted, received, run_worker_until_done, write_config
 
 from streamproc.commands.dlq import inspect, redrive
 
@@ -140,6 +140,13 @@ async def test_a_dry_run_sends_and_commits_nothing(kafka_bootstrap: str, outage,
     assert not a.requests and not b.requests
     lines = [orjson.loads(line) for line in out.getvalue().splitlines()]
     assert len(lines) == N and {line["destination"] for line in lines} == {"seg-a"}
+    # Printed like `send`: the Website Id in the path and the buyers' emails are masked.
+    printed = out.getvalue().decode()
+    assert KEY_A not in printed and "@example.com" not in printed
+    assert all(
+        line["requests"][0]["url"].endswith("/track") and "<secret:" in line["requests"][0]["url"]
+        for line in lines
+    )
     code, summary = await redrive(
         cli_args("dlq", "redrive", "--config", str(cfg)), out=io.BytesIO(), err=io.StringIO()
     )
