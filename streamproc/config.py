@@ -51,6 +51,11 @@ _KAFKA_OWNED = {
     "enable.auto.commit": "streamproc's own commit loop",
     "enable.auto.offset.store": "streamproc's own offset tracking",
 }
+_SETTINGS_SCHEMA = {
+    "type": "object",
+    "additionalProperties": {"type": ["string", "number", "boolean"]},
+    "propertyNames": {"not": {"enum": list(_KAFKA_OWNED)}},
+}
 _ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 _TOPIC_PATTERN = r"[A-Za-z0-9._-]{1,249}"
 
@@ -131,14 +136,23 @@ class KafkaConfig:
     client: Annotated[
         Mapping[str, str],
         Key(
-            "librdkafka settings passed through (security.protocol, sasl.*, ssl.*, ...); "
-            + ", ".join(_KAFKA_OWNED)
-            + " are set by streamproc",
-            schema={
-                "type": "object",
-                "additionalProperties": {"type": ["string", "number", "boolean"]},
-                "propertyNames": {"not": {"enum": list(_KAFKA_OWNED)}},
-            },
+            "librdkafka settings of every client, consumers and producers (security.protocol, sasl.*, "
+            "ssl.*, client.id, ...); " + ", ".join(_KAFKA_OWNED) + " are set by streamproc",
+            schema=_SETTINGS_SCHEMA,
+        ),
+    ] = field(default_factory=lambda: _EMPTY)
+    consumer: Annotated[
+        Mapping[str, str],
+        Key(
+            "librdkafka settings of the consumers only (session.timeout.ms, fetch.*, ...), over `client`",
+            schema=_SETTINGS_SCHEMA,
+        ),
+    ] = field(default_factory=lambda: _EMPTY)
+    producer: Annotated[
+        Mapping[str, str],
+        Key(
+            "librdkafka settings of the dead-letter and retry producers only (linger.ms, ...), over `client`",
+            schema=_SETTINGS_SCHEMA,
         ),
     ] = field(default_factory=lambda: _EMPTY)
     retry_topic_prefix: Annotated[
@@ -171,11 +185,29 @@ class InputConfig:
         str | None, Key("Avro in the Confluent wire format, schemas fetched from this registry", url=True)
     ] = None
     schema_file: Annotated[str | None, Key("plain Avro with this local schema (.avsc)")] = None
+    schema_registry_timeout: Annotated[
+        float, Key("seconds one schema-registry request may take", exclusive_minimum=0, maximum=300)
+    ] = 10.0
+    schema_registry_wait: Annotated[
+        float,
+        Key(
+            "seconds a message waits for a schema while the registry cannot be reached (retried with "
+            "backoff); then the worker stops naming the message, without committing past it",
+            exclusive_minimum=0,
+        ),
+    ] = 300.0
+
+
+MAX_IN_FLIGHT_BYTES = 64 << 20
+"""The default bytes bound: each byte held takes about two of memory (the decoded event and the
+request built from it come on top), so with the process itself and librdkafka's prefetch a worker
+stays near 224 MiB, under the Helm chart's 512 Mi limit (figures in docs/configuration.md)."""
 
 
 @dataclass(frozen=True)
 class Limits:
-    """Worker-wide bounds: memory (in-flight events), batching of polls, commit cadence, shutdown."""
+    """Worker-wide bounds: memory (in-flight events and bytes), batching of polls, commit cadence,
+    shutdown."""
 
     max_in_flight_events: Annotated[
         int,
@@ -189,6 +221,19 @@ class Limits:
         int,
         Key("the worker resumes below this many such events; below max_in_flight_events", minimum=0),
     ] = 5000
+    max_in_flight_bytes: Annotated[
+        int,
+        Key(
+            "above this many bytes (key + value) of those events the worker pauses its partitions too; "
+            "librdkafka prefetches at most an eighth of it on top (see docs/configuration.md for the "
+            "memory it takes)",
+            minimum=1 << 20,
+        ),
+    ] = MAX_IN_FLIGHT_BYTES
+    resume_in_flight_bytes: Annotated[
+        int,
+        Key("the worker resumes below this many such bytes; below max_in_flight_bytes", minimum=0),
+    ] = MAX_IN_FLIGHT_BYTES // 2
     poll_batch_size: Annotated[int, Key("messages taken from Kafka per poll", minimum=1, maximum=100_000)] = (
         500
     )
@@ -881,27 +926,33 @@ def _kafka(c: _Checker, value: Any) -> KafkaConfig | None:
     elif any(t.startswith(prefix) for t in (*topics, dlq)):
         c.add("kafka.retry_topic_prefix", "must not be a prefix of kafka.topics or the dead-letter topic")
     create_retry = _get(c, data, "create_retry_topics", "kafka", _bool, True)
-    client: dict[str, str] = {}
-    raw_client = c.mapping(data.get("client"), "kafka.client")
-    for key, val in (raw_client or {}).items():
-        path = f"kafka.client.{key}"
-        if key in _KAFKA_OWNED:
-            c.add(path, f"is set by streamproc; use {_KAFKA_OWNED[key]}")
-        elif isinstance(val, bool):
-            client[key] = "true" if val else "false"
-        elif isinstance(val, str | int | float):
-            client[key] = str(val)
-        else:
-            c.add(path, f"must be a string, number or boolean, got {_kind(val)}")
     return KafkaConfig(
         bootstrap_servers=servers,
         topics=tuple(topics),
         group_id=group_id,
         dead_letter_topic=dlq,
-        client=MappingProxyType(client),
+        client=_librdkafka_settings(c, data, "client"),
+        consumer=_librdkafka_settings(c, data, "consumer"),
+        producer=_librdkafka_settings(c, data, "producer"),
         retry_topic_prefix=prefix,
         create_retry_topics=create_retry,
     )
+
+
+def _librdkafka_settings(c: _Checker, data: Mapping[str, Any], name: str) -> Mapping[str, str]:
+    """One of the kafka sections passed to librdkafka, every value as the string librdkafka reads."""
+    settings: dict[str, str] = {}
+    for key, val in (c.mapping(data.get(name), f"kafka.{name}") or {}).items():
+        path = f"kafka.{name}.{key}"
+        if key in _KAFKA_OWNED:
+            c.add(path, f"is set by streamproc; use {_KAFKA_OWNED[key]}")
+        elif isinstance(val, bool):
+            settings[key] = "true" if val else "false"
+        elif isinstance(val, str | int | float):
+            settings[key] = str(val)
+        else:
+            c.add(path, f"must be a string, number or boolean, got {_kind(val)}")
+    return MappingProxyType(settings)
 
 
 def _converter(spec: KeySpec) -> Callable[[Any], Any]:
@@ -952,6 +1003,14 @@ def _input(c: _Checker, value: Any) -> InputConfig:
 
 def _limits(c: _Checker, value: Any) -> Limits:
     limits = _section(c, value, Limits, "limits")
+    if limits.resume_in_flight_bytes >= limits.max_in_flight_bytes:
+        if isinstance(value, dict) and "resume_in_flight_bytes" in value:
+            c.add(
+                "limits.resume_in_flight_bytes",
+                f"must be below max_in_flight_bytes ({limits.max_in_flight_bytes})",
+            )
+        else:
+            limits = dataclasses.replace(limits, resume_in_flight_bytes=limits.max_in_flight_bytes // 2)
     if limits.resume_in_flight_events >= limits.max_in_flight_events:
         if isinstance(value, dict) and "resume_in_flight_events" in value:
             c.add(

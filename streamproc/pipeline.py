@@ -16,8 +16,10 @@ Messages that cannot be decoded (not JSON or Avro, not an object, a tombstone) a
 with the reason (`undecodable="dead-letter"`, the worker and replay). Redrive passes
 `undecodable="count"`: a record it cannot read is itself a dead letter and stays on the topic,
 unmarked, so `dlq inspect` keeps showing it; writing it again would only add a copy. A routing bug
-dead-letters the event too (`RoutingError`). A schema registry that cannot be reached says nothing
-about the message, so it stops the run with the offset unfinished. A dry run (no dispatcher)
+dead-letters the event too (`RoutingError`). A message whose schema the registry must give first
+waits off the event loop, its lane's later messages behind it; a registry that cannot be reached
+for the whole wait says nothing about the message, so it stops the run with the offset unfinished
+and a reason naming the message. A dry run (no dispatcher)
 shows each delivery and writes nothing, dead letters included.
 
 With `parking` (the worker, when a destination sets a retry share), deliveries of destinations
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -38,11 +41,12 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 import structlog
 
 from streamproc.config import Config, KafkaConfig
-from streamproc.decoding import SchemaRegistryUnavailable
+from streamproc.decoding import SchemaPending, SchemaRegistryUnavailable
 from streamproc.dispatch import Admission, DeliveryResult, Dispatcher, Failure
 from streamproc.errors import ConfigError, ConfigProblem, DecodeError, ErrorType, KafkaError, StreamprocError
 from streamproc.gates import NO_SUBSCRIPTION, Withheld
 from streamproc.kafka.dlq import DeadLetter, DeadLetterProducer
+from streamproc.kafka.headers import read_headers
 from streamproc.metrics import Metrics
 from streamproc.router import Delivery, Router
 
@@ -106,6 +110,8 @@ class Origin:
     offset: int
     timestamp_ms: int | None
     headers: Sequence[tuple[str, bytes | None]]
+    unreadable_headers: int = 0
+    """Headers of the message that could not be read (names that are not UTF-8) and are not kept."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,8 +139,9 @@ def dead_letter(
     attempt, with the attempts added up."""
     if redelivery is None:
         kind, ts = msg.timestamp()
+        headers, unreadable = read_headers(msg)
         origin = Origin(
-            msg.topic(), msg.partition(), msg.offset(), ts if kind and ts >= 0 else None, msg.headers() or []
+            msg.topic(), msg.partition(), msg.offset(), ts if kind and ts >= 0 else None, headers, unreadable
         )
         attempts, first = failure.attempts, failure.first_attempt_at
     else:
@@ -149,6 +156,7 @@ def dead_letter(
         key=msg.key(),
         value=msg.value(),
         original_headers=origin.headers,
+        unreadable_headers=origin.unreadable_headers,
         error_type=failure.type,
         error_message=failure.message,
         delivery_id=delivery.delivery_id if delivery else None,
@@ -191,6 +199,8 @@ class Summary:
     withheld: dict[str, int] = field(default_factory=dict)
     """(event, instance) pairs a gate withheld, by reason (consent, integrations, filter_*)."""
     not_redrivable: int = 0
+    truncated: int = 0
+    """Dead letters whose value was cut to fit the dead-letter topic (redrive cannot send them)."""
     already_redriven: int = 0
     markers: int = 0
     destinations: dict[str, Tally] = field(default_factory=dict)
@@ -209,6 +219,7 @@ class Summary:
             "filtered": self.filtered,
             "withheld": dict(sorted(self.withheld.items())),
             "not_redrivable": self.not_redrivable,
+            "truncated": self.truncated,
             "already_redriven": self.already_redriven,
             "markers": self.markers,
             "destinations": {k: vars(v) for k, v in sorted(self.destinations.items())},
@@ -230,6 +241,12 @@ class Summary:
         if self.not_redrivable:
             first += f", {self.not_redrivable} without a delivery to redrive"
         lines = [first]
+        if self.truncated:
+            lines.append(
+                f"{self.truncated} dead letters were cut to fit the dead-letter topic and are not sent: "
+                "replay each from the original topic/partition/offset its headers name (streamproc "
+                "replay --topic T --from P:O --to P:O+1 --subscription D/S) while that topic holds it"
+            )
         if not self.destinations:
             lines.append("no deliveries")
             return "\n".join(lines)
@@ -339,13 +356,87 @@ class EventProcessor:
         self._m_filtered = metrics.events_filtered
         self._m_outcome = metrics.deliveries
         self._m_dead = metrics.dead_letters
+        self._waiting: dict[Lane, deque[tuple[Any, Redelivery | None]]] = {}
+        """Lanes whose messages wait for a schema from the registry, their messages in offset order."""
 
     # -- one message -------------------------------------------------------------------------------
     def process(self, msg: Any, lane: Lane, redelivery: Redelivery | None = None) -> None:
         """Start the work for one message (its deliveries run as tasks in `lane.tasks`, each made
-        once the delivery has its turn and a concurrency slot)."""
+        once the delivery has its turn and a concurrency slot).
+
+        A message whose schema must be fetched first waits, and every later message of its lane
+        waits behind it, so a lane's messages are always routed in offset order."""
+        self._m_consumed.labels(lane.topic).inc()
+        waiting = self._waiting.get(lane)
+        if waiting is not None:
+            waiting.append((msg, redelivery))
+            return
+        try:
+            self._decoded(msg, lane, redelivery)
+        except SchemaPending as pending:
+            self._waiting[lane] = deque([(msg, redelivery)])
+            task = asyncio.get_running_loop().create_task(self._wait_for_schemas(lane, pending))
+            lane.tasks.add(task)
+            task.add_done_callback(lane.tasks.discard)
+        except SchemaRegistryUnavailable as exc:
+            self._registry_down(msg, lane, exc)
+        except Exception as exc:  # a bug on this message's path must not stop its partition
+            self._crashed(msg, lane, redelivery, exc)
+
+    def _registry_down(self, msg: Any, lane: Lane, exc: SchemaRegistryUnavailable) -> None:
+        """Stop with `msg` unfinished: the registry's outage says nothing about the message."""
+        log.error(
+            "schema_registry_unavailable",
+            topic=lane.topic,
+            partition=lane.partition,
+            offset=msg.offset(),
+            error=str(exc),
+        )
+        where = f"{lane.topic}[{lane.partition}]@{msg.offset()}"
+        halted = SchemaRegistryUnavailable(f"{where} waits for its schema: {exc}")
+        self._halt(halted, str(halted))
+
+    def _crashed(self, msg: Any, lane: Lane, redelivery: Redelivery | None, exc: Exception) -> None:
+        offset = msg.offset()
+        log.exception("process_crashed", topic=lane.topic, partition=lane.partition, offset=offset)
+        self._reject(
+            msg, lane, offset, Failure(ErrorType.ROUTING, f"{type(exc).__name__}: {exc}"), redelivery
+        )
+
+    async def _wait_for_schemas(self, lane: Lane, pending: SchemaPending) -> None:
+        """Fetch the schema the lane's first waiting message needs, then take the waiting messages
+        in order until the lane has none left (or one needs another schema: fetch that)."""
+        queue = self._waiting[lane]
+        try:
+            while queue:
+                msg, redelivery = queue[0]
+                try:
+                    await pending.fetch()
+                except SchemaRegistryUnavailable as exc:
+                    self._registry_down(msg, lane, exc)
+                    return
+                while queue and not lane.released:
+                    msg, redelivery = queue[0]
+                    try:
+                        self._decoded(msg, lane, redelivery)
+                    except SchemaPending as again:
+                        pending = again
+                        break
+                    except SchemaRegistryUnavailable as exc:
+                        self._registry_down(msg, lane, exc)
+                        return
+                    except Exception as exc:
+                        self._crashed(msg, lane, redelivery, exc)
+                    queue.popleft()
+                if lane.released:
+                    return
+        finally:
+            self._waiting.pop(lane, None)
+
+    def _decoded(self, msg: Any, lane: Lane, redelivery: Redelivery | None) -> None:
+        """Decode one message and start its work; raises SchemaPending (nothing started) when its
+        schema must be fetched first."""
         topic = lane.topic
-        self._m_consumed.labels(topic).inc()
         offset = msg.offset()
         try:
             value = msg.value()
@@ -354,16 +445,6 @@ class EventProcessor:
             event = self.decode(value)
         except DecodeError as exc:
             self._not_decoded(msg, lane, offset, exc, redelivery)
-            return
-        except SchemaRegistryUnavailable as exc:
-            log.error(
-                "schema_registry_unavailable",
-                topic=topic,
-                partition=lane.partition,
-                offset=offset,
-                error=str(exc),
-            )
-            self._halt(exc, f"the schema registry cannot be reached: {exc}")
             return
         try:
             deliveries, withheld = (
@@ -518,11 +599,43 @@ class EventProcessor:
         except asyncio.CancelledError:
             raise
         except KafkaError as exc:
-            log.error("dead_letter_failed", error=str(exc))
-            self._halt(exc, f"dead letters or retry records cannot be written: {exc}")
-        except Exception as exc:  # a bug in one delivery: stop loudly rather than skip the event
-            log.exception("delivery_crashed", error=repr(exc))
-            self._halt(StreamprocError(f"a delivery failed unexpectedly: {exc!r}"), None)
+            self._cannot_write(ev, exc)
+        except Exception as exc:
+            # A bug met by one delivery: halting would meet it again at every restart, so the
+            # delivery is dead-lettered with the error (a redrive sends it once the bug is fixed).
+            log.exception(
+                "delivery_crashed",
+                topic=ev.lane.topic,
+                partition=ev.lane.partition,
+                offset=ev.offset,
+                destination=delivery.destination if delivery else None,
+            )
+            crash = Failure(ErrorType.DELIVERY, f"the delivery failed unexpectedly: {exc!r}")
+            try:
+                await self._dead_letter(ev, delivery, crash)
+            except asyncio.CancelledError:
+                raise
+            except KafkaError as exc2:
+                self._cannot_write(ev, exc2)
+            except Exception as exc2:
+                where = f"{ev.lane.topic}[{ev.lane.partition}]@{ev.offset}"
+                log.exception("dead_letter_crashed", topic=ev.lane.topic, partition=ev.lane.partition)
+                halted = StreamprocError(
+                    f"{where}: a delivery failed unexpectedly ({exc!r}) and so did its dead letter "
+                    f"({exc2!r}); this is a bug: report it with this message, then restart the worker"
+                )
+                self._halt(halted, str(halted))
+
+    def _cannot_write(self, ev: _Event, exc: KafkaError) -> None:
+        """A dead letter or retry record of `ev` the broker did not take: stop, naming the message."""
+        log.error(
+            "dead_letter_failed",
+            topic=ev.lane.topic,
+            partition=ev.lane.partition,
+            offset=ev.offset,
+            error=str(exc),
+        )
+        self._halt(exc, f"dead letters or retry records cannot be written: {exc}")
 
     # -- one outcome ---------------------------------------------------------------------------------
     def settle(self, ev: _Event, delivery: Delivery | None, result: DeliveryResult) -> Awaitable[None] | None:
