@@ -184,6 +184,13 @@ class Metrics:
             ["topic", "kind"],
             registry=r,
         )
+        self.events_filtered = LoopCounter(
+            "streamproc_events_filtered_total",
+            "Events a destination instance did not receive, by reason: a gate withheld it (consent, "
+            "integrations, filter_drop, filter_sample) or none of its triggers matched (no_subscription).",
+            ["destination", "reason"],
+            registry=r,
+        )
         self.events_matched = LoopCounter(
             "streamproc_events_matched_total",
             "Deliveries created: an event matched a subscription.",

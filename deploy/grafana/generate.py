@@ -331,6 +331,35 @@ panel(
     stack=True,
 )
 
+row("Gates: events a destination did not receive")
+panel(
+    "Withheld /s by reason",
+    [
+        (
+            f"sum by (reason) (rate(streamproc_events_filtered_total{{{D}}}[{RI}]))",
+            "{{reason}}",
+        )
+    ],
+    unit="ops",
+    stack=True,
+    description="Per destination instance an event did not reach: consent (its categories not all "
+    "true), integrations (the event's integrations object), filter_drop / filter_sample (destination "
+    "filters), no_subscription (passed the gates, no trigger matched). Never an error, never a dead letter.",
+)
+panel(
+    "Withheld /s per destination",
+    [
+        (
+            f"sum by (destination, reason) (rate(streamproc_events_filtered_total{{{D}}}[{RI}]))",
+            "{{destination}} {{reason}}",
+        )
+    ],
+    unit="ops",
+    width=16,
+    stack=True,
+    description="`streamproc send` shows, for sample events, which instance withholds which event and why.",
+)
+
 row("Batched requests")
 panel(
     "Events per batch request",

@@ -18,7 +18,7 @@ from streamproc.config import Config, KafkaConfig, load_config
 from streamproc.decoding import make_decoder
 from streamproc.dispatch import Dispatcher
 from streamproc.errors import StreamprocError
-from streamproc.kafka.dlq import DeadLetterProducer, producer_config
+from streamproc.kafka.dlq import DeadLetterProducer, dead_letter_producer
 from streamproc.kafka.replay import (
     RangeFeed,
     RangeReader,
@@ -166,7 +166,7 @@ def build_stack(config: Config, kafka: KafkaConfig, *, dry_run: bool) -> Deliver
         metrics,
         client=config.http.client,
     )
-    dlq = DeadLetterProducer(kafka.dead_letter_topic, producer_config(kafka.bootstrap_servers, kafka.client))
+    dlq = dead_letter_producer(kafka, [kafka.dead_letter_topic])
     return DeliveryStack(config, kafka, router, metrics, dispatcher, dlq)
 
 
@@ -200,6 +200,7 @@ def start_run(
         topic,
         summary=summary,
         max_in_flight=args.max_in_flight,
+        max_bytes=stack.config.limits.max_in_flight_bytes,
         rate=args.rate,
         on_drain=stack.dispatcher.flush if stack.dispatcher is not None else None,
     )
@@ -258,7 +259,7 @@ async def replay(args: argparse.Namespace, out: Any = None, err: Any = None) -> 
         raise StreamprocError(f"--progress-group must not be the workers' group ({kafka.group_id})")
     state = ReplayState.load(state_path) if state_path is not None else None
     group = progress_group or f"{kafka.group_id}.replay.{uuid.uuid4().hex[:8]}"
-    reader = RangeReader(range_consumer_config(kafka.bootstrap_servers, kafka.client, group), topic)
+    reader = RangeReader(range_consumer_config(kafka, group), topic)
     in_kafka = GroupProgress(reader, group) if progress_group is not None else None
     saved_in = f"consumer group {progress_group}" if in_kafka is not None else str(state_path)
     summary = Summary()

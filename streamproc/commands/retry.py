@@ -85,9 +85,7 @@ async def inspect(args: argparse.Namespace, out: Any = None) -> RetryInspection:
     install_stop(stop)
     for dest in sorted(wanted):
         topic = kafka.retry_topic(dest)
-        reader = RangeReader(
-            range_consumer_config(kafka.bootstrap_servers, kafka.client, retry_group(kafka.group_id)), topic
-        )
+        reader = RangeReader(range_consumer_config(kafka, retry_group(kafka.group_id)), topic)
         try:
             consumer = await reader.open()
             try:

@@ -64,6 +64,7 @@ def test_dashboard_has_the_promised_panels_and_a_destination_variable() -> None:
         "streamproc_retry_outcomes_total",
         "streamproc_batch_events_bucket",
         "streamproc_partner_partial_successes_total",
+        "streamproc_events_filtered_total",
     ):
         assert metric in exprs, metric
     assert exprs.count("histogram_quantile(") >= 6

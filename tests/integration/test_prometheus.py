@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import urllib.parse
@@ -28,6 +27,7 @@ import pytest
 import yaml
 from kafka_helpers import async_wait_until, committed_offsets, end_offsets, produce, unique_name
 from ops_helpers import make_events, write_config
+from test_worker_helpers import free_port
 
 pytestmark = pytest.mark.kafka
 
@@ -56,12 +56,6 @@ def _install_prometheus() -> str | None:
     except (OSError, subprocess.TimeoutExpired):
         return None
     return shutil.which("prometheus")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Prometheus:
@@ -228,6 +222,8 @@ async def test_dashboard_and_alert_queries_answer_plausibly_and_keep_deployments
             "endpoint": a.base_url,
             "presets": False,
             "batch": {"max_events": 20, "max_wait_ms": 50},
+            # withholds what TikTok would not match anyway, so the gates' panels have a filter's data
+            "filters": [{"if": "event != 'Order Completed'", "drop": True}],
             "subscriptions": [
                 {
                     "name": "Orders",
@@ -357,6 +353,10 @@ async def test_dashboard_and_alert_queries_answer_plausibly_and_keep_deployments
         orders = 2 * 50  # every third event of each wave
         assert prom.value('sum(streamproc_batch_events_sum{destination="tiktok"})') == orders
         assert 0 < (prom.value('sum(streamproc_batch_events_count{destination="tiktok"})') or 0) < orders
+        others = 2 * 150 - orders
+        assert prom.value(
+            'sum(streamproc_events_filtered_total{destination="tiktok", reason="filter_drop"})'
+        ) == (others)
 
         # Alerts: every rule evaluates cleanly, its metrics exist, and the healthy-worker ones are quiet.
         series = {

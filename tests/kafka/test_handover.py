@@ -66,18 +66,17 @@ class TwoDestinations:
     def __init__(self, url: str) -> None:
         self.url = url
 
-    def route(self, event: Any, **_filters: Any) -> list[Delivery]:
+    def routed(self, event: Any, **_filters: Any) -> tuple[list[Delivery], tuple[tuple[str, str], ...]]:
+        """The deliveries, and the destinations a gate withheld the event from (none)."""
         mid = event["messageId"]
-        return [
+        headers = {"content-type": "application/json"}
+        deliveries = [
             Delivery(
-                f"{mid}:{d}:s",
-                d,
-                "s",
-                "track",
-                [Request("POST", f"{self.url}/{d}/{mid}", {"content-type": "application/json"}, b"{}")],
+                f"{mid}:{d}:s", d, "s", "track", [Request("POST", f"{self.url}/{d}/{mid}", headers, b"{}")]
             )
             for d in ("a", "b")
         ]
+        return deliveries, ()
 
 
 class NoDeadLetters:
