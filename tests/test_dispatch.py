@@ -563,6 +563,7 @@ async def test_an_admission_given_up_passes_its_turn_and_slot_on(partner: StandI
     dispatcher = Dispatcher([ordered])
     results: dict[str, DeliveryResult] = {}
     unwanted = {"d1"}
+    started: list[asyncio.Task[None]] = []
 
     def start(admission: Admission) -> bool:
         name = admission.delivery.delivery_id
@@ -572,15 +573,19 @@ async def test_an_admission_given_up_passes_its_turn_and_slot_on(partner: StandI
         async def run() -> None:
             results[name] = await admission.send()
 
-        asyncio.create_task(run()).add_done_callback(admission.finish)
+        task = asyncio.create_task(run())
+        task.add_done_callback(admission.finish)
+        started.append(task)
         return True
 
     for i in range(3):
         dispatcher.admit(FakeDelivery(f"d{i}", "o", [post(partner.url + f"/{i}")], ordering_key="k"), start)
     for _ in range(200):
-        if len(results) == 2:
+        if len(started) == 2:
             break
         await asyncio.sleep(0.01)
+    # Each task's own done callback (its admission's finish) has run once gather sees it done.
+    await asyncio.wait_for(asyncio.gather(*started), 10)
     assert sorted(results) == ["d0", "d2"] and all(r.outcome == "delivered" for r in results.values())
     assert [path for _, path, _ in partner.seen] == ["/0", "/2"]
     assert ordered.in_flight == 0 and ordered.limiter.in_use == 0 and dispatcher.keys_waiting == 0
