@@ -17,10 +17,11 @@ configuration, so that the difference between two variants is what one buffer co
     --variant 'prefetch-1MiB={"kafka": {"client": {"queued.max.messages.kbytes": 1024}}}'
     --variant 'window-1000={"limits": {"max_in_flight_events": 1000, "resume_in_flight_events": 500}}'
 
-`--tracemalloc` runs the variants once more with tracemalloc on (1 frame) and prints, half-way
-through the drain, the Python allocations alive by file and line, and the objects alive by type:
-what the per-event objects are. Its own bookkeeping inflates the resident set, so its runs are
-reported apart from the figures above.
+`--rounds N` runs the variants N times, interleaved, and prints the median and the range of each
+figure (the machine may be shared). `--tracemalloc` runs the variants once more with tracemalloc
+on (1 frame) and prints, half-way through the drain, the Python allocations alive by file and
+line, and the objects alive by type: what the per-event objects are. Its own bookkeeping inflates
+the resident set, so its runs are reported apart from the figures above.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import contextlib
 import copy
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -215,8 +217,15 @@ def drain(
         started, cpu0 = time.perf_counter(), e2e.cpu_seconds(worker.pid)
         dumped = report is None
         last, last_change = -1, time.perf_counter()
+        highest, at_highest = 0.0, ""
         while True:
             count = e2e.delivered(sink_stats(sink_url), before)
+            rss = memory_mb(worker.pid, "VmRSS")
+            if rss > highest + 0.5:
+                # The mappings at the highest resident set seen (read from outside the worker).
+                with contextlib.suppress(OSError):
+                    at_highest = Path(f"/proc/{worker.pid}/smaps").read_text()
+                    highest = rss
             if count >= wanted.deliveries:
                 break
             if not dumped and count >= wanted.deliveries // 2:
@@ -235,6 +244,7 @@ def drain(
         out["core_share"] = (e2e.cpu_seconds(worker.pid) - cpu0) / elapsed
         out["peak_rss_mb"] = memory_mb(worker.pid, "VmHWM")
         out["end_rss_mb"] = memory_mb(worker.pid, "VmRSS")
+        out["smaps_at_highest"] = smaps_breakdown(at_highest)
         return out
     finally:
         worker.send_signal(signal.SIGTERM)
@@ -244,6 +254,40 @@ def drain(
             worker.kill()
             worker.wait()
         log.close()
+
+
+def smaps_breakdown(text: str) -> dict[str, float]:
+    """Resident MB by kind of mapping: shared libraries and other files, the main heap, anonymous
+    mappings of exactly 1 MiB (the interpreter's object arenas), of 64 MiB reservations (the C
+    allocator's per-thread arenas), of 8 MiB (thread stacks), and the other anonymous ones (large
+    allocations)."""
+    out: dict[str, float] = {}
+    kind = ""
+    for line in text.splitlines():
+        head = line.split()
+        if not head:
+            continue
+        if "-" in head[0] and not head[0].endswith(":"):
+            start, end = (int(x, 16) for x in head[0].split("-"))
+            size = end - start
+            name = head[5] if len(head) > 5 else ""
+            if name.startswith("/"):
+                kind = "files (.so and others)"
+            elif name == "[heap]":
+                kind = "main heap (brk)"
+            elif name.startswith("["):
+                kind = "other"
+            elif size == 1 << 20:
+                kind = "anonymous 1 MiB (object arenas)"
+            elif size in (8 << 20, (8 << 20) + 4096) or size == 8 << 20:
+                kind = "anonymous 8 MiB (thread stacks)"
+            elif size <= 64 << 20 and (start % (64 << 20)) == 0:
+                kind = "anonymous 64 MiB-aligned (thread malloc arenas)"
+            else:
+                kind = "anonymous, other"
+        elif head[0] == "Rss:":
+            out[kind] = out.get(kind, 0.0) + int(head[1]) / 1024
+    return out
 
 
 def print_report(path: Path, top: int) -> None:
@@ -282,9 +326,13 @@ def main() -> int:
         metavar="NAME=JSON",
         help="a configuration variant (JSON merged into the configuration); repeatable",
     )
+    parser.add_argument("--rounds", type=int, default=1, help="run the variants this many times, interleaved")
     parser.add_argument("--tracemalloc", action="store_true", help="also show what is alive half-way")
     parser.add_argument("--top", type=int, default=25, help="lines of the tracemalloc report")
     parser.add_argument("--imports-only", action="store_true", help="only the start-up breakdown")
+    parser.add_argument(
+        "--smaps", action="store_true", help="the resident set by kind of mapping at its highest (MB)"
+    )
     parser.add_argument("--no-pin", action="store_true")
     args = parser.parse_args()
 
@@ -333,7 +381,9 @@ def main() -> int:
             print(f"\n== {mix}-heavy mix, {scope}: {args.events:,} events -> {wanted.deliveries:,} requests")
             head = f"{'variant':<28} {'RSS at first request':>20} {'peak RSS':>9} {'drain ev/s':>10}"
             print(f"  {head} {'core':>5}")
-            for name, overrides in variants:
+            results: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in variants}
+            # Rounds interleave the variants, so that a change in the machine's load hits each alike.
+            for name, overrides in [v for _ in range(args.rounds) for v in variants]:
                 r = drain(
                     mix,
                     topic,
@@ -353,6 +403,21 @@ def main() -> int:
                     f" {r['drain_events_per_s']:>10,.0f} {r['core_share']:>5.0%}"
                     + (f"  !! {r['error']}" if "error" in r else "")
                 )
+                results[name].append(r)
+                if args.smaps:
+                    parts = sorted(r["smaps_at_highest"].items(), key=lambda kv: -kv[1])
+                    print("    at the highest: " + ", ".join(f"{k} {v:.1f}" for k, v in parts if v >= 0.1))
+            if args.rounds > 1:
+                print(f"  {args.rounds} rounds, median (min-max):")
+                for name, runs in results.items():
+                    cols = []
+                    for key, fmt in (("peak_rss_mb", "{:.0f} MB"), ("drain_events_per_s", "{:,.0f} ev/s")):
+                        vals = sorted(run[key] for run in runs)
+                        mid = fmt.format(statistics.median(vals))
+                        cols.append(f"{mid} ({fmt.format(vals[0])}-{fmt.format(vals[-1])})")
+                    shares = sorted(run["core_share"] for run in runs)
+                    cols.append(f"core {statistics.median(shares):.0%} ({shares[0]:.0%}-{shares[-1]:.0%})")
+                    print(f"  {name:<28} " + "  ".join(cols))
             if args.tracemalloc:
                 for name, overrides in variants:
                     report = work / f"{tag}-{name}.report"
