@@ -13,12 +13,13 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 WORKDIR /src
 COPY pyproject.toml README.md constraints.txt ./
 COPY streamproc ./streamproc
-# Every dependency at the version of constraints.txt (scripts/lock), the one the tests ran with.
+# Every dependency at the version of constraints.txt (scripts/lock), the one the tests ran with. The
+# virtualenv keeps only what runs: the build tools (pip, wheel, setuptools) leave it at the end.
 RUN python -m venv /opt/streamproc \
  && /opt/streamproc/bin/pip install --upgrade pip==24.3.1 wheel==0.45.1 \
  && /opt/streamproc/bin/pip wheel --wheel-dir /wheels -c constraints.txt ".[avro]" \
  && /opt/streamproc/bin/pip install --no-index --find-links /wheels -c constraints.txt "streamproc[avro]" \
- && /opt/streamproc/bin/pip uninstall -y pip wheel
+ && /opt/streamproc/bin/pip uninstall -y setuptools wheel pip
 
 FROM ${BASE_IMAGE} AS runtime
 ARG VERSION=0.1.0
@@ -29,11 +30,16 @@ LABEL org.opencontainers.image.title="streamproc" \
 ENV PATH=/opt/streamproc/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1
+# The base's own packaging tools are not needed at run time either (scanners flag old setuptools).
 RUN groupadd --system --gid 10001 streamproc \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
-        --shell /usr/sbin/nologin streamproc
+        --shell /usr/sbin/nologin streamproc \
+ && { python -m pip uninstall -y -q setuptools wheel pip 2>/dev/null || true; } \
+ && rm -rf /usr/share/python-wheels
 COPY --from=builder /opt/streamproc /opt/streamproc
-COPY examples/config.yaml /etc/streamproc/config.yaml
+# No configuration is built in: the Helm chart mounts the operator's at /etc/streamproc/config.yaml, and
+# a container started without one stops at once with "cannot read the file" rather than run against
+# real partner endpoints with placeholder credentials.
 USER 10001:10001
 EXPOSE 9464
 ENTRYPOINT ["streamproc"]

@@ -1,9 +1,14 @@
 """Routing throughput on one core (decode, match, map, validate, build) with every preset of every partner.
 
-    .venv/bin/python bench/route.py [--events 20000] [--rounds 3] [--profile]
+    .venv/bin/python bench/route.py [--events 20000] [--rounds 3] [--profile] [--gates] [--gate-cost N]
 
 Prints events/s (and deliveries/s) for the whole routing path over a mixed corpus, next to the raw
-JSON decode rate of the same corpus measured in the same run.
+JSON decode rate of the same corpus measured in the same run. `--gates` gives every destination
+consent categories and destination filters, and a share of the events an integrations object and
+consent preferences, to show what the gates cost when they are used. `--gate-cost N` measures, in
+this one process, what the gate step costs when no gate is configured: N rounds, each timing the same
+slices of the corpus through `Router.route` and through the steps it ran before the gates existed
+(match, then map and build), interleaved so that a busy machine slows both alike.
 """
 
 from __future__ import annotations
@@ -55,8 +60,18 @@ CONFIG = {
 }
 
 
-def corpus(size: int, seed: int = 7) -> list[bytes]:
-    """`size` raw events shaped like the examples (every call type, ecommerce flows), with distinct ids."""
+GATES = {
+    "consent_categories": ["C0004"],
+    "filters": [
+        {"if": "contains(lowercase(event), 'test')", "drop": True},
+        {"if": "type = 'identify'", "drop_properties": ["traits.birthday"]},
+    ],
+}
+
+
+def corpus(size: int, seed: int = 7, gates: bool = False) -> list[bytes]:
+    """`size` raw events shaped like the examples (every call type, ecommerce flows), with distinct ids;
+    with `gates`, a tenth carry an integrations object and a third consent preferences."""
     templates = []
     for line in EXAMPLES.read_bytes().splitlines():
         try:
@@ -70,6 +85,11 @@ def corpus(size: int, seed: int = 7) -> list[bytes]:
         event["messageId"] = f"bench-{i}"
         if "userId" in event and rng.random() < 0.5:
             event["userId"] = f"user-{rng.randrange(50_000)}"
+        if gates and rng.random() < 0.1:
+            event["integrations"] = {"All": False, "Seg": True}
+        if gates and rng.random() < 0.3:
+            prefs = {"C0004": rng.random() < 0.7}
+            event["context"] = {**event.get("context", {}), "consent": {"categoryPreferences": prefs}}
         out.append(orjson.dumps(event))
     return out
 
@@ -130,6 +150,47 @@ def breakdown(router: Router, raw: list[bytes], rounds: int) -> None:
         print(f"{dest:16} {n / len(events):.2f} deliveries/event; per delivery (CPU): {', '.join(per)}")
 
 
+def gate_cost(router: Router, raw: list[bytes], rounds: int) -> None:
+    """The gates' cost on the fast path (no gate configured): route() against match + build."""
+    events = [decode_json(m) for m in raw]
+    slices = [events[i : i + 500] for i in range(0, len(events), 500)]
+    matching, build = router.matching, router._deliveries
+
+    def without_gates(chunk: list[Any]) -> None:
+        for event in chunk:
+            routes = matching(event)
+            if routes:
+                build(event, routes, None)
+
+    def with_gates(chunk: list[Any]) -> None:
+        route = router.route
+        for event in chunk:
+            route(event)
+
+    costs = []
+    gc.disable()
+    try:
+        for r in range(rounds):
+            spent = {"without": 0.0, "with": 0.0}
+            for i, chunk in enumerate(slices):
+                order = [("without", without_gates), ("with", with_gates)]
+                for name, fn in order if (i + r) % 2 else reversed(order):
+                    start = time.process_time()
+                    fn(chunk)
+                    spent[name] += time.process_time() - start
+            cost = spent["with"] / spent["without"] - 1
+            costs.append(cost)
+            n = len(events)
+            print(
+                f"round {r + 1}: without the gate step {n / spent['without']:,.0f} events/s, "
+                f"with it {n / spent['with']:,.0f} events/s: {cost:+.1%}"
+            )
+    finally:
+        gc.enable()
+    costs.sort()
+    print(f"gate step cost: median {costs[len(costs) // 2]:+.1%}, spread {costs[0]:+.1%} .. {costs[-1]:+.1%}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20_000)
@@ -138,11 +199,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--breakdown", action="store_true", help="CPU time of map, validate and build per destination"
     )
+    parser.add_argument(
+        "--gates", action="store_true", help="consent categories and filters on every destination"
+    )
+    parser.add_argument(
+        "--gate-cost", type=int, metavar="ROUNDS", help="the gate step's cost when no gate is configured"
+    )
     args = parser.parse_args(argv)
 
-    config = parse_config(CONFIG, "bench", {})
+    data = {"destinations": [{**d, **(GATES if args.gates else {})} for d in CONFIG["destinations"]]}
+    config = parse_config(data, "bench", {})
     router = Router(config, now=datetime(2026, 1, 1, tzinfo=UTC))
-    raw = corpus(args.events)
+    raw = corpus(args.events, gates=args.gates)
     subscriptions = sum(len([s for s in d.subscriptions if s.enabled]) for d in config.destinations)
 
     def decode_only() -> None:
@@ -184,6 +252,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.breakdown:
         breakdown(router, raw, args.rounds)
+
+    if args.gate_cost:
+        gate_cost(router, raw, args.gate_cost)
 
     if args.profile:
         profiler = cProfile.Profile()

@@ -26,8 +26,10 @@ from streamproc.decoding import make_decoder
 from streamproc.dispatch import Dispatcher
 from streamproc.errors import KafkaError, StreamprocError
 from streamproc.kafka.admin import check_topics, ensure_retry_topics
+from streamproc.kafka.backpressure import prefetch_settings
 from streamproc.kafka.consumer import ConsumerLoop, Partition, consumer_config
-from streamproc.kafka.dlq import DeadLetterProducer, producer_config
+from streamproc.kafka.dlq import DeadLetterProducer, dead_letter_producer
+from streamproc.kafka.settings import admin_settings, consumer_settings
 from streamproc.metrics import Metrics
 from streamproc.pipeline import EventProcessor, kafka_section
 from streamproc.router import Router
@@ -48,6 +50,8 @@ class _PollLimits(TypedDict):
     poll_batch_size: int
     max_in_flight: int
     resume_in_flight: int
+    max_in_flight_bytes: int
+    resume_in_flight_bytes: int
     commit_interval: float
 
 
@@ -83,7 +87,7 @@ class Worker:
         self._decode = make_decoder(config.input)
         self.processor = self._processor(ConsumerLoop.complete, self._halt)
         self.consumer = ConsumerLoop(
-            consumer_config(self.kafka.bootstrap_servers, self.kafka.group_id, self.kafka.client),
+            consumer_config(self.kafka.bootstrap_servers, self.kafka.group_id, self._consumer_settings()),
             self.kafka.topics,
             self.processor.process,
             metrics=self.metrics,
@@ -141,6 +145,10 @@ class Worker:
             parking=self.parking,
         )
 
+    def _consumer_settings(self) -> dict[str, Any]:
+        """The user's consumer settings over librdkafka's prefetch bounded by the bytes bound."""
+        return {**prefetch_settings(self.config.limits.max_in_flight_bytes), **consumer_settings(self.kafka)}
+
     def _poll_limits(self) -> _PollLimits:
         """Batch size, in-flight bounds and commit interval, the same for the live and the retry
         consumer (a live backlog never starves due retries)."""
@@ -149,6 +157,8 @@ class Worker:
             "poll_batch_size": limits.poll_batch_size,
             "max_in_flight": limits.max_in_flight_events,
             "resume_in_flight": limits.resume_in_flight_events,
+            "max_in_flight_bytes": limits.max_in_flight_bytes,
+            "resume_in_flight_bytes": limits.resume_in_flight_bytes,
             "commit_interval": limits.commit_interval,
         }
 
@@ -157,7 +167,7 @@ class Worker:
 
         kafka = self.kafka
         retry = self.retry = RetryConsumer(
-            consumer_config(kafka.bootstrap_servers, retry_group(kafka.group_id), kafka.client),
+            consumer_config(kafka.bootstrap_servers, retry_group(kafka.group_id), self._consumer_settings()),
             parking.topics,
             self._on_retry_record,
             live_partitions=self._live_partitions,
@@ -222,7 +232,11 @@ class Worker:
         created = await asyncio.get_running_loop().run_in_executor(
             None,
             lambda: ensure_retry_topics(
-                kafka.bootstrap_servers, kafka.client, topics, partitions, create=kafka.create_retry_topics
+                kafka.bootstrap_servers,
+                admin_settings(kafka),
+                topics,
+                partitions,
+                create=kafka.create_retry_topics,
             ),
         )
         if created:
@@ -260,22 +274,22 @@ class Worker:
             counts = await loop.run_in_executor(
                 None,
                 lambda: check_topics(
-                    kafka.bootstrap_servers, kafka.client, [*kafka.topics, kafka.dead_letter_topic]
+                    kafka.bootstrap_servers, admin_settings(kafka), [*kafka.topics, kafka.dead_letter_topic]
                 ),
             )
             if self.parking is not None:
                 await self._ensure_retry_topics(max(counts[t] for t in kafka.topics))
         if self.dlq is None:
-            self.dlq = DeadLetterProducer(
-                kafka.dead_letter_topic, producer_config(kafka.bootstrap_servers, kafka.client)
+            self.dlq = await loop.run_in_executor(
+                None, dead_letter_producer, kafka, [kafka.dead_letter_topic]
             )
         self.processor.dead_letters = self.dlq
         if self.parking is not None and self.retry_processor is not None:
             if self._retry_producer is None:
-                self._retry_producer = DeadLetterProducer(
-                    kafka.dead_letter_topic,  # every retry record names its own topic
-                    producer_config(kafka.bootstrap_servers, kafka.client),
-                    what="retry record",
+                # Every retry record names its own topic.
+                topics = list(self.parking.topics.values())
+                self._retry_producer = await loop.run_in_executor(
+                    None, dead_letter_producer, kafka, topics, "retry record"
                 )
             self.parking.producer = self._retry_producer
             self.retry_processor.dead_letters = self.dlq

@@ -25,6 +25,7 @@ __all__ = [
     "Config",
     "DestinationConfig",
     "DestinationLimits",
+    "FilterConfig",
     "HttpConfig",
     "InputConfig",
     "KafkaConfig",
@@ -49,6 +50,11 @@ _KAFKA_OWNED = {
     "group.id": "kafka.group_id",
     "enable.auto.commit": "streamproc's own commit loop",
     "enable.auto.offset.store": "streamproc's own offset tracking",
+}
+_SETTINGS_SCHEMA = {
+    "type": "object",
+    "additionalProperties": {"type": ["string", "number", "boolean"]},
+    "propertyNames": {"not": {"enum": list(_KAFKA_OWNED)}},
 }
 _ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 _TOPIC_PATTERN = r"[A-Za-z0-9._-]{1,249}"
@@ -130,14 +136,23 @@ class KafkaConfig:
     client: Annotated[
         Mapping[str, str],
         Key(
-            "librdkafka settings passed through (security.protocol, sasl.*, ssl.*, ...); "
-            + ", ".join(_KAFKA_OWNED)
-            + " are set by streamproc",
-            schema={
-                "type": "object",
-                "additionalProperties": {"type": ["string", "number", "boolean"]},
-                "propertyNames": {"not": {"enum": list(_KAFKA_OWNED)}},
-            },
+            "librdkafka settings of every client, consumers and producers (security.protocol, sasl.*, "
+            "ssl.*, client.id, ...); " + ", ".join(_KAFKA_OWNED) + " are set by streamproc",
+            schema=_SETTINGS_SCHEMA,
+        ),
+    ] = field(default_factory=lambda: _EMPTY)
+    consumer: Annotated[
+        Mapping[str, str],
+        Key(
+            "librdkafka settings of the consumers only (session.timeout.ms, fetch.*, ...), over `client`",
+            schema=_SETTINGS_SCHEMA,
+        ),
+    ] = field(default_factory=lambda: _EMPTY)
+    producer: Annotated[
+        Mapping[str, str],
+        Key(
+            "librdkafka settings of the dead-letter and retry producers only (linger.ms, ...), over `client`",
+            schema=_SETTINGS_SCHEMA,
         ),
     ] = field(default_factory=lambda: _EMPTY)
     retry_topic_prefix: Annotated[
@@ -170,11 +185,29 @@ class InputConfig:
         str | None, Key("Avro in the Confluent wire format, schemas fetched from this registry", url=True)
     ] = None
     schema_file: Annotated[str | None, Key("plain Avro with this local schema (.avsc)")] = None
+    schema_registry_timeout: Annotated[
+        float, Key("seconds one schema-registry request may take", exclusive_minimum=0, maximum=300)
+    ] = 10.0
+    schema_registry_wait: Annotated[
+        float,
+        Key(
+            "seconds a message waits for a schema while the registry cannot be reached (retried with "
+            "backoff); then the worker stops naming the message, without committing past it",
+            exclusive_minimum=0,
+        ),
+    ] = 300.0
+
+
+MAX_IN_FLIGHT_BYTES = 64 << 20
+"""The default bytes bound: each byte held takes about two of memory (the decoded event and the
+request built from it come on top), so with the process itself and librdkafka's prefetch a worker
+stays near 224 MiB, under the Helm chart's 512 Mi limit (figures in docs/configuration.md)."""
 
 
 @dataclass(frozen=True)
 class Limits:
-    """Worker-wide bounds: memory (in-flight events), batching of polls, commit cadence, shutdown."""
+    """Worker-wide bounds: memory (in-flight events and bytes), batching of polls, commit cadence,
+    shutdown."""
 
     max_in_flight_events: Annotated[
         int,
@@ -188,6 +221,19 @@ class Limits:
         int,
         Key("the worker resumes below this many such events; below max_in_flight_events", minimum=0),
     ] = 2500
+    max_in_flight_bytes: Annotated[
+        int,
+        Key(
+            "above this many bytes (key + value) of those events the worker pauses its partitions too; "
+            "librdkafka prefetches at most an eighth of it on top (see docs/configuration.md for the "
+            "memory it takes)",
+            minimum=1 << 20,
+        ),
+    ] = MAX_IN_FLIGHT_BYTES
+    resume_in_flight_bytes: Annotated[
+        int,
+        Key("the worker resumes below this many such bytes; below max_in_flight_bytes", minimum=0),
+    ] = MAX_IN_FLIGHT_BYTES // 2
     poll_batch_size: Annotated[int, Key("messages taken from Kafka per poll", minimum=1, maximum=100_000)] = (
         500
     )
@@ -319,6 +365,71 @@ class SubscriptionConfig:
     ] = None
 
 
+FilterKind = Literal["sample", "drop", "drop_properties", "allow_properties"]
+_CONSENT_CATEGORY = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}"
+_FIELD_PATH = r"[^.]+(\.[^.]+)*"
+_MAX_SUBSCRIPTIONS = 50  # Segment's limit of subscriptions (mappings) per destination instance
+
+
+@dataclass(frozen=True)
+class FilterConfig:
+    """One destination filter: a condition in Segment's filter FQL (`if`) and what it does when the
+    condition holds (`kind`): drop the event, sample it, or drop or allow properties."""
+
+    condition: str
+    kind: FilterKind
+    percent: float = 1.0
+    """sample: the share kept, a fraction 0..1 as Segment's API takes it (0.1 keeps 10 %)."""
+    path: str | None = None
+    """sample: the field whose value decides (always the same answer for the same value)."""
+    properties: tuple[str, ...] = ()
+    """drop_properties / allow_properties: field paths such as properties.email or userId."""
+
+
+def _filters_schema() -> Mapping[str, Any]:
+    paths = {"type": "array", "items": {"type": "string", "pattern": f"^{_FIELD_PATH}$"}, "minItems": 1}
+    actions = ("drop", "sample", "drop_properties", "allow_properties")
+    return {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["if"],
+            "properties": {
+                "if": {
+                    "type": "string",
+                    "minLength": 1,
+                    "description": "a condition in Segment's filter FQL (single or double quotes, in, "
+                    "contains, match, lowercase, length, typeof, semver), or all",
+                },
+                "drop": {"const": True, "description": "withhold the event"},
+                "sample": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["percent"],
+                    "properties": {
+                        "percent": {
+                            "type": "number",
+                            "minimum": 0,
+                            "maximum": 1,
+                            "description": "the share kept, a fraction as in Segment's API (0.1 = 10 %)",
+                        },
+                        "path": {
+                            "type": "string",
+                            "pattern": f"^{_FIELD_PATH}$",
+                            "description": "sample by this field's value (the same value is always kept "
+                            "or always withheld); without it, each event is drawn at random",
+                        },
+                    },
+                },
+                "drop_properties": {**paths, "description": "field paths to remove"},
+                "allow_properties": {**paths, "description": "field paths to keep (within their objects)"},
+            },
+            "oneOf": [{"required": [a]} for a in actions],
+        },
+    }
+
+
 @dataclass(frozen=True)
 class DestinationConfig:
     """One configured destination instance with its checked settings and subscriptions."""
@@ -352,6 +463,37 @@ class DestinationConfig:
             schema={"$ref": "#/$defs/batch"},
         ),
     ] = None
+    integrations: Annotated[
+        Literal["apply", "ignore"],
+        Key(
+            "apply: an event's integrations object may withhold it from this instance, as Segment "
+            "decides it; ignore: for topics already filtered upstream"
+        ),
+    ] = "apply"
+    integration_names: Annotated[
+        tuple[str, ...],
+        Key(
+            "more names of this instance in an event's integrations object, besides the destination "
+            "type's Segment catalog names",
+            schema={"type": "array", "items": {"type": "string", "minLength": 1}},
+        ),
+    ] = ()
+    consent_categories: Annotated[
+        tuple[str, ...],
+        Key(
+            "consent category ids (keys of context.consent.categoryPreferences, e.g. C0004): an event "
+            "carrying preferences reaches this instance only when every one of them is true",
+            schema={"type": "array", "items": {"type": "string", "pattern": f"^{_CONSENT_CATEGORY}$"}},
+        ),
+    ] = ()
+    filters: Annotated[
+        tuple[FilterConfig, ...],
+        Key(
+            "destination filters, applied in Segment's order (sample, drop, drop_properties, "
+            "allow_properties) before the triggers",
+            schema=_filters_schema,
+        ),
+    ] = ()
 
 
 @dataclass(frozen=True)
@@ -402,6 +544,8 @@ class Config:
         tuple[DestinationConfig, ...], Key("destination instances and their subscriptions")
     ]
     http: Annotated[HttpConfig, Key("how partner requests are sent")] = field(default_factory=HttpConfig)
+    warnings: Annotated[tuple[ConfigProblem, ...], Key(internal=True)] = ()
+    """What the file allows but should not rely on (e.g. more subscriptions than Segment allows)."""
 
 
 # Keys of the file that shape the result without being kept in it.
@@ -543,6 +687,7 @@ class _Checker:
     def __init__(self, source: str) -> None:
         self.source = source
         self.problems: list[ConfigProblem] = []
+        self.warnings: list[ConfigProblem] = []
         self.order: dict[str, int] = {"": -1}
         """Key path -> its position in the file, so problems are reported top to bottom."""
 
@@ -560,6 +705,9 @@ class _Checker:
 
     def add(self, path: str, message: str) -> None:
         self.problems.append(ConfigProblem(self.source, path, message))
+
+    def warn(self, path: str, message: str) -> None:
+        self.warnings.append(ConfigProblem(self.source, path, f"warning: {message}"))
 
     def mapping(self, value: Any, path: str, *, allow_none: bool = True) -> dict[str, Any] | None:
         if value is None and allow_none:
@@ -778,27 +926,33 @@ def _kafka(c: _Checker, value: Any) -> KafkaConfig | None:
     elif any(t.startswith(prefix) for t in (*topics, dlq)):
         c.add("kafka.retry_topic_prefix", "must not be a prefix of kafka.topics or the dead-letter topic")
     create_retry = _get(c, data, "create_retry_topics", "kafka", _bool, True)
-    client: dict[str, str] = {}
-    raw_client = c.mapping(data.get("client"), "kafka.client")
-    for key, val in (raw_client or {}).items():
-        path = f"kafka.client.{key}"
-        if key in _KAFKA_OWNED:
-            c.add(path, f"is set by streamproc; use {_KAFKA_OWNED[key]}")
-        elif isinstance(val, bool):
-            client[key] = "true" if val else "false"
-        elif isinstance(val, str | int | float):
-            client[key] = str(val)
-        else:
-            c.add(path, f"must be a string, number or boolean, got {_kind(val)}")
     return KafkaConfig(
         bootstrap_servers=servers,
         topics=tuple(topics),
         group_id=group_id,
         dead_letter_topic=dlq,
-        client=MappingProxyType(client),
+        client=_librdkafka_settings(c, data, "client"),
+        consumer=_librdkafka_settings(c, data, "consumer"),
+        producer=_librdkafka_settings(c, data, "producer"),
         retry_topic_prefix=prefix,
         create_retry_topics=create_retry,
     )
+
+
+def _librdkafka_settings(c: _Checker, data: Mapping[str, Any], name: str) -> Mapping[str, str]:
+    """One of the kafka sections passed to librdkafka, every value as the string librdkafka reads."""
+    settings: dict[str, str] = {}
+    for key, val in (c.mapping(data.get(name), f"kafka.{name}") or {}).items():
+        path = f"kafka.{name}.{key}"
+        if key in _KAFKA_OWNED:
+            c.add(path, f"is set by streamproc; use {_KAFKA_OWNED[key]}")
+        elif isinstance(val, bool):
+            settings[key] = "true" if val else "false"
+        elif isinstance(val, str | int | float):
+            settings[key] = str(val)
+        else:
+            c.add(path, f"must be a string, number or boolean, got {_kind(val)}")
+    return MappingProxyType(settings)
 
 
 def _converter(spec: KeySpec) -> Callable[[Any], Any]:
@@ -849,6 +1003,14 @@ def _input(c: _Checker, value: Any) -> InputConfig:
 
 def _limits(c: _Checker, value: Any) -> Limits:
     limits = _section(c, value, Limits, "limits")
+    if limits.resume_in_flight_bytes >= limits.max_in_flight_bytes:
+        if isinstance(value, dict) and "resume_in_flight_bytes" in value:
+            c.add(
+                "limits.resume_in_flight_bytes",
+                f"must be below max_in_flight_bytes ({limits.max_in_flight_bytes})",
+            )
+        else:
+            limits = dataclasses.replace(limits, resume_in_flight_bytes=limits.max_in_flight_bytes // 2)
     if limits.resume_in_flight_events >= limits.max_in_flight_events:
         if isinstance(value, dict) and "resume_in_flight_events" in value:
             c.add(
@@ -889,10 +1051,11 @@ class _Collaborators:
     """FQL, the mapping kit and the settings check, imported once per load (they are heavier modules)."""
 
     def __init__(self) -> None:
-        from streamproc import fql, mapping
+        from streamproc import filters, fql, mapping
         from streamproc.destinations import registry, runtime
 
         self.parse_trigger = fql.parse
+        self.parse_filter = filters.parse_condition
         self.compile_mapping = mapping.compile
         self.mapping_problems = mapping.problems
         self.validate_settings = runtime.validate_settings
@@ -987,6 +1150,27 @@ def _destination(
     if destination is not None:
         subscriptions = _subscriptions(c, data, path, destination, k)
         batch, subscriptions = _batching(c, data, path, destination, subscriptions)
+        if len(subscriptions) > _MAX_SUBSCRIPTIONS:
+            c.warn(
+                _join(path, "subscriptions"),
+                f"{len(subscriptions)} subscriptions (presets included); Segment allows at most "
+                f"{_MAX_SUBSCRIPTIONS} per destination instance, so this one has no Segment equivalent",
+            )
+    integrations = _get(
+        c, data, "integrations", path, _converter(_spec(DestinationConfig, "integrations")), "apply"
+    )
+    names = _strings(c, data.get("integration_names"), _join(path, "integration_names"), None)
+    categories = _strings(
+        c,
+        data.get("consent_categories"),
+        _join(path, "consent_categories"),
+        (
+            _CONSENT_CATEGORY,
+            "is not a consent category id: letters, digits, '_', '-', '.', ':' as your consent tool "
+            "sends them in context.consent.categoryPreferences (e.g. C0004 or Advertising)",
+        ),
+    )
+    filters = _filters(c, data.get("filters"), _join(path, "filters"), k)
     return DestinationConfig(
         id=dest_id,
         type=destination.type if destination is not None else str(dest_type),
@@ -996,7 +1180,96 @@ def _destination(
         limits=limits,
         subscriptions=tuple(subscriptions),
         batch=batch,
+        integrations=integrations,  # type: ignore[arg-type]
+        integration_names=names,
+        consent_categories=categories,
+        filters=filters,
     )
+
+
+def _strings(c: _Checker, value: Any, path: str, pattern: tuple[str, str] | None) -> tuple[str, ...]:
+    """A list of distinct non-empty strings (each matching `pattern`'s regex, else its message)."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        c.add(path, f"must be a list of strings, got {_kind(value)}")
+        return ()
+    out: list[str] = []
+    for i, item in enumerate(value):
+        if not isinstance(item, str) or not item.strip():
+            c.add(f"{path}[{i}]", f"must be a non-empty string, got {_kind(item)}")
+        elif pattern is not None and not re.fullmatch(pattern[0], item):
+            c.add(f"{path}[{i}]", f"{item!r} {pattern[1]}")
+        elif item not in out:
+            out.append(str(item))
+    return tuple(out)
+
+
+def _filters(c: _Checker, value: Any, path: str, k: _Collaborators) -> tuple[FilterConfig, ...]:
+    """`filters:` a list of `{if: <FQL>, <action>}` with one action of drop, sample, drop_properties
+    or allow_properties."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        c.add(path, f"must be a list of filters ({{if: <FQL>, drop: true}}, ...), got {_kind(value)}")
+        return ()
+    from streamproc.errors import FQLError
+
+    actions = ("drop", "sample", "drop_properties", "allow_properties")
+    out: list[FilterConfig] = []
+    for i, raw in enumerate(value):
+        fpath = f"{path}[{i}]"
+        data = c.mapping(raw, fpath, allow_none=False)
+        if data is None:
+            continue
+        c.keys(data, ("if", *actions), fpath)
+        before = len(c.problems)
+        condition = data.get("if")
+        if not isinstance(condition, str) or not condition.strip():
+            c.add(_join(fpath, "if"), "is required: a condition in Segment's filter FQL, or all")
+        else:
+            try:
+                k.parse_filter(condition)
+            except FQLError as exc:
+                c.add(_join(fpath, "if"), str(exc))
+        given = [a for a in actions if a in data]
+        if len(given) != 1:
+            c.add(
+                fpath,
+                f"needs exactly one of {', '.join(actions)}" + (f"; got {', '.join(given)}" if given else ""),
+            )
+            continue
+        kind = given[0]
+        apath = _join(fpath, kind)
+        action = data[kind]
+        config = FilterConfig(condition=condition if isinstance(condition, str) else "", kind=kind)  # type: ignore[arg-type]
+        if kind == "drop":
+            if action is not True:
+                c.add(apath, "must be true (remove the filter to keep the events)")
+        elif kind == "sample":
+            sample = c.mapping(action, apath, allow_none=False)
+            if sample is not None:
+                c.keys(sample, ("percent", "path"), apath)
+                if "percent" not in sample:
+                    c.add(apath, "needs percent: the share kept, a fraction 0..1 (0.1 keeps 10 %)")
+                percent = _get(c, sample, "percent", apath, _float(0.0, exclusive=False, maximum=1.0), 1.0)
+                sample_path = _get(c, sample, "path", apath, _str(), None)
+                if sample_path is not None and not re.fullmatch(_FIELD_PATH, sample_path):
+                    c.add(
+                        _join(apath, "path"),
+                        f"{sample_path!r} is not a field path such as userId or properties.plan",
+                    )
+                config = dataclasses.replace(config, percent=percent, path=sample_path)
+        else:
+            fields = _strings(
+                c, action, apath, (_FIELD_PATH, "is not a field path such as properties.email or userId")
+            )
+            if not fields and isinstance(action, list) and len(c.problems) == before:
+                c.add(apath, "must name at least one field path")
+            config = dataclasses.replace(config, properties=fields)
+        if len(c.problems) == before:
+            out.append(config)
+    return tuple(out)
 
 
 def _subscriptions(
@@ -1338,6 +1611,7 @@ def parse_config(data: Any, source: str = "<config>", env: Mapping[str, str] | N
         log=log,
         destinations=tuple(destinations),
         http=http,
+        warnings=tuple(c.warnings),
     )
 
 

@@ -2,8 +2,10 @@
 
 `make_decoder(input_config)` is called once at start and returns a plain function for the hot path.
 Every message that cannot become an event raises `DecodeError` with the reason (the worker
-dead-letters it). A schema registry that cannot be reached raises `SchemaRegistryUnavailable`
-instead: that says nothing about the message, so it must not turn good data into dead letters.
+dead-letters it). A message whose writer schema the registry decoder does not know yet raises
+`SchemaPending`: the caller awaits its `fetch()` (off the event loop) and decodes again. A registry
+that cannot be reached for the whole wait ends that fetch with `SchemaRegistryUnavailable`: that
+says nothing about the message, so it must not turn good data into dead letters.
 
 Avro events keep their open maps (properties, traits, context, integrations) as JSON texts, marked
 `"logicalType": "json"` in the schema (see schemas/segment-event.avsc); the decoder parses them
@@ -13,10 +15,13 @@ the Avro record are left out of the event, because Segment events omit what they
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import io
 import struct
-import threading
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -28,6 +33,7 @@ from streamproc.errors import ConfigError, DecodeError, StreamprocError
 __all__ = [
     "CONFLUENT_MAGIC",
     "AvroCodec",
+    "SchemaPending",
     "SchemaRegistryUnavailable",
     "decode_json",
     "encode_avro",
@@ -51,6 +57,12 @@ class InputSettings(Protocol):
 
     @property
     def schema_file(self) -> str | None: ...
+
+    @property
+    def schema_registry_timeout(self) -> float: ...
+
+    @property
+    def schema_registry_wait(self) -> float: ...
 
 
 class SchemaRegistryUnavailable(StreamprocError):
@@ -149,25 +161,114 @@ def frame_confluent(schema_id: int, payload: bytes) -> bytes:
     return _HEADER.pack(CONFLUENT_MAGIC, schema_id) + payload
 
 
-class _RegistryDecoder:
-    """Decodes Confluent-framed Avro, fetching each writer schema from the registry once per id."""
+UNKNOWN_ID_TTL = 30.0
+"""Seconds an id the registry says it does not have is remembered as unknown (its messages are
+dead-lettered without asking again; after that the registry is asked again, once)."""
 
-    def __init__(self, url: str, reader: dict[str, Any] | None, client: Any = None) -> None:
+
+class SchemaPending(Exception):
+    """The writer schema of this message is not known yet: await `fetch()`, then decode again.
+
+    Raised by a registry decoder instead of blocking: the caller waits for the schema off the
+    event loop while other partitions go on."""
+
+    def __init__(self, schema_id: int, fetch: Callable[[], Awaitable[None]]) -> None:
+        super().__init__(f"schema id {schema_id} is being fetched from the schema registry")
+        self.schema_id = schema_id
+        self.fetch = fetch
+
+
+class _RegistryDecoder:
+    """Decodes Confluent-framed Avro, fetching each writer schema from the registry once per id.
+
+    Every registry call runs on the decoder's own threads with a timeout (`timeout` seconds, no
+    retries inside the client), so a registry that accepts connections and never answers holds
+    neither the event loop nor the default executor. A call that fails (timeout, connection,
+    5xx) is tried again with backoff for up to `wait` seconds, then `fetch` raises
+    SchemaRegistryUnavailable. An id the registry answers it does not have (404) is remembered for
+    UNKNOWN_ID_TTL seconds: its messages fail to decode at once (they are dead-lettered).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        reader: dict[str, Any] | None,
+        client: Any = None,
+        *,
+        timeout: float = 10.0,
+        wait: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         if client is None:
             from confluent_kafka.schema_registry import SchemaRegistryClient
 
-            client = SchemaRegistryClient({"url": url})
+            client = SchemaRegistryClient({"url": url, "timeout": timeout, "max.retries": 0})
         self._client = client
         self._url = url
         self._reader = reader
+        self._timeout = timeout
+        self._wait = wait
+        self._clock = clock
         self._codecs: dict[int, AvroCodec] = {}
-        self._lock = threading.Lock()
+        self._unknown: dict[int, tuple[float, str]] = {}
+        self._fetching: dict[int, asyncio.Future[None]] = {}
+        self._threads = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="registry")
 
-    def _codec(self, schema_id: int) -> AvroCodec:
-        with self._lock:
-            codec = self._codecs.get(schema_id)
-        if codec is not None:
-            return codec
+    def __call__(self, raw: bytes) -> dict[str, Any]:
+        if len(raw) < _HEADER.size:
+            raise DecodeError(f"message of {len(raw)} bytes is too short for the Confluent wire format")
+        magic, schema_id = _HEADER.unpack_from(raw)
+        if magic != CONFLUENT_MAGIC:
+            raise DecodeError(f"unknown magic byte {magic} (the Confluent wire format starts with 0)")
+        codec = self._codecs.get(schema_id)
+        if codec is None:
+            unknown = self._unknown.get(schema_id)
+            if unknown is not None and unknown[0] > self._clock():
+                raise DecodeError(unknown[1])
+            raise SchemaPending(schema_id, partial(self.fetch, schema_id))
+        return codec.decode(memoryview(raw)[_HEADER.size :], f"Avro record (schema id {schema_id})")
+
+    async def fetch(self, schema_id: int) -> None:
+        """Fetch one writer schema (one fetch per id however many messages wait for it)."""
+        running = self._fetching.get(schema_id)
+        if running is None:
+            running = self._fetching[schema_id] = asyncio.ensure_future(self._fetch(schema_id))
+            running.add_done_callback(lambda _f: self._fetching.pop(schema_id, None))
+        await asyncio.shield(running)
+
+    async def _fetch(self, schema_id: int) -> None:
+        loop = asyncio.get_running_loop()
+        give_up = self._clock() + self._wait
+        delay = min(0.5, self._wait / 4) or 0.01
+        while True:
+            try:
+                # The client's own timeout ends the call; the extra second guards a client that
+                # would not (the thread is then left to finish on its own).
+                codec = await asyncio.wait_for(
+                    loop.run_in_executor(self._threads, self._lookup, schema_id), self._timeout + 1.0
+                )
+            except DecodeError as exc:
+                self._unknown[schema_id] = (self._clock() + UNKNOWN_ID_TTL, str(exc))
+                return
+            except (SchemaRegistryUnavailable, TimeoutError) as exc:
+                reason = str(exc) or f"no answer within {self._timeout:g}s"
+                if self._clock() + delay >= give_up:
+                    raise SchemaRegistryUnavailable(
+                        f"schema registry {self._url} gave no schema for id {schema_id} for "
+                        f"{self._wait:g}s ({reason}); check input.schema_registry_url and that the "
+                        "registry is up, then restart the worker (nothing past this message was "
+                        "committed)"
+                    ) from None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            self._codecs[schema_id] = codec
+            self._unknown.pop(schema_id, None)
+            return
+
+    def _lookup(self, schema_id: int) -> AvroCodec:
+        """One registry call, on the decoder's thread: the codec, DecodeError (the registry does not
+        have a usable Avro schema for the id) or SchemaRegistryUnavailable."""
         from confluent_kafka.schema_registry.error import SchemaRegistryError
 
         try:
@@ -181,8 +282,7 @@ class _RegistryDecoder:
             ) from None
         except Exception as exc:  # connection refused, timeout, TLS
             raise SchemaRegistryUnavailable(
-                f"schema registry {self._url} cannot be reached ({type(exc).__name__}: {exc}); "
-                "check input.schema_registry_url and that the registry is up"
+                f"schema registry {self._url} cannot be reached ({type(exc).__name__}: {exc})"
             ) from None
         if (schema.schema_type or "AVRO") != "AVRO":
             raise DecodeError(f"schema id {schema_id} is a {schema.schema_type} schema, not Avro")
@@ -190,22 +290,9 @@ class _RegistryDecoder:
             writer = parse_schema(orjson.loads(schema.schema_str))
             if not isinstance(writer, dict):
                 raise TypeError("not a record schema")
-            codec = AvroCodec(writer, self._reader)
+            return AvroCodec(writer, self._reader)
         except Exception as exc:
             raise DecodeError(f"schema id {schema_id} is not a usable Avro schema: {exc}") from None
-        with self._lock:
-            self._codecs[schema_id] = codec
-        return codec
-
-    def __call__(self, raw: bytes) -> dict[str, Any]:
-        if len(raw) < _HEADER.size:
-            raise DecodeError(f"message of {len(raw)} bytes is too short for the Confluent wire format")
-        magic, schema_id = _HEADER.unpack_from(raw)
-        if magic != CONFLUENT_MAGIC:
-            raise DecodeError(f"unknown magic byte {magic} (the Confluent wire format starts with 0)")
-        return self._codec(schema_id).decode(
-            memoryview(raw)[_HEADER.size :], f"Avro record (schema id {schema_id})"
-        )
 
 
 def make_decoder(
@@ -224,7 +311,13 @@ def make_decoder(
         raise ConfigError(f"input.format: unknown format {fmt!r} (json or avro)")
     reader = load_schema(input_config.schema_file) if input_config.schema_file else None
     if input_config.schema_registry_url:
-        return _RegistryDecoder(input_config.schema_registry_url, reader, registry_client)
+        return _RegistryDecoder(
+            input_config.schema_registry_url,
+            reader,
+            registry_client,
+            timeout=input_config.schema_registry_timeout,
+            wait=input_config.schema_registry_wait,
+        )
     if reader is None:
         raise ConfigError("input: format avro needs schema_file or schema_registry_url")
     codec = AvroCodec(reader)

@@ -14,10 +14,12 @@ import gc
 import itertools
 import os
 import random
+import shlex
 import shutil
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -294,6 +296,10 @@ class DemoOptions:
     faults: bool = True
     out: TextIO = field(default_factory=lambda: sys.stderr)
     tty: bool | None = None
+    workdir: Path | None = None
+    """Where the run's configuration (and the local broker's data) go; None: a new temporary folder."""
+    keep: bool = False
+    """After the run, keep the broker and the simulator up until a stop signal (to try commands on them)."""
 
 
 @dataclass
@@ -316,6 +322,9 @@ class DemoSummary:
     dead_letter_error_types: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     interrupted: bool = False
+    partner_url: str = ""
+    config_path: str = ""
+    """This run's configuration with every value filled in: other commands can use it as it is."""
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items()}
@@ -446,14 +455,45 @@ def read_dead_letters(bootstrap: str, topic: str, timeout: float = 20.0) -> list
         c.close()
 
 
-class _Display:
-    """One progress line: redrawn in place on a terminal, printed every few seconds elsewhere."""
+def _columns(out: TextIO) -> int:
+    """The width of the terminal `out` writes to (its own, not stdout's, which may be a pipe)."""
+    try:
+        return os.get_terminal_size(out.fileno()).columns
+    except (OSError, ValueError, AttributeError):
+        return shutil.get_terminal_size().columns
 
-    def __init__(self, out: TextIO, tty: bool | None):
+
+class _Display:
+    """One progress line: redrawn in place on a terminal, printed every few seconds elsewhere.
+
+    On a terminal the line fits its width: the per-destination counts give way to their total first,
+    so dead letters and in-flight events always show."""
+
+    def __init__(self, out: TextIO, tty: bool | None, columns: Callable[[], int] | None = None):
         self.out = out
         self.tty = out.isatty() if tty is None else tty
+        self.columns = columns or (lambda: _columns(out))
         self.last_print = 0.0
         self.last: tuple[float, int] | None = None
+
+    def line(self, produced: int, consumed: int, rate: float, totals: dict[str, Counter[str]]) -> str:
+        delivered = totals["delivered"]
+        head = f"produced {produced}  consumed {consumed} ({rate:,.0f}/s)"
+        dead, in_flight = sum(totals["dead_lettered"].values()), totals["in_flight"]["events"]
+        status = f"dead letters {dead}  in flight {in_flight}"
+        detail = " ".join(f"{d}={n}" for d, n in sorted(delivered.items())) or "-"
+        candidates = [
+            f"{head}  {status}  delivered: {detail}",
+            f"{head}  {status}  delivered {sum(delivered.values())}",
+            f"{head}  {status}",
+            f"consumed {consumed}/{produced} ({rate:,.0f}/s)  {status}",
+            f"{consumed}/{produced} ({rate:,.0f}/s) dead {dead} in flight {in_flight}",
+        ]
+        if not self.tty:
+            return candidates[0]
+        # A line as wide as the terminal wraps, and then cannot be redrawn in place.
+        width = max(20, self.columns() - 1)
+        return next((c for c in candidates if len(c) <= width), candidates[-1][:width])
 
     def update(self, produced: int, totals: dict[str, Counter[str]], *, final: bool = False) -> None:
         now = time.monotonic()
@@ -463,15 +503,8 @@ class _Display:
             rate = (consumed - self.last[1]) / (now - self.last[0])
         if self.last is None or now - self.last[0] >= 1.0:
             self.last = (now, consumed)
-        delivered = " ".join(f"{d}={n}" for d, n in sorted(totals["delivered"].items())) or "-"
-        dead = sum(totals["dead_lettered"].values())
-        line = (
-            f"produced {produced}  consumed {consumed} ({rate:,.0f}/s)  delivered: {delivered}"
-            f"  dead letters {dead}  in flight {totals['in_flight']['events']}"
-        )
+        line = self.line(produced, consumed, rate, totals)
         if self.tty:
-            # A wrapped line could not be redrawn in place.
-            line = line[: max(20, shutil.get_terminal_size().columns - 1)]
             self.out.write("\r\x1b[2K" + line + ("\n" if final else ""))
             self.out.flush()
         elif final or now - self.last_print >= 2.0:
@@ -480,16 +513,33 @@ class _Display:
             self.last_print = now
 
 
-async def run_demo(options: DemoOptions) -> DemoSummary:
-    """Run the whole demo until its bound, a stop signal, or Ctrl-C; return the summary."""
+def write_config(env: dict[str, str], path: Path) -> None:
+    """The packaged demo configuration with every `${VAR}` filled in from `env`, written to `path`."""
+    from streamproc.config import interpolate
+
+    text = resources.files("streamproc").joinpath(DEFAULT_CONFIG).read_text()
+    filled, _problems = interpolate(text, env)  # problems surface when the file is loaded
+    path.write_text(
+        "# The configuration of one `streamproc demo` run, every value filled in: other commands\n"
+        "# (dlq inspect, replay, retry inspect, send) can use it as it is.\n" + filled
+    )
+
+
+async def run_demo(options: DemoOptions, on_done: Callable[[DemoSummary], None] | None = None) -> DemoSummary:
+    """Run the whole demo until its bound, a stop signal, or Ctrl-C; return the summary.
+
+    `on_done` gets the summary while the broker and the simulator still run (with `keep`, until a
+    stop signal after it)."""
     from streamproc.app import build_worker
     from streamproc.config import load_config
     from streamproc.simulator import PartnerSimulator
 
     out = options.out
     loop = asyncio.get_running_loop()
+    workdir = options.workdir or Path(tempfile.mkdtemp(prefix="streamproc-demo-"))
     broker = await loop.run_in_executor(
-        None, lambda: start_broker(options.bootstrap, mode=options.broker, out=out)
+        None,
+        lambda: start_broker(options.bootstrap, mode=options.broker, run_dir=workdir / "kafka", out=out),
     )
     simulator = PartnerSimulator(seed=options.seed)
     worker: Any = None
@@ -511,15 +561,18 @@ async def run_demo(options: DemoOptions) -> DemoSummary:
             "DEMO_METRICS_PORT": str(port),
         }
         if options.config is not None:
-            config = load_config(options.config, env=env)
+            config_path = options.config
         else:
-            with resources.as_file(resources.files("streamproc").joinpath(DEFAULT_CONFIG)) as path:
-                config = load_config(path, env=env)
+            config_path = workdir / "config.yaml"
+            write_config(env, config_path)
+        config = load_config(config_path, env=env)
         await loop.run_in_executor(
             None, lambda: broker.create_topics({topic: options.partitions, dlq_topic: 1})
         )
         metrics_url = f"http://127.0.0.1:{port}/metrics"
         summary = DemoSummary(broker.kind, broker.bootstrap, topic, dlq_topic, metrics_url)
+        summary.partner_url = partner_url
+        summary.config_path = str(config_path)
         _say(out, f"broker      {broker.bootstrap} ({broker.kind})")
         _say(
             out,
@@ -613,6 +666,10 @@ async def run_demo(options: DemoOptions) -> DemoSummary:
         summary.dead_letter_error_types = dict(sorted(types.items()))
         if not worker_task.cancelled() and worker_task.exception() is not None:
             raise worker_task.exception()  # type: ignore[misc]
+        if on_done is not None:
+            on_done(summary)
+        if options.keep:
+            await _until_stopped(loop)
         return summary
     finally:
         if producer is not None:
@@ -623,6 +680,22 @@ async def run_demo(options: DemoOptions) -> DemoSummary:
         producer = None
         gc.collect()
         await loop.run_in_executor(None, broker.stop)
+        # The broker's data goes; the configuration stays for reference.
+        shutil.rmtree(workdir / "kafka", ignore_errors=True)
+
+
+async def _until_stopped(loop: asyncio.AbstractEventLoop) -> None:
+    """Wait for Ctrl-C or SIGTERM."""
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
 
 
 def format_summary(s: DemoSummary) -> str:
@@ -650,4 +723,26 @@ def format_summary(s: DemoSummary) -> str:
             else ""
         )
     )
+    return "\n".join(lines)
+
+
+def what_next(s: DemoSummary, *, program: str, keep: bool, log_path: Path | None) -> str:
+    """Where this run's configuration is, and commands to try against what it left behind."""
+    lines = [
+        "",
+        "what next: this run's configuration (every value filled in) and commands that use it",
+        f"  CONFIG={shlex.quote(s.config_path)}",
+        f'  {program} dlq inspect --config "$CONFIG"             # dead letters by cause',
+        f'  {program} replay --config "$CONFIG" --dry-run --to 3 # what a replay would send',
+        f'  {program} retry inspect --config "$CONFIG"           # parked deliveries',
+    ]
+    running = "the partner simulator" if s.broker == "external" else "the broker and the partner simulator"
+    if keep:
+        lines.append(
+            f"  {running} keep running for these ({s.bootstrap}, {s.partner_url}); Ctrl-C stops them"
+        )
+    else:
+        lines.append(f"  ({running} have stopped: `demo --keep` keeps them up for these commands)")
+    if log_path is not None:
+        lines.append(f"  the Kafka clients' and the broker's own output: {log_path}")
     return "\n".join(lines)

@@ -25,7 +25,7 @@ what `dlq redrive --error-type` filters on):
     PayloadValidationError   the payload fails the action's fields              permanent
     IntegrationError         the action refused the payload                     by its status
     BuildFailed              the action failed unexpectedly while building      permanent
-    DeliveryError            any other failure while building the request       permanent
+    DeliveryError            any other failure building or sending a request    permanent
     PermanentError           the partner refused it (4xx but 408/423/429, 501)  permanent
     RetryableError           retries or their budget ran out (network, 5xx, …)  retryable
     CircuitOpenError         the destination's circuit stayed open to the end   retryable

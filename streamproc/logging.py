@@ -37,6 +37,7 @@ __all__ = [
     "configure_logging",
     "flush_suppressed",
     "get_logger",
+    "librdkafka_logger",
     "register_secrets",
 ]
 
@@ -159,6 +160,31 @@ def flush_suppressed(*, force: bool = False) -> int:
 def get_logger(name: str | None = None, **context: Any) -> Any:
     """A structlog logger, optionally bound to context (topic, partition, destination ...)."""
     return structlog.get_logger(name, **context)
+
+
+class _LibrdkafkaLog:
+    """What librdkafka logs (configuration warnings, broker connection errors) as structlog events
+    `librdkafka` with its facility, the client's name and the message: JSON and scrubbed like every
+    other line. confluent-kafka calls `log(level, "%s [%s] %s", facility, client, message)` on the
+    object given as `logger` in a client's configuration."""
+
+    def __init__(self) -> None:
+        self._log = structlog.get_logger("streamproc.librdkafka")
+
+    def log(self, level: int, fmt: str, *args: Any) -> None:
+        if len(args) == 3:
+            facility, client, message = (str(a) for a in args)
+        else:
+            facility, client, message = "", "", fmt % args if args else fmt
+        self._log.log(level, "librdkafka", facility=facility, client=client, message=message)
+
+
+_librdkafka_log = _LibrdkafkaLog()
+
+
+def librdkafka_logger() -> Any:
+    """The `logger` every librdkafka client of streamproc is configured with."""
+    return _librdkafka_log
 
 
 def _json_renderer(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> str:

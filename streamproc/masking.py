@@ -259,13 +259,14 @@ class _Walk:
 
 def config_secrets(config: Any) -> list[str]:
     """The secret values of a loaded Config: destination settings the destination marks secret (or
-    types `password`) or that are named like a secret, and secret-like librdkafka client settings
-    (sasl.password)."""
+    types `password`) or that are named like a secret, and secret-like librdkafka settings of
+    kafka.client, kafka.consumer and kafka.producer (sasl.password)."""
     found: list[str] = []
     kafka = getattr(config, "kafka", None)
-    for key, value in (getattr(kafka, "client", None) or {}).items():
-        if isinstance(value, str) and is_secret_key(key):
-            found.append(value)
+    for section in ("client", "consumer", "producer"):
+        for key, value in (getattr(kafka, section, None) or {}).items():
+            if isinstance(value, str) and is_secret_key(key):
+                found.append(value)
     for dest in getattr(config, "destinations", ()):
         fields: Mapping[str, Any] = {}
         try:

@@ -15,7 +15,7 @@ import time
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
@@ -165,6 +165,9 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
+        # process_* (CPU seconds, resident memory, open file descriptors, start time): the worker's own
+        # registry is not the library's default one, which would have them already.
+        ProcessCollector(registry=r)
         self.events_consumed = LoopCounter(
             "streamproc_events_consumed_total", "Messages read from the input topics.", ["topic"], registry=r
         )
@@ -172,6 +175,13 @@ class Metrics:
             "streamproc_events_undecodable_total",
             "Messages that were not a Segment event (dead-lettered).",
             ["topic"],
+            registry=r,
+        )
+        self.events_filtered = LoopCounter(
+            "streamproc_events_filtered_total",
+            "Events a destination instance did not receive, by reason: a gate withheld it (consent, "
+            "integrations, filter_drop, filter_sample) or none of its triggers matched (no_subscription).",
+            ["destination", "reason"],
             registry=r,
         )
         self.events_matched = LoopCounter(

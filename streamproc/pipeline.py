@@ -16,8 +16,10 @@ Messages that cannot be decoded (not JSON or Avro, not an object, a tombstone) a
 with the reason (`undecodable="dead-letter"`, the worker and replay). Redrive passes
 `undecodable="count"`: a record it cannot read is itself a dead letter and stays on the topic,
 unmarked, so `dlq inspect` keeps showing it; writing it again would only add a copy. A routing bug
-dead-letters the event too (`RoutingError`). A schema registry that cannot be reached says nothing
-about the message, so it stops the run with the offset unfinished. A dry run (no dispatcher)
+dead-letters the event too (`RoutingError`). A message whose schema the registry must give first
+waits off the event loop, its lane's later messages behind it; a registry that cannot be reached
+for the whole wait says nothing about the message, so it stops the run with the offset unfinished
+and a reason naming the message. A dry run (no dispatcher)
 shows each delivery and writes nothing, dead letters included.
 
 With `parking` (the worker, when a destination sets a retry share), deliveries of destinations
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -38,10 +41,12 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 import structlog
 
 from streamproc.config import Config, KafkaConfig
-from streamproc.decoding import SchemaRegistryUnavailable
+from streamproc.decoding import SchemaPending, SchemaRegistryUnavailable
 from streamproc.dispatch import Admission, DeliveryResult, Dispatcher, Failure
 from streamproc.errors import ConfigError, ConfigProblem, DecodeError, ErrorType, KafkaError, StreamprocError
+from streamproc.gates import NO_SUBSCRIPTION, Withheld
 from streamproc.kafka.dlq import DeadLetter, DeadLetterProducer
+from streamproc.kafka.headers import read_headers
 from streamproc.metrics import Metrics
 from streamproc.router import Delivery, Router
 
@@ -105,6 +110,8 @@ class Origin:
     offset: int
     timestamp_ms: int | None
     headers: Sequence[tuple[str, bytes | None]]
+    unreadable_headers: int = 0
+    """Headers of the message that could not be read (names that are not UTF-8) and are not kept."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,8 +139,9 @@ def dead_letter(
     attempt, with the attempts added up."""
     if redelivery is None:
         kind, ts = msg.timestamp()
+        headers, unreadable = read_headers(msg)
         origin = Origin(
-            msg.topic(), msg.partition(), msg.offset(), ts if kind and ts >= 0 else None, msg.headers() or []
+            msg.topic(), msg.partition(), msg.offset(), ts if kind and ts >= 0 else None, headers, unreadable
         )
         attempts, first = failure.attempts, failure.first_attempt_at
     else:
@@ -148,6 +156,7 @@ def dead_letter(
         key=msg.key(),
         value=msg.value(),
         original_headers=origin.headers,
+        unreadable_headers=origin.unreadable_headers,
         error_type=failure.type,
         error_message=failure.message,
         delivery_id=delivery.delivery_id if delivery else None,
@@ -187,7 +196,11 @@ class Summary:
     undecodable: int = 0
     unmatched: int = 0
     filtered: int = 0
+    withheld: dict[str, int] = field(default_factory=dict)
+    """(event, instance) pairs a gate withheld, by reason (consent, integrations, filter_*)."""
     not_redrivable: int = 0
+    truncated: int = 0
+    """Dead letters whose value was cut to fit the dead-letter topic (redrive cannot send them)."""
     already_redriven: int = 0
     markers: int = 0
     destinations: dict[str, Tally] = field(default_factory=dict)
@@ -204,7 +217,9 @@ class Summary:
             "undecodable": self.undecodable,
             "unmatched": self.unmatched,
             "filtered": self.filtered,
+            "withheld": dict(sorted(self.withheld.items())),
             "not_redrivable": self.not_redrivable,
+            "truncated": self.truncated,
             "already_redriven": self.already_redriven,
             "markers": self.markers,
             "destinations": {k: vars(v) for k, v in sorted(self.destinations.items())},
@@ -214,6 +229,11 @@ class Summary:
         first = f"read {self.read} messages, {self.undecodable} undecodable, {self.unmatched} matched nothing"
         if self.filtered:
             first += f", {self.filtered} left out by the filters"
+        if self.withheld:
+            reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(self.withheld.items()))
+            first += (
+                f", withheld from destinations by their gates {sum(self.withheld.values())} times ({reasons})"
+            )
         if self.markers:
             first += f" ({self.markers} of them redrive markers)"
         if self.already_redriven:
@@ -221,6 +241,12 @@ class Summary:
         if self.not_redrivable:
             first += f", {self.not_redrivable} without a delivery to redrive"
         lines = [first]
+        if self.truncated:
+            lines.append(
+                f"{self.truncated} dead letters were cut to fit the dead-letter topic and are not sent: "
+                "replay each from the original topic/partition/offset its headers name (streamproc "
+                "replay --topic T --from P:O --to P:O+1 --subscription D/S) while that topic holds it"
+            )
         if not self.destinations:
             lines.append("no deliveries")
             return "\n".join(lines)
@@ -312,10 +338,10 @@ class EventProcessor:
         """Set before the first message (the worker creates its producer once the topics are checked)."""
         self._complete = complete
         self._halt = halt
-        self._route: Callable[[Mapping[str, Any]], list[Delivery]] = (
-            router.route
+        self._route: Callable[[Mapping[str, Any]], tuple[list[Delivery], Withheld]] = (
+            router.routed
             if destinations is None and subscriptions is None
-            else partial(router.route, destinations=destinations, subscriptions=subscriptions)
+            else partial(router.routed, destinations=destinations, subscriptions=subscriptions)
         )
         self._summary = summary
         self._dead_letter_undecodable = undecodable == "dead-letter"
@@ -327,15 +353,90 @@ class EventProcessor:
         self._m_matched = metrics.events_matched
         self._m_consumed = metrics.events_consumed
         self._m_undecodable = metrics.events_undecodable
+        self._m_filtered = metrics.events_filtered
         self._m_outcome = metrics.deliveries
         self._m_dead = metrics.dead_letters
+        self._waiting: dict[Lane, deque[tuple[Any, Redelivery | None]]] = {}
+        """Lanes whose messages wait for a schema from the registry, their messages in offset order."""
 
     # -- one message -------------------------------------------------------------------------------
     def process(self, msg: Any, lane: Lane, redelivery: Redelivery | None = None) -> None:
         """Start the work for one message (its deliveries run as tasks in `lane.tasks`, each made
-        once the delivery has its turn and a concurrency slot)."""
+        once the delivery has its turn and a concurrency slot).
+
+        A message whose schema must be fetched first waits, and every later message of its lane
+        waits behind it, so a lane's messages are always routed in offset order."""
+        self._m_consumed.labels(lane.topic).inc()
+        waiting = self._waiting.get(lane)
+        if waiting is not None:
+            waiting.append((msg, redelivery))
+            return
+        try:
+            self._decoded(msg, lane, redelivery)
+        except SchemaPending as pending:
+            self._waiting[lane] = deque([(msg, redelivery)])
+            task = asyncio.get_running_loop().create_task(self._wait_for_schemas(lane, pending))
+            lane.tasks.add(task)
+            task.add_done_callback(lane.tasks.discard)
+        except SchemaRegistryUnavailable as exc:
+            self._registry_down(msg, lane, exc)
+        except Exception as exc:  # a bug on this message's path must not stop its partition
+            self._crashed(msg, lane, redelivery, exc)
+
+    def _registry_down(self, msg: Any, lane: Lane, exc: SchemaRegistryUnavailable) -> None:
+        """Stop with `msg` unfinished: the registry's outage says nothing about the message."""
+        log.error(
+            "schema_registry_unavailable",
+            topic=lane.topic,
+            partition=lane.partition,
+            offset=msg.offset(),
+            error=str(exc),
+        )
+        where = f"{lane.topic}[{lane.partition}]@{msg.offset()}"
+        halted = SchemaRegistryUnavailable(f"{where} waits for its schema: {exc}")
+        self._halt(halted, str(halted))
+
+    def _crashed(self, msg: Any, lane: Lane, redelivery: Redelivery | None, exc: Exception) -> None:
+        offset = msg.offset()
+        log.exception("process_crashed", topic=lane.topic, partition=lane.partition, offset=offset)
+        self._reject(
+            msg, lane, offset, Failure(ErrorType.ROUTING, f"{type(exc).__name__}: {exc}"), redelivery
+        )
+
+    async def _wait_for_schemas(self, lane: Lane, pending: SchemaPending) -> None:
+        """Fetch the schema the lane's first waiting message needs, then take the waiting messages
+        in order until the lane has none left (or one needs another schema: fetch that)."""
+        queue = self._waiting[lane]
+        try:
+            while queue:
+                msg, redelivery = queue[0]
+                try:
+                    await pending.fetch()
+                except SchemaRegistryUnavailable as exc:
+                    self._registry_down(msg, lane, exc)
+                    return
+                while queue and not lane.released:
+                    msg, redelivery = queue[0]
+                    try:
+                        self._decoded(msg, lane, redelivery)
+                    except SchemaPending as again:
+                        pending = again
+                        break
+                    except SchemaRegistryUnavailable as exc:
+                        self._registry_down(msg, lane, exc)
+                        return
+                    except Exception as exc:
+                        self._crashed(msg, lane, redelivery, exc)
+                    queue.popleft()
+                if lane.released:
+                    return
+        finally:
+            self._waiting.pop(lane, None)
+
+    def _decoded(self, msg: Any, lane: Lane, redelivery: Redelivery | None) -> None:
+        """Decode one message and start its work; raises SchemaPending (nothing started) when its
+        schema must be fetched first."""
         topic = lane.topic
-        self._m_consumed.labels(topic).inc()
         offset = msg.offset()
         try:
             value = msg.value()
@@ -345,24 +446,23 @@ class EventProcessor:
         except DecodeError as exc:
             self._not_decoded(msg, lane, offset, exc, redelivery)
             return
-        except SchemaRegistryUnavailable as exc:
-            log.error(
-                "schema_registry_unavailable",
-                topic=topic,
-                partition=lane.partition,
-                offset=offset,
-                error=str(exc),
-            )
-            self._halt(exc, f"the schema registry cannot be reached: {exc}")
-            return
         try:
-            deliveries = self._route(event) if redelivery is None else self._route_again(event, redelivery)
+            deliveries, withheld = (
+                self._route(event) if redelivery is None else self._route_again(event, redelivery)
+            )
         except Exception as exc:  # a routing bug must not stop the partition: the event is parked
             log.error("route_failed", topic=topic, partition=lane.partition, offset=offset, error=repr(exc))
             failure = Failure(ErrorType.ROUTING, f"{type(exc).__name__}: {exc}")
             self._reject(msg, lane, offset, failure, redelivery)
             return
         summary = self._summary
+        if withheld:
+            # A withheld event is complete for that instance: counted by reason, never an error.
+            filtered = self._m_filtered
+            for dest, reason in withheld:
+                filtered.labels(dest, reason).inc()
+                if summary is not None and reason != NO_SUBSCRIPTION:
+                    summary.withheld[reason] = summary.withheld.get(reason, 0) + 1
         if not deliveries:
             if summary is not None:
                 summary.unmatched += 1
@@ -382,26 +482,29 @@ class EventProcessor:
         """Finish a message on purpose without processing it (redrive: a marker, a filtered record)."""
         self._complete(lane, msg.offset())
 
-    def _route_again(self, event: Mapping[str, Any], again: Redelivery) -> list[Delivery]:
+    def _route_again(self, event: Mapping[str, Any], again: Redelivery) -> tuple[list[Delivery], Withheld]:
+        """The one delivery a dead letter or retry record names, through today's gates and trigger.
+        A gate that withholds it now (a dead letter written before the gate existed, or a
+        configuration changed since) sends nothing and writes no redrive marker, as when the
+        trigger no longer matches: a later run with other settings may still send it."""
         wanted = (again.destination, again.subscription)
-        found = [
-            d
-            for d in self.router.route(event, subscriptions={wanted})
-            if (d.destination, d.subscription) == wanted
-        ]
+        deliveries, withheld = self.router.routed(event, subscriptions={wanted}, redelivery=True)
+        found = [d for d in deliveries if (d.destination, d.subscription) == wanted]
         if not found and again.parked is not None and self.parking is not None:
             self.parking.unmatched(again, again.origin.partition, event)
         if not found:
+            gate = next((reason for _, reason in withheld if reason != NO_SUBSCRIPTION), None)
             log.warning(
-                "redrive_no_longer_matches",
+                "redrive_withheld" if gate else "redrive_no_longer_matches",
                 destination=again.destination,
                 subscription=again.subscription,
+                reason=gate,
                 partition=again.origin.partition,
                 offset=again.origin.offset,
             )
         elif again.on_routed is not None:
             again.on_routed()
-        return found
+        return found, withheld
 
     def _not_decoded(
         self, msg: Any, lane: Lane, offset: int, exc: DecodeError, redelivery: Redelivery | None
@@ -496,11 +599,43 @@ class EventProcessor:
         except asyncio.CancelledError:
             raise
         except KafkaError as exc:
-            log.error("dead_letter_failed", error=str(exc))
-            self._halt(exc, f"dead letters or retry records cannot be written: {exc}")
-        except Exception as exc:  # a bug in one delivery: stop loudly rather than skip the event
-            log.exception("delivery_crashed", error=repr(exc))
-            self._halt(StreamprocError(f"a delivery failed unexpectedly: {exc!r}"), None)
+            self._cannot_write(ev, exc)
+        except Exception as exc:
+            # A bug met by one delivery: halting would meet it again at every restart, so the
+            # delivery is dead-lettered with the error (a redrive sends it once the bug is fixed).
+            log.exception(
+                "delivery_crashed",
+                topic=ev.lane.topic,
+                partition=ev.lane.partition,
+                offset=ev.offset,
+                destination=delivery.destination if delivery else None,
+            )
+            crash = Failure(ErrorType.DELIVERY, f"the delivery failed unexpectedly: {exc!r}")
+            try:
+                await self._dead_letter(ev, delivery, crash)
+            except asyncio.CancelledError:
+                raise
+            except KafkaError as exc2:
+                self._cannot_write(ev, exc2)
+            except Exception as exc2:
+                where = f"{ev.lane.topic}[{ev.lane.partition}]@{ev.offset}"
+                log.exception("dead_letter_crashed", topic=ev.lane.topic, partition=ev.lane.partition)
+                halted = StreamprocError(
+                    f"{where}: a delivery failed unexpectedly ({exc!r}) and so did its dead letter "
+                    f"({exc2!r}); this is a bug: report it with this message, then restart the worker"
+                )
+                self._halt(halted, str(halted))
+
+    def _cannot_write(self, ev: _Event, exc: KafkaError) -> None:
+        """A dead letter or retry record of `ev` the broker did not take: stop, naming the message."""
+        log.error(
+            "dead_letter_failed",
+            topic=ev.lane.topic,
+            partition=ev.lane.partition,
+            offset=ev.offset,
+            error=str(exc),
+        )
+        self._halt(exc, f"dead letters or retry records cannot be written: {exc}")
 
     # -- one outcome ---------------------------------------------------------------------------------
     def settle(self, ev: _Event, delivery: Delivery | None, result: DeliveryResult) -> Awaitable[None] | None:

@@ -1,7 +1,16 @@
-"""Turns one event into its deliveries: triggers pick subscriptions, mappings and actions build requests."""
+"""Turns one event into its deliveries: gates pick the instances, triggers pick subscriptions, mappings
+and actions build requests.
+
+Before an instance's triggers, Segment's gates decide whether it may receive the event at all
+(streamproc.gates: consent, the integrations object, destination filters). An instance whose
+filters changed the event (drop or allow properties) is matched and mapped on its own copy.
+`routed(event)` says, besides the deliveries, which instances the event did not reach and why;
+`route(event)` gives the deliveries alone.
+"""
 
 from __future__ import annotations
 
+import random as _random
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -10,12 +19,14 @@ from typing import Any
 from streamproc.config import Config, DestinationConfig, SubscriptionConfig
 from streamproc.core.events import message_id as _message_id
 from streamproc.core.events import ordering_key as _ordering_key
+from streamproc.core.gates import consent_preferences
 from streamproc.core.mapping import STACK_EXCEEDED, compile_validated
 from streamproc.core.payload import UNDECIDED
 from streamproc.destinations.base import BuildContext, Destination, Request, Skip, fast_constructor
 from streamproc.errors import BuildFailed, DeliveryError, MappingError, MappingFailed
+from streamproc.gates import NO_SUBSCRIPTION, Gate, Withheld
 
-__all__ = ["BuildFailed", "Delivery", "MappingFailed", "Router"]
+__all__ = ["BuildFailed", "Delivery", "MappingFailed", "Router", "Withheld"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +94,13 @@ def _by_index(route: _Route) -> int:
     return route.index
 
 
+def _matches(route: _Route, event: Mapping[str, Any]) -> bool:
+    try:
+        return route.matches(event)
+    except Exception:  # a trigger that cannot read this event does not select it
+        return False
+
+
 def _index_is_exact(pairs: list[tuple[str, str]], matches: Callable[[Mapping[str, Any]], bool]) -> bool:
     """Guard the shortcut with the trigger itself, on a sample of its pairs (first, last and evenly
     between), so it can never select differently."""
@@ -106,9 +124,11 @@ class Router:
         now: datetime | Callable[[], datetime] | None = None,
         *,
         map_and_validate_in_one: bool = True,
+        random: Callable[[], float] | None = None,
     ) -> None:
         """`map_and_validate_in_one=False` maps and validates each payload one after the other
-        (the same deliveries; without the generated function that does both for the usual payload)."""
+        (the same deliveries; without the generated function that does both for the usual payload).
+        `random` draws for sample filters without a path (default: random.random)."""
         from streamproc import fql, mapping
         from streamproc.destinations import registry
         from streamproc.destinations.runtime import CompiledAction
@@ -122,6 +142,8 @@ class Router:
         else:
             self._now = now
         self._destinations: dict[str, tuple[Destination, DestinationConfig]] = {}
+        self._random = random or _random.random
+        self._gates: list[Gate] = []
         self._routes: list[_Route] = []
         self._subscriptions: dict[tuple[str, str], SubscriptionConfig] = {}
         triggers: dict[str, Any] = {}
@@ -129,6 +151,7 @@ class Router:
         for dest_config in config.destinations:
             destination = registry.get(dest_config.type)
             self._destinations[dest_config.id] = (destination, dest_config)
+            self._gates.append(Gate.of(destination, dest_config))
             for sub in dest_config.subscriptions:
                 self._subscriptions[(dest_config.id, sub.name)] = sub
                 if not sub.enabled:
@@ -170,7 +193,16 @@ class Router:
             else:
                 self._evaluated.append(route)
         self._indexed_fields = tuple(f for f in _TOP_FIELDS if f in self._index)
-        self._selections: dict[tuple[Any, ...], tuple[_Route, ...]] = {}
+        self._selections: dict[tuple[Any, ...], tuple[tuple[_Route, ...], Withheld]] = {}
+        self._ids = tuple(self._destinations)
+        self._routes_of: dict[str, list[_Route]] = {d: [] for d in self._ids}
+        for route in self._routes:
+            self._routes_of[route.destination_id].append(route)
+        # Every event is looked at only for instances with consent categories or filters; the
+        # integrations object only when an event carries one (the usual event: one dict lookup).
+        self._screened = any(g.screens for g in self._gates)
+        self._reads_integrations = any(g.names is not None for g in self._gates)
+        self._reads_consent = any(g.categories for g in self._gates)
 
     @property
     def destinations(self) -> Mapping[str, tuple[Destination, DestinationConfig]]:
@@ -185,7 +217,11 @@ class Router:
         return self._subscriptions[(destination_id, name)]
 
     def matching(self, event: Mapping[str, Any]) -> tuple[_Route, ...]:
-        """The enabled subscriptions whose trigger matches, in configuration order."""
+        """The enabled subscriptions whose trigger matches, in configuration order (gates aside)."""
+        return self._matched(event)[0]
+
+    def _matched(self, event: Mapping[str, Any]) -> tuple[tuple[_Route, ...], Withheld]:
+        """The matching routes, and the instances none of whose triggers matches."""
         key = tuple(map(event.get, self._indexed_fields))
         try:
             selected = self._selections.get(key)
@@ -196,18 +232,13 @@ class Router:
             selected = self._select(key)
         if not self._evaluated:
             return selected
-        extra = []
-        for route in self._evaluated:
-            try:
-                if route.matches(event):
-                    extra.append(route)
-            except Exception:  # a trigger that cannot read this event does not select it
-                continue
+        extra = [route for route in self._evaluated if _matches(route, event)]
         if not extra:
             return selected
-        return tuple(sorted((*selected, *extra), key=_by_index))
+        routes = tuple(sorted((*selected[0], *extra), key=_by_index))
+        return routes, self._unmatched(self._ids, routes)
 
-    def _select(self, key: tuple[Any, ...]) -> tuple[_Route, ...]:
+    def _select(self, key: tuple[Any, ...]) -> tuple[tuple[_Route, ...], Withheld]:
         """Indexed routes for one combination of top-level values, remembered: events repeat their
         type and event name far more often than anything else. Only a string value can select."""
         found: dict[int, _Route] = {}
@@ -215,10 +246,16 @@ class Router:
             if type(value) is str:
                 for route in self._index[field].get(value, ()):
                     found[route.index] = route
-        selected = tuple(sorted(found.values(), key=_by_index))
+        routes = tuple(sorted(found.values(), key=_by_index))
+        selected = (routes, self._unmatched(self._ids, routes))
         if len(self._selections) < _SELECTIONS_KEPT:
             self._selections[key] = selected
         return selected
+
+    @staticmethod
+    def _unmatched(ids: Collection[str], routes: Collection[_Route]) -> Withheld:
+        hit = {r.destination_id for r in routes}
+        return tuple((d, NO_SUBSCRIPTION) for d in ids if d not in hit)
 
     def route(
         self,
@@ -227,19 +264,105 @@ class Router:
         destinations: Collection[str] | None = None,
         subscriptions: Collection[tuple[str, str]] | None = None,
     ) -> list[Delivery]:
-        """Deliveries for every matching subscription (optionally only some destinations/subscriptions)."""
-        routes = self.matching(event)
-        if not routes:
-            return []
+        """Deliveries for every matching subscription of the instances the event may reach
+        (optionally only some destinations/subscriptions)."""
+        return self.routed(event, destinations=destinations, subscriptions=subscriptions)[0]
+
+    def routed(
+        self,
+        event: Mapping[str, Any],
+        *,
+        destinations: Collection[str] | None = None,
+        subscriptions: Collection[tuple[str, str]] | None = None,
+        redelivery: bool = False,
+    ) -> tuple[list[Delivery], Withheld]:
+        """The deliveries, and each instance (of those asked for) the event does not reach with the
+        reason: a gate's ("consent", "integrations", "filter_drop", "filter_sample") or
+        "no_subscription" (it passed the gates but none of its triggers matches). A `redelivery`
+        (retry, redrive) keeps what a sample filter without a path would draw for: the draw was
+        made when the event was first routed."""
         if type(event) is not dict:
             event = dict(event)
-        if destinations is not None or subscriptions is not None:
-            routes = tuple(
-                r
-                for r in routes
-                if (destinations is None or r.destination_id in destinations)
-                and (subscriptions is None or (r.destination_id, r.subscription) in subscriptions)
-            )
+        integrations = event.get("integrations") if self._reads_integrations else None
+        scoped = destinations is not None or subscriptions is not None
+        if self._screened or (integrations and integrations.__class__ is dict):
+            return self._gated(event, integrations, destinations, subscriptions, redelivery)
+        routes, unmatched = self._matched(event)
+        if scoped:
+            routes = self._in_scope(routes, destinations, subscriptions)
+            unmatched = self._unmatched(self._scope(destinations, subscriptions), routes)
+        if not routes:
+            return [], unmatched
+        return self._deliveries(event, routes, None), unmatched
+
+    def _scope(
+        self, destinations: Collection[str] | None, subscriptions: Collection[tuple[str, str]] | None
+    ) -> tuple[str, ...]:
+        """The instances asked for, in configuration order."""
+        ids = self._ids
+        if destinations is not None:
+            ids = tuple(d for d in ids if d in destinations)
+        if subscriptions is not None:
+            named = {d for d, _ in subscriptions}
+            ids = tuple(d for d in ids if d in named)
+        return ids
+
+    @staticmethod
+    def _in_scope(
+        routes: Collection[_Route],
+        destinations: Collection[str] | None,
+        subscriptions: Collection[tuple[str, str]] | None,
+    ) -> tuple[_Route, ...]:
+        return tuple(
+            r
+            for r in routes
+            if (destinations is None or r.destination_id in destinations)
+            and (subscriptions is None or (r.destination_id, r.subscription) in subscriptions)
+        )
+
+    def _gated(
+        self,
+        event: dict[str, Any],
+        integrations: Any,
+        destinations: Collection[str] | None,
+        subscriptions: Collection[tuple[str, str]] | None,
+        redelivery: bool,
+    ) -> tuple[list[Delivery], Withheld]:
+        """Routing through each instance's gates (`routed`, for events some gate must look at)."""
+        scope = self._scope(destinations, subscriptions)
+        integrations = integrations if integrations.__class__ is dict else None
+        preferences = consent_preferences(event) if self._reads_consent else None
+        withheld: list[tuple[str, str]] = []
+        passed: set[str] = set()
+        views: dict[str, Any] = {}  # instance -> its own copy, where a filter changed the event
+        gates = (
+            self._gates
+            if len(scope) == len(self._ids)
+            else [g for g in self._gates if g.destination in scope]
+        )
+        for gate in gates:
+            view, reason = gate.check(event, integrations, preferences, self._random, draw=not redelivery)
+            if reason is not None:
+                withheld.append((gate.destination, reason))
+                continue
+            passed.add(gate.destination)
+            if view is not event:
+                views[gate.destination] = view
+        routes = [
+            r for r in self._matched(event)[0] if r.destination_id in passed and r.destination_id not in views
+        ]
+        for dest, view in views.items():
+            routes.extend(r for r in self._routes_of[dest] if _matches(r, view))
+        selected = self._in_scope(sorted(routes, key=_by_index), None, subscriptions)
+        withheld.extend(self._unmatched([g.destination for g in gates if g.destination in passed], selected))
+        if not selected:
+            return [], tuple(withheld)
+        return self._deliveries(event, selected, views), tuple(withheld)
+
+    def _deliveries(
+        self, event: dict[str, Any], routes: tuple[_Route, ...], views: Mapping[str, Any] | None
+    ) -> list[Delivery]:
+        """Map and build each route's delivery; `views` holds the instances' own copies of the event."""
         mid = event.get("messageId")
         if type(mid) is not str:
             mid = _message_id(event) or ""
@@ -250,22 +373,25 @@ class Router:
         deliveries: list[Delivery] = []
         # Routes come in configuration order, so those of one destination are adjacent and share
         # one context.
+        seen = event  # the event as the route's instance receives it
         ctx_destination = None
         ctx: BuildContext | None = None
         for route in routes:
             dest_id = route.destination_id
             if dest_id != ctx_destination or ctx is None:
                 ctx_destination = dest_id
-                ctx = _new_tuple(BuildContext, (route.settings, route.endpoint, event, now))
+                if views:
+                    seen = views.get(dest_id, event)
+                ctx = _new_tuple(BuildContext, (route.settings, route.endpoint, seen, now))
             requests: list[Request] = _NO_REQUESTS
             error: DeliveryError | None = None
             skipped: str | None = None
             validated: Any = UNDECIDED
             try:
                 if route.validated is not None:
-                    validated = route.validated(event)
+                    validated = route.validated(seen)
                 if validated is UNDECIDED:
-                    payload = route.resolve(event)
+                    payload = route.resolve(seen)
             except MappingError as exc:
                 error = MappingFailed(str(exc))
             except RecursionError:

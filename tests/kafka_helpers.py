@@ -291,3 +291,68 @@ async def async_wait_until(
         if time.monotonic() >= deadline:
             raise AssertionError(message or f"condition not met within {timeout}s (last value: {result!r})")
         await asyncio.sleep(interval)
+
+
+def produce_raw_headers(
+    bootstrap: str,
+    topic: str,
+    value: bytes,
+    headers: Sequence[tuple[bytes, bytes | None]],
+    timeout: float = 30.0,
+) -> None:
+    """Produce one message whose header names are raw bytes (invalid UTF-8 included).
+
+    confluent-kafka encodes header names from `str` and cannot write such a name, so this calls the
+    librdkafka shipped inside its wheel directly (what a producer in another language can do)."""
+    import ctypes
+    import glob
+    import os
+
+    import confluent_kafka
+
+    libs = os.path.join(os.path.dirname(confluent_kafka.__file__), os.pardir, "confluent_kafka.libs")
+    found = glob.glob(os.path.join(libs, "librdkafka*.so*"))
+    lib = ctypes.CDLL(found[0]) if found else ctypes.CDLL("librdkafka.so.1")
+    ptr, size, text = ctypes.c_void_p, ctypes.c_size_t, ctypes.c_char_p
+    lib.rd_kafka_conf_new.restype = ptr
+    lib.rd_kafka_conf_set.argtypes = [ptr, text, text, text, size]
+    lib.rd_kafka_new.restype = ptr
+    lib.rd_kafka_new.argtypes = [ctypes.c_int, ptr, text, size]
+    lib.rd_kafka_headers_new.restype = ptr
+    lib.rd_kafka_headers_new.argtypes = [size]
+    lib.rd_kafka_header_add.argtypes = [ptr, text, ctypes.c_ssize_t, text, ctypes.c_ssize_t]
+    lib.rd_kafka_flush.argtypes = [ptr, ctypes.c_int]
+    lib.rd_kafka_outq_len.argtypes = [ptr]
+    lib.rd_kafka_destroy.argtypes = [ptr]
+    errstr = ctypes.create_string_buffer(512)
+    conf = lib.rd_kafka_conf_new()
+    for name, setting in ((b"bootstrap.servers", bootstrap.encode()), (b"acks", b"all")):
+        if lib.rd_kafka_conf_set(conf, name, setting, errstr, len(errstr)) != 0:
+            raise RuntimeError(errstr.value.decode())
+    rk = lib.rd_kafka_new(0, conf, errstr, len(errstr))  # 0: RD_KAFKA_PRODUCER
+    if not rk:
+        raise RuntimeError(errstr.value.decode())
+    try:
+        hdrs = lib.rd_kafka_headers_new(len(headers))
+        for name, data in headers:
+            lib.rd_kafka_header_add(hdrs, name, len(name), data, len(data) if data is not None else 0)
+        # rd_kafka_producev(rk, RD_KAFKA_VTYPE_TOPIC, topic, VTYPE_VALUE, ptr, len, VTYPE_HEADERS, hdrs,
+        # VTYPE_END); the headers belong to the message once it is accepted.
+        err = lib.rd_kafka_producev(
+            ptr(rk),
+            ctypes.c_int(1),
+            text(topic.encode()),
+            ctypes.c_int(4),
+            text(value),
+            size(len(value)),
+            ctypes.c_int(10),
+            ptr(hdrs),
+            ctypes.c_int(0),
+        )
+        if err:
+            raise KafkaException(KafkaError(err))
+        lib.rd_kafka_flush(rk, int(timeout * 1000))
+        if lib.rd_kafka_outq_len(rk):
+            raise TimeoutError(f"the message to {topic} was not acknowledged within {timeout}s")
+    finally:
+        lib.rd_kafka_destroy(rk)

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from confluent_kafka.schema_registry.error import SchemaRegistryError
+from manual_clock import ManualClock
 
 from streamproc.decoding import (
+    UNKNOWN_ID_TTL,
     AvroCodec,
+    SchemaPending,
     SchemaRegistryUnavailable,
     encode_avro,
     frame_confluent,
@@ -28,6 +34,8 @@ class Input:
     format: str = "json"
     schema_registry_url: str | None = None
     schema_file: str | None = None
+    schema_registry_timeout: float = 10.0
+    schema_registry_wait: float = 300.0
 
 
 EVENTS: list[dict[str, Any]] = [
@@ -145,41 +153,105 @@ class FakeRegistry:
         return _Schema(self.schemas[schema_id])
 
 
-def _registry_decoder(registry: FakeRegistry, schema_file: str | None = None) -> Any:
+def _registry_decoder(registry: Any, schema_file: str | None = None, **options: Any) -> Any:
     cfg = Input(format="avro", schema_registry_url="http://registry.test", schema_file=schema_file)
-    return make_decoder(cfg, registry_client=registry)
+    decode = make_decoder(cfg, registry_client=registry)
+    for name, value in options.items():
+        setattr(decode, f"_{name}", value)
+    return decode
 
 
-def test_confluent_framed_avro_decodes_and_caches_the_writer_schema() -> None:
+async def decoded(decode: Any, raw: bytes) -> Any:
+    """What the worker does: decode, and when the schema must be fetched first, fetch and decode again."""
+    for _ in range(3):
+        try:
+            return decode(raw)
+        except SchemaPending as pending:
+            await pending.fetch()
+    raise AssertionError("the schema was fetched but is still pending")
+
+
+async def test_confluent_framed_avro_decodes_and_caches_the_writer_schema() -> None:
     registry = FakeRegistry({7: SCHEMA_FILE.read_text()})
     decode = _registry_decoder(registry)
     schema = load_schema(SCHEMA_FILE)
+    with pytest.raises(SchemaPending):  # never a registry call on the caller's thread
+        decode(frame_confluent(7, encode_avro(EVENTS[0], schema)))
+    assert registry.lookups == 0
     for event in EVENTS:
-        assert decode(frame_confluent(7, encode_avro(event, schema))) == event
+        assert await decoded(decode, frame_confluent(7, encode_avro(event, schema))) == event
     assert registry.lookups == 1
 
 
-def test_confluent_framing_errors_are_decode_errors() -> None:
+async def test_confluent_framing_errors_are_decode_errors() -> None:
     registry = FakeRegistry({7: SCHEMA_FILE.read_text()})
     decode = _registry_decoder(registry)
     payload = encode_avro({"type": "track"}, load_schema(SCHEMA_FILE))
     with pytest.raises(DecodeError, match="too short"):
-        decode(b"\x00\x00")
+        await decoded(decode, b"\x00\x00")
     with pytest.raises(DecodeError, match="magic byte"):
-        decode(b"\x01" + frame_confluent(7, payload)[1:])
+        await decoded(decode, b"\x01" + frame_confluent(7, payload)[1:])
     with pytest.raises(DecodeError, match="not in the schema registry"):
-        decode(frame_confluent(99, payload))
+        await decoded(decode, frame_confluent(99, payload))
     with pytest.raises(DecodeError, match="schema id 7"):
-        decode(frame_confluent(7, b"\xff\xff\xff\xff\xff"))
+        await decoded(decode, frame_confluent(7, b"\xff\xff\xff\xff\xff"))
 
 
-def test_registry_outage_is_not_a_decode_error() -> None:
-    decode = _registry_decoder(FakeRegistry({}, down=True))
+async def test_an_unknown_id_is_remembered_briefly() -> None:
+    registry = FakeRegistry({})
+    clock = ManualClock(100.0)
+    decode = _registry_decoder(registry, clock=clock)
+    for _ in range(5):
+        with pytest.raises(DecodeError, match="not in the schema registry"):
+            await decoded(decode, frame_confluent(99, b"\x00"))
+    assert registry.lookups == 1
+    clock.now += UNKNOWN_ID_TTL + 1
+    registry.schemas[99] = SCHEMA_FILE.read_text()  # registered since
+    payload = encode_avro(EVENTS[0], load_schema(SCHEMA_FILE))
+    assert await decoded(decode, frame_confluent(99, payload)) == EVENTS[0]
+    assert registry.lookups == 2
+
+
+async def test_registry_outage_is_not_a_decode_error() -> None:
+    registry = FakeRegistry({}, down=True)
+    decode = _registry_decoder(registry, wait=0.3)
     with pytest.raises(SchemaRegistryUnavailable, match="cannot be reached"):
-        decode(frame_confluent(1, b"\x00"))
+        await decoded(decode, frame_confluent(1, b"\x00"))
+    assert registry.lookups > 1  # tried again with backoff before giving up
 
 
-def test_reader_schema_resolves_an_older_writer_schema() -> None:
+async def test_a_registry_that_never_answers_holds_neither_the_loop_nor_the_message_for_ever() -> None:
+    class Silent:
+        def __init__(self) -> None:
+            self.release = threading.Event()
+
+        def get_schema(self, schema_id: int) -> Any:
+            self.release.wait(30)  # the client's own timeout is the test's `timeout` below
+            raise TimeoutError("read timed out")
+
+    silent = Silent()
+    decode = _registry_decoder(silent, timeout=0.2, wait=1.0)
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    ticker = asyncio.create_task(tick())
+    started = time.monotonic()
+    try:
+        with pytest.raises(SchemaRegistryUnavailable, match="for 1s"):
+            await decoded(decode, frame_confluent(5, b"\x00"))
+    finally:
+        ticker.cancel()
+        silent.release.set()
+    assert time.monotonic() - started < 5
+    assert ticks > 30  # the event loop kept running the whole time
+
+
+async def test_reader_schema_resolves_an_older_writer_schema() -> None:
     old = json.loads(SCHEMA_FILE.read_text())
     old["fields"] = [f for f in old["fields"] if f["name"] in ("type", "event", "properties")]
     registry = FakeRegistry({3: json.dumps(old)})
@@ -187,4 +259,5 @@ def test_reader_schema_resolves_an_older_writer_schema() -> None:
     from fastavro import parse_schema
 
     raw = encode_avro({"type": "track", "event": "A", "properties": {"k": [1]}}, parse_schema(old))
-    assert decode(frame_confluent(3, raw)) == {"type": "track", "event": "A", "properties": {"k": [1]}}
+    expected = {"type": "track", "event": "A", "properties": {"k": [1]}}
+    assert await decoded(decode, frame_confluent(3, raw)) == expected

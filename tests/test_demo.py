@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -162,3 +166,129 @@ def test_auto_mode_uses_the_mock_cluster_where_the_broker_jars_are_missing(
     finally:
         broker.stop()
     assert local.start_broker("broker-1:9092").kind == "external"
+
+
+RAW_LIBRDKAFKA = re.compile(r"^%\d\|\d+\.\d+\|", re.M)
+
+
+def test_the_progress_line_fits_the_terminal_and_always_shows_dead_letters_and_in_flight() -> None:
+    import io
+
+    from streamproc.demo import _Display
+
+    totals: dict[str, Counter[str]] = {
+        "consumed": Counter({"t": 12000}),
+        "delivered": Counter({"stackadapt": 11000, "tiktok-offline": 9000, "seg": 10000}),
+        "dead_lettered": Counter({"(undecodable)": 240}),
+        "in_flight": Counter({"events": 37}),
+    }
+    for columns in (50, 80, 100):
+        line = _Display(io.StringIO(), tty=True, columns=lambda c=columns: c).line(
+            12500, 12000, 950.0, totals
+        )
+        assert len(line) < columns, (columns, line)
+        assert "240" in line and "in flight 37" in line, line
+    wide = _Display(io.StringIO(), tty=True, columns=lambda: 200).line(12500, 12000, 950.0, totals)
+    assert "seg=10000 stackadapt=11000 tiktok-offline=9000" in wide
+    # Not a terminal: every line whole, for a log.
+    plain = _Display(io.StringIO(), tty=False, columns=lambda: 40).line(12500, 12000, 950.0, totals)
+    assert "tiktok-offline=9000" in plain
+
+
+def what_next_config(stderr: str) -> Path:
+    match = re.search(r"^  CONFIG=(\S+)$", stderr, re.M)
+    assert match, stderr[-3000:]
+    return Path(match.group(1))
+
+
+def test_the_demo_prints_no_library_lines_and_ends_with_what_to_try_next() -> None:
+    proc = run_demo("--broker", "mock", "--events", "120", "--rate", "500", "--poison-every", "30")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert not RAW_LIBRDKAFKA.search(proc.stderr), proc.stderr
+    config = what_next_config(proc.stderr)
+    for command in ("dlq inspect", "replay", "retry inspect"):
+        assert f'{command} --config "$CONFIG"' in proc.stderr
+    assert "--keep" in proc.stderr  # how to keep the broker up for them
+    # The printed configuration is complete: it loads with no environment at all.
+    check = subprocess.run(
+        [sys.executable, "-m", "streamproc", "check", "--config", str(config)],
+        env={"PATH": os.environ.get("PATH", "")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_keep_leaves_the_broker_up_for_the_printed_commands() -> None:
+    demo = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamproc",
+            "demo",
+            "--broker",
+            "mock",
+            "--events",
+            "90",
+            "--rate",
+            "500",
+            "--poison-every",
+            "30",
+            "--keep",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert demo.stderr is not None
+        seen = ""
+        deadline = time.monotonic() + 180
+        while "Ctrl-C stops them" not in seen and time.monotonic() < deadline:
+            line = demo.stderr.readline()
+            if not line:
+                break
+            seen += line
+        assert "Ctrl-C stops them" in seen, seen
+        config = what_next_config(seen)
+        inspect = subprocess.run(
+            [sys.executable, "-m", "streamproc", "dlq", "inspect", "--config", str(config)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert inspect.returncode == 0, inspect.stderr
+        assert "DecodeError" in inspect.stdout, inspect.stdout
+        assert demo.poll() is None  # still up until told to stop
+    finally:
+        demo.send_signal(signal.SIGINT)
+        demo.wait(60)
+    assert demo.returncode == 0
+
+
+def test_every_entry_point_shares_one_broker_jar_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamproc.kafka import local
+
+    monkeypatch.delenv("KAFKA_LOCAL_CACHE", raising=False)
+    env = {k: v for k, v in os.environ.items() if k != "KAFKA_LOCAL_CACHE"}
+    script = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "kafka-local"), "cache"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    packaged = subprocess.run(
+        ["bash", str(ROOT / "streamproc" / "kafka" / "kafka-local"), "cache"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    # `streamproc demo` run directly, scripts/kafka-local and scripts/demo: the checkout's .cache/kafka.
+    assert local.cache_dir() == ROOT / ".cache" / "kafka"
+    assert Path(script.stdout.strip()) == Path(packaged.stdout.strip()) == local.cache_dir()

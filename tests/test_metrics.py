@@ -60,3 +60,12 @@ def test_the_worker_metrics_register_under_their_exported_names() -> None:
     text = generate_latest(m.registry).decode()
     assert 'streamproc_deliveries_total{action="track",destination="seg",outcome="delivered"} 1.0' in text
     assert 'streamproc_partner_request_duration_seconds_bucket{destination="seg",le="0.025"} 1.0' in text
+
+
+def test_the_worker_registry_exports_process_metrics() -> None:
+    text = generate_latest(Metrics().registry).decode()
+    samples = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines() if line[:1] != "#"}
+    assert samples["process_cpu_seconds_total"] > 0
+    assert samples["process_resident_memory_bytes"] > 1_000_000
+    assert samples["process_open_fds"] >= 3
+    assert samples["process_start_time_seconds"] > 1_600_000_000

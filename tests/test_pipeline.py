@@ -65,6 +65,9 @@ class TwoDestinations:
             Delivery(f"{mid}:bad:s", "bad", "s", "track", []),
         ]
 
+    def routed(self, event: Any, **filters: Any) -> tuple[list[Delivery], tuple[tuple[str, str], ...]]:
+        return self.route(event, **filters), ()
+
 
 class Partner:
     """Stands in for the dispatcher: every delivery goes through `deliver` (in a task)."""
@@ -223,10 +226,15 @@ class ParkingPartner:
 
 
 class HeldRetryRecords:
+    max_record_bytes = 1_000_000
+
     def __init__(self, fail: bool = False) -> None:
         self.sent: list[tuple[Any, str | None, int | None]] = []
         self.ack = asyncio.Event()
         self.fail = fail
+
+    def fits(self, letter: Any) -> bool:
+        return True
 
     async def send(self, letter: Any, *, topic: str | None = None, partition: int | None = None) -> int:
         from streamproc.errors import KafkaError
@@ -323,6 +331,9 @@ async def test_deliveries_waiting_for_a_slot_are_given_up_when_their_partition_i
             request = Request("POST", f"http://p/{mid}", {}, b"{}")
             return [Delivery(f"{mid}:p:s", "p", "s", "track", [request])]
 
+        def routed(self, event: Any, **filters: Any) -> tuple[list[Delivery], tuple[tuple[str, str], ...]]:
+            return self.route(event, **filters), ()
+
     client, completed = HeldClient(), []
     bulkhead = Bulkhead(BulkheadPolicy("p", concurrency=1), client=client)
     processor = EventProcessor(
@@ -346,3 +357,64 @@ async def test_deliveries_waiting_for_a_slot_are_given_up_when_their_partition_i
         await asyncio.sleep(0)
     assert client.sent == ["http://p/m0"] and completed == [] and not lane.tasks
     assert bulkhead.in_flight == 0 and bulkhead.limiter.in_use == 0
+
+
+class CrashingPartner(Partner):
+    """`bad` meets a bug in the delivery code instead of an answer."""
+
+    async def deliver(self, d: Delivery) -> DeliveryResult:
+        if d.destination == "bad":
+            raise RuntimeError("bug in a destination")
+        return await super().deliver(d)
+
+
+class CrashingDeadLetters(HeldDeadLetters):
+    async def send(self, letter: Any) -> None:
+        raise ValueError("bug in the dead letter")
+
+
+async def test_a_delivery_that_meets_a_bug_is_dead_lettered_with_the_error() -> None:
+    dlq, completed, halted = HeldDeadLetters(), [], []
+    dlq.ack.set()
+    processor = processor_with(dlq, completed, Metrics())
+    processor._dispatcher = CrashingPartner()  # type: ignore[assignment]
+    processor._halt = lambda exc, reason: halted.append((exc, reason))
+    lane = Lane()
+    processor.process(Msg(5, b'{"messageId": "m5"}'), lane)
+    await asyncio.gather(*lane.tasks)
+    assert halted == [] and completed == [5]
+    (letter,) = dlq.sent
+    assert letter.destination == "bad" and letter.error_type == "DeliveryError"
+    assert "RuntimeError('bug in a destination')" in letter.error_message
+
+
+async def test_a_bug_in_the_dead_letter_too_halts_naming_the_message() -> None:
+    completed: list[int] = []
+    halted: list[tuple[BaseException, str | None]] = []
+    processor = processor_with(CrashingDeadLetters(), completed, Metrics())
+    processor._dispatcher = CrashingPartner()  # type: ignore[assignment]
+    processor._halt = lambda exc, reason: halted.append((exc, reason))
+    lane = Lane()
+    processor.process(Msg(6, b'{"messageId": "m6"}'), lane)
+    await asyncio.gather(*lane.tasks)
+    assert completed == []
+    (_exc, reason), *_ = halted
+    assert reason is not None and reason.startswith("events[0]@6: a delivery failed unexpectedly")
+    assert "restart the worker" in reason
+
+
+async def test_a_message_whose_processing_meets_a_bug_is_dead_lettered() -> None:
+    class Exploding(Partner):
+        def admits(self, destination: str) -> bool:
+            raise KeyError(destination)
+
+    dlq, completed = HeldDeadLetters(), []
+    dlq.ack.set()
+    processor = processor_with(dlq, completed, Metrics())
+    processor._dispatcher = Exploding()  # type: ignore[assignment]
+    lane = Lane()
+    processor.process(Msg(8, b'{"messageId": "m8"}'), lane)
+    await asyncio.gather(*lane.tasks)
+    assert completed == [8]
+    (letter,) = dlq.sent
+    assert letter.error_type == "RoutingError" and "KeyError" in letter.error_message

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,20 @@ HERE = Path(__file__).resolve().parent
 DS = {"type": "prometheus", "uid": "${datasource}"}
 D = 'destination=~"$destination"'
 RI = "$__rate_interval"
+# Every metric a panel reads is scoped to the chosen deployment(s): two deployments scraped by one
+# Prometheus (their `namespace` and `job` labels differ) never add up in one panel.
+SCOPE = 'namespace=~"$namespace", job=~"$job"'
+_METRIC = re.compile(r"\b(streamproc_[a-z_]+)(\{)?")
+
+
+def scoped(expr: str) -> str:
+    """`expr` with the namespace and job selectors in every metric reference."""
+
+    def add(m: re.Match[str]) -> str:
+        return f"{m.group(1)}{{{SCOPE}, " if m.group(2) else f"{m.group(1)}{{{SCOPE}}}"
+
+    return _METRIC.sub(add, expr)
+
 
 _panels: list[dict[str, Any]] = []
 _y = 0
@@ -80,7 +95,7 @@ def panel(
             "tooltip": {"mode": "multi", "sort": "desc"},
         },
         "targets": [
-            {"datasource": DS, "expr": expr, "legendFormat": legend, "refId": chr(ord("A") + i)}
+            {"datasource": DS, "expr": scoped(expr), "legendFormat": legend, "refId": chr(ord("A") + i)}
             for i, (expr, legend) in enumerate(targets)
         ],
     }
@@ -316,6 +331,35 @@ panel(
     stack=True,
 )
 
+row("Gates: events a destination did not receive")
+panel(
+    "Withheld /s by reason",
+    [
+        (
+            f"sum by (reason) (rate(streamproc_events_filtered_total{{{D}}}[{RI}]))",
+            "{{reason}}",
+        )
+    ],
+    unit="ops",
+    stack=True,
+    description="Per destination instance an event did not reach: consent (its categories not all "
+    "true), integrations (the event's integrations object), filter_drop / filter_sample (destination "
+    "filters), no_subscription (passed the gates, no trigger matched). Never an error, never a dead letter.",
+)
+panel(
+    "Withheld /s per destination",
+    [
+        (
+            f"sum by (destination, reason) (rate(streamproc_events_filtered_total{{{D}}}[{RI}]))",
+            "{{destination}} {{reason}}",
+        )
+    ],
+    unit="ops",
+    width=16,
+    stack=True,
+    description="`streamproc send` shows, for sample events, which instance withholds which event and why.",
+)
+
 row("Batched requests")
 panel(
     "Events per batch request",
@@ -347,6 +391,26 @@ panel(
     "the partner's message says which items it dropped.",
 )
 
+def _variable(name: str, label: str, query: str) -> dict[str, Any]:
+    """A multi-value label variable whose "All" matches series without the label too (plain Prometheus
+    without Kubernetes service discovery has no `namespace`)."""
+    return {
+        "name": name,
+        "label": label,
+        "type": "query",
+        "datasource": DS,
+        "query": {"query": query, "refId": name},
+        "definition": query,
+        "refresh": 2,
+        "multi": True,
+        "includeAll": True,
+        "allValue": ".*",
+        "sort": 1,
+        "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
+        "hide": 0,
+    }
+
+
 dashboard = {
     "uid": "streamproc",
     "title": "streamproc",
@@ -372,24 +436,13 @@ dashboard = {
                 "hide": 0,
                 "refresh": 1,
             },
-            {
-                "name": "destination",
-                "label": "Destination",
-                "type": "query",
-                "datasource": DS,
-                "query": {
-                    "query": "label_values(streamproc_events_matched_total, destination)",
-                    "refId": "destination",
-                },
-                "definition": "label_values(streamproc_events_matched_total, destination)",
-                "refresh": 2,
-                "multi": True,
-                "includeAll": True,
-                "allValue": ".*",
-                "sort": 1,
-                "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
-                "hide": 0,
-            },
+            _variable("namespace", "Namespace", "label_values(streamproc_ready, namespace)"),
+            _variable("job", "Job", 'label_values(streamproc_ready{namespace=~"$namespace"}, job)'),
+            _variable(
+                "destination",
+                "Destination",
+                f"label_values(streamproc_events_matched_total{{{SCOPE}}}, destination)",
+            ),
         ]
     },
     "panels": _panels,
@@ -397,7 +450,7 @@ dashboard = {
 
 queries = {
     "note": "Every expr of streamproc.json. To evaluate outside Grafana, substitute the variables.",
-    "variables": {"$destination": ".*", "$__rate_interval": "1m"},
+    "variables": {"$namespace": ".*", "$job": ".*", "$destination": ".*", "$__rate_interval": "1m"},
     "queries": [
         {"panel": p["title"], "refId": t["refId"], "expr": t["expr"]}
         for p in _panels

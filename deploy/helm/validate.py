@@ -16,125 +16,144 @@ import yaml
 # checked against the fields the chart sets (a subset of each CRD's own schema).
 _STR = {"type": "string", "minLength": 1}
 _META = {"type": "object", "required": ["name"], "properties": {"name": _STR}}
-CRD_SCHEMAS: dict[tuple[str, str], dict[str, Any]] = {
-    ("monitoring.coreos.com/v1", "ServiceMonitor"): {
+
+
+def _crd(spec: dict[str, Any]) -> dict[str, Any]:
+    """A custom object: a named metadata and a `spec` of the given schema."""
+    return {
         "type": "object",
         "required": ["metadata", "spec"],
-        "properties": {
-            "metadata": _META,
-            "spec": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["selector", "endpoints"],
-                "properties": {
-                    "selector": {"type": "object", "required": ["matchLabels"]},
-                    "namespaceSelector": {"type": "object"},
-                    "endpoints": {
-                        "type": "array",
-                        "minItems": 1,
-                        "items": {
-                            "type": "object",
-                            "additionalProperties": False,
-                            "required": ["port"],
-                            "properties": {
-                                "port": _STR,
-                                "path": {"type": "string", "pattern": "^/"},
-                                "interval": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
-                                "scrapeTimeout": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
-                            },
+        "properties": {"metadata": _META, "spec": spec},
+    }
+
+
+CRD_SCHEMAS: dict[tuple[str, str], dict[str, Any]] = {
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): _crd(
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["selector", "endpoints"],
+            "properties": {
+                "selector": {"type": "object", "required": ["matchLabels"]},
+                "namespaceSelector": {"type": "object"},
+                "endpoints": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["port"],
+                        "properties": {
+                            "port": _STR,
+                            "path": {"type": "string", "pattern": "^/"},
+                            "interval": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
+                            "scrapeTimeout": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
                         },
                     },
                 },
             },
-        },
-    },
-    ("monitoring.coreos.com/v1", "PrometheusRule"): {
-        "type": "object",
-        "required": ["metadata", "spec"],
-        "properties": {
-            "metadata": _META,
-            "spec": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["groups"],
-                "properties": {
-                    "groups": {
-                        "type": "array",
-                        "minItems": 1,
-                        "items": {
-                            "type": "object",
-                            "required": ["name", "rules"],
-                            "properties": {
-                                "name": _STR,
-                                "rules": {
-                                    "type": "array",
-                                    "minItems": 1,
-                                    "items": {
-                                        "type": "object",
-                                        "additionalProperties": False,
-                                        "required": ["alert", "expr"],
-                                        "properties": {
-                                            "alert": _STR,
-                                            "expr": _STR,
-                                            "for": {"type": "string", "pattern": "^[0-9]+(s|m|h)$"},
-                                            "labels": {"type": "object"},
-                                            "annotations": {"type": "object"},
-                                        },
+        }
+    ),
+    ("monitoring.coreos.com/v1", "PrometheusRule"): _crd(
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["groups"],
+            "properties": {
+                "groups": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "required": ["name", "rules"],
+                        "properties": {
+                            "name": _STR,
+                            "rules": {
+                                "type": "array",
+                                "minItems": 1,
+                                "items": {
+                                    "type": "object",
+                                    "additionalProperties": False,
+                                    "required": ["alert", "expr"],
+                                    "properties": {
+                                        "alert": _STR,
+                                        "expr": _STR,
+                                        "for": {"type": "string", "pattern": "^[0-9]+(s|m|h)$"},
+                                        "labels": {"type": "object"},
+                                        "annotations": {"type": "object"},
                                     },
                                 },
                             },
                         },
-                    }
-                },
+                    },
+                }
             },
-        },
-    },
-    ("keda.sh/v1alpha1", "ScaledObject"): {
-        "type": "object",
-        "required": ["metadata", "spec"],
-        "properties": {
-            "metadata": _META,
-            "spec": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["scaleTargetRef", "triggers"],
-                "properties": {
-                    "scaleTargetRef": {"type": "object", "required": ["name"], "properties": {"name": _STR}},
-                    "minReplicaCount": {"type": "integer", "minimum": 0},
-                    "maxReplicaCount": {"type": "integer", "minimum": 1},
-                    "pollingInterval": {"type": "integer", "minimum": 1},
-                    "cooldownPeriod": {"type": "integer", "minimum": 0},
-                    "triggers": {
-                        "type": "array",
-                        "minItems": 1,
-                        "items": {
-                            "type": "object",
-                            "required": ["type", "metadata"],
-                            "properties": {
-                                "type": {"const": "kafka"},
-                                "metadata": {
-                                    "type": "object",
-                                    # KEDA reads every trigger metadata value as a string.
-                                    "additionalProperties": {"type": "string"},
-                                    "required": [
-                                        "bootstrapServers",
-                                        "consumerGroup",
-                                        "topic",
-                                        "lagThreshold",
-                                    ],
-                                },
-                                "authenticationRef": {
-                                    "type": "object",
-                                    "required": ["name"],
-                                    "properties": {"name": _STR},
-                                },
+        }
+    ),
+    ("keda.sh/v1alpha1", "ScaledObject"): _crd(
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["scaleTargetRef", "triggers"],
+            "properties": {
+                "scaleTargetRef": {"type": "object", "required": ["name"], "properties": {"name": _STR}},
+                "minReplicaCount": {"type": "integer", "minimum": 0},
+                "maxReplicaCount": {"type": "integer", "minimum": 1},
+                "pollingInterval": {"type": "integer", "minimum": 1},
+                "cooldownPeriod": {"type": "integer", "minimum": 0},
+                "triggers": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "required": ["type", "metadata"],
+                        "properties": {
+                            "type": {"const": "kafka"},
+                            "metadata": {
+                                "type": "object",
+                                # KEDA reads every trigger metadata value as a string.
+                                "additionalProperties": {"type": "string"},
+                                "required": [
+                                    "bootstrapServers",
+                                    "consumerGroup",
+                                    "topic",
+                                    "lagThreshold",
+                                ],
+                            },
+                            "authenticationRef": {
+                                "type": "object",
+                                "required": ["name"],
+                                "properties": {"name": _STR},
                             },
                         },
                     },
                 },
             },
-        },
-    },
+        }
+    ),
+    ("keda.sh/v1alpha1", "TriggerAuthentication"): _crd(
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["secretTargetRef"],
+            "properties": {
+                "secretTargetRef": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["parameter", "name", "key"],
+                        "properties": {
+                            "parameter": {"enum": ["username", "password", "ca", "cert", "key"]},
+                            "name": _STR,
+                            "key": _STR,
+                        },
+                    },
+                }
+            },
+        }
+    ),
 }
 
 
@@ -231,6 +250,26 @@ def check_selectors(docs: list[dict[str, Any]]) -> list[str]:
     return problems
 
 
+def check_keda(docs: list[dict[str, Any]], config: dict[str, Any] | None) -> list[str]:
+    """A KEDA trigger connects as the worker does: literal brokers, credentials when the worker has them."""
+    problems: list[str] = []
+    client = ((config or {}).get("kafka") or {}).get("client") or {}
+    protocol = str(client.get("security.protocol", "PLAINTEXT")).upper()
+    auths = {d["metadata"]["name"] for d in docs if d["kind"] == "TriggerAuthentication"}
+    for so in (d for d in docs if d["kind"] == "ScaledObject"):
+        for trigger in so["spec"]["triggers"]:
+            meta, ref = trigger["metadata"], (trigger.get("authenticationRef") or {}).get("name")
+            if "$" in meta["bootstrapServers"]:
+                problems.append(f"trigger bootstrapServers {meta['bootstrapServers']!r} is not expanded")
+            if protocol.startswith("SASL_") and not ref:
+                problems.append("the worker authenticates with SASL but the trigger has no authenticationRef")
+            if ref and ref.startswith(so["metadata"]["name"]) and ref not in auths:
+                problems.append(f"trigger names TriggerAuthentication {ref}, which the chart did not render")
+            if ref in auths and protocol.startswith("SASL_") and not meta.get("sasl"):
+                problems.append("the chart's TriggerAuthentication is used but the trigger sets no sasl mode")
+    return problems
+
+
 def main(argv: list[str]) -> int:
     kube_version, files = argv[0], argv[1:]
     failed = 0
@@ -270,8 +309,11 @@ def main(argv: list[str]) -> int:
             for p in problems:
                 print(f"       - {p}")
             failed += bool(problems)
-        problems = check_selectors(docs)
-        print(f"  {'ok' if not problems else 'FAIL':4} {name}: Service, PDB and ServiceMonitor selectors")
+        problems = check_selectors(docs) + check_keda(docs, config)
+        status = "ok" if not problems else "FAIL"
+        print(
+            f"  {status:4} {name}: Service, PDB and ServiceMonitor selectors; the KEDA trigger's connection"
+        )
         for p in problems:
             print(f"       - {p}")
         failed += bool(problems)

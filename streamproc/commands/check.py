@@ -33,6 +33,8 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
         count = len(exc.problems)
         print(f"{count} problem{'s' if count != 1 else ''} found in {args.config}", file=sys.stderr)
         return 1
+    for warning in config.warnings:
+        print(warning, file=out)
     print(summary(config), file=out)
     return 0
 
@@ -70,6 +72,15 @@ def summary(config: Config) -> str:
             f"destination {dest.id} ({dest.type}) -> {dest.endpoint}; ordering {dest.ordering};"
             f" {on} of {len(subs)} subscriptions enabled"
         )
+        gates = []
+        if dest.consent_categories:
+            gates.append(f"consent {', '.join(dest.consent_categories)}")
+        if dest.integrations == "ignore":
+            gates.append("integrations object ignored")
+        if dest.filters:
+            gates.append(f"{len(dest.filters)} filter{'s' if len(dest.filters) != 1 else ''}")
+        if gates:
+            lines.append(f"  gates: {'; '.join(gates)}")
         for sub in subs:
             origin = f" [preset {sub.preset}]" if sub.preset else ""
             state = "" if sub.enabled else " (disabled)"

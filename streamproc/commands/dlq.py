@@ -117,7 +117,7 @@ async def inspect(args: argparse.Namespace, out: Any = None) -> Inspection:
     flt = make_filter(args)
     topic = kafka.dead_letter_topic
     group = f"{kafka.group_id}.inspect.{uuid.uuid4().hex[:8]}"
-    reader = RangeReader(range_consumer_config(kafka.bootstrap_servers, kafka.client, group), topic)
+    reader = RangeReader(range_consumer_config(kafka, group), topic)
     masker = masking.for_config(config, args)
     detail = FailedRequests(config, masker).show if args.show_request else None
     result = Inspection(samples_per_group=args.samples, masker=masker, detail=detail)
@@ -181,7 +181,7 @@ async def redrive(args: argparse.Namespace, out: Any = None, err: Any = None) ->
     handle = redrive_handler(processor, flt, summary, marks)
     # The group only holds the position: partitions are assigned, never balanced, and a dry run
     # reads the position without committing.
-    reader = RangeReader(range_consumer_config(kafka.bootstrap_servers, kafka.client, group), topic)
+    reader = RangeReader(range_consumer_config(kafka, group), topic)
     progress: Progress | None = None
     try:
         consumer = await reader.open()
@@ -224,7 +224,7 @@ async def scan_markers(
 ) -> None:
     """Read the range once for redrive markers, so records redriven under other filters are skipped."""
     group = f"{kafka.group_id}.redrive-scan.{uuid.uuid4().hex[:8]}"
-    reader = RangeReader(range_consumer_config(kafka.bootstrap_servers, kafka.client, group), topic)
+    reader = RangeReader(range_consumer_config(kafka, group), topic)
     try:
         await reader.open()
         async for batch in reader.read(ranges, asyncio.Event()):

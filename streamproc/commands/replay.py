@@ -18,7 +18,7 @@ from streamproc.config import Config, KafkaConfig, load_config
 from streamproc.decoding import make_decoder
 from streamproc.dispatch import Dispatcher
 from streamproc.errors import StreamprocError
-from streamproc.kafka.dlq import DeadLetterProducer, producer_config
+from streamproc.kafka.dlq import DeadLetterProducer, dead_letter_producer
 from streamproc.kafka.replay import (
     RangeFeed,
     RangeReader,
@@ -28,6 +28,7 @@ from streamproc.kafka.replay import (
     resolve_ranges,
     run_replay,
 )
+from streamproc.kafka.replay_progress import GroupProgress
 from streamproc.logging import configure_logging, flush_suppressed, register_secrets
 from streamproc.masking import Masker, config_secrets
 from streamproc.metrics import Metrics
@@ -59,7 +60,16 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--dry-run", action="store_true", help="print what would be sent (like `send`), send nothing"
     )
-    p.add_argument("--state", type=Path, metavar="FILE", help="save progress here; rerun with it to resume")
+    progress = p.add_mutually_exclusive_group()
+    progress.add_argument(
+        "--state", type=Path, metavar="FILE", help="save progress here; rerun with it to resume"
+    )
+    progress.add_argument(
+        "--progress-group",
+        metavar="GROUP",
+        help="save progress in Kafka as the commits of this consumer group (not the live one); rerun"
+        " with it to resume, e.g. in a Job whose pod may be retried; a finished replay sends nothing again",
+    )
     p.add_argument("--max-in-flight", type=int, default=1000, metavar="N", help="events in flight (1000)")
     masking.add_arguments(p)
     p.set_defaults(handler=run)
@@ -156,7 +166,7 @@ def build_stack(config: Config, kafka: KafkaConfig, *, dry_run: bool) -> Deliver
         metrics,
         client=config.http.client,
     )
-    dlq = DeadLetterProducer(kafka.dead_letter_topic, producer_config(kafka.bootstrap_servers, kafka.client))
+    dlq = dead_letter_producer(kafka, [kafka.dead_letter_topic])
     return DeliveryStack(config, kafka, router, metrics, dispatcher, dlq)
 
 
@@ -190,6 +200,7 @@ def start_run(
         topic,
         summary=summary,
         max_in_flight=args.max_in_flight,
+        max_bytes=stack.config.limits.max_in_flight_bytes,
         rate=args.rate,
         on_drain=stack.dispatcher.flush if stack.dispatcher is not None else None,
     )
@@ -243,21 +254,29 @@ async def replay(args: argparse.Namespace, out: Any = None, err: Any = None) -> 
     dests, subs = route_filters(stack.router, args.destination, args.subscription)
 
     state_path: Path | None = None if args.dry_run else args.state
+    progress_group: str | None = None if args.dry_run else args.progress_group
+    if progress_group is not None and progress_group == kafka.group_id:
+        raise StreamprocError(f"--progress-group must not be the workers' group ({kafka.group_id})")
     state = ReplayState.load(state_path) if state_path is not None else None
-    group = f"{kafka.group_id}.replay.{uuid.uuid4().hex[:8]}"
-    reader = RangeReader(range_consumer_config(kafka.bootstrap_servers, kafka.client, group), topic)
+    group = progress_group or f"{kafka.group_id}.replay.{uuid.uuid4().hex[:8]}"
+    reader = RangeReader(range_consumer_config(kafka, group), topic)
+    in_kafka = GroupProgress(reader, group) if progress_group is not None else None
+    saved_in = f"consumer group {progress_group}" if in_kafka is not None else str(state_path)
     summary = Summary()
     feed, processor = start_run(stack, topic, summary, args, out, destinations=dests, subscriptions=subs)
     progress: Progress | None = None
     try:
         consumer = await reader.open()
+        if in_kafka is not None:
+            state = await in_kafka.load(topic)
         if state is not None:
             if state.topic != topic or (args.start, args.end) not in ((state.start, state.end), (None, None)):
+                where = "another state file" if in_kafka is None else "another --progress-group"
                 raise StreamprocError(
-                    f"{state_path} belongs to a replay of {state.topic} --from {state.start} --to"
-                    f" {state.end}; use another state file for a different range"
+                    f"{saved_in} belongs to a replay of {state.topic} --from {state.start} --to"
+                    f" {state.end}; use {where} for a different range"
                 )
-            print(f"resuming from {state_path}: {state.total_left()} events left", file=err)
+            print(f"resuming from {saved_in}: {state.total_left()} events left", file=err)
         else:
             start = parse_position(args.start, edge="beginning")
             end = parse_position(args.end, edge="end")
@@ -265,7 +284,11 @@ async def replay(args: argparse.Namespace, out: Any = None, err: Any = None) -> 
             state = ReplayState(
                 state_path, topic, args.start, args.end, ranges, {p: s for p, (s, _e) in ranges.items()}
             )
-            state.save()
+            # Saved before any delivery, so a rerun replays the same ranges even when --to was "now".
+            if in_kafka is not None:
+                await in_kafka.save(state)
+            else:
+                state.save()
         progress = Progress(state.total_left(), stream=err)
         await run_replay(
             reader,
@@ -274,6 +297,7 @@ async def replay(args: argparse.Namespace, out: Any = None, err: Any = None) -> 
             processor.process,
             shutdown_timeout=config.limits.shutdown_timeout,
             on_progress=progress.update,
+            store=in_kafka.save if in_kafka is not None else None,
         )
     finally:
         await close_run(progress, reader, stack)
@@ -282,10 +306,8 @@ async def replay(args: argparse.Namespace, out: Any = None, err: Any = None) -> 
     interrupted = feed.stop.is_set() and state.total_left() > 0
     print(summary.render(dry_run=args.dry_run), file=err)
     if interrupted:
-        print(
-            f"interrupted: {state.total_left()} events left; rerun with --state {state_path} to resume",
-            file=err,
-        )
+        again = f"--progress-group {progress_group}" if in_kafka is not None else f"--state {state_path}"
+        print(f"interrupted: {state.total_left()} events left; rerun with {again} to resume", file=err)
         return 130, summary
     if args.dry_run:
         print("dry run: nothing was sent", file=err)

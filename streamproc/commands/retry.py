@@ -17,6 +17,12 @@ from streamproc.kafka.redrive import start_offsets
 from streamproc.kafka.replay import RangeReader, range_consumer_config
 from streamproc.kafka.retry import RetryInspection, dumps, retry_group
 
+NO_PARKING = (
+    "no destination parks deliveries (none sets retry.park_after_attempts or retry.park_after_seconds),"
+    " so nothing waits in retry topics; failed deliveries go to the dead-letter topic: streamproc dlq"
+    " inspect"
+)
+
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("retry", help="inspect the retry topics of parked deliveries")
@@ -57,6 +63,13 @@ async def inspect(args: argparse.Namespace, out: Any = None) -> RetryInspection:
         for d in config.destinations
         if d.limits.retry.park_after_attempts is not None or d.limits.retry.park_after_seconds is not None
     ]
+    if not parking and not args.destination:
+        # Nothing can wait in a retry topic: say so rather than print empty counts.
+        empty = RetryInspection()
+        out.write(
+            (dumps({**empty.to_json(), "parking_destinations": []}) if args.json else NO_PARKING) + "\n"
+        )
+        return empty
     wanted = set(args.destination or parking)
     unknown = sorted(wanted - set(parking))
     if unknown:
@@ -72,9 +85,7 @@ async def inspect(args: argparse.Namespace, out: Any = None) -> RetryInspection:
     install_stop(stop)
     for dest in sorted(wanted):
         topic = kafka.retry_topic(dest)
-        reader = RangeReader(
-            range_consumer_config(kafka.bootstrap_servers, kafka.client, retry_group(kafka.group_id)), topic
-        )
+        reader = RangeReader(range_consumer_config(kafka, retry_group(kafka.group_id)), topic)
         try:
             consumer = await reader.open()
             try:

@@ -25,6 +25,8 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import structlog
+
     from streamproc.app import build_worker
     from streamproc.logging import config_secrets, configure_logging, register_secrets
 
@@ -32,4 +34,6 @@ def run(args: argparse.Namespace) -> int:
     configure_logging(config.log)
     # Partner credentials end up in request URLs (the Seg apiKey is a path segment).
     register_secrets(config_secrets(config))
+    for warning in config.warnings:
+        structlog.get_logger("streamproc.config").warning("config_warning", problem=str(warning))
     return build_worker(config).run()

@@ -16,6 +16,7 @@ from streamproc.config import load_config
 from streamproc.core.events import decode_json, message_id
 from streamproc.core.js import parse_iso_time
 from streamproc.errors import DecodeError, DeliveryError, StreamprocError
+from streamproc.gates import NO_SUBSCRIPTION
 from streamproc.masking import Masker
 from streamproc.output import json_line
 from streamproc.router import Delivery, Router
@@ -27,7 +28,8 @@ def register(subparsers: Any) -> None:
         help="dry run: show the partner requests events would produce (nothing is sent)",
         description=(
             "Run events through routing, mapping and request building and print one JSON line per"
-            " delivery. Nothing is sent."
+            " delivery, and one per destination instance whose gates (consent, the integrations"
+            " object, destination filters) withhold the event. Nothing is sent."
         ),
     )
     p.add_argument(
@@ -156,10 +158,11 @@ def run(args: argparse.Namespace, out: BinaryIO | None = None, stdin: BinaryIO |
     finally:
         if not piped:
             source.close()
-    events, undecodable, deliveries, failed, skipped = counts
+    events, undecodable, deliveries, failed, skipped, withheld = counts
+    gated = f", {withheld} withheld by destination gates" if withheld else ""
     print(
         f"{events} events ({undecodable} not decodable), {deliveries} deliveries ({failed} failed,"
-        f" {skipped} skipped); nothing was sent",
+        f" {skipped} skipped){gated}; nothing was sent",
         file=sys.stderr,
     )
     return 0
@@ -174,8 +177,8 @@ def _send(
     *,
     pretty: bool,
     flush_each: bool,
-) -> tuple[int, int, int, int, int]:
-    events = undecodable = deliveries = failed = skipped = 0
+) -> tuple[int, int, int, int, int, int]:
+    events = undecodable = deliveries = failed = skipped = withheld = 0
     for index, line in events_in:
         events += 1
         try:
@@ -193,12 +196,19 @@ def _send(
             output.write(json_line(bad, pretty=pretty))
             continue
         mid = message_id(event)
-        for delivery in router.route(event, destinations=destinations):
+        routed, gated = router.routed(event, destinations=destinations)
+        for delivery in routed:
             deliveries += 1
             failed += delivery.error is not None
             skipped += delivery.skipped is not None
             output.write(json_line(delivery_json(index, delivery, mid, masker), pretty=pretty))
+        for destination, reason in gated:
+            if reason == NO_SUBSCRIPTION:  # not withheld: none of its triggers matches, as before
+                continue
+            withheld += 1
+            shown = {"index": index, "messageId": mid, "destination": destination, "filtered": reason}
+            output.write(json_line(shown, pretty=pretty))
         if flush_each:
             output.flush()
     output.flush()
-    return events, undecodable, deliveries, failed, skipped
+    return events, undecodable, deliveries, failed, skipped, withheld

@@ -1,1 +1,2 @@
-"""Pure routing logic with no I/O: FQL, the mapping kit, payload validation, JavaScript value rules."""
+"""Pure routing logic with no I/O: FQL, destination filters and gates, the mapping kit, payload
+validation, JavaScript value rules."""

@@ -9,10 +9,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from streamproc.core.fql_lexer import EOS as _EOS
+from streamproc.core.fql_lexer import Lexer as _Lexer
+from streamproc.core.fql_lexer import LexError as _LexError
+from streamproc.core.fql_lexer import Token as _Token
+from streamproc.core.fql_lexer import position as _position
+from streamproc.core.fql_lexer import show as _show
 from streamproc.core.js import (
     UNDEFINED,
     code_units,
-    join_code_units,
     number_to_string,
     to_js_string,
     to_number,
@@ -35,7 +40,8 @@ Predicate = Callable[[Event], bool]
 
 @dataclass(frozen=True)
 class DeliberateDifference:
-    """One way streamproc knowingly differs from Segment's `parseFql`, and why."""
+    """One way streamproc knowingly differs from Segment's published code (`parseFql` for triggers;
+    tsub, fql-ts and analytics-next for the gates), and why."""
 
     name: str
     example: str
@@ -153,224 +159,6 @@ class FQLSyntaxError(FQLError):
             raise ValueError(f"unknown FQL difference category {category!r}")
         super().__init__(message, position, fql)
         self.category = category
-
-
-# --------------------------------------------------------------------------------------------------
-# Lexer: the exact rules of @segment/fql-ts 1.10.1, which work on UTF-16 code units.
-
-_EOS: Final = "\x00eos"  # never equal to a real code unit
-_MAX_LEN: Final = 100000
-_ALPHA: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
-_DIGITS: Final = frozenset("0123456789")
-_IDENT_CHARS: Final = _ALPHA | _DIGITS | frozenset("_-\\")
-_WHITESPACE: Final = frozenset(" \t\n")
-_TERMINATORS: Final = _WHITESPACE | frozenset(",])") | {_EOS}
-_AFTER_IDENT: Final = _TERMINATORS | frozenset(".(=!")
-
-
-@dataclass(slots=True)
-class _Token:
-    kind: str  # ident dot op cond string number null brackleft brackright parenleft parenright comma eos
-    text: str  # for strings: the raw text including both quotes
-    pos: int  # code-unit index of the first character
-    end: int = 0  # code-unit index after the last character consumed
-    escaped_separator: bool = False  # ident with a backslash-escaped '.', '[' or ']'
-    closed: bool = True  # string whose closing quote was consumed
-
-
-class _LexError(Exception):
-    def __init__(self, pos: int, problem: str, fix: str) -> None:
-        super().__init__(problem)
-        self.pos = pos
-        self.problem = problem
-        self.fix = fix
-
-
-def _show(ch: str) -> str:
-    if ch == _EOS:
-        return "the end"
-    if ch == "\r":
-        return "a carriage return"
-    return repr(ch)
-
-
-class _Lexer:
-    def __init__(self, units: list[str]) -> None:
-        self.u = units
-        self.n = len(units)
-        self.i = 0
-        self.reopened = -1  # index of a closing quote that fql-ts leaves to start another string
-
-    def peek(self) -> str:
-        return self.u[self.i] if self.i < self.n else _EOS
-
-    def accept(self, expected: str) -> bool:
-        start = self.i
-        chars = ""
-        for _ in expected:
-            if self.i >= self.n:
-                # fql-ts returns here without stepping back over what it already read
-                return False
-            ch = self.u[self.i]
-            self.i += 1
-            chars += ch
-            if ch in _TERMINATORS:
-                break
-        if chars == expected and self.peek() in _TERMINATORS:
-            return True
-        self.i = start
-        return False
-
-    def lex(self) -> list[_Token]:
-        tokens: list[_Token] = []
-        u = self.u
-        while True:
-            if self.i >= self.n:
-                tokens.append(_Token("eos", "eos", self.n, self.n))
-                return tokens
-            start = self.i
-            ch = u[self.i]
-            self.i += 1
-            if ch in _WHITESPACE:
-                continue
-            if ch == "!":
-                nxt = self.peek()
-                if nxt in _ALPHA or nxt == "(":
-                    tokens.append(_Token("op", "!", start, self.i))
-                    continue
-            if ch in _ALPHA or ch in "!=<>\\_":
-                tok = self._operator_or_word(ch, start)
-            elif ch in _DIGITS or ch in "-+":
-                tok = self._number(ch, start)
-            elif ch in "\"'":
-                tok = self._string(ch, start)
-            elif ch in ".[],()":
-                kind = {
-                    ".": "dot",
-                    "[": "brackleft",
-                    "]": "brackright",
-                    ",": "comma",
-                    "(": "parenleft",
-                    ")": "parenright",
-                }[ch]
-                tok = _Token(kind, ch, start, self.i)
-            else:
-                raise _LexError(start, f"invalid character {_show(ch)}", _invalid_char_fix(ch))
-            tok.end = self.i
-            tokens.append(tok)
-
-    def _operator_or_word(self, first: str, start: int) -> _Token:
-        if first == "=":
-            return _Token("op", "=", start)
-        if first == "!":
-            if self.accept("="):
-                return _Token("op", "!=", start)
-            after = self.peek()
-            if after == "=":
-                raise _LexError(
-                    start,
-                    "'!=' directly followed by its value",
-                    "put a space after '!=', e.g. userId != null",
-                )
-            fix = "'!' is only allowed directly before contains( or match(; use '!=' to compare"
-            raise _LexError(start, f"'!' followed by {_show(after)}", fix)
-        if first == "a":
-            return _Token("cond", "and", start) if self.accept("nd") else self._word(first, start)
-        if first == "o":
-            return _Token("cond", "or", start) if self.accept("r") else self._word(first, start)
-        if first == "n":
-            return _Token("null", "null", start) if self.accept("ull") else self._word(first, start)
-        if first in "<>":
-            if self.accept("="):
-                return _Token("op", first + "=", start)
-            return _Token("op", first, start)
-        return self._word(first, start)
-
-    def _word(self, first: str, start: int) -> _Token:
-        chars: list[str] = []
-        ch = first
-        escaped_separator = False
-        while True:
-            if ch == "\\":
-                if self.i >= self.n:
-                    raise _LexError(self.i - 1, "a backslash at the end", "remove the trailing backslash")
-                ch = self.u[self.i]
-                self.i += 1
-                if ch in ".[]":
-                    escaped_separator = True
-            chars.append(ch)
-            if len(chars) >= _MAX_LEN:
-                raise _LexError(start, "a field name longer than 99999 characters", "shorten it")
-            if self.peek() not in _IDENT_CHARS:
-                break
-            ch = self.u[self.i]
-            self.i += 1
-        coming = self.peek()
-        if coming not in _AFTER_IDENT:
-            raise _LexError(self.i, f"{_show(coming)} directly after a name", _after_word_fix(coming))
-        return _Token("ident", join_code_units(chars), start, escaped_separator=escaped_separator)
-
-    def _number(self, first: str, start: int) -> _Token:
-        chars = [first]
-        decimal = False
-        while self.peek() in _DIGITS or self.peek() == ".":
-            ch = self.u[self.i]
-            self.i += 1
-            chars.append(ch)
-            if ch == ".":
-                if self.peek() in _TERMINATORS:
-                    raise _LexError(self.i - 1, "a number ending in '.'", "write the digits after the point")
-                if decimal:
-                    raise _LexError(self.i - 1, "a number with two decimal points", "keep one point")
-                decimal = True
-            if len(chars) - 1 >= _MAX_LEN:
-                raise _LexError(start, "a number longer than 100000 characters", "shorten it")
-        return _Token("number", "".join(chars), start)
-
-    def _string(self, quote: str, start: int) -> _Token:
-        chars: list[str] = []
-        while self.peek() != quote:
-            if self.i >= self.n:
-                if start == self.reopened:
-                    after = self.u[start + 1] if start + 1 < self.n else _EOS
-                    raise _LexError(
-                        start,
-                        f"this closing quote is followed directly by {_show(after)}, so it starts a new "
-                        "string that is never closed (FQL strings have no escapes)",
-                        "put a space, ',' or ')' after the closing quote",
-                    )
-                raise _LexError(start, "a string that is never closed", f"end it with {quote}")
-            chars.append(self.u[self.i])
-            self.i += 1
-            if len(chars) >= _MAX_LEN:
-                raise _LexError(start, "a string longer than 99999 characters", "shorten it")
-        closed = self.accept(quote)
-        if not closed:
-            self.reopened = self.i
-        body = join_code_units(chars)
-        return _Token("string", quote + body + quote, start, closed=closed)
-
-
-def _invalid_char_fix(ch: str) -> str:
-    if ch == "\r":
-        return "use LF line endings (a carriage return is not allowed)"
-    if ch in "&|":
-        return "join conditions with 'and' / 'or'"
-    if ch == "*":
-        return 'wildcards only exist inside match() patterns, e.g. match(event, "Order*")'
-    if ch in _WHITESPACE or ch.isspace():
-        return "use plain spaces, tabs or newlines"
-    return "remove it, or put it inside a double-quoted string (in a field name, escape it with '\\')"
-
-
-def _after_word_fix(ch: str) -> str:
-    if ch in "<>":
-        return "put a space between the field and the operator, e.g. properties.total > 5"
-    if ch == "[":
-        return "FQL has no [index]; it cannot address array items"
-    if ch in "\"'":
-        return "put a space or an operator between the name and the string"
-    return "escape the character with '\\' or remove it"
 
 
 def _normalise(tokens: list[_Token]) -> list[_Token]:
@@ -853,7 +641,7 @@ class _Parser:
                 if opener is None:
                     raise self.fail(tok.pos, "syntax", "')' without a matching '('", "remove it")
                 break
-            if tok.kind == "cond":
+            if tok.kind == "conditional":
                 self.advance()
                 if conjunction is not None and tok.text != conjunction:
                     raise self.fail(
@@ -865,7 +653,7 @@ class _Parser:
                     )
                 conjunction = tok.text
                 nxt = self.peek()
-                if nxt.kind in ("eos", "parenright", "cond"):
+                if nxt.kind in ("eos", "parenright", "conditional"):
                     raise self.fail(
                         tok.pos,
                         "dangling-conjunction",
@@ -989,7 +777,7 @@ class _Parser:
             node = self.level(depth + 1, tok)
             self.advance()  # the ')' that ended the level
             return _Item(node, tok, False)
-        if tok.kind == "op" and tok.text == "!":
+        if tok.kind == "operator" and tok.text == "!":
             nxt = self.peek(1)
             if nxt.kind == "ident" and nxt.text in _FUNCTIONS and self.peek(2).kind == "parenleft":
                 self.advance()
@@ -1012,7 +800,7 @@ class _Parser:
                     )
                 return self.function(negate=False)
             return self.condition()
-        if tok.kind == "cond":
+        if tok.kind == "conditional":
             raise self.fail(
                 tok.pos,
                 "dangling-conjunction",
@@ -1079,7 +867,7 @@ class _Parser:
                 "FQL path segments are names starting with a letter or '_'; "
                 "they cannot be and/or/null or array indexes",
             )
-        if op_tok.kind != "op" or op_tok.text == "!":
+        if op_tok.kind != "operator" or op_tok.text == "!":
             raise self.fail(
                 op_tok.pos,
                 "syntax" if op_tok.kind != "eos" else None,
@@ -1095,7 +883,7 @@ class _Parser:
         return _Item(node, field_tok, False)
 
     def value(self, op_tok: _Token, tok: _Token) -> Any:
-        if tok.kind == "op" and tok.text == "=":
+        if tok.kind == "operator" and tok.text == "=":
             if op_tok.text == "=":
                 raise self.fail(op_tok.pos, "double-equals", "'==' is not an FQL operator", "use '='")
             if op_tok.text in ("<", ">"):
@@ -1296,7 +1084,7 @@ def _describe(tok: _Token) -> str:
         return f"the number {tok.text}"
     if tok.kind == "ident":
         return f"'{tok.text}'"
-    if tok.kind == "cond":
+    if tok.kind == "conditional":
         return f"'{tok.text}'"
     return f"'{tok.text}'"
 
@@ -1339,8 +1127,7 @@ def _segment_condition(kind: str, name: str | None, op: str, tok: _Token, value:
 def _error(
     text: str, units: list[str], unit_pos: int, category: str | None, problem: str, fix: str
 ) -> FQLSyntaxError:
-    # positions are reported in characters (code points), counted from 1
-    position = unit_pos - sum(1 for u in units[:unit_pos] if "\udc00" <= u <= "\udfff") + 1
+    position = _position(units, unit_pos)
     message = f"FQL error at position {position}: {problem}"
     if fix:
         message += f"; {fix}"

@@ -207,6 +207,9 @@ class Destination:
     normalize_settings: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None
     """Checks and normalises settings beyond their field types; raises ValueError naming the key."""
     presets_enabled_by_default: bool = False
+    integration_names: tuple[str, ...] = ()
+    """The names Segment's catalog gives this destination as keys of an event's `integrations`
+    object (`{"All": false, "Seg": true}`): the first is its name, the others alternative names."""
 
     def preset(self, name: str) -> Preset | None:
         for p in self.presets:

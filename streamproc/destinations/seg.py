@@ -405,6 +405,7 @@ _PRESETS = (
 DESTINATION = Destination(
     type="seg",
     name="Seg",
+    integration_names=("Seg",),
     endpoint=DEFAULT_ENDPOINT,
     settings={
         "apiKey": Field(

@@ -246,6 +246,12 @@ FORWARD_EVENT = Action(
 DESTINATION = Destination(
     type="stackadapt",
     name="StackAdapt Events & Conversions",
+    integration_names=(
+        "StackAdapt Cloud (Actions)",
+        "StackAdapt - Actions",
+        "StackAdapt",
+        "StackAdapt Events & Conversions",
+    ),
     endpoint=ENDPOINT,
     settings=SETTINGS,
     actions={"forwardEvent": FORWARD_EVENT},

@@ -681,6 +681,7 @@ def _preset(name: str, subscribe: str, event: str, products: str | None) -> Pres
 DESTINATION = Destination(
     type="tiktok-offline-conversions",
     name="TikTok Offline Conversions",
+    integration_names=("Tiktok Offline Conversions (Actions)", "Tiktok Offline Conversions"),
     endpoint=ENDPOINT,
     settings=SETTINGS,
     actions=ACTIONS,

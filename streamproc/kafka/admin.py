@@ -7,35 +7,18 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import confluent_kafka
+import structlog
 from confluent_kafka import TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, OffsetSpec
 
 from streamproc.errors import KafkaError
 
-__all__ = ["check_topics", "consumer_only", "ensure_retry_topics", "group_lag", "wait_until_served"]
+__all__ = ["check_topics", "ensure_retry_topics", "group_lag", "max_message_bytes", "wait_until_served"]
 
-_CONSUMER_ONLY = (
-    "group.",
-    "enable.auto.",
-    "auto.",
-    "session.timeout.ms",
-    "heartbeat.interval.ms",
-    "max.poll.interval.ms",
-    "partition.assignment.strategy",
-    "fetch.",
-    "queued.",
-    "isolation.level",
-    "check.crcs",
-    "enable.partition.eof",
-)
+log = structlog.get_logger("streamproc.admin")
 
 
-def consumer_only(key: str) -> bool:
-    """Whether a librdkafka setting only means something to a consumer (a producer would warn)."""
-    return key.startswith(_CONSUMER_ONLY)
-
-
-def _admin_config(bootstrap_servers: str, client: Mapping[str, str]) -> dict[str, Any]:
+def _admin_config(bootstrap_servers: str, client: Mapping[str, Any]) -> dict[str, Any]:
     conf: dict[str, Any] = {
         k: v for k, v in client.items() if not k.startswith(("group.", "enable.", "auto."))
     }
@@ -44,7 +27,7 @@ def _admin_config(bootstrap_servers: str, client: Mapping[str, str]) -> dict[str
 
 
 def check_topics(
-    bootstrap_servers: str, client: Mapping[str, str], topics: Iterable[str], *, timeout: float = 15.0
+    bootstrap_servers: str, client: Mapping[str, Any], topics: Iterable[str], *, timeout: float = 15.0
 ) -> dict[str, int]:
     """Partition count of each topic; raises KafkaError naming the missing ones or the unreachable broker."""
     wanted = list(dict.fromkeys(topics))
@@ -72,9 +55,44 @@ def check_topics(
     return found
 
 
+def max_message_bytes(
+    bootstrap_servers: str,
+    client: Mapping[str, Any],
+    topics: Iterable[str],
+    *,
+    fallback: int,
+    timeout: float = 5.0,
+) -> int:
+    """The largest record every one of `topics` takes (the least of their `max.message.bytes`).
+
+    A topic whose configuration may not be described (no DescribeConfigs right) counts as
+    `fallback` (the broker's default), and a log line says so: records are then cut to that size."""
+    wanted = list(dict.fromkeys(topics))
+    admin = AdminClient(_admin_config(bootstrap_servers, client))
+    futures = admin.describe_configs(
+        [ConfigResource(ConfigResource.Type.TOPIC, name) for name in wanted], request_timeout=timeout
+    )
+    limits = []
+    for resource, future in futures.items():
+        try:
+            entry = future.result(timeout).get("max.message.bytes")
+            limits.append(int(entry.value))
+        except (confluent_kafka.KafkaException, TimeoutError, AttributeError, TypeError, ValueError) as exc:
+            error = exc.args[0] if exc.args else "no answer"
+            log.warning(
+                "topic_limit_unknown",
+                topic=resource.name,
+                error=str(error.str() if isinstance(error, confluent_kafka.KafkaError) else error),
+                assumed_max_message_bytes=fallback,
+                fix="allow DescribeConfigs on the topic, or records larger than the assumed limit are cut",
+            )
+            limits.append(fallback)
+    return min(limits, default=fallback)
+
+
 def ensure_retry_topics(
     bootstrap_servers: str,
-    client: Mapping[str, str],
+    client: Mapping[str, Any],
     topics: Iterable[str],
     partitions: int,
     *,
@@ -168,7 +186,7 @@ def wait_until_served(admin: AdminClient, topics: Iterable[str], timeout: float 
 
 def group_lag(
     bootstrap_servers: str,
-    client: Mapping[str, str],
+    client: Mapping[str, Any],
     group_id: str,
     topics: Iterable[str],
     *,

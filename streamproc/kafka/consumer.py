@@ -20,6 +20,7 @@ import structlog
 from confluent_kafka import TopicPartition
 
 from streamproc.errors import KafkaError
+from streamproc.kafka.backpressure import HeldBytes, InFlightBound, held_bytes, message_size
 from streamproc.kafka.offsets import OffsetTracker
 from streamproc.kafka.polling import commit_sync, consume_batch, refresh_high_watermarks
 from streamproc.metrics import Metrics
@@ -40,6 +41,8 @@ class Partition:
     revoking: bool = False
     committed: int | None = None
     high: int | None = None
+    sizes: HeldBytes = field(default_factory=HeldBytes)
+    """Key + value bytes of its consumed events at or past the watermark."""
 
     @property
     def key(self) -> tuple[str, int]:
@@ -72,9 +75,9 @@ MessageHandler = Callable[[Any, Partition], None]
 """Starts the work for one message; must call `ConsumerLoop.complete` when it is all done."""
 
 
-def consumer_config(bootstrap_servers: str, group_id: str, client: Mapping[str, str]) -> dict[str, Any]:
-    """librdkafka settings of the worker's consumer: the user's `client` settings (security,
-    timeouts) with the ones at-least-once delivery depends on forced on top."""
+def consumer_config(bootstrap_servers: str, group_id: str, client: Mapping[str, Any]) -> dict[str, Any]:
+    """librdkafka settings of the worker's consumer: the user's settings (`consumer_settings`:
+    security, timeouts) with the ones at-least-once delivery depends on forced on top."""
     conf: dict[str, Any] = {
         "auto.offset.reset": "earliest",
         # Bounds the prefetched bytes for the whole consumer, whatever the lag.
@@ -108,6 +111,8 @@ class ConsumerLoop:
         poll_batch_size: int = 500,
         max_in_flight: int = 10000,
         resume_in_flight: int = 5000,
+        max_in_flight_bytes: int = 1 << 62,
+        resume_in_flight_bytes: int = 1 << 61,
         commit_interval: float = 5.0,
         revoke_timeout: float = 15.0,
         poll_timeout: float = 0.1,
@@ -123,8 +128,9 @@ class ConsumerLoop:
         self._handler = handler
         self._metrics = metrics
         self._batch = poll_batch_size
-        self._max_in_flight = max_in_flight
-        self._resume_in_flight = resume_in_flight
+        self._bound = InFlightBound(
+            max_in_flight, resume_in_flight, max_in_flight_bytes, resume_in_flight_bytes
+        )
         self._commit_interval = commit_interval
         self._revoke_timeout = revoke_timeout
         self._poll_timeout = poll_timeout
@@ -172,6 +178,10 @@ class ConsumerLoop:
         again after a crash. Bounding the window bounds both memory and those replays."""
         return sum(p.tracker.window for p in self._parts.values())
 
+    def window_bytes(self) -> int:
+        """Key + value bytes of the events `window` counts (the bytes bound)."""
+        return held_bytes(self._parts.values())
+
     @staticmethod
     def complete(part: Partition, offset: int) -> None:
         """All work for one message is done (delivered, skipped or dead-lettered and acknowledged).
@@ -211,12 +221,7 @@ class ConsumerLoop:
         m_in_flight = self._metrics.in_flight_events
         while not self._stopping:
             m_in_flight.set(self.in_flight())
-            window = self.window()
-            if self._want_paused:
-                if window <= self._resume_in_flight:
-                    self._want_paused = False
-            elif window >= self._max_in_flight:
-                self._want_paused = True
+            self._want_paused = self._bound.update(self.window(), self.window_bytes())
             offsets = None
             if time.monotonic() >= next_commit:
                 offsets = committable(self._parts.values())
@@ -254,6 +259,7 @@ class ConsumerLoop:
             part.tracker.add(offset)
         except ValueError:
             return  # already being processed
+        part.sizes.add(offset, message_size(msg))
         self._handler(msg, part)
 
     def _update_lag(self) -> None:

@@ -1,9 +1,10 @@
 """Gives the demo, benchmarks and tests a broker: a given address, a local Kafka, or a mock cluster.
 
 The local broker is a single-node KRaft Apache Kafka run by `kafka-local`, the script shipped beside
-this module (in a checkout `scripts/kafka-local` runs the same script with the jar cache in
-.cache/kafka). Its jars come from KAFKA_LOCAL_CACHE (default ~/.cache/streamproc/kafka), fetched
-once with Maven.
+this module (`scripts/kafka-local` in a checkout runs the same script). Its jars are fetched once with
+Maven into one cache that every entry point shares (`cache_dir`): KAFKA_LOCAL_CACHE when set, else the
+checkout's `.cache/kafka` when streamproc runs from a source checkout, else
+~/.cache/streamproc/kafka (XDG_CACHE_HOME). The script picks the same folder by the same rule.
 """
 
 from __future__ import annotations
@@ -73,10 +74,14 @@ class Broker:
 
 
 def cache_dir() -> Path:
-    """Where the broker's jars (and its class-data archive) are kept."""
+    """Where the broker's jars (and its class-data archive) are kept: the same folder for `streamproc
+    demo`, the tests and `scripts/kafka-local`, so the jars are fetched once."""
     given = os.environ.get("KAFKA_LOCAL_CACHE")
     if given:
         return Path(given)
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "scripts" / "kafka-local").is_file() and (checkout / "pyproject.toml").is_file():
+        return checkout / ".cache" / "kafka"
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "streamproc" / "kafka"
 
 

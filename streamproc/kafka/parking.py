@@ -119,18 +119,25 @@ class Parking:
                     return dataclasses.replace(retry_share, park_now=True, reason=BEHIND)
                 return None
 
+        too_large: list[Failure] = []
+
         async def write(result: DeliveryResult) -> None:
             assert result.failure is not None
             record = letter(result.failure)
             try:
-                await self._write(record, delivery, result, partition, ref, parked)
+                if not await self._write(record, delivery, result, partition, ref, parked):
+                    too_large.append(result.failure)
             except BaseException:
                 # Not written, not delivered: the key's later deliveries must not overtake it.
                 if ref is not None and parked is None:
                     keys.parked(ref, True, record.offset, -1, False)
                 raise
 
-        return await self.dispatcher.deliver(delivery, share, behind=behind, on_parked=write)
+        result = await self.dispatcher.deliver(delivery, share, behind=behind, on_parked=write)
+        if too_large:
+            # A retry record cut to fit its topic could never be delivered: dead-letter it now.
+            return DeliveryResult("dead_lettered", too_large[0])
+        return result
 
     async def _write(
         self,
@@ -140,7 +147,8 @@ class Parking:
         partition: int,
         ref: KeyRef | None,
         parked: Any,
-    ) -> None:
+    ) -> bool:
+        """Write the retry record; False (nothing written) when it does not fit the retry topic."""
         failure = result.failure
         assert failure is not None and self.producer is not None
         parks = parked.parks if parked is not None else 0
@@ -153,6 +161,16 @@ class Parking:
             parked_by=self.run_id,
         )
         topic = self.topics[delivery.destination]
+        if not self.producer.fits(record):
+            log.warning(
+                "parking_too_large",
+                destination=delivery.destination,
+                topic=topic,
+                partition=partition,
+                offset=letter.offset,
+                max_record_bytes=self.producer.max_record_bytes,
+            )
+            return False
         written = await self.producer.send(record, topic=topic, partition=partition)
         if ref is not None:
             new = parked is None or parked.parked_by != self.run_id
@@ -162,6 +180,7 @@ class Parking:
         if counter is None:
             counter = self._m_parked[key] = self._m.parked.labels(*key)
         counter.inc()
+        return True
 
     # -- outcomes of records read back ------------------------------------------------------------
     def settled(self, partition: int, delivery: Delivery, redelivery: Redelivery, outcome: str) -> None:

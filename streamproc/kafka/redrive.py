@@ -34,6 +34,7 @@ from streamproc.core.js import parse_iso_time
 from streamproc.errors import KafkaError, StreamprocError
 from streamproc.kafka.consumer import Partition
 from streamproc.kafka.dlq import DLQ_VERSION, DeadLetterProducer
+from streamproc.kafka.headers import read_headers, text
 from streamproc.kafka.replay import RangeReader, header_dict
 from streamproc.masking import Masker
 from streamproc.output import dumps
@@ -76,7 +77,7 @@ class DeadLetterView:
 
     @classmethod
     def of(cls, msg: Any) -> DeadLetterView:
-        raw = list(msg.headers() or [])
+        raw, _unreadable = read_headers(msg)
         ts_type, ts = msg.timestamp()
         return cls(
             msg.partition(),
@@ -105,12 +106,24 @@ class DeadLetterView:
     def status(self) -> str:
         return self.get("http.status") or "none"
 
+    def number(self, name: str, default: int) -> int:
+        """A header read as an integer; `default` when it is absent or not one."""
+        try:
+            return int(self.get(name) or default)
+        except ValueError:
+            return default
+
+    def unix_ms(self, name: str) -> int | None:
+        """A header read as an ISO-8601 time, in Unix milliseconds; None when absent or not one."""
+        text = self.get(name)
+        try:
+            return int(parse_time(text).timestamp() * 1000) if text else None
+        except StreamprocError:
+            return None
+
     @property
     def attempts(self) -> int:
-        try:
-            return int(self.get("attempts") or 0)
-        except ValueError:
-            return 0
+        return self.number("attempts", 0)
 
     def time(self) -> datetime | None:
         """When the record was dead-lettered (its last attempt, else the record's own timestamp)."""
@@ -126,13 +139,13 @@ class DeadLetterView:
 
     def origin(self) -> Origin:
         """Where the original message came from, for a dead letter written again."""
-        ts = self.get("original.timestamp")
         return Origin(
             self.get("original.topic") or "",
-            int(self.get("original.partition") or -1),
-            int(self.get("original.offset") or -1),
-            int(parse_time(ts).timestamp() * 1000) if ts else None,
+            self.number("original.partition", -1),
+            self.number("original.offset", -1),
+            self.unix_ms("original.timestamp"),
             self.original_headers,
+            self.number("original.headers_unreadable", 0),
         )
 
     def redelivery(self, on_routed: Callable[[], None] | None = None) -> Redelivery | None:
@@ -140,14 +153,9 @@ class DeadLetterView:
         dest, sub = self.destination, self.subscription
         if not dest or not sub:
             return None
-        first = self.get("first_attempt_at")
+        first = self.unix_ms("first_attempt_at")
         return Redelivery(
-            dest,
-            sub,
-            self.origin(),
-            self.attempts,
-            parse_time(first).timestamp() if first else None,
-            on_routed,
+            dest, sub, self.origin(), self.attempts, first / 1000 if first is not None else None, on_routed
         )
 
 
@@ -238,14 +246,14 @@ letter at `partition:offset` of that topic has been redriven (delivered, or dead
 
 
 def is_marker(msg: Any) -> bool:
-    return any(k == REDRIVEN_HEADER for k, _v in msg.headers() or ())
+    return any(k == REDRIVEN_HEADER for k, _v in read_headers(msg)[0])
 
 
 def marker_of(msg: Any) -> tuple[int, int] | None:
     """The (partition, offset) a redrive marker names, or None for an ordinary dead letter."""
-    for k, v in msg.headers() or ():
+    for k, v in read_headers(msg)[0]:
         if k == REDRIVEN_HEADER and v:
-            p, _, o = v.decode().partition(":")
+            p, _, o = text(v).partition(":")
             try:
                 return int(p), int(o)
             except ValueError:
@@ -357,6 +365,20 @@ def redrive_handler(
             summary.filtered += 1
             processor.leave_out(msg, lane)
             return
+        if view.get("value_truncated") is not None:
+            # Its value was cut to fit the dead-letter topic: there is nothing whole to send.
+            summary.truncated += 1
+            log.warning(
+                "redrive_value_truncated",
+                partition=view.partition,
+                offset=view.offset,
+                original=f"{view.get('original.topic')}[{view.get('original.partition')}]"
+                f"@{view.get('original.offset')}",
+                subscription=f"{view.destination}/{view.subscription}",
+                value_bytes=view.get("value_truncated"),
+            )
+            processor.leave_out(msg, lane)
+            return
         noted = partial(marks.note, view.partition, view.offset) if marks is not None else None
         again = view.redelivery(noted)
         if again is None:
@@ -427,6 +449,7 @@ class Inspection:
             "response_body": self.masker.value(view.get("response.body")),
             "original": f"{view.get('original.topic')}[{view.get('original.partition')}]"
             f"@{view.get('original.offset')}",
+            "value_truncated": view.number("value_truncated", 0) or None,
             "value": self.masker.value(shown),
         } | (self.detail(msg, view) if self.detail is not None else {})
 

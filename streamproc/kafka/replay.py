@@ -5,8 +5,9 @@ committed offsets never move. Each message is decoded, routed (optionally only s
 or subscriptions), delivered through the same per-destination bulkheads as the worker, and failed
 deliveries are dead-lettered like the worker's. Progress is the per-partition contiguous
 watermark (an `OffsetTracker` per partition, as in the worker), saved to a state file now and then
-and at exit; a rerun with the same state file continues from there, re-sending at most the events
-that were in flight when it stopped.
+and at exit (or to a progress group in Kafka, `streamproc.kafka.replay_progress`); a rerun with the
+same state file or group continues from there, re-sending at most the events that were in flight when
+it stopped.
 
 Each message goes through the same `EventProcessor` as in the worker (`streamproc.pipeline`);
 what is replay's own is where messages come from and how progress is kept. The pieces shared with
@@ -34,11 +35,14 @@ import orjson
 import structlog
 from confluent_kafka import TopicPartition
 
+from streamproc.config import KafkaConfig
 from streamproc.core.js import parse_iso_time
 from streamproc.dispatch import TokenBucket
 from streamproc.errors import KafkaError, StreamprocError
+from streamproc.kafka.backpressure import message_size
 from streamproc.kafka.consumer import Partition, wait_for_in_flight
 from streamproc.kafka.offsets import OffsetTracker
+from streamproc.kafka.settings import consumer_settings
 from streamproc.pipeline import Summary
 
 __all__ = [
@@ -214,12 +218,12 @@ class RangeReader:
         self._executor.shutdown(wait=False)
 
 
-def range_consumer_config(bootstrap: str, client: Mapping[str, str], group_id: str) -> dict[str, Any]:
+def range_consumer_config(kafka: KafkaConfig, group_id: str) -> dict[str, Any]:
     """A consumer that only assigns and never commits (the group id is only a label for the broker)."""
-    conf: dict[str, Any] = {k: v for k, v in client.items() if not k.startswith("group.")}
+    conf: dict[str, Any] = {k: v for k, v in consumer_settings(kafka).items() if not k.startswith("group.")}
     conf.update(
         {
-            "bootstrap.servers": bootstrap,
+            "bootstrap.servers": kafka.bootstrap_servers,
             "group.id": group_id,
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
@@ -247,7 +251,8 @@ MessageHandler = Callable[[Any, Partition], None]
 
 
 class RangeFeed:
-    """Feeds messages to a handler with a bound on the events in flight and an optional rate.
+    """Feeds messages to a handler with a bound on the events and bytes in flight and an optional
+    rate (one message is always let in, however large).
 
     Every message is added to its partition's `OffsetTracker` before it is handed over; the handler
     (through its `EventProcessor`) calls `complete` when the message's work is done, or `fail` to
@@ -260,6 +265,7 @@ class RangeFeed:
         *,
         summary: Summary | None = None,
         max_in_flight: int = 1000,
+        max_bytes: int = 1 << 62,
         rate: float | None = None,
         on_drain: Callable[[], None] | None = None,
     ) -> None:
@@ -268,6 +274,10 @@ class RangeFeed:
         # Called when the drain starts, so work held back on purpose (open batches) goes out at once.
         self._on_drain = on_drain
         self._slots = asyncio.Semaphore(max_in_flight)
+        self._max_bytes = max_bytes
+        self._bytes = 0
+        self._sizes: dict[tuple[int, int], int] = {}
+        self._room = asyncio.Event()
         self._bucket = TokenBucket(rate, burst=1.0) if rate else None
         self.lanes: dict[int, Partition] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -297,12 +307,15 @@ class RangeFeed:
         self._events -= 1
         self.completed += 1
         self._slots.release()
+        self._bytes -= self._sizes.pop((lane.partition, offset), 0)
+        self._room.set()
 
     def fail(self, exc: BaseException, _reason: str | None = None) -> None:
         """Stop taking messages; the offset of the failed work is never marked done."""
         if self.fatal is None:
             self.fatal = exc
         self.stop.set()
+        self._room.set()
 
     async def feed(
         self,
@@ -316,6 +329,10 @@ class RangeFeed:
                 if self.stop.is_set():
                     return
                 await self._slots.acquire()
+                size = message_size(msg)
+                while self._bytes and self._bytes + size > self._max_bytes and not self.stop.is_set():
+                    self._room.clear()
+                    await self._room.wait()
                 if self._bucket is not None:
                     await self._bucket.acquire()
                 if self.stop.is_set():
@@ -323,6 +340,8 @@ class RangeFeed:
                     return
                 lane = self.lane(msg.partition())
                 lane.tracker.add(msg.offset())
+                self._sizes[(lane.partition, msg.offset())] = size
+                self._bytes += size
                 self._events += 1
                 if self._summary is not None:
                     self._summary.read += 1
@@ -416,12 +435,17 @@ async def run_replay(
     save_every: float = 2.0,
     shutdown_timeout: float = 30.0,
     on_progress: Callable[[int], Any] | None = None,
+    store: Callable[[ReplayState], Awaitable[None]] | None = None,
 ) -> None:
-    """Read the state's remaining ranges into `handle`, saving progress as it goes."""
+    """Read the state's remaining ranges into `handle`, saving progress as it goes (to the state's
+    file, or with `store`: the progress group's commits)."""
 
     async def save(watermarks: dict[int, int], _final: bool) -> None:
         state.next.update(watermarks)
-        state.save()
+        if store is not None:
+            await store(state)
+        else:
+            state.save()
 
     await run_ranges(
         reader,

@@ -34,7 +34,9 @@ import structlog
 from confluent_kafka import TopicPartition
 
 from streamproc.errors import KafkaError, StreamprocError
+from streamproc.kafka.backpressure import InFlightBound, held_bytes, message_size
 from streamproc.kafka.consumer import Partition, committable, wait_for_in_flight
+from streamproc.kafka.headers import read_headers, text
 from streamproc.kafka.offsets import OffsetTracker
 from streamproc.kafka.polling import commit_sync, consume_batch, read_watermarks, refresh_high_watermarks
 from streamproc.kafka.redrive import DeadLetterView, Detail, parse_time, sample_lines
@@ -92,22 +94,14 @@ class RetryView:
         due = _unix(view.get("retry.next_attempt_at"))
         if due is None:
             due = view.timestamp_ms / 1000 if view.timestamp_ms is not None else 0.0
-        try:
-            parks = int(view.get("retry.parks") or 1)
-        except ValueError:
-            parks = 1
-        try:
-            original = int(view.get("original.offset") or -1)
-        except ValueError:
-            original = -1
         return cls(
             view,
             due,
             _unix(view.get("retry.deadline")),
             _unix(view.get("first_attempt_at")),
-            parks,
+            view.number("retry.parks", 1),
             view.get("retry.parked_by"),
-            original,
+            view.number("original.offset", -1),
         )
 
     @property
@@ -133,9 +127,9 @@ class RetryView:
 
 def next_attempt_at(msg: Any) -> float:
     """When a retry record is due (read from its header alone; the hot check of the reader)."""
-    for k, v in msg.headers() or ():
+    for k, v in read_headers(msg)[0]:
         if k == "streamproc.retry.next_attempt_at" and v:
-            due = _unix(v.decode("utf-8", "replace"))
+            due = _unix(text(v))
             if due is not None:
                 return due
     return 0.0
@@ -260,6 +254,8 @@ class RetryConsumer:
         poll_batch_size: int = 500,
         max_in_flight: int = 10000,
         resume_in_flight: int = 5000,
+        max_in_flight_bytes: int = 1 << 62,
+        resume_in_flight_bytes: int = 1 << 61,
         commit_interval: float = 5.0,
         poll_timeout: float = 0.1,
         consumer_factory: Callable[[dict[str, Any]], Any] = confluent_kafka.Consumer,
@@ -276,8 +272,9 @@ class RetryConsumer:
         self._ordered = ordered
         self._not_before = not_before
         self._batch = poll_batch_size
-        self._max_in_flight = max_in_flight
-        self._resume_in_flight = resume_in_flight
+        self._bound = InFlightBound(
+            max_in_flight, resume_in_flight, max_in_flight_bytes, resume_in_flight_bytes
+        )
         self._commit_interval = commit_interval
         self._release_timeout = release_timeout
         self._poll_timeout = poll_timeout
@@ -335,12 +332,7 @@ class RetryConsumer:
             async with self._lock:
                 await self._follow_live()
                 # Its own bound, of the live consumer's size: a live backlog never starves due retries.
-                in_flight = self.in_flight()
-                if self._want_paused:
-                    if in_flight <= self._resume_in_flight:
-                        self._want_paused = False
-                elif in_flight >= self._max_in_flight:
-                    self._want_paused = True
+                self._want_paused = self._bound.update(self.in_flight(), held_bytes(self._parts.values()))
                 now = self._clock()
                 resume = [
                     p for p in self._parts.values() if p.held and p.due_at is not None and p.due_at <= now
@@ -431,6 +423,7 @@ class RetryConsumer:
             part.tracker.add(offset)
         except ValueError:
             return
+        part.sizes.add(offset, message_size(msg))
         view_first = RetryView.of(msg).first_attempt_at
         if view_first is not None:
             part.oldest[offset] = view_first
@@ -655,6 +648,8 @@ class RetryInspection:
         }
 
     def render(self) -> str:
+        if not self.total:
+            return "0 retry records waiting: no parked delivery is due or pending"
         lines = [
             f"{self.total} retry records waiting (a delivery parked again counts once per record until"
             " the workers commit past the older one)"

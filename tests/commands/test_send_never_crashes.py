@@ -135,6 +135,9 @@ class Returns:
     def route(self, event: Any, **_: Any) -> list[Delivery]:
         return self.answer
 
+    def routed(self, event: Any, **_: Any) -> tuple[list[Delivery], tuple[tuple[str, str], ...]]:
+        return self.answer, ()
+
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(answer=st.lists(deliveries(), max_size=4), pretty=st.booleans(), show=st.booleans())

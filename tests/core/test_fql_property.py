@@ -143,7 +143,7 @@ def _parse(tokens: list[_Token]) -> Any:
                     nodes.append(_condition(_ROOTS[start], token, op_tok, value_tok))
             if token.text in ("contains", "match"):
                 _function(token.text, nodes, tokens, negate=False)
-        if token.kind == "op" and token.text == "!":
+        if token.kind == "operator" and token.text == "!":
             if not tokens:
                 raise SegmentError("Cannot read properties of undefined (reading 'type')")
             if tokens[0].kind == "ident" and tokens[0].text in ("contains", "match"):
@@ -160,7 +160,7 @@ def _parse(tokens: list[_Token]) -> Any:
                 group.append(inner)
             group.append(_Token("eos", "eos", 0))
             nodes.append(_parse(group))
-        if token.kind == "cond":
+        if token.kind == "conditional":
             operator = token.text
         token = tokens.pop(0) if tokens else None
     if len(nodes) > 1:

@@ -64,6 +64,7 @@ def test_dashboard_has_the_promised_panels_and_a_destination_variable() -> None:
         "streamproc_retry_outcomes_total",
         "streamproc_batch_events_bucket",
         "streamproc_partner_partial_successes_total",
+        "streamproc_events_filtered_total",
     ):
         assert metric in exprs, metric
     assert exprs.count("histogram_quantile(") >= 6
@@ -92,3 +93,13 @@ def test_chart_ships_the_same_alert_rules() -> None:
     chart_copy = DEPLOY / "helm" / "streamproc" / "files" / "alerts.yaml"
     ours = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yaml").read_text())
     assert yaml.safe_load(chart_copy.read_text()) == ours
+
+
+def test_every_query_is_scoped_to_the_chosen_namespace_and_job() -> None:
+    # Two deployments scraped by one Prometheus must never add up in a panel.
+    variables = {v["name"]: v for v in dashboard()["templating"]["list"]}
+    for name in ("namespace", "job"):
+        assert variables[name]["includeAll"] and variables[name]["allValue"] == ".*", name
+    for e in dashboard_exprs():
+        for selector in re.findall(r"\bstreamproc_[a-z_]+(\{[^}]*\})?", e):
+            assert 'namespace=~"$namespace"' in selector and 'job=~"$job"' in selector, e

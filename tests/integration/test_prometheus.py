@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import urllib.parse
@@ -28,6 +27,7 @@ import pytest
 import yaml
 from kafka_helpers import async_wait_until, committed_offsets, end_offsets, produce, unique_name
 from ops_helpers import make_events, write_config
+from test_worker_helpers import free_port
 
 pytestmark = pytest.mark.kafka
 
@@ -58,16 +58,12 @@ def _install_prometheus() -> str | None:
     return shutil.which("prometheus")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Prometheus:
-    """A Prometheus server in a temporary directory, and its HTTP query API."""
+    """A Prometheus server in a temporary directory, and its HTTP query API.
 
-    def __init__(self, binary: str, workdir: Path, target: str) -> None:
+    `jobs`: job name -> (target, namespace): each a deployment as the Prometheus Operator labels it."""
+
+    def __init__(self, binary: str, workdir: Path, jobs: dict[str, tuple[str, str]]) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         rules = workdir / "alerts.yaml"
@@ -75,7 +71,13 @@ class Prometheus:
         config = {
             "global": {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "900ms"},
             "rule_files": [str(rules)],
-            "scrape_configs": [{"job_name": "streamproc", "static_configs": [{"targets": [target]}]}],
+            "scrape_configs": [
+                {
+                    "job_name": job,
+                    "static_configs": [{"targets": [target], "labels": {"namespace": namespace}}],
+                }
+                for job, (target, namespace) in jobs.items()
+            ],
         }
         (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
         self.log = (workdir / "prometheus.log").open("wb")
@@ -148,11 +150,14 @@ def panel_queries() -> list[tuple[str, str]]:
     return out
 
 
-def substitute(expr: str) -> str:
-    """Grafana's variables as a dashboard user with 'All' destinations sees them."""
+def substitute(expr: str, namespace: str = ".*", job: str = ".*") -> str:
+    """Grafana's variables as a dashboard user sees them: one deployment chosen (or All), all
+    destinations."""
     return (
         expr.replace("${destination}", ".*")
         .replace("$destination", ".*")
+        .replace("$namespace", namespace)
+        .replace("$job", job)
         .replace("$__rate_interval", RATE_WINDOW)
         .replace("$__interval", "15s")
     )
@@ -167,7 +172,25 @@ def metric_names(expr: str) -> set[str]:
     return set(re.findall(r"\bstreamproc_[a-z_]+\b", expr))
 
 
-async def test_dashboard_and_alert_queries_answer_plausibly(
+# Two deployments scraped by one Prometheus, as the Prometheus Operator labels them.
+JOB_A, NS_A = "streamproc-a", "data-a"
+JOB_B, NS_B = "streamproc-b", "data-b"
+
+
+async def start_worker(cfg: Path, log: Path) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "streamproc",
+        "run",
+        "--config",
+        str(cfg),
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+async def test_dashboard_and_alert_queries_answer_plausibly_and_keep_deployments_apart(
     prometheus_binary: str, kafka_bootstrap: str, topic, sims, tmp_path: Path
 ) -> None:
     assert DASHBOARD.is_file() and ALERTS.is_file()
@@ -199,6 +222,8 @@ async def test_dashboard_and_alert_queries_answer_plausibly(
             "endpoint": a.base_url,
             "presets": False,
             "batch": {"max_events": 20, "max_wait_ms": 50},
+            # withholds what TikTok would not match anyway, so the gates' panels have a filter's data
+            "filters": [{"if": "event != 'Order Completed'", "drop": True}],
             "subscriptions": [
                 {
                     "name": "Orders",
@@ -210,29 +235,46 @@ async def test_dashboard_and_alert_queries_answer_plausibly(
         }
     )
     cfg.write_text(yaml.safe_dump(doc, sort_keys=False))
+    # The second deployment: its own topic, group and destination, a little traffic of its own.
+    source_b = topic("prom-b", partitions=1)
+    dlq_b = topic("prom-b-dlq", partitions=1)
+    group_b = unique_name("prom-b")
+    metrics_port_b = free_port()
+    doc_b = yaml.safe_load(cfg.read_text())
+    doc_b["kafka"].update(topics=[source_b], dead_letter_topic=dlq_b, group_id=group_b)
+    doc_b["metrics"]["port"] = metrics_port_b
+    seg_c = dict(doc_b["destinations"][0], id="seg-c")
+    seg_c["limits"] = {**seg_c["limits"], "retry": {"max_attempts": 10}}
+    doc_b["destinations"] = [seg_c]
+    cfg_b = tmp_path / "config-b.yaml"
+    cfg_b.write_text(yaml.safe_dump(doc_b, sort_keys=False))
+    # Input and dead-letter topics, and the retry topics (<group>.retry.<destination>) of each.
+    topics = {JOB_A: ({source, dlq}, f"{group}.retry."), JOB_B: ({source_b, dlq_b}, f"{group_b}.retry.")}
+    destinations = {JOB_A: {"seg-a", "seg-b", "tiktok", ""}, JOB_B: {"seg-c", ""}}
+
     a.fault("seg", sequence=[503] * 5, latency=2)  # a few retried server errors, then normal answers
     a.fault("tiktok", sequence=[{"status": 200, "code": 20001}] * 2)
     b.fault("seg", down=400, latency=2)  # every seg-b delivery is dead-lettered
 
-    prom = Prometheus(prometheus_binary, tmp_path, f"127.0.0.1:{metrics_port}")
-    worker = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "streamproc",
-        "run",
-        "--config",
-        str(cfg),
-        stdout=(tmp_path / "worker.log").open("wb"),
-        stderr=subprocess.STDOUT,
+    prom = Prometheus(
+        prometheus_binary,
+        tmp_path,
+        {JOB_A: (f"127.0.0.1:{metrics_port}", NS_A), JOB_B: (f"127.0.0.1:{metrics_port_b}", NS_B)},
     )
+    worker = await start_worker(cfg, tmp_path / "worker.log")
+    worker_b = await start_worker(cfg_b, tmp_path / "worker-b.log")
     try:
         await async_wait_until(prom.ready, timeout=60, interval=0.2, message="prometheus did not start")
         await async_wait_until(
-            lambda: prom.value('up{job="streamproc"}') == 1,
+            lambda: prom.value(f'up{{job="{JOB_A}"}}') == 1 and prom.value(f'up{{job="{JOB_B}"}}') == 1,
             timeout=60,
             interval=0.5,
-            message="prometheus cannot scrape the worker",
+            message="prometheus cannot scrape the workers",
         )
+        events_b = make_events(30, prefix="b")
+        values_b = [orjson.dumps(e) for e in events_b] + [b"not json"]
+        produce(kafka_bootstrap, source_b, values_b)
+        ends_b = end_offsets(kafka_bootstrap, source_b)
         # Two waves of traffic with scrapes in between, so rates and quantiles have data to work on.
         injected = 0
         for wave in range(2):
@@ -249,38 +291,72 @@ async def test_dashboard_and_alert_queries_answer_plausibly(
             )
             if wave == 0:
                 await async_wait_until(
-                    lambda: (prom.value("sum(streamproc_events_consumed_total)") or 0) >= 152,
+                    lambda: (
+                        (prom.value(f'sum(streamproc_events_consumed_total{{job="{JOB_A}"}})') or 0) >= 152
+                    ),
                     timeout=30,
                     interval=0.5,
                 )
                 a.fault("seg", sequence=[503] * 5, latency=2)
+        await async_wait_until(
+            lambda: committed_offsets(kafka_bootstrap, group_b, source_b) == ends_b,
+            timeout=90,
+            interval=0.3,
+            message="the second deployment did not finish its events",
+        )
         await asyncio.sleep(3)  # a few more scrapes of the final values
 
-        # Panels: every query answers, with finite values.
+        # Panels: every query answers for the first deployment, with finite values; scoped to one
+        # deployment, no series of the other shows (its topics and destinations differ).
         answers: dict[str, list[float]] = {}
         for title, expr in panel_queries():
-            result = prom.query(substitute(expr))
+            result = prom.query(substitute(expr, NS_A, JOB_A))
             assert result, f"panel {title!r}: no data for {expr}"
             values = [float(r["value"][1]) for r in result]
             assert all(math.isfinite(v) for v in values), f"panel {title!r}: {values} for {expr}"
             answers.setdefault(title, []).extend(values)
+            for job, namespace in ((JOB_A, NS_A), (JOB_B, NS_B)):
+                for series in prom.query(substitute(expr, namespace, job)):
+                    labels = series["metric"]
+                    names, retry_prefix = topics[job]
+                    if "topic" in labels:
+                        assert labels["topic"] in names or labels["topic"].startswith(retry_prefix), (
+                            title,
+                            job,
+                            labels,
+                        )
+                    assert labels.get("destination", "") in destinations[job], (title, job, labels)
+        # Per deployment, the answers are that deployment's own; all deployments together add up.
+        ready = next(expr for title, expr in panel_queries() if title == "Workers ready")
+        assert [float(r["value"][1]) for r in prom.query(substitute(ready, NS_B, JOB_B))] == [1.0]
+        assert prom.value(substitute(ready)) == 2.0
+        dead_letters = 'sum(streamproc_dead_letters_total{namespace=~"$namespace", job=~"$job"})'
+        assert prom.value(substitute(dead_letters, NS_B, JOB_B)) == 1
+        assert prom.value(substitute(dead_letters)) == prom.value(substitute(dead_letters, NS_A, JOB_A)) + 1
 
         assert max(answers["Events consumed /s"]) > 0
         assert max(answers["Delivered /s per destination"]) > 0
         for title, values in answers.items():
             if "latency" in title.lower():
                 assert all(0 < v <= 300 for v in values), (title, values)
-        assert prom.value("sum(streamproc_dead_letters_total)") == injected
+        assert prom.value(f'sum(streamproc_dead_letters_total{{job="{JOB_A}"}})') == injected
         assert prom.value(
             'sum(streamproc_deliveries_total{destination="seg-b", outcome="dead_lettered"})'
         ) == (injected - 4)
-        assert answers["Workers ready"] == [1.0, 1.0]  # sum and count: the one worker is ready
-        assert prom.value("sum(streamproc_assigned_partitions)") == 3
+        assert answers["Workers ready"] == [1.0, 1.0]  # sum and count: the deployment's one worker is ready
+        assert prom.value(f'sum(streamproc_assigned_partitions{{job="{JOB_A}"}})') == 3
+        # The worker's process metrics are exported too.
+        assert (prom.value(f'process_resident_memory_bytes{{job="{JOB_A}"}}') or 0) > 10_000_000
+        assert (prom.value(f'rate(process_cpu_seconds_total{{job="{JOB_A}"}}[{RATE_WINDOW}])') or 0) > 0
         assert prom.value('sum(streamproc_partner_responses_total{status_class="5xx"})') >= 10
         assert prom.value("sum(streamproc_partner_partial_successes_total)") == 2
         orders = 2 * 50  # every third event of each wave
         assert prom.value('sum(streamproc_batch_events_sum{destination="tiktok"})') == orders
         assert 0 < (prom.value('sum(streamproc_batch_events_count{destination="tiktok"})') or 0) < orders
+        others = 2 * 150 - orders
+        assert prom.value(
+            'sum(streamproc_events_filtered_total{destination="tiktok", reason="filter_drop"})'
+        ) == (others)
 
         # Alerts: every rule evaluates cleanly, its metrics exist, and the healthy-worker ones are quiet.
         series = {
@@ -307,10 +383,11 @@ async def test_dashboard_and_alert_queries_answer_plausibly(
         assert {r["alert"] for r in rules} <= set(health)
         assert all(h == "ok" for h, _err in health.values()), health
     finally:
-        if worker.returncode is None:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(worker.wait(), 30)
-            except TimeoutError:
-                worker.kill()
+        for w in (worker, worker_b):
+            if w.returncode is None:
+                w.send_signal(signal.SIGTERM)
+                try:
+                    await asyncio.wait_for(w.wait(), 30)
+                except TimeoutError:
+                    w.kill()
         prom.stop()

@@ -1,6 +1,9 @@
 """`streamproc dlq redrive` and `inspect` after a partner outage, on the real broker: every dead letter
 of that destination is delivered, nothing that succeeded is sent again, a second redrive sends nothing,
-and what fails again goes back to the dead-letter topic with its history."""
+and what fails again goes back to the dead-letter topic with its history. Headers named
+`streamproc.*` on input events are the producer's: copied into a dead letter they are renamed
+`original.streamproc.*`, so inspect and redrive count and redrive every dead letter as if they were
+not there; header values that are not UTF-8 crash neither tool."""
 
 from __future__ import annotations
 
@@ -28,12 +31,25 @@ def letters_in(bootstrap: str, dlq: str) -> list[Any]:
 @pytest.fixture
 async def outage(kafka_bootstrap: str, topic, sims, tmp_path: Path):
     """seg-a answers 503 to everything while the worker runs: all its deliveries are dead-lettered."""
+    return await dead_letters_of_an_outage(kafka_bootstrap, topic, sims, tmp_path, N)
+
+
+async def dead_letters_of_an_outage(
+    kafka_bootstrap: str, topic, sims, tmp_path: Path, n: int, headers: Any = None
+) -> tuple[Path, list[dict[str, Any]], str]:
+    """`n` events (with `headers`, one list per event) run through a worker while seg-a is down."""
     a, b = sims
     source = topic("redrive", partitions=2)
     dlq = topic("redrive-dlq", partitions=2)
     group = unique_name("live")
-    events = make_events(N, prefix="r")
-    produce(kafka_bootstrap, source, [orjson.dumps(e) for e in events], keys=[e["userId"] for e in events])
+    events = make_events(n, prefix="r")
+    produce(
+        kafka_bootstrap,
+        source,
+        [orjson.dumps(e) for e in events],
+        keys=[e["userId"] for e in events],
+        headers=headers,
+    )
     cfg = write_config(
         tmp_path / "config.yaml",
         bootstrap=kafka_bootstrap,
@@ -161,3 +177,54 @@ async def test_what_one_filter_redrove_is_not_sent_again_by_another(
     assert inspected.total == 0 and inspected.redriven == N
     everything = await inspect(cli_args("dlq", "inspect", "--config", str(cfg), "--all"), out=io.StringIO())
     assert everything.total == N and everything.by_destination == {"seg-a": N}
+
+
+FORGED = 30
+
+
+def forged(i: int) -> list[tuple[str, bytes | None]]:
+    """What anyone who can write the input topic can put on an event."""
+    return [
+        ("trace", f"t-{i}".encode()),
+        # Would hide this event's dead letter and mark dead letter 0:0 as redriven.
+        ("streamproc.redriven", b"0:0" if i % 2 else b"\xff\xfe:\x80"),
+        # Would attribute the dead letter to the other destination.
+        ("streamproc.destination", b"seg-b"),
+        ("streamproc.error.type", b"\xc3\x28"),
+    ]
+
+
+async def test_forged_streamproc_headers_change_nothing_in_inspect_and_redrive(
+    kafka_bootstrap: str, topic: Any, sims: Any, tmp_path: Path
+) -> None:
+    a, b = sims
+    cfg, events, dlq = await dead_letters_of_an_outage(
+        kafka_bootstrap, topic, sims, tmp_path, FORGED, [forged(i) for i in range(FORGED)]
+    )
+    # Someone with access to the dead-letter topic writes a marker whose value is not UTF-8.
+    produce(kafka_bootstrap, dlq, [None], headers=[[("streamproc.redriven", b"\xff\xfe")]])
+
+    letters = [r for r in read_all(kafka_bootstrap, dlq) if r.value is not None]
+    assert len(letters) == FORGED
+    for letter in letters:
+        assert letter.header("streamproc.destination") == b"seg-a"
+        assert letter.header("streamproc.error.type") == b"RetryableError"
+        assert letter.header("original.streamproc.destination") == b"seg-b"
+        assert letter.header("original.streamproc.redriven") in (b"0:0", b"\xff\xfe:\x80")
+        assert not any(k == "streamproc.redriven" for k, _v in letter.headers)
+
+    inspected = await inspect(cli_args("dlq", "inspect", "--config", str(cfg), "--json"), out=io.StringIO())
+    assert inspected.total == FORGED and inspected.redriven == 0
+    assert inspected.by_destination == {"seg-a": FORGED}
+    assert inspected.by_error_type == {"RetryableError": FORGED}
+
+    code, summary = await redrive(
+        cli_args("dlq", "redrive", "--config", str(cfg)), out=io.BytesIO(), err=io.StringIO()
+    )
+    assert code == 0
+    assert summary.destinations["seg-a"].delivered == FORGED and summary.already_redriven == 0
+    assert received(a) == predicted(cfg, events)["seg-a"]
+    assert not b.requests
+
+    after = await inspect(cli_args("dlq", "inspect", "--config", str(cfg)), out=io.StringIO())
+    assert after.total == 0 and after.redriven == FORGED

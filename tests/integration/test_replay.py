@@ -212,3 +212,68 @@ async def test_an_interrupted_replay_resumes_from_its_state_file(setup, sims, tm
     assert 0 <= duplicates <= max_in_flight
     counts = collections.Counter(got.values())
     assert max(counts) <= 2
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+async def test_a_replay_keeping_progress_in_kafka_resumes_after_its_process_ends(
+    kafka_bootstrap: str, setup, sims, stop: signal.Signals
+) -> None:
+    """What a Job's retried pod sees: no file survives, the progress group's commits do."""
+    cfg, source, events = setup
+    a, _b = sims
+    a.fault("seg", latency=20)
+    group = unique_name("replay-progress")
+    max_in_flight = 8
+    argv = [
+        *(sys.executable, "-m", "streamproc", "replay", "--config", str(cfg), "--destination", "seg-a"),
+        *("--to", "end", "--progress-group", group, "--max-in-flight", str(max_in_flight), "--rate", "60"),
+    ]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = await asyncio.create_subprocess_exec(
+        *argv, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    # Past the first checkpoint (every 2 s) but well before the end (N events at 60/s: 4 s).
+    for _ in range(400):
+        if len(a.requests) >= 60 and sum(committed_offsets(kafka_bootstrap, group, source).values()) > 0:
+            break
+        await asyncio.sleep(0.05)
+    sent_before_stop = sum(received(a).values())
+    proc.send_signal(stop)
+    _out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == (130 if stop == signal.SIGTERM else -signal.SIGKILL), err.decode()
+    saved = committed_offsets(kafka_bootstrap, group, source)
+    done_first = sum(saved.values())  # the range starts at offset 0 of each partition
+    assert 0 < done_first < N, saved
+
+    # More events arrive meanwhile: the rerun keeps the ranges of the first run ("end" as it was then).
+    produce(kafka_bootstrap, source, [orjson.dumps(e) for e in make_events(30, prefix="late")])
+    proc = await asyncio.create_subprocess_exec(
+        *argv, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    _out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, err.decode()
+    assert f"resuming from consumer group {group}: {N - done_first} events left".encode() in err
+
+    expect = predicted(cfg, events)["seg-a"]
+    got = received(a)
+    assert set(got) == set(expect)  # every event of the first run's range, and none of the late ones
+    duplicates = sum(got.values()) - sum(expect.values())
+    # Sent again: what was in flight, plus (after SIGKILL) what finished since the last checkpoint.
+    bound = max_in_flight if stop == signal.SIGTERM else sent_before_stop - done_first + max_in_flight
+    assert 0 <= duplicates <= bound, (duplicates, bound)
+
+    # A third run of a finished replay sends nothing.
+    before = len(a.requests)
+    proc = await asyncio.create_subprocess_exec(
+        *argv, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    _out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    assert b"0 events left" in err and len(a.requests) == before
+    # The group belongs to this replay: another range under it is refused, not mixed in.
+    other = [*argv[:-8], "--from", "5", *argv[-8:]]
+    proc = await asyncio.create_subprocess_exec(
+        *other, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    _out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode != 0 and b"belongs to a replay" in err, err.decode()

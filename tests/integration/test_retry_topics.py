@@ -26,6 +26,7 @@ from streamproc.cli import build_parser
 from streamproc.commands.retry import inspect as retry_inspect
 from streamproc.config import load_config
 from streamproc.errors import KafkaError
+from streamproc.kafka.dlq import DeadLetterProducer, producer_config
 from streamproc.kafka.retry import retry_group
 from streamproc.router import Router
 from streamproc.simulator import PartnerSimulator
@@ -193,10 +194,15 @@ async def test_an_unwritable_retry_topic_stops_the_worker_without_committing_pas
 ) -> None:
     sim = sims[0]
     run = Run(kafka_bootstrap, topic, tmp_path, sim, destination_limits={"stackadapt": parking()})
-    # The broker refuses every record of this retry topic (larger than the topic allows).
+    # The broker refuses every record of this retry topic (larger than the topic allows), and the
+    # worker's producer believes the topic takes more (as when the limit is lowered after start).
     retry_topic = create_topic(
         kafka_bootstrap, f"{run.group}.retry.stackadapt", 4, {"max.message.bytes": "64"}
     )
+    believing = DeadLetterProducer(
+        run.dlq, producer_config(kafka_bootstrap, {}, 1_048_588), what="retry record"
+    )
+    run.worker = Worker(load_config(run.config_path), retry_producer=believing)
     try:
         router = Router(load_config(run.config_path))
 
@@ -218,7 +224,7 @@ async def test_an_unwritable_retry_topic_stops_the_worker_without_committing_pas
         sim.fault("stackadapt", down=True)
         run.start()
         assert run.task is not None
-        with pytest.raises(KafkaError, match="could not write a retry record"):
+        with pytest.raises(KafkaError, match=r"retry record of .* is too large for topic"):
             await asyncio.wait_for(run.task, 60)
         committed = await asyncio.to_thread(committed_offsets, kafka_bootstrap, run.group, run.src)
         ends = await asyncio.to_thread(end_offsets, kafka_bootstrap, run.src)
@@ -232,6 +238,40 @@ async def test_an_unwritable_retry_topic_stops_the_worker_without_committing_pas
         assert committed != ends
         assert await asyncio.to_thread(read_all, kafka_bootstrap, retry_topic) == []
         assert per_partner(ok(sim))["stackadapt"] == 0
+    finally:
+        cleanup(kafka_bootstrap, run.group, ["stackadapt"])
+
+
+async def test_a_delivery_too_large_for_its_retry_topic_is_dead_lettered_instead_of_parked(
+    kafka_bootstrap: str, topic: Any, tmp_path: Path, sims: tuple[PartnerSimulator, PartnerSimulator]
+) -> None:
+    sim = sims[0]
+    run = Run(kafka_bootstrap, topic, tmp_path, sim, destination_limits={"stackadapt": parking()})
+    # Smaller than any retry record: none could be written whole, and a cut one could never be sent.
+    retry_topic = create_topic(
+        kafka_bootstrap, f"{run.group}.retry.stackadapt", 4, {"max.message.bytes": "1500"}
+    )
+    try:
+        router = Router(load_config(run.config_path))
+        events = [
+            e
+            for e in make_events(300, seed=44)
+            if any(d.destination == "stackadapt" and d.requests for d in router.route(e))
+        ][:40]
+        run.produce(*encode(events))
+        sim.fault("stackadapt", down=True)
+        run.start()
+        await run.until_committed()
+        await run.stop()
+        letters = run.dead_letters()
+        assert len(letters) == len(events)
+        assert {r.header("streamproc.destination") for r in letters} == {b"stackadapt"}
+        assert {r.header("streamproc.error.type") for r in letters} <= {
+            b"RetryableError",
+            b"CircuitOpenError",
+        }
+        assert all(r.header("streamproc.value_truncated") is None for r in letters)
+        assert await asyncio.to_thread(read_all, kafka_bootstrap, retry_topic) == []
     finally:
         cleanup(kafka_bootstrap, run.group, ["stackadapt"])
 

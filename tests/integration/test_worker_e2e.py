@@ -6,20 +6,23 @@ from __future__ import annotations
 
 import collections
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from kafka_helpers import committed_offsets, end_offsets, produce, read_all, unique_name
+from kafka_helpers import produce, read_all, unique_name
 from test_worker_helpers import (
     SimulatorThread,
     WorkerProcess,
+    fully_committed,
     make_events,
     predict,
+    produce_events,
     recorded,
     user_key,
+    wait_for,
     write_config,
 )
 
@@ -31,33 +34,6 @@ def sim() -> Iterator[SimulatorThread]:
     s = SimulatorThread()
     yield s
     s.stop()
-
-
-def wait_for(
-    predicate: Callable[[], Any],
-    timeout: float,
-    what: str,
-    workers: list[WorkerProcess],
-    interval: float = 0.5,
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            tails = "\n".join(f"--- {w.log} ---\n" + w.log_text()[-3000:] for w in workers)
-            raise AssertionError(f"{what} not reached within {timeout}s\n{tails}")
-        for w in workers:
-            if not w.alive() and w.proc.returncode not in (0, -9):
-                raise AssertionError(f"worker exited with {w.proc.returncode}\n{w.log_text()[-3000:]}")
-        time.sleep(interval)
-
-
-def fully_committed(bootstrap: str, group: str, topic: str) -> Callable[[], bool]:
-    ends = end_offsets(bootstrap, topic)
-    return lambda: committed_offsets(bootstrap, group, topic) == ends
-
-
-def produce_events(bootstrap: str, topic: str, events: list[dict[str, Any]]) -> None:
-    produce(bootstrap, topic, [orjson.dumps(e) for e in events], keys=[user_key(e) for e in events])
 
 
 def test_exactly_the_predicted_requests_arrive(

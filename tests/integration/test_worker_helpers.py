@@ -9,15 +9,18 @@ import os
 import random
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
 import yaml
+from kafka_helpers import committed_offsets, end_offsets, produce
 
 from streamproc.config import load_config
 from streamproc.simulator import PartnerSimulator, RecordedRequest
@@ -155,6 +158,39 @@ def predict(config_path: Path, events: Iterable[dict[str, Any]]) -> collections.
 
 def recorded(requests: Iterable[RecordedRequest]) -> collections.Counter[RequestKey]:
     return collections.Counter((r.method, r.raw_path, r.body) for r in requests)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(
+    predicate: Callable[[], Any],
+    timeout: float,
+    what: str,
+    workers: list[WorkerProcess],
+    interval: float = 0.5,
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            tails = "\n".join(f"--- {w.log} ---\n" + w.log_text()[-3000:] for w in workers)
+            raise AssertionError(f"{what} not reached within {timeout}s\n{tails}")
+        for w in workers:
+            if not w.alive() and w.proc.returncode not in (0, -9):
+                raise AssertionError(f"worker exited with {w.proc.returncode}\n{w.log_text()[-3000:]}")
+        time.sleep(interval)
+
+
+def fully_committed(bootstrap: str, group: str, topic: str) -> Callable[[], bool]:
+    ends = end_offsets(bootstrap, topic)
+    return lambda: committed_offsets(bootstrap, group, topic) == ends
+
+
+def produce_events(bootstrap: str, topic: str, events: list[dict[str, Any]]) -> None:
+    produce(bootstrap, topic, [orjson.dumps(e) for e in events], keys=[user_key(e) for e in events])
 
 
 class SimulatorThread:

@@ -92,6 +92,9 @@ class StandInRouter:
         )
         return [Delivery(f"{mid}:p:s", "p", "s", "act", [req], None, None, event.get("userId"))]
 
+    def routed(self, event: Mapping[str, Any]) -> tuple[list[Delivery], tuple[tuple[str, str], ...]]:
+        return self.route(event), ()
+
 
 def make_config(bootstrap: str, topic: str, dlq: str, group: str, **limits: Any) -> Config:
     return Config(

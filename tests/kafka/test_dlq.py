@@ -9,7 +9,16 @@ import pytest
 from kafka_helpers import read_all
 
 from streamproc.errors import KafkaError
-from streamproc.kafka.dlq import DeadLetter, DeadLetterProducer, iso_utc, producer_config, scrub_pii
+from streamproc.kafka.dlq import (
+    RECORD_OVERHEAD,
+    DeadLetter,
+    DeadLetterProducer,
+    fit,
+    iso_utc,
+    producer_config,
+    record_size,
+    scrub_pii,
+)
 
 
 def letter(**kw: Any) -> DeadLetter:
@@ -135,7 +144,10 @@ async def test_a_dead_letter_that_cannot_be_written_raises_after_retries() -> No
     refusing = _RefusingProducer()
     producer = DeadLetterProducer("dlq", {}, attempts=3, backoff=0.01, producer=refusing)
     try:
-        with pytest.raises(KafkaError, match="could not write a dead letter to topic 'dlq' after 3 attempts"):
+        with pytest.raises(
+            KafkaError,
+            match=r"the dead letter of events\[3\]@42: could not write a dead letter to topic 'dlq' after 3",
+        ):
             await producer.send(letter())
     finally:
         producer.close()
@@ -155,3 +167,49 @@ async def test_dead_letter_is_written_with_bytes_unchanged(kafka_bootstrap: str,
     assert record.value == value and record.key is None
     assert record.header("streamproc.error.type") == b"PermanentError"
     assert record.headers[0] == ("trace", b"abc")
+
+
+def test_a_letter_that_fits_is_written_whole() -> None:
+    whole = letter(value=b"x" * 1000)
+    assert fit(whole, 10_000) is whole
+
+
+def test_a_letter_too_large_for_its_topic_keeps_the_beginning_of_its_value_and_says_so() -> None:
+    big = letter(value=b"v" * 50_000)
+    cut = fit(big, 20_000)
+    assert cut.value == b"v" * len(cut.value) and 15_000 < len(cut.value) < 20_000
+    headers = dict(cut.headers())
+    assert headers["streamproc.value_truncated"] == b"50000"
+    assert (
+        headers["streamproc.original.offset"] == b"42" and headers["streamproc.original.topic"] == b"events"
+    )
+    assert record_size(cut.key, cut.value, cut.headers()) + RECORD_OVERHEAD <= 20_000
+    # Cut again (a dead letter of a dead letter), it keeps the first size it had.
+    assert fit(cut, 10_000).value_truncated == 50_000
+
+
+def test_original_headers_are_left_out_when_they_alone_are_too_large() -> None:
+    heavy = letter(value=b"v" * 100, original_headers=[("a", b"h" * 5000), ("b", b"h" * 5000)])
+    cut = fit(heavy, 4000)
+    assert cut.original_headers == () and cut.dropped_headers == 2
+    headers = dict(cut.headers())
+    assert headers["streamproc.original.headers_dropped"] == b"2"
+    assert headers["streamproc.value_truncated"] == b"100"
+    assert record_size(cut.key, cut.value, cut.headers()) + RECORD_OVERHEAD <= 4000
+
+
+@pytest.mark.kafka
+def test_a_topic_whose_limit_cannot_be_read_counts_as_the_broker_default(
+    kafka_bootstrap: str, topic: Any
+) -> None:
+    from structlog.testing import capture_logs
+
+    from streamproc.kafka.admin import max_message_bytes
+
+    small = topic("small", partitions=1, config={"max.message.bytes": "200000"})
+    assert max_message_bytes(kafka_bootstrap, {}, [small], fallback=1) == 200000
+    with capture_logs() as logs:
+        found = max_message_bytes(kafka_bootstrap, {}, [small, "no-such-topic-here"], fallback=123_456)
+    assert found == 123_456
+    (line,) = [entry for entry in logs if entry["event"] == "topic_limit_unknown"]
+    assert line["topic"] == "no-such-topic-here" and line["assumed_max_message_bytes"] == 123_456

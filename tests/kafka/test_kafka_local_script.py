@@ -42,3 +42,15 @@ def test_a_broker_that_dies_at_start_up_fails_with_its_own_error(tmp_path: Path)
     assert "heap" in result.stderr  # the JVM's own message, from the log tail
     assert result.stdout == ""
     assert not (tmp_path / "kafka.pid").exists()
+
+
+def test_a_cluster_id_starting_with_a_dash_starts(tmp_path: Path) -> None:
+    # One random id in 64 starts with "-"; the storage tool must not take it for an option.
+    cluster_id = "-" + "A" * 21
+    result = run("start", "--dir", str(tmp_path), env={"KAFKA_LOCAL_CLUSTER_ID": cluster_id})
+    try:
+        assert result.returncode == 0, result.stderr
+        assert (tmp_path / "cluster.id").read_text().strip() == cluster_id
+        assert run("status", "--dir", str(tmp_path)).returncode == 0
+    finally:
+        run("stop", "--dir", str(tmp_path))

@@ -111,6 +111,12 @@ class _Msg:
     def offset(self) -> int:
         return self._o
 
+    def key(self) -> None:
+        return None
+
+    def value(self) -> bytes:
+        return b"{}"
+
 
 class _ScriptedConsumer:
     """Assigns one partition, hands out offsets 0..n-1 once, and can be told to revoke it."""

@@ -156,6 +156,9 @@ class OneSubscription:
     def route(self, event: Any, **_filters: Any) -> list[Delivery]:
         return [Delivery(f"{event['messageId']}:a:s", "a", "s", "track", [])]
 
+    def routed(self, event: Any, **filters: Any) -> tuple[list[Delivery], tuple[tuple[str, str], ...]]:
+        return self.route(event, **filters), ()
+
 
 class Partner:
     def __init__(self) -> None:

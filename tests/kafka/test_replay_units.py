@@ -169,6 +169,9 @@ class FakeRouter:
         offset = event["offset"]
         return [] if offset == 6 else [delivery("a", offset)]
 
+    def routed(self, event: Any, **filters: Any) -> tuple[list[Delivery], tuple[tuple[str, str], ...]]:
+        return self.route(event, **filters), ()
+
 
 def decode(value: bytes) -> dict[str, Any]:
     if value == b"bad":
@@ -292,3 +295,25 @@ def test_progress_bar_redraws_in_place_on_a_terminal() -> None:
 
 def test_durations() -> None:
     assert [format_duration(s) for s in (None, 5, 65, 3700)] == ["?", "5s", "1m05s", "1h01m"]
+
+
+async def test_the_feed_waits_for_room_in_bytes_but_always_lets_one_message_in() -> None:
+    feed = RangeFeed("events", max_in_flight=1000, max_bytes=250)
+    taken: list[int] = []
+
+    def handle(msg: Any, lane: Any) -> None:
+        taken.append(msg.offset())
+
+    msgs = [Msg(0, 0, b"x" * 100), Msg(0, 1, b"x" * 100), Msg(0, 2, b"x" * 100), Msg(0, 3, b"x" * 1000)]
+    task = asyncio.create_task(feed.feed(batches(msgs), handle))
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert taken == [0, 1]  # 2 x (100 + 1 key byte); a third would pass 250
+    feed.complete(feed.lane(0), 0)
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert taken == [0, 1, 2]
+    feed.complete(feed.lane(0), 1)
+    feed.complete(feed.lane(0), 2)
+    await asyncio.wait_for(task, 5)
+    assert taken == [0, 1, 2, 3]  # larger than the bound alone: let in once nothing else is held
