@@ -765,14 +765,20 @@ def run_worker(
             out["error"] = f"worker ended ({gone}): {tail}"
         return out
     finally:
-        if worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(60)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait()
+        stop(worker)
         log.close()
+
+
+def stop(worker: subprocess.Popen[bytes]) -> None:
+    """SIGTERM a worker still running (it drains and commits), SIGKILL it after a minute."""
+    if worker.poll() is not None:
+        return
+    worker.send_signal(signal.SIGTERM)
+    try:
+        worker.wait(60)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        worker.wait()
 
 
 @dataclass

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import functools
 import os
 import signal
 import statistics
@@ -247,12 +248,7 @@ def drain(
         out["smaps_at_highest"] = smaps_breakdown(at_highest)
         return out
     finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(60)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
+        e2e.stop(worker)
         log.close()
 
 
@@ -383,21 +379,11 @@ def main() -> int:
             print(f"  {head} {'core':>5}")
             results: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in variants}
             # Rounds interleave the variants, so that a change in the machine's load hits each alike.
+            run = functools.partial(
+                drain, mix, topic, dlq, bootstrap, sink_url, work, one_destination=args.one_destination
+            )
             for name, overrides in [v for _ in range(args.rounds) for v in variants]:
-                r = drain(
-                    mix,
-                    topic,
-                    dlq,
-                    bootstrap,
-                    sink_url,
-                    work,
-                    overrides,
-                    args.one_destination,
-                    wanted,
-                    args.events,
-                    cpus[0],
-                    None,
-                )
+                r = run(overrides, wanted=wanted, events=args.events, cpu=cpus[0], report=None)
                 print(
                     f"  {name:<28} {r['start_rss_mb']:>17.0f} MB {r['peak_rss_mb']:>6.0f} MB"
                     f" {r['drain_events_per_s']:>10,.0f} {r['core_share']:>5.0%}"
@@ -422,20 +408,7 @@ def main() -> int:
                 for name, overrides in variants:
                     report = work / f"{tag}-{name}.report"
                     print(f"  -- {name}, tracemalloc on, half-way through the drain:")
-                    drain(
-                        mix,
-                        topic,
-                        dlq,
-                        bootstrap,
-                        sink_url,
-                        work,
-                        overrides,
-                        args.one_destination,
-                        wanted,
-                        args.events,
-                        cpus[0],
-                        report,
-                    )
+                    run(overrides, wanted=wanted, events=args.events, cpu=cpus[0], report=report)
                     print_report(report, args.top)
     finally:
         sink_proc.terminate()
