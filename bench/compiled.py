@@ -7,7 +7,7 @@ The hot, pure modules (streamproc/core/*, core/js/*, the router, the destination
 liquid modules, which mypyc refuses and which run only for `@liquid` mappings) are copied to a
 temporary directory and compiled there from the same .py files: the source stays the fallback.
 Cython needs nothing from them (`annotation_typing=False`: annotations stay hints, as in
-Python). mypyc needs four changes it refuses to compile without, made to the copy only: lone
+Python). mypyc needs three changes it refuses to compile without, made to the copy only: lone
 surrogates written as `chr()` instead of string escapes (4 places), a class attribute marked
 `ClassVar`, and `fast_constructor` falling back to the class when its fields are not slots (a
 compiled class has no slot descriptors to set).
@@ -36,33 +36,22 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-HOT = [
-    "streamproc/core/events.py",
-    "streamproc/core/fields.py",
-    "streamproc/core/fql.py",
-    "streamproc/core/mapping.py",
-    "streamproc/core/payload.py",
-    "streamproc/core/js/convert.py",
-    "streamproc/core/js/dates.py",
-    "streamproc/core/js/json.py",
-    "streamproc/core/js/strings.py",
-    "streamproc/core/js/url.py",
-    "streamproc/core/js/values.py",
-    "streamproc/destinations/base.py",
-    "streamproc/destinations/registry.py",
-    "streamproc/destinations/runtime.py",
-    "streamproc/destinations/seg.py",
-    "streamproc/destinations/stackadapt.py",
-    "streamproc/destinations/tiktok_offline.py",
-    "streamproc/router.py",
-]
+
+def hot_modules() -> list[str]:
+    """The modules compiled: core (without liquid), core/js, the destinations, the router."""
+    found = [
+        *sorted((ROOT / "streamproc" / "core").glob("*.py")),
+        *sorted((ROOT / "streamproc" / "core" / "js").glob("*.py")),
+    ]
+    found += [*sorted((ROOT / "streamproc" / "destinations").glob("*.py")), ROOT / "streamproc" / "router.py"]
+    return [str(p.relative_to(ROOT)) for p in found if p.name != "__init__.py" and "liquid" not in p.name]
+
+
+HOT = hot_modules()
 
 # (file, pattern, replacement): what mypyc will not compile as written.
 MYPYC_CHANGES = [
     ("streamproc/core/js/json.py", r'"\[\\ud800-\\udfff\]"', '"[" + chr(0xD800) + "-" + chr(0xDFFF) + "]"'),
-    ("streamproc/core/js/strings.py", r'"\\ud800" <= u <= "\\udbff"', "chr(0xD800) <= u <= chr(0xDBFF)"),
-    ("streamproc/core/js/url.py", r'"\\ud800" <= c <= "\\udfff"', "chr(0xD800) <= c <= chr(0xDFFF)"),
-    ("streamproc/core/fql.py", r'"\\udc00" <= u <= "\\udfff"', "chr(0xDC00) <= u <= chr(0xDFFF)"),
     (
         "streamproc/core/js/values.py",
         r"_instance: Undefined \| None = None",
@@ -77,6 +66,8 @@ MYPYC_CHANGES = [
         r"        return cls\n",
     ),
 ]
+# Any other lone surrogate written as a one-character string literal.
+SURROGATE_LITERAL = (r'"\\u(d[89a-f][0-9a-f]{2})"', r"chr(0x\1)")
 
 CYTHON_SETUP = """
 import sys
@@ -138,6 +129,9 @@ def build(compiler: str, dest: Path) -> tuple[float, float]:
             if n != 1:
                 raise SystemExit(f"{rel}: the change for mypyc no longer applies ({pattern})")
             path.write_text(text)
+        for rel in HOT:
+            path = dest / rel
+            path.write_text(re.sub(*SURROGATE_LITERAL, path.read_text()))
         mypyc = Path(sys.executable).with_name("mypyc")
         argv = [str(mypyc), *HOT]
     else:
