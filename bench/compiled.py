@@ -18,6 +18,21 @@ round by round: the machine may be shared, so the median and the range are shown
 valgrind exists, the instructions per routed event counted by callgrind (the difference between
 routing N events and none, so start-up cancels out; repeatable whatever the load). `--tests`
 runs tests/core, tests/destinations and tests/test_router.py against each build.
+
+Measured on the project's two-core machine (shared, so the rates are noisy; the instruction
+counts are not), 20 modules, CPython 3.11, mypyc 2.4.1, Cython 3.3.1:
+
+    compile            mypyc 145 s wall (94 s CPU)     Cython 287 s wall (236 s CPU)
+    events/CPU-second  pure 10,591 (10,073-10,893)  mypyc 10,701 (x1.01)  Cython 10,375 (x0.98)
+    instructions/event pure 282,706                 mypyc 299,733 (x0.94)  Cython 277,442 (x1.02)
+    routing tests      all pass against both builds (8,058 tests)
+
+Neither comes near the 1.3x that would pay for a compiler in every install and two builds in CI,
+so the package stays pure Python. Routing time goes to dict and string work inside CPython and
+orjson, to the mapping code generated at start (exec'd, so never compiled), and to code typed
+`Any`, which mypyc runs through the same generic object calls the 3.11 interpreter specialises
+for itself; mypyc's boxed arithmetic and checked casts at native boundaries cost more than its
+direct calls save.
 """
 
 from __future__ import annotations
