@@ -3,7 +3,7 @@
     .venv/bin/python bench/e2e.py [--events 20000] [--latency-events 5000] [--rate N]
                                   [--mix stackadapt,tiktok] [--bootstrap HOST:PORT]
                                   [--baseline REV|PATH] [--http-client aiohttp,pyreqwest]
-                                  [--tiktok-batch N] [--rounds N] [--json PATH|-]
+                                  [--tiktok-batch N] [--one-destination] [--rounds N] [--json PATH|-]
 
 For each event mix (StackAdapt-heavy: page views and product views, one GET each; TikTok-heavy:
 orders and carts) it prints, measured in the same run on the same machine:
@@ -13,8 +13,9 @@ orders and carts) it prints, measured in the same run on the same machine:
                        and CPU per request (the output ceiling)
   naive                poll one message, await its requests one by one, commit it
   streamproc           `streamproc run` as a process: backlog drain rate, events and requests per
-                       worker CPU-second, worker CPU per request over the bare client's, and the
-                       produce-to-partner latency p50/p99 at half the drain rate
+                       worker CPU-second, worker CPU per request over the bare client's, the share of
+                       its core it used and its peak RSS while draining, and the produce-to-partner
+                       latency p50/p99 at half the drain rate
 The partner side of the throughput phases is the Go sink in bench/sink/ (built into .cache/ on first
 use; it answers each partner's success shape and counts requests and TikTok items, so the run checks
 that every expected request arrived). The Python simulator (`streamproc simulate`) stays the tool for
@@ -26,7 +27,8 @@ from /proc; the broker and the sink are not in it.
 that revision's worker with this venv, PYTHONPATH pointing at its source, against the same broker and
 sink, next to the current one. --http-client and --tiktok-batch add worker variants with the config
 keys `http: {client: ...}` and, on the TikTok destination, `batch: {max_events, max_wait_ms}`; a
-revision whose config check rejects a key shows the variant as not available.
+revision whose config check rejects a key shows the variant as not available. --one-destination adds
+variants configured with the mix's own partner only (StackAdapt or TikTok), the other two removed.
 Without --bootstrap (or KAFKA_BOOTSTRAP_SERVERS) a local broker is started with scripts/kafka-local.
 """
 
@@ -79,6 +81,8 @@ MIXES: dict[str, dict[str, float]] = {
     },
     "tiktok": {"Order Completed": 5, "Product Added": 4, "Checkout Started": 3, "page": 0.5, "identify": 0.5},
 }
+# The one destination a mix keeps in the --one-destination variants: (destination id, partner).
+MIX_DESTINATION = {"stackadapt": ("stackadapt", "stackadapt"), "tiktok": ("tiktok-offline", "tiktok")}
 
 # The worker is started through this so that its own log says which source it imported: a baseline
 # run must not silently measure the installed (current) package.
@@ -151,18 +155,22 @@ class Variant:
     tiktok_batch: int | None = None
     batch_wait_ms: float = 20.0
     mixes: frozenset[str] | None = None  # None: every mix
+    one_destination: bool = False  # only the mix's own partner is configured
 
     @property
     def label(self) -> str:
-        parts = []
+        parts = ["one destination"] if self.one_destination else []
         if self.http_client:
             parts.append(f"http={self.http_client}")
         if self.tiktok_batch:
             parts.append(f"tiktok-batch={self.tiktok_batch}")
         return f"{self.revision} {' '.join(parts) or 'default'}"
 
-    def apply(self, config: dict[str, Any]) -> dict[str, Any]:
+    def apply(self, config: dict[str, Any], mix: str) -> dict[str, Any]:
         out = copy.deepcopy(config)
+        if self.one_destination:
+            keep = MIX_DESTINATION[mix][0]
+            out["destinations"] = [d for d in out["destinations"] if d["id"] == keep]
         if self.http_client:
             out["http"] = {"client": self.http_client}
         if self.tiktok_batch:
@@ -178,6 +186,8 @@ def variants(args: argparse.Namespace, baseline: tuple[str, Path] | None) -> lis
     out: list[Variant] = []
     for name, source in revisions:
         out.append(Variant(name, source))
+        if args.one_destination:
+            out.append(Variant(name, source, one_destination=True))
     for name, source in revisions:
         for client in clients:
             out.append(Variant(name, source, http_client=client))
@@ -489,6 +499,15 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def memory_mb(pid: int, key: str) -> float:
+    """A memory figure of a process from /proc (Linux): VmHWM is its peak resident set, VmRSS its
+    current one, in MB (2**20 bytes)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{key}:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -623,7 +642,10 @@ def run_worker(
     latency_topic = f"{ctx.tag}-lat-{slug}"
     create_topic(ctx.bootstrap, latency_topic, PARTITIONS)
     ctx.topics.append(latency_topic)
-    data = variant.apply(base_config(ctx.bootstrap, [ctx.topic, latency_topic], ctx.dlq, group, ctx.sink_url))
+    data = variant.apply(
+        base_config(ctx.bootstrap, [ctx.topic, latency_topic], ctx.dlq, group, ctx.sink_url), ctx.mix
+    )
+    wanted = ctx.expected_for(variant)
     config = ctx.work / f"{group}.yaml"
     config.write_text(yaml.safe_dump(data, sort_keys=False))
     log_path = ctx.work / f"{group}.log"
@@ -648,17 +670,18 @@ def run_worker(
                 raise WorkerGone(f"exit {worker.returncode}")
             time.sleep(0.01)
         started = time.perf_counter()
+        out["start_rss_mb"] = memory_mb(worker.pid, "VmRSS")
         cpu0 = cpu_seconds(worker.pid)
         sink_cpu0 = cpu_seconds(ctx.sink_pid)
         first = sink_stats(ctx.sink_url)
-        complete, stats = wait_for(ctx.sink_url, before, ctx.expected.deliveries, worker, interval=0.05)
+        complete, stats = wait_for(ctx.sink_url, before, wanted.deliveries, worker, interval=0.05)
         elapsed = time.perf_counter() - started
         cpu = cpu_seconds(worker.pid) - cpu0
         # The window opens at the first delivery seen: count only what was sent inside it.
         requests = stats["total"] - first["total"]
-        events = ctx.events * (delivered(stats, first) / ctx.expected.deliveries)
+        events = ctx.events * (delivered(stats, first) / wanted.deliveries)
         out["complete"] = complete
-        out["problems"] = check_arrivals(ctx.expected, stats, before)
+        out["problems"] = check_arrivals(wanted, stats, before)
         out["drain_s"] = elapsed
         out["worker_cpu_s"] = cpu
         out["requests_sent"] = stats["total"] - before["total"]
@@ -670,15 +693,15 @@ def run_worker(
         out["requests_per_cpu_s"] = requests / cpu
         out["cpu_us_per_request"] = cpu / requests * 1e6
         out["worker_cpu_util"] = cpu / elapsed
+        # The high-water mark since the worker started: start-up, compiling the config, the drain.
+        out["peak_rss_mb"] = memory_mb(worker.pid, "VmHWM")
         out["sink_cpu_util"] = (cpu_seconds(ctx.sink_pid) - sink_cpu0) / elapsed
         out["bare_client"] = variant.http_client or default_client(variant.source)
         bare = ctx.bare.get(out["bare_client"])
         if isinstance(bare, dict):
             out["cpu_vs_bare"] = out["cpu_us_per_request"] / bare["cpu_us_per_request"]
         if not complete:
-            out["error"] = (
-                f"stalled: {delivered(stats, before)} of {ctx.expected.deliveries} deliveries arrived"
-            )
+            out["error"] = f"stalled: {delivered(stats, before)} of {wanted.deliveries} deliveries arrived"
             return out
 
         # Latency at a steady rate: produce time to the sink receiving the request (or batch).
@@ -689,7 +712,7 @@ def run_worker(
         expected = Expected()
         events_at: list[tuple[dict[str, Any], list[Any]]] = []
         for e in steady:
-            reqs = [r for d in ctx.router.route(e) for r in d.requests]
+            reqs = [r for d in ctx.router.route(e) for r in d.requests if ctx.sent_by(variant, r)]
             events_at.append((e, reqs))
             for r in reqs:
                 expected.add(r)
@@ -742,14 +765,20 @@ def run_worker(
             out["error"] = f"worker ended ({gone}): {tail}"
         return out
     finally:
-        if worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(60)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait()
+        stop(worker)
         log.close()
+
+
+def stop(worker: subprocess.Popen[bytes]) -> None:
+    """SIGTERM a worker still running (it drains and commits), SIGKILL it after a minute."""
+    if worker.poll() is not None:
+        return
+    worker.send_signal(signal.SIGTERM)
+    try:
+        worker.wait(60)
+    except subprocess.TimeoutExpired:
+        worker.kill()
+        worker.wait()
 
 
 @dataclass
@@ -766,7 +795,22 @@ class MixContext:
     events: int
     expected: Expected
     topics: list[str]
+    requests: list[Any] = field(default_factory=list)
     bare: dict[str, dict[str, Any] | str] = field(default_factory=dict)
+
+    def sent_by(self, variant: Variant, request: Any) -> bool:
+        """Whether a worker of this variant sends this request of the mix's full configuration."""
+        partner = MIX_DESTINATION[self.mix][1]
+        return not variant.one_destination or partner_of(url_path(request.url)) == partner
+
+    def expected_for(self, variant: Variant) -> Expected:
+        if not variant.one_destination:
+            return self.expected
+        out = Expected()
+        for r in self.requests:
+            if self.sent_by(variant, r):
+                out.add(r)
+        return out
 
 
 def run_mix(
@@ -797,6 +841,7 @@ def run_mix(
     ctx = MixContext(
         name, tag, bootstrap, sink_url, sink_pid, work, topic, dlq, router, len(events), expected, topics
     )
+    ctx.requests = requests
     out: dict[str, Any] = {
         "mix": name,
         "events": len(events),
@@ -865,12 +910,12 @@ def print_mix(r: dict[str, Any]) -> None:
     print(f"  naive poll/POST/commit {r['naive']:>9,.0f} events/s")
     header = (
         f"  {'streamproc run':<40} {'drain':>7} {'events':>7} {'reqs':>7} {'CPU':>6} {'x bare':>6}"
-        f" {'worker':>6} {'sink':>5} {'items':>5}  {'latency p50/p99 ms':>18} {'at ev/s':>7}"
+        f" {'worker':>6} {'sink':>5} {'peak':>5} {'items':>5}  {'latency p50/p99 ms':>18} {'at ev/s':>7}"
     )
     print(header)
     print(
         f"  {'':<40} {'ev/s':>7} {'/CPU-s':>7} {'/CPU-s':>7} {'us/req':>6} {'':>6}"
-        f" {'CPU':>6} {'CPU':>5} {'/req':>5}"
+        f" {'CPU':>6} {'CPU':>5} {'RSS':>5} {'/req':>5}"
     )
     for w in r["workers"]:
         label = f"  {w['variant']:<40}"
@@ -889,7 +934,7 @@ def print_mix(r: dict[str, Any]) -> None:
         print(
             f"{label} {w['events_per_s']:>7,.0f} {w['events_per_cpu_s']:>7,.0f}"
             f" {w['requests_per_cpu_s']:>7,.0f} {w['cpu_us_per_request']:>6,.0f} {ratio}"
-            f" {w['worker_cpu_util']:>6.0%} {w['sink_cpu_util']:>5.0%}"
+            f" {w['worker_cpu_util']:>6.0%} {w['sink_cpu_util']:>5.0%} {w['peak_rss_mb']:>5.0f}"
             f" {w['tiktok_items_per_request']:>5.1f}  {latency}"
         )
         for problem in w.get("problems", []):
@@ -967,6 +1012,11 @@ def main() -> int:
     )
     parser.add_argument("--tiktok-batch-wait-ms", type=float, default=20.0)
     parser.add_argument(
+        "--one-destination",
+        action="store_true",
+        help="also run each worker with only the mix's own partner configured (StackAdapt, TikTok)",
+    )
+    parser.add_argument(
         "--rounds", type=int, default=1, help="run every worker variant this many times, interleaved"
     )
     parser.add_argument("--no-pin", action="store_true", help="do not pin the worker and the sink to cores")
@@ -1024,6 +1074,8 @@ def main() -> int:
                 "\ndrain: backlog events/s; events, reqs /CPU-s: per second of worker CPU (all its threads);"
                 "\nCPU us/req: worker CPU per request sent; x bare: over the bare client's (the same client;"
                 " the revision's own default client for default);"
+                "\nworker CPU: the share of its core the worker used while draining; peak RSS: the worker's"
+                " resident-set high-water mark (MB) from its start to the end of the drain;"
                 "\nitems/req: TikTok items per request; latency: produce to the sink receiving it."
             )
     finally:

@@ -23,7 +23,7 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import structlog
 
@@ -31,17 +31,21 @@ from streamproc.config import Config
 from streamproc.decoding import make_decoder
 from streamproc.dispatch import Dispatcher
 from streamproc.errors import KafkaError, StreamprocError
-from streamproc.http import OpsServer, Readiness
 from streamproc.kafka.admin import check_topics, ensure_retry_topics
 from streamproc.kafka.backpressure import prefetch_settings
 from streamproc.kafka.consumer import ConsumerLoop, Partition, consumer_config
 from streamproc.kafka.dlq import DeadLetterProducer, dead_letter_producer
-from streamproc.kafka.parking import Parking
-from streamproc.kafka.retry import RetryConsumer, retry_group
 from streamproc.kafka.settings import admin_settings, consumer_settings
 from streamproc.metrics import Metrics
 from streamproc.pipeline import EventProcessor, kafka_section
 from streamproc.router import Router
+
+# Imported where they are used: the operations server only with metrics on (it brings aiohttp's
+# server), parking and the retry consumer only when a destination parks.
+if TYPE_CHECKING:
+    from streamproc.http import OpsServer, Readiness
+    from streamproc.kafka.parking import Parking
+    from streamproc.kafka.retry import RetryConsumer
 
 __all__ = ["Worker", "build_worker"]
 
@@ -128,6 +132,8 @@ class Worker:
         ]
         if not parked:
             return None
+        from streamproc.kafka.parking import Parking
+
         return Parking(
             {d.id: self.kafka.retry_topic(d.id) for d in parked},
             frozenset(d.id for d in parked if d.ordering == "key"),
@@ -170,6 +176,8 @@ class Worker:
         }
 
     def _build_retry(self, parking: Parking) -> None:
+        from streamproc.kafka.retry import RetryConsumer, retry_group
+
         kafka = self.kafka
         retry = self.retry = RetryConsumer(
             consumer_config(kafka.bootstrap_servers, retry_group(kafka.group_id), self._consumer_settings()),
@@ -349,6 +357,8 @@ class Worker:
     async def _start_http(self) -> None:
         if not self._serve_http:
             return
+        from streamproc.http import OpsServer, Readiness
+
         self._readiness = Readiness(gauge=self.metrics.ready)
         self._server = OpsServer(self.config.metrics, self.metrics.registry, self._readiness)
         url = await self._server.start()

@@ -234,11 +234,11 @@ class Limits:
             " the worker pauses its partitions",
             minimum=1,
         ),
-    ] = 10000
+    ] = 5000
     resume_in_flight_events: Annotated[
         int,
         Key("the worker resumes below this many such events; below max_in_flight_events", minimum=0),
-    ] = 5000
+    ] = 2500
     max_in_flight_bytes: Annotated[
         int,
         Key(

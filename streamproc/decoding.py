@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
-from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
 from streamproc.core.events import decode_json
 from streamproc.errors import ConfigError, DecodeError, StreamprocError
@@ -70,6 +69,14 @@ class SchemaRegistryUnavailable(StreamprocError):
     """The schema registry did not answer; the message itself may be fine, so do not dead-letter it."""
 
 
+def parse_schema(schema: Any) -> Any:
+    """fastavro's `parse_schema`. fastavro is imported on first use: a worker reading JSON never
+    loads it (memory it would carry for nothing)."""
+    from fastavro import parse_schema as parse
+
+    return parse(schema)
+
+
 def load_schema(path: str | Path) -> dict[str, Any]:
     """Read and parse an Avro schema file once; raises ConfigError naming the file when it is unusable."""
     try:
@@ -99,9 +106,13 @@ def _json_fields(schema: Mapping[str, Any]) -> tuple[str, ...]:
 class AvroCodec:
     """One parsed Avro schema with the knowledge of which fields carry JSON; decodes and encodes events."""
 
-    __slots__ = ("json_fields", "reader", "writer")
+    __slots__ = ("_read", "_write", "json_fields", "reader", "writer")
 
     def __init__(self, writer: dict[str, Any], reader: dict[str, Any] | None = None) -> None:
+        from fastavro import schemaless_reader, schemaless_writer
+
+        self._read = schemaless_reader
+        self._write = schemaless_writer
         self.writer = writer
         self.reader = reader
         self.json_fields = _json_fields(reader if reader is not None else writer)
@@ -109,7 +120,7 @@ class AvroCodec:
     def decode(self, raw: bytes | memoryview, what: str = "Avro record") -> dict[str, Any]:
         buf = io.BytesIO(raw)
         try:
-            record = schemaless_reader(buf, self.writer, self.reader)
+            record = self._read(buf, self.writer, self.reader)
         except Exception as exc:  # fastavro raises EOFError, IndexError, ValueError, ... for bad bytes
             raise DecodeError(f"{what} does not decode: {type(exc).__name__}: {exc}") from None
         if buf.tell() != len(raw):
@@ -136,7 +147,7 @@ class AvroCodec:
             if name in record and record[name] is not None:
                 record[name] = orjson.dumps(record[name]).decode()
         out = io.BytesIO()
-        schemaless_writer(out, self.writer, record)
+        self._write(out, self.writer, record)
         return out.getvalue()
 
 

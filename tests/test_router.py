@@ -403,3 +403,28 @@ def test_mapping_and_validation_in_one_give_the_same_deliveries(
             holder = holder[key]
         holder[path[-1]] = value
     assert _outcome(together, event) == _outcome(apart, event)
+
+
+# --- Memory held by deliveries in flight -----------------------------------------------------------
+
+
+def test_a_delivery_in_flight_holds_about_the_size_of_its_request() -> None:
+    """A backlog keeps thousands of deliveries in memory until they are sent: each must cost about
+    its request's URL and body, not the 4 KiB buffer orjson writes a body into."""
+    import tracemalloc
+
+    together, _ = _preset_routers()
+    events = [copy.deepcopy(e) for e in _EXAMPLE_EVENTS] * 10
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        held = [together.route(e) for e in events]
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    requests = [r for deliveries in held for d in deliveries for r in d.requests]
+    with_body = [r for r in requests if r.body]
+    assert len(with_body) > 100
+    payload = sum(len(r.url) + len(r.body or b"") for r in requests)
+    # Besides URL and body: the delivery, its id, the request, its headers (~1 KiB a request).
+    assert grown < payload + 1200 * len(requests), (grown, payload, len(requests))

@@ -110,10 +110,19 @@ def fast_constructor(cls: type, names: tuple[str, ...]) -> Callable[..., Any]:
     return make8
 
 
-new_request: Callable[[str, str, Mapping[str, str], bytes | None], Request] = fast_constructor(
+_request: Callable[[str, str, Mapping[str, str], bytes | None], Request] = fast_constructor(
     Request, ("method", "url", "headers", "body")
 )
-"""`Request(method, url, headers, body)`, quicker (builders make one per delivery)."""
+_join = b"".join
+
+
+def new_request(method: str, url: str, headers: Mapping[str, str], body: bytes | None) -> Request:
+    """`Request(method, url, headers, body)`, quicker (builders make one per delivery), with the body
+    right-sized. orjson returns what it writes in a buffer of at least 4 KiB whatever its length
+    (orjson 3.12), and a body stays in memory while its delivery is in flight: thousands of them
+    on a backlog. Joining it with b"" copies it into a buffer of its own length (a join of more
+    than one item always makes a new object) for about 0.2 us."""
+    return _request(method, url, headers, None if body is None else _join((body, b"")))
 
 
 BuildFn = Callable[[Mapping[str, Any], BuildContext], "list[Request] | Skip"]

@@ -402,6 +402,24 @@ _USER_KEYS = ("lead_id", "ttp", "ip", "user_agent", "locale")
 _PROPERTY_KEYS = ("query", "description", "order_id", "shop_id")
 _PATH = f"/open_api/{API_VERSION}/event/track/"
 
+# One headers mapping per access token, shared by its requests (never changed once made): a request
+# stays in memory while its delivery is in flight, thousands of them on a backlog.
+_HEADERS_BY_TOKEN: dict[str, Mapping[str, str]] = {}
+_HEADERS_KEPT = 64
+
+
+def _headers(token: str) -> Mapping[str, str]:
+    headers = _HEADERS_BY_TOKEN.get(token)
+    if headers is None:
+        headers = {
+            "access-token": token,
+            "content-type": "application/json",
+            "user-agent": "Segment (Actions)",
+        }
+        if len(_HEADERS_BY_TOKEN) < _HEADERS_KEPT:
+            _HEADERS_BY_TOKEN[token] = headers
+    return headers
+
 
 def build_offline_event(
     payload: Mapping[str, Any], ctx: BuildContext, helpers: _Helpers = _FAST
@@ -479,11 +497,7 @@ def build_offline_event(
         "partner_name": "Segment",
         "data": [event],
     }
-    headers = {
-        "access-token": str(settings.get("accessToken", "")),
-        "content-type": "application/json",
-        "user-agent": "Segment (Actions)",
-    }
+    headers = _headers(str(settings.get("accessToken", "")))
     return [new_request("POST", f"{ctx.endpoint}{_PATH}", headers, helpers.json(body))]
 
 

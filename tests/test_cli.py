@@ -1,0 +1,93 @@
+"""The command line: every command is listed, and each loads only what it needs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from streamproc.cli import build_parser, command_names
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Runs `streamproc run` with the worker's run() replaced by a print of the modules it loaded.
+_MODULES_OF_RUN = """
+import json, sys
+from streamproc import app
+app.Worker.run = lambda self: print(json.dumps(sorted(sys.modules))) or 0
+from streamproc.cli import main
+sys.exit(main(["run", "--config", sys.argv[1]]))
+"""
+
+
+def modules_of_run(config: Path) -> set[str]:
+    proc = subprocess.run(
+        [sys.executable, "-c", _MODULES_OF_RUN, str(config)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return set(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+
+def test_help_lists_every_command() -> None:
+    text = build_parser().format_help()
+    for name in ("run", "check", "send", "replay", "dlq", "retry", "simulate", "demo"):
+        assert name in command_names()
+        assert f"    {name} " in text
+
+
+def test_one_command_parses_alone() -> None:
+    args = build_parser(only="run").parse_args(["run", "--config", "x.yaml"])
+    assert args.command == "run" and args.config == "x.yaml"
+
+
+def test_run_loads_neither_other_commands_nor_unused_libraries(tmp_path: Path) -> None:
+    # A JSON input, no liquid mapping, no parking, metrics off: what the worker needs only
+    # for those (and what the other commands need) stays unloaded.
+    data = yaml.safe_load((ROOT / "examples" / "config.yaml").read_text())
+    data["metrics"] = {"enabled": False}
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(data))
+    loaded = modules_of_run(config)
+    assert "streamproc.app" in loaded and "streamproc.router" in loaded
+    unused = {
+        "streamproc.simulator",
+        "streamproc.demo",
+        "streamproc.commands.replay",
+        "streamproc.commands.dlq",
+        "streamproc.kafka.replay",
+        "streamproc.kafka.redrive",
+        "streamproc.kafka.retry",
+        "streamproc.kafka.parking",
+        "streamproc.http",
+        "streamproc.core.liquid",
+        "aiohttp",
+        "fastavro",
+        "jsonschema",
+        "liquid",
+    }
+    assert not unused & loaded
+
+
+def test_run_loads_what_the_configuration_asks_for(tmp_path: Path) -> None:
+    data = yaml.safe_load((ROOT / "examples" / "config.yaml").read_text())
+    data["metrics"] = {"enabled": True, "port": 0}
+    data["destinations"][0]["limits"]["retry"] = {"park_after_attempts": 2}
+    data["destinations"][0]["subscriptions"] = [
+        {
+            "name": "Liquid",
+            "trigger": 'type = "track"',
+            "action": "forwardEvent",
+            "mapping": {"event_type": {"@liquid": "{{ event.type }}"}},
+        }
+    ]
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(data))
+    loaded = modules_of_run(config)
+    assert {"streamproc.kafka.parking", "streamproc.kafka.retry", "streamproc.core.liquid"} <= loaded
