@@ -34,7 +34,7 @@ from streamproc.errors import KafkaError, StreamprocError
 from streamproc.kafka.admin import check_topics, ensure_retry_topics
 from streamproc.kafka.backpressure import prefetch_settings
 from streamproc.kafka.consumer import ConsumerLoop, Partition, consumer_config
-from streamproc.kafka.dlq import DeadLetterProducer, dead_letter_producer
+from streamproc.kafka.producer import DeadLetterProducer, dead_letter_producer
 from streamproc.kafka.settings import admin_settings, consumer_settings
 from streamproc.metrics import Metrics
 from streamproc.pipeline import EventProcessor, kafka_section

@@ -23,7 +23,8 @@ from streamproc.destinations.base import Batching, Request
 from streamproc.metrics import Metrics
 
 if TYPE_CHECKING:  # dispatch builds batchers, so it cannot be imported here at run time
-    from streamproc.dispatch import Bulkhead, DeliveryLike, DeliveryResult
+    from streamproc.dispatch import Bulkhead, DeliveryLike
+    from streamproc.handoff import DeliveryResult
 
 __all__ = ["BatchOptions", "Batcher", "batchers_for"]
 

@@ -34,7 +34,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import structlog
 
@@ -43,6 +43,7 @@ from streamproc.client import DEFAULT_CLIENT, HttpClient, SendError, make_client
 from streamproc.destinations import registry
 from streamproc.destinations.base import ClassifyFn, Outcome, Request, Verdict, classify_http
 from streamproc.errors import DeliveryError, ErrorType
+from streamproc.handoff import DeliveryResult, Failure
 from streamproc.metrics import Metrics, status_class
 
 __all__ = [
@@ -52,9 +53,7 @@ __all__ = [
     "CircuitState",
     "ConcurrencyLimit",
     "DeliveryLike",
-    "DeliveryResult",
     "Dispatcher",
-    "Failure",
     "KeySequencer",
     "RetryShare",
     "TokenBucket",
@@ -98,34 +97,6 @@ class DeliveryLike(Protocol):
     def skipped(self) -> str | None: ...
     @property
     def ordering_key(self) -> str | None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Failure:
-    """Why a delivery is dead-lettered: what a redrive or a person needs to decide what to do."""
-
-    type: ErrorType
-    message: str
-    status: int | None = None
-    response_body: str | None = None
-    attempts: int = 0
-    first_attempt_at: float | None = None
-    """Unix time of the first HTTP attempt (None when nothing was sent)."""
-    last_attempt_at: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class DeliveryResult:
-    """The finished state of one delivery (for "parked": finished in memory, to be retried later)."""
-
-    outcome: Literal["delivered", "skipped", "dead_lettered", "parked"]
-    failure: Failure | None = None
-    """Why it was dead-lettered, or for "parked" the last error (attempts and times are totals)."""
-    attempts: int = 0
-    next_attempt_at: float | None = None
-    """"parked": Unix time before which it must not be tried again."""
-    deadline_at: float | None = None
-    """"parked": Unix time at which its retry budget ends (then it is dead-lettered)."""
 
 
 @dataclass(frozen=True, slots=True)

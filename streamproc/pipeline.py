@@ -37,7 +37,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
@@ -46,25 +46,24 @@ import structlog
 
 from streamproc.config import Config, KafkaConfig
 from streamproc.decoding import SchemaPending, SchemaRegistryUnavailable
-from streamproc.dispatch import Admission, DeliveryResult, Dispatcher, Failure
+from streamproc.dispatch import Admission, Dispatcher
 from streamproc.errors import ConfigError, ConfigProblem, DecodeError, ErrorType, KafkaError, StreamprocError
 from streamproc.gates import NO_SUBSCRIPTION, Withheld
-from streamproc.kafka.dlq import DeadLetter, DeadLetterProducer
+from streamproc.handoff import DeliveryResult, Failure, Origin, Redelivery
+from streamproc.kafka.dlq import DeadLetter
 from streamproc.kafka.headers import read_headers
 from streamproc.kafka.offsets import OffsetTracker
+from streamproc.kafka.producer import DeadLetterProducer
 from streamproc.kafka.progress import delivery_key
 from streamproc.metrics import Metrics
 from streamproc.router import Delivery, Router
 
 if TYPE_CHECKING:
     from streamproc.kafka.parking import Parking
-    from streamproc.kafka.retry import ParkedRecord
 
 __all__ = [
     "EventProcessor",
     "Lane",
-    "Origin",
-    "Redelivery",
     "Summary",
     "Tally",
     "Undecodable",
@@ -108,35 +107,6 @@ class Lane(Protocol):
 
 
 # -- dead letters ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Origin:
-    """Where a message was first consumed, as its dead letters name it."""
-
-    topic: str
-    partition: int
-    offset: int
-    timestamp_ms: int | None
-    headers: Sequence[tuple[str, bytes | None]]
-    unreadable_headers: int = 0
-    """Headers of the message that could not be read (names that are not UTF-8) and are not kept."""
-
-
-@dataclass(frozen=True, slots=True)
-class Redelivery:
-    """A dead letter being delivered again: the one subscription it names, and the history that a
-    new dead letter of it carries on (first origin, first attempt, attempts so far)."""
-
-    destination: str
-    subscription: str
-    origin: Origin
-    attempts: int = 0
-    first_attempt_at: float | None = None
-    on_routed: Callable[[], None] | None = None
-    """Called when routing finds the delivery again (redrive then owes the record a marker)."""
-    parked: ParkedRecord | None = None
-    """A retry record read back: the attempts and budget it has spent, and who parked it."""
 
 
 def dead_letter(

@@ -14,8 +14,9 @@ import pytest
 from streamproc.batching import Batcher, BatchOptions
 from streamproc.config import parse_config
 from streamproc.destinations.base import Batching, Request
-from streamproc.dispatch import Bulkhead, BulkheadPolicy, DeliveryResult, Dispatcher
+from streamproc.dispatch import Bulkhead, BulkheadPolicy, Dispatcher
 from streamproc.errors import DeliveryError
+from streamproc.handoff import DeliveryResult
 from streamproc.metrics import Metrics
 from streamproc.router import Router
 from streamproc.simulator import PartnerSimulator

@@ -20,12 +20,12 @@ from streamproc.dispatch import (
     CircuitBreaker,
     CircuitState,
     ConcurrencyLimit,
-    DeliveryResult,
     Dispatcher,
     RetryShare,
     TokenBucket,
 )
 from streamproc.errors import DeliveryError, PayloadValidationError
+from streamproc.handoff import DeliveryResult
 from streamproc.metrics import Metrics
 from streamproc.simulator import PartnerSimulator
 

@@ -13,10 +13,10 @@ import pytest
 import yaml
 
 from streamproc.cli import main
-from streamproc.dispatch import DeliveryResult, Failure
+from streamproc.handoff import DeliveryResult, Failure, Origin, Redelivery
 from streamproc.kafka.offsets import OffsetTracker
 from streamproc.metrics import Metrics
-from streamproc.pipeline import EventProcessor, Origin, Redelivery, Undecodable
+from streamproc.pipeline import EventProcessor, Undecodable
 from streamproc.router import Delivery
 
 REPO = Path(__file__).resolve().parent.parent

@@ -9,8 +9,9 @@ import orjson
 from test_pipeline import Lane, Msg
 
 from streamproc.config import parse_config
+from streamproc.handoff import Origin, Redelivery
 from streamproc.metrics import Metrics
-from streamproc.pipeline import EventProcessor, Origin, Redelivery, Summary
+from streamproc.pipeline import EventProcessor, Summary
 from streamproc.router import Router
 
 GUID = "abc8fb18-7559-4324-9921-a4b5015b4a1c"

@@ -21,16 +21,14 @@ from streamproc.commands.replay import (
 )
 from streamproc.errors import ErrorType
 from streamproc.failed_request import FailedRequests
+from streamproc.inspection import Inspection
+from streamproc.kafka.dlq import DeadLetterFilter, parse_time, statuses
 from streamproc.kafka.redrive import (
-    DeadLetterFilter,
-    Inspection,
     RedriveMarks,
-    parse_time,
     redrive_checkpoint,
     redrive_group,
     redrive_handler,
     start_offsets,
-    statuses,
 )
 from streamproc.kafka.replay import RangeReader, range_consumer_config, run_ranges
 from streamproc.logging import flush_suppressed

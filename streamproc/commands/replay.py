@@ -18,7 +18,7 @@ from streamproc.config import Config, KafkaConfig, load_config
 from streamproc.decoding import make_decoder
 from streamproc.dispatch import Dispatcher
 from streamproc.errors import StreamprocError
-from streamproc.kafka.dlq import DeadLetterProducer, dead_letter_producer
+from streamproc.kafka.producer import DeadLetterProducer, dead_letter_producer
 from streamproc.kafka.replay import (
     RangeFeed,
     RangeReader,

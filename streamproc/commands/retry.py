@@ -13,9 +13,10 @@ from streamproc import masking
 from streamproc.commands.replay import install_stop, load
 from streamproc.errors import StreamprocError
 from streamproc.failed_request import FailedRequests
+from streamproc.inspection import RetryInspection, dumps
 from streamproc.kafka.redrive import start_offsets
 from streamproc.kafka.replay import RangeReader, range_consumer_config
-from streamproc.kafka.retry import RetryInspection, dumps, retry_group
+from streamproc.kafka.retry import retry_group
 
 NO_PARKING = (
     "no destination parks deliveries (none sets retry.park_after_attempts or retry.park_after_seconds),"

@@ -20,12 +20,13 @@ from typing import Any
 import structlog
 
 from streamproc.core.events import ordering_key
-from streamproc.dispatch import DeliveryResult, Dispatcher, Failure, RetryShare
+from streamproc.dispatch import Dispatcher, RetryShare
 from streamproc.errors import ErrorType
-from streamproc.kafka.dlq import DeadLetter, DeadLetterProducer
-from streamproc.kafka.retry import KeyRef, ParkedKeys, RetryView
+from streamproc.handoff import DeliveryResult, Failure, Redelivery
+from streamproc.kafka.dlq import DeadLetter, RetryView
+from streamproc.kafka.producer import DeadLetterProducer
+from streamproc.kafka.retry import KeyRef, ParkedKeys
 from streamproc.metrics import Metrics
-from streamproc.pipeline import Redelivery
 from streamproc.router import Delivery
 
 __all__ = ["Parking"]

@@ -24,7 +24,7 @@ import contextlib
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -236,14 +236,6 @@ def range_consumer_config(kafka: KafkaConfig, group_id: str) -> dict[str, Any]:
 
 
 # -- feeding the processor ------------------------------------------------------------------------
-
-
-def header_dict(headers: Sequence[tuple[str, bytes | None]] | None) -> dict[str, str]:
-    """The last value of each header, decoded as UTF-8."""
-    out: dict[str, str] = {}
-    for k, v in headers or ():
-        out[k] = v.decode("utf-8", "replace") if v is not None else ""
-    return out
 
 
 MessageHandler = Callable[[Any, Partition], None]

@@ -27,25 +27,21 @@ import time
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import confluent_kafka
-import orjson
 import structlog
 from confluent_kafka import TopicPartition
 
-from streamproc.errors import KafkaError, StreamprocError
+from streamproc.errors import KafkaError
 from streamproc.kafka.backpressure import InFlightBound, held_bytes, message_size
 from streamproc.kafka.consumer import Partition, let_go
-from streamproc.kafka.headers import read_headers, text
+from streamproc.kafka.dlq import RetryView, next_attempt_at
 from streamproc.kafka.offsets import OffsetTracker
 from streamproc.kafka.polling import Commits, consume_batch, read_watermarks, refresh_high_watermarks
-from streamproc.kafka.redrive import DeadLetterView, Detail, parse_time, sample_lines
-from streamproc.masking import Masker
 from streamproc.metrics import Metrics
 
-__all__ = ["ParkedKeys", "ParkedRecord", "RetryConsumer", "RetryInspection", "RetryView", "retry_group"]
+__all__ = ["KeyRef", "ParkedKeys", "RetryConsumer", "retry_group"]
 
 log = structlog.get_logger("streamproc.retry")
 
@@ -53,88 +49,6 @@ log = structlog.get_logger("streamproc.retry")
 def retry_group(group_id: str) -> str:
     """The consumer group that keeps the retry consumer's positions."""
     return f"{group_id}.retry"
-
-
-def _unix(text: str | None) -> float | None:
-    if not text:
-        return None
-    try:
-        return parse_time(text).timestamp()
-    except StreamprocError:
-        return None
-
-
-@dataclass(frozen=True, slots=True)
-class ParkedRecord:
-    """What a retry record carries into its next delivery: the spent share, and who parked it."""
-
-    attempts: int
-    first_attempt_at: float | None
-    deadline_at: float | None
-    parks: int
-    parked_by: str | None
-    original_offset: int
-    retry_offset: int
-    reason: str | None
-
-
-@dataclass(frozen=True)
-class RetryView:
-    """The headers of one retry record that decide what happens to it."""
-
-    letter: DeadLetterView
-    next_attempt_at: float
-    deadline_at: float | None
-    first_attempt_at: float | None
-    parks: int
-    parked_by: str | None
-    original_offset: int
-
-    @classmethod
-    def of(cls, msg: Any) -> RetryView:
-        view = DeadLetterView.of(msg)
-        due = _unix(view.get("retry.next_attempt_at"))
-        if due is None:
-            due = view.timestamp_ms / 1000 if view.timestamp_ms is not None else 0.0
-        return cls(
-            view,
-            due,
-            _unix(view.get("retry.deadline")),
-            _unix(view.get("first_attempt_at")),
-            view.number("retry.parks", 1),
-            view.get("retry.parked_by"),
-            view.number("original.offset", -1),
-        )
-
-    @property
-    def destination(self) -> str | None:
-        return self.letter.destination
-
-    @property
-    def subscription(self) -> str | None:
-        return self.letter.subscription
-
-    def parked(self) -> ParkedRecord:
-        return ParkedRecord(
-            attempts=self.letter.attempts,
-            first_attempt_at=self.first_attempt_at,
-            deadline_at=self.deadline_at,
-            parks=self.parks,
-            parked_by=self.parked_by,
-            original_offset=self.original_offset,
-            retry_offset=self.letter.offset,
-            reason=self.letter.get("error.message"),
-        )
-
-
-def next_attempt_at(msg: Any) -> float:
-    """When a retry record is due (read from its header alone; the hot check of the reader)."""
-    for k, v in read_headers(msg)[0]:
-        if k == "streamproc.retry.next_attempt_at" and v:
-            due = _unix(text(v))
-            if due is not None:
-                return due
-    return 0.0
 
 
 KeyRef = tuple[str, int, str]
@@ -591,114 +505,3 @@ class RetryConsumer:
         await self._in_thread(self._consumer.close)
         self._consumer = None
         self._executor.shutdown(wait=True)
-
-
-@dataclass
-class RetryInspection:
-    """Counts of parked deliveries by destination, error type, status and due state, with the oldest."""
-
-    now: float = field(default_factory=time.time)
-    total: int = 0
-    by_destination: Counter[str] = field(default_factory=Counter)
-    by_error_type: Counter[str] = field(default_factory=Counter)
-    by_status: Counter[str] = field(default_factory=Counter)
-    due: Counter[str] = field(default_factory=Counter)
-    """destination -> records due now (their next attempt time has passed)."""
-    overdue: Counter[str] = field(default_factory=Counter)
-    """destination -> records whose retry budget has ended (dead-lettered when read)."""
-    oldest: dict[str, float] = field(default_factory=dict)
-    """destination -> first attempt time of its oldest parked delivery."""
-    samples_per_destination: int = 0
-    """The first records of each destination kept as samples (their event masked by `masker`)."""
-    masker: Masker = field(default_factory=Masker)
-    detail: Detail | None = None
-    """More for each sample (`--show-request`: the partner request and its response)."""
-    samples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-
-    def add(self, msg: Any) -> None:
-        view = RetryView.of(msg)
-        dest = view.destination or "(none)"
-        if self.samples_per_destination > 0:
-            bucket = self.samples.setdefault(dest, [])
-            if len(bucket) < self.samples_per_destination:
-                bucket.append(self.sample(msg, view))
-        self.total += 1
-        self.by_destination[dest] += 1
-        self.by_error_type[view.letter.error_type] += 1
-        self.by_status[view.letter.status] += 1
-        if view.deadline_at is not None and view.deadline_at <= self.now:
-            self.overdue[dest] += 1
-        elif view.next_attempt_at <= self.now:
-            self.due[dest] += 1
-        first = view.first_attempt_at
-        if first is None and view.letter.timestamp_ms is not None:
-            first = view.letter.timestamp_ms / 1000
-        if first is not None and first < self.oldest.get(dest, float("inf")):
-            self.oldest[dest] = first
-
-    def sample(self, msg: Any, view: RetryView) -> dict[str, Any]:
-        letter = view.letter
-        value = msg.value()
-        try:
-            event = orjson.loads(value) if value is not None else None
-        except orjson.JSONDecodeError:
-            event = f"<{len(value)} bytes, not JSON>"
-        sample = {
-            "partition": letter.partition,
-            "offset": letter.offset,
-            "delivery_id": letter.get("delivery_id"),
-            "subscription": letter.subscription,
-            "attempts": letter.attempts,
-            "parks": view.parks,
-            "next_attempt_at": _iso(view.next_attempt_at),
-            "value": self.masker.value(event),
-        }
-        return sample | (self.detail(msg, letter) if self.detail is not None else {})
-
-    def to_json(self) -> dict[str, Any]:
-        samples = {"samples": self.samples} if self.samples_per_destination > 0 else {}
-        return samples | {
-            "total": self.total,
-            "by_destination": {
-                d: {
-                    "parked": n,
-                    "due": self.due.get(d, 0),
-                    "overdue": self.overdue.get(d, 0),
-                    "oldest_first_attempt": _iso(self.oldest.get(d)),
-                    "oldest_age_seconds": round(self.now - self.oldest[d], 1) if d in self.oldest else None,
-                }
-                for d, n in self.by_destination.most_common()
-            },
-            "by_error_type": dict(self.by_error_type.most_common()),
-            "by_status": dict(self.by_status.most_common()),
-        }
-
-    def render(self) -> str:
-        if not self.total:
-            return "0 retry records waiting: no parked delivery is due or pending"
-        lines = [
-            f"{self.total} retry records waiting (a delivery parked again counts once per record until"
-            " the workers commit past the older one)"
-        ]
-        lines.append("\nby destination (parked, due now, past their budget, oldest first attempt):")
-        for d, n in self.by_destination.most_common():
-            age = f"{self.now - self.oldest[d]:.0f}s ago" if d in self.oldest else "unknown"
-            lines.append(
-                f"  {n:>8}  {d}  due={self.due.get(d, 0)} overdue={self.overdue.get(d, 0)} oldest={age}"
-            )
-        for title, counter in (("by error type", self.by_error_type), ("by HTTP status", self.by_status)):
-            lines.append(f"\n{title}:")
-            lines.extend(f"  {n:>8}  {k}" for k, n in counter.most_common())
-        for dest, samples in self.samples.items():
-            lines.append(f"\n{dest}: the first {len(samples)} waiting")
-            for sample in samples:
-                lines.extend(sample_lines(sample))
-        return "\n".join(lines)
-
-
-def _iso(ts: float | None) -> str | None:
-    return datetime.fromtimestamp(ts, UTC).isoformat() if ts is not None else None
-
-
-def dumps(doc: Any) -> str:
-    return orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode()

@@ -31,7 +31,7 @@ from streamproc.config import (
 from streamproc.decoding import SchemaRegistryUnavailable
 from streamproc.destinations.base import Request, classify_http
 from streamproc.errors import ConfigError, KafkaError, PayloadValidationError
-from streamproc.kafka.dlq import DeadLetterProducer
+from streamproc.kafka.producer import DeadLetterProducer
 from streamproc.metrics import Metrics
 from streamproc.router import Delivery
 

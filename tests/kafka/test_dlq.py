@@ -9,16 +9,8 @@ import pytest
 from kafka_helpers import read_all
 
 from streamproc.errors import KafkaError
-from streamproc.kafka.dlq import (
-    RECORD_OVERHEAD,
-    DeadLetter,
-    DeadLetterProducer,
-    fit,
-    iso_utc,
-    producer_config,
-    record_size,
-    scrub_pii,
-)
+from streamproc.kafka.dlq import RECORD_OVERHEAD, DeadLetter, fit, iso_utc, record_size, scrub_pii
+from streamproc.kafka.producer import DeadLetterProducer, producer_config
 
 
 def letter(**kw: Any) -> DeadLetter:

@@ -15,16 +15,11 @@ from confluent_kafka import TopicPartition
 from kafka_helpers import async_wait_until
 from scripted_consumer import ScriptedMessage
 
-from streamproc.dispatch import DeliveryResult
 from streamproc.errors import KafkaError
-from streamproc.kafka.dlq import DeadLetterProducer
-from streamproc.kafka.redrive import (
-    DeadLetterFilter,
-    RedriveMarks,
-    marker_of,
-    redrive_checkpoint,
-    redrive_handler,
-)
+from streamproc.handoff import DeliveryResult
+from streamproc.kafka.dlq import DeadLetterFilter, marker_of
+from streamproc.kafka.producer import DeadLetterProducer
+from streamproc.kafka.redrive import RedriveMarks, redrive_checkpoint, redrive_handler
 from streamproc.kafka.replay import RangeFeed, RangeReader, run_ranges
 from streamproc.metrics import Metrics
 from streamproc.pipeline import EventProcessor, Summary

@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 from manual_clock import ManualClock
 
-from streamproc.dispatch import DeliveryResult, Failure
 from streamproc.errors import DecodeError, StreamprocError
-from streamproc.kafka.redrive import DeadLetterFilter, DeadLetterView, redrive_group, statuses
+from streamproc.handoff import DeliveryResult, Failure
+from streamproc.kafka.dlq import DeadLetterFilter, DeadLetterView, statuses
+from streamproc.kafka.redrive import redrive_group
 from streamproc.kafka.replay import (
     Position,
     RangeFeed,

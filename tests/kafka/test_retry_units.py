@@ -9,9 +9,10 @@ from typing import Any
 
 from confluent_kafka import TopicPartition
 
+from streamproc.inspection import RetryInspection
 from streamproc.kafka.consumer import Partition
-from streamproc.kafka.dlq import DeadLetter, iso_utc
-from streamproc.kafka.retry import ParkedKeys, RetryConsumer, RetryInspection, RetryView
+from streamproc.kafka.dlq import DeadLetter, RetryView, iso_utc
+from streamproc.kafka.retry import ParkedKeys, RetryConsumer
 from streamproc.metrics import Metrics
 
 T0 = 1_800_000_000.0
