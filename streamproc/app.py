@@ -27,9 +27,9 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 import structlog
 
+from streamproc.compose import build_dispatcher
 from streamproc.config import Config
 from streamproc.decoding import make_decoder
-from streamproc.dispatch import Dispatcher
 from streamproc.errors import KafkaError, StreamprocError
 from streamproc.kafka.admin import check_topics, ensure_retry_topics
 from streamproc.kafka.backpressure import prefetch_settings
@@ -82,11 +82,7 @@ class Worker:
         self.router = router if router is not None else Router(config, now=now)
         self._check_topics = check_topics_at_start
         self._serve_http = config.metrics.enabled if serve_http is None else serve_http
-        self.dispatcher = Dispatcher.from_config(
-            ((cfg, dest.classify) for dest, cfg in self.router.destinations.values()),
-            self.metrics,
-            client=config.http.client,
-        )
+        self.dispatcher = build_dispatcher(config, self.router, self.metrics)
         self.dlq: DeadLetterProducer | None = dead_letter_producer
         self._retry_producer = retry_producer
         self.parking = self._parking()

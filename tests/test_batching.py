@@ -12,6 +12,7 @@ import orjson
 import pytest
 
 from streamproc.batching import Batcher, BatchOptions
+from streamproc.compose import dispatcher_of
 from streamproc.config import parse_config
 from streamproc.destinations.base import Batching, Request
 from streamproc.dispatch import Bulkhead, BulkheadPolicy, Dispatcher
@@ -201,9 +202,7 @@ def tiktok_stack(
     config = parse_config({"destinations": [dest]}, "cfg.yaml", {})
     router = Router(config, now=NOW)
     metrics = Metrics()
-    dispatcher = Dispatcher.from_config(
-        ((cfg, d.classify) for d, cfg in router.destinations.values()), metrics
-    )
+    dispatcher = dispatcher_of(((cfg, d.classify) for d, cfg in router.destinations.values()), metrics)
     return router, dispatcher, metrics
 
 

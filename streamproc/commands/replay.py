@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from streamproc import masking
+from streamproc.compose import build_dispatcher
 from streamproc.config import Config, KafkaConfig, load_config
 from streamproc.decoding import make_decoder
 from streamproc.dispatch import Dispatcher
@@ -161,11 +162,7 @@ def build_stack(config: Config, kafka: KafkaConfig, *, dry_run: bool) -> Deliver
     metrics = Metrics()
     if dry_run:
         return DeliveryStack(config, kafka, router, metrics, None, None)
-    dispatcher = Dispatcher.from_config(
-        ((cfg, dest.classify) for dest, cfg in router.destinations.values()),
-        metrics,
-        client=config.http.client,
-    )
+    dispatcher = build_dispatcher(config, router, metrics)
     dlq = dead_letter_producer(kafka, [kafka.dead_letter_topic])
     return DeliveryStack(config, kafka, router, metrics, dispatcher, dlq)
 

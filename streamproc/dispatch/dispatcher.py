@@ -1,0 +1,217 @@
+"""The dispatcher: each delivery to its destination's bulkhead, in per-key order where asked, and
+the admission of deliveries that wait without a task."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from typing import Any
+
+from streamproc.batching import Batcher
+from streamproc.dispatch.bulkhead import Bulkhead, waited
+from streamproc.dispatch.ordering import KeySequencer, Turn
+from streamproc.dispatch.policy import DeliveryLike, RetryShare
+from streamproc.handoff import DeliveryResult
+
+__all__ = ["Admission", "Dispatcher"]
+
+
+class Admission:
+    """A delivery let in without a task while it waits: it takes its key's turn (ordered
+    destinations) and then a concurrency slot, and only then is `start(admission)` called, which
+    runs `send()` in a task and makes `finish` that task's done callback. A backlog of thousands of
+    deliveries then waits as these small objects instead of as tasks, coroutines and futures.
+
+    `start` returns False when the delivery is no longer wanted (its partition was released):
+    it is given up, and what it holds (its turn, its slot) goes on to the next in line."""
+
+    __slots__ = ("_bulkhead", "_key", "_open", "_sequencer", "_start", "_turn", "delivery", "holds")
+
+    def __init__(
+        self,
+        bulkhead: Bulkhead,
+        delivery: DeliveryLike,
+        start: Callable[[Admission], bool],
+        sequencer: KeySequencer,
+    ) -> None:
+        self._bulkhead = bulkhead
+        self.delivery = delivery
+        self._start = start
+        self._sequencer = sequencer
+        self._key: Any = None
+        self._turn: Turn | None = None
+        self.holds = False
+        """Whether it holds a concurrency slot not yet used by an attempt."""
+        self._open = True
+        bulkhead.in_flight += 1
+
+    def send(self) -> Coroutine[Any, Any, DeliveryResult]:
+        """The delivery's sending loop (its first attempt uses the slot held)."""
+        return self._bulkhead.deliver(self.delivery, admitted=self)
+
+    def give_back(self) -> None:
+        """Release the slot held without using it."""
+        if self.holds:
+            self.holds = False
+            self._bulkhead.limiter.release()
+
+    def finish(self, _task: object = None) -> None:
+        """The delivery is over (or given up): give back its slot if unused, let its key's next go."""
+        if not self._open:
+            return
+        self._open = False
+        self.give_back()
+        self._bulkhead.in_flight -= 1
+        if self._turn is not None:
+            turn, self._turn = self._turn, None
+            self._sequencer.done(self._key, turn)
+
+    def take_turn(self, key: Any) -> None:
+        """Join `key`'s queue now (the order is fixed here), and queue for a slot once it is first."""
+        prev, self._turn = self._sequencer.turn(key)
+        self._key = key
+        if prev is None or prev.finished:
+            self.queue()
+        else:
+            KeySequencer.then(prev, self.queue)
+
+    def queue(self) -> None:
+        """Wait for a concurrency slot (a delivery with nothing to send starts without one)."""
+        if self.delivery.requests and self.delivery.skipped is None:
+            self._bulkhead.limiter.when_free(self._started)
+        elif not self._start(self):
+            self.finish()
+
+    def _started(self) -> bool:
+        self.holds = True
+        if self._start(self):
+            return True
+        self.holds = False  # the limiter takes the slot back
+        self.finish()
+        return False
+
+
+class Dispatcher:
+    """Routes each delivery to its destination's bulkhead, keeping per-key order where asked."""
+
+    def __init__(
+        self, bulkheads: Iterable[Bulkhead], batchers: Mapping[tuple[str, str], Batcher] | None = None
+    ) -> None:
+        self.bulkheads: dict[str, Bulkhead] = {b.policy.destination: b for b in bulkheads}
+        self.waiting: set[asyncio.Task[Any]] = set()
+        """Tasks of deliveries that wait rather than send: a retry backoff, a concurrency slot, a
+        rate token, an open circuit, their key's turn. Cancelling one loses nothing it has sent."""
+        for bulkhead in self.bulkheads.values():
+            bulkhead.waiting = self.waiting
+        self._sequencer = KeySequencer()
+        self._batchers: Mapping[tuple[str, str], Batcher] = batchers or {}
+        """(destination, subscription) -> the batcher its deliveries go through, when batching is on."""
+        self._batched = frozenset(d for d, _ in self._batchers)
+
+    def not_before(self, destination: str) -> float:
+        """Unix time before which a delivery to `destination` would only meet its open circuit
+        (0 when it may go now): the retry consumer leaves parked records in the topic till then."""
+        wait = self.bulkheads[destination].breaker.closed_for()
+        return time.time() + wait if wait > 0 else 0.0
+
+    @property
+    def keys_waiting(self) -> int:
+        return len(self._sequencer)
+
+    def admits(self, destination: str) -> bool:
+        """Whether `admit` takes the deliveries of `destination`: every one that has no batch.
+        Take all of a destination's deliveries one way (its key order is fixed by either)."""
+        return destination not in self._batched
+
+    def admit(self, delivery: DeliveryLike, start: Callable[[Admission], bool]) -> bool:
+        """Let a delivery in without a task while it waits (see `Admission`): `start` is called
+        once it has its key's turn and a slot. For a destination that `admits`, with deliveries
+        that never park; False (nothing done) for a delivery with an error, which takes no turn
+        and goes straight to `deliver`."""
+        if delivery.error is not None:
+            return False
+        bulkhead = self.bulkheads[delivery.destination]
+        admission = Admission(bulkhead, delivery, start, self._sequencer)
+        key = delivery.ordering_key
+        if bulkhead.policy.ordered and key is not None:
+            admission.take_turn((delivery.destination, key))
+        else:
+            admission.queue()
+        return True
+
+    def deliver(
+        self,
+        delivery: DeliveryLike,
+        share: RetryShare | None = None,
+        *,
+        behind: Callable[[], RetryShare | None] | None = None,
+        on_parked: Callable[[DeliveryResult], Awaitable[None]] | None = None,
+    ) -> Coroutine[Any, Any, DeliveryResult]:
+        """Send one delivery: the coroutine to await. Per-key order is fixed when that coroutine
+        starts, so start them in offset order (the first await comes after the delivery has taken
+        its place).
+
+        For an ordered destination, `behind` is asked at the delivery's turn whether its key has a
+        parked delivery (it answers with a share that parks at once, or None), and a "parked"
+        result is handed to `on_parked` (which writes the retry record) before the key's next
+        delivery may go: a key's parked deliveries reach the retry topic in offset order."""
+        bulkhead = self.bulkheads[delivery.destination]
+        batcher = None
+        if self._batchers:
+            batcher = self._batchers.get((delivery.destination, delivery.subscription))
+        if bulkhead.policy.ordered and delivery.ordering_key is not None and delivery.error is None:
+            return self._in_order(bulkhead, batcher, delivery, share, behind, on_parked)
+        if batcher is not None:
+            return batcher.deliver(delivery)  # a batched delivery goes out with its batch and never parks
+        if share is not None and on_parked is not None and bulkhead.policy.parks:
+            return self._then_parked(bulkhead.deliver(delivery, share), on_parked)
+        # The common case: the bulkhead's own coroutine, nothing wrapped around it.
+        return bulkhead.deliver(delivery, share)
+
+    @staticmethod
+    async def _then_parked(
+        sent: Awaitable[DeliveryResult], on_parked: Callable[[DeliveryResult], Awaitable[None]]
+    ) -> DeliveryResult:
+        result = await sent
+        if result.outcome == "parked":
+            await on_parked(result)
+        return result
+
+    async def _in_order(
+        self,
+        bulkhead: Bulkhead,
+        batcher: Batcher | None,
+        delivery: DeliveryLike,
+        share: RetryShare | None,
+        behind: Callable[[], RetryShare | None] | None,
+        on_parked: Callable[[DeliveryResult], Awaitable[None]] | None,
+    ) -> DeliveryResult:
+        if batcher is not None:
+            share = None  # a batched delivery goes out with its batch and never parks
+        seq_key = (delivery.destination, delivery.ordering_key)
+        prev, mine = self._sequencer.turn(seq_key)
+        try:
+            if prev is not None and not prev.finished:
+                await waited(self.waiting, self._sequencer.wait(prev))
+            if share is not None and behind is not None:
+                share = behind() or share
+            result = await (
+                batcher.deliver(delivery) if batcher is not None else bulkhead.deliver(delivery, share)
+            )
+            if result.outcome == "parked" and on_parked is not None:
+                await on_parked(result)
+            return result
+        finally:
+            self._sequencer.done(seq_key, mine)
+
+    def flush(self) -> None:
+        """Send every open batch now, without waiting for its `max_wait_ms` (revoke and shutdown drains)."""
+        for batcher in set(self._batchers.values()):
+            batcher.flush()
+
+    async def close(self) -> None:
+        for batcher in set(self._batchers.values()):
+            await batcher.close()
+        for bulkhead in self.bulkheads.values():
+            await bulkhead.close()
