@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 import structlog
 
-from streamproc.compose import build_dispatcher
+from streamproc.compose import build_dispatcher, build_senders
 from streamproc.config import Config
 from streamproc.decoding import make_decoder
 from streamproc.errors import KafkaError, StreamprocError
@@ -44,8 +44,8 @@ from streamproc.router import Router
 # server), parking and the retry consumer only when a destination parks.
 if TYPE_CHECKING:
     from streamproc.http import OpsServer, Readiness
-    from streamproc.kafka.parking import Parking
     from streamproc.kafka.retry import RetryConsumer
+    from streamproc.parking import Parking
 
 __all__ = ["Worker", "build_worker"]
 
@@ -86,6 +86,7 @@ class Worker:
         self.dlq: DeadLetterProducer | None = dead_letter_producer
         self._retry_producer = retry_producer
         self.parking = self._parking()
+        self.senders = build_senders(self.dispatcher, self.parking)
         self._decode = make_decoder(config.input)
         self.processor = self._processor(ConsumerLoop.complete, self._halt)
         self.consumer = ConsumerLoop(
@@ -128,7 +129,7 @@ class Worker:
         ]
         if not parked:
             return None
-        from streamproc.kafka.parking import Parking
+        from streamproc.parking import Parking
 
         return Parking(
             {d.id: self.kafka.retry_topic(d.id) for d in parked},
@@ -146,12 +147,11 @@ class Worker:
         return EventProcessor(
             router=self.router,
             decode=self._decode,
-            dispatcher=self.dispatcher,
+            senders=self.senders,
             dead_letters=self.dlq,
             metrics=self.metrics,
             complete=complete,
             halt=halt,
-            parking=self.parking,
         )
 
     def _consumer_settings(self) -> dict[str, Any]:

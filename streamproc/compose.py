@@ -11,13 +11,16 @@ from streamproc.client import DEFAULT_CLIENT
 from streamproc.destinations import registry
 from streamproc.destinations.base import ClassifyFn
 from streamproc.dispatch import Bulkhead, BulkheadPolicy, Dispatcher
+from streamproc.handoff import Sender
 from streamproc.metrics import Metrics
+from streamproc.senders import senders_for
 
 if TYPE_CHECKING:
     from streamproc.config import Config
+    from streamproc.parking import Parking
     from streamproc.router import Router
 
-__all__ = ["build_dispatcher", "dispatcher_of"]
+__all__ = ["build_dispatcher", "build_senders", "dispatcher_of"]
 
 
 def build_dispatcher(config: Config, router: Router, metrics: Metrics) -> Dispatcher:
@@ -28,6 +31,16 @@ def build_dispatcher(config: Config, router: Router, metrics: Metrics) -> Dispat
         metrics,
         client=config.http.client,
     )
+
+
+def build_senders(dispatcher: Dispatcher, parking: Parking | None = None) -> dict[str, Sender]:
+    """The sender of each destination: parking for one that parks (the worker), else admitted, or
+    direct for one whose deliveries have a batch."""
+    senders = senders_for(dispatcher, dispatcher.bulkheads)
+    if parking is not None:
+        parks = parking.sender()
+        senders.update((dest, parks) for dest in senders if parking.parks(dest))
+    return senders
 
 
 def dispatcher_of(

@@ -1,20 +1,28 @@
-"""What the pipeline and delivery hand each other: a delivery's result, its failure, and where a
-message being delivered again came from.
+"""The seam between the pipeline and delivery: what each side hands the other.
 
-Both sides import this module and nothing of each other: the pipeline (streamproc.pipeline) acts
-on a `DeliveryResult`, dispatch (streamproc.dispatch) and parking make one, and the record formats
+The pipeline (streamproc.pipeline) hands each delivery of a message to the `Sender` of its
+destination, chosen when the run is built (streamproc.senders: direct, admitted; streamproc.parking:
+parking), with the `Job` it belongs to. The sender gives one awaitable `DeliveryResult` back
+through `Job.start`, at once or once the delivery may go; the pipeline awaits it in the job's
+task and acts on it. Both sides import this module and nothing of each other; the record formats
 (streamproc.kafka.dlq) read a dead letter or a retry record back into a `Redelivery`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import asyncio
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from streamproc.errors import ErrorType
 
-__all__ = ["DeliveryResult", "Failure", "Origin", "ParkedRecord", "Redelivery"]
+if TYPE_CHECKING:
+    from streamproc.kafka.dlq import DeadLetter
+    from streamproc.kafka.offsets import OffsetTracker
+    from streamproc.router import Delivery
+
+__all__ = ["DeliveryResult", "Failure", "Job", "Lane", "Origin", "ParkedRecord", "Redelivery", "Sender"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +90,54 @@ class Redelivery:
     origin: Origin
     attempts: int = 0
     first_attempt_at: float | None = None
-    on_routed: Callable[[], None] | None = None
-    """Called when routing finds the delivery again (redrive then owes the record a marker)."""
     parked: ParkedRecord | None = None
-    """A retry record read back: the attempts and budget it has spent, and who parked it."""
+    """A retry record read back: the share it has spent and who parked it (read by parking)."""
+
+
+class Lane(Protocol):
+    """Where a message was read: its topic and partition, the set holding the tasks of its
+    deliveries (drained on revoke and at the end), and its offsets' tracker, which also keeps the
+    deliveries of an unfinished event that are finished (and those its partition's last owner
+    finished: they are not sent again). The consumer loop's `Partition` is one.
+
+    A delivery waiting for its turn or a concurrency slot has no task yet (`dispatch.Admission`);
+    once `released` is true, such a delivery is given up instead of started."""
+
+    topic: str
+    partition: int
+    tasks: set[asyncio.Task[Any]]
+    tracker: OffsetTracker
+
+    @property
+    def released(self) -> bool: ...
+
+
+class Job(Protocol):
+    """One consumed message with deliveries to make, as a sender sees it."""
+
+    @property
+    def lane(self) -> Lane: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def redelivery(self) -> Redelivery | None: ...
+
+    def letter(self, delivery: Delivery, failure: Failure) -> DeadLetter:
+        """The dead letter of `delivery` failing so (what a retry record is made from)."""
+        ...
+
+    def start(self, delivery: Delivery, sent: Awaitable[DeliveryResult]) -> asyncio.Task[None]:
+        """Start the task that awaits the delivery's result and acts on it (called once per
+        delivery: at once, or when it may go; never for one given up since `lane.released`)."""
+        ...
+
+
+class Sender(Protocol):
+    """How the deliveries of one destination are sent (one per destination, chosen when a run is
+    built): it calls `job.start(delivery, result)` once, with the awaitable result."""
+
+    def send(self, delivery: Delivery, job: Job) -> None: ...
+
+    def unrouted(self, redelivery: Redelivery, lane: Lane, event: Mapping[str, Any]) -> None:
+        """A delivery read back (a dead letter, a retry record) that routing no longer makes."""
+        ...

@@ -33,8 +33,8 @@ from streamproc.kafka.redrive import (
 from streamproc.kafka.replay import RangeReader, range_consumer_config, run_ranges
 from streamproc.logging import flush_suppressed
 from streamproc.output import json_line
-from streamproc.pipeline import Summary
 from streamproc.progress import Progress
+from streamproc.summary import Summary
 
 
 def error_type(text: str) -> str:
@@ -175,7 +175,7 @@ async def redrive(args: argparse.Namespace, out: Any = None, err: Any = None) ->
     summary = Summary()
     # Markers go through the dead-letter producer (none in a dry run, which writes nothing).
     marks = RedriveMarks(topic, stack.dlq)
-    feed, processor = start_run(stack, topic, summary, args, out, undecodable="count")
+    feed, processor = start_run(stack, topic, summary, args, out, undecodable="count", marks=marks)
     handle = redrive_handler(processor, flt, summary, marks)
     # The group only holds the position: partitions are assigned, never balanced, and a dry run
     # reads the position without committing.

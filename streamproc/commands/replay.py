@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from streamproc import masking
-from streamproc.compose import build_dispatcher
+from streamproc.compose import build_dispatcher, build_senders
 from streamproc.config import Config, KafkaConfig, load_config
 from streamproc.decoding import make_decoder
 from streamproc.dispatch import Dispatcher
 from streamproc.errors import StreamprocError
 from streamproc.kafka.producer import DeadLetterProducer, dead_letter_producer
+from streamproc.kafka.redrive import RedriveMarks, marking
 from streamproc.kafka.replay import (
     RangeFeed,
     RangeReader,
@@ -34,9 +35,10 @@ from streamproc.logging import configure_logging, flush_suppressed, register_sec
 from streamproc.masking import Masker, config_secrets
 from streamproc.metrics import Metrics
 from streamproc.output import json_line
-from streamproc.pipeline import EventProcessor, Summary, Undecodable, kafka_section
+from streamproc.pipeline import EventProcessor, Undecodable, kafka_section
 from streamproc.progress import Progress
 from streamproc.router import Delivery, Router
+from streamproc.summary import Summary
 
 
 def register(subparsers: Any) -> None:
@@ -190,6 +192,7 @@ def start_run(
     undecodable: Undecodable = "dead-letter",
     destinations: set[str] | None = None,
     subscriptions: set[tuple[str, str]] | None = None,
+    marks: RedriveMarks | None = None,
 ) -> tuple[RangeFeed, EventProcessor]:
     """The feed and the event processor of a replay or redrive run (--max-in-flight, --rate,
     --dry-run), stoppable by the first Ctrl-C or SIGTERM."""
@@ -201,10 +204,13 @@ def start_run(
         rate=args.rate,
         on_drain=stack.dispatcher.flush if stack.dispatcher is not None else None,
     )
+    senders = build_senders(stack.dispatcher) if stack.dispatcher is not None else None
+    if senders is not None and marks is not None:
+        senders = marking(senders, marks)
     processor = EventProcessor(
         router=stack.router,
         decode=make_decoder(stack.config.input),
-        dispatcher=stack.dispatcher,
+        senders=senders,
         dead_letters=stack.dlq,
         metrics=stack.metrics,
         complete=feed.complete,

@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 from streamproc.batching import Batcher
 from streamproc.dispatch.bulkhead import Bulkhead, waited
@@ -15,6 +16,8 @@ from streamproc.dispatch.policy import DeliveryLike, RetryShare
 from streamproc.handoff import DeliveryResult
 
 __all__ = ["Admission", "Dispatcher"]
+
+T = TypeVar("T")
 
 
 class Admission:
@@ -140,70 +143,40 @@ class Dispatcher:
             admission.queue()
         return True
 
-    def deliver(
-        self,
-        delivery: DeliveryLike,
-        share: RetryShare | None = None,
-        *,
-        behind: Callable[[], RetryShare | None] | None = None,
-        on_parked: Callable[[DeliveryResult], Awaitable[None]] | None = None,
-    ) -> Coroutine[Any, Any, DeliveryResult]:
-        """Send one delivery: the coroutine to await. Per-key order is fixed when that coroutine
-        starts, so start them in offset order (the first await comes after the delivery has taken
-        its place).
-
-        For an ordered destination, `behind` is asked at the delivery's turn whether its key has a
-        parked delivery (it answers with a share that parks at once, or None), and a "parked"
-        result is handed to `on_parked` (which writes the retry record) before the key's next
-        delivery may go: a key's parked deliveries reach the retry topic in offset order."""
+    def deliver(self, delivery: DeliveryLike) -> Awaitable[DeliveryResult]:
+        """Send one delivery, in its key's order for an ordered destination: the coroutine to
+        await. Per-key order is fixed when that coroutine starts, so start them in offset order
+        (the first await comes after the delivery has taken its place)."""
         bulkhead = self.bulkheads[delivery.destination]
-        batcher = None
+        if bulkhead.policy.ordered and delivery.ordering_key is not None and delivery.error is None:
+            return self.in_turn((delivery.destination, delivery.ordering_key), partial(self.send, delivery))
+        # The common case: the bulkhead's own coroutine, nothing wrapped around it.
+        return self.send(delivery)
+
+    def send(self, delivery: DeliveryLike, share: RetryShare | None = None) -> Awaitable[DeliveryResult]:
+        """Send one delivery now, without waiting for its key's turn: with its batch when its
+        subscription batches (a batched delivery never parks), else through its bulkhead (which
+        may park it, given a `share`)."""
         if self._batchers:
             batcher = self._batchers.get((delivery.destination, delivery.subscription))
-        if bulkhead.policy.ordered and delivery.ordering_key is not None and delivery.error is None:
-            return self._in_order(bulkhead, batcher, delivery, share, behind, on_parked)
-        if batcher is not None:
-            return batcher.deliver(delivery)  # a batched delivery goes out with its batch and never parks
-        if share is not None and on_parked is not None and bulkhead.policy.parks:
-            return self._then_parked(bulkhead.deliver(delivery, share), on_parked)
-        # The common case: the bulkhead's own coroutine, nothing wrapped around it.
-        return bulkhead.deliver(delivery, share)
+            if batcher is not None:
+                return batcher.deliver(delivery)
+        return self.bulkheads[delivery.destination].deliver(delivery, share)
 
-    @staticmethod
-    async def _then_parked(
-        sent: Awaitable[DeliveryResult], on_parked: Callable[[DeliveryResult], Awaitable[None]]
-    ) -> DeliveryResult:
-        result = await sent
-        if result.outcome == "parked":
-            await on_parked(result)
-        return result
+    def batches(self, delivery: DeliveryLike) -> bool:
+        """Whether the delivery goes out with a batch (and so never parks)."""
+        return (delivery.destination, delivery.subscription) in self._batchers
 
-    async def _in_order(
-        self,
-        bulkhead: Bulkhead,
-        batcher: Batcher | None,
-        delivery: DeliveryLike,
-        share: RetryShare | None,
-        behind: Callable[[], RetryShare | None] | None,
-        on_parked: Callable[[DeliveryResult], Awaitable[None]] | None,
-    ) -> DeliveryResult:
-        if batcher is not None:
-            share = None  # a batched delivery goes out with its batch and never parks
-        seq_key = (delivery.destination, delivery.ordering_key)
-        prev, mine = self._sequencer.turn(seq_key)
+    async def in_turn(self, key: Any, work: Callable[[], Awaitable[T]]) -> T:
+        """Run `work` at `key`'s turn: after the work of every earlier turn of the key has ended,
+        and before any later one starts. The turn is taken when this coroutine starts."""
+        prev, mine = self._sequencer.turn(key)
         try:
             if prev is not None and not prev.finished:
                 await waited(self.waiting, self._sequencer.wait(prev))
-            if share is not None and behind is not None:
-                share = behind() or share
-            result = await (
-                batcher.deliver(delivery) if batcher is not None else bulkhead.deliver(delivery, share)
-            )
-            if result.outcome == "parked" and on_parked is not None:
-                await on_parked(result)
-            return result
+            return await work()
         finally:
-            self._sequencer.done(seq_key, mine)
+            self._sequencer.done(key, mine)
 
     def flush(self) -> None:
         """Send every open batch now, without waiting for its `max_wait_ms` (revoke and shutdown drains)."""

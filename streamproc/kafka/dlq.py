@@ -20,16 +20,19 @@ redrive marker (kafka/redrive.py). The producer that writes them is kafka/produc
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from streamproc.core.js import parse_iso_time
 from streamproc.errors import StreamprocError
-from streamproc.handoff import Origin, ParkedRecord, Redelivery
+from streamproc.handoff import Failure, Origin, ParkedRecord, Redelivery
 from streamproc.kafka.headers import read_headers, renamed, text
 from streamproc.pii import sub_pii
+
+if TYPE_CHECKING:
+    from streamproc.dispatch.policy import DeliveryLike
 
 __all__ = [
     "DLQ_VERSION",
@@ -38,6 +41,7 @@ __all__ = [
     "DeadLetterFilter",
     "DeadLetterView",
     "RetryView",
+    "dead_letter",
     "fit",
     "is_marker",
     "iso_utc",
@@ -154,6 +158,47 @@ class DeadLetter:
             if value is not None:
                 out.append((name, str(value).encode("utf-8")))
         return out
+
+
+def dead_letter(
+    msg: Any, failure: Failure, delivery: DeliveryLike | None = None, redelivery: Redelivery | None = None
+) -> DeadLetter:
+    """The dead letter of a failed delivery of `msg`, or of `msg` itself when it had no delivery
+    (undecodable, routing failed): the key and value unchanged, where the message came from, and
+    why it failed. A dead letter redelivered (`redelivery`) keeps its first origin and first
+    attempt, with the attempts added up."""
+    if redelivery is None:
+        kind, ts = msg.timestamp()
+        headers, unreadable = read_headers(msg)
+        origin = Origin(
+            msg.topic(), msg.partition(), msg.offset(), ts if kind and ts >= 0 else None, headers, unreadable
+        )
+        attempts, first = failure.attempts, failure.first_attempt_at
+    else:
+        origin = redelivery.origin
+        attempts = failure.attempts + redelivery.attempts
+        first = redelivery.first_attempt_at or failure.first_attempt_at
+    return DeadLetter(
+        topic=origin.topic,
+        partition=origin.partition,
+        offset=origin.offset,
+        timestamp_ms=origin.timestamp_ms,
+        key=msg.key(),
+        value=msg.value(),
+        original_headers=origin.headers,
+        unreadable_headers=origin.unreadable_headers,
+        error_type=failure.type,
+        error_message=failure.message,
+        delivery_id=delivery.delivery_id if delivery else None,
+        destination=delivery.destination if delivery else None,
+        action=delivery.action if delivery else None,
+        subscription=delivery.subscription if delivery else None,
+        http_status=failure.status,
+        response_body=failure.response_body,
+        attempts=attempts,
+        first_attempt_at=first,
+        last_attempt_at=failure.last_attempt_at,
+    )
 
 
 def record_size(key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, Any]]) -> int:
@@ -281,14 +326,14 @@ class DeadLetterView:
             self.number("original.headers_unreadable", 0),
         )
 
-    def redelivery(self, on_routed: Callable[[], None] | None = None) -> Redelivery | None:
+    def redelivery(self) -> Redelivery | None:
         """The delivery this dead letter names, to make again; None when it names none (undecodable)."""
         dest, sub = self.destination, self.subscription
         if not dest or not sub:
             return None
         first = self.unix_ms("first_attempt_at")
         return Redelivery(
-            dest, sub, self.origin(), self.attempts, first / 1000 if first is not None else None, on_routed
+            dest, sub, self.origin(), self.attempts, first / 1000 if first is not None else None
         )
 
 

@@ -27,6 +27,7 @@ import structlog
 from confluent_kafka import OFFSET_INVALID, TopicPartition
 
 from streamproc.errors import KafkaError, StreamprocError
+from streamproc.handoff import Job, Lane, Redelivery, Sender
 from streamproc.kafka.consumer import Partition
 from streamproc.kafka.dlq import (
     DLQ_VERSION,
@@ -38,7 +39,9 @@ from streamproc.kafka.dlq import (
 )
 from streamproc.kafka.producer import DeadLetterProducer
 from streamproc.kafka.replay import RangeReader
-from streamproc.pipeline import EventProcessor, Summary
+from streamproc.pipeline import EventProcessor
+from streamproc.router import Delivery
+from streamproc.summary import Summary
 
 __all__ = [
     "RedriveMarks",
@@ -162,6 +165,29 @@ def redrive_checkpoint(
     return checkpoint
 
 
+class MarkingSender:
+    """Redrive's sender: the dead letter a delivery is made from owes a marker (routing found its
+    delivery again); the delivery itself is sent as `inner` sends it."""
+
+    __slots__ = ("_inner", "_marks")
+
+    def __init__(self, inner: Sender, marks: RedriveMarks) -> None:
+        self._inner = inner
+        self._marks = marks
+
+    def send(self, delivery: Delivery, job: Job) -> None:
+        self._marks.note(job.lane.partition, job.offset)
+        self._inner.send(delivery, job)
+
+    def unrouted(self, redelivery: Redelivery, lane: Lane, event: Mapping[str, Any]) -> None:
+        self._inner.unrouted(redelivery, lane, event)
+
+
+def marking(senders: Mapping[str, Sender], marks: RedriveMarks) -> dict[str, Sender]:
+    """`senders`, each noting the markers its deliveries owe."""
+    return {dest: MarkingSender(sender, marks) for dest, sender in senders.items()}
+
+
 def redrive_handler(
     processor: EventProcessor,
     flt: DeadLetterFilter,
@@ -199,8 +225,7 @@ def redrive_handler(
             )
             processor.leave_out(msg, lane)
             return
-        noted = partial(marks.note, view.partition, view.offset) if marks is not None else None
-        again = view.redelivery(noted)
+        again = view.redelivery()
         if again is None:
             summary.not_redrivable += 1
             processor.leave_out(msg, lane)

@@ -43,7 +43,7 @@ from streamproc.kafka.backpressure import message_size
 from streamproc.kafka.consumer import Partition, wait_for_in_flight
 from streamproc.kafka.offsets import OffsetTracker
 from streamproc.kafka.settings import consumer_settings
-from streamproc.pipeline import Summary
+from streamproc.summary import Summary
 
 __all__ = [
     "RangeFeed",

@@ -21,6 +21,7 @@ from aiohttp import web
 from http_stand_in import serving
 from scripted_consumer import ScriptedConsumer
 
+from streamproc.compose import build_senders
 from streamproc.destinations.base import Request
 from streamproc.dispatch import Bulkhead, BulkheadPolicy, Dispatcher
 from streamproc.kafka.consumer import ConsumerLoop
@@ -102,7 +103,7 @@ class Owner:
         processor = EventProcessor(
             router=TwoDestinations(partner.url),  # type: ignore[arg-type]
             decode=orjson.loads,
-            dispatcher=self.dispatcher,
+            senders=build_senders(self.dispatcher),
             dead_letters=NoDeadLetters(),  # type: ignore[arg-type]
             metrics=self.metrics,
             complete=ConsumerLoop.complete,

@@ -19,11 +19,13 @@ from streamproc.errors import KafkaError
 from streamproc.handoff import DeliveryResult
 from streamproc.kafka.dlq import DeadLetterFilter, marker_of
 from streamproc.kafka.producer import DeadLetterProducer
-from streamproc.kafka.redrive import RedriveMarks, redrive_checkpoint, redrive_handler
+from streamproc.kafka.redrive import RedriveMarks, marking, redrive_checkpoint, redrive_handler
 from streamproc.kafka.replay import RangeFeed, RangeReader, run_ranges
 from streamproc.metrics import Metrics
-from streamproc.pipeline import EventProcessor, Summary
+from streamproc.pipeline import EventProcessor
 from streamproc.router import Delivery
+from streamproc.senders import senders_for
+from streamproc.summary import Summary
 
 N = 40
 
@@ -163,7 +165,7 @@ async def test_deliveries_keep_flowing_while_a_marker_write_waits_for_the_broker
     processor = EventProcessor(
         router=OneSubscription(),  # type: ignore[arg-type]
         decode=orjson.loads,
-        dispatcher=partner,  # type: ignore[arg-type]
+        senders=marking(senders_for(partner, ["a"]), marks),  # type: ignore[arg-type]
         dead_letters=dlq,
         metrics=Metrics(),
         complete=feed.complete,

@@ -26,9 +26,11 @@ from streamproc.kafka.replay import (
     resolve_ranges,
 )
 from streamproc.metrics import Metrics
-from streamproc.pipeline import EventProcessor, Summary
+from streamproc.pipeline import EventProcessor
 from streamproc.progress import Progress, format_duration
 from streamproc.router import Delivery
+from streamproc.senders import senders_for
+from streamproc.summary import Summary
 
 
 def test_positions() -> None:
@@ -185,7 +187,7 @@ def replay_of(dispatcher: Any, dlq: Any, summary: Summary) -> tuple[RangeFeed, E
     processor = EventProcessor(
         router=FakeRouter(),  # type: ignore[arg-type]
         decode=decode,
-        dispatcher=dispatcher,
+        senders=senders_for(dispatcher, ["a"]) if dispatcher is not None else None,
         dead_letters=dlq,
         metrics=Metrics(),
         complete=feed.complete,

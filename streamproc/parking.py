@@ -1,20 +1,20 @@
-"""The worker's side of parking: sends the deliveries of destinations that park, writes the retry
-records of those that park, and keeps the per-key order of `ordering: key` destinations.
+"""Parking: the sender of the worker's destinations that park, writing the retry records of the
+deliveries that park and keeping the per-key order of `ordering: key` destinations.
 
-The `EventProcessor` (streamproc.pipeline) calls `Parking.deliver` for a delivery of such a
-destination, live or read back from its retry topic (a `Redelivery` whose `parked` is set, made by
-`Parking.redelivery`), and `Parking.settled` with the outcome of a read-back one. A parked delivery
-is written (idempotent, acks=all, as dead letters) at its turn in the dispatcher, before the same
-key's next delivery may go, and its event's offset is finished only after that. A read-back record
-is routed again with exactly the subscription it names, sent with the attempts and budget it
-carries, and then delivered, parked again at the end of its retry partition, or dead-lettered with
-its original topic/partition/offset.
+A `ParkingSender` sends a delivery of such a destination, live or read back from its retry topic
+(a `Redelivery` whose `parked` is set, made by `Parking.redelivery`). A delivery that parks has its
+retry record written (idempotent, acks=all, as dead letters) at its key's turn, before the same
+key's next delivery may go, and its result (so its event's offset) is handed back only after that.
+A read-back record is routed again with exactly the subscription it names, sent with the attempts
+and budget it carries, and then delivered, parked again at the end of its retry partition, or
+dead-lettered with its original topic/partition/offset; its outcome is counted here.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Mapping
+from functools import partial
 from typing import Any
 
 import structlog
@@ -22,21 +22,18 @@ import structlog
 from streamproc.core.events import ordering_key
 from streamproc.dispatch import Dispatcher, RetryShare
 from streamproc.errors import ErrorType
-from streamproc.handoff import DeliveryResult, Failure, Redelivery
+from streamproc.handoff import DeliveryResult, Job, Lane, ParkedRecord, Redelivery
 from streamproc.kafka.dlq import DeadLetter, RetryView
 from streamproc.kafka.producer import DeadLetterProducer
 from streamproc.kafka.retry import KeyRef, ParkedKeys
 from streamproc.metrics import Metrics
 from streamproc.router import Delivery
 
-__all__ = ["Parking"]
+__all__ = ["Parking", "ParkingSender"]
 
 log = structlog.get_logger("streamproc.parking")
 
 BEHIND = "parked behind an earlier parked delivery of the same key"
-
-LetterFn = Callable[[Failure], DeadLetter]
-"""The dead letter of the delivery for a failure (what a retry record is made from)."""
 
 
 class Parking:
@@ -87,58 +84,70 @@ class Parking:
             for p in partitions:
                 self.keys.block(dest, p)
 
+    def sender(self) -> ParkingSender:
+        """The sender of the destinations that park (the same one for the live and the retry lane)."""
+        return ParkingSender(self)
+
     # -- delivering --------------------------------------------------------------------------------
-    async def deliver(
-        self, partition: int, delivery: Delivery, redelivery: Redelivery | None, letter: LetterFn
-    ) -> DeliveryResult:
-        """Dispatch a delivery that may park; a parked one is written before this returns.
+    async def deliver(self, delivery: Delivery, job: Job) -> DeliveryResult:
+        """Dispatch a delivery that may park; a parked one is written before this returns, and a
+        read-back one's outcome is counted (and its key's bookkeeping updated).
 
-        `partition`: the input partition it was consumed from (the retry partition it parks to)."""
+        The job's input partition is the retry partition it parks to."""
+        redelivery = job.redelivery
         parked = redelivery.parked if redelivery is not None else None
+        partition = job.lane.partition
         ref = self._ref(delivery, partition)
-        keys = self.keys
-        if parked is None:
-            share = RetryShare()
-
-            def behind() -> RetryShare | None:
-                if ref is not None and keys.holds(ref):
-                    return RetryShare(park_now=True, reason=BEHIND)
-                return None
-
-        else:
-            share = RetryShare(
-                attempts=parked.attempts,
-                first_attempt_at=parked.first_attempt_at,
-                deadline_at=parked.deadline_at,
-                parks=parked.parks,
-                reason=parked.reason,
+        share = RetryShare() if parked is None else _share_of(parked)
+        dispatcher = self.dispatcher
+        if ref is not None and delivery.error is None:
+            # At the key's turn: whether it must park behind, and its retry record, both in order.
+            result = await dispatcher.in_turn(
+                (delivery.destination, ref[2]),
+                partial(self._in_turn, delivery, job, share, ref, parked),
             )
-            retry_share = share
-
-            def behind() -> RetryShare | None:
-                if ref is not None and keys.must_follow(ref, parked.retry_offset, parked.original_offset):
-                    return dataclasses.replace(retry_share, park_now=True, reason=BEHIND)
-                return None
-
-        too_large: list[Failure] = []
-
-        async def write(result: DeliveryResult) -> None:
-            assert result.failure is not None
-            record = letter(result.failure)
-            try:
-                if not await self._write(record, delivery, result, partition, ref, parked):
-                    too_large.append(result.failure)
-            except BaseException:
-                # Not written, not delivered: the key's later deliveries must not overtake it.
-                if ref is not None and parked is None:
-                    keys.parked(ref, True, record.offset, -1, False)
-                raise
-
-        result = await self.dispatcher.deliver(delivery, share, behind=behind, on_parked=write)
-        if too_large:
-            # A retry record cut to fit its topic could never be delivered: dead-letter it now.
-            return DeliveryResult("dead_lettered", too_large[0])
+        else:
+            result = await self._park_if_asked(delivery, job, dispatcher.send(delivery, share), None, parked)
+        if parked is not None:
+            self._settled(partition, delivery, parked, result.outcome)
         return result
+
+    async def _in_turn(
+        self, delivery: Delivery, job: Job, share: RetryShare, ref: KeyRef, parked: ParkedRecord | None
+    ) -> DeliveryResult:
+        if not self.dispatcher.batches(delivery):
+            keys = self.keys
+            if parked is None:
+                if keys.holds(ref):
+                    share = RetryShare(park_now=True, reason=BEHIND)
+            elif keys.must_follow(ref, parked.retry_offset, parked.original_offset):
+                share = dataclasses.replace(share, park_now=True, reason=BEHIND)
+        return await self._park_if_asked(delivery, job, self.dispatcher.send(delivery, share), ref, parked)
+
+    async def _park_if_asked(
+        self,
+        delivery: Delivery,
+        job: Job,
+        sent: Awaitable[DeliveryResult],
+        ref: KeyRef | None,
+        parked: ParkedRecord | None,
+    ) -> DeliveryResult:
+        """The result of `sent`; a "parked" one once its retry record is acknowledged, or
+        dead-lettered when the record would not fit its retry topic (it could never be delivered)."""
+        result = await sent
+        if result.outcome != "parked":
+            return result
+        failure = result.failure
+        assert failure is not None
+        record = job.letter(delivery, failure)
+        try:
+            written = await self._write(record, delivery, result, job.lane.partition, ref, parked)
+        except BaseException:
+            # Not written, not delivered: the key's later deliveries must not overtake it.
+            if ref is not None and parked is None:
+                self.keys.parked(ref, True, record.offset, -1, False)
+            raise
+        return result if written else DeliveryResult("dead_lettered", failure)
 
     async def _write(
         self,
@@ -147,7 +156,7 @@ class Parking:
         result: DeliveryResult,
         partition: int,
         ref: KeyRef | None,
-        parked: Any,
+        parked: ParkedRecord | None,
     ) -> bool:
         """Write the retry record; False (nothing written) when it does not fit the retry topic."""
         failure = result.failure
@@ -184,10 +193,8 @@ class Parking:
         return True
 
     # -- outcomes of records read back ------------------------------------------------------------
-    def settled(self, partition: int, delivery: Delivery, redelivery: Redelivery, outcome: str) -> None:
+    def _settled(self, partition: int, delivery: Delivery, parked: ParkedRecord, outcome: str) -> None:
         """A read-back delivery ended: delivered, skipped, parked again or dead-lettered."""
-        parked = redelivery.parked
-        assert parked is not None
         if outcome == "parked":
             self._outcome(delivery.destination, "parked_again")
             return
@@ -210,3 +217,30 @@ class Parking:
         if counter is None:
             counter = self._m_outcome[key] = self._m.retry_outcomes.labels(*key)
         counter.inc()
+
+
+def _share_of(parked: ParkedRecord) -> RetryShare:
+    """What a retry record read back has spent: attempts, budget, parks, and why it parked."""
+    return RetryShare(
+        attempts=parked.attempts,
+        first_attempt_at=parked.first_attempt_at,
+        deadline_at=parked.deadline_at,
+        parks=parked.parks,
+        reason=parked.reason,
+    )
+
+
+class ParkingSender:
+    """The sender of a destination that parks: each delivery's task awaits `Parking.deliver`."""
+
+    __slots__ = ("_parking",)
+
+    def __init__(self, parking: Parking) -> None:
+        self._parking = parking
+
+    def send(self, delivery: Delivery, job: Job) -> None:
+        job.start(delivery, self._parking.deliver(delivery, job))
+
+    def unrouted(self, redelivery: Redelivery, lane: Lane, event: Mapping[str, Any]) -> None:
+        if redelivery.parked is not None:
+            self._parking.unmatched(redelivery, redelivery.origin.partition, event)
