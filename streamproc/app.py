@@ -34,7 +34,7 @@ from streamproc.errors import KafkaError, StreamprocError
 from streamproc.kafka.admin import check_topics, ensure_retry_topics
 from streamproc.kafka.backpressure import prefetch_settings
 from streamproc.kafka.consumer import ConsumerLoop, Partition, consumer_config
-from streamproc.kafka.producer import DeadLetterProducer, dead_letter_producer
+from streamproc.kafka.producer import AckedProducer, acked_producer
 from streamproc.kafka.settings import admin_settings, consumer_settings
 from streamproc.metrics import Metrics
 from streamproc.pipeline import EventProcessor, kafka_section
@@ -44,10 +44,11 @@ from streamproc.router import Router
 # server), parking and the retry consumer only when a destination parks.
 if TYPE_CHECKING:
     from streamproc.http import OpsServer, Readiness
+    from streamproc.kafka.dlq import RetryView
     from streamproc.kafka.retry import RetryConsumer
     from streamproc.parking import Parking
 
-__all__ = ["Worker", "build_worker"]
+__all__ = ["Worker"]
 
 log = structlog.get_logger("streamproc.worker")
 
@@ -73,8 +74,8 @@ class Worker:
         now: datetime | Callable[[], datetime] | None = None,
         check_topics_at_start: bool = True,
         serve_http: bool | None = None,
-        dead_letter_producer: DeadLetterProducer | None = None,
-        retry_producer: DeadLetterProducer | None = None,
+        dead_letter_producer: AckedProducer | None = None,
+        retry_producer: AckedProducer | None = None,
     ) -> None:
         self.kafka = kafka_section(config, "run")
         self.config = config
@@ -83,7 +84,7 @@ class Worker:
         self._check_topics = check_topics_at_start
         self._serve_http = config.metrics.enabled if serve_http is None else serve_http
         self.dispatcher = build_dispatcher(config, self.router, self.metrics)
-        self.dlq: DeadLetterProducer | None = dead_letter_producer
+        self.dlq: AckedProducer | None = dead_letter_producer
         self._retry_producer = retry_producer
         self.parking = self._parking()
         self.senders = build_senders(self.dispatcher, self.parking)
@@ -191,9 +192,9 @@ class Worker:
         )
         self.retry_processor = self._processor(retry.complete, self._halt_retry)
 
-    def _on_retry_record(self, msg: Any, part: Partition) -> None:
+    def _on_retry_record(self, msg: Any, part: Partition, view: RetryView) -> None:
         assert self.parking is not None and self.retry_processor is not None and self.retry is not None
-        redelivery = self.parking.redelivery(msg)
+        redelivery = self.parking.redelivery(view)
         if redelivery is None:
             log.warning("retry_record_without_delivery", partition=msg.partition(), offset=msg.offset())
             self.retry.complete(part, msg.offset())
@@ -298,16 +299,14 @@ class Worker:
             if self.parking is not None:
                 await self._ensure_retry_topics(max(counts[t] for t in kafka.topics))
         if self.dlq is None:
-            self.dlq = await loop.run_in_executor(
-                None, dead_letter_producer, kafka, [kafka.dead_letter_topic]
-            )
+            self.dlq = await loop.run_in_executor(None, acked_producer, kafka, [kafka.dead_letter_topic])
         self.processor.dead_letters = self.dlq
         if self.parking is not None and self.retry_processor is not None:
             if self._retry_producer is None:
                 # Every retry record names its own topic.
                 topics = list(self.parking.topics.values())
                 self._retry_producer = await loop.run_in_executor(
-                    None, dead_letter_producer, kafka, topics, "retry record"
+                    None, acked_producer, kafka, topics, "retry record"
                 )
             self.parking.producer = self._retry_producer
             self.retry_processor.dead_letters = self.dlq
@@ -407,8 +406,3 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
-
-
-def build_worker(config: Config, **options: Any) -> Worker:
-    """The worker for a loaded Config (raises ConfigError when it has no `kafka` section)."""
-    return Worker(config, **options)

@@ -24,7 +24,7 @@ from streamproc.dispatch import Dispatcher, RetryShare
 from streamproc.errors import ErrorType
 from streamproc.handoff import DeliveryResult, Job, Lane, ParkedRecord, Redelivery
 from streamproc.kafka.dlq import DeadLetter, RetryView
-from streamproc.kafka.producer import DeadLetterProducer
+from streamproc.kafka.producer import AckedProducer
 from streamproc.kafka.retry import KeyRef, ParkedKeys
 from streamproc.metrics import Metrics
 from streamproc.router import Delivery
@@ -53,7 +53,7 @@ class Parking:
         self.dispatcher = dispatcher
         self.keys = ParkedKeys(run_id)
         self.run_id = run_id
-        self.producer: DeadLetterProducer | None = None
+        self.producer: AckedProducer | None = None
         """Set before the first message (the worker creates it once the topics are checked)."""
         self._m = metrics
         self._m_parked: dict[tuple[str, str], Any] = {}
@@ -68,9 +68,8 @@ class Parking:
             return None
         return delivery.destination, partition, key
 
-    def redelivery(self, msg: Any) -> Redelivery | None:
+    def redelivery(self, view: RetryView) -> Redelivery | None:
         """What a retry record asks for; None when it names no delivery."""
-        view = RetryView.of(msg)
         dest, sub = view.destination, view.subscription
         if not dest or not sub:
             return None

@@ -51,7 +51,7 @@ from streamproc.errors import ConfigError, ConfigProblem, DecodeError, ErrorType
 from streamproc.gates import NO_SUBSCRIPTION, Withheld
 from streamproc.handoff import DeliveryResult, Failure, Lane, Redelivery, Sender
 from streamproc.kafka.dlq import DeadLetter, dead_letter
-from streamproc.kafka.producer import DeadLetterProducer
+from streamproc.kafka.producer import AckedProducer
 from streamproc.kafka.progress import delivery_key
 from streamproc.metrics import Metrics
 from streamproc.router import Delivery, Router
@@ -142,7 +142,7 @@ class EventProcessor:
         metrics: Metrics,
         complete: Callable[[Any, int], None],
         halt: Callable[[BaseException, str | None], None],
-        dead_letters: DeadLetterProducer | None = None,
+        dead_letters: AckedProducer | None = None,
         destinations: Collection[str] | None = None,
         subscriptions: Collection[tuple[str, str]] | None = None,
         summary: Summary | None = None,

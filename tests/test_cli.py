@@ -64,7 +64,7 @@ def test_run_loads_neither_other_commands_nor_unused_libraries(tmp_path: Path) -
         "streamproc.kafka.replay",
         "streamproc.kafka.redrive",
         "streamproc.kafka.retry",
-        "streamproc.kafka.parking",
+        "streamproc.parking",
         "streamproc.http",
         "streamproc.core.liquid",
         "aiohttp",
@@ -90,4 +90,4 @@ def test_run_loads_what_the_configuration_asks_for(tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(data))
     loaded = modules_of_run(config)
-    assert {"streamproc.kafka.parking", "streamproc.kafka.retry", "streamproc.core.liquid"} <= loaded
+    assert {"streamproc.parking", "streamproc.kafka.retry", "streamproc.core.liquid"} <= loaded

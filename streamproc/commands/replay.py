@@ -19,7 +19,7 @@ from streamproc.config import Config, KafkaConfig, load_config
 from streamproc.decoding import make_decoder
 from streamproc.dispatch import Dispatcher
 from streamproc.errors import StreamprocError
-from streamproc.kafka.producer import DeadLetterProducer, dead_letter_producer
+from streamproc.kafka.producer import AckedProducer, acked_producer
 from streamproc.kafka.redrive import RedriveMarks, marking
 from streamproc.kafka.replay import (
     RangeFeed,
@@ -143,7 +143,7 @@ class DeliveryStack:
     router: Router
     metrics: Metrics
     dispatcher: Dispatcher | None
-    dlq: DeadLetterProducer | None
+    dlq: AckedProducer | None
 
     async def close(self) -> None:
         if self.dispatcher is not None:
@@ -165,7 +165,7 @@ def build_stack(config: Config, kafka: KafkaConfig, *, dry_run: bool) -> Deliver
     if dry_run:
         return DeliveryStack(config, kafka, router, metrics, None, None)
     dispatcher = build_dispatcher(config, router, metrics)
-    dlq = dead_letter_producer(kafka, [kafka.dead_letter_topic])
+    dlq = acked_producer(kafka, [kafka.dead_letter_topic])
     return DeliveryStack(config, kafka, router, metrics, dispatcher, dlq)
 
 

@@ -23,7 +23,7 @@ from streamproc.kafka.admin import max_message_bytes
 from streamproc.kafka.dlq import DeadLetter, fit
 from streamproc.kafka.settings import admin_settings, producer_settings
 
-__all__ = ["DeadLetterProducer", "RecordTooLarge", "dead_letter_producer", "producer_config"]
+__all__ = ["AckedProducer", "RecordTooLarge", "acked_producer", "producer_config"]
 
 if TYPE_CHECKING:
     from streamproc.config import KafkaConfig
@@ -37,16 +37,14 @@ LIBRDKAFKA_MESSAGE_MAX_BYTES = 1_000_000
 LIBRDKAFKA_MIN_MESSAGE_MAX_BYTES = 1000
 
 
-def dead_letter_producer(
-    kafka: KafkaConfig, topics: Sequence[str], what: str = "dead letter"
-) -> DeadLetterProducer:
+def acked_producer(kafka: KafkaConfig, topics: Sequence[str], what: str = "dead letter") -> AckedProducer:
     """The producer of dead letters (or retry records) to `topics`, its records sized to the least
     `max.message.bytes` among them (described at start; blocking, so call it off the event loop)."""
     limit = max_message_bytes(
         kafka.bootstrap_servers, admin_settings(kafka), topics, fallback=BROKER_DEFAULT_MAX_MESSAGE_BYTES
     )
     config = producer_config(kafka.bootstrap_servers, producer_settings(kafka), limit)
-    return DeadLetterProducer(kafka.dead_letter_topic, config, what=what)
+    return AckedProducer(kafka.dead_letter_topic, config, what=what)
 
 
 def producer_config(
@@ -72,8 +70,9 @@ def producer_config(
     return conf
 
 
-class DeadLetterProducer:
-    """Writes dead letters and tells the caller when the broker has them.
+class AckedProducer:
+    """Writes records in the dead-letter format (dead letters, retry records, redrive markers) and
+    tells the caller when the broker has acknowledged each.
 
     Delivery reports arrive on a polling thread and are handed to the event loop; `send` retries a
     failed write a few times (the producer already retries inside `delivery.timeout.ms`) and then

@@ -37,7 +37,7 @@ from streamproc.kafka.dlq import (
     is_marker,
     marker_of,
 )
-from streamproc.kafka.producer import DeadLetterProducer
+from streamproc.kafka.producer import AckedProducer
 from streamproc.kafka.replay import RangeReader
 from streamproc.pipeline import EventProcessor
 from streamproc.router import Delivery
@@ -93,7 +93,7 @@ class RedriveMarks:
     whatever crashes in between, a record is either offered again or known to be done.
     """
 
-    def __init__(self, topic: str, dead_letters: DeadLetterProducer | None) -> None:
+    def __init__(self, topic: str, dead_letters: AckedProducer | None) -> None:
         self.topic = topic
         self.dead_letters = dead_letters
         self.done: set[tuple[int, int]] = set()

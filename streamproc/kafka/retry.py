@@ -134,8 +134,9 @@ class ParkedKeys:
             del self._barrier[key]
 
 
-RetryHandler = Callable[[Any, Partition], None]
-"""Starts the work for one due retry record; must call `RetryConsumer.complete` when it is done."""
+RetryHandler = Callable[[Any, Partition, RetryView], None]
+"""Starts the work for one due retry record (its headers read once, the view); must call
+`RetryConsumer.complete` when it is done."""
 
 
 @dataclass(eq=False)
@@ -352,11 +353,12 @@ class RetryConsumer:
         # A record is also held while its destination's circuit is open: reading it then would only
         # park it again (one write per record per park wait, for the whole outage).
         due = max(next_attempt_at(msg), self._not_before(part.destination))
+        view = RetryView.of(msg)
         if due > self._clock():
             # Never sleep here: pause the partition and read this record again once it is due.
             part.head, part.due_at = offset, due
             kind, ts = msg.timestamp()
-            part.head_since = RetryView.of(msg).first_attempt_at or (ts / 1000 if kind and ts > 0 else None)
+            part.head_since = view.first_attempt_at or (ts / 1000 if kind and ts > 0 else None)
             self._to_hold.append(part)
             return
         try:
@@ -364,10 +366,9 @@ class RetryConsumer:
         except ValueError:
             return
         part.sizes.add(offset, message_size(msg))
-        view_first = RetryView.of(msg).first_attempt_at
-        if view_first is not None:
-            part.oldest[offset] = view_first
-        self._handler(msg, part)
+        if view.first_attempt_at is not None:
+            part.oldest[offset] = view.first_attempt_at
+        self._handler(msg, part, view)
 
     async def _update_gauges(self) -> None:
         now = self._clock()

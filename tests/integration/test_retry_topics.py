@@ -26,7 +26,7 @@ from streamproc.cli import build_parser
 from streamproc.commands.retry import inspect as retry_inspect
 from streamproc.config import load_config
 from streamproc.errors import KafkaError
-from streamproc.kafka.producer import DeadLetterProducer, producer_config
+from streamproc.kafka.producer import AckedProducer, producer_config
 from streamproc.kafka.retry import retry_group
 from streamproc.router import Router
 from streamproc.simulator import PartnerSimulator
@@ -199,9 +199,7 @@ async def test_an_unwritable_retry_topic_stops_the_worker_without_committing_pas
     retry_topic = create_topic(
         kafka_bootstrap, f"{run.group}.retry.stackadapt", 4, {"max.message.bytes": "64"}
     )
-    believing = DeadLetterProducer(
-        run.dlq, producer_config(kafka_bootstrap, {}, 1_048_588), what="retry record"
-    )
+    believing = AckedProducer(run.dlq, producer_config(kafka_bootstrap, {}, 1_048_588), what="retry record")
     run.worker = Worker(load_config(run.config_path), retry_producer=believing)
     try:
         router = Router(load_config(run.config_path))

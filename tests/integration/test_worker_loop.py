@@ -31,7 +31,7 @@ from streamproc.config import (
 from streamproc.decoding import SchemaRegistryUnavailable
 from streamproc.destinations.base import Request, classify_http
 from streamproc.errors import ConfigError, KafkaError, PayloadValidationError
-from streamproc.kafka.producer import DeadLetterProducer
+from streamproc.kafka.producer import AckedProducer
 from streamproc.metrics import Metrics
 from streamproc.router import Delivery
 
@@ -212,9 +212,7 @@ async def test_a_dead_letter_that_cannot_be_written_stops_the_worker_without_com
     worker = Worker(
         cfg,
         router=StandInRouter(cfg, partner.url),  # type: ignore[arg-type]
-        dead_letter_producer=DeadLetterProducer(
-            dlq, {}, attempts=2, backoff=0.01, producer=_RefusingProducer()
-        ),
+        dead_letter_producer=AckedProducer(dlq, {}, attempts=2, backoff=0.01, producer=_RefusingProducer()),
     )
     with pytest.raises(KafkaError, match="could not write a dead letter"):
         await asyncio.wait_for(worker.run_async(), 60)

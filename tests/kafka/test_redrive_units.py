@@ -18,7 +18,7 @@ from scripted_consumer import ScriptedMessage
 from streamproc.errors import KafkaError
 from streamproc.handoff import DeliveryResult
 from streamproc.kafka.dlq import DeadLetterFilter, marker_of
-from streamproc.kafka.producer import DeadLetterProducer
+from streamproc.kafka.producer import AckedProducer
 from streamproc.kafka.redrive import RedriveMarks, marking, redrive_checkpoint, redrive_handler
 from streamproc.kafka.replay import RangeFeed, RangeReader, run_ranges
 from streamproc.metrics import Metrics
@@ -159,7 +159,7 @@ async def test_deliveries_keep_flowing_while_a_marker_write_waits_for_the_broker
     partner, summary = Partner(), Summary()
     delivered_at_first_hold: list[int] = []
     producer.on_first_hold = lambda: delivered_at_first_hold.append(len(partner.sent))
-    dlq = DeadLetterProducer("dlq", {}, attempts=1, backoff=0.0, producer=producer)
+    dlq = AckedProducer("dlq", {}, attempts=1, backoff=0.0, producer=producer)
     marks = RedriveMarks("dlq", dlq)
     feed = RangeFeed("dlq", summary=summary, max_in_flight=8)
     processor = EventProcessor(
@@ -210,7 +210,7 @@ async def test_deliveries_keep_flowing_while_a_marker_write_waits_for_the_broker
 
 async def test_markers_are_written_only_below_the_watermark_and_kept_until_acknowledged() -> None:
     producer = SlowAcks()
-    dlq = DeadLetterProducer("dlq", {}, attempts=1, backoff=0.0, producer=producer)
+    dlq = AckedProducer("dlq", {}, attempts=1, backoff=0.0, producer=producer)
     try:
         marks = RedriveMarks("dlq", dlq)
         for o in (3, 5, 9):

@@ -172,7 +172,7 @@ async def test_a_record_waits_for_its_due_time_without_holding_other_partitions_
     handled: list[tuple[int, int]] = []
     held: list[tuple[Partition, int]] = []
 
-    def handler(msg: Any, part: Partition) -> None:
+    def handler(msg: Any, part: Partition, view: Any) -> None:
         handled.append((msg.partition(), msg.offset()))
         held.append((part, msg.offset()))
 
@@ -217,7 +217,7 @@ async def test_the_retry_consumer_pauses_at_its_in_flight_bound() -> None:
     retry = RetryConsumer(
         {},
         {"a": "r.a"},
-        lambda msg, part: handled.append(msg.offset()),
+        lambda msg, part, view: handled.append(msg.offset()),
         live_partitions=lambda: {0},
         metrics=Metrics(),
         poll_batch_size=2,
@@ -242,7 +242,7 @@ async def test_a_retry_partition_s_next_owner_passes_over_what_its_last_owner_fi
         return RetryConsumer(
             {},
             {"a": "r.a"},
-            lambda msg, part: handled.append((part, msg.offset())),
+            lambda msg, part, view: handled.append((part, msg.offset())),
             live_partitions=lambda: {0},
             metrics=Metrics(),
             commit_interval=60.0,
@@ -336,7 +336,7 @@ async def test_records_of_a_destination_whose_circuit_is_open_stay_in_the_topic_
     retry = RetryConsumer(
         {},
         {"a": "r.a", "b": "r.b"},
-        lambda msg, part: handled.append(msg.topic()),
+        lambda msg, part, view: handled.append(msg.topic()),
         live_partitions=lambda: {0},
         metrics=Metrics(),
         not_before=lambda dest: T0 + 10 if dest == "a" else 0.0,
