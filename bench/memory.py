@@ -102,7 +102,7 @@ router = Router(config)
 steps.append(("routes compiled", rss()))
 metrics = Metrics()
 steps.append(("metrics registry", rss()))
-from streamproc.app import Worker
+from streamproc.runs.worker import Worker
 worker = Worker(config, metrics=metrics, router=router)
 steps.append(("worker built (clients, consumers not started)", rss()))
 print(json.dumps(steps))
@@ -112,7 +112,7 @@ LIST_CHILD = r"""
 import sys, json
 from streamproc.cli import build_parser
 from streamproc.config import load_config
-from streamproc.app import Worker
+from streamproc.runs.worker import Worker
 from streamproc.logging import config_secrets, configure_logging, register_secrets
 build_parser(only="run")
 Worker(load_config(sys.argv[1]))

@@ -530,8 +530,8 @@ async def run_demo(options: DemoOptions, on_done: Callable[[DemoSummary], None] 
 
     `on_done` gets the summary while the broker and the simulator still run (with `keep`, until a
     stop signal after it)."""
-    from streamproc.app import Worker
     from streamproc.config import load_config
+    from streamproc.runs.worker import Worker
     from streamproc.simulator import PartnerSimulator
 
     out = options.out

@@ -3,8 +3,8 @@
 An `EventProcessor` takes one consumed message at a time (`process(msg, lane)`) and says when all
 of its work is finished (`complete(lane, offset)`). Where messages come from and how finished
 offsets are checkpointed belong to the caller: the worker's consumer loop commits its group
-(`streamproc.app`), replay saves a state file and redrive commits its own group after writing its
-markers (`streamproc.kafka.replay`, `streamproc.kafka.redrive`).
+(`streamproc.runs.worker`), replay saves a state file and redrive commits its own group after writing its
+markers (`streamproc.runs.replay`, `streamproc.runs.redrive`).
 
 Outcomes: every delivery ends in one `DeliveryResult`, and `EventProcessor.settle` is the one
 place that acts on it. It records the metrics (and the run's `Summary`, if any), dead-letters a

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 from streamproc.dispatch import Admission, Dispatcher
 from streamproc.handoff import Job, Lane, Redelivery, Sender
 from streamproc.router import Delivery
 
-__all__ = ["AdmittedSender", "DirectSender", "senders_for"]
+__all__ = ["AdmittedSender", "DirectSender", "MarkingSender", "Marks", "marking", "senders_for"]
 
 
 class DirectSender:
@@ -66,3 +66,32 @@ def senders_for(dispatcher: Dispatcher, destinations: Iterable[str]) -> dict[str
     deliveries all go one way, since its key order is fixed by either)."""
     direct, admitted = DirectSender(dispatcher), AdmittedSender(dispatcher)
     return {d: admitted if dispatcher.admits(d) else direct for d in destinations}
+
+
+class Marks(Protocol):
+    """Where a record whose delivery was made is noted (redrive's markers)."""
+
+    def note(self, partition: int, offset: int) -> None: ...
+
+
+class MarkingSender:
+    """Notes the record each delivery is made from, then sends it as `inner` does (redrive: the
+    dead letter whose delivery routing found again owes a marker)."""
+
+    __slots__ = ("_inner", "_marks")
+
+    def __init__(self, inner: Sender, marks: Marks) -> None:
+        self._inner = inner
+        self._marks = marks
+
+    def send(self, delivery: Delivery, job: Job) -> None:
+        self._marks.note(job.lane.partition, job.offset)
+        self._inner.send(delivery, job)
+
+    def unrouted(self, redelivery: Redelivery, lane: Lane, event: Mapping[str, Any]) -> None:
+        self._inner.unrouted(redelivery, lane, event)
+
+
+def marking(senders: Mapping[str, Sender], marks: Marks) -> dict[str, Sender]:
+    """`senders`, each noting the markers its deliveries owe."""
+    return {dest: MarkingSender(sender, marks) for dest, sender in senders.items()}

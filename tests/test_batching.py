@@ -12,7 +12,6 @@ import orjson
 import pytest
 
 from streamproc.batching import Batcher, BatchOptions
-from streamproc.compose import dispatcher_of
 from streamproc.config import parse_config
 from streamproc.destinations.base import Batching, Request
 from streamproc.dispatch import Bulkhead, BulkheadPolicy, Dispatcher
@@ -20,6 +19,7 @@ from streamproc.errors import DeliveryError
 from streamproc.handoff import DeliveryResult
 from streamproc.metrics import Metrics
 from streamproc.router import Router
+from streamproc.runs.compose import dispatcher_of
 from streamproc.simulator import PartnerSimulator
 
 NOW = datetime(2026, 3, 2, tzinfo=UTC)

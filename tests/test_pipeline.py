@@ -13,14 +13,13 @@ import pytest
 import yaml
 
 from streamproc.cli import main
-from streamproc.compose import build_senders
 from streamproc.handoff import DeliveryResult, Failure, Origin, Redelivery
 from streamproc.kafka.offsets import OffsetTracker
-from streamproc.kafka.redrive import marking
 from streamproc.metrics import Metrics
 from streamproc.pipeline import EventProcessor, Undecodable
 from streamproc.router import Delivery
-from streamproc.senders import senders_for
+from streamproc.runs.compose import build_senders
+from streamproc.senders import marking, senders_for
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -207,7 +206,7 @@ def test_every_kafka_command_gives_the_same_error_without_a_kafka_section(
 ) -> None:
     # Logging set up on this test's captured stream would outlive it.
     monkeypatch.setattr("streamproc.logging.configure_logging", lambda *a, **k: None)
-    monkeypatch.setattr("streamproc.commands.replay.configure_logging", lambda *a, **k: None)
+    monkeypatch.setattr("streamproc.runs.compose.configure_logging", lambda *a, **k: None)
     data = yaml.safe_load((REPO / "examples" / "config.yaml").read_text())
     del data["kafka"]
     path = tmp_path / "config.yaml"

@@ -11,10 +11,10 @@ from test_pipeline import Lane, Msg, Noted
 
 from streamproc.config import parse_config
 from streamproc.handoff import DeliveryResult, Job, Origin, Redelivery
-from streamproc.kafka.redrive import marking
 from streamproc.metrics import Metrics
 from streamproc.pipeline import EventProcessor
 from streamproc.router import Router
+from streamproc.senders import marking
 from streamproc.summary import Summary
 
 GUID = "abc8fb18-7559-4324-9921-a4b5015b4a1c"

@@ -10,13 +10,12 @@ from typing import Any
 from confluent_kafka import TopicPartition
 
 from streamproc import masking
-from streamproc.commands.replay import install_stop, load
 from streamproc.errors import StreamprocError
 from streamproc.failed_request import FailedRequests
 from streamproc.inspection import RetryInspection, dumps
-from streamproc.kafka.redrive import start_offsets
-from streamproc.kafka.replay import RangeReader, range_consumer_config
+from streamproc.kafka.ranges import RangeReader, range_consumer_config, start_offsets
 from streamproc.kafka.retry import retry_group
+from streamproc.runs.compose import install_stop, load
 
 NO_PARKING = (
     "no destination parks deliveries (none sets retry.park_after_attempts or retry.park_after_seconds),"

@@ -27,8 +27,8 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import structlog
 
-    from streamproc.app import Worker
     from streamproc.logging import config_secrets, configure_logging, register_secrets
+    from streamproc.runs.worker import Worker
 
     config = load_config(args.config)
     configure_logging(config.log)

@@ -14,7 +14,7 @@ headers always stay, so the original can be found on its topic while it is retai
 
 Reading one back: `DeadLetterView` reads a dead letter's `streamproc.*` headers once,
 `RetryView` the retry headers on top (kafka/retry.py says what they mean), and `marker_of` a
-redrive marker (kafka/redrive.py). The producer that writes them is kafka/producer.py.
+redrive marker (streamproc/runs/redrive.py). The producer that writes them is kafka/producer.py.
 """
 
 from __future__ import annotations

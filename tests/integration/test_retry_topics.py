@@ -21,7 +21,6 @@ from kafka_helpers import committed_offsets, create_topic, delete_topics, end_of
 from test_worker_faults import Run, encode
 from test_worker_helpers import make_events, predict, recorded
 
-from streamproc.app import Worker
 from streamproc.cli import build_parser
 from streamproc.commands.retry import inspect as retry_inspect
 from streamproc.config import load_config
@@ -29,6 +28,7 @@ from streamproc.errors import KafkaError
 from streamproc.kafka.producer import AckedProducer, producer_config
 from streamproc.kafka.retry import retry_group
 from streamproc.router import Router
+from streamproc.runs.worker import Worker
 from streamproc.simulator import PartnerSimulator
 
 pytestmark = pytest.mark.kafka

@@ -16,7 +16,6 @@ from aiohttp import web
 from http_stand_in import serving
 from kafka_helpers import async_wait_until, committed_offsets, end_offsets, produce, read_all, unique_name
 
-from streamproc.app import Worker
 from streamproc.config import (
     Config,
     DestinationConfig,
@@ -34,6 +33,7 @@ from streamproc.errors import ConfigError, KafkaError, PayloadValidationError
 from streamproc.kafka.producer import AckedProducer
 from streamproc.metrics import Metrics
 from streamproc.router import Delivery
+from streamproc.runs.worker import Worker
 
 pytestmark = pytest.mark.kafka
 

@@ -21,7 +21,6 @@ from aiohttp import web
 from http_stand_in import serving
 from scripted_consumer import ScriptedConsumer
 
-from streamproc.compose import build_senders
 from streamproc.destinations.base import Request
 from streamproc.dispatch import Bulkhead, BulkheadPolicy, Dispatcher
 from streamproc.kafka.consumer import ConsumerLoop
@@ -29,6 +28,7 @@ from streamproc.kafka.progress import decode, delivery_key
 from streamproc.metrics import Metrics
 from streamproc.pipeline import EventProcessor
 from streamproc.router import Delivery
+from streamproc.runs.compose import build_senders
 
 EVENTS = 6
 

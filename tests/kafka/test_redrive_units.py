@@ -19,12 +19,13 @@ from streamproc.errors import KafkaError
 from streamproc.handoff import DeliveryResult
 from streamproc.kafka.dlq import DeadLetterFilter, marker_of
 from streamproc.kafka.producer import AckedProducer
-from streamproc.kafka.redrive import RedriveMarks, marking, redrive_checkpoint, redrive_handler
-from streamproc.kafka.replay import RangeFeed, RangeReader, run_ranges
+from streamproc.kafka.ranges import RangeReader
 from streamproc.metrics import Metrics
 from streamproc.pipeline import EventProcessor
 from streamproc.router import Delivery
-from streamproc.senders import senders_for
+from streamproc.runs.feed import RangeFeed, run_ranges
+from streamproc.runs.redrive import RedriveMarks, redrive_checkpoint, redrive_handler
+from streamproc.senders import marking, senders_for
 from streamproc.summary import Summary
 
 N = 40

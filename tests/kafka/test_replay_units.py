@@ -17,18 +17,14 @@ from manual_clock import ManualClock
 from streamproc.errors import DecodeError, StreamprocError
 from streamproc.handoff import DeliveryResult, Failure
 from streamproc.kafka.dlq import DeadLetterFilter, DeadLetterView, statuses
-from streamproc.kafka.redrive import redrive_group
-from streamproc.kafka.replay import (
-    Position,
-    RangeFeed,
-    ReplayState,
-    parse_position,
-    resolve_ranges,
-)
+from streamproc.kafka.ranges import Position, parse_position, resolve_ranges
 from streamproc.metrics import Metrics
 from streamproc.pipeline import EventProcessor
 from streamproc.progress import Progress, format_duration
 from streamproc.router import Delivery
+from streamproc.runs.feed import RangeFeed
+from streamproc.runs.redrive import redrive_group
+from streamproc.runs.replay_progress import ReplayState
 from streamproc.senders import senders_for
 from streamproc.summary import Summary
 

@@ -17,17 +17,19 @@ dead-letter producer and acknowledged, then the position committed on the reader
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import hashlib
+import sys
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
 from typing import Any
 
 import structlog
-from confluent_kafka import OFFSET_INVALID, TopicPartition
+from confluent_kafka import TopicPartition
 
-from streamproc.errors import KafkaError, StreamprocError
-from streamproc.handoff import Job, Lane, Redelivery, Sender
+from streamproc.errors import KafkaError
 from streamproc.kafka.consumer import Partition
 from streamproc.kafka.dlq import (
     DLQ_VERSION,
@@ -38,9 +40,12 @@ from streamproc.kafka.dlq import (
     marker_of,
 )
 from streamproc.kafka.producer import AckedProducer
-from streamproc.kafka.replay import RangeReader
+from streamproc.kafka.ranges import RangeReader, range_consumer_config, start_offsets
+from streamproc.logging import flush_suppressed
 from streamproc.pipeline import EventProcessor
-from streamproc.router import Delivery
+from streamproc.progress import Progress
+from streamproc.runs.compose import build_stack, close_run, load, start_run
+from streamproc.runs.feed import run_ranges
 from streamproc.summary import Summary
 
 __all__ = [
@@ -48,7 +53,6 @@ __all__ = [
     "redrive_checkpoint",
     "redrive_group",
     "redrive_handler",
-    "start_offsets",
 ]
 
 log = structlog.get_logger("streamproc.redrive")
@@ -61,27 +65,6 @@ def redrive_group(group_id: str, flt: DeadLetterFilter) -> str:
         return f"{group_id}.redrive"
     digest = hashlib.sha1(flt.describe().encode()).hexdigest()[:10]
     return f"{group_id}.redrive.{digest}"
-
-
-def start_offsets(consumer: Any, topic: str, timeout: float = 10.0) -> dict[int, tuple[int, int]]:
-    """For each partition: (the group's committed offset, else the beginning; the end right now)."""
-    md = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
-    if md is None or md.error is not None:
-        raise StreamprocError(f"dead-letter topic {topic!r} not found ({md.error if md else 'no metadata'})")
-    parts = sorted(md.partitions)
-    committed = {
-        tp.partition: tp.offset
-        for tp in consumer.committed([TopicPartition(topic, p) for p in parts], timeout=timeout)
-    }
-    out: dict[int, tuple[int, int]] = {}
-    for p in parts:
-        low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout, cached=False)
-        c = committed.get(p, OFFSET_INVALID)
-        start = c if c is not None and c >= 0 else low
-        start = min(max(start, low), high)
-        if high > start:
-            out[p] = (start, high)
-    return out
 
 
 class RedriveMarks:
@@ -165,29 +148,6 @@ def redrive_checkpoint(
     return checkpoint
 
 
-class MarkingSender:
-    """Redrive's sender: the dead letter a delivery is made from owes a marker (routing found its
-    delivery again); the delivery itself is sent as `inner` sends it."""
-
-    __slots__ = ("_inner", "_marks")
-
-    def __init__(self, inner: Sender, marks: RedriveMarks) -> None:
-        self._inner = inner
-        self._marks = marks
-
-    def send(self, delivery: Delivery, job: Job) -> None:
-        self._marks.note(job.lane.partition, job.offset)
-        self._inner.send(delivery, job)
-
-    def unrouted(self, redelivery: Redelivery, lane: Lane, event: Mapping[str, Any]) -> None:
-        self._inner.unrouted(redelivery, lane, event)
-
-
-def marking(senders: Mapping[str, Sender], marks: RedriveMarks) -> dict[str, Sender]:
-    """`senders`, each noting the markers its deliveries owe."""
-    return {dest: MarkingSender(sender, marks) for dest, sender in senders.items()}
-
-
 def redrive_handler(
     processor: EventProcessor,
     flt: DeadLetterFilter,
@@ -233,3 +193,76 @@ def redrive_handler(
         processor.process(msg, lane, again)
 
     return handle
+
+
+async def redrive(
+    args: argparse.Namespace, flt: DeadLetterFilter, out: Any = None, err: Any = None
+) -> tuple[int, Summary]:
+    """The whole redrive, callable from tests; returns the exit code and the summary."""
+    out = out if out is not None else sys.stdout.buffer
+    err = err if err is not None else sys.stderr
+    config, kafka = load(args.config, "dlq redrive")
+    topic = kafka.dead_letter_topic
+    group = args.group or redrive_group(kafka.group_id, flt)
+    stack = build_stack(config, kafka, dry_run=args.dry_run)
+    unknown = sorted(set(flt.destinations) - set(stack.router.destinations))
+    if unknown:
+        print(f"note: destination(s) {', '.join(unknown)} are not in the configuration", file=err)
+    summary = Summary()
+    # Markers go through the dead-letter producer (none in a dry run, which writes nothing).
+    marks = RedriveMarks(topic, stack.dlq)
+    feed, processor = start_run(stack, topic, summary, args, out, undecodable="count", marks=marks)
+    handle = redrive_handler(processor, flt, summary, marks)
+    # The group only holds the position: partitions are assigned, never balanced, and a dry run
+    # reads the position without committing.
+    reader = RangeReader(range_consumer_config(kafka, group), topic)
+    progress: Progress | None = None
+    try:
+        consumer = await reader.open()
+        ranges = await reader.call(start_offsets, consumer, topic)
+        total = sum(e - s for s, e in ranges.values())
+        print(f"redrive of {topic} as group {group}: {total} dead letters to read", file=err)
+        await scan_markers(kafka, topic, ranges, marks)
+
+        checkpoint = redrive_checkpoint(reader, marks)
+
+        async def commit(watermarks: dict[int, int], final: bool) -> None:
+            if not args.dry_run:
+                await checkpoint(watermarks, final)
+
+        progress = Progress(total, label="dead letters", stream=err)
+        await run_ranges(
+            reader,
+            ranges,
+            feed,
+            handle,
+            commit,
+            shutdown_timeout=config.limits.shutdown_timeout,
+            on_progress=progress.update,
+        )
+    finally:
+        await close_run(progress, reader, stack)
+    out.flush()
+    flush_suppressed(force=True)
+    print(summary.render(dry_run=args.dry_run), file=err)
+    if args.dry_run:
+        print("dry run: nothing was sent or committed", file=err)
+    if feed.stop.is_set() and feed.fatal is None:
+        print("interrupted: rerun to continue from the committed position", file=err)
+        return 130, summary
+    return 0, summary
+
+
+async def scan_markers(
+    kafka: Any, topic: str, ranges: dict[int, tuple[int, int]], marks: RedriveMarks
+) -> None:
+    """Read the range once for redrive markers, so records redriven under other filters are skipped."""
+    group = f"{kafka.group_id}.redrive-scan.{uuid.uuid4().hex[:8]}"
+    reader = RangeReader(range_consumer_config(kafka, group), topic)
+    try:
+        await reader.open()
+        async for batch in reader.read(ranges, asyncio.Event()):
+            for msg in batch:
+                marks.seen(msg)
+    finally:
+        await reader.close()

@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any, TypedDict
 
 import structlog
 
-from streamproc.compose import build_dispatcher, build_senders
 from streamproc.config import Config
 from streamproc.decoding import make_decoder
 from streamproc.errors import KafkaError, StreamprocError
@@ -39,6 +38,7 @@ from streamproc.kafka.settings import admin_settings, consumer_settings
 from streamproc.metrics import Metrics
 from streamproc.pipeline import EventProcessor, kafka_section
 from streamproc.router import Router
+from streamproc.runs.compose import build_dispatcher, build_senders
 
 # Imported where they are used: the operations server only with metrics on (it brings aiohttp's
 # server), parking and the retry consumer only when a destination parks.
