@@ -22,7 +22,6 @@ released retry partition gives up its deliveries that wait at once, as a live on
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import time
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping
@@ -33,12 +32,11 @@ import confluent_kafka
 import structlog
 from confluent_kafka import TopicPartition
 
-from streamproc.errors import KafkaError
-from streamproc.kafka.backpressure import InFlightBound, held_bytes, message_size
-from streamproc.kafka.consumer import Partition, let_go
+from streamproc.kafka.backpressure import held_bytes
 from streamproc.kafka.dlq import RetryView, next_attempt_at
 from streamproc.kafka.offsets import OffsetTracker
 from streamproc.kafka.polling import Commits, consume_batch, read_watermarks, refresh_high_watermarks
+from streamproc.kafka.reader import Partition, PartitionReader, let_go
 from streamproc.metrics import Metrics
 
 __all__ = ["KeyRef", "ParkedKeys", "RetryConsumer", "retry_group"]
@@ -152,7 +150,7 @@ class _RetryPartition(Partition):
     head_since: float | None = None
 
 
-class RetryConsumer:
+class RetryConsumer(PartitionReader[_RetryPartition]):
     """Reads the retry topics of the partitions the live consumer owns, each record no earlier than
     it is due, pausing at an in-flight bound of its own (the live consumer's numbers)."""
 
@@ -180,54 +178,37 @@ class RetryConsumer:
         consumer_factory: Callable[[dict[str, Any]], Any] = confluent_kafka.Consumer,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._conf = dict(config)
+        super().__init__(
+            config,
+            handler,
+            what="retry consumer",
+            logger=log,
+            metrics=metrics,
+            commits=Commits(
+                logger=log, failed_event="retry_commit_failed", metadata_max_bytes=metadata_max_bytes
+            ),
+            thread_name="kafka-retry",
+            poll_batch_size=poll_batch_size,
+            max_in_flight=max_in_flight,
+            resume_in_flight=resume_in_flight,
+            max_in_flight_bytes=max_in_flight_bytes,
+            resume_in_flight_bytes=resume_in_flight_bytes,
+            commit_interval=commit_interval,
+            poll_timeout=poll_timeout,
+            waiting=waiting,
+            consumer_factory=consumer_factory,
+        )
         self.topics = dict(topics)
         self._dest_of = {t: d for d, t in topics.items()}
-        self._handler = handler
         self._live_partitions = live_partitions
         self._started = asyncio.Event()
-        self._metrics = metrics
         self._keys = parked_keys
         self._ordered = ordered
         self._not_before = not_before
-        self._batch = poll_batch_size
-        self._bound = InFlightBound(
-            max_in_flight, resume_in_flight, max_in_flight_bytes, resume_in_flight_bytes
-        )
-        self._commit_interval = commit_interval
         self._release_timeout = release_timeout
-        self._poll_timeout = poll_timeout
-        self._waiting = waiting
-        self._factory = consumer_factory
         self._clock = clock
-        self._consumer: Any = None
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="kafka-retry"
-        )
-        self._parts: dict[tuple[str, int], _RetryPartition] = {}
-        self._stopping = False
-        self._fatal: BaseException | None = None
-        self._want_paused = False
-        self._paused = False
         self._to_hold: list[_RetryPartition] = []
         self._lock = asyncio.Lock()
-        self._commits = Commits(
-            logger=log, failed_event="retry_commit_failed", metadata_max_bytes=metadata_max_bytes
-        )
-        self._m_finished_before: dict[str, Any] = {}
-
-    # -- state seen by the worker --------------------------------------------------------------
-    @property
-    def partitions(self) -> Mapping[tuple[str, int], _RetryPartition]:
-        return self._parts
-
-    @property
-    def commits(self) -> int:
-        """Commits the broker accepted."""
-        return self._commits.count
-
-    def in_flight(self) -> int:
-        return sum(p.tracker.in_flight for p in self._parts.values())
 
     def complete(self, part: Partition, offset: int) -> None:
         assert isinstance(part, _RetryPartition)
@@ -240,17 +221,6 @@ class RetryConsumer:
             wm = part.tracker.watermark()
             if wm is not None:
                 self._keys.passed(part.destination, part.partition, wm)
-
-    def fail(self, exc: BaseException) -> None:
-        if self._fatal is None:
-            self._fatal = exc
-        self._stopping = True
-
-    def request_stop(self) -> None:
-        self._stopping = True
-
-    async def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     # -- the loop --------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -322,33 +292,13 @@ class RetryConsumer:
                     self._keys.barrier(dest, partition, max(part.high or 0, start), start)
 
     def _accept(self, msg: Any) -> None:
-        err = msg.error()
-        if err is not None:
-            if err.code() == confluent_kafka.KafkaError._PARTITION_EOF:
-                return
-            if err.fatal():
-                self.fail(
-                    KafkaError(f"the retry consumer hit a fatal error: {err.str()}; restart the worker")
-                )
-            else:
-                log.warning("retry_consume_error", error=err.str(), code=err.name())
+        if not self._readable(msg):
             return
         part = self._parts.get((msg.topic(), msg.partition()))
         if part is None or part.revoking or part.head is not None:
             return  # paused until its head is due: the head is read again after the seek
         offset = msg.offset()
-        last = part.tracker.watermark()
-        if last is not None and offset < last:
-            return
-        if part.tracker.skips(offset):
-            # Finished by the retry partition's last owner (its commit said so), due or not.
-            counter = self._m_finished_before.get(part.topic)
-            if counter is None:
-                counter = self._m_finished_before[part.topic] = self._metrics.finished_before.labels(
-                    part.topic, "event"
-                )
-            counter.inc()
-            self._passed(part)
+        if not self._fresh(part, offset):
             return
         # A record is also held while its destination's circuit is open: reading it then would only
         # park it again (one write per record per park wait, for the whole outage).
@@ -361,11 +311,8 @@ class RetryConsumer:
             part.head_since = view.first_attempt_at or (ts / 1000 if kind and ts > 0 else None)
             self._to_hold.append(part)
             return
-        try:
-            part.tracker.add(offset)
-        except ValueError:
+        if not self._take(part, msg, offset):
             return
-        part.sizes.add(offset, message_size(msg))
         if view.first_attempt_at is not None:
             part.oldest[offset] = view.first_attempt_at
         self._handler(msg, part, view)

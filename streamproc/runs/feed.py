@@ -14,9 +14,9 @@ import structlog
 
 from streamproc.dispatch import TokenBucket
 from streamproc.kafka.backpressure import message_size
-from streamproc.kafka.consumer import Partition, wait_for_in_flight
 from streamproc.kafka.offsets import OffsetTracker
 from streamproc.kafka.ranges import RangeReader
+from streamproc.kafka.reader import Partition, wait_for_in_flight
 from streamproc.summary import Summary
 
 __all__ = ["Checkpoint", "MessageHandler", "RangeFeed", "run_ranges"]

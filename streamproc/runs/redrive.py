@@ -30,7 +30,6 @@ import structlog
 from confluent_kafka import TopicPartition
 
 from streamproc.errors import KafkaError
-from streamproc.kafka.consumer import Partition
 from streamproc.kafka.dlq import (
     DLQ_VERSION,
     REDRIVEN_HEADER,
@@ -41,6 +40,7 @@ from streamproc.kafka.dlq import (
 )
 from streamproc.kafka.producer import AckedProducer
 from streamproc.kafka.ranges import RangeReader, range_consumer_config, start_offsets
+from streamproc.kafka.reader import Partition
 from streamproc.logging import flush_suppressed
 from streamproc.pipeline import EventProcessor
 from streamproc.progress import Progress

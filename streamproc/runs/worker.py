@@ -32,8 +32,9 @@ from streamproc.decoding import make_decoder
 from streamproc.errors import KafkaError, StreamprocError
 from streamproc.kafka.admin import check_topics, ensure_retry_topics
 from streamproc.kafka.backpressure import prefetch_settings
-from streamproc.kafka.consumer import ConsumerLoop, Partition, consumer_config
+from streamproc.kafka.consumer import ConsumerLoop, consumer_config
 from streamproc.kafka.producer import AckedProducer, acked_producer
+from streamproc.kafka.reader import Partition
 from streamproc.kafka.settings import admin_settings, consumer_settings
 from streamproc.metrics import Metrics
 from streamproc.pipeline import EventProcessor, kafka_section

@@ -10,8 +10,8 @@ from typing import Any
 from confluent_kafka import TopicPartition
 
 from streamproc.inspection import RetryInspection
-from streamproc.kafka.consumer import Partition
 from streamproc.kafka.dlq import DeadLetter, RetryView, iso_utc
+from streamproc.kafka.reader import Partition
 from streamproc.kafka.retry import ParkedKeys, RetryConsumer
 from streamproc.metrics import Metrics
 
