@@ -1,16 +1,16 @@
-"""The composition root of `streamproc run`: builds the worker from a Config and runs it until stopped.
+"""`streamproc run`: the worker, built from a Config (streamproc.runs.compose) and run until stopped.
 
 The worker is a consumer-group member: its `ConsumerLoop` hands each message to the shared
 `EventProcessor` (decode → route → deliver → dead-letter, `streamproc.pipeline`), which completes
 the message's offset once every delivery has settled; the loop commits up to the contiguous
 watermark. Destinations with a retry share park deliveries in their retry topics; a second
 `RetryConsumer` reads them back when due, on the input partitions this worker owns, through a
-second processor over the same router and bulkheads (kafka/retry.py, kafka/parking.py).
+second processor over the same router, bulkheads and senders (kafka/retry.py, parking.py).
 
 Stopping (SIGTERM) has one budget, `limits.shutdown_timeout`: the live and the retry consumer's
 work drains together while the live consumer keeps serving the group; what still waits for a
 retry at the end is given up for the partitions' next owners, and requests on the wire get the
-last part of the budget (kafka/consumer.py says how a partition is handed over).
+last part of the budget (kafka/consumer.py and kafka/reader.py say how a partition is handed over).
 """
 
 from __future__ import annotations
