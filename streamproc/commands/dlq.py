@@ -4,23 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
-import uuid
 from typing import Any
-
-from confluent_kafka import TopicPartition
 
 from streamproc import masking
 from streamproc.commands.replay import positive_float
 from streamproc.errors import ErrorType
-from streamproc.failed_request import FailedRequests
 from streamproc.inspection import Inspection
 from streamproc.kafka.dlq import DeadLetterFilter, parse_time, statuses
-from streamproc.kafka.ranges import RangeReader, range_consumer_config
-from streamproc.output import json_line
+from streamproc.runs import inspect as runs_inspect
 from streamproc.runs import redrive as runs_redrive
-from streamproc.runs.compose import install_stop, load
-from streamproc.runs.redrive import RedriveMarks, scan_markers
 from streamproc.summary import Summary
 
 
@@ -97,49 +89,7 @@ def make_filter(args: argparse.Namespace) -> DeadLetterFilter:
 
 
 async def inspect(args: argparse.Namespace, out: Any = None) -> Inspection:
-    out = out if out is not None else sys.stdout
-    config, kafka = load(args.config, "dlq inspect")
-    flt = make_filter(args)
-    topic = kafka.dead_letter_topic
-    group = f"{kafka.group_id}.inspect.{uuid.uuid4().hex[:8]}"
-    reader = RangeReader(range_consumer_config(kafka, group), topic)
-    masker = masking.for_config(config, args)
-    detail = FailedRequests(config, masker).show if args.show_request else None
-    result = Inspection(samples_per_group=args.samples, masker=masker, detail=detail)
-    stop = asyncio.Event()
-    install_stop(stop)
-    try:
-        consumer = await reader.open()
-
-        def whole_topic() -> dict[int, tuple[int, int]]:
-            md = consumer.list_topics(topic, timeout=10).topics.get(topic)
-            if md is None or md.error is not None:
-                raise_missing(topic, md)
-            return {
-                p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)
-                for p in md.partitions
-            }
-
-        ranges = await reader.call(whole_topic)
-        marks = RedriveMarks(topic, None)
-        if not args.all:
-            await scan_markers(kafka, topic, ranges, marks)
-        async for batch in reader.read(ranges, stop):
-            for msg in batch:
-                result.add(msg, flt, marks.done)
-    finally:
-        await reader.close()
-    if args.json:
-        out.write(json_line(result.to_json(), pretty=True).decode())
-    else:
-        out.write(result.render() + "\n")
-    return result
-
-
-def raise_missing(topic: str, md: Any) -> None:
-    from streamproc.errors import KafkaError
-
-    raise KafkaError(f"dead-letter topic {topic!r} not found ({md.error if md else 'no metadata'})")
+    return await runs_inspect.inspect_dead_letters(args, make_filter(args), out)
 
 
 def run_inspect(args: argparse.Namespace) -> int:

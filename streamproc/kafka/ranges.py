@@ -33,6 +33,7 @@ __all__ = [
     "range_consumer_config",
     "resolve_ranges",
     "start_offsets",
+    "whole_topic",
 ]
 
 PartitionRanges = dict[int, tuple[int, int]]
@@ -231,4 +232,20 @@ def start_offsets(consumer: Any, topic: str, timeout: float = 10.0) -> dict[int,
         start = min(max(start, low), high)
         if high > start:
             out[p] = (start, high)
+    return out
+
+
+def whole_topic(
+    consumer: Any, topic: str, what: str = "topic", timeout: float = 10.0
+) -> dict[int, tuple[int, int]]:
+    """For each partition that holds records: (its first offset, its end right now); `what` names
+    the topic in the error when it does not exist."""
+    md = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+    if md is None or md.error is not None:
+        raise KafkaError(f"{what} {topic!r} not found ({md.error if md else 'no metadata'})")
+    out: dict[int, tuple[int, int]] = {}
+    for p in md.partitions:
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout, cached=False)
+        if high > low:
+            out[p] = (low, high)
     return out
