@@ -25,15 +25,97 @@ from streamproc.errors import ErrorType
 from streamproc.handoff import DeliveryResult, Job, Lane, ParkedRecord, Redelivery
 from streamproc.kafka.dlq import DeadLetter, RetryView
 from streamproc.kafka.producer import AckedProducer
-from streamproc.kafka.retry import KeyRef, ParkedKeys
 from streamproc.metrics import Metrics
 from streamproc.router import Delivery
 
-__all__ = ["Parking", "ParkingSender"]
+__all__ = ["KeyRef", "ParkedKeys", "Parking", "ParkingSender"]
 
 log = structlog.get_logger("streamproc.parking")
 
 BEHIND = "parked behind an earlier parked delivery of the same key"
+
+
+KeyRef = tuple[str, int, str]
+"""(destination, partition, ordering key)."""
+
+
+class ParkedKeys:
+    """Which keys of `ordering: key` destinations have deliveries parked in the retry topic.
+
+    A live delivery of such a key parks behind them, so a key's deliveries reach the partner in
+    offset order. The counts cover the records this worker run wrote (`parked_by == run_id`) and
+    the ones it adopted by parking them again; records left by an earlier owner of a partition are
+    covered by a barrier instead: from the assignment of input partition p until the retry
+    consumer has passed the end its retry partition had then, every delivery of that destination
+    from p parks behind. Memory: one entry per key with parked deliveries, per destination.
+    """
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self._count: dict[KeyRef, int] = {}
+        self._moved: dict[KeyRef, tuple[int, int]] = {}
+        """key -> (latest original offset parked again, the retry offset it went to)."""
+        self._barrier: dict[tuple[str, int], int | None] = {}
+        """(destination, partition) -> retry end offset to pass (None: not known yet)."""
+
+    def __len__(self) -> int:
+        return len(self._count)
+
+    def holds(self, ref: KeyRef) -> bool:
+        """Whether a live delivery of this key must park behind earlier ones."""
+        return (ref[0], ref[1]) in self._barrier or ref in self._count
+
+    def must_follow(self, ref: KeyRef, retry_offset: int, original_offset: int) -> bool:
+        """Whether a retry record must park again because an earlier delivery of its key was parked
+        again to a later position (it must stay behind that one)."""
+        moved = self._moved.get(ref)
+        return moved is not None and moved[1] > retry_offset and moved[0] < original_offset
+
+    def parked(self, ref: KeyRef, new: bool, original_offset: int, retry_offset: int, again: bool) -> None:
+        """A record for `ref` was written at `retry_offset`; `new`: not counted yet."""
+        if new:
+            self._count[ref] = self._count.get(ref, 0) + 1
+        if again:
+            self._moved[ref] = (original_offset, retry_offset)
+
+    def finished(self, ref: KeyRef, parked_by: str | None) -> None:
+        """A retry record for `ref` was delivered or dead-lettered."""
+        if parked_by != self.run_id:
+            return
+        left = self._count.get(ref, 0) - 1
+        if left > 0:
+            self._count[ref] = left
+        else:
+            self._count.pop(ref, None)
+            self._moved.pop(ref, None)
+
+    def block(self, destination: str, partition: int) -> None:
+        """Input partition newly assigned: park its ordered keys until `barrier` says how far."""
+        self._barrier[(destination, partition)] = None
+
+    def pending(self) -> list[tuple[str, int]]:
+        """Blocked partitions whose barrier is not known yet."""
+        return [k for k, end in self._barrier.items() if end is None]
+
+    def barrier(self, destination: str, partition: int, end: int, position: int) -> None:
+        """The retry partition held `end` records at assignment, of which `position` are done."""
+        if position >= end:
+            self._barrier.pop((destination, partition), None)
+        else:
+            self._barrier[(destination, partition)] = end
+
+    def passed(self, destination: str, partition: int, watermark: int) -> None:
+        end = self._barrier.get((destination, partition), -1)
+        if end is not None and 0 <= end <= watermark:
+            del self._barrier[(destination, partition)]
+
+    def drop(self, partition: int) -> None:
+        """Forget a partition this worker no longer owns."""
+        for table in (self._count, self._moved):
+            for ref in [r for r in table if r[1] == partition]:
+                del table[ref]
+        for key in [k for k in self._barrier if k[1] == partition]:
+            del self._barrier[key]
 
 
 class Parking:

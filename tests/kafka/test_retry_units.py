@@ -12,8 +12,9 @@ from confluent_kafka import TopicPartition
 from streamproc.inspection import RetryInspection
 from streamproc.kafka.dlq import DeadLetter, RetryView, iso_utc
 from streamproc.kafka.reader import Partition
-from streamproc.kafka.retry import ParkedKeys, RetryConsumer
+from streamproc.kafka.retry import RetryConsumer
 from streamproc.metrics import Metrics
+from streamproc.parking import ParkedKeys
 
 T0 = 1_800_000_000.0
 
