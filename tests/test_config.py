@@ -443,13 +443,13 @@ def test_example_config_matches_the_json_schema() -> None:
 
 
 def test_committed_json_schema_is_generated_from_the_model() -> None:
-    from streamproc.config_schema import SCHEMA_FILES, config_schema, packaged_schema, render
+    from streamproc.config.schema import SCHEMA_FILES, config_schema, packaged_schema, render
 
     expected = render()
     for path in SCHEMA_FILES:
         assert path.read_text(encoding="utf-8") == expected, (
-            f"{path} is out of date with streamproc/config.py; regenerate it with:"
-            " .venv/bin/python -m streamproc.config_schema --write"
+            f"{path} is out of date with streamproc/config/models.py; regenerate it with:"
+            " .venv/bin/python -m streamproc.config.schema --write"
         )
     assert packaged_schema() == config_schema()
 
@@ -466,8 +466,8 @@ class _Section:
 
 
 def test_a_key_added_to_a_model_is_loaded_and_in_the_schema() -> None:
-    from streamproc.config import _Checker, _section
-    from streamproc.config_schema import _object
+    from streamproc.config.checker import Checker, section
+    from streamproc.config.schema import _object
 
     schema = _object(_Section, {})
     size = schema["properties"]["batch"]["properties"]["size"]
@@ -475,9 +475,9 @@ def test_a_key_added_to_a_model_is_loaded_and_in_the_schema() -> None:
     assert size["default"] == 100 and size["description"] == "events per request"
     assert schema["properties"]["batch"]["properties"]["mode"]["enum"] == ["off", "on"]
 
-    checker = _Checker("cfg.yaml")
-    assert _section(checker, {"batch": {"size": 7, "mode": "ON"}}, _Section, "x") == _Section(_Batch(7, "on"))
-    _section(checker, {"batch": {"size": 0, "sise": 1}}, _Section, "x")
+    checker = Checker("cfg.yaml")
+    assert section(checker, {"batch": {"size": 7, "mode": "ON"}}, _Section, "x") == _Section(_Batch(7, "on"))
+    section(checker, {"batch": {"size": 0, "sise": 1}}, _Section, "x")
     assert [str(p) for p in checker.problems] == [
         "cfg.yaml: x.batch.sise: unknown key; did you mean 'size'?",
         "cfg.yaml: x.batch.size: must be at least 1, got 0",
