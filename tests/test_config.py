@@ -23,7 +23,7 @@ from streamproc.config import (
     load_config,
     parse_config,
 )
-from streamproc.errors import ConfigError
+from streamproc.errors import ConfigError, SettingsError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -42,7 +42,7 @@ def fake_destination(**overrides: Any) -> Any:
     def normalize(settings: Mapping[str, Any]) -> dict[str, Any]:
         out = dict(settings)
         if out.get("key") == "bad":
-            raise ValueError("key: must not be 'bad'")
+            raise SettingsError("key", "must not be 'bad'")
         return out
 
     fields = {
@@ -284,6 +284,32 @@ def test_settings_are_checked_by_the_destination(fake: Any) -> None:
 def test_unknown_settings_get_a_hint(fake: Any) -> None:
     found = problems({"destinations": [fake_dest(settings={"key": "k", "regoin": "eu"})]})
     assert found == ["cfg.yaml: destinations[0].settings.regoin: unknown key; did you mean 'region'?"]
+
+
+def test_a_settings_problem_names_the_setting_even_when_its_message_does_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from streamproc.core.fields import Field
+    from streamproc.destinations import registry
+
+    # A setting without a label is described by its JSON pointer ("The value at /count ..."), the
+    # way Segment words it; the problem still points at the setting itself.
+    settings = {"key": Field(label="Key", required=True), "count": Field(label="", type="integer")}
+    monkeypatch.setitem(registry._MODULES, "fake", "unused")
+    monkeypatch.setitem(registry._loaded, "fake", fake_destination(settings=settings))
+    found = problems({"destinations": [fake_dest(settings={"key": "k", "count": "many"})]})
+    assert found == [
+        "cfg.yaml: destinations[0].settings.count:"
+        " The value at /count must be an integer but it was a string."
+    ]
+
+
+def test_the_first_of_several_settings_problems_names_the_setting(fake: Any) -> None:
+    found = problems({"destinations": [fake_dest(settings={"region": ["eu", "us"]})]})
+    assert found == [
+        "cfg.yaml: destinations[0].settings.key: The root value is missing the required field 'key'."
+        " Region must be a string but it was an array."
+    ]
 
 
 def test_mapping_is_merged_over_the_action_defaults(fake: Any) -> None:

@@ -36,42 +36,12 @@ from streamproc.config.models import (
 from streamproc.config.sections import check_destination_limits
 from streamproc.config.subscription_checks import check_batching, check_subscriptions
 from streamproc.destinations.base import Destination
-from streamproc.errors import FQLError, PayloadValidationError
+from streamproc.errors import FQLError, PayloadValidationError, SettingsError
 
 __all__ = ["check_destination"]
 
 
 _ID = re.compile(ID_PATTERN)
-
-
-def _settings_problem(
-    path: str, message: str, destination: Destination, settings: Mapping[str, Any]
-) -> tuple[str, str]:
-    """The key path and message of a settings problem (without the runtime's "<type> settings: ")."""
-    prefix = f"{destination.type} settings: "
-    if message.startswith(prefix):
-        message = message[len(prefix) :]
-    where = _settings_problem_path(path, message, destination, settings)
-    key = where[len(path) + 1 :]
-    if key and message.startswith(f"{key}: "):
-        message = message[len(key) + 2 :]
-    return where, message
-
-
-def _settings_problem_path(
-    path: str, message: str, destination: Destination, settings: Mapping[str, Any]
-) -> str:
-    """Point at `settings.<key>` when the message names a key (or its label) first."""
-    names = {k: k for k in settings} | {k: k for k in destination.settings}
-    names |= {f.label: k for k, f in destination.settings.items()}
-    for name in sorted(names, key=len, reverse=True):
-        if message.startswith(name) and message[len(name) : len(name) + 1] in (":", " ", "'", ""):
-            return join_path(path, names[name])
-        if message.startswith(f"'{name}'") or message.startswith(
-            f"The root value is missing the required field '{name}'"
-        ):
-            return join_path(path, names[name])
-    return path
 
 
 def check_destination(
@@ -109,19 +79,10 @@ def check_destination(
             c.add(join_path(path, "type"), f"destination type {dest_type!r} cannot be loaded: {exc}")
 
     settings: dict[str, Any] = {}
-    raw_settings = c.mapping(data.get("settings"), join_path(path, "settings"))
     settings_path = join_path(path, "settings")
-    # A setting whose variable is missing is already reported; do not report it again as empty.
-    unresolved = {p.path for p in c.problems if p.path.startswith(settings_path + ".")}
+    raw_settings = c.mapping(data.get("settings"), settings_path)
     if destination is not None and raw_settings is not None:
-        # The settings check drops unknown keys, as Segment does; a typo here would go unnoticed.
-        c.keys(raw_settings, destination.settings, settings_path)
-        try:
-            settings = dict(k.validate_settings(destination, plain(raw_settings)))
-        except (ValueError, PayloadValidationError) as exc:
-            where, message = _settings_problem(settings_path, str(exc), destination, raw_settings)
-            if where not in unresolved:
-                c.add(where, message)
+        settings = _check_settings(c, raw_settings, settings_path, destination, k)
 
     default_endpoint = destination.endpoint if destination is not None else ""
     settings_endpoint = settings.get("endpoint")
@@ -171,6 +132,29 @@ def check_destination(
         consent_categories=categories,
         filters=filters,
     )
+
+
+def _check_settings(
+    c: Checker, raw: Mapping[str, Any], path: str, destination: Destination, k: Collaborators
+) -> dict[str, Any]:
+    """The settings as the destination type checks them (empty when they fail, the problem recorded
+    at the setting it is about)."""
+    # The settings check drops unknown keys, as Segment does; a typo here would go unnoticed.
+    c.keys(raw, destination.settings, path)
+    # A setting whose variable is missing is already reported; do not report it again as empty.
+    unresolved = {p.path for p in c.problems if p.path.startswith(path + ".")}
+    try:
+        return dict(k.validate_settings(destination, plain(raw)))
+    except PayloadValidationError as exc:  # the setting fields, checked as Segment checks them
+        key, problem = exc.field, exc.message
+    except SettingsError as exc:  # the destination's own check
+        key, problem = exc.key, exc.problem
+    except ValueError as exc:
+        key, problem = None, str(exc)
+    where = join_path(path, key) if key else path
+    if where not in unresolved:
+        c.add(where, problem)
+    return {}
 
 
 def _strings(c: Checker, value: Any, path: str, pattern: tuple[str, str] | None) -> tuple[str, ...]:
