@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,6 +20,7 @@ from streamproc.config.models import (
     key_specs,
 )
 from streamproc.config.sections import check_input, check_kafka, check_limits
+from streamproc.config.strict_json import load_json
 from streamproc.config.strict_yaml import load_yaml
 from streamproc.errors import ConfigError, ConfigProblem
 
@@ -98,8 +98,5 @@ def load_config(path: str | os.PathLike[str], env: Mapping[str, str] | None = No
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(ConfigProblem(source, "", f"cannot read the file: {exc.strerror or exc}")) from None
-    try:
-        data = json.loads(text) if source.endswith(".json") else load_yaml(text, source)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(ConfigProblem(source, f"line {exc.lineno}", f"not valid JSON: {exc.msg}")) from None
+    data = load_json(text, source) if source.endswith(".json") else load_yaml(text, source)
     return parse_config(data, source, os.environ if env is None else env)
