@@ -36,6 +36,10 @@ __all__ = [
 ]
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
+_T = TypeVar("_T")
+_S = TypeVar("_S")
+_LAST_SEGMENT = re.compile(r"(\.[^.\[\]()]*|\[\d+\]|\([^)]*\))$")
+"""The last step of a key path: `.name`, `[3]` or `(preset name)`."""
 
 
 class Checker:
@@ -49,6 +53,8 @@ class Checker:
         """Key path -> its position in the file, so problems are reported top to bottom."""
 
     def sorted_problems(self) -> list[ConfigProblem]:
+        """The problems in file order (a path not seen as written sorts by its nearest parent)."""
+
         def position(problem: ConfigProblem) -> int:
             path = problem.path
             while path not in self.order:
@@ -61,12 +67,15 @@ class Checker:
         return sorted(self.problems, key=position)
 
     def add(self, path: str, message: str) -> None:
+        """Record a problem at a key path; the file is refused at the end."""
         self.problems.append(ConfigProblem(self.source, path, message))
 
     def warn(self, path: str, message: str) -> None:
+        """Record what the file allows but should not rely on; it is logged at start-up."""
         self.warnings.append(ConfigProblem(self.source, path, f"warning: {message}"))
 
     def mapping(self, value: Any, path: str, *, allow_none: bool = True) -> dict[str, Any] | None:
+        """`value` as a mapping (absent: empty, if allowed); None, with the problem, when it is not one."""
         if value is None and allow_none:
             return {}
         if not isinstance(value, dict):
@@ -78,15 +87,11 @@ class Checker:
         return value
 
     def keys(self, data: Mapping[str, Any], allowed: Iterable[str], path: str) -> None:
+        """Record every key of `data` that is not `allowed`, with the closest allowed one."""
         allowed = tuple(allowed)
         for key in data:
             if isinstance(key, str) and key not in allowed:
                 self.add(join_path(path, key), f"unknown key{did_you_mean(key, allowed)}")
-
-
-_T = TypeVar("_T")
-_S = TypeVar("_S")
-_LAST_SEGMENT = re.compile(r"(\.[^.\[\]()]*|\[\d+\]|\([^)]*\))$")
 
 
 def join_path(path: str, key: str | int) -> str:

@@ -47,6 +47,8 @@ _ID = re.compile(ID_PATTERN)
 def check_destination(
     c: Checker, value: Any, path: str, k: Collaborators, seen_ids: dict[str, str]
 ) -> DestinationConfig | None:
+    """One item of `destinations:` (None when it is not a mapping); `seen_ids` maps each id already
+    used to its path, so a repeated id names the first."""
     data = c.mapping(value, path, allow_none=False)
     if data is None:
         return None

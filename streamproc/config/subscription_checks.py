@@ -31,6 +31,8 @@ __all__ = ["check_batching", "check_subscriptions"]
 def check_subscriptions(
     c: Checker, data: Mapping[str, Any], path: str, destination: Destination, k: Collaborators
 ) -> list[SubscriptionConfig]:
+    """The destination's subscriptions: its enabled presets (`presets:`), then the ones written out
+    (one naming a preset takes that preset's place); names are unique."""
     preset_names = [p.name for p in destination.presets]
     presets_value = data.get("presets", destination.presets_enabled_by_default)
     enabled_presets: list[str] = []
@@ -177,6 +179,7 @@ def check_batching(
 
 
 def _check_trigger(c: Checker, trigger: str, path: str, k: Collaborators) -> None:
+    """The trigger parses as FQL streamproc runs."""
     try:
         k.parse_trigger(trigger)
     except FQLError as exc:
@@ -226,6 +229,8 @@ def _check_field_names(c: Checker, mapping: Any, path: str, action: str, fields:
 def _subscription(
     c: Checker, value: Any, path: str, destination: Destination, k: Collaborators
 ) -> SubscriptionConfig | None:
+    """One written subscription, from a preset or from its own trigger, action and mapping (None
+    when it cannot be used; the problems recorded)."""
     data = c.mapping(value, path, allow_none=False)
     if data is None:
         return None
