@@ -115,22 +115,14 @@ def check_input(c: Checker, value: Any) -> InputConfig:
 def check_limits(c: Checker, value: Any) -> Limits:
     """`limits:`; each resume mark is below its bound (halved with it when not given)."""
     limits = section(c, value, Limits, "limits")
-    if limits.resume_in_flight_bytes >= limits.max_in_flight_bytes:
-        if isinstance(value, dict) and "resume_in_flight_bytes" in value:
-            c.add(
-                "limits.resume_in_flight_bytes",
-                f"must be below max_in_flight_bytes ({limits.max_in_flight_bytes})",
-            )
+    for unit in ("bytes", "events"):
+        bound, resume = f"max_in_flight_{unit}", f"resume_in_flight_{unit}"
+        if getattr(limits, resume) < getattr(limits, bound):
+            continue
+        if isinstance(value, dict) and resume in value:
+            c.add(f"limits.{resume}", f"must be below {bound} ({getattr(limits, bound)})")
         else:
-            limits = dataclasses.replace(limits, resume_in_flight_bytes=limits.max_in_flight_bytes // 2)
-    if limits.resume_in_flight_events >= limits.max_in_flight_events:
-        if isinstance(value, dict) and "resume_in_flight_events" in value:
-            c.add(
-                "limits.resume_in_flight_events",
-                f"must be below max_in_flight_events ({limits.max_in_flight_events})",
-            )
-        else:
-            limits = dataclasses.replace(limits, resume_in_flight_events=limits.max_in_flight_events // 2)
+            limits = dataclasses.replace(limits, **{resume: getattr(limits, bound) // 2})
     return limits
 
 
