@@ -136,8 +136,8 @@ class PartitionReader(Generic[P]):
         commits: Commits,
         thread_name: str,
         poll_batch_size: int,
-        max_in_flight: int,
-        resume_in_flight: int,
+        max_in_flight_events: int,
+        resume_in_flight_events: int,
         max_in_flight_bytes: int,
         resume_in_flight_bytes: int,
         commit_interval: float,
@@ -154,7 +154,7 @@ class PartitionReader(Generic[P]):
         self._commits = commits
         self._batch = poll_batch_size
         self._bound = InFlightBound(
-            max_in_flight, resume_in_flight, max_in_flight_bytes, resume_in_flight_bytes
+            max_in_flight_events, resume_in_flight_events, max_in_flight_bytes, resume_in_flight_bytes
         )
         self._commit_interval = commit_interval
         self._poll_timeout = poll_timeout
