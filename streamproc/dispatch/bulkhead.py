@@ -4,7 +4,7 @@ Each destination instance gets its own `Bulkhead`, so a slow or broken partner h
 deliveries. A request is retried while the destination's `classify` says RETRY (or no answer came
 back), with exponential backoff and full jitter that honours Retry-After, until `max_attempts` or
 the time budget runs out. `_attempt` sends one request and returns the partner's verdict;
-`_deliver` is the retry loop and `_after_failure` decides, after a failed attempt, whether to
+`send_requests` is the retry loop and `_after_failure` decides, after a failed attempt, whether to
 retry, park or give up; what the attempts spent is kept in a `_Spent`, which builds the failure.
 
 With a `RetryShare` (the worker's parking sender) a destination with
@@ -213,21 +213,17 @@ class Bulkhead:
         return delay
 
     def deliver(
-        self, delivery: DeliveryLike, share: RetryShare | None = None, *, admitted: Admission | None = None
+        self, delivery: DeliveryLike, share: RetryShare | None = None
     ) -> Coroutine[Any, Any, DeliveryResult]:
         """Send every request of a delivery; never raises for partner trouble (it is the outcome).
 
         With a `share` and a policy that parks, the delivery may come back "parked" (see `_park`).
-        An `admitted` delivery (streamproc.dispatch.dispatcher.Admission) is counted in flight by
-        its admission and holds a concurrency slot already, which its first attempt uses.
         Returns the coroutine to await: a delivery with requests to send and nothing to check
-        first goes straight to the retry loop, without a coroutine in between."""
+        first goes straight to the retry loop (`send_requests`), without a coroutine in between."""
         if share is not None and not self.policy.parks:
             share = None
         if share is None and delivery.error is None and delivery.skipped is None and delivery.requests:
-            if admitted is None:
-                return self._deliver(delivery.requests)
-            return self._deliver(delivery.requests, None, 0, admitted)
+            return self.send_requests(delivery.requests)
         return self._deliver_checked(delivery, share)
 
     async def _deliver_checked(self, delivery: DeliveryLike, share: RetryShare | None) -> DeliveryResult:
@@ -253,21 +249,24 @@ class Bulkhead:
         if share is not None and share.park_now:
             reason = share.reason or "parked behind an earlier parked delivery of the same key"
             return self._park(share, _Spent(share), ErrorType.PARKED_BEHIND, reason)
-        return await self._deliver(delivery.requests, share)
+        return await self.send_requests(delivery.requests, share)
 
     def deliver_combined(self, request: Request, deliveries: int) -> Coroutine[Any, Any, DeliveryResult]:
         """Send one request that carries `deliveries` deliveries (a batch), retried as one delivery."""
-        return self._deliver((request,), None, deliveries)
+        return self.send_requests((request,), None, deliveries)
 
-    async def _deliver(
+    async def send_requests(
         self,
         requests: Sequence[Request],
         share: RetryShare | None = None,
         deliveries: int = 1,
         admitted: Admission | None = None,
     ) -> DeliveryResult:
-        """The retry loop of one delivery (or of one batch request carrying `deliveries`): each
-        request is attempted until it is delivered, or `_after_failure` ends the delivery."""
+        """The retry loop of one delivery's requests (or of one batch request carrying
+        `deliveries`): each request is attempted until it is delivered, or `_after_failure` ends
+        the delivery. An `admitted` delivery (streamproc.dispatch.dispatcher.Admission) is counted
+        in flight by its admission (`deliveries` 0) and holds a concurrency slot already, which its
+        first attempt uses."""
         self.in_flight += deliveries
         try:
             p = self.policy
@@ -323,9 +322,10 @@ class Bulkhead:
                         return after
                     self._m_retries.inc()
                     await waited(self.waiting, asyncio.sleep(after))
-            if spent.total == 1:
+            total = spent.prior + spent.attempts
+            if total == 1:
                 return _DELIVERED_ONCE
-            return DeliveryResult("delivered", attempts=spent.total)
+            return DeliveryResult("delivered", attempts=total)
         finally:
             self.in_flight -= deliveries
 

@@ -51,7 +51,10 @@ class Admission:
 
     def send(self) -> Coroutine[Any, Any, DeliveryResult]:
         """The delivery's sending loop (its first attempt uses the slot held)."""
-        return self._bulkhead.deliver(self.delivery, admitted=self)
+        delivery = self.delivery
+        if delivery.requests and delivery.skipped is None:
+            return self._bulkhead.send_requests(delivery.requests, None, 0, self)
+        return self._bulkhead.deliver(delivery)  # skipped: it only had to wait for its turn
 
     def give_back(self) -> None:
         """Release the slot held without using it."""
