@@ -30,7 +30,7 @@ sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "integration")]
 from group_chaos import GroupPlan, run_group_chaos  # noqa: E402
 from kafka_helpers import create_topic, delete_topics, unique_name  # noqa: E402
 
-from streamproc.kafka.local import start_broker  # noqa: E402
+from streamproc.devtools.broker import start_broker  # noqa: E402
 
 
 def checkout(spec: str, work: Path) -> tuple[Path, Path | None]:

@@ -32,7 +32,7 @@ sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "integration")]
 from crash_chaos import DESTINATION_OF, ChaosPlan, run_crash_chaos  # noqa: E402
 from kafka_helpers import create_topic, delete_topics, unique_name  # noqa: E402
 
-from streamproc.kafka.local import start_broker  # noqa: E402
+from streamproc.devtools.broker import start_broker  # noqa: E402
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "[::1]"}
 

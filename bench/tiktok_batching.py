@@ -27,9 +27,9 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from streamproc.app import Worker
 from streamproc.config import load_config, parse_config
+from streamproc.devtools.simulator import PartnerSimulator
 from streamproc.logging import configure_logging
 from streamproc.router import Router
-from streamproc.simulator import PartnerSimulator
 
 ROOT = Path(__file__).resolve().parent.parent
 PARTITIONS = 4

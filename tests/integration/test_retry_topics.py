@@ -25,11 +25,11 @@ from streamproc.app import Worker
 from streamproc.cli import build_parser
 from streamproc.commands.retry import inspect as retry_inspect
 from streamproc.config import load_config
+from streamproc.devtools.simulator import PartnerSimulator
 from streamproc.errors import KafkaError
 from streamproc.kafka.dlq import DeadLetterProducer, producer_config
 from streamproc.kafka.retry import retry_group
 from streamproc.router import Router
-from streamproc.simulator import PartnerSimulator
 
 pytestmark = pytest.mark.kafka
 

@@ -17,8 +17,8 @@ from test_worker_helpers import make_events, predict, recorded, user_key, write_
 
 from streamproc.app import Worker
 from streamproc.config import load_config
+from streamproc.devtools.simulator import PartnerSimulator
 from streamproc.router import Router
-from streamproc.simulator import PartnerSimulator
 
 pytestmark = pytest.mark.kafka
 
