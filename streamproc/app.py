@@ -43,9 +43,9 @@ from streamproc.router import Router
 # Imported where they are used: the operations server only with metrics on (it brings aiohttp's
 # server), parking and the retry consumer only when a destination parks.
 if TYPE_CHECKING:
-    from streamproc.http import OpsServer, Readiness
     from streamproc.kafka.parking import Parking
     from streamproc.kafka.retry import RetryConsumer
+    from streamproc.ops_server import OpsServer, Readiness
 
 __all__ = ["Worker", "build_worker"]
 
@@ -357,7 +357,7 @@ class Worker:
     async def _start_http(self) -> None:
         if not self._serve_http:
             return
-        from streamproc.http import OpsServer, Readiness
+        from streamproc.ops_server import OpsServer, Readiness
 
         self._readiness = Readiness(gauge=self.metrics.ready)
         self._server = OpsServer(self.config.metrics, self.metrics.registry, self._readiness)

@@ -65,7 +65,7 @@ def test_run_loads_neither_other_commands_nor_unused_libraries(tmp_path: Path) -
         "streamproc.kafka.redrive",
         "streamproc.kafka.retry",
         "streamproc.kafka.parking",
-        "streamproc.http",
+        "streamproc.ops_server",
         "streamproc.core.liquid",
         "aiohttp",
         "fastavro",
