@@ -1,6 +1,6 @@
 """Routing throughput on one core (decode, match, map, validate, build) with every preset of every partner.
 
-    .venv/bin/python bench/route.py [--events 20000] [--rounds 3] [--profile] [--gates] [--gate-cost N]
+    .venv/bin/python -m bench.route [--events 20000] [--rounds 3] [--profile] [--gates] [--gate-cost N]
 
 Prints events/s (and deliveries/s) for the whole routing path over a mixed corpus, next to the raw
 JSON decode rate of the same corpus measured in the same run. `--gates` gives every destination

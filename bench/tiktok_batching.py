@@ -1,6 +1,6 @@
 """Requests a TikTok-only run sends with batching off and on, counted by the partner simulator.
 
-    KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:19092 .venv/bin/python bench/tiktok_batching.py [--events 10000]
+    KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:19092 .venv/bin/python -m bench.tiktok_batching [--events 10000]
 
 Each run produces the same events (every one matching a TikTok preset) to a fresh topic, runs the
 worker in this process against an in-process simulator until every offset is committed, and prints
