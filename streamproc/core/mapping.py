@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from types import CodeType
 from typing import Any, cast
 
+from streamproc.core import fast_paths
 from streamproc.core.js import (
     UNDEFINED,
     code_units,
@@ -1105,7 +1106,7 @@ def _build_transform(opts: Any) -> Resolver:
     if not isinstance(apply, dict):
         return raising('@transform "apply" key should be an object')
     try:
-        inner = _compile_root(apply, codegen=True)[0]
+        inner = _compile_root(apply, codegen=fast_paths.taken(fast_paths.MAPPING_CODEGEN))[0]
     except MappingError as exc:
         failure = exc
         apply_fn: Resolver = lambda payload: _reraise(failure)  # noqa: E731
@@ -1515,6 +1516,7 @@ class CompiledMapping:
 
     def __init__(self, mapping: Any, *, codegen: bool = True) -> None:
         self.mapping = mapping
+        codegen = codegen and fast_paths.taken(fast_paths.MAPPING_CODEGEN)
         try:
             self._run, resolve_dict = _compile_root(mapping, codegen)
         except RecursionError:
@@ -1554,7 +1556,8 @@ def compile_validated(mapping: Any, schema: Any) -> Callable[[dict[str, Any]], A
 def compile(mapping: Any, *, codegen: bool = True) -> CompiledMapping:
     """Validate a Mapping once; raises MappingError with Segment's path-prefixed messages.
     `codegen=False` resolves with plain closures instead of generated code (same payloads, slower;
-    the inner mapping of an @transform, compiled on its own, keeps its generated code)."""
+    the inner mapping of an @transform, compiled on its own, keeps its generated code).
+    STREAMPROC_EXACT_ONLY=1 (core.fast_paths) resolves every mapping, inner ones too, with closures."""
     return CompiledMapping(mapping, codegen=codegen)
 
 

@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from streamproc.core import fast_paths
 from streamproc.core.fields import Field
 from streamproc.core.js import UNDEFINED
 from streamproc.errors import RETRYABLE_4XX, is_retryable_status
@@ -76,8 +77,11 @@ def fast_constructor(cls: type, names: tuple[str, ...]) -> Callable[..., Any]:
     """A positional constructor for a frozen slotted dataclass that stores each field through its slot
     directly: the generated __init__ goes through object.__setattr__ once per field, which is a
     noticeable share of routing time. Falls back to the class itself if its fields are not `names`
-    or it has a __post_init__."""
+    or it has a __post_init__, or under STREAMPROC_EXACT_ONLY=1 (decided when the module that calls
+    it is imported)."""
     fields = tuple(f.name for f in dataclasses.fields(cls))
+    if not fast_paths.taken(fast_paths.SLOT_CONSTRUCTORS):
+        return cls
     if fields != names or hasattr(cls, "__post_init__") or len(names) not in (4, 8):
         return cls
     setters = [cls.__dict__[name].__set__ for name in names]
