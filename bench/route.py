@@ -152,6 +152,31 @@ def breakdown(router: Router, raw: list[bytes], rounds: int) -> None:
         print(f"{dest:16} {n / len(events):.2f} deliveries/event; per delivery (CPU): {', '.join(per)}")
 
 
+def interleaved(
+    slices: list[list[Any]],
+    first: Callable[[list[Any]], None],
+    second: Callable[[list[Any]], None],
+    rounds: int,
+) -> list[tuple[float, float]]:
+    """CPU seconds of `first` and of `second` over all slices, per round: each slice goes through
+    both in turn, the order alternating, so a busy machine slows both alike."""
+    out = []
+    gc.disable()
+    try:
+        for r in range(rounds):
+            spent = [0.0, 0.0]
+            for i, chunk in enumerate(slices):
+                order = [(0, first), (1, second)]
+                for k, fn in order if (i + r) % 2 else reversed(order):
+                    start = time.process_time()
+                    fn(chunk)
+                    spent[k] += time.process_time() - start
+            out.append((spent[0], spent[1]))
+    finally:
+        gc.enable()
+    return out
+
+
 def gate_cost(router: Router, raw: list[bytes], rounds: int) -> None:
     """The gates' cost on the fast path (no gate configured): route() against match + build."""
     events = [decode_json(m) for m in raw]
@@ -170,25 +195,14 @@ def gate_cost(router: Router, raw: list[bytes], rounds: int) -> None:
             route(event)
 
     costs = []
-    gc.disable()
-    try:
-        for r in range(rounds):
-            spent = {"without": 0.0, "with": 0.0}
-            for i, chunk in enumerate(slices):
-                order = [("without", without_gates), ("with", with_gates)]
-                for name, fn in order if (i + r) % 2 else reversed(order):
-                    start = time.process_time()
-                    fn(chunk)
-                    spent[name] += time.process_time() - start
-            cost = spent["with"] / spent["without"] - 1
-            costs.append(cost)
-            n = len(events)
-            print(
-                f"round {r + 1}: without the gate step {n / spent['without']:,.0f} events/s, "
-                f"with it {n / spent['with']:,.0f} events/s: {cost:+.1%}"
-            )
-    finally:
-        gc.enable()
+    n = len(events)
+    for r, spent in enumerate(interleaved(slices, without_gates, with_gates, rounds)):
+        cost = spent[1] / spent[0] - 1
+        costs.append(cost)
+        print(
+            f"round {r + 1}: without the gate step {n / spent[0]:,.0f} events/s, "
+            f"with it {n / spent[1]:,.0f} events/s: {cost:+.1%}"
+        )
     costs.sort()
     print(f"gate step cost: median {costs[len(costs) // 2]:+.1%}, spread {costs[0]:+.1%} .. {costs[-1]:+.1%}")
 
@@ -218,20 +232,9 @@ def fast_path_costs(config: Any, raw: list[bytes], rounds: int) -> None:
                 for event in chunk:
                     off.route(event)
 
-        costs, spent = [], {"on": 0.0, "off": 0.0}
-        gc.disable()
-        try:
-            for r in range(rounds):
-                spent = {"on": 0.0, "off": 0.0}
-                for i, chunk in enumerate(slices):
-                    order = [("on", run_on), ("off", run_off)]
-                    for label, fn in order if (i + r) % 2 else reversed(order):
-                        start = time.process_time()
-                        fn(chunk)
-                        spent[label] += time.process_time() - start
-                costs.append(spent["off"] / spent["on"] - 1)
-        finally:
-            gc.enable()
+        runs = interleaved(slices, run_on, run_off, rounds)
+        costs = [off_cpu / on_cpu - 1 for on_cpu, off_cpu in runs]
+        spent = {"on": runs[-1][0], "off": runs[-1][1]}
         costs.sort()
         n = len(events)
         label = names[0] if len(names) == 1 else "all of these off"

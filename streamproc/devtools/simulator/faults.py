@@ -226,8 +226,20 @@ def fault_plan(
     capacity: int | None = None,
     errors: Mapping[int | str, float] | None = None,
 ) -> Fault:
-    """A Fault from the arguments of `PartnerSimulator.fault` (which documents them); ValueError
-    names what is wrong."""
+    """One partner's fault plan; ValueError names what is wrong.
+
+    sequence: outcomes for the next requests, in order, e.g. [503, 503, 503] (then normal answers),
+        "timeout" (hold without answering for `hang` s), "reset" (close the connection), "ok",
+        or {"status": 200, "code": 40100} (TikTok's in-band error).
+    then: outcome for every request after the sequence (default: normal answers).
+    down: shorthand for then=503 (True), then=<status>, then="reset"/"timeout".
+    retry_after: Retry-After header value on error answers (seconds or an HTTP-date).
+    latency: delay before every answer: milliseconds, Latency.uniform(5, 50), {"kind": ...}.
+    capacity: requests served at once (each is served for its `latency`); one more is answered
+        429 at once (with `retry_after` if given). Counted per partner.
+    errors: HTTP status -> fraction of the requests after the sequence answered with it, drawn
+        per request from the simulator's seeded random source, e.g. {503: 0.02, 429: 0.01}.
+    """
     if capacity is not None and (isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1):
         raise ValueError("capacity must be a positive integer")
     drawn = tuple((float(f), Outcome.parse(int(status))) for status, f in (errors or {}).items())

@@ -13,7 +13,7 @@ import struct
 import sys
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
 
@@ -25,7 +25,6 @@ from streamproc.devtools.simulator.faults import (
     OK,
     TOO_MANY,
     Fault,
-    Latency,
     Outcome,
     OutcomeKind,
     fault_plan,
@@ -127,43 +126,11 @@ class PartnerSimulator:
 
     # -- faults and recording --------------------------------------------------------------------------
 
-    def fault(
-        self,
-        partner: str,
-        *,
-        sequence: Iterable[Outcome | int | str | Mapping[str, Any]] = (),
-        then: Outcome | int | str | Mapping[str, Any] | None = None,
-        down: bool | int | str = False,
-        retry_after: str | int | float | None = None,
-        latency: Latency | float | Mapping[str, Any] | None = None,
-        hang: float = 3600.0,
-        capacity: int | None = None,
-        errors: Mapping[int | str, float] | None = None,
-    ) -> None:
-        """Replace `partner`'s faults ("stackadapt", "tiktok", "seg", or "*" for all three).
-
-        sequence: outcomes for the next requests, in order, e.g. [503, 503, 503] (then normal answers),
-            "timeout" (hold without answering for `hang` s), "reset" (close the connection), "ok",
-            or {"status": 200, "code": 40100} (TikTok's in-band error).
-        then: outcome for every request after the sequence (default: normal answers).
-        down: shorthand for then=503 (True), then=<status>, then="reset"/"timeout".
-        retry_after: Retry-After header value on error answers (seconds or an HTTP-date).
-        latency: delay before every answer: milliseconds, Latency.uniform(5, 50), {"kind": ...}.
-        capacity: requests served at once (each is served for its `latency`); one more is answered
-            429 at once (with `retry_after` if given). Counted per partner.
-        errors: HTTP status -> fraction of the requests after the sequence answered with it, drawn
-            per request from the simulator's seeded random source, e.g. {503: 0.02, 429: 0.01}.
-        """
-        plan = fault_plan(
-            sequence=sequence,
-            then=then,
-            down=down,
-            retry_after=retry_after,
-            latency=latency,
-            hang=hang,
-            capacity=capacity,
-            errors=errors,
-        )
+    def fault(self, partner: str, **spec: Any) -> None:
+        """Replace `partner`'s faults ("stackadapt", "tiktok", "seg", or "*" for all three) with the
+        plan `spec` describes: the keyword arguments of `fault_plan` (sequence, then, down,
+        retry_after, latency, hang, capacity, errors)."""
+        plan = fault_plan(**spec)
         for name in _partners(partner):
             # Each partner gets its own sequence to consume, and its own count of requests served.
             self._faults[name] = Fault(
