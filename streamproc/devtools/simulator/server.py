@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import random
 import signal
@@ -133,15 +134,7 @@ class PartnerSimulator:
         plan = fault_plan(**spec)
         for name in _partners(partner):
             # Each partner gets its own sequence to consume, and its own count of requests served.
-            self._faults[name] = Fault(
-                sequence=deque(plan.sequence),
-                then=plan.then,
-                retry_after=plan.retry_after,
-                latency=plan.latency,
-                hang=plan.hang,
-                capacity=plan.capacity,
-                errors=plan.errors,
-            )
+            self._faults[name] = dataclasses.replace(plan, sequence=deque(plan.sequence))
 
     def clear_faults(self, partner: str | None = None) -> None:
         if partner is None:
