@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -13,6 +13,7 @@ import pytest
 from aiohttp import web
 from http_stand_in import Handler, serving
 
+from streamproc.client import DEFAULT_CLIENT, make_client
 from streamproc.destinations.base import Request
 from streamproc.devtools.simulator import PartnerSimulator
 from streamproc.dispatch import (
@@ -259,6 +260,25 @@ async def test_old_failures_leave_the_window() -> None:
     assert breaker.state is CircuitState.CLOSED
 
 
+class Watching:
+    """A real HTTP client that notes the circuit's state each time a request goes out."""
+
+    name = "watching"
+
+    def __init__(self) -> None:
+        self._client = make_client(DEFAULT_CLIENT, max_connections=20)
+        self.bulkhead: Bulkhead | None = None
+        self.states: list[CircuitState] = []
+
+    async def send(self, request: Request, timeout: float) -> tuple[int, Mapping[str, str], bytes]:
+        assert self.bulkhead is not None
+        self.states.append(self.bulkhead.breaker.state)
+        return await self._client.send(request, timeout)
+
+    async def close(self) -> None:
+        await self._client.close()
+
+
 async def test_open_circuit_holds_deliveries_and_recovers(partner: StandIn) -> None:
     down = {"on": True}
 
@@ -267,7 +287,11 @@ async def test_open_circuit_holds_deliveries_and_recovers(partner: StandIn) -> N
 
     partner.handler = outage
     metrics = Metrics()
-    bulkhead = Bulkhead(policy(min_requests=4, open_for=0.3, max_attempts=100, budget=20.0), metrics=metrics)
+    client = Watching()
+    bulkhead = Bulkhead(
+        policy(min_requests=4, open_for=0.3, max_attempts=100, budget=20.0), metrics=metrics, client=client
+    )
+    client.bulkhead = bulkhead
     tasks = [
         asyncio.create_task(bulkhead.deliver(FakeDelivery(f"d{i}", "p", [post(partner.url + "/x")])))
         for i in range(10)
@@ -277,12 +301,14 @@ async def test_open_circuit_holds_deliveries_and_recovers(partner: StandIn) -> N
             break
         await asyncio.sleep(0.01)
     assert metrics.circuit_state.labels("p")._value.get() == 2
-    sent_while_open = len(partner.seen)
     await asyncio.sleep(0.1)
-    assert len(partner.seen) == sent_while_open  # nothing goes out while open
     down["on"] = False
     results = await asyncio.gather(*tasks)
     await bulkhead.close()
+    await client.close()
+    # Nothing goes out while the circuit is open: requests sent before it opened were answered
+    # (and retried only once it let a probe through, half-open, then closed).
+    assert CircuitState.HALF_OPEN in client.states and CircuitState.OPEN not in client.states
     assert all(r.outcome == "delivered" for r in results)
     assert bulkhead.breaker.state is CircuitState.CLOSED
     assert metrics.circuit_state.labels("p")._value.get() == 0
@@ -540,8 +566,11 @@ async def test_admitted_deliveries_wait_without_tasks_in_key_order_within_the_li
         )
     assert len(tasks) <= 4  # the rest wait for their turn or a slot, with no task yet
     assert ordered.in_flight == 60
-    while len(tasks) < 60 or not all(t.done() for t in tasks):
+    while len(tasks) < 60:
         await asyncio.sleep(0.01)
+    # Awaited together, so that each task's own done callback (its admission's finish, added
+    # before gather's) has run too, not only the task.
+    await asyncio.wait_for(asyncio.gather(*tasks), 30)
     assert all(t.result().outcome == "delivered" for t in tasks)
     per_user: dict[str, list[int]] = collections.defaultdict(list)
     for _, _, body in partner.seen:
