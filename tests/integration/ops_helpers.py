@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,10 @@ from streamproc.config import load_config
 from streamproc.router import Router
 from streamproc.runs.worker import Worker
 
-T0_MS = 1_790_000_000_000  # a fixed base time for produced events (2026-09-21)
+# The record time of the first produced event: an hour ago. Not a fixed date: records older than the
+# broker's retention (24 h on the local broker, 7 days by default) are deleted by its periodic
+# retention check, at any moment of a test that reads them.
+T0_MS = (int(time.time()) - 3600) * 1000
 
 # Destination seg-a takes every track event; seg-b only orders: the two make different predictions.
 CONFIG = """

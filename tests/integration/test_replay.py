@@ -232,11 +232,23 @@ async def test_a_replay_keeping_progress_in_kafka_resumes_after_its_process_ends
     proc = await asyncio.create_subprocess_exec(
         *argv, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
-    # Past the first checkpoint (every 2 s) but well before the end (N events at 60/s: 4 s).
     for _ in range(400):
-        if len(a.requests) >= 60 and sum(committed_offsets(kafka_bootstrap, group, source).values()) > 0:
+        if len(a.requests) >= 60 or proc.returncode is not None:
             break
         await asyncio.sleep(0.05)
+    assert len(a.requests) >= 60, "the replay did not start sending"
+    # From here the partner answers in 2 s (well inside the 10 s request timeout): at most
+    # max_in_flight deliveries finish per 2 s, so the replay is still running when it is stopped
+    # however slowly this machine runs, and its checkpoints (every 2 s) go on meanwhile. The broker
+    # is asked from a thread: this event loop serves the simulators and must not stall them.
+    a.fault("seg", latency=2000)
+    for _ in range(200):
+        saved = await asyncio.to_thread(committed_offsets, kafka_bootstrap, group, source)
+        if sum(saved.values()) > 0 or proc.returncode is not None:
+            break
+        await asyncio.sleep(0.1)
+    assert proc.returncode is None, "the replay ended before it was stopped"
+    assert sum(saved.values()) > 0, "the replay saved no progress"
     sent_before_stop = sum(received(a).values())
     proc.send_signal(stop)
     _out, err = await asyncio.wait_for(proc.communicate(), 60)
@@ -245,6 +257,7 @@ async def test_a_replay_keeping_progress_in_kafka_resumes_after_its_process_ends
     done_first = sum(saved.values())  # the range starts at offset 0 of each partition
     assert 0 < done_first < N, saved
 
+    a.fault("seg", latency=20)
     # More events arrive meanwhile: the rerun keeps the ranges of the first run ("end" as it was then).
     produce(kafka_bootstrap, source, [orjson.dumps(e) for e in make_events(30, prefix="late")])
     proc = await asyncio.create_subprocess_exec(
