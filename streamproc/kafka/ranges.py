@@ -123,6 +123,21 @@ def resolve_ranges(
     return ranges
 
 
+def deleted_from(
+    consumer: Any, topic: str, ranges: Mapping[int, tuple[int, int]], timeout: float = 10.0
+) -> dict[int, tuple[int, int]]:
+    """The part of each range the topic no longer holds: offsets below the partition's first one,
+    deleted by retention (or by a deletion of records) since the range was resolved. Reading would
+    start past them without a word (the consumer resets to the earliest offset), so the caller says
+    so instead."""
+    gone: dict[int, tuple[int, int]] = {}
+    for p, (s, e) in ranges.items():
+        low, _high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout, cached=False)
+        if s < low and s < e:
+            gone[p] = (s, min(low, e))
+    return gone
+
+
 # -- reading ---------------------------------------------------------------------------------------
 
 

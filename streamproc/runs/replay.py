@@ -30,6 +30,7 @@ import structlog
 from streamproc.errors import StreamprocError
 from streamproc.kafka.ranges import (
     RangeReader,
+    deleted_from,
     parse_position,
     range_consumer_config,
     resolve_ranges,
@@ -130,6 +131,18 @@ async def replay(args: argparse.Namespace, out: Any = None, err: Any = None) -> 
                 await in_kafka.save(state)
             else:
                 state.save()
+        gone = await reader.call(deleted_from, consumer, topic, state.remaining())
+        for p, (first, low) in sorted(gone.items()):
+            # Said, not skipped in silence: these events can no longer be replayed from this topic.
+            print(
+                f"{topic}[{p}]: {low - first} events of the range (offsets {first}-{low - 1}) were deleted by"
+                " the topic's retention before this replay read them; the replay goes on from offset"
+                f" {low}",
+                file=err,
+            )
+            log.warning(
+                "replay_range_deleted", topic=topic, partition=p, first=first, low=low, events=low - first
+            )
         progress = Progress(state.total_left(), stream=err)
         await run_replay(
             reader,
