@@ -517,15 +517,21 @@ class ConcurrencyLimit:
                 self.release()  # the slot was handed over just as we were cancelled
             raise
 
-    def when_free(self, start: Callable[[], bool]) -> None:
+    def when_free(self, start: Callable[[], bool], *, first: bool = False) -> None:
         """Call `start` holding a slot: now if one is free and nobody waits, else in turn, with no
         future and no task while it waits. `start` returns False when it no longer wants the
-        slot (the slot goes on to the next in line); otherwise the slot is its to release."""
-        if self.try_acquire():
+        slot (the slot goes on to the next in line); otherwise the slot is its to release.
+        `first`: ahead of everyone waiting (a delivery let in before them that waited for its key)."""
+        if self.in_use < self.limit and (first or not self._waiters):
+            self.in_use += 1
+            self.started += 1
             if not start():
                 self.release()
             return
-        self._waiters.append(start)
+        if first:
+            self._waiters.appendleft(start)
+        else:
+            self._waiters.append(start)
 
     def release(self) -> None:
         self.in_use -= 1
@@ -1026,14 +1032,23 @@ class Admission:
         if prev is None or prev.finished:
             self.queue()
         else:
-            KeySequencer.then(prev, self.queue)
+            KeySequencer.then(prev, self._turn_came)
 
-    def queue(self) -> None:
-        """Wait for a concurrency slot (a delivery with nothing to send starts without one)."""
+    def queue(self, first: bool = False) -> None:
+        """Wait for a concurrency slot (a delivery with nothing to send starts without one);
+        `first`: ahead of those waiting for one."""
         if self.delivery.requests and self.delivery.skipped is None:
-            self._bulkhead.limiter.when_free(self._started)
+            self._bulkhead.limiter.when_free(self._started, first=first)
         elif not self._start(self):
             self.finish()
+
+    def _turn_came(self) -> None:
+        # Its predecessor of the same key is done: it goes ahead of the deliveries waiting for a
+        # slot, which were mostly let in after it. At the back of the line it would wait for all of them, and
+        # its event's offset would hold its partition's watermark (and the in-flight window)
+        # that long: on a backlog the window then fills, pauses the partitions and empties
+        # before it falls to the resume mark, leaving the worker without work.
+        self.queue(first=True)
 
     def _started(self) -> bool:
         self.holds = True
