@@ -67,7 +67,7 @@ def main() -> int:
         "--outage-start", type=float, default=None, help="seconds in (default: a sixth of --duration)"
     )
     parser.add_argument("--drain", type=float, default=900.0, help="seconds allowed after the last event")
-    parser.add_argument("--max-in-flight", type=int, default=ChaosPlan.max_in_flight)
+    parser.add_argument("--max-in-flight-events", type=int, default=ChaosPlan.max_in_flight_events)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--bootstrap", default=None)
     args = parser.parse_args()
@@ -83,7 +83,7 @@ def main() -> int:
         kills=args.kills,
         seed=args.seed,
         users=max(ChaosPlan.users, args.events // 2),
-        max_in_flight=args.max_in_flight,
+        max_in_flight_events=args.max_in_flight_events,
         produce_over=args.duration,
         outage=outage,
         deadline=args.duration + (outage[1] + outage[2] if outage else 0.0) + args.drain,

@@ -54,8 +54,8 @@ log = structlog.get_logger("streamproc.worker")
 
 class _PollLimits(TypedDict):
     poll_batch_size: int
-    max_in_flight: int
-    resume_in_flight: int
+    max_in_flight_events: int
+    resume_in_flight_events: int
     max_in_flight_bytes: int
     resume_in_flight_bytes: int
     commit_interval: float
@@ -168,8 +168,8 @@ class Worker:
         limits = self.config.limits
         return {
             "poll_batch_size": limits.poll_batch_size,
-            "max_in_flight": limits.max_in_flight_events,
-            "resume_in_flight": limits.resume_in_flight_events,
+            "max_in_flight_events": limits.max_in_flight_events,
+            "resume_in_flight_events": limits.resume_in_flight_events,
             "max_in_flight_bytes": limits.max_in_flight_bytes,
             "resume_in_flight_bytes": limits.resume_in_flight_bytes,
             "commit_interval": limits.commit_interval,

@@ -2,6 +2,7 @@
 
     StreamprocError
     ├── ConfigError                 bad configuration; start-up stops (file, key path, problem)
+    ├── SettingsError               a destination's own check refuses a setting (key + problem)
     ├── FQLError                    a trigger that cannot be parsed (position + suggested fix)
     ├── MappingError                a mapping that is not valid (path-prefixed message)
     ├── DecodeError                 an input message that is not a Segment event (poison → dead letter)
@@ -52,6 +53,7 @@ __all__ = [
     "MappingError",
     "MappingFailed",
     "PayloadValidationError",
+    "SettingsError",
     "StreamprocError",
     "is_retryable_status",
 ]
@@ -89,6 +91,17 @@ class ConfigError(StreamprocError):
             problems = [problems]
         self.problems: list[ConfigProblem] = list(problems)
         super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class SettingsError(StreamprocError, ValueError):
+    """A destination's own check of its settings refuses one: the setting's key (None: the settings
+    as a whole) and the problem. Carrying the key lets the configuration point at
+    `settings.<key>` without reading the message."""
+
+    def __init__(self, key: str | None, problem: str) -> None:
+        self.key = key
+        self.problem = problem
+        super().__init__(f"{key}: {problem}" if key else problem)
 
 
 class FQLError(StreamprocError):
@@ -133,12 +146,18 @@ class DeliveryError(StreamprocError):
 
 class PayloadValidationError(DeliveryError):
     """The payload fails the action's field definitions (Segment's AggregateAjvError and
-    PayloadValidationError). Permanent: the same event will always fail the same way."""
+    PayloadValidationError). Permanent: the same event will always fail the same way.
+
+    `field` is the top-level field the first problem is about, where the validator knows it (a
+    destination's settings are reported at `settings.<field>`)."""
 
     kind = "validation"
 
-    def __init__(self, message: str, *, code: str = "PAYLOAD_VALIDATION_FAILED") -> None:
+    def __init__(
+        self, message: str, *, code: str = "PAYLOAD_VALIDATION_FAILED", field: str | None = None
+    ) -> None:
         super().__init__(message, status=400, code=code)
+        self.field = field
 
 
 class IntegrationError(DeliveryError):

@@ -23,7 +23,7 @@ from streamproc.config import (
     load_config,
     parse_config,
 )
-from streamproc.errors import ConfigError
+from streamproc.errors import ConfigError, SettingsError
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -42,7 +42,7 @@ def fake_destination(**overrides: Any) -> Any:
     def normalize(settings: Mapping[str, Any]) -> dict[str, Any]:
         out = dict(settings)
         if out.get("key") == "bad":
-            raise ValueError("key: must not be 'bad'")
+            raise SettingsError("key", "must not be 'bad'")
         return out
 
     fields = {
@@ -286,6 +286,32 @@ def test_unknown_settings_get_a_hint(fake: Any) -> None:
     assert found == ["cfg.yaml: destinations[0].settings.regoin: unknown key; did you mean 'region'?"]
 
 
+def test_a_settings_problem_names_the_setting_even_when_its_message_does_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from streamproc.core.fields import Field
+    from streamproc.destinations import registry
+
+    # A setting without a label is described by its JSON pointer ("The value at /count ..."), the
+    # way Segment words it; the problem still points at the setting itself.
+    settings = {"key": Field(label="Key", required=True), "count": Field(label="", type="integer")}
+    monkeypatch.setitem(registry._MODULES, "fake", "unused")
+    monkeypatch.setitem(registry._loaded, "fake", fake_destination(settings=settings))
+    found = problems({"destinations": [fake_dest(settings={"key": "k", "count": "many"})]})
+    assert found == [
+        "cfg.yaml: destinations[0].settings.count:"
+        " The value at /count must be an integer but it was a string."
+    ]
+
+
+def test_the_first_of_several_settings_problems_names_the_setting(fake: Any) -> None:
+    found = problems({"destinations": [fake_dest(settings={"region": ["eu", "us"]})]})
+    assert found == [
+        "cfg.yaml: destinations[0].settings.key: The root value is missing the required field 'key'."
+        " Region must be a string but it was an array."
+    ]
+
+
 def test_mapping_is_merged_over_the_action_defaults(fake: Any) -> None:
     sub = {
         "name": "big",
@@ -443,13 +469,13 @@ def test_example_config_matches_the_json_schema() -> None:
 
 
 def test_committed_json_schema_is_generated_from_the_model() -> None:
-    from streamproc.config_schema import SCHEMA_FILES, config_schema, packaged_schema, render
+    from streamproc.config.schema import SCHEMA_FILES, config_schema, packaged_schema, render
 
     expected = render()
     for path in SCHEMA_FILES:
         assert path.read_text(encoding="utf-8") == expected, (
-            f"{path} is out of date with streamproc/config.py; regenerate it with:"
-            " .venv/bin/python -m streamproc.config_schema --write"
+            f"{path} is out of date with streamproc/config/models.py; regenerate it with:"
+            " .venv/bin/python -m streamproc.config.schema --write"
         )
     assert packaged_schema() == config_schema()
 
@@ -466,8 +492,8 @@ class _Section:
 
 
 def test_a_key_added_to_a_model_is_loaded_and_in_the_schema() -> None:
-    from streamproc.config import _Checker, _section
-    from streamproc.config_schema import _object
+    from streamproc.config.checker import Checker, section
+    from streamproc.config.schema import _object
 
     schema = _object(_Section, {})
     size = schema["properties"]["batch"]["properties"]["size"]
@@ -475,9 +501,9 @@ def test_a_key_added_to_a_model_is_loaded_and_in_the_schema() -> None:
     assert size["default"] == 100 and size["description"] == "events per request"
     assert schema["properties"]["batch"]["properties"]["mode"]["enum"] == ["off", "on"]
 
-    checker = _Checker("cfg.yaml")
-    assert _section(checker, {"batch": {"size": 7, "mode": "ON"}}, _Section, "x") == _Section(_Batch(7, "on"))
-    _section(checker, {"batch": {"size": 0, "sise": 1}}, _Section, "x")
+    checker = Checker("cfg.yaml")
+    assert section(checker, {"batch": {"size": 7, "mode": "ON"}}, _Section, "x") == _Section(_Batch(7, "on"))
+    section(checker, {"batch": {"size": 0, "sise": 1}}, _Section, "x")
     assert [str(p) for p in checker.problems] == [
         "cfg.yaml: x.batch.sise: unknown key; did you mean 'size'?",
         "cfg.yaml: x.batch.size: must be at least 1, got 0",

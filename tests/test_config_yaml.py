@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from streamproc.config import load_config
-from streamproc.config_yaml import MAX_ALIAS_EXPANSION, load_yaml
+from streamproc.config.strict_yaml import MAX_ALIAS_EXPANSION, load_yaml
 from streamproc.errors import ConfigError
 
 

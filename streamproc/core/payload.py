@@ -842,15 +842,18 @@ def _compile_rule(field_key: str, rule: ConditionalRequired) -> Callable[[dict[s
     return apply
 
 
-def _conditional_rules(fields: Mapping[str, Field]) -> list[Callable[[dict[str, Any], list[str]], None]]:
+def _conditional_rules(
+    fields: Mapping[str, Field],
+) -> list[tuple[str, Callable[[dict[str, Any], list[str]], None]]]:
+    """Each conditionally required field's rule, with the top-level field it is about."""
     rules = []
     for key, f in fields.items():
         if f.properties and f.type == "object":
             for sub_key, sub in f.properties.items():
                 if isinstance(sub.required, ConditionalRequired):
-                    rules.append(_compile_rule(f"{key}.{sub_key}", sub.required))
+                    rules.append((key, _compile_rule(f"{key}.{sub_key}", sub.required)))
         if isinstance(f.required, ConditionalRequired):
-            rules.append(_compile_rule(key, f.required))
+            rules.append((key, _compile_rule(key, f.required)))
     return rules
 
 
@@ -862,7 +865,16 @@ class PayloadSchema:
     out the shortcuts for values that need no work, so every value goes through the full checks
     (same payloads and errors, slower)."""
 
-    __slots__ = ("_entries", "_fields", "_formats", "_required", "_rules", "_str_keys", "_str_wrap_keys")
+    __slots__ = (
+        "_entries",
+        "_fields",
+        "_formats",
+        "_required",
+        "_rule_fields",
+        "_rules",
+        "_str_keys",
+        "_str_wrap_keys",
+    )
 
     _str_keys: dict[str, frozenset[str] | None]
 
@@ -893,7 +905,9 @@ class PayloadSchema:
                 items_plain=_items_plain(n, shortcuts),
                 object_plain=_object_plain(n, shortcuts),
             )
-        self._rules = _conditional_rules(fields)
+        rules = _conditional_rules(fields)
+        self._rules = [rule for _, rule in rules]
+        self._rule_fields = tuple(key for key, _ in rules)
         # Fields where a string needs no work (kept as it is, or wrapped in a list for `multiple`):
         # the usual mapped value, so the loop tests these before anything else. A field with
         # choices maps to the strings it takes as they are.
@@ -1024,8 +1038,33 @@ class PayloadSchema:
             if spans is not None and len(spans) > 1:
                 _reorder(errors, spans)
             required = [f"The root value is missing the required field '{k}'." for k in missing]
-            raise PayloadValidationError(" ".join(rule_errors + required + errors))
+            raise PayloadValidationError(
+                " ".join(rule_errors + required + errors),
+                field=self._first_field(source, bool(rule_errors), missing, spans),
+            )
         return out
+
+    def _first_field(
+        self,
+        source: dict[str, Any],
+        rules_failed: bool,
+        missing: list[str],
+        spans: list[tuple[int, int, int]] | None,
+    ) -> str | None:
+        """The top-level field the first reported problem is about: problems are reported rules
+        first, then missing required fields, then by field order."""
+        if rules_failed:
+            for key, rule in zip(self._rule_fields, self._rules, strict=True):
+                found: list[str] = []
+                rule(source, found)
+                if found:
+                    return key
+        if missing:
+            return missing[0]
+        if spans:
+            first = min(spans)[0]
+            return next(k for k, e in self._entries.items() if e.index == first)
+        return None
 
     @property
     def inlinable(self) -> bool:

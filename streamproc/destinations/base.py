@@ -205,7 +205,7 @@ class Destination:
     presets: tuple[Preset, ...] = ()
     classify: ClassifyFn = field(default=lambda status, headers, body: classify_http(status, headers, body))
     normalize_settings: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None
-    """Checks and normalises settings beyond their field types; raises ValueError naming the key."""
+    """Checks and normalises settings beyond their field types; raises errors.SettingsError naming the key."""
     presets_enabled_by_default: bool = False
     integration_names: tuple[str, ...] = ()
     """The names Segment's catalog gives this destination as keys of an event's `integrations`

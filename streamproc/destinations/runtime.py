@@ -7,7 +7,6 @@ from typing import Any
 
 from streamproc.core.payload import PayloadSchema
 from streamproc.destinations.base import Action, BuildContext, BuildFn, Destination, Request, Skip
-from streamproc.errors import PayloadValidationError
 
 __all__ = ["CompiledAction", "validate_settings"]
 
@@ -51,17 +50,17 @@ def validate_settings(destination: Destination, settings: Mapping[str, Any]) -> 
     then its own `normalize_settings`. Unknown keys are dropped.
 
     Unlike Segment, an empty string or null for a required setting counts as missing: a worker that
-    would send every event with an empty credential is better stopped at start-up."""
+    would send every event with an empty credential is better stopped at start-up.
+
+    Raises PayloadValidationError with Segment's message, its `field` naming the setting the first
+    problem is about, or the destination's SettingsError."""
     cached = _settings_schemas.get(destination.type)
     if cached is not None and cached[0] is destination.settings:
         schema = cached[1]
     else:
         schema = PayloadSchema(destination.settings)
         _settings_schemas[destination.type] = (destination.settings, schema)
-    try:
-        checked = schema.validate(dict(settings))
-    except PayloadValidationError as exc:
-        raise PayloadValidationError(f"{destination.type} settings: {exc.message}") from None
+    checked = schema.validate(dict(settings))
     if destination.normalize_settings is not None:
         checked = destination.normalize_settings(checked)
     return checked

@@ -22,6 +22,7 @@ from streamproc.destinations.base import (
     new_request,
     parse_retry_after,
 )
+from streamproc.errors import SettingsError
 
 __all__ = ["DEFAULT_ENDPOINT", "DESTINATION", "SEG_EVENTS", "classify", "normalize_settings"]
 
@@ -300,24 +301,25 @@ def normalize_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     elif alias not in (None, "") and (
         not isinstance(alias, str) or _bare_guid(alias).lower() != _bare_guid(str(key)).lower()
     ):
-        raise ValueError(
-            "apiKey: websiteId is an alias of apiKey; give one of them, not two different values"
+        raise SettingsError(
+            "apiKey", "websiteId is an alias of apiKey; give one of them, not two different values"
         )
     if key in (None, ""):
-        raise ValueError("apiKey: the Website Id (apiKey, or its alias websiteId) is required")
+        raise SettingsError("apiKey", "the Website Id (apiKey, or its alias websiteId) is required")
     if not isinstance(key, str):
-        raise ValueError(f"apiKey: the Website Id must be a GUID string such as {_GUID_EXAMPLE}")
+        raise SettingsError("apiKey", f"the Website Id must be a GUID string such as {_GUID_EXAMPLE}")
     text = _bare_guid(key)
     if not _GUID.fullmatch(text):
         shown = key if len(key) <= 60 else key[:57] + "..."
-        raise ValueError(
-            f"apiKey: the Website Id must be a GUID (8-4-4-4-12 hexadecimal digits) such as {_GUID_EXAMPLE},"
-            f" got {shown!r}"
+        raise SettingsError(
+            "apiKey",
+            f"the Website Id must be a GUID (8-4-4-4-12 hexadecimal digits) such as {_GUID_EXAMPLE},"
+            f" got {shown!r}",
         )
     out["apiKey"] = text.lower()
     endpoint = out.get("endpoint")
     if endpoint is not None and not (isinstance(endpoint, str) and re.match(r"https?://[^\s/]+", endpoint)):
-        raise ValueError(f"endpoint: must be an http(s) URL such as {DEFAULT_ENDPOINT}")
+        raise SettingsError("endpoint", f"must be an http(s) URL such as {DEFAULT_ENDPOINT}")
     return out
 
 

@@ -187,8 +187,8 @@ class ConsumerLoop:
         *,
         metrics: Metrics,
         poll_batch_size: int = 500,
-        max_in_flight: int = 10000,
-        resume_in_flight: int = 5000,
+        max_in_flight_events: int = 10000,
+        resume_in_flight_events: int = 5000,
         max_in_flight_bytes: int = 1 << 62,
         resume_in_flight_bytes: int = 1 << 61,
         commit_interval: float = 5.0,
@@ -209,7 +209,7 @@ class ConsumerLoop:
         self._metrics = metrics
         self._batch = poll_batch_size
         self._bound = InFlightBound(
-            max_in_flight, resume_in_flight, max_in_flight_bytes, resume_in_flight_bytes
+            max_in_flight_events, resume_in_flight_events, max_in_flight_bytes, resume_in_flight_bytes
         )
         self._commit_interval = commit_interval
         self._revoke_timeout = revoke_timeout

@@ -254,8 +254,8 @@ class RetryConsumer:
         ordered: frozenset[str] = frozenset(),
         not_before: Callable[[str], float] = lambda destination: 0.0,
         poll_batch_size: int = 500,
-        max_in_flight: int = 10000,
-        resume_in_flight: int = 5000,
+        max_in_flight_events: int = 10000,
+        resume_in_flight_events: int = 5000,
         max_in_flight_bytes: int = 1 << 62,
         resume_in_flight_bytes: int = 1 << 61,
         commit_interval: float = 5.0,
@@ -277,7 +277,7 @@ class RetryConsumer:
         self._not_before = not_before
         self._batch = poll_batch_size
         self._bound = InFlightBound(
-            max_in_flight, resume_in_flight, max_in_flight_bytes, resume_in_flight_bytes
+            max_in_flight_events, resume_in_flight_events, max_in_flight_bytes, resume_in_flight_bytes
         )
         self._commit_interval = commit_interval
         self._release_timeout = release_timeout

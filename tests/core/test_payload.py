@@ -295,3 +295,26 @@ def test_boolean_true_inside_a_list_is_not_a_boolean_or_null() -> None:
     with pytest.raises(PayloadValidationError, match=r"^B must be a boolean or null but it was a boolean\.$"):
         schema.validate({"b": [True]})
     assert schema.validate({"b": [1]}) == {"b": True}
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({"mode": "email", "count": "x"}, "target"),  # a conditional rule's problem comes first
+        ({"mode": "sms", "count": "x"}, "id"),  # then a missing required field
+        ({"id": "1", "count": "x", "mode": {"a": 1}}, "mode"),  # then the checks, in field order
+        ("not an object", None),
+    ],
+)
+def test_a_validation_error_names_the_field_its_first_problem_is_about(
+    payload: Any, field: str | None
+) -> None:
+    fields = {
+        "id": Field(label="Id", required=True),
+        "mode": Field(label="Mode"),
+        "count": Field(label="Count", type="integer"),
+        "target": Field(label="Target", required=ConditionalRequired((Condition("mode", "is", "email"),))),
+    }
+    with pytest.raises(PayloadValidationError) as info:
+        PayloadSchema(fields).validate(payload)
+    assert info.value.field == field

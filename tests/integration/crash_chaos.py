@@ -48,7 +48,7 @@ class Workload:
     seed: int = 1
     partitions: int = 4
     users: int = 50_000  # many: fewer events that send the very same request
-    max_in_flight: int = 1_000
+    max_in_flight_events: int = 1_000
     poll_batch: int = 100
     commit_interval: float = 0.2
     produce_over: float = 0.0  # 0: as fast as possible (a backlog); else evenly over this many seconds
@@ -62,8 +62,8 @@ class Workload:
 
     def worker_limits(self) -> dict[str, Any]:
         return {
-            "max_in_flight_events": self.max_in_flight,
-            "resume_in_flight_events": self.max_in_flight // 2,
+            "max_in_flight_events": self.max_in_flight_events,
+            "resume_in_flight_events": self.max_in_flight_events // 2,
             "poll_batch_size": self.poll_batch,
             "commit_interval": self.commit_interval,
         }
@@ -533,7 +533,7 @@ class ChaosResult:
             f"commits did not list as finished + {self.resent:,} resent by one worker after an "
             f"answer it did not see; sent after their event was committed: {self.after_commit}",
             f"  largest replay window {self.max_window:,} events past the committed offsets "
-            f"(in-flight limit {p.max_in_flight:,}, poll batch {p.poll_batch}); "
+            f"(in-flight limit {p.max_in_flight_events:,}, poll batch {p.poll_batch}); "
             f"kills x (limit + 2 batches) x most requests per event = {self.inflight_figure:,}",
             f"  committed to the end {self.committed_to_end}; dead letters {self.dead_letters}; "
             f"final worker exit {self.final_exit}; CPU seconds: workers {self.worker_cpu:.0f}, "
@@ -628,7 +628,7 @@ def run_crash_chaos(
         result.answers, result.bursts, result.burst_partners = ledger.answers, storm.bursts, storm.partners
         result.faulty_seconds = storm.faulty_seconds
         result.inflight_figure = (
-            result.kills * (plan.max_in_flight + 2 * plan.poll_batch) * feeder.max_requests
+            result.kills * (plan.max_in_flight_events + 2 * plan.poll_batch) * feeder.max_requests
         )
         result.harness_cpu = _own_cpu() - cpu_at_start
         return result.figures()

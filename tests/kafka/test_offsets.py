@@ -204,7 +204,12 @@ async def test_revoke_commits_the_watermark_and_late_completions_never_commit() 
     fake = ScriptedConsumer(10)
     seen: list[tuple[int, Partition]] = []
     loop = _scripted_loop(
-        fake, seen, commit_interval=0.01, revoke_timeout=0.2, max_in_flight=8, resume_in_flight=3
+        fake,
+        seen,
+        commit_interval=0.01,
+        revoke_timeout=0.2,
+        max_in_flight_events=8,
+        resume_in_flight_events=3,
     )
     task = asyncio.create_task(loop.run())
     await _until(lambda: len(seen) == 10)
@@ -276,7 +281,7 @@ async def test_finished_events_behind_a_slow_one_count_against_the_bound() -> No
     # again after a crash, so the worker stays paused until the slow one is done.
     fake = ScriptedConsumer(10)
     seen: list[tuple[int, Partition]] = []
-    loop = _scripted_loop(fake, seen, commit_interval=0.01, max_in_flight=8, resume_in_flight=3)
+    loop = _scripted_loop(fake, seen, commit_interval=0.01, max_in_flight_events=8, resume_in_flight_events=3)
     task = asyncio.create_task(loop.run())
     await _until(lambda: len(seen) == 10)
     await _until(lambda: fake.paused == 1)

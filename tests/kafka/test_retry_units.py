@@ -220,8 +220,8 @@ async def test_the_retry_consumer_pauses_at_its_in_flight_bound() -> None:
         live_partitions=lambda: {0},
         metrics=Metrics(),
         poll_batch_size=2,
-        max_in_flight=10,
-        resume_in_flight=5,
+        max_in_flight_events=10,
+        resume_in_flight_events=5,
         consumer_factory=lambda conf: stand_in,
         clock=Clock(),
     )

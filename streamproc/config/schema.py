@@ -1,10 +1,11 @@
 """Generates the JSON Schema of the configuration file from the config model (keys, types, bounds, defaults).
 
-    python -m streamproc.config_schema            # print it
-    python -m streamproc.config_schema --write    # update schemas/ and the packaged copy
-    python -m streamproc.config_schema --check    # exit 1 when a committed copy is out of date
+    python -m streamproc.config.schema            # print it
+    python -m streamproc.config.schema --write    # update schemas/ and the packaged copy
+    python -m streamproc.config.schema --check    # exit 1 when a committed copy is out of date
 
-A key added to a model in streamproc.config (with its `Key` rule) is in the schema once this runs.
+A key added to a model in streamproc.config.models (with its `Key` rule) is in the schema once this
+runs.
 """
 
 from __future__ import annotations
@@ -20,14 +21,15 @@ from pathlib import Path
 from types import UnionType
 from typing import Any, Literal, Union, get_args, get_origin
 
-from streamproc.config import BatchConfig, Config, KeySpec, key_specs
+from streamproc.config.models import BatchConfig, Config, KeySpec, key_specs
 
 __all__ = ["SCHEMA_FILES", "config_schema", "packaged_schema", "render"]
 
-_REPO = Path(__file__).resolve().parents[1]
+_PACKAGE = Path(__file__).resolve().parents[1]
+_REPO = _PACKAGE.parent
 SCHEMA_FILES = (
     _REPO / "schemas" / "config.schema.json",
-    Path(__file__).parent / "schemas" / "config.schema.json",
+    _PACKAGE / "schemas" / "config.schema.json",
 )
 """The committed copies: the one documented for editors and CI, and the one shipped in the package."""
 
@@ -193,7 +195,7 @@ def _settings_rules() -> list[dict[str, Any]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m streamproc.config_schema", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m streamproc.config.schema", description=__doc__)
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--write", action="store_true", help="write the committed copies")
     group.add_argument("--check", action="store_true", help="exit 1 when a committed copy differs")
@@ -205,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     stale = [path for path in SCHEMA_FILES if not path.is_file() or path.read_text(encoding="utf-8") != text]
     if args.check:
         for path in stale:
-            print(f"{path}: out of date; run python -m streamproc.config_schema --write", file=sys.stderr)
+            print(f"{path}: out of date; run python -m streamproc.config.schema --write", file=sys.stderr)
         return 1 if stale else 0
     for path in stale:
         path.parent.mkdir(parents=True, exist_ok=True)
