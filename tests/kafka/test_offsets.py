@@ -261,7 +261,7 @@ async def test_a_full_window_that_falls_back_soon_is_held_not_paused() -> None:
     # worker would wait for it to be fetched again after the resume.
     fake = ScriptedConsumer(10)
     seen: list[tuple[int, Partition]] = []
-    loop = _scripted_loop(fake, seen, commit_interval=60.0, max_in_flight=8, resume_in_flight=3)
+    loop = _scripted_loop(fake, seen, commit_interval=60.0, max_in_flight_events=8, resume_in_flight_events=3)
     task = asyncio.create_task(loop.run())
     await _until(lambda: len(seen) == 10)
     polls = fake.polls
