@@ -1044,10 +1044,9 @@ class Admission:
 
     def _turn_came(self) -> None:
         # Its predecessor of the same key is done: it goes ahead of the deliveries waiting for a
-        # slot, which were mostly let in after it. At the back of the line it would wait for all of them, and
-        # its event's offset would hold its partition's watermark (and the in-flight window)
-        # that long: on a backlog the window then fills, pauses the partitions and empties
-        # before it falls to the resume mark, leaving the worker without work.
+        # slot, which were mostly let in after it. At the back of the line it would wait for all
+        # of them, its event holding its partition's watermark (and the in-flight window) that
+        # long: on a backlog the window would stay full until the work ran out.
         self.queue(first=True)
 
     def _started(self) -> bool:
