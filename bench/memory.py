@@ -102,8 +102,8 @@ router = Router(config)
 steps.append(("routes compiled", rss()))
 metrics = Metrics()
 steps.append(("metrics registry", rss()))
-from streamproc.app import build_worker
-worker = build_worker(config, metrics=metrics, router=router)
+from streamproc.runs.worker import Worker
+worker = Worker(config, metrics=metrics, router=router)
 steps.append(("worker built (clients, consumers not started)", rss()))
 print(json.dumps(steps))
 """
@@ -112,10 +112,10 @@ LIST_CHILD = r"""
 import sys, json
 from streamproc.cli import build_parser
 from streamproc.config import load_config
-from streamproc.app import build_worker
+from streamproc.runs.worker import Worker
 from streamproc.logging import config_secrets, configure_logging, register_secrets
 build_parser(only="run")
-build_worker(load_config(sys.argv[1]))
+Worker(load_config(sys.argv[1]))
 print(json.dumps(sorted(sys.modules)))
 """
 

@@ -25,10 +25,10 @@ import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from streamproc.app import Worker
 from streamproc.config import load_config, parse_config
 from streamproc.logging import configure_logging
 from streamproc.router import Router
+from streamproc.runs.worker import Worker
 from streamproc.simulator import PartnerSimulator
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any
 from streamproc.destinations.base import Batching, Request
 from streamproc.metrics import Metrics
 
-if TYPE_CHECKING:  # dispatch builds batchers, so it cannot be imported here at run time
-    from streamproc.dispatch import Bulkhead, DeliveryLike, DeliveryResult
+if TYPE_CHECKING:  # types only: a batch goes out through its destination's bulkhead
+    from streamproc.dispatch import Bulkhead, DeliveryLike
+    from streamproc.handoff import DeliveryResult
 
 __all__ = ["BatchOptions", "Batcher", "batchers_for"]
 

@@ -530,8 +530,8 @@ async def run_demo(options: DemoOptions, on_done: Callable[[DemoSummary], None] 
 
     `on_done` gets the summary while the broker and the simulator still run (with `keep`, until a
     stop signal after it)."""
-    from streamproc.app import build_worker
     from streamproc.config import load_config
+    from streamproc.runs.worker import Worker
     from streamproc.simulator import PartnerSimulator
 
     out = options.out
@@ -593,7 +593,7 @@ async def run_demo(options: DemoOptions, on_done: Callable[[DemoSummary], None] 
             bound.append(f"{options.duration:g}s")
         _say(out, f"running     {' or '.join(bound) or 'until Ctrl-C'} at ~{options.rate:g} events/s")
 
-        worker = build_worker(config)
+        worker = Worker(config)
         worker_task = asyncio.create_task(worker.run_async(), name="demo-worker")
         gen = EventGenerator(seed=options.seed, poison_every=options.poison_every)
         producer = _Producer(broker.bootstrap, topic, gen, rate=options.rate, limit=options.events)

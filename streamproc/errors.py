@@ -8,7 +8,6 @@
     ├── DecodeError                 an input message that is not a Segment event (poison → dead letter)
     ├── DeliveryError               one delivery failed while it was built
     │   ├── PayloadValidationError  the mapped payload fails the action's fields (400, permanent)
-    │   ├── IntegrationError        an action refused the payload (message, code, status)
     │   ├── MappingFailed           the subscription's mapping failed for this event (permanent)
     │   └── BuildFailed             the action failed unexpectedly while building (permanent)
     └── KafkaError                  the broker or the dead-letter producer failed (what to do, in words)
@@ -24,7 +23,6 @@ what `dlq redrive --error-type` filters on):
     RoutingError             routing the event failed unexpectedly              permanent
     MappingFailed            the subscription's mapping failed for this event   permanent
     PayloadValidationError   the payload fails the action's fields              permanent
-    IntegrationError         the action refused the payload                     by its status
     BuildFailed              the action failed unexpectedly while building      permanent
     DeliveryError            any other failure building or sending a request    permanent
     PermanentError           the partner refused it (4xx but 408/423/429, 501)  permanent
@@ -48,7 +46,6 @@ __all__ = [
     "DeliveryError",
     "ErrorType",
     "FQLError",
-    "IntegrationError",
     "KafkaError",
     "MappingError",
     "MappingFailed",
@@ -125,7 +122,6 @@ class DeliveryError(StreamprocError):
     """One delivery failed. `status` and `code` follow Segment's conventions."""
 
     retryable: bool = False
-    kind: str = "delivery_error"
 
     def __init__(
         self,
@@ -133,14 +129,12 @@ class DeliveryError(StreamprocError):
         *,
         status: int | None = None,
         code: str | None = None,
-        retry_after: float | None = None,
         body: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
         self.code = code
-        self.retry_after = retry_after
         self.body = body
 
 
@@ -151,8 +145,6 @@ class PayloadValidationError(DeliveryError):
     `field` is the top-level field the first problem is about, where the validator knows it (a
     destination's settings are reported at `settings.<field>`)."""
 
-    kind = "validation"
-
     def __init__(
         self, message: str, *, code: str = "PAYLOAD_VALIDATION_FAILED", field: str | None = None
     ) -> None:
@@ -160,21 +152,8 @@ class PayloadValidationError(DeliveryError):
         self.field = field
 
 
-class IntegrationError(DeliveryError):
-    """An action refused the payload with its own message, code and status
-    (retryable only when the status says so)."""
-
-    kind = "integration"
-
-    def __init__(self, message: str, code: str | None = None, status: int = 400) -> None:
-        super().__init__(message, status=status, code=code)
-        self.retryable = is_retryable_status(status)
-
-
 class MappingFailed(DeliveryError):
     """The subscription's mapping could not be resolved for this event (permanent, like a bad payload)."""
-
-    kind = "mapping"
 
     def __init__(self, message: str) -> None:
         super().__init__(message, status=400, code="MAPPING_FAILED")
@@ -182,8 +161,6 @@ class MappingFailed(DeliveryError):
 
 class BuildFailed(DeliveryError):
     """The action failed unexpectedly while building requests; the event is dead-lettered, never retried."""
-
-    kind = "internal"
 
     def __init__(self, message: str) -> None:
         super().__init__(message, status=None, code="BUILD_FAILED")
@@ -201,7 +178,6 @@ class ErrorType(StrEnum):
     MAPPING_FAILED = "MappingFailed"
     BUILD_FAILED = "BuildFailed"
     PAYLOAD_VALIDATION = "PayloadValidationError"
-    INTEGRATION = "IntegrationError"
     DELIVERY = "DeliveryError"
     PERMANENT = "PermanentError"
     RETRYABLE = "RetryableError"

@@ -22,7 +22,7 @@ from typing import Any
 from streamproc.config import Config
 from streamproc.decoding import make_decoder
 from streamproc.errors import StreamprocError
-from streamproc.kafka.redrive import DeadLetterView
+from streamproc.kafka.dlq import DeadLetterView
 from streamproc.masking import Masker
 from streamproc.router import Router
 

@@ -3,8 +3,8 @@
 An `EventProcessor` takes one consumed message at a time (`process(msg, lane)`) and says when all
 of its work is finished (`complete(lane, offset)`). Where messages come from and how finished
 offsets are checkpointed belong to the caller: the worker's consumer loop commits its group
-(`streamproc.app`), replay saves a state file and redrive commits its own group after writing its
-markers (`streamproc.kafka.replay`, `streamproc.kafka.redrive`).
+(`streamproc.runs.worker`), replay saves a state file and redrive commits its own group after writing its
+markers (`streamproc.runs.replay`, `streamproc.runs.redrive`).
 
 Outcomes: every delivery ends in one `DeliveryResult`, and `EventProcessor.settle` is the one
 place that acts on it. It records the metrics (and the run's `Summary`, if any), dead-letters a
@@ -23,13 +23,14 @@ unmarked, so `dlq inspect` keeps showing it; writing it again would only add a c
 dead-letters the event too (`RoutingError`). A message whose schema the registry must give first
 waits off the event loop, its lane's later messages behind it; a registry that cannot be reached
 for the whole wait says nothing about the message, so it stops the run with the offset unfinished
-and a reason naming the message. A dry run (no dispatcher)
-shows each delivery and writes nothing, dead letters included.
+and a reason naming the message. A dry run (no senders) shows each delivery and writes nothing,
+dead letters included.
 
-With `parking` (the worker, when a destination sets a retry share), deliveries of destinations
-that park go through `Parking.deliver`: "parked" is then an outcome like the others, settled once
-its retry record is acknowledged; a retry record read back when due is processed as a
-`Redelivery` whose `parked` says what it has spent (kafka/parking.py, kafka/retry.py).
+Sending: each delivery goes to the `Sender` of its destination (streamproc.handoff), chosen when
+the run is built (streamproc.compose): direct, admitted, or parking. The sender starts the
+delivery's task through its `Job` with the awaitable result; the task awaits it and settles it.
+"Parked" (the worker's parking sender) is an outcome like the others, handed back once its retry
+record is acknowledged.
 """
 
 from __future__ import annotations
@@ -37,38 +38,28 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
+from typing import Any, Literal, cast
 
 import structlog
 
 from streamproc.config import Config, KafkaConfig
 from streamproc.decoding import SchemaPending, SchemaRegistryUnavailable
-from streamproc.dispatch import Admission, DeliveryResult, Dispatcher, Failure
 from streamproc.errors import ConfigError, ConfigProblem, DecodeError, ErrorType, KafkaError, StreamprocError
 from streamproc.gates import NO_SUBSCRIPTION, Withheld
-from streamproc.kafka.dlq import DeadLetter, DeadLetterProducer
-from streamproc.kafka.headers import read_headers
-from streamproc.kafka.offsets import OffsetTracker
+from streamproc.handoff import DeliveryResult, Failure, Lane, Redelivery, Sender
+from streamproc.kafka.dlq import DeadLetter, dead_letter
+from streamproc.kafka.producer import AckedProducer
 from streamproc.kafka.progress import delivery_key
 from streamproc.metrics import Metrics
 from streamproc.router import Delivery, Router
-
-if TYPE_CHECKING:
-    from streamproc.kafka.parking import Parking
-    from streamproc.kafka.retry import ParkedRecord
+from streamproc.summary import Summary
 
 __all__ = [
     "EventProcessor",
-    "Lane",
-    "Origin",
-    "Redelivery",
-    "Summary",
-    "Tally",
     "Undecodable",
-    "dead_letter",
     "kafka_section",
 ]
 
@@ -89,201 +80,12 @@ def kafka_section(config: Config, command: str) -> KafkaConfig:
     return config.kafka
 
 
-class Lane(Protocol):
-    """Where a message was read: its topic and partition, the set holding the tasks of its
-    deliveries (drained on revoke and at the end), and its offsets' tracker, which also keeps the
-    deliveries of an unfinished event that are finished (and those its partition's last owner
-    finished: they are not sent again). The consumer loop's `Partition` is one.
-
-    A delivery waiting for its turn or a concurrency slot has no task yet (`dispatch.Admission`);
-    once `released` is true, such a delivery is given up instead of started."""
-
-    topic: str
-    partition: int
-    tasks: set[asyncio.Task[Any]]
-    tracker: OffsetTracker
-
-    @property
-    def released(self) -> bool: ...
-
-
-# -- dead letters ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Origin:
-    """Where a message was first consumed, as its dead letters name it."""
-
-    topic: str
-    partition: int
-    offset: int
-    timestamp_ms: int | None
-    headers: Sequence[tuple[str, bytes | None]]
-    unreadable_headers: int = 0
-    """Headers of the message that could not be read (names that are not UTF-8) and are not kept."""
-
-
-@dataclass(frozen=True, slots=True)
-class Redelivery:
-    """A dead letter being delivered again: the one subscription it names, and the history that a
-    new dead letter of it carries on (first origin, first attempt, attempts so far)."""
-
-    destination: str
-    subscription: str
-    origin: Origin
-    attempts: int = 0
-    first_attempt_at: float | None = None
-    on_routed: Callable[[], None] | None = None
-    """Called when routing finds the delivery again (redrive then owes the record a marker)."""
-    parked: ParkedRecord | None = None
-    """A retry record read back: the attempts and budget it has spent, and who parked it."""
-
-
-def dead_letter(
-    msg: Any, failure: Failure, delivery: Delivery | None = None, redelivery: Redelivery | None = None
-) -> DeadLetter:
-    """The dead letter of a failed delivery of `msg`, or of `msg` itself when it had no delivery
-    (undecodable, routing failed): the key and value unchanged, where the message came from, and
-    why it failed. A dead letter redelivered (`redelivery`) keeps its first origin and first
-    attempt, with the attempts added up."""
-    if redelivery is None:
-        kind, ts = msg.timestamp()
-        headers, unreadable = read_headers(msg)
-        origin = Origin(
-            msg.topic(), msg.partition(), msg.offset(), ts if kind and ts >= 0 else None, headers, unreadable
-        )
-        attempts, first = failure.attempts, failure.first_attempt_at
-    else:
-        origin = redelivery.origin
-        attempts = failure.attempts + redelivery.attempts
-        first = redelivery.first_attempt_at or failure.first_attempt_at
-    return DeadLetter(
-        topic=origin.topic,
-        partition=origin.partition,
-        offset=origin.offset,
-        timestamp_ms=origin.timestamp_ms,
-        key=msg.key(),
-        value=msg.value(),
-        original_headers=origin.headers,
-        unreadable_headers=origin.unreadable_headers,
-        error_type=failure.type,
-        error_message=failure.message,
-        delivery_id=delivery.delivery_id if delivery else None,
-        destination=delivery.destination if delivery else None,
-        action=delivery.action if delivery else None,
-        subscription=delivery.subscription if delivery else None,
-        http_status=failure.status,
-        response_body=failure.response_body,
-        attempts=attempts,
-        first_attempt_at=first,
-        last_attempt_at=failure.last_attempt_at,
-    )
-
-
-def _letter_of(ev: _Event, delivery: Delivery, failure: Failure) -> DeadLetter:
-    return dead_letter(ev.msg, failure, delivery, ev.redelivery)
-
-
-# -- summary of a run --------------------------------------------------------------------------------
-
-
-@dataclass
-class Tally:
-    """What happened to the deliveries of one destination."""
-
-    matched: int = 0
-    delivered: int = 0
-    skipped: int = 0
-    dead_lettered: int = 0
-
-
-@dataclass
-class Summary:
-    """Counts for the final report of a replay or redrive."""
-
-    read: int = 0
-    undecodable: int = 0
-    unmatched: int = 0
-    filtered: int = 0
-    withheld: dict[str, int] = field(default_factory=dict)
-    """(event, instance) pairs a gate withheld, by reason (consent, integrations, filter_*)."""
-    not_redrivable: int = 0
-    truncated: int = 0
-    """Dead letters whose value was cut to fit the dead-letter topic (redrive cannot send them)."""
-    already_redriven: int = 0
-    markers: int = 0
-    destinations: dict[str, Tally] = field(default_factory=dict)
-
-    def tally(self, destination: str) -> Tally:
-        t = self.destinations.get(destination)
-        if t is None:
-            t = self.destinations[destination] = Tally()
-        return t
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "read": self.read,
-            "undecodable": self.undecodable,
-            "unmatched": self.unmatched,
-            "filtered": self.filtered,
-            "withheld": dict(sorted(self.withheld.items())),
-            "not_redrivable": self.not_redrivable,
-            "truncated": self.truncated,
-            "already_redriven": self.already_redriven,
-            "markers": self.markers,
-            "destinations": {k: vars(v) for k, v in sorted(self.destinations.items())},
-        }
-
-    def render(self, dry_run: bool = False) -> str:
-        first = f"read {self.read} messages, {self.undecodable} undecodable, {self.unmatched} matched nothing"
-        if self.filtered:
-            first += f", {self.filtered} left out by the filters"
-        if self.withheld:
-            reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(self.withheld.items()))
-            first += (
-                f", withheld from destinations by their gates {sum(self.withheld.values())} times ({reasons})"
-            )
-        if self.markers:
-            first += f" ({self.markers} of them redrive markers)"
-        if self.already_redriven:
-            first += f", {self.already_redriven} redriven before"
-        if self.not_redrivable:
-            first += f", {self.not_redrivable} without a delivery to redrive"
-        lines = [first]
-        if self.truncated:
-            lines.append(
-                f"{self.truncated} dead letters were cut to fit the dead-letter topic and are not sent: "
-                "replay each from the original topic/partition/offset its headers name (streamproc "
-                "replay --topic T --from P:O --to P:O+1 --subscription D/S) while that topic holds it"
-            )
-        if not self.destinations:
-            lines.append("no deliveries")
-            return "\n".join(lines)
-        head = (
-            "destination",
-            "matched",
-            "would send" if dry_run else "delivered",
-            "skipped",
-            "dead-lettered",
-        )
-        rows = [head] + [
-            (d, str(t.matched), str(t.delivered), str(t.skipped), str(t.dead_lettered))
-            for d, t in sorted(self.destinations.items())
-        ]
-        widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-        for r in rows:
-            lines.append(
-                "  ".join(c.ljust(widths[0]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(r))
-            )
-        return "\n".join(lines)
-
-
 # -- the processor -----------------------------------------------------------------------------------
 
 
 @dataclass(eq=False, slots=True)
 class _Event:
-    """One consumed message with deliveries still running."""
+    """One consumed message with deliveries still running: the `Job` its senders are given."""
 
     msg: Any
     lane: Lane
@@ -291,6 +93,17 @@ class _Event:
     remaining: int
     consumed_at: float
     redelivery: Redelivery | None
+    processor: EventProcessor
+
+    def letter(self, delivery: Delivery, failure: Failure) -> DeadLetter:
+        return dead_letter(self.msg, failure, delivery, self.redelivery)
+
+    def start(self, delivery: Delivery | None, sent: Awaitable[DeliveryResult]) -> asyncio.Task[None]:
+        tasks = self.lane.tasks
+        task = asyncio.get_running_loop().create_task(self.processor._run(self, delivery, sent))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        return task
 
 
 class _Delivered:
@@ -325,24 +138,22 @@ class EventProcessor:
         *,
         router: Router,
         decode: Callable[[bytes], Mapping[str, Any]],
-        dispatcher: Dispatcher | None,
+        senders: Mapping[str, Sender] | None,
         metrics: Metrics,
         complete: Callable[[Any, int], None],
         halt: Callable[[BaseException, str | None], None],
-        dead_letters: DeadLetterProducer | None = None,
+        dead_letters: AckedProducer | None = None,
         destinations: Collection[str] | None = None,
         subscriptions: Collection[tuple[str, str]] | None = None,
         summary: Summary | None = None,
         undecodable: Undecodable = "dead-letter",
         on_dry_run: Callable[[Any, Delivery], None] | None = None,
-        parking: Parking | None = None,
     ) -> None:
         self.router = router
-        self.parking = parking
         self.decode = decode
-        self.dry_run = dispatcher is None
+        self.dry_run = senders is None
         # Never used in a dry run; typed as present so the hot path needs no check.
-        self._dispatcher = cast(Dispatcher, dispatcher)
+        self._senders = cast(Mapping[str, Sender], senders)
         self.dead_letters = dead_letters
         """Set before the first message (the worker creates its producer once the topics are checked)."""
         self._complete = complete
@@ -458,7 +269,7 @@ class EventProcessor:
             return
         try:
             deliveries, withheld = (
-                self._route(event) if redelivery is None else self._route_again(event, redelivery)
+                self._route(event) if redelivery is None else self._route_again(event, redelivery, lane)
             )
         except Exception as exc:  # a routing bug must not stop the partition: the event is parked
             log.error("route_failed", topic=topic, partition=lane.partition, offset=offset, error=repr(exc))
@@ -504,7 +315,9 @@ class EventProcessor:
         """Finish a message on purpose without processing it (redrive: a marker, a filtered record)."""
         self._complete(lane, msg.offset())
 
-    def _route_again(self, event: Mapping[str, Any], again: Redelivery) -> tuple[list[Delivery], Withheld]:
+    def _route_again(
+        self, event: Mapping[str, Any], again: Redelivery, lane: Lane
+    ) -> tuple[list[Delivery], Withheld]:
         """The one delivery a dead letter or retry record names, through today's gates and trigger.
         A gate that withholds it now (a dead letter written before the gate existed, or a
         configuration changed since) sends nothing and writes no redrive marker, as when the
@@ -512,9 +325,9 @@ class EventProcessor:
         wanted = (again.destination, again.subscription)
         deliveries, withheld = self.router.routed(event, subscriptions={wanted}, redelivery=True)
         found = [d for d in deliveries if (d.destination, d.subscription) == wanted]
-        if not found and again.parked is not None and self.parking is not None:
-            self.parking.unmatched(again, again.origin.partition, event)
         if not found:
+            if not self.dry_run and again.destination in self._senders:
+                self._senders[again.destination].unrouted(again, lane, event)
             gate = next((reason for _, reason in withheld if reason != NO_SUBSCRIPTION), None)
             log.warning(
                 "redrive_withheld" if gate else "redrive_no_longer_matches",
@@ -524,8 +337,6 @@ class EventProcessor:
                 partition=again.origin.partition,
                 offset=again.origin.offset,
             )
-        elif again.on_routed is not None:
-            again.on_routed()
         return found, withheld
 
     def _not_decoded(
@@ -567,55 +378,20 @@ class EventProcessor:
         self._complete(lane, offset)
 
     def _start(self, lane: Lane, msg: Any, offset: int, work: Work, redelivery: Redelivery | None) -> None:
-        ev = _Event(msg, lane, offset, len(work), time.monotonic(), redelivery)
-        loop = asyncio.get_running_loop()
-        tasks = lane.tasks
-        dispatcher = self._dispatcher
-        parking = self.parking
+        ev = _Event(msg, lane, offset, len(work), time.monotonic(), redelivery, self)
+        senders = self._senders
         for delivery, failure in work:
-            # Admissions take their turn now and tasks at their start, both in creation order, so
-            # per-key order is fixed in offset order (a destination's deliveries all go one way).
-            if (
-                delivery is not None
-                and dispatcher.admits(delivery.destination)
-                and (parking is None or not parking.parks(delivery.destination))
-                and dispatcher.admit(delivery, partial(self._admitted, ev, delivery))
-            ):
-                continue
-            task = loop.create_task(self._run(ev, delivery, failure))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-
-    def _admitted(self, ev: _Event, delivery: Delivery, admission: Admission) -> bool:
-        """Start an admitted delivery's task (False: its partition was released, it is given up)."""
-        lane = ev.lane
-        if lane.released:
-            return False
-        task = asyncio.get_running_loop().create_task(self._run(ev, delivery, None, admission))
-        lane.tasks.add(task)
-        task.add_done_callback(lane.tasks.discard)
-        task.add_done_callback(admission.finish)
-        return True
-
-    async def _run(
-        self,
-        ev: _Event,
-        delivery: Delivery | None,
-        failure: Failure | None,
-        admission: Admission | None = None,
-    ) -> None:
-        try:
-            parking = self.parking
-            if admission is not None:
-                result = await admission.send()
-            elif delivery is None:
-                result = DeliveryResult("dead_lettered", failure)
-            elif parking is not None and parking.parks(delivery.destination):
-                letter = partial(_letter_of, ev, delivery)
-                result = await parking.deliver(ev.lane.partition, delivery, ev.redelivery, letter)
+            # Each sender starts its deliveries' tasks (at once, or once they may go) in the order
+            # it is given them, so per-key order is fixed in offset order.
+            if delivery is not None:
+                senders[delivery.destination].send(delivery, ev)
             else:
-                result = await self._dispatcher.deliver(delivery)
-            follow_up = self.settle(ev, delivery, result)
+                ev.start(delivery, _failed(failure))
+
+    async def _run(self, ev: _Event, delivery: Delivery | None, sent: Awaitable[DeliveryResult]) -> None:
+        """The task of one delivery: await its result from the sender, then act on it (`settle`)."""
+        try:
+            follow_up = self.settle(ev, delivery, await sent)
             if follow_up is not None:
                 await follow_up
         except asyncio.CancelledError:
@@ -670,9 +446,6 @@ class EventProcessor:
         delivery's turn, so a key's parked deliveries keep their order): it finishes at once.
         """
         outcome = result.outcome
-        if delivery is not None and ev.redelivery is not None and ev.redelivery.parked is not None:
-            assert self.parking is not None
-            self.parking.settled(ev.lane.partition, delivery, ev.redelivery, outcome)
         if delivery is not None:
             dest = delivery.destination
             summary = self._summary
@@ -732,3 +505,8 @@ class EventProcessor:
             offset=ev.offset,
         )
         self._finish(ev, delivery)
+
+
+async def _failed(failure: Failure | None) -> DeliveryResult:
+    """The result of a message that failed itself (no delivery to make): dead-lettered."""
+    return DeliveryResult("dead_lettered", failure)

@@ -14,10 +14,12 @@ import pytest
 from streamproc.batching import Batcher, BatchOptions
 from streamproc.config import parse_config
 from streamproc.destinations.base import Batching, Request
-from streamproc.dispatch import Bulkhead, BulkheadPolicy, DeliveryResult, Dispatcher
+from streamproc.dispatch import Bulkhead, BulkheadPolicy, Dispatcher
 from streamproc.errors import DeliveryError
+from streamproc.handoff import DeliveryResult
 from streamproc.metrics import Metrics
 from streamproc.router import Router
+from streamproc.runs.compose import dispatcher_of
 from streamproc.simulator import PartnerSimulator
 
 NOW = datetime(2026, 3, 2, tzinfo=UTC)
@@ -200,9 +202,7 @@ def tiktok_stack(
     config = parse_config({"destinations": [dest]}, "cfg.yaml", {})
     router = Router(config, now=NOW)
     metrics = Metrics()
-    dispatcher = Dispatcher.from_config(
-        ((cfg, d.classify) for d, cfg in router.destinations.values()), metrics
-    )
+    dispatcher = dispatcher_of(((cfg, d.classify) for d, cfg in router.destinations.values()), metrics)
     return router, dispatcher, metrics
 
 

@@ -16,8 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # Runs `streamproc run` with the worker's run() replaced by a print of the modules it loaded.
 _MODULES_OF_RUN = """
 import json, sys
-from streamproc import app
-app.Worker.run = lambda self: print(json.dumps(sorted(sys.modules))) or 0
+from streamproc.runs import worker
+worker.Worker.run = lambda self: print(json.dumps(sorted(sys.modules))) or 0
 from streamproc.cli import main
 sys.exit(main(["run", "--config", sys.argv[1]]))
 """
@@ -55,16 +55,16 @@ def test_run_loads_neither_other_commands_nor_unused_libraries(tmp_path: Path) -
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(data))
     loaded = modules_of_run(config)
-    assert "streamproc.app" in loaded and "streamproc.router" in loaded
+    assert "streamproc.runs.worker" in loaded and "streamproc.router" in loaded
     unused = {
         "streamproc.simulator",
         "streamproc.demo",
         "streamproc.commands.replay",
         "streamproc.commands.dlq",
-        "streamproc.kafka.replay",
-        "streamproc.kafka.redrive",
+        "streamproc.runs.replay",
+        "streamproc.runs.redrive",
         "streamproc.kafka.retry",
-        "streamproc.kafka.parking",
+        "streamproc.parking",
         "streamproc.http",
         "streamproc.core.liquid",
         "aiohttp",
@@ -90,4 +90,4 @@ def test_run_loads_what_the_configuration_asks_for(tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(data))
     loaded = modules_of_run(config)
-    assert {"streamproc.kafka.parking", "streamproc.kafka.retry", "streamproc.core.liquid"} <= loaded
+    assert {"streamproc.parking", "streamproc.kafka.retry", "streamproc.core.liquid"} <= loaded

@@ -7,6 +7,7 @@ import collections
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from functools import partial
 
 import pytest
 from aiohttp import web
@@ -20,12 +21,12 @@ from streamproc.dispatch import (
     CircuitBreaker,
     CircuitState,
     ConcurrencyLimit,
-    DeliveryResult,
     Dispatcher,
     RetryShare,
     TokenBucket,
 )
 from streamproc.errors import DeliveryError, PayloadValidationError
+from streamproc.handoff import DeliveryResult
 from streamproc.metrics import Metrics
 from streamproc.simulator import PartnerSimulator
 
@@ -413,20 +414,18 @@ async def test_a_key_behind_a_parked_delivery_parks_in_order_before_the_next_goe
     def behind(key: str) -> RetryShare | None:
         return RetryShare(park_now=True) if key in parked_keys else None
 
+    async def at_turn(d: FakeDelivery, user: str, i: int) -> DeliveryResult:
+        # What parking does at a key's turn: park behind, and write the record before the next goes.
+        result = await dispatcher.send(d, behind(user) or RetryShare())
+        if result.outcome == "parked":
+            await on_parked(result, f"d{i}")
+        return result
+
     tasks = []
     for i in range(6):
         user = f"u{i % 2}"
         d = FakeDelivery(f"d{i}", "o", [post(partner.url + "/x", str(i).encode())], ordering_key=user)
-        tasks.append(
-            asyncio.create_task(
-                dispatcher.deliver(
-                    d,
-                    RetryShare(),
-                    behind=lambda user=user: behind(user),  # type: ignore[misc]
-                    on_parked=lambda r, i=i: on_parked(r, f"d{i}"),  # type: ignore[misc]
-                )
-            )
-        )
+        tasks.append(asyncio.create_task(dispatcher.in_turn(("o", user), partial(at_turn, d, user, i))))
     results = await asyncio.gather(*tasks)
     await dispatcher.close()
     assert [r.outcome for r in results] == ["delivered", "parked"] * 3

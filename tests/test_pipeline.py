@@ -13,11 +13,13 @@ import pytest
 import yaml
 
 from streamproc.cli import main
-from streamproc.dispatch import DeliveryResult, Failure
+from streamproc.handoff import DeliveryResult, Failure, Origin, Redelivery
 from streamproc.kafka.offsets import OffsetTracker
 from streamproc.metrics import Metrics
-from streamproc.pipeline import EventProcessor, Origin, Redelivery, Undecodable
+from streamproc.pipeline import EventProcessor, Undecodable
 from streamproc.router import Delivery
+from streamproc.runs.compose import build_senders
+from streamproc.senders import marking, senders_for
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -85,6 +87,16 @@ class Partner:
         )
 
 
+class Noted:
+    """Stands in for redrive's markers: records that a delivery was routed again."""
+
+    def __init__(self, routed: list[bool]) -> None:
+        self.routed = routed
+
+    def note(self, partition: int, offset: int) -> None:
+        self.routed.append(True)
+
+
 class HeldDeadLetters:
     """Takes dead letters and acknowledges them only when told to."""
 
@@ -103,7 +115,7 @@ def processor_with(
     return EventProcessor(
         router=TwoDestinations(),  # type: ignore[arg-type]
         decode=orjson.loads,
-        dispatcher=Partner(),  # type: ignore[arg-type]
+        senders=senders_for(Partner(), ["ok", "bad"]),  # type: ignore[arg-type]
         dead_letters=dlq,  # type: ignore[arg-type]
         metrics=metrics,
         complete=lambda _lane, offset: completed.append(offset),
@@ -155,9 +167,8 @@ async def test_a_redelivered_dead_letter_keeps_its_origin_and_history() -> None:
     processor = processor_with(dlq, completed, Metrics())
     routed: list[bool] = []
     first = Origin("events", 3, 900, 1_600_000_000_000, [("trace", b"first")])
-    again = Redelivery(
-        "bad", "s", first, attempts=5, first_attempt_at=1.0, on_routed=lambda: routed.append(True)
-    )
+    again = Redelivery("bad", "s", first, attempts=5, first_attempt_at=1.0)
+    processor._senders = marking(processor._senders, Noted(routed))  # type: ignore[arg-type]
     lane = Lane(topic="events.dlq")
     processor.process(Msg(7, b'{"messageId": "m2"}'), lane, again)
     await asyncio.gather(*lane.tasks)
@@ -195,7 +206,7 @@ def test_every_kafka_command_gives_the_same_error_without_a_kafka_section(
 ) -> None:
     # Logging set up on this test's captured stream would outlive it.
     monkeypatch.setattr("streamproc.logging.configure_logging", lambda *a, **k: None)
-    monkeypatch.setattr("streamproc.commands.replay.configure_logging", lambda *a, **k: None)
+    monkeypatch.setattr("streamproc.runs.compose.configure_logging", lambda *a, **k: None)
     data = yaml.safe_load((REPO / "examples" / "config.yaml").read_text())
     del data["kafka"]
     path = tmp_path / "config.yaml"
@@ -211,20 +222,22 @@ class ParkingPartner:
     def admits(self, destination: str) -> bool:
         return False
 
-    async def deliver(
-        self, d: Delivery, share: Any = None, *, behind: Any = None, on_parked: Any = None
-    ) -> Any:
+    def batches(self, d: Delivery) -> bool:
+        return False
+
+    async def deliver(self, d: Delivery) -> Any:
+        return DeliveryResult("delivered", attempts=1)
+
+    async def send(self, d: Delivery, share: Any = None) -> Any:
         if d.destination == "ok":
             return DeliveryResult("delivered", attempts=1)
-        result = DeliveryResult(
+        return DeliveryResult(
             "parked",
             Failure("RetryableError", "HTTP 503", 503, None, 2, 10.0, 11.0),
             attempts=2,
             next_attempt_at=1_700_000_100.0,
             deadline_at=1_700_000_300.0,
         )
-        await on_parked(result)
-        return result
 
 
 class HeldRetryRecords:
@@ -251,7 +264,7 @@ class HeldRetryRecords:
 def parking_processor(
     records: HeldRetryRecords, completed: list[int], halted: list[BaseException]
 ) -> EventProcessor:
-    from streamproc.kafka.parking import Parking
+    from streamproc.parking import Parking
 
     partner = ParkingPartner()
     metrics = Metrics()
@@ -266,12 +279,11 @@ def parking_processor(
     return EventProcessor(
         router=TwoDestinations(),  # type: ignore[arg-type]
         decode=orjson.loads,
-        dispatcher=partner,  # type: ignore[arg-type]
+        senders={**senders_for(partner, ["ok"]), "bad": parking.sender()},  # type: ignore[arg-type]
         dead_letters=HeldDeadLetters(),  # type: ignore[arg-type]
         metrics=metrics,
         complete=lambda _lane, offset: completed.append(offset),
         halt=lambda exc, _reason: halted.append(exc),
-        parking=parking,
     )
 
 
@@ -341,7 +353,7 @@ async def test_deliveries_waiting_for_a_slot_are_given_up_when_their_partition_i
     processor = EventProcessor(
         router=OneEach(),  # type: ignore[arg-type]
         decode=orjson.loads,
-        dispatcher=Dispatcher([bulkhead]),
+        senders=build_senders(Dispatcher([bulkhead])),
         metrics=Metrics(),
         complete=lambda _lane, offset: completed.append(offset),
         halt=lambda exc, _reason: pytest.fail(f"halted: {exc!r}"),
@@ -379,7 +391,7 @@ async def test_a_delivery_that_meets_a_bug_is_dead_lettered_with_the_error() -> 
     dlq, completed, halted = HeldDeadLetters(), [], []
     dlq.ack.set()
     processor = processor_with(dlq, completed, Metrics())
-    processor._dispatcher = CrashingPartner()  # type: ignore[assignment]
+    processor._senders = senders_for(CrashingPartner(), ["ok", "bad"])  # type: ignore[arg-type]
     processor._halt = lambda exc, reason: halted.append((exc, reason))
     lane = Lane()
     processor.process(Msg(5, b'{"messageId": "m5"}'), lane)
@@ -394,7 +406,7 @@ async def test_a_bug_in_the_dead_letter_too_halts_naming_the_message() -> None:
     completed: list[int] = []
     halted: list[tuple[BaseException, str | None]] = []
     processor = processor_with(CrashingDeadLetters(), completed, Metrics())
-    processor._dispatcher = CrashingPartner()  # type: ignore[assignment]
+    processor._senders = senders_for(CrashingPartner(), ["ok", "bad"])  # type: ignore[arg-type]
     processor._halt = lambda exc, reason: halted.append((exc, reason))
     lane = Lane()
     processor.process(Msg(6, b'{"messageId": "m6"}'), lane)
@@ -406,14 +418,14 @@ async def test_a_bug_in_the_dead_letter_too_halts_naming_the_message() -> None:
 
 
 async def test_a_message_whose_processing_meets_a_bug_is_dead_lettered() -> None:
-    class Exploding(Partner):
-        def admits(self, destination: str) -> bool:
-            raise KeyError(destination)
+    class Exploding:
+        def send(self, delivery: Delivery, job: Any) -> None:
+            raise KeyError(delivery.destination)
 
     dlq, completed = HeldDeadLetters(), []
     dlq.ack.set()
     processor = processor_with(dlq, completed, Metrics())
-    processor._dispatcher = Exploding()  # type: ignore[assignment]
+    processor._senders = {"ok": Exploding(), "bad": Exploding()}  # type: ignore[dict-item]
     lane = Lane()
     processor.process(Msg(8, b'{"messageId": "m8"}'), lane)
     await asyncio.gather(*lane.tasks)

@@ -3,21 +3,39 @@ redrive alike, and what becomes of a dead letter the gates now withhold."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
-from test_pipeline import Lane, Msg
+from test_pipeline import Lane, Msg, Noted
 
 from streamproc.config import parse_config
+from streamproc.handoff import DeliveryResult, Job, Origin, Redelivery
 from streamproc.metrics import Metrics
-from streamproc.pipeline import EventProcessor, Origin, Redelivery, Summary
+from streamproc.pipeline import EventProcessor
 from streamproc.router import Router
+from streamproc.senders import marking
+from streamproc.summary import Summary
 
 GUID = "abc8fb18-7559-4324-9921-a4b5015b4a1c"
 
 
 def seg(id: str, **extra: Any) -> dict[str, Any]:
     return {"id": id, "type": "seg", "settings": {"apiKey": GUID}, "presets": ["Identify"], **extra}
+
+
+class Delivered:
+    """A sender whose every delivery is delivered at once."""
+
+    def send(self, delivery: Any, job: Job) -> None:
+        job.start(delivery, _delivered())
+
+    def unrouted(self, redelivery: Redelivery, lane: Any, event: Any) -> None:
+        pass
+
+
+async def _delivered() -> DeliveryResult:
+    return DeliveryResult("delivered", attempts=1)
 
 
 def _halt(exc: BaseException, _reason: str | None) -> None:
@@ -32,7 +50,7 @@ def processor(summary: Summary | None = None, **kw: Any) -> tuple[EventProcessor
     proc = EventProcessor(
         router=Router(config),
         decode=orjson.loads,
-        dispatcher=None,  # a dry run: routing and counting only
+        senders=kw.pop("senders", None),  # None: a dry run, routing and counting only
         metrics=metrics,
         complete=lambda _lane, offset: completed.append(offset),
         halt=_halt,
@@ -77,17 +95,19 @@ def test_every_withheld_instance_counts_once_by_reason_and_the_event_completes()
     assert summary.to_json()["withheld"] == {"consent": 1, "integrations": 2}
 
 
-def test_a_dead_letter_the_gates_now_withhold_is_not_sent_and_not_marked() -> None:
+async def test_a_dead_letter_the_gates_now_withhold_is_not_sent_and_not_marked() -> None:
     """A dead letter written before the gate existed is routed through today's gates: withheld, it is
     counted, nothing is sent and no marker is written (another run with other settings may send it)."""
-    proc, metrics, completed = processor()
     marked: list[bool] = []
-    again = Redelivery(
-        "consented", "Identify", Origin("events", 0, 7, None, []), on_routed=lambda: marked.append(True)
-    )
+    senders = marking({"open": Delivered(), "consented": Delivered()}, Noted(marked))  # type: ignore[dict-item]
+    proc, metrics, completed = processor(senders=senders)
+    again = Redelivery("consented", "Identify", Origin("events", 0, 7, None, []))
     declined = {"context": {"consent": {"categoryPreferences": {"C0004": False}}}}
-    proc.process(Msg(0, identify("m0", **declined)), Lane(), again)
+    lane = Lane()
+    proc.process(Msg(0, identify("m0", **declined)), lane, again)
+    await asyncio.gather(*lane.tasks)
     assert completed == [0] and marked == []
     assert filtered(metrics) == {("consented", "consent"): 1}
-    proc.process(Msg(1, identify("m1")), Lane(), again)
+    proc.process(Msg(1, identify("m1")), lane, again)
+    await asyncio.gather(*lane.tasks)
     assert completed == [0, 1] and marked == [True]

@@ -4,39 +4,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
-import uuid
 from typing import Any
 
-from confluent_kafka import TopicPartition
-
 from streamproc import masking
-from streamproc.commands.replay import (
-    build_stack,
-    close_run,
-    install_stop,
-    load,
-    positive_float,
-    start_run,
-)
+from streamproc.commands.replay import positive_float
 from streamproc.errors import ErrorType
-from streamproc.failed_request import FailedRequests
-from streamproc.kafka.redrive import (
-    DeadLetterFilter,
-    Inspection,
-    RedriveMarks,
-    parse_time,
-    redrive_checkpoint,
-    redrive_group,
-    redrive_handler,
-    start_offsets,
-    statuses,
-)
-from streamproc.kafka.replay import RangeReader, range_consumer_config, run_ranges
-from streamproc.logging import flush_suppressed
-from streamproc.output import json_line
-from streamproc.pipeline import Summary
-from streamproc.progress import Progress
+from streamproc.inspection import Inspection
+from streamproc.kafka.dlq import DeadLetterFilter, parse_time, statuses
+from streamproc.runs import inspect as runs_inspect
+from streamproc.runs import redrive as runs_redrive
+from streamproc.summary import Summary
 
 
 def error_type(text: str) -> str:
@@ -112,49 +89,7 @@ def make_filter(args: argparse.Namespace) -> DeadLetterFilter:
 
 
 async def inspect(args: argparse.Namespace, out: Any = None) -> Inspection:
-    out = out if out is not None else sys.stdout
-    config, kafka = load(args.config, "dlq inspect")
-    flt = make_filter(args)
-    topic = kafka.dead_letter_topic
-    group = f"{kafka.group_id}.inspect.{uuid.uuid4().hex[:8]}"
-    reader = RangeReader(range_consumer_config(kafka, group), topic)
-    masker = masking.for_config(config, args)
-    detail = FailedRequests(config, masker).show if args.show_request else None
-    result = Inspection(samples_per_group=args.samples, masker=masker, detail=detail)
-    stop = asyncio.Event()
-    install_stop(stop)
-    try:
-        consumer = await reader.open()
-
-        def whole_topic() -> dict[int, tuple[int, int]]:
-            md = consumer.list_topics(topic, timeout=10).topics.get(topic)
-            if md is None or md.error is not None:
-                raise_missing(topic, md)
-            return {
-                p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)
-                for p in md.partitions
-            }
-
-        ranges = await reader.call(whole_topic)
-        marks = RedriveMarks(topic, None)
-        if not args.all:
-            await scan_markers(kafka, topic, ranges, marks)
-        async for batch in reader.read(ranges, stop):
-            for msg in batch:
-                result.add(msg, flt, marks.done)
-    finally:
-        await reader.close()
-    if args.json:
-        out.write(json_line(result.to_json(), pretty=True).decode())
-    else:
-        out.write(result.render() + "\n")
-    return result
-
-
-def raise_missing(topic: str, md: Any) -> None:
-    from streamproc.errors import KafkaError
-
-    raise KafkaError(f"dead-letter topic {topic!r} not found ({md.error if md else 'no metadata'})")
+    return await runs_inspect.inspect_dead_letters(args, make_filter(args), out)
 
 
 def run_inspect(args: argparse.Namespace) -> int:
@@ -164,74 +99,7 @@ def run_inspect(args: argparse.Namespace) -> int:
 
 async def redrive(args: argparse.Namespace, out: Any = None, err: Any = None) -> tuple[int, Summary]:
     """The whole redrive, callable from tests; returns the exit code and the summary."""
-    out = out if out is not None else sys.stdout.buffer
-    err = err if err is not None else sys.stderr
-    config, kafka = load(args.config, "dlq redrive")
-    flt = make_filter(args)
-    topic = kafka.dead_letter_topic
-    group = args.group or redrive_group(kafka.group_id, flt)
-    stack = build_stack(config, kafka, dry_run=args.dry_run)
-    unknown = sorted(set(flt.destinations) - set(stack.router.destinations))
-    if unknown:
-        print(f"note: destination(s) {', '.join(unknown)} are not in the configuration", file=err)
-    summary = Summary()
-    # Markers go through the dead-letter producer (none in a dry run, which writes nothing).
-    marks = RedriveMarks(topic, stack.dlq)
-    feed, processor = start_run(stack, topic, summary, args, out, undecodable="count")
-    handle = redrive_handler(processor, flt, summary, marks)
-    # The group only holds the position: partitions are assigned, never balanced, and a dry run
-    # reads the position without committing.
-    reader = RangeReader(range_consumer_config(kafka, group), topic)
-    progress: Progress | None = None
-    try:
-        consumer = await reader.open()
-        ranges = await reader.call(start_offsets, consumer, topic)
-        total = sum(e - s for s, e in ranges.values())
-        print(f"redrive of {topic} as group {group}: {total} dead letters to read", file=err)
-        await scan_markers(kafka, topic, ranges, marks)
-
-        checkpoint = redrive_checkpoint(reader, marks)
-
-        async def commit(watermarks: dict[int, int], final: bool) -> None:
-            if not args.dry_run:
-                await checkpoint(watermarks, final)
-
-        progress = Progress(total, label="dead letters", stream=err)
-        await run_ranges(
-            reader,
-            ranges,
-            feed,
-            handle,
-            commit,
-            shutdown_timeout=config.limits.shutdown_timeout,
-            on_progress=progress.update,
-        )
-    finally:
-        await close_run(progress, reader, stack)
-    out.flush()
-    flush_suppressed(force=True)
-    print(summary.render(dry_run=args.dry_run), file=err)
-    if args.dry_run:
-        print("dry run: nothing was sent or committed", file=err)
-    if feed.stop.is_set() and feed.fatal is None:
-        print("interrupted: rerun to continue from the committed position", file=err)
-        return 130, summary
-    return 0, summary
-
-
-async def scan_markers(
-    kafka: Any, topic: str, ranges: dict[int, tuple[int, int]], marks: RedriveMarks
-) -> None:
-    """Read the range once for redrive markers, so records redriven under other filters are skipped."""
-    group = f"{kafka.group_id}.redrive-scan.{uuid.uuid4().hex[:8]}"
-    reader = RangeReader(range_consumer_config(kafka, group), topic)
-    try:
-        await reader.open()
-        async for batch in reader.read(ranges, asyncio.Event()):
-            for msg in batch:
-                marks.seen(msg)
-    finally:
-        await reader.close()
+    return await runs_redrive.redrive(args, make_filter(args), out, err)
 
 
 def run_redrive(args: argparse.Namespace) -> int:

@@ -4,24 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 from typing import Any
 
-from confluent_kafka import TopicPartition
-
 from streamproc import masking
-from streamproc.commands.replay import install_stop, load
-from streamproc.errors import StreamprocError
-from streamproc.failed_request import FailedRequests
-from streamproc.kafka.redrive import start_offsets
-from streamproc.kafka.replay import RangeReader, range_consumer_config
-from streamproc.kafka.retry import RetryInspection, dumps, retry_group
-
-NO_PARKING = (
-    "no destination parks deliveries (none sets retry.park_after_attempts or retry.park_after_seconds),"
-    " so nothing waits in retry topics; failed deliveries go to the dead-letter topic: streamproc dlq"
-    " inspect"
-)
+from streamproc.inspection import RetryInspection
+from streamproc.runs import inspect as runs_inspect
 
 
 def register(subparsers: Any) -> None:
@@ -56,61 +43,7 @@ def register(subparsers: Any) -> None:
 
 
 async def inspect(args: argparse.Namespace, out: Any = None) -> RetryInspection:
-    out = out if out is not None else sys.stdout
-    config, kafka = load(args.config, "retry inspect")
-    parking = [
-        d.id
-        for d in config.destinations
-        if d.limits.retry.park_after_attempts is not None or d.limits.retry.park_after_seconds is not None
-    ]
-    if not parking and not args.destination:
-        # Nothing can wait in a retry topic: say so rather than print empty counts.
-        empty = RetryInspection()
-        out.write(
-            (dumps({**empty.to_json(), "parking_destinations": []}) if args.json else NO_PARKING) + "\n"
-        )
-        return empty
-    wanted = set(args.destination or parking)
-    unknown = sorted(wanted - set(parking))
-    if unknown:
-        raise StreamprocError(
-            f"destination(s) {', '.join(unknown)} do not park (no retry.park_after_attempts or "
-            "park_after_seconds in the configuration)"
-        )
-    masker = masking.for_config(config, args)
-    detail = FailedRequests(config, masker).show if args.show_request else None
-    samples = args.samples if args.samples is not None else (3 if args.show_request else 0)
-    result = RetryInspection(samples_per_destination=samples, masker=masker, detail=detail)
-    stop = asyncio.Event()
-    install_stop(stop)
-    for dest in sorted(wanted):
-        topic = kafka.retry_topic(dest)
-        reader = RangeReader(range_consumer_config(kafka, retry_group(kafka.group_id)), topic)
-        try:
-            consumer = await reader.open()
-            try:
-                ranges = await reader.call(start_offsets, consumer, topic)
-            except StreamprocError:
-                continue  # no retry topic yet: nothing was ever parked there
-            if args.all:
-                ranges = await reader.call(_whole, consumer, topic)
-            async for batch in reader.read(ranges, stop):
-                for msg in batch:
-                    result.add(msg)
-        finally:
-            await reader.close()
-    out.write((dumps(result.to_json()) if args.json else result.render()) + "\n")
-    return result
-
-
-def _whole(consumer: Any, topic: str) -> dict[int, tuple[int, int]]:
-    md = consumer.list_topics(topic, timeout=10).topics[topic]
-    out = {}
-    for p in md.partitions:
-        low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)
-        if high > low:
-            out[p] = (low, high)
-    return out
+    return await runs_inspect.inspect_retry_topics(args, out)
 
 
 def run_inspect(args: argparse.Namespace) -> int:

@@ -27,8 +27,8 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import structlog
 
-    from streamproc.app import build_worker
     from streamproc.logging import config_secrets, configure_logging, register_secrets
+    from streamproc.runs.worker import Worker
 
     config = load_config(args.config)
     configure_logging(config.log)
@@ -36,4 +36,4 @@ def run(args: argparse.Namespace) -> int:
     register_secrets(config_secrets(config))
     for warning in config.warnings:
         structlog.get_logger("streamproc.config").warning("config_warning", problem=str(warning))
-    return build_worker(config).run()
+    return Worker(config).run()

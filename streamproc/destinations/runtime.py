@@ -38,7 +38,7 @@ class CompiledAction:
         return self.schema.validate(resolved_payload)
 
     def run(self, resolved_payload: Mapping[str, Any], ctx: BuildContext) -> list[Request] | Skip:
-        """Validate, then build. Raises PayloadValidationError / IntegrationError like Segment's runtime."""
+        """Validate, then build. Raises PayloadValidationError like Segment's runtime."""
         return self._build(self._validate(resolved_payload), ctx)
 
 

@@ -21,24 +21,21 @@ owned (polling.Commits).
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any
 
 import confluent_kafka
 import structlog
 from confluent_kafka import TopicPartition
 
-from streamproc.errors import KafkaError
-from streamproc.kafka.backpressure import HeldBytes, InFlightBound, held_bytes, message_size
+from streamproc.kafka.backpressure import held_bytes
 from streamproc.kafka.offsets import OffsetTracker
 from streamproc.kafka.polling import Commits, consume_batch, refresh_high_watermarks
-from streamproc.kafka.progress import decode, encode
+from streamproc.kafka.reader import Partition, PartitionReader, let_go
 from streamproc.metrics import Metrics
 
-__all__ = ["ConsumerLoop", "Partition", "consumer_config", "let_go", "wait_for_in_flight"]
+__all__ = ["ConsumerLoop", "consumer_config"]
 
 FINAL_COMMIT_WAIT = 10.0
 """Seconds a stopping worker keeps polling for its last commit while the group rebalances (within
@@ -58,89 +55,6 @@ HOLD_CHECK = 0.005
 """Seconds between two looks at the window while it is held."""
 
 log = structlog.get_logger("streamproc.consumer")
-
-
-@dataclass(eq=False)
-class Partition:
-    """One assigned partition: its offsets and the tasks working on its messages."""
-
-    topic: str
-    partition: int
-    tracker: OffsetTracker
-    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
-    revoking: bool = False
-    committed: int | None = None
-    committed_metadata: str = ""
-    high: int | None = None
-    sizes: HeldBytes = field(default_factory=HeldBytes)
-    """Key + value bytes of its consumed events at or past the watermark."""
-
-    @property
-    def key(self) -> tuple[str, int]:
-        return self.topic, self.partition
-
-    @property
-    def released(self) -> bool:
-        """Being revoked, lost or closed: its work still waiting to start is given up."""
-        return self.revoking or self.tracker.closed
-
-    def start_from(self, committed: TopicPartition) -> int:
-        """The partition's last commit: where its reading starts, and what its last owner finished
-        past that (passed over from now on). Returns how many offsets that is."""
-        if committed.offset < 0:
-            return 0
-        self.committed = committed.offset
-        self.committed_metadata = committed.metadata or ""
-        progress = decode(committed.metadata, committed.offset)
-        if progress is None:
-            if self.committed_metadata:
-                log.warning(
-                    "commit_metadata_unreadable",
-                    topic=self.topic,
-                    partition=self.partition,
-                    offset=committed.offset,
-                )
-            return 0
-        self.tracker.inherit(progress)
-        return sum(stop - start for start, stop in progress.finished)
-
-    def commit_point(self, metadata_max_bytes: int) -> TopicPartition | None:
-        """The watermark with what is finished past it, unless that is what was last committed."""
-        progress = self.tracker.progress()
-        if progress is None:
-            return None
-        metadata = encode(progress, metadata_max_bytes)
-        if progress.watermark == self.committed and metadata == self.committed_metadata:
-            return None
-        return TopicPartition(self.topic, self.partition, progress.watermark, metadata=metadata)
-
-
-async def wait_for_in_flight(parts: Iterable[Partition], deadline: float) -> None:
-    """Until none of these partitions has work in flight, or `time.monotonic()` reaches `deadline`."""
-    waiting = list(parts)
-    while any(p.tracker.in_flight for p in waiting) and time.monotonic() < deadline:
-        await asyncio.sleep(0.02)
-
-
-async def let_go(parts: Iterable[Partition], deadline: float, waiting: Collection[asyncio.Task[Any]]) -> None:
-    """End the work of partitions being released: the deliveries that wait (`waiting`: a retry
-    backoff, a concurrency slot, a rate token, their key's turn, an open circuit) are cancelled at
-    once, and stay unfinished for the next owner to send; those on the wire (a partner request, a
-    dead letter or retry record being written) are awaited until `deadline` (monotonic), since the
-    next owner would send again one whose answer was not awaited."""
-    parts = list(parts)
-    while True:
-        tasks = [t for p in parts for t in p.tasks if not t.done()]
-        if not tasks:
-            return
-        for task in tasks:
-            if task in waiting:
-                task.cancel()
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return
-        # Woken by the first to end, and at least every 20 ms: one on the wire may start a backoff.
-        await asyncio.wait(tasks, timeout=min(left, 0.02), return_when=asyncio.FIRST_COMPLETED)
 
 
 MessageHandler = Callable[[Any, Partition], None]
@@ -176,7 +90,7 @@ def consumer_config(
     return conf
 
 
-class ConsumerLoop:
+class ConsumerLoop(PartitionReader[Partition]):
     """Owns the Kafka consumer and decides what is safe to commit."""
 
     def __init__(
@@ -203,21 +117,31 @@ class ConsumerLoop:
         on_assigned: Callable[[list[int]], None] | None = None,
         on_release: Callable[[list[int], float], Awaitable[None]] | None = None,
     ) -> None:
-        self._conf = dict(config)
-        self.topics = list(topics)
-        self._handler = handler
-        self._metrics = metrics
-        self._batch = poll_batch_size
-        self._bound = InFlightBound(
-            max_in_flight_events, resume_in_flight_events, max_in_flight_bytes, resume_in_flight_bytes
+        super().__init__(
+            config,
+            handler,
+            what="consumer",
+            logger=log,
+            metrics=metrics,
+            commits=Commits(
+                logger=log,
+                failed_event="commit_failed",
+                metadata_max_bytes=metadata_max_bytes,
+                latency=metrics.commit_latency,
+            ),
+            thread_name="kafka",
+            poll_batch_size=poll_batch_size,
+            max_in_flight_events=max_in_flight_events,
+            resume_in_flight_events=resume_in_flight_events,
+            max_in_flight_bytes=max_in_flight_bytes,
+            resume_in_flight_bytes=resume_in_flight_bytes,
+            commit_interval=commit_interval,
+            poll_timeout=poll_timeout,
+            waiting=waiting,
+            consumer_factory=consumer_factory,
         )
-        self._commit_interval = commit_interval
+        self.topics = list(topics)
         self._revoke_timeout = revoke_timeout
-        self._poll_timeout = poll_timeout
-        # The tasks of deliveries that wait rather than send (dispatch.Dispatcher.waiting): a
-        # revoke cancels those of its partitions at once.
-        self._waiting = waiting
-        self._factory = consumer_factory
         self._on_poll = on_poll or (lambda: None)
         self._on_assignment = on_assignment or (lambda n: None)
         # Called when a revoke or shutdown starts waiting for in-flight work (dispatch sends its
@@ -227,45 +151,14 @@ class ConsumerLoop:
         # and given up (awaited before their watermarks are committed and they are released).
         self._on_assigned = on_assigned
         self._on_release = on_release
-        self._consumer: Any = None
-        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="kafka")
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._parts: dict[tuple[str, int], Partition] = {}
-        self._commits = Commits(
-            logger=log,
-            failed_event="commit_failed",
-            metadata_max_bytes=metadata_max_bytes,
-            latency=metrics.commit_latency,
-        )
         self._next_commit = 0.0
-        self._stopping = False
         self._closing = False
         self._drain_until: float | None = None
-        self._fatal: BaseException | None = None
-        self._want_paused = False
-        self._paused = False
         self._assigned_since_pause = False
         self._m_lag: dict[tuple[str, int], Any] = {}
-        self._m_finished_before: dict[str, Any] = {}
 
     # -- state seen by the worker --------------------------------------------------------------
-    @property
-    def partitions(self) -> Mapping[tuple[str, int], Partition]:
-        return self._parts
-
-    @property
-    def paused(self) -> bool:
-        return self._paused
-
-    @property
-    def commits(self) -> int:
-        """Commits the broker accepted."""
-        return self._commits.count
-
-    def in_flight(self) -> int:
-        """Consumed events whose work is not finished, over the live partitions."""
-        return sum(p.tracker.in_flight for p in self._parts.values())
-
     def window(self) -> int:
         """Consumed events at or past the watermarks, finished or not, over the live partitions.
 
@@ -285,25 +178,12 @@ class ConsumerLoop:
         Static, so the worker hands `ConsumerLoop.complete` itself to its EventProcessor."""
         part.tracker.complete(offset)
 
-    def fail(self, exc: BaseException) -> None:
-        """Stop the loop because something must not be skipped (a dead letter that cannot be written)."""
-        if self._fatal is None:
-            self._fatal = exc
-        self._stopping = True
-
-    def request_stop(self) -> None:
-        self._stopping = True
-
     # -- the loop --------------------------------------------------------------------------------
-    async def _in_kafka_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, fn, *args)
-
     async def start(self) -> None:
         """Create the consumer and join the group (assignment arrives with the first polls)."""
         self._loop = asyncio.get_running_loop()
-        self._consumer = await self._in_kafka_thread(self._factory, self._conf)
-        await self._in_kafka_thread(
+        self._consumer = await self._in_thread(self._factory, self._conf)
+        await self._in_thread(
             lambda: self._consumer.subscribe(
                 self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
             )
@@ -345,46 +225,22 @@ class ConsumerLoop:
         if self._commits.again or time.monotonic() >= self._next_commit:
             offsets = self._commits.due(self._parts.values())
             self._next_commit = time.monotonic() + self._commit_interval
-        batch: list[Any] = await self._in_kafka_thread(self._poll, paused, offsets)
+        batch: list[Any] = await self._in_thread(self._poll, paused, offsets)
         self._on_poll()
         if offsets is not None:
             self._update_lag()
         return batch
 
     def _accept(self, msg: Any) -> None:
-        err = msg.error()
-        if err is not None:
-            if err.code() == confluent_kafka.KafkaError._PARTITION_EOF:
-                return
-            if err.fatal():
-                self.fail(KafkaError(f"the consumer hit a fatal error: {err.str()}; restart the worker"))
-                return
-            log.warning("consume_error", error=err.str(), code=err.name())
+        if not self._readable(msg):
             return
         part = self._parts.get((msg.topic(), msg.partition()))
         if part is None or part.revoking:
             # Fetched just before the partition moved on; its new owner reads it from the commit.
             return
         offset = msg.offset()
-        tracker = part.tracker
-        last = tracker.watermark()
-        if last is not None and offset < last:
-            return
-        if tracker.skips(offset):
-            self._finished_before(part.topic)
-            return
-        try:
-            tracker.add(offset)
-        except ValueError:
-            return  # already being processed
-        part.sizes.add(offset, message_size(msg))
-        self._handler(msg, part)
-
-    def _finished_before(self, topic: str) -> None:
-        counter = self._m_finished_before.get(topic)
-        if counter is None:
-            counter = self._m_finished_before[topic] = self._metrics.finished_before.labels(topic, "event")
-        counter.inc()
+        if self._fresh(part, offset) and self._take(part, msg, offset):
+            self._handler(msg, part)
 
     def _update_lag(self) -> None:
         for part in self._parts.values():
@@ -558,15 +414,13 @@ class ConsumerLoop:
             offsets = self._commits.due(self._parts.values())
             if not offsets:
                 break
-            committed = await self._in_kafka_thread(
-                self._commits.commit, self._consumer, offsets, self._parts
-            )
+            committed = await self._in_thread(self._commits.commit, self._consumer, offsets, self._parts)
             if committed or not self._commits.again or time.monotonic() >= give_up:
                 break
             # Poll through the rebalance: a partition revoked meanwhile commits in its callback.
-            await self._in_kafka_thread(self._poll, True, None)
+            await self._in_thread(self._poll, True, None)
         self._forget(list(self._parts.values()))
         self._closing = True
-        await self._in_kafka_thread(self._consumer.close)
+        await self._in_thread(self._consumer.close)
         self._consumer = None
         self._executor.shutdown(wait=True)

@@ -11,44 +11,54 @@ partition for good, so it is cut to fit: its value is shortened (to nothing if n
 `streamproc.value_truncated` gives the original size; if the original headers alone are too large
 they are left out (`streamproc.original.headers_dropped`). The original topic/partition/offset
 headers always stay, so the original can be found on its topic while it is retained.
+
+Reading one back: `DeadLetterView` reads a dead letter's `streamproc.*` headers once,
+`RetryView` the retry headers on top (kafka/retry.py says what they mean), and `marker_of` a
+redrive marker (streamproc/runs/redrive.py). The producer that writes them is kafka/producer.py.
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import confluent_kafka
-import structlog
-
-from streamproc.errors import KafkaError
-from streamproc.kafka.admin import max_message_bytes
-from streamproc.kafka.headers import renamed
-from streamproc.kafka.settings import admin_settings, producer_settings
+from streamproc.core.js import parse_iso_time
+from streamproc.errors import StreamprocError
+from streamproc.handoff import Failure, Origin, ParkedRecord, Redelivery
+from streamproc.kafka.headers import read_headers, renamed, text
 from streamproc.pii import sub_pii
 
-__all__ = ["DLQ_VERSION", "DeadLetter", "DeadLetterProducer", "iso_utc", "scrub_pii"]
-
 if TYPE_CHECKING:
-    from streamproc.config import KafkaConfig
+    from streamproc.dispatch.policy import DeliveryLike
 
-log = structlog.get_logger("streamproc.dlq")
+__all__ = [
+    "DLQ_VERSION",
+    "REDRIVEN_HEADER",
+    "DeadLetter",
+    "DeadLetterFilter",
+    "DeadLetterView",
+    "RetryView",
+    "dead_letter",
+    "fit",
+    "is_marker",
+    "iso_utc",
+    "marker_of",
+    "next_attempt_at",
+    "parse_time",
+    "scrub_pii",
+    "statuses",
+]
 
 DLQ_VERSION = "1"
 BODY_LIMIT = 2048
 
-BROKER_DEFAULT_MAX_MESSAGE_BYTES = 1048588
-"""Kafka's default `message.max.bytes` (the limit of a topic that does not set `max.message.bytes`)."""
-LIBRDKAFKA_MESSAGE_MAX_BYTES = 1_000_000
-"""librdkafka's default `message.max.bytes` (a producer's limit when it is not set)."""
-LIBRDKAFKA_MIN_MESSAGE_MAX_BYTES = 1000
 RECORD_OVERHEAD = 512
 """Bytes kept free below a topic's limit for the record batch and record framing."""
+
+PREFIX = "streamproc."
 
 
 def _marker(kind: str, _: str) -> str:
@@ -150,6 +160,47 @@ class DeadLetter:
         return out
 
 
+def dead_letter(
+    msg: Any, failure: Failure, delivery: DeliveryLike | None = None, redelivery: Redelivery | None = None
+) -> DeadLetter:
+    """The dead letter of a failed delivery of `msg`, or of `msg` itself when it had no delivery
+    (undecodable, routing failed): the key and value unchanged, where the message came from, and
+    why it failed. A dead letter redelivered (`redelivery`) keeps its first origin and first
+    attempt, with the attempts added up."""
+    if redelivery is None:
+        kind, ts = msg.timestamp()
+        headers, unreadable = read_headers(msg)
+        origin = Origin(
+            msg.topic(), msg.partition(), msg.offset(), ts if kind and ts >= 0 else None, headers, unreadable
+        )
+        attempts, first = failure.attempts, failure.first_attempt_at
+    else:
+        origin = redelivery.origin
+        attempts = failure.attempts + redelivery.attempts
+        first = redelivery.first_attempt_at or failure.first_attempt_at
+    return DeadLetter(
+        topic=origin.topic,
+        partition=origin.partition,
+        offset=origin.offset,
+        timestamp_ms=origin.timestamp_ms,
+        key=msg.key(),
+        value=msg.value(),
+        original_headers=origin.headers,
+        unreadable_headers=origin.unreadable_headers,
+        error_type=failure.type,
+        error_message=failure.message,
+        delivery_id=delivery.delivery_id if delivery else None,
+        destination=delivery.destination if delivery else None,
+        action=delivery.action if delivery else None,
+        subscription=delivery.subscription if delivery else None,
+        http_status=failure.status,
+        response_body=failure.response_body,
+        attempts=attempts,
+        first_attempt_at=first,
+        last_attempt_at=failure.last_attempt_at,
+    )
+
+
 def record_size(key: bytes | None, value: bytes | None, headers: Sequence[tuple[str, Any]]) -> int:
     """The bytes a record takes before compression, as the producer counts them against
     `message.max.bytes` (framing aside: see RECORD_OVERHEAD)."""
@@ -175,207 +226,267 @@ def fit(letter: DeadLetter, max_bytes: int) -> DeadLetter:
     return dataclasses.replace(cut, value=(letter.value or b"")[:keep])
 
 
-def dead_letter_producer(
-    kafka: KafkaConfig, topics: Sequence[str], what: str = "dead letter"
-) -> DeadLetterProducer:
-    """The producer of dead letters (or retry records) to `topics`, its records sized to the least
-    `max.message.bytes` among them (described at start; blocking, so call it off the event loop)."""
-    limit = max_message_bytes(
-        kafka.bootstrap_servers, admin_settings(kafka), topics, fallback=BROKER_DEFAULT_MAX_MESSAGE_BYTES
-    )
-    config = producer_config(kafka.bootstrap_servers, producer_settings(kafka), limit)
-    return DeadLetterProducer(kafka.dead_letter_topic, config, what=what)
+def parse_time(text: str) -> datetime:
+    """ISO-8601 (UTC when no zone)."""
+    try:
+        when = parse_iso_time(text)
+    except ValueError:
+        raise StreamprocError(f"not an ISO-8601 time: {text!r}") from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
-def producer_config(
-    bootstrap_servers: str, client: Mapping[str, Any], max_message_bytes: int | None = None
-) -> dict[str, Any]:
-    """librdkafka settings of the dead-letter producer: the user's settings (`producer_settings`),
-    then the ones that make a dead letter durable and written once, and the largest record its
-    topics take (`max_message_bytes`, their `max.message.bytes`)."""
-    conf: dict[str, Any] = dict(client)
-    if max_message_bytes is not None:
-        # librdkafka takes no less; a topic that takes less gets every record cut, then refused.
-        conf["message.max.bytes"] = max(LIBRDKAFKA_MIN_MESSAGE_MAX_BYTES, max_message_bytes)
-    conf.update(
-        {
-            "bootstrap.servers": bootstrap_servers,
-            "enable.idempotence": True,
-            "acks": "all",
-            "linger.ms": 5,
-            "delivery.timeout.ms": 30000,
-            "compression.type": "lz4",
-        }
-    )
-    return conf
+def header_dict(headers: Sequence[tuple[str, bytes | None]] | None) -> dict[str, str]:
+    """The last value of each header, decoded as UTF-8."""
+    out: dict[str, str] = {}
+    for k, v in headers or ():
+        out[k] = v.decode("utf-8", "replace") if v is not None else ""
+    return out
 
 
-class DeadLetterProducer:
-    """Writes dead letters and tells the caller when the broker has them.
+@dataclass(frozen=True)
+class DeadLetterView:
+    """The `streamproc.*` headers of one dead-letter record, read once."""
 
-    Delivery reports arrive on a polling thread and are handed to the event loop; `send` retries a
-    failed write a few times (the producer already retries inside `delivery.timeout.ms`) and then
-    raises KafkaError, which stops the worker without committing. A record the broker refuses as
-    too large is written again at once without its value and original headers.
-    """
+    partition: int
+    offset: int
+    timestamp_ms: int | None
+    headers: Mapping[str, str]
+    original_headers: list[tuple[str, bytes | None]]
 
-    def __init__(
-        self,
-        topic: str,
-        config: Mapping[str, Any],
-        *,
-        attempts: int = 3,
-        backoff: float = 1.0,
-        producer: Any = None,
-        what: str = "dead letter",
-    ) -> None:
-        self.topic = topic
-        self.what = what
-        self._producer = producer if producer is not None else confluent_kafka.Producer(dict(config))
-        self.max_record_bytes = int(config.get("message.max.bytes", LIBRDKAFKA_MESSAGE_MAX_BYTES))
-        """The largest record its topics take (the producer's `message.max.bytes`)."""
-        self._attempts = attempts
-        self._backoff = backoff
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, name="dlq-poll", daemon=True)
-        self._thread.start()
+    @classmethod
+    def of(cls, msg: Any) -> DeadLetterView:
+        raw, _unreadable = read_headers(msg)
+        ts_type, ts = msg.timestamp()
+        return cls(
+            msg.partition(),
+            msg.offset(),
+            ts if ts_type and ts >= 0 else None,
+            header_dict([(k, v) for k, v in raw if k.startswith(PREFIX)]),
+            [(k, v) for k, v in raw if not k.startswith(PREFIX)],
+        )
 
-    def _poll(self) -> None:
-        while not self._stop.is_set():
-            self._producer.poll(0.1)
+    def get(self, name: str) -> str | None:
+        return self.headers.get(PREFIX + name)
 
-    async def send(
-        self, letter: DeadLetter, *, topic: str | None = None, partition: int | None = None
-    ) -> int:
-        """Write one dead letter (to `topic`, default the dead-letter topic; to `partition`, default
-        by key), cut to fit the topic, and wait for the broker's acknowledgement; returns its offset."""
-        fitted = self.fitted(letter)
-        where = f"{letter.topic}[{letter.partition}]@{letter.offset}"
+    @property
+    def destination(self) -> str | None:
+        return self.get("destination")
+
+    @property
+    def subscription(self) -> str | None:
+        return self.get("subscription")
+
+    @property
+    def error_type(self) -> str:
+        return self.get("error.type") or "unknown"
+
+    @property
+    def status(self) -> str:
+        return self.get("http.status") or "none"
+
+    def number(self, name: str, default: int) -> int:
+        """A header read as an integer; `default` when it is absent or not one."""
         try:
+            return int(self.get(name) or default)
+        except ValueError:
+            return default
+
+    def unix_ms(self, name: str) -> int | None:
+        """A header read as an ISO-8601 time, in Unix milliseconds; None when absent or not one."""
+        text = self.get(name)
+        try:
+            return int(parse_time(text).timestamp() * 1000) if text else None
+        except StreamprocError:
+            return None
+
+    @property
+    def attempts(self) -> int:
+        return self.number("attempts", 0)
+
+    def time(self) -> datetime | None:
+        """When the record was dead-lettered (its last attempt, else the record's own timestamp)."""
+        last = self.get("last_attempt_at")
+        if last:
             try:
-                return await self._send(fitted, topic, partition)
-            except RecordTooLarge:
-                # The topic's limit is below what was read at start (changed since): the least there is.
-                least = dataclasses.replace(
-                    fitted,
-                    value=b"",
-                    value_truncated=fitted.value_truncated or len(letter.value or b""),
-                    original_headers=(),
-                    dropped_headers=len(letter.original_headers),
-                )
-                self._log_cut(least, topic)
-                return await self._send(least, topic, partition)
-        except RecordTooLarge as exc:
-            raise KafkaError(
-                f"the {self.what} of {where} is too large for topic {topic or self.topic!r} even without "
-                f"its value ({exc}); raise the topic's max.message.bytes, then restart the worker"
-            ) from None
-        except KafkaError as exc:
-            raise KafkaError(f"the {self.what} of {where}: {exc}") from None
+                return parse_time(last)
+            except StreamprocError:
+                pass
+        if self.timestamp_ms is not None:
+            return datetime.fromtimestamp(self.timestamp_ms / 1000, UTC)
+        return None
 
-    def fitted(self, letter: DeadLetter) -> DeadLetter:
-        """The letter as written: cut to fit `max_record_bytes` when it does not (and logged)."""
-        fitted = fit(letter, self.max_record_bytes)
-        if fitted is not letter:
-            self._log_cut(fitted, None)
-        return fitted
-
-    def fits(self, letter: DeadLetter) -> bool:
-        """Whether the letter is written whole."""
-        return fit(letter, self.max_record_bytes) is letter
-
-    def _log_cut(self, letter: DeadLetter, topic: str | None) -> None:
-        log.warning(
-            "dead_letter_truncated",
-            what=self.what,
-            topic=topic or self.topic,
-            original_topic=letter.topic,
-            original_partition=letter.partition,
-            original_offset=letter.offset,
-            value_bytes=letter.value_truncated,
-            kept_bytes=len(letter.value or b""),
-            headers_dropped=letter.dropped_headers,
-            max_record_bytes=self.max_record_bytes,
+    def origin(self) -> Origin:
+        """Where the original message came from, for a dead letter written again."""
+        return Origin(
+            self.get("original.topic") or "",
+            self.number("original.partition", -1),
+            self.number("original.offset", -1),
+            self.unix_ms("original.timestamp"),
+            self.original_headers,
+            self.number("original.headers_unreadable", 0),
         )
 
-    async def _send(self, letter: DeadLetter, topic: str | None, partition: int | None) -> int:
-        return await self.write(
-            value=letter.value, key=letter.key, headers=letter.headers(), topic=topic, partition=partition
+    def redelivery(self) -> Redelivery | None:
+        """The delivery this dead letter names, to make again; None when it names none (undecodable)."""
+        dest, sub = self.destination, self.subscription
+        if not dest or not sub:
+            return None
+        first = self.unix_ms("first_attempt_at")
+        return Redelivery(
+            dest, sub, self.origin(), self.attempts, first / 1000 if first is not None else None
         )
 
-    async def write(
-        self,
-        *,
-        value: bytes | None,
-        key: bytes | None,
-        headers: list[tuple[str, str | bytes | None]],
-        partition: int | None = None,
-        topic: str | None = None,
-    ) -> int:
-        """Write one record to the dead-letter topic (a dead letter, or a redrive marker; a retry
-        record to its `topic`) and wait, without blocking the event loop, for the broker's
-        acknowledgement; returns the record's offset."""
-        loop = asyncio.get_running_loop()
-        topic = topic or self.topic
-        where: dict[str, Any] = {} if partition is None else {"partition": partition}
-        error: Any = None
-        for attempt in range(1, self._attempts + 1):
-            future: asyncio.Future[Any] = loop.create_future()
 
-            def on_delivery(err: Any, msg: Any, future: asyncio.Future[Any] = future) -> None:
-                answer = err if err is not None else (msg.offset() if msg is not None else -1)
-                loop.call_soon_threadsafe(_resolve, future, answer)
+@dataclass(frozen=True)
+class DeadLetterFilter:
+    """Which dead letters a command looks at; every given criterion must hold."""
 
+    since: datetime | None = None
+    until: datetime | None = None
+    destinations: frozenset[str] = frozenset()
+    error_types: frozenset[str] = frozenset()
+    statuses: frozenset[str] = frozenset()
+    """HTTP statuses (`503`), classes (`5xx`) or `none` (no HTTP answer)."""
+
+    @property
+    def empty(self) -> bool:
+        return not (self.since or self.until or self.destinations or self.error_types or self.statuses)
+
+    def describe(self) -> str:
+        parts = []
+        if self.since:
+            parts.append(f"since={self.since.isoformat()}")
+        if self.until:
+            parts.append(f"until={self.until.isoformat()}")
+        for name, values in (
+            ("destination", self.destinations),
+            ("error_type", self.error_types),
+            ("status", self.statuses),
+        ):
+            if values:
+                parts.append(f"{name}={','.join(sorted(values))}")
+        return " ".join(parts)
+
+    def matches(self, view: DeadLetterView) -> bool:
+        if self.destinations and view.destination not in self.destinations:
+            return False
+        if self.error_types and view.error_type not in self.error_types:
+            return False
+        if self.statuses:
+            status = view.status
+            klass = f"{status[0]}xx" if status[:1].isdigit() else status
+            if status not in self.statuses and klass not in self.statuses:
+                return False
+        if self.since or self.until:
+            when = view.time()
+            if when is None:
+                return False
+            if self.since and when < self.since:
+                return False
+            if self.until and when >= self.until:
+                return False
+        return True
+
+
+def statuses(values: Iterable[str] | None) -> frozenset[str]:
+    """Normalise --status values: 503, 5xx, none."""
+    out = set()
+    for v in values or ():
+        for part in v.split(","):
+            part = part.strip().lower()
+            if part:
+                out.add(part)
+    return frozenset(out)
+
+
+REDRIVEN_HEADER = "streamproc.redriven"
+"""Header of a redrive marker: a record without value on the dead-letter topic saying that the dead
+letter at `partition:offset` of that topic has been redriven (delivered, or dead-lettered again)."""
+
+
+def is_marker(msg: Any) -> bool:
+    return any(k == REDRIVEN_HEADER for k, _v in read_headers(msg)[0])
+
+
+def marker_of(msg: Any) -> tuple[int, int] | None:
+    """The (partition, offset) a redrive marker names, or None for an ordinary dead letter."""
+    for k, v in read_headers(msg)[0]:
+        if k == REDRIVEN_HEADER and v:
+            p, _, o = text(v).partition(":")
             try:
-                while True:
-                    try:
-                        self._producer.produce(
-                            topic,
-                            value=value,
-                            key=key,
-                            headers=headers,
-                            on_delivery=on_delivery,
-                            **where,
-                        )
-                        break
-                    except BufferError:
-                        # The local queue is full because the broker is slow: wait for room.
-                        await asyncio.sleep(0.05)
-            except confluent_kafka.KafkaException as exc:
-                error = exc.args[0] if exc.args else exc
-            else:
-                answer = await future
-                if isinstance(answer, int):
-                    return answer
-                error = answer
-            if isinstance(error, confluent_kafka.KafkaError) and error.code() in _TOO_LARGE:
-                raise RecordTooLarge(error.str())
-            log.warning("dead_letter_write_failed", topic=topic, attempt=attempt, error=str(error))
-            if attempt < self._attempts:
-                await asyncio.sleep(self._backoff * attempt)
-        raise KafkaError(
-            f"could not write a {self.what} to topic {topic!r} after {self._attempts} attempts "
-            f"({error}); nothing past it was committed. Check that the topic exists, that this "
-            "worker may write to it, and that the brokers are healthy, then restart the worker."
+                return int(p), int(o)
+            except ValueError:
+                return None
+    return None
+
+
+def _unix(text: str | None) -> float | None:
+    if not text:
+        return None
+    try:
+        return parse_time(text).timestamp()
+    except StreamprocError:
+        return None
+
+
+@dataclass(frozen=True)
+class RetryView:
+    """The headers of one retry record that decide what happens to it."""
+
+    letter: DeadLetterView
+    next_attempt_at: float
+    deadline_at: float | None
+    first_attempt_at: float | None
+    parks: int
+    parked_by: str | None
+    original_offset: int
+
+    @classmethod
+    def of(cls, msg: Any) -> RetryView:
+        view = DeadLetterView.of(msg)
+        due = _unix(view.get("retry.next_attempt_at"))
+        if due is None:
+            due = view.timestamp_ms / 1000 if view.timestamp_ms is not None else 0.0
+        return cls(
+            view,
+            due,
+            _unix(view.get("retry.deadline")),
+            _unix(view.get("first_attempt_at")),
+            view.number("retry.parks", 1),
+            view.get("retry.parked_by"),
+            view.number("original.offset", -1),
         )
 
-    def close(self, timeout: float = 10.0) -> int:
-        """Flush what is queued and stop polling; returns how many records were left unsent."""
-        left: int = self._producer.flush(timeout)
-        self._stop.set()
-        self._thread.join(timeout=1.0)
-        return left
+    @property
+    def destination(self) -> str | None:
+        return self.letter.destination
+
+    @property
+    def subscription(self) -> str | None:
+        return self.letter.subscription
+
+    def parked(self) -> ParkedRecord:
+        return ParkedRecord(
+            attempts=self.letter.attempts,
+            first_attempt_at=self.first_attempt_at,
+            deadline_at=self.deadline_at,
+            parks=self.parks,
+            parked_by=self.parked_by,
+            original_offset=self.original_offset,
+            retry_offset=self.letter.offset,
+            reason=self.letter.get("error.message"),
+        )
 
 
-class RecordTooLarge(KafkaError):
-    """The producer or the broker refused a record as larger than the topic takes."""
+def next_attempt_at(msg: Any) -> float:
+    """When a retry record is due (read from its header alone; the hot check of the reader)."""
+    for k, v in read_headers(msg)[0]:
+        if k == "streamproc.retry.next_attempt_at" and v:
+            due = _unix(text(v))
+            if due is not None:
+                return due
+    return 0.0
 
 
-_TOO_LARGE = frozenset(
-    {confluent_kafka.KafkaError.MSG_SIZE_TOO_LARGE, confluent_kafka.KafkaError.RECORD_LIST_TOO_LARGE}
-)
-
-
-def _resolve(future: asyncio.Future[Any], err: Any) -> None:
-    if not future.done():
-        future.set_result(err)
+KeyRef = tuple[str, int, str]
+"""(destination, partition, ordering key)."""

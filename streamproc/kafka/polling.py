@@ -15,7 +15,7 @@ from confluent_kafka import TopicPartition
 if TYPE_CHECKING:
     from prometheus_client import Histogram
 
-    from streamproc.kafka.consumer import Partition
+    from streamproc.kafka.reader import Partition
 
 __all__ = [
     "REFUSED_WHILE_REBALANCING",

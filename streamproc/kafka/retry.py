@@ -1,4 +1,4 @@
-"""Parked deliveries: the retry-record format, per-key order bookkeeping, and the retry consumer.
+"""The retry consumer: reads parked deliveries back from the retry topics when they are due.
 
 A delivery that has spent its in-memory retry share is written to its destination's retry topic
 (`<kafka.retry_topic_prefix><destination>`), one topic per destination instance so that a long
@@ -6,7 +6,8 @@ outage of one partner never delays another partner's due retries: the retry cons
 partition whose head is not due yet, and with one shared topic that head could belong to the
 partner that is down. A retry record is a dead letter (the consumed key, value and headers
 unchanged, the `streamproc.*` headers of kafka/dlq.py) plus `streamproc.retry.next_attempt_at`,
-`.deadline` (when the delivery's whole retry budget ends), `.parks` and `.parked_by`.
+`.deadline` (when the delivery's whole retry budget ends), `.parks` and `.parked_by`; kafka/dlq.py
+reads them back (`RetryView`), and the per-key order bookkeeping is parking.py's `ParkedKeys`.
 
 A record parked from input partition p goes to retry partition p, and the retry consumer of a
 worker *assigns* (never subscribes) retry partition p of every destination exactly while its live
@@ -22,30 +23,27 @@ released retry partition gives up its deliveries that wait at once, as a live on
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import time
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import confluent_kafka
-import orjson
 import structlog
 from confluent_kafka import TopicPartition
 
-from streamproc.errors import KafkaError, StreamprocError
-from streamproc.kafka.backpressure import InFlightBound, held_bytes, message_size
-from streamproc.kafka.consumer import Partition, let_go
-from streamproc.kafka.headers import read_headers, text
+from streamproc.kafka.backpressure import held_bytes
+from streamproc.kafka.dlq import RetryView, next_attempt_at
 from streamproc.kafka.offsets import OffsetTracker
 from streamproc.kafka.polling import Commits, consume_batch, read_watermarks, refresh_high_watermarks
-from streamproc.kafka.redrive import DeadLetterView, Detail, parse_time, sample_lines
-from streamproc.masking import Masker
+from streamproc.kafka.reader import Partition, PartitionReader, let_go
 from streamproc.metrics import Metrics
 
-__all__ = ["ParkedKeys", "ParkedRecord", "RetryConsumer", "RetryInspection", "RetryView", "retry_group"]
+if TYPE_CHECKING:
+    from streamproc.parking import ParkedKeys
+
+__all__ = ["RetryConsumer", "retry_group"]
 
 log = structlog.get_logger("streamproc.retry")
 
@@ -55,173 +53,9 @@ def retry_group(group_id: str) -> str:
     return f"{group_id}.retry"
 
 
-def _unix(text: str | None) -> float | None:
-    if not text:
-        return None
-    try:
-        return parse_time(text).timestamp()
-    except StreamprocError:
-        return None
-
-
-@dataclass(frozen=True, slots=True)
-class ParkedRecord:
-    """What a retry record carries into its next delivery: the spent share, and who parked it."""
-
-    attempts: int
-    first_attempt_at: float | None
-    deadline_at: float | None
-    parks: int
-    parked_by: str | None
-    original_offset: int
-    retry_offset: int
-    reason: str | None
-
-
-@dataclass(frozen=True)
-class RetryView:
-    """The headers of one retry record that decide what happens to it."""
-
-    letter: DeadLetterView
-    next_attempt_at: float
-    deadline_at: float | None
-    first_attempt_at: float | None
-    parks: int
-    parked_by: str | None
-    original_offset: int
-
-    @classmethod
-    def of(cls, msg: Any) -> RetryView:
-        view = DeadLetterView.of(msg)
-        due = _unix(view.get("retry.next_attempt_at"))
-        if due is None:
-            due = view.timestamp_ms / 1000 if view.timestamp_ms is not None else 0.0
-        return cls(
-            view,
-            due,
-            _unix(view.get("retry.deadline")),
-            _unix(view.get("first_attempt_at")),
-            view.number("retry.parks", 1),
-            view.get("retry.parked_by"),
-            view.number("original.offset", -1),
-        )
-
-    @property
-    def destination(self) -> str | None:
-        return self.letter.destination
-
-    @property
-    def subscription(self) -> str | None:
-        return self.letter.subscription
-
-    def parked(self) -> ParkedRecord:
-        return ParkedRecord(
-            attempts=self.letter.attempts,
-            first_attempt_at=self.first_attempt_at,
-            deadline_at=self.deadline_at,
-            parks=self.parks,
-            parked_by=self.parked_by,
-            original_offset=self.original_offset,
-            retry_offset=self.letter.offset,
-            reason=self.letter.get("error.message"),
-        )
-
-
-def next_attempt_at(msg: Any) -> float:
-    """When a retry record is due (read from its header alone; the hot check of the reader)."""
-    for k, v in read_headers(msg)[0]:
-        if k == "streamproc.retry.next_attempt_at" and v:
-            due = _unix(text(v))
-            if due is not None:
-                return due
-    return 0.0
-
-
-KeyRef = tuple[str, int, str]
-"""(destination, partition, ordering key)."""
-
-
-class ParkedKeys:
-    """Which keys of `ordering: key` destinations have deliveries parked in the retry topic.
-
-    A live delivery of such a key parks behind them, so a key's deliveries reach the partner in
-    offset order. The counts cover the records this worker run wrote (`parked_by == run_id`) and
-    the ones it adopted by parking them again; records left by an earlier owner of a partition are
-    covered by a barrier instead: from the assignment of input partition p until the retry
-    consumer has passed the end its retry partition had then, every delivery of that destination
-    from p parks behind. Memory: one entry per key with parked deliveries, per destination.
-    """
-
-    def __init__(self, run_id: str) -> None:
-        self.run_id = run_id
-        self._count: dict[KeyRef, int] = {}
-        self._moved: dict[KeyRef, tuple[int, int]] = {}
-        """key -> (latest original offset parked again, the retry offset it went to)."""
-        self._barrier: dict[tuple[str, int], int | None] = {}
-        """(destination, partition) -> retry end offset to pass (None: not known yet)."""
-
-    def __len__(self) -> int:
-        return len(self._count)
-
-    def holds(self, ref: KeyRef) -> bool:
-        """Whether a live delivery of this key must park behind earlier ones."""
-        return (ref[0], ref[1]) in self._barrier or ref in self._count
-
-    def must_follow(self, ref: KeyRef, retry_offset: int, original_offset: int) -> bool:
-        """Whether a retry record must park again because an earlier delivery of its key was parked
-        again to a later position (it must stay behind that one)."""
-        moved = self._moved.get(ref)
-        return moved is not None and moved[1] > retry_offset and moved[0] < original_offset
-
-    def parked(self, ref: KeyRef, new: bool, original_offset: int, retry_offset: int, again: bool) -> None:
-        """A record for `ref` was written at `retry_offset`; `new`: not counted yet."""
-        if new:
-            self._count[ref] = self._count.get(ref, 0) + 1
-        if again:
-            self._moved[ref] = (original_offset, retry_offset)
-
-    def finished(self, ref: KeyRef, parked_by: str | None) -> None:
-        """A retry record for `ref` was delivered or dead-lettered."""
-        if parked_by != self.run_id:
-            return
-        left = self._count.get(ref, 0) - 1
-        if left > 0:
-            self._count[ref] = left
-        else:
-            self._count.pop(ref, None)
-            self._moved.pop(ref, None)
-
-    def block(self, destination: str, partition: int) -> None:
-        """Input partition newly assigned: park its ordered keys until `barrier` says how far."""
-        self._barrier[(destination, partition)] = None
-
-    def pending(self) -> list[tuple[str, int]]:
-        """Blocked partitions whose barrier is not known yet."""
-        return [k for k, end in self._barrier.items() if end is None]
-
-    def barrier(self, destination: str, partition: int, end: int, position: int) -> None:
-        """The retry partition held `end` records at assignment, of which `position` are done."""
-        if position >= end:
-            self._barrier.pop((destination, partition), None)
-        else:
-            self._barrier[(destination, partition)] = end
-
-    def passed(self, destination: str, partition: int, watermark: int) -> None:
-        end = self._barrier.get((destination, partition), -1)
-        if end is not None and 0 <= end <= watermark:
-            del self._barrier[(destination, partition)]
-
-    def drop(self, partition: int) -> None:
-        """Forget a partition this worker no longer owns."""
-        for table in (self._count, self._moved):
-            for ref in [r for r in table if r[1] == partition]:
-                del table[ref]
-        for key in [k for k in self._barrier if k[1] == partition]:
-            del self._barrier[key]
-
-
-RetryHandler = Callable[[Any, Partition], None]
-"""Starts the work for one due retry record; must call `RetryConsumer.complete` when it is done."""
+RetryHandler = Callable[[Any, Partition, RetryView], None]
+"""Starts the work for one due retry record (its headers read once, the view); must call
+`RetryConsumer.complete` when it is done."""
 
 
 @dataclass(eq=False)
@@ -237,7 +71,7 @@ class _RetryPartition(Partition):
     head_since: float | None = None
 
 
-class RetryConsumer:
+class RetryConsumer(PartitionReader[_RetryPartition]):
     """Reads the retry topics of the partitions the live consumer owns, each record no earlier than
     it is due, pausing at an in-flight bound of its own (the live consumer's numbers)."""
 
@@ -265,54 +99,37 @@ class RetryConsumer:
         consumer_factory: Callable[[dict[str, Any]], Any] = confluent_kafka.Consumer,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._conf = dict(config)
+        super().__init__(
+            config,
+            handler,
+            what="retry consumer",
+            logger=log,
+            metrics=metrics,
+            commits=Commits(
+                logger=log, failed_event="retry_commit_failed", metadata_max_bytes=metadata_max_bytes
+            ),
+            thread_name="kafka-retry",
+            poll_batch_size=poll_batch_size,
+            max_in_flight_events=max_in_flight_events,
+            resume_in_flight_events=resume_in_flight_events,
+            max_in_flight_bytes=max_in_flight_bytes,
+            resume_in_flight_bytes=resume_in_flight_bytes,
+            commit_interval=commit_interval,
+            poll_timeout=poll_timeout,
+            waiting=waiting,
+            consumer_factory=consumer_factory,
+        )
         self.topics = dict(topics)
         self._dest_of = {t: d for d, t in topics.items()}
-        self._handler = handler
         self._live_partitions = live_partitions
         self._started = asyncio.Event()
-        self._metrics = metrics
         self._keys = parked_keys
         self._ordered = ordered
         self._not_before = not_before
-        self._batch = poll_batch_size
-        self._bound = InFlightBound(
-            max_in_flight_events, resume_in_flight_events, max_in_flight_bytes, resume_in_flight_bytes
-        )
-        self._commit_interval = commit_interval
         self._release_timeout = release_timeout
-        self._poll_timeout = poll_timeout
-        self._waiting = waiting
-        self._factory = consumer_factory
         self._clock = clock
-        self._consumer: Any = None
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="kafka-retry"
-        )
-        self._parts: dict[tuple[str, int], _RetryPartition] = {}
-        self._stopping = False
-        self._fatal: BaseException | None = None
-        self._want_paused = False
-        self._paused = False
         self._to_hold: list[_RetryPartition] = []
         self._lock = asyncio.Lock()
-        self._commits = Commits(
-            logger=log, failed_event="retry_commit_failed", metadata_max_bytes=metadata_max_bytes
-        )
-        self._m_finished_before: dict[str, Any] = {}
-
-    # -- state seen by the worker --------------------------------------------------------------
-    @property
-    def partitions(self) -> Mapping[tuple[str, int], _RetryPartition]:
-        return self._parts
-
-    @property
-    def commits(self) -> int:
-        """Commits the broker accepted."""
-        return self._commits.count
-
-    def in_flight(self) -> int:
-        return sum(p.tracker.in_flight for p in self._parts.values())
 
     def complete(self, part: Partition, offset: int) -> None:
         assert isinstance(part, _RetryPartition)
@@ -325,17 +142,6 @@ class RetryConsumer:
             wm = part.tracker.watermark()
             if wm is not None:
                 self._keys.passed(part.destination, part.partition, wm)
-
-    def fail(self, exc: BaseException) -> None:
-        if self._fatal is None:
-            self._fatal = exc
-        self._stopping = True
-
-    def request_stop(self) -> None:
-        self._stopping = True
-
-    async def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
     # -- the loop --------------------------------------------------------------------------------
     async def run(self) -> None:
@@ -407,53 +213,30 @@ class RetryConsumer:
                     self._keys.barrier(dest, partition, max(part.high or 0, start), start)
 
     def _accept(self, msg: Any) -> None:
-        err = msg.error()
-        if err is not None:
-            if err.code() == confluent_kafka.KafkaError._PARTITION_EOF:
-                return
-            if err.fatal():
-                self.fail(
-                    KafkaError(f"the retry consumer hit a fatal error: {err.str()}; restart the worker")
-                )
-            else:
-                log.warning("retry_consume_error", error=err.str(), code=err.name())
+        if not self._readable(msg):
             return
         part = self._parts.get((msg.topic(), msg.partition()))
         if part is None or part.revoking or part.head is not None:
             return  # paused until its head is due: the head is read again after the seek
         offset = msg.offset()
-        last = part.tracker.watermark()
-        if last is not None and offset < last:
-            return
-        if part.tracker.skips(offset):
-            # Finished by the retry partition's last owner (its commit said so), due or not.
-            counter = self._m_finished_before.get(part.topic)
-            if counter is None:
-                counter = self._m_finished_before[part.topic] = self._metrics.finished_before.labels(
-                    part.topic, "event"
-                )
-            counter.inc()
-            self._passed(part)
+        if not self._fresh(part, offset):
             return
         # A record is also held while its destination's circuit is open: reading it then would only
         # park it again (one write per record per park wait, for the whole outage).
         due = max(next_attempt_at(msg), self._not_before(part.destination))
+        view = RetryView.of(msg)
         if due > self._clock():
             # Never sleep here: pause the partition and read this record again once it is due.
             part.head, part.due_at = offset, due
             kind, ts = msg.timestamp()
-            part.head_since = RetryView.of(msg).first_attempt_at or (ts / 1000 if kind and ts > 0 else None)
+            part.head_since = view.first_attempt_at or (ts / 1000 if kind and ts > 0 else None)
             self._to_hold.append(part)
             return
-        try:
-            part.tracker.add(offset)
-        except ValueError:
+        if not self._take(part, msg, offset):
             return
-        part.sizes.add(offset, message_size(msg))
-        view_first = RetryView.of(msg).first_attempt_at
-        if view_first is not None:
-            part.oldest[offset] = view_first
-        self._handler(msg, part)
+        if view.first_attempt_at is not None:
+            part.oldest[offset] = view.first_attempt_at
+        self._handler(msg, part, view)
 
     async def _update_gauges(self) -> None:
         now = self._clock()
@@ -591,114 +374,3 @@ class RetryConsumer:
         await self._in_thread(self._consumer.close)
         self._consumer = None
         self._executor.shutdown(wait=True)
-
-
-@dataclass
-class RetryInspection:
-    """Counts of parked deliveries by destination, error type, status and due state, with the oldest."""
-
-    now: float = field(default_factory=time.time)
-    total: int = 0
-    by_destination: Counter[str] = field(default_factory=Counter)
-    by_error_type: Counter[str] = field(default_factory=Counter)
-    by_status: Counter[str] = field(default_factory=Counter)
-    due: Counter[str] = field(default_factory=Counter)
-    """destination -> records due now (their next attempt time has passed)."""
-    overdue: Counter[str] = field(default_factory=Counter)
-    """destination -> records whose retry budget has ended (dead-lettered when read)."""
-    oldest: dict[str, float] = field(default_factory=dict)
-    """destination -> first attempt time of its oldest parked delivery."""
-    samples_per_destination: int = 0
-    """The first records of each destination kept as samples (their event masked by `masker`)."""
-    masker: Masker = field(default_factory=Masker)
-    detail: Detail | None = None
-    """More for each sample (`--show-request`: the partner request and its response)."""
-    samples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-
-    def add(self, msg: Any) -> None:
-        view = RetryView.of(msg)
-        dest = view.destination or "(none)"
-        if self.samples_per_destination > 0:
-            bucket = self.samples.setdefault(dest, [])
-            if len(bucket) < self.samples_per_destination:
-                bucket.append(self.sample(msg, view))
-        self.total += 1
-        self.by_destination[dest] += 1
-        self.by_error_type[view.letter.error_type] += 1
-        self.by_status[view.letter.status] += 1
-        if view.deadline_at is not None and view.deadline_at <= self.now:
-            self.overdue[dest] += 1
-        elif view.next_attempt_at <= self.now:
-            self.due[dest] += 1
-        first = view.first_attempt_at
-        if first is None and view.letter.timestamp_ms is not None:
-            first = view.letter.timestamp_ms / 1000
-        if first is not None and first < self.oldest.get(dest, float("inf")):
-            self.oldest[dest] = first
-
-    def sample(self, msg: Any, view: RetryView) -> dict[str, Any]:
-        letter = view.letter
-        value = msg.value()
-        try:
-            event = orjson.loads(value) if value is not None else None
-        except orjson.JSONDecodeError:
-            event = f"<{len(value)} bytes, not JSON>"
-        sample = {
-            "partition": letter.partition,
-            "offset": letter.offset,
-            "delivery_id": letter.get("delivery_id"),
-            "subscription": letter.subscription,
-            "attempts": letter.attempts,
-            "parks": view.parks,
-            "next_attempt_at": _iso(view.next_attempt_at),
-            "value": self.masker.value(event),
-        }
-        return sample | (self.detail(msg, letter) if self.detail is not None else {})
-
-    def to_json(self) -> dict[str, Any]:
-        samples = {"samples": self.samples} if self.samples_per_destination > 0 else {}
-        return samples | {
-            "total": self.total,
-            "by_destination": {
-                d: {
-                    "parked": n,
-                    "due": self.due.get(d, 0),
-                    "overdue": self.overdue.get(d, 0),
-                    "oldest_first_attempt": _iso(self.oldest.get(d)),
-                    "oldest_age_seconds": round(self.now - self.oldest[d], 1) if d in self.oldest else None,
-                }
-                for d, n in self.by_destination.most_common()
-            },
-            "by_error_type": dict(self.by_error_type.most_common()),
-            "by_status": dict(self.by_status.most_common()),
-        }
-
-    def render(self) -> str:
-        if not self.total:
-            return "0 retry records waiting: no parked delivery is due or pending"
-        lines = [
-            f"{self.total} retry records waiting (a delivery parked again counts once per record until"
-            " the workers commit past the older one)"
-        ]
-        lines.append("\nby destination (parked, due now, past their budget, oldest first attempt):")
-        for d, n in self.by_destination.most_common():
-            age = f"{self.now - self.oldest[d]:.0f}s ago" if d in self.oldest else "unknown"
-            lines.append(
-                f"  {n:>8}  {d}  due={self.due.get(d, 0)} overdue={self.overdue.get(d, 0)} oldest={age}"
-            )
-        for title, counter in (("by error type", self.by_error_type), ("by HTTP status", self.by_status)):
-            lines.append(f"\n{title}:")
-            lines.extend(f"  {n:>8}  {k}" for k, n in counter.most_common())
-        for dest, samples in self.samples.items():
-            lines.append(f"\n{dest}: the first {len(samples)} waiting")
-            for sample in samples:
-                lines.extend(sample_lines(sample))
-        return "\n".join(lines)
-
-
-def _iso(ts: float | None) -> str | None:
-    return datetime.fromtimestamp(ts, UTC).isoformat() if ts is not None else None
-
-
-def dumps(doc: Any) -> str:
-    return orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode()

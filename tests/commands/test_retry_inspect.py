@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from streamproc.kafka.retry import RetryInspection
+from streamproc.inspection import RetryInspection
 
 NO_PARKING = """
 kafka:

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from streamproc.cli import main
 from streamproc.commands.send import _send
 from streamproc.destinations.base import Request
-from streamproc.errors import BuildFailed, IntegrationError, MappingFailed, PayloadValidationError
+from streamproc.errors import BuildFailed, DeliveryError, MappingFailed, PayloadValidationError
 from streamproc.masking import Masker
 from streamproc.router import Delivery
 
@@ -108,7 +108,7 @@ errors = st.one_of(
     st.builds(MappingFailed, text),
     st.builds(BuildFailed, text),
     st.builds(PayloadValidationError, text),
-    st.builds(IntegrationError, text, text, st.integers(min_value=100, max_value=599)),
+    st.builds(DeliveryError, text, code=text, status=st.integers(min_value=100, max_value=599)),
 )
 
 

@@ -13,7 +13,7 @@ from streamproc.core.js import UNDEFINED, parse_iso_time
 from streamproc.destinations import stackadapt, tiktok_offline
 from streamproc.destinations.base import BuildContext, Destination, Request, Skip
 from streamproc.destinations.runtime import CompiledAction, validate_settings
-from streamproc.errors import IntegrationError, PayloadValidationError
+from streamproc.errors import PayloadValidationError
 from streamproc.fql import parse as parse_trigger
 from streamproc.mapping import compile as compile_mapping
 
@@ -26,7 +26,6 @@ DESTINATIONS: dict[str, Destination] = {
 ERROR_CLASSES = {
     "AggregateAjvError": PayloadValidationError,
     "PayloadValidationError": PayloadValidationError,
-    "IntegrationError": IntegrationError,
 }
 
 CASES = differential("action")
@@ -71,7 +70,7 @@ def run_case(case: dict[str, Any], *, fast: bool = True) -> dict[str, Any]:
     payload = compile_mapping(mapping, codegen=fast).resolve(event)
     try:
         built = CompiledAction(destination, action_key, fast=fast).run(payload, ctx)
-    except (PayloadValidationError, IntegrationError) as exc:
+    except PayloadValidationError as exc:
         return {"error": exc}
     assert not isinstance(built, Skip)
     result["requests"] = built

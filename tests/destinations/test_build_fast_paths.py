@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from streamproc.destinations import stackadapt, tiktok_offline
 from streamproc.destinations.base import BuildContext, Destination, Skip
 from streamproc.destinations.runtime import CompiledAction
-from streamproc.errors import IntegrationError, PayloadValidationError
+from streamproc.errors import PayloadValidationError
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -63,7 +63,7 @@ def _requests(destination: Destination, action: str, payload: dict[str, Any], fa
     )
     try:
         built = CompiledAction(destination, action, fast=fast).run(payload, ctx)
-    except (PayloadValidationError, IntegrationError) as exc:
+    except PayloadValidationError as exc:
         return f"{type(exc).__name__}: {exc.message}"
     assert not isinstance(built, Skip)
     return repr([(r.method, r.url, dict(r.headers), r.body) for r in built])

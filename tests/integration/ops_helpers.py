@@ -13,10 +13,10 @@ import orjson
 from kafka_helpers import async_wait_until, committed_offsets, end_offsets
 from test_worker_helpers import request_key
 
-from streamproc.app import Worker
 from streamproc.cli import build_parser
 from streamproc.config import load_config
 from streamproc.router import Router
+from streamproc.runs.worker import Worker
 
 T0_MS = 1_790_000_000_000  # a fixed base time for produced events (2026-09-21)
 

@@ -22,9 +22,9 @@ import pytest
 from kafka_helpers import committed_offsets, end_offsets, produce, produce_raw_headers, read_all, unique_name
 from ops_helpers import cli_args, make_events, predicted, received, write_config
 
-from streamproc.app import Worker
 from streamproc.config import load_config
 from streamproc.decoding import AvroCodec, SchemaRegistryUnavailable, frame_confluent, load_schema
+from streamproc.runs.worker import Worker
 
 pytestmark = pytest.mark.kafka
 

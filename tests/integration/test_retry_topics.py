@@ -21,14 +21,14 @@ from kafka_helpers import committed_offsets, create_topic, delete_topics, end_of
 from test_worker_faults import Run, encode
 from test_worker_helpers import make_events, predict, recorded
 
-from streamproc.app import Worker
 from streamproc.cli import build_parser
 from streamproc.commands.retry import inspect as retry_inspect
 from streamproc.config import load_config
 from streamproc.errors import KafkaError
-from streamproc.kafka.dlq import DeadLetterProducer, producer_config
+from streamproc.kafka.producer import AckedProducer, producer_config
 from streamproc.kafka.retry import retry_group
 from streamproc.router import Router
+from streamproc.runs.worker import Worker
 from streamproc.simulator import PartnerSimulator
 
 pytestmark = pytest.mark.kafka
@@ -199,9 +199,7 @@ async def test_an_unwritable_retry_topic_stops_the_worker_without_committing_pas
     retry_topic = create_topic(
         kafka_bootstrap, f"{run.group}.retry.stackadapt", 4, {"max.message.bytes": "64"}
     )
-    believing = DeadLetterProducer(
-        run.dlq, producer_config(kafka_bootstrap, {}, 1_048_588), what="retry record"
-    )
+    believing = AckedProducer(run.dlq, producer_config(kafka_bootstrap, {}, 1_048_588), what="retry record")
     run.worker = Worker(load_config(run.config_path), retry_producer=believing)
     try:
         router = Router(load_config(run.config_path))

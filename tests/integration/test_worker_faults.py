@@ -15,9 +15,9 @@ import pytest
 from kafka_helpers import committed_offsets, end_offsets, produce, read_all, unique_name
 from test_worker_helpers import make_events, predict, recorded, user_key, write_config
 
-from streamproc.app import Worker
 from streamproc.config import load_config
 from streamproc.router import Router
+from streamproc.runs.worker import Worker
 from streamproc.simulator import PartnerSimulator
 
 pytestmark = pytest.mark.kafka

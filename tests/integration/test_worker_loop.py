@@ -16,7 +16,6 @@ from aiohttp import web
 from http_stand_in import serving
 from kafka_helpers import async_wait_until, committed_offsets, end_offsets, produce, read_all, unique_name
 
-from streamproc.app import Worker
 from streamproc.config import (
     Config,
     DestinationConfig,
@@ -31,9 +30,10 @@ from streamproc.config import (
 from streamproc.decoding import SchemaRegistryUnavailable
 from streamproc.destinations.base import Request, classify_http
 from streamproc.errors import ConfigError, KafkaError, PayloadValidationError
-from streamproc.kafka.dlq import DeadLetterProducer
+from streamproc.kafka.producer import AckedProducer
 from streamproc.metrics import Metrics
 from streamproc.router import Delivery
+from streamproc.runs.worker import Worker
 
 pytestmark = pytest.mark.kafka
 
@@ -212,9 +212,7 @@ async def test_a_dead_letter_that_cannot_be_written_stops_the_worker_without_com
     worker = Worker(
         cfg,
         router=StandInRouter(cfg, partner.url),  # type: ignore[arg-type]
-        dead_letter_producer=DeadLetterProducer(
-            dlq, {}, attempts=2, backoff=0.01, producer=_RefusingProducer()
-        ),
+        dead_letter_producer=AckedProducer(dlq, {}, attempts=2, backoff=0.01, producer=_RefusingProducer()),
     )
     with pytest.raises(KafkaError, match="could not write a dead letter"):
         await asyncio.wait_for(worker.run_async(), 60)

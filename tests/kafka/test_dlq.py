@@ -9,16 +9,8 @@ import pytest
 from kafka_helpers import read_all
 
 from streamproc.errors import KafkaError
-from streamproc.kafka.dlq import (
-    RECORD_OVERHEAD,
-    DeadLetter,
-    DeadLetterProducer,
-    fit,
-    iso_utc,
-    producer_config,
-    record_size,
-    scrub_pii,
-)
+from streamproc.kafka.dlq import RECORD_OVERHEAD, DeadLetter, fit, iso_utc, record_size, scrub_pii
+from streamproc.kafka.producer import AckedProducer, producer_config
 
 
 def letter(**kw: Any) -> DeadLetter:
@@ -142,7 +134,7 @@ class _RefusingProducer:
 
 async def test_a_dead_letter_that_cannot_be_written_raises_after_retries() -> None:
     refusing = _RefusingProducer()
-    producer = DeadLetterProducer("dlq", {}, attempts=3, backoff=0.01, producer=refusing)
+    producer = AckedProducer("dlq", {}, attempts=3, backoff=0.01, producer=refusing)
     try:
         with pytest.raises(
             KafkaError,
@@ -157,7 +149,7 @@ async def test_a_dead_letter_that_cannot_be_written_raises_after_retries() -> No
 @pytest.mark.kafka
 async def test_dead_letter_is_written_with_bytes_unchanged(kafka_bootstrap: str, topic: Any) -> None:
     dlq = topic("dlq", partitions=1)
-    producer = DeadLetterProducer(dlq, producer_config(kafka_bootstrap, {}))
+    producer = AckedProducer(dlq, producer_config(kafka_bootstrap, {}))
     value = b"\xff\x00 not utf-8"
     try:
         await producer.send(letter(value=value, key=None))

@@ -28,6 +28,7 @@ from streamproc.kafka.progress import decode, delivery_key
 from streamproc.metrics import Metrics
 from streamproc.pipeline import EventProcessor
 from streamproc.router import Delivery
+from streamproc.runs.compose import build_senders
 
 EVENTS = 6
 
@@ -102,7 +103,7 @@ class Owner:
         processor = EventProcessor(
             router=TwoDestinations(partner.url),  # type: ignore[arg-type]
             decode=orjson.loads,
-            dispatcher=self.dispatcher,
+            senders=build_senders(self.dispatcher),
             dead_letters=NoDeadLetters(),  # type: ignore[arg-type]
             metrics=self.metrics,
             complete=ConsumerLoop.complete,

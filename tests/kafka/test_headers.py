@@ -6,9 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from streamproc.kafka.dlq import DeadLetter
+from streamproc.kafka.dlq import DeadLetter, DeadLetterView, is_marker, marker_of
 from streamproc.kafka.headers import read_headers, renamed, text
-from streamproc.kafka.redrive import DeadLetterView, is_marker, marker_of
 
 
 class Msg:
@@ -83,7 +82,7 @@ def test_headers_that_keep_failing_to_read_are_counted_as_unreadable() -> None:
 
 
 def test_a_retry_record_with_garbage_headers_is_read_without_crashing() -> None:
-    from streamproc.kafka.retry import RetryView, next_attempt_at
+    from streamproc.kafka.dlq import RetryView, next_attempt_at
 
     msg = Msg(
         [

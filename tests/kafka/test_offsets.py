@@ -11,9 +11,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scripted_consumer import ScriptedConsumer
 
-from streamproc.kafka.consumer import ConsumerLoop, Partition
+from streamproc.kafka.consumer import ConsumerLoop
 from streamproc.kafka.offsets import OffsetTracker
 from streamproc.kafka.progress import Progress
+from streamproc.kafka.reader import Partition
 from streamproc.metrics import Metrics
 
 

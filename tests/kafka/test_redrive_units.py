@@ -15,20 +15,18 @@ from confluent_kafka import TopicPartition
 from kafka_helpers import async_wait_until
 from scripted_consumer import ScriptedMessage
 
-from streamproc.dispatch import DeliveryResult
 from streamproc.errors import KafkaError
-from streamproc.kafka.dlq import DeadLetterProducer
-from streamproc.kafka.redrive import (
-    DeadLetterFilter,
-    RedriveMarks,
-    marker_of,
-    redrive_checkpoint,
-    redrive_handler,
-)
-from streamproc.kafka.replay import RangeFeed, RangeReader, run_ranges
+from streamproc.handoff import DeliveryResult
+from streamproc.kafka.dlq import DeadLetterFilter, marker_of
+from streamproc.kafka.producer import AckedProducer
+from streamproc.kafka.ranges import RangeReader
 from streamproc.metrics import Metrics
-from streamproc.pipeline import EventProcessor, Summary
+from streamproc.pipeline import EventProcessor
 from streamproc.router import Delivery
+from streamproc.runs.feed import RangeFeed, run_ranges
+from streamproc.runs.redrive import RedriveMarks, redrive_checkpoint, redrive_handler
+from streamproc.senders import marking, senders_for
+from streamproc.summary import Summary
 
 N = 40
 
@@ -162,13 +160,13 @@ async def test_deliveries_keep_flowing_while_a_marker_write_waits_for_the_broker
     partner, summary = Partner(), Summary()
     delivered_at_first_hold: list[int] = []
     producer.on_first_hold = lambda: delivered_at_first_hold.append(len(partner.sent))
-    dlq = DeadLetterProducer("dlq", {}, attempts=1, backoff=0.0, producer=producer)
+    dlq = AckedProducer("dlq", {}, attempts=1, backoff=0.0, producer=producer)
     marks = RedriveMarks("dlq", dlq)
     feed = RangeFeed("dlq", summary=summary, max_in_flight=8)
     processor = EventProcessor(
         router=OneSubscription(),  # type: ignore[arg-type]
         decode=orjson.loads,
-        dispatcher=partner,  # type: ignore[arg-type]
+        senders=marking(senders_for(partner, ["a"]), marks),  # type: ignore[arg-type]
         dead_letters=dlq,
         metrics=Metrics(),
         complete=feed.complete,
@@ -213,7 +211,7 @@ async def test_deliveries_keep_flowing_while_a_marker_write_waits_for_the_broker
 
 async def test_markers_are_written_only_below_the_watermark_and_kept_until_acknowledged() -> None:
     producer = SlowAcks()
-    dlq = DeadLetterProducer("dlq", {}, attempts=1, backoff=0.0, producer=producer)
+    dlq = AckedProducer("dlq", {}, attempts=1, backoff=0.0, producer=producer)
     try:
         marks = RedriveMarks("dlq", dlq)
         for o in (3, 5, 9):

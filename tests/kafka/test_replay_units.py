@@ -14,20 +14,19 @@ from typing import Any
 import pytest
 from manual_clock import ManualClock
 
-from streamproc.dispatch import DeliveryResult, Failure
 from streamproc.errors import DecodeError, StreamprocError
-from streamproc.kafka.redrive import DeadLetterFilter, DeadLetterView, redrive_group, statuses
-from streamproc.kafka.replay import (
-    Position,
-    RangeFeed,
-    ReplayState,
-    parse_position,
-    resolve_ranges,
-)
+from streamproc.handoff import DeliveryResult, Failure
+from streamproc.kafka.dlq import DeadLetterFilter, DeadLetterView, statuses
+from streamproc.kafka.ranges import Position, parse_position, resolve_ranges
 from streamproc.metrics import Metrics
-from streamproc.pipeline import EventProcessor, Summary
+from streamproc.pipeline import EventProcessor
 from streamproc.progress import Progress, format_duration
 from streamproc.router import Delivery
+from streamproc.runs.feed import RangeFeed
+from streamproc.runs.redrive import redrive_group
+from streamproc.runs.replay_progress import ReplayState
+from streamproc.senders import senders_for
+from streamproc.summary import Summary
 
 
 def test_positions() -> None:
@@ -184,7 +183,7 @@ def replay_of(dispatcher: Any, dlq: Any, summary: Summary) -> tuple[RangeFeed, E
     processor = EventProcessor(
         router=FakeRouter(),  # type: ignore[arg-type]
         decode=decode,
-        dispatcher=dispatcher,
+        senders=senders_for(dispatcher, ["a"]) if dispatcher is not None else None,
         dead_letters=dlq,
         metrics=Metrics(),
         complete=feed.complete,

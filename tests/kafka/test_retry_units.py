@@ -9,10 +9,12 @@ from typing import Any
 
 from confluent_kafka import TopicPartition
 
-from streamproc.kafka.consumer import Partition
-from streamproc.kafka.dlq import DeadLetter, iso_utc
-from streamproc.kafka.retry import ParkedKeys, RetryConsumer, RetryInspection, RetryView
+from streamproc.inspection import RetryInspection
+from streamproc.kafka.dlq import DeadLetter, RetryView, iso_utc
+from streamproc.kafka.reader import Partition
+from streamproc.kafka.retry import RetryConsumer
 from streamproc.metrics import Metrics
+from streamproc.parking import ParkedKeys
 
 T0 = 1_800_000_000.0
 
@@ -171,7 +173,7 @@ async def test_a_record_waits_for_its_due_time_without_holding_other_partitions_
     handled: list[tuple[int, int]] = []
     held: list[tuple[Partition, int]] = []
 
-    def handler(msg: Any, part: Partition) -> None:
+    def handler(msg: Any, part: Partition, view: Any) -> None:
         handled.append((msg.partition(), msg.offset()))
         held.append((part, msg.offset()))
 
@@ -216,7 +218,7 @@ async def test_the_retry_consumer_pauses_at_its_in_flight_bound() -> None:
     retry = RetryConsumer(
         {},
         {"a": "r.a"},
-        lambda msg, part: handled.append(msg.offset()),
+        lambda msg, part, view: handled.append(msg.offset()),
         live_partitions=lambda: {0},
         metrics=Metrics(),
         poll_batch_size=2,
@@ -241,7 +243,7 @@ async def test_a_retry_partition_s_next_owner_passes_over_what_its_last_owner_fi
         return RetryConsumer(
             {},
             {"a": "r.a"},
-            lambda msg, part: handled.append((part, msg.offset())),
+            lambda msg, part, view: handled.append((part, msg.offset())),
             live_partitions=lambda: {0},
             metrics=Metrics(),
             commit_interval=60.0,
@@ -335,7 +337,7 @@ async def test_records_of_a_destination_whose_circuit_is_open_stay_in_the_topic_
     retry = RetryConsumer(
         {},
         {"a": "r.a", "b": "r.b"},
-        lambda msg, part: handled.append(msg.topic()),
+        lambda msg, part, view: handled.append(msg.topic()),
         live_partitions=lambda: {0},
         metrics=Metrics(),
         not_before=lambda dest: T0 + 10 if dest == "a" else 0.0,

@@ -15,7 +15,7 @@ from confluent_kafka import Consumer, Producer
 
 from streamproc.config import parse_config
 from streamproc.kafka.consumer import consumer_config
-from streamproc.kafka.dlq import producer_config
+from streamproc.kafka.producer import producer_config
 from streamproc.kafka.settings import admin_settings, consumer_settings, producer_settings
 from streamproc.logging import configure_logging, register_secrets
 

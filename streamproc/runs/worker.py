@@ -1,16 +1,16 @@
-"""The composition root of `streamproc run`: builds the worker from a Config and runs it until stopped.
+"""`streamproc run`: the worker, built from a Config (streamproc.runs.compose) and run until stopped.
 
 The worker is a consumer-group member: its `ConsumerLoop` hands each message to the shared
 `EventProcessor` (decode → route → deliver → dead-letter, `streamproc.pipeline`), which completes
 the message's offset once every delivery has settled; the loop commits up to the contiguous
 watermark. Destinations with a retry share park deliveries in their retry topics; a second
 `RetryConsumer` reads them back when due, on the input partitions this worker owns, through a
-second processor over the same router and bulkheads (kafka/retry.py, kafka/parking.py).
+second processor over the same router, bulkheads and senders (kafka/retry.py, parking.py).
 
 Stopping (SIGTERM) has one budget, `limits.shutdown_timeout`: the live and the retry consumer's
 work drains together while the live consumer keeps serving the group; what still waits for a
 retry at the end is given up for the partitions' next owners, and requests on the wire get the
-last part of the budget (kafka/consumer.py says how a partition is handed over).
+last part of the budget (kafka/consumer.py and kafka/reader.py say how a partition is handed over).
 """
 
 from __future__ import annotations
@@ -29,25 +29,27 @@ import structlog
 
 from streamproc.config import Config
 from streamproc.decoding import make_decoder
-from streamproc.dispatch import Dispatcher
 from streamproc.errors import KafkaError, StreamprocError
-from streamproc.kafka.admin import check_topics, ensure_retry_topics
+from streamproc.kafka.admin import check_topics
 from streamproc.kafka.backpressure import prefetch_settings
-from streamproc.kafka.consumer import ConsumerLoop, Partition, consumer_config
-from streamproc.kafka.dlq import DeadLetterProducer, dead_letter_producer
+from streamproc.kafka.consumer import ConsumerLoop, consumer_config
+from streamproc.kafka.producer import AckedProducer, acked_producer
+from streamproc.kafka.reader import Partition
 from streamproc.kafka.settings import admin_settings, consumer_settings
 from streamproc.metrics import Metrics
 from streamproc.pipeline import EventProcessor, kafka_section
 from streamproc.router import Router
+from streamproc.runs.compose import build_dispatcher, build_senders
 
 # Imported where they are used: the operations server only with metrics on (it brings aiohttp's
 # server), parking and the retry consumer only when a destination parks.
 if TYPE_CHECKING:
     from streamproc.http import OpsServer, Readiness
-    from streamproc.kafka.parking import Parking
     from streamproc.kafka.retry import RetryConsumer
+    from streamproc.parking import Parking
+    from streamproc.runs.retry import RetryLane
 
-__all__ = ["Worker", "build_worker"]
+__all__ = ["Worker"]
 
 log = structlog.get_logger("streamproc.worker")
 
@@ -73,8 +75,8 @@ class Worker:
         now: datetime | Callable[[], datetime] | None = None,
         check_topics_at_start: bool = True,
         serve_http: bool | None = None,
-        dead_letter_producer: DeadLetterProducer | None = None,
-        retry_producer: DeadLetterProducer | None = None,
+        dead_letter_producer: AckedProducer | None = None,
+        retry_producer: AckedProducer | None = None,
     ) -> None:
         self.kafka = kafka_section(config, "run")
         self.config = config
@@ -82,14 +84,10 @@ class Worker:
         self.router = router if router is not None else Router(config, now=now)
         self._check_topics = check_topics_at_start
         self._serve_http = config.metrics.enabled if serve_http is None else serve_http
-        self.dispatcher = Dispatcher.from_config(
-            ((cfg, dest.classify) for dest, cfg in self.router.destinations.values()),
-            self.metrics,
-            client=config.http.client,
-        )
-        self.dlq: DeadLetterProducer | None = dead_letter_producer
-        self._retry_producer = retry_producer
+        self.dispatcher = build_dispatcher(config, self.router, self.metrics)
+        self.dlq: AckedProducer | None = dead_letter_producer
         self.parking = self._parking()
+        self.senders = build_senders(self.dispatcher, self.parking)
         self._decode = make_decoder(config.input)
         self.processor = self._processor(ConsumerLoop.complete, self._halt)
         self.consumer = ConsumerLoop(
@@ -112,10 +110,8 @@ class Worker:
             on_assigned=self._on_live_assigned if self.parking and self.parking.ordered else None,
             on_release=self._on_live_release if self.parking else None,
         )
-        self.retry: RetryConsumer | None = None
-        self.retry_processor: EventProcessor | None = None
-        if self.parking is not None:
-            self._build_retry(self.parking)
+        self.lane = self._retry_lane(self.parking, retry_producer) if self.parking is not None else None
+        self.retry: RetryConsumer | None = self.lane.consumer if self.lane is not None else None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._readiness: Readiness | None = None
@@ -132,7 +128,7 @@ class Worker:
         ]
         if not parked:
             return None
-        from streamproc.kafka.parking import Parking
+        from streamproc.parking import Parking
 
         return Parking(
             {d.id: self.kafka.retry_topic(d.id) for d in parked},
@@ -150,12 +146,11 @@ class Worker:
         return EventProcessor(
             router=self.router,
             decode=self._decode,
-            dispatcher=self.dispatcher,
+            senders=self.senders,
             dead_letters=self.dlq,
             metrics=self.metrics,
             complete=complete,
             halt=halt,
-            parking=self.parking,
         )
 
     def _consumer_settings(self) -> dict[str, Any]:
@@ -175,34 +170,23 @@ class Worker:
             "commit_interval": limits.commit_interval,
         }
 
-    def _build_retry(self, parking: Parking) -> None:
-        from streamproc.kafka.retry import RetryConsumer, retry_group
+    def _retry_lane(self, parking: Parking, producer: AckedProducer | None) -> RetryLane:
+        from streamproc.runs.retry import RetryLane
 
-        kafka = self.kafka
-        retry = self.retry = RetryConsumer(
-            consumer_config(kafka.bootstrap_servers, retry_group(kafka.group_id), self._consumer_settings()),
-            parking.topics,
-            self._on_retry_record,
+        return RetryLane(
+            self.kafka,
+            parking,
+            consumer_settings=self._consumer_settings(),
+            read_limits=self._poll_limits(),
+            processor=self._processor,
             live_partitions=self._live_partitions,
-            metrics=self.metrics,
-            parked_keys=parking.keys,
-            ordered=parking.ordered,
             not_before=self.dispatcher.not_before,
-            release_timeout=self.config.limits.revoke_timeout,
-            metadata_max_bytes=kafka.offset_metadata_max_bytes,
             waiting=self.dispatcher.waiting,
-            **self._poll_limits(),
+            metrics=self.metrics,
+            release_timeout=self.config.limits.revoke_timeout,
+            halt=self._halt,
+            producer=producer,
         )
-        self.retry_processor = self._processor(retry.complete, self._halt_retry)
-
-    def _on_retry_record(self, msg: Any, part: Partition) -> None:
-        assert self.parking is not None and self.retry_processor is not None and self.retry is not None
-        redelivery = self.parking.redelivery(msg)
-        if redelivery is None:
-            log.warning("retry_record_without_delivery", partition=msg.partition(), offset=msg.offset())
-            self.retry.complete(part, msg.offset())
-            return
-        self.retry_processor.process(msg, part, redelivery)
 
     def _live_partitions(self) -> set[int]:
         return {p for _, p in list(self.consumer.partitions)}
@@ -221,48 +205,19 @@ class Worker:
             log.warning("retry_assign_failed", error=repr(exc))
 
     async def _assign_retry(self, partitions: list[int]) -> None:
-        assert self.parking is not None
-        self.parking.assigned(partitions)
-        if self.retry is not None:
-            await self.retry.assign_live(partitions)
+        if self.lane is not None:
+            await self.lane.assign(partitions)
 
     async def _on_live_release(self, partitions: list[int], timeout: float) -> None:
-        if self.retry is not None:
-            await self.retry.release_live(partitions, timeout)
+        if self.lane is not None:
+            await self.lane.release(partitions, timeout)
 
     def _in_flight(self) -> int:
         """Events of both consumers whose work is not finished."""
-        return self.consumer.in_flight() + (self.retry.in_flight() if self.retry is not None else 0)
+        return self.consumer.in_flight() + (self.lane.in_flight() if self.lane is not None else 0)
 
     def _idle(self) -> bool:
         return self._in_flight() == 0
-
-    def _halt_retry(self, exc: BaseException, health_reason: str | None) -> None:
-        if self.retry is not None:
-            self.retry.fail(exc)
-        self._halt(exc, health_reason)
-
-    def _retry_ended(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            exc = task.exception()
-            log.error("retry_consumer_failed", error=repr(exc))
-            self.consumer.fail(exc if isinstance(exc, StreamprocError) else StreamprocError(repr(exc)))
-
-    async def _ensure_retry_topics(self, partitions: int) -> None:
-        assert self.parking is not None
-        kafka, topics = self.kafka, list(self.parking.topics.values())
-        created = await asyncio.get_running_loop().run_in_executor(
-            None,
-            lambda: ensure_retry_topics(
-                kafka.bootstrap_servers,
-                admin_settings(kafka),
-                topics,
-                partitions,
-                create=kafka.create_retry_topics,
-            ),
-        )
-        if created:
-            log.info("retry_topics_created", topics=created, partitions=partitions)
 
     def _halt(self, exc: BaseException, health_reason: str | None) -> None:
         """Stop consuming without finishing the current offset; the health check reports why."""
@@ -299,28 +254,18 @@ class Worker:
                     kafka.bootstrap_servers, admin_settings(kafka), [*kafka.topics, kafka.dead_letter_topic]
                 ),
             )
-            if self.parking is not None:
-                await self._ensure_retry_topics(max(counts[t] for t in kafka.topics))
+            if self.lane is not None:
+                await self.lane.ensure_topics(max(counts[t] for t in kafka.topics))
         if self.dlq is None:
-            self.dlq = await loop.run_in_executor(
-                None, dead_letter_producer, kafka, [kafka.dead_letter_topic]
-            )
+            self.dlq = await loop.run_in_executor(None, acked_producer, kafka, [kafka.dead_letter_topic])
         self.processor.dead_letters = self.dlq
-        if self.parking is not None and self.retry_processor is not None:
-            if self._retry_producer is None:
-                # Every retry record names its own topic.
-                topics = list(self.parking.topics.values())
-                self._retry_producer = await loop.run_in_executor(
-                    None, dead_letter_producer, kafka, topics, "retry record"
-                )
-            self.parking.producer = self._retry_producer
-            self.retry_processor.dead_letters = self.dlq
+        if self.lane is not None:
+            await self.lane.open(self.dlq)
         await self._start_http()
         limits = self.config.limits
         fatal: BaseException | None = None
-        retry_task = asyncio.create_task(self.retry.run()) if self.retry is not None else None
-        if retry_task is not None:
-            retry_task.add_done_callback(self._retry_ended)
+        if self.lane is not None:
+            self.lane.start(self.consumer.fail)
         try:
             try:
                 await self.consumer.run()
@@ -330,10 +275,8 @@ class Worker:
             # keeps serving the group; what still waits for a retry at the end is given up.
             budget = 0.0 if fatal else limits.shutdown_timeout
             stop_at = time.monotonic() + budget
-            if self.retry is not None and retry_task is not None:
-                self.retry.request_stop()
-                with contextlib.suppress(KafkaError, StreamprocError):
-                    await retry_task
+            if self.lane is not None:
+                await self.lane.stop()
             log.info("draining", in_flight=self._in_flight(), seconds=budget)
             # The last part of the budget is for requests on the wire after the give-up.
             await self.consumer.drain(stop_at - min(limits.revoke_timeout, budget / 2), idle=self._idle)
@@ -341,14 +284,14 @@ class Worker:
             if left:
                 log.warning("shutdown_left_work", in_flight=left)
             await self.consumer.close(stop_at)
-            if self.retry is not None:
-                await self.retry.close(stop_at)
+            if self.lane is not None:
+                await self.lane.close(stop_at)
         finally:
             await self.dispatcher.close()
             if self.dlq is not None:
                 await loop.run_in_executor(None, self.dlq.close)
-            if self._retry_producer is not None:
-                await loop.run_in_executor(None, self._retry_producer.close)
+            if self.lane is not None:
+                await self.lane.close_producer()
             await self._stop_http()
         if fatal is not None:
             raise fatal
@@ -411,8 +354,3 @@ def tune_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
-
-
-def build_worker(config: Config, **options: Any) -> Worker:
-    """The worker for a loaded Config (raises ConfigError when it has no `kafka` section)."""
-    return Worker(config, **options)

@@ -1,4 +1,5 @@
-"""Replay progress kept in Kafka, as the commits of a consumer group of the replay's own.
+"""Where a replay keeps its progress: a state file (`ReplayState`), or Kafka, as the commits of a
+consumer group of the replay's own (`GroupProgress`).
 
 A replay run as a Kubernetes Job has no disk that outlives its pod, so `--progress-group GROUP` keeps
 what `--state FILE` keeps in the broker instead: each partition's committed offset is the next offset
@@ -10,15 +11,75 @@ live group is never touched.
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
 from confluent_kafka import TopicPartition
 
 from streamproc.errors import StreamprocError
-from streamproc.kafka.replay import RangeReader, ReplayState
+from streamproc.kafka.ranges import PartitionRanges, RangeReader
 
-__all__ = ["GroupProgress"]
+__all__ = ["GroupProgress", "ReplayState"]
+
+
+@dataclass
+class ReplayState:
+    """What a replay has finished, so a rerun can continue: the ranges and the next offset per partition."""
+
+    path: Path | None
+    topic: str
+    start: str | None
+    end: str | None
+    ranges: PartitionRanges
+    next: dict[int, int]
+
+    @classmethod
+    def load(cls, path: Path) -> ReplayState | None:
+        try:
+            data = orjson.loads(path.read_bytes())
+        except FileNotFoundError:
+            return None
+        except (OSError, orjson.JSONDecodeError) as exc:
+            raise StreamprocError(f"cannot read replay state {path}: {exc}") from None
+        return cls(
+            path,
+            data["topic"],
+            data.get("from"),
+            data.get("to"),
+            {int(p): (int(r[0]), int(r[1])) for p, r in data["ranges"].items()},
+            {int(p): int(o) for p, o in data["next"].items()},
+        )
+
+    def save(self) -> None:
+        if self.path is None:
+            return
+        data = {
+            "version": 1,
+            "topic": self.topic,
+            "from": self.start,
+            "to": self.end,
+            "ranges": {str(p): list(r) for p, r in sorted(self.ranges.items())},
+            "next": {str(p): o for p, o in sorted(self.next.items())},
+            "saved_at": datetime.now(UTC).isoformat(),
+        }
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
+        os.replace(tmp, self.path)
+
+    def remaining(self) -> dict[int, tuple[int, int]]:
+        return {
+            p: (max(s, self.next.get(p, s)), e)
+            for p, (s, e) in self.ranges.items()
+            if self.next.get(p, s) < e
+        }
+
+    def total_left(self) -> int:
+        return sum(e - s for s, e in self.remaining().values())
+
 
 _VERSION = 1
 
