@@ -1,6 +1,6 @@
 """Routing, pure Python against the same modules compiled with mypyc and with Cython (pure-Python mode).
 
-    .venv/bin/python bench/compiled.py [--compilers mypyc,cython] [--events 10000] [--rounds 3]
+    .venv/bin/python -m bench.compiled [--compilers mypyc,cython] [--events 10000] [--rounds 3]
                                        [--callgrind-events 2000] [--tests] [--keep DIR]
 
 The hot, pure modules (streamproc/core/*, core/js/*, the router, the destinations' modules; not the
@@ -103,9 +103,8 @@ setup(
 # Routes `n` events of bench/route.py's corpus after a warm-up; prints where streamproc came from.
 ROUTE_CHILD = """
 import sys, time
-sys.path.insert(0, {bench!r})
 from datetime import UTC, datetime
-import route
+from bench import route
 import streamproc.router
 from streamproc.config import parse_config
 from streamproc.core.events import decode_json
@@ -159,11 +158,16 @@ def build(compiler: str, dest: Path) -> tuple[float, float]:
     return time.perf_counter() - wall, cpu_of_children() - cpu
 
 
+def child_path(source: Path | None) -> str:
+    """The child's import path: a build's streamproc first, then the checkout (for `bench.route`)."""
+    return os.pathsep.join([*([str(source)] if source else []), str(ROOT)])
+
+
 def route_run(source: Path | None, n: int) -> tuple[str, float]:
     """(file the router came from, CPU seconds routing n events) in a fresh process."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(source) if source else ""
-    code = ROUTE_CHILD.format(bench=str(ROOT / "bench"))
+    env["PYTHONPATH"] = child_path(source)
+    code = ROUTE_CHILD.format()
     proc = subprocess.run(
         [sys.executable, "-c", code, str(n)],
         cwd=tempfile.gettempdir(),
@@ -179,8 +183,8 @@ def route_run(source: Path | None, n: int) -> tuple[str, float]:
 
 def instructions(source: Path | None, n: int) -> int:
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(source) if source else ""
-    code = ROUTE_CHILD.format(bench=str(ROOT / "bench"))
+    env["PYTHONPATH"] = child_path(source)
+    code = ROUTE_CHILD.format()
     proc = subprocess.run(
         [
             "valgrind",

@@ -1,6 +1,6 @@
 """Dispatch benchmark: worker CPU per delivered request through `Bulkhead` beside a bare client's, and AIMD.
 
-    .venv/bin/python bench/dispatch.py [--requests 20000] [--sink URL | --sink-cmd CMD]
+    .venv/bin/python -m bench.dispatch [--requests 20000] [--sink URL | --sink-cmd CMD]
         [--clients aiohttp,pyreqwest] [--capacity 16] [--adaptive-deliveries 4000] [--skip-adaptive]
 
 Part 1, the hot path: the same partner requests (built by the router from examples/events.jsonl with
@@ -40,14 +40,13 @@ from typing import Any
 import orjson
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from streamproc.config import load_config
+from streamproc.destinations.base import Request
+from streamproc.dispatch import Bulkhead, BulkheadPolicy, Dispatcher
+from streamproc.metrics import Metrics
+from streamproc.router import Delivery, Router
 
-from streamproc.config import load_config  # noqa: E402
-from streamproc.destinations.base import Request  # noqa: E402
-from streamproc.dispatch import Bulkhead, BulkheadPolicy, Dispatcher  # noqa: E402
-from streamproc.metrics import Metrics  # noqa: E402
-from streamproc.router import Delivery, Router  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 # The benchmark also runs on an older tree (a "before"), whose bulkhead has no client seam.
 HAS_CLIENT_SEAM = "client" in inspect.signature(Bulkhead).parameters

@@ -1,6 +1,6 @@
 """End-to-end worker benchmark: events and requests per worker CPU-second beside the same run's raw limits.
 
-    .venv/bin/python bench/e2e.py [--events 20000] [--latency-events 5000] [--rate N]
+    .venv/bin/python -m bench.e2e [--events 20000] [--latency-events 5000] [--rate N]
                                   [--mix stackadapt,tiktok] [--bootstrap HOST:PORT]
                                   [--baseline REV|PATH] [--http-client aiohttp,pyreqwest]
                                   [--tiktok-batch N] [--one-destination] [--rounds N] [--json PATH|-]
@@ -58,9 +58,8 @@ import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gosink import pinned, sink_record, sink_requests, sink_stats, start_sink
-
+from bench.gosink import pinned, sink_record, sink_requests, sink_stats, start_sink
+from bench.suite import templates
 from streamproc.config import load_config
 from streamproc.core.events import decode_json
 from streamproc.router import Router
@@ -94,18 +93,6 @@ WORKER_PRELUDE = (
 
 
 # -- inputs ---------------------------------------------------------------------------------------
-def templates() -> list[dict[str, Any]]:
-    out = []
-    for line in (ROOT / "examples" / "events.jsonl").read_bytes().splitlines():
-        try:
-            event = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            continue
-        if isinstance(event, dict) and event.get("messageId"):
-            out.append(event)
-    return out
-
-
 def make_events(n: int, weights: dict[str, float], seed: int, prefix: str) -> list[dict[str, Any]]:
     rnd = random.Random(seed)
     base = templates()

@@ -1,6 +1,6 @@
 """Group chaos, longer or against another revision: the scenario of tests/integration/test_group_chaos.py.
 
-    .venv/bin/python bench/group_chaos.py [--stop TERM|KILL] [--events 20000] [--restarts 8]
+    .venv/bin/python -m bench.group_chaos [--stop TERM|KILL] [--events 20000] [--restarts 8]
                                           [--over 30] [--runs 1] [--seed 1] [--baseline REV|DIR]
                                           [--bootstrap 127.0.0.1:PORT]
 
@@ -24,13 +24,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "integration")]
-
-from group_chaos import GroupPlan, run_group_chaos  # noqa: E402
-from kafka_helpers import create_topic, delete_topics, unique_name  # noqa: E402
-
-from streamproc.kafka.local import start_broker  # noqa: E402
+from bench.suite import ROOT, GroupPlan, create_topic, delete_topics, run_group_chaos, unique_name
+from streamproc.devtools.broker import start_broker
 
 
 def checkout(spec: str, work: Path) -> tuple[Path, Path | None]:

@@ -1,8 +1,8 @@
 """Where a draining worker idles: its threads' states sampled from outside, beside what it was waiting for.
 
-    .venv/bin/python bench/idle.py [--events 40000] [--mix stackadapt,tiktok] [--bootstrap HOST:PORT]
-                                   [--baseline REV|PATH] [--rounds N] [--hz 1000] [--one-destination]
-                                   [--consumer KEY=VALUE ...] [--nice -10] [--json PATH|-]
+    .venv/bin/python -m bench.idle [--events 40000] [--mix stackadapt,tiktok] [--bootstrap HOST:PORT]
+                                 [--baseline REV|PATH] [--rounds N] [--hz 1000] [--one-destination]
+                                 [--consumer KEY=VALUE ...] [--nice -10] [--json PATH|-]
 
 The machine's other load distorts a wall-clock core share (a worker that waits for the CPU looks
 idle), so this counts the worker's own idle instead. While `streamproc run` (pinned to one core, as
@@ -431,7 +431,7 @@ def start_sink(cpu: int | None, nice: int) -> tuple[Any, str]:
     """The Go sink (bench/gosink.py), in a session of its own when it gets a niceness."""
     import subprocess
 
-    from gosink import pinned, sink_binary
+    from bench.gosink import pinned, sink_binary
 
     proc = subprocess.Popen(
         pinned([str(sink_binary()), "-addr", "127.0.0.1:0"], cpu),
@@ -529,8 +529,7 @@ def main() -> int:
     import orjson
     import yaml
 
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import e2e
+    from bench import e2e
 
     work = Path(tempfile.mkdtemp(prefix="streamproc-idle-"))
     if args.bootstrap:

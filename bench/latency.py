@@ -1,6 +1,6 @@
 """Latency benchmark: per-delivery latency at fixed offered rates through `Dispatcher`, beside a bare client.
 
-    .venv/bin/python bench/latency.py [--rates 200,1000] [--seconds 4] [--clients aiohttp,pyreqwest]
+    .venv/bin/python -m bench.latency [--rates 200,1000] [--seconds 4] [--clients aiohttp,pyreqwest]
         [--sink URL | --sink-cmd CMD]
 
 For each client and rate, the same partner requests as bench/dispatch.py are started on a fixed
@@ -22,14 +22,13 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 
-from dispatch import (
+from bench.dispatch import (
     cycle,
     deliveries_for,
     dispatcher_for,
     runner,
     start_responder,
 )
-
 from streamproc.client import make_client
 from streamproc.router import Delivery
 

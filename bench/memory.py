@@ -1,6 +1,6 @@
 """Where the worker's memory goes: start-up by import group, and the peak while draining a backlog.
 
-    .venv/bin/python bench/memory.py [--events 100000] [--mix stackadapt,tiktok] [--one-destination]
+    .venv/bin/python -m bench.memory [--events 100000] [--mix stackadapt,tiktok] [--one-destination]
                                      [--variant NAME=JSON ...] [--tracemalloc] [--imports-only]
 
 Start-up (`imports`): a fresh interpreter imports what `streamproc run` imports, group by group
@@ -44,9 +44,8 @@ from typing import Any
 import orjson
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import e2e
-from gosink import pinned, sink_stats, start_sink
+from bench import e2e
+from bench.gosink import pinned, sink_stats, start_sink
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,6 +1,7 @@
 """Routing throughput on one core (decode, match, map, validate, build) with every preset of every partner.
 
-    .venv/bin/python bench/route.py [--events 20000] [--rounds 3] [--profile] [--gates] [--gate-cost N]
+    .venv/bin/python -m bench.route [--events 20000] [--rounds 3] [--profile] [--gates] [--gate-cost N]
+                                    [--fast-paths N]
 
 Prints events/s (and deliveries/s) for the whole routing path over a mixed corpus, next to the raw
 JSON decode rate of the same corpus measured in the same run. `--gates` gives every destination
@@ -30,6 +31,7 @@ from typing import Any
 import orjson
 
 from streamproc.config import parse_config
+from streamproc.core import fast_paths
 from streamproc.core.events import decode_json
 from streamproc.router import Router
 
@@ -150,6 +152,31 @@ def breakdown(router: Router, raw: list[bytes], rounds: int) -> None:
         print(f"{dest:16} {n / len(events):.2f} deliveries/event; per delivery (CPU): {', '.join(per)}")
 
 
+def interleaved(
+    slices: list[list[Any]],
+    first: Callable[[list[Any]], None],
+    second: Callable[[list[Any]], None],
+    rounds: int,
+) -> list[tuple[float, float]]:
+    """CPU seconds of `first` and of `second` over all slices, per round: each slice goes through
+    both in turn, the order alternating, so a busy machine slows both alike."""
+    out = []
+    gc.disable()
+    try:
+        for r in range(rounds):
+            spent = [0.0, 0.0]
+            for i, chunk in enumerate(slices):
+                order = [(0, first), (1, second)]
+                for k, fn in order if (i + r) % 2 else reversed(order):
+                    start = time.process_time()
+                    fn(chunk)
+                    spent[k] += time.process_time() - start
+            out.append((spent[0], spent[1]))
+    finally:
+        gc.enable()
+    return out
+
+
 def gate_cost(router: Router, raw: list[bytes], rounds: int) -> None:
     """The gates' cost on the fast path (no gate configured): route() against match + build."""
     events = [decode_json(m) for m in raw]
@@ -168,27 +195,92 @@ def gate_cost(router: Router, raw: list[bytes], rounds: int) -> None:
             route(event)
 
     costs = []
-    gc.disable()
-    try:
-        for r in range(rounds):
-            spent = {"without": 0.0, "with": 0.0}
-            for i, chunk in enumerate(slices):
-                order = [("without", without_gates), ("with", with_gates)]
-                for name, fn in order if (i + r) % 2 else reversed(order):
-                    start = time.process_time()
-                    fn(chunk)
-                    spent[name] += time.process_time() - start
-            cost = spent["with"] / spent["without"] - 1
-            costs.append(cost)
-            n = len(events)
-            print(
-                f"round {r + 1}: without the gate step {n / spent['without']:,.0f} events/s, "
-                f"with it {n / spent['with']:,.0f} events/s: {cost:+.1%}"
-            )
-    finally:
-        gc.enable()
+    n = len(events)
+    for r, spent in enumerate(interleaved(slices, without_gates, with_gates, rounds)):
+        cost = spent[1] / spent[0] - 1
+        costs.append(cost)
+        print(
+            f"round {r + 1}: without the gate step {n / spent[0]:,.0f} events/s, "
+            f"with it {n / spent[1]:,.0f} events/s: {cost:+.1%}"
+        )
     costs.sort()
     print(f"gate step cost: median {costs[len(costs) // 2]:+.1%}, spread {costs[0]:+.1%} .. {costs[-1]:+.1%}")
+
+
+def fast_path_costs(config: Any, raw: list[bytes], rounds: int) -> None:
+    """What each fast path saves: the corpus routed by a router built and run with that one fast
+    path off, against all on, in slices taken in turn (so a busy machine slows both alike); the
+    median over `rounds` of the extra CPU time per event. Then all of them off at once
+    (STREAMPROC_EXACT_ONLY=1)."""
+    events = [decode_json(m) for m in raw]
+    slices = [events[i : i + 500] for i in range(0, len(events), 500)]
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    on = Router(config, now=now)
+    print(f"{'fast path':26} {'all on':>12} {'this one off':>14}  cost of turning it off (median, spread)")
+    # Slot constructors are chosen when the router module is imported: measured on their own below.
+    each = [p.name for p in fast_paths.FAST_PATHS if p.name != fast_paths.SLOT_CONSTRUCTORS]
+    for names in [(name,) for name in each] + [tuple(each)]:
+        with fast_paths.without(*names):
+            off = Router(config, now=now)
+
+        def run_on(chunk: list[Any]) -> None:
+            for event in chunk:
+                on.route(event)
+
+        def run_off(chunk: list[Any], names: tuple[str, ...] = names, off: Router = off) -> None:
+            with fast_paths.without(*names):
+                for event in chunk:
+                    off.route(event)
+
+        runs = interleaved(slices, run_on, run_off, rounds)
+        costs = [off_cpu / on_cpu - 1 for on_cpu, off_cpu in runs]
+        spent = {"on": runs[-1][0], "off": runs[-1][1]}
+        costs.sort()
+        n = len(events)
+        label = names[0] if len(names) == 1 else "all of these off"
+        print(
+            f"{label:26} {spent['on'] / n * 1e6:>9.1f} us {spent['off'] / n * 1e6:>11.1f} us"
+            f"  {costs[len(costs) // 2]:+.1%} ({costs[0]:+.1%} .. {costs[-1]:+.1%})"
+        )
+    slot_constructor_cost(on, events, rounds)
+
+
+def slot_constructor_cost(router: Router, events: list[Any], rounds: int) -> None:
+    """Request and Delivery built through their slots against their own __init__, per call, and
+    what that comes to per event of this corpus against the CPU time routing it takes."""
+    from streamproc.destinations.base import Request, fast_constructor
+    from streamproc.router import Delivery
+
+    names = ("delivery_id", "destination", "subscription", "action", "requests", "error", "skipped")
+    rows = [
+        (Request, ("POST", "https://x.example/p", {}, b"{}"), ("method", "url", "headers", "body")),
+        (Delivery, ("d", "seg", "s", "track", (), None, None, "k"), (*names, "ordering_key")),
+    ]
+    per_event = {Request: 0, Delivery: 0}
+    for event in events:
+        for delivery in router.route(event):
+            per_event[Delivery] += 1
+            per_event[Request] += len(delivery.requests)
+    start = time.process_time()
+    for event in events:
+        router.route(event)
+    route_us = (time.process_time() - start) / len(events) * 1e6
+    saved_us = 0.0
+    for cls, args, fields in rows:
+        fast, plain = fast_constructor(cls, fields), cls
+        best = {"slots": float("inf"), "init": float("inf")}
+        for _ in range(rounds):
+            for label, make in (("slots", fast), ("init", plain)):
+                start = time.process_time()
+                for _ in range(100_000):
+                    make(*args)
+                best[label] = min(best[label], (time.process_time() - start) / 100_000 * 1e9)
+        saved_us += (best["init"] - best["slots"]) / 1000 * per_event[cls] / len(events)
+        print(f"  {cls.__name__}: {best['slots']:.0f} ns through slots, {best['init']:.0f} ns by __init__")
+    print(
+        f"{fast_paths.SLOT_CONSTRUCTORS:26} saves {saved_us:.2f} us of {route_us:.1f} us per event"
+        f" ({saved_us / route_us:+.1%})"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -204,6 +296,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--gate-cost", type=int, metavar="ROUNDS", help="the gate step's cost when no gate is configured"
+    )
+    parser.add_argument(
+        "--fast-paths",
+        type=int,
+        metavar="ROUNDS",
+        help="what turning off each fast path (streamproc.core.fast_paths) costs, one at a time",
     )
     args = parser.parse_args(argv)
 
@@ -255,6 +353,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.gate_cost:
         gate_cost(router, raw, args.gate_cost)
+
+    if args.fast_paths:
+        fast_path_costs(config, raw, args.fast_paths)
 
     if args.profile:
         profiler = cProfile.Profile()

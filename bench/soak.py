@@ -1,6 +1,6 @@
 """Crash-chaos soak: the scenario of tests/integration/test_chaos.py, longer and under live traffic.
 
-    .venv/bin/python bench/soak.py [--events 500000] [--kills 60] [--duration 1800]
+    .venv/bin/python -m bench.soak [--events 500000] [--kills 60] [--duration 1800]
                                    [--outage-destination tiktok-offline --outage-seconds 600
                                     [--outage-start 300]] [--bootstrap 127.0.0.1:PORT] [--seed 1]
 
@@ -26,13 +26,16 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "integration")]
-
-from crash_chaos import DESTINATION_OF, ChaosPlan, run_crash_chaos  # noqa: E402
-from kafka_helpers import create_topic, delete_topics, unique_name  # noqa: E402
-
-from streamproc.kafka.local import start_broker  # noqa: E402
+from bench.suite import (
+    DESTINATION_OF,
+    ROOT,
+    ChaosPlan,
+    create_topic,
+    delete_topics,
+    run_crash_chaos,
+    unique_name,
+)
+from streamproc.devtools.broker import start_broker
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "[::1]"}
 

@@ -1,6 +1,6 @@
 """Requests a TikTok-only run sends with batching off and on, counted by the partner simulator.
 
-    KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:19092 .venv/bin/python bench/tiktok_batching.py [--events 10000]
+    KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:19092 .venv/bin/python -m bench.tiktok_batching [--events 10000]
 
 Each run produces the same events (every one matching a TikTok preset) to a fresh topic, runs the
 worker in this process against an in-process simulator until every offset is committed, and prints
@@ -26,10 +26,10 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streamproc.config import load_config, parse_config
+from streamproc.devtools.simulator import PartnerSimulator
 from streamproc.logging import configure_logging
 from streamproc.router import Router
 from streamproc.runs.worker import Worker
-from streamproc.simulator import PartnerSimulator
 
 ROOT = Path(__file__).resolve().parent.parent
 PARTITIONS = 4

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 __all__ = [
+    "RETRYABLE_4XX",
     "BuildFailed",
     "ConfigError",
     "ConfigProblem",
@@ -56,9 +57,13 @@ __all__ = [
 ]
 
 
-def is_retryable_status(status: int) -> bool:
-    """408, 423, 429 and every 5xx except 501 are worth retrying; other statuses are not."""
-    return status in (408, 423, 429) or (500 <= status <= 599 and status != 501)
+RETRYABLE_4XX = frozenset({408, 423, 429})
+"""The client-error statuses Segment retries (every 5xx but 501 is retried too)."""
+
+
+def is_retryable_status(status: int, retryable_4xx: frozenset[int] = RETRYABLE_4XX) -> bool:
+    """The statuses of `retryable_4xx` and every 5xx except 501 are worth retrying; others are not."""
+    return status in retryable_4xx or (500 <= status <= 599 and status != 501)
 
 
 class StreamprocError(Exception):
@@ -111,7 +116,12 @@ class FQLError(StreamprocError):
 
 
 class MappingError(StreamprocError):
-    """A mapping that is not valid, or a directive that failed while resolving."""
+    """A mapping that is not valid, or a directive that failed while resolving. `messages` holds
+    each of Segment's messages (validation reports several at once); `str()` is them joined."""
+
+    def __init__(self, message: str, messages: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.messages = messages if messages is not None else [message]
 
 
 class DecodeError(StreamprocError):

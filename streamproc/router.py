@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from streamproc.config import Config, DestinationConfig, SubscriptionConfig
+from streamproc.core import fast_paths
 from streamproc.core.events import message_id as _message_id
 from streamproc.core.events import ordering_key as _ordering_key
 from streamproc.core.gates import consent_preferences
@@ -50,10 +51,6 @@ _delivery: Callable[..., Delivery] = fast_constructor(
     Delivery,
     ("delivery_id", "destination", "subscription", "action", "requests", "error", "skipped", "ordering_key"),
 )
-
-
-# BuildContext(...) without the named tuple's Python-level __new__.
-_new_tuple = tuple.__new__
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,13 +124,16 @@ class Router:
         random: Callable[[], float] | None = None,
     ) -> None:
         """`map_and_validate_in_one=False` maps and validates each payload one after the other
-        (the same deliveries; without the generated function that does both for the usual payload).
+        (the same deliveries; without the generated function that does both for the usual payload),
+        as under STREAMPROC_EXACT_ONLY=1 (core.fast_paths).
         `random` draws for sample filters without a path (default: random.random)."""
         from streamproc import fql, mapping
         from streamproc.destinations import registry
         from streamproc.destinations.runtime import CompiledAction
 
         self.config = config
+        map_and_validate_in_one = map_and_validate_in_one and fast_paths.taken(fast_paths.MAP_AND_VALIDATE)
+        indexed = fast_paths.taken(fast_paths.TRIGGER_INDEX)
         if now is None:
             self._now: Callable[[], datetime] = lambda: datetime.now(UTC)
         elif isinstance(now, datetime):
@@ -187,7 +187,7 @@ class Router:
         for route in self._routes:
             trigger = triggers[self._subscriptions[(route.destination_id, route.subscription)].trigger]
             pairs = trigger.literal_equalities()
-            if pairs is not None and _index_is_exact(pairs, route.matches):
+            if indexed and pairs is not None and _index_is_exact(pairs, route.matches):
                 for field, value in dict.fromkeys(pairs):
                     self._index.setdefault(field, {}).setdefault(value, []).append(route)
             else:
@@ -382,7 +382,7 @@ class Router:
                 ctx_destination = dest_id
                 if views:
                     seen = views.get(dest_id, event)
-                ctx = _new_tuple(BuildContext, (route.settings, route.endpoint, seen, now))
+                ctx = BuildContext(route.settings, route.endpoint, seen, now)
             requests: list[Request] = _NO_REQUESTS
             error: DeliveryError | None = None
             skipped: str | None = None

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from kafka_helpers import create_topic, delete_topics, unique_name
 
-from streamproc.kafka import local
+from streamproc.devtools import broker as local
 
 # The checkout's jar cache, as scripts/kafka-local uses it.
 os.environ.setdefault("KAFKA_LOCAL_CACHE", str(Path(__file__).resolve().parent.parent / ".cache" / "kafka"))
@@ -38,7 +38,7 @@ def kafka_bootstrap() -> Iterator[str]:
     """Bootstrap address of a real Kafka broker shared by the whole test run.
 
     KAFKA_BOOTSTRAP_SERVERS if set; else a testcontainers broker when a Docker engine answers;
-    else a local broker (streamproc.kafka.local, the checkout's jar cache) in a temporary directory.
+    else a local broker (streamproc.devtools.broker, the checkout's jar cache) in a temporary directory.
     """
     external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if external:

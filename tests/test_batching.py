@@ -14,13 +14,13 @@ import pytest
 from streamproc.batching import Batcher, BatchOptions
 from streamproc.config import parse_config
 from streamproc.destinations.base import Batching, Request
+from streamproc.devtools.simulator import PartnerSimulator
 from streamproc.dispatch import Bulkhead, BulkheadPolicy, Dispatcher
 from streamproc.errors import DeliveryError
 from streamproc.handoff import DeliveryResult
 from streamproc.metrics import Metrics
 from streamproc.router import Router
 from streamproc.runs.compose import dispatcher_of
-from streamproc.simulator import PartnerSimulator
 
 NOW = datetime(2026, 3, 2, tzinfo=UTC)
 FAST = {"retry": {"max_attempts": 4, "budget": 30, "backoff_initial": 0.01, "backoff_max": 0.02}}

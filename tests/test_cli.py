@@ -57,15 +57,15 @@ def test_run_loads_neither_other_commands_nor_unused_libraries(tmp_path: Path) -
     loaded = modules_of_run(config)
     assert "streamproc.runs.worker" in loaded and "streamproc.router" in loaded
     unused = {
-        "streamproc.simulator",
-        "streamproc.demo",
+        "streamproc.devtools.simulator",
+        "streamproc.devtools.demo",
         "streamproc.commands.replay",
         "streamproc.commands.dlq",
         "streamproc.runs.replay",
         "streamproc.runs.redrive",
         "streamproc.kafka.retry",
         "streamproc.parking",
-        "streamproc.http",
+        "streamproc.ops_server",
         "streamproc.core.liquid",
         "aiohttp",
         "fastavro",
@@ -91,3 +91,29 @@ def test_run_loads_what_the_configuration_asks_for(tmp_path: Path) -> None:
     config.write_text(yaml.safe_dump(data))
     loaded = modules_of_run(config)
     assert {"streamproc.parking", "streamproc.kafka.retry", "streamproc.core.liquid"} <= loaded
+
+
+_MODULES_OF_PARSER = """
+import json, sys
+from streamproc.cli import build_parser
+build_parser()
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def test_the_runtime_never_imports_the_dev_tools(tmp_path: Path) -> None:
+    # The simulator, the demo and the local broker are shipped but are not the worker: neither
+    # `streamproc run` (with every feature of the configuration on) nor the whole command line
+    # loads them until `simulate` or `demo` runs.
+    data = yaml.safe_load((ROOT / "examples" / "config.yaml").read_text())
+    data["metrics"] = {"enabled": True, "port": 0}
+    data["destinations"][0]["limits"]["retry"] = {"park_after_attempts": 2}
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(data))
+    parser = subprocess.run(
+        [sys.executable, "-c", _MODULES_OF_PARSER], capture_output=True, text=True, cwd=ROOT, timeout=60
+    )
+    assert parser.returncode == 0, parser.stderr
+    for loaded in (modules_of_run(config), set(json.loads(parser.stdout.strip().splitlines()[-1]))):
+        assert "streamproc.cli" in loaded
+        assert not {m for m in loaded if m == "streamproc.devtools" or m.startswith("streamproc.devtools.")}

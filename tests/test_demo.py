@@ -16,7 +16,7 @@ import orjson
 import pytest
 
 from streamproc.core.events import decode_json
-from streamproc.demo import POISON_KINDS, EventGenerator
+from streamproc.devtools.demo import POISON_KINDS, EventGenerator
 from streamproc.errors import DecodeError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -154,7 +154,7 @@ def test_auto_mode_uses_the_mock_cluster_where_the_broker_jars_are_missing(
 ) -> None:
     import io
 
-    from streamproc.kafka import local
+    from streamproc.devtools import broker as local
 
     monkeypatch.setenv("KAFKA_LOCAL_CACHE", str(tmp_path / "empty-cache"))
     out = io.StringIO()
@@ -174,7 +174,7 @@ RAW_LIBRDKAFKA = re.compile(r"^%\d\|\d+\.\d+\|", re.M)
 def test_the_progress_line_fits_the_terminal_and_always_shows_dead_letters_and_in_flight() -> None:
     import io
 
-    from streamproc.demo import _Display
+    from streamproc.devtools.demo.display import ProgressDisplay as _Display
 
     totals: dict[str, Counter[str]] = {
         "consumed": Counter({"t": 12000}),
@@ -271,7 +271,7 @@ def test_keep_leaves_the_broker_up_for_the_printed_commands() -> None:
 
 
 def test_every_entry_point_shares_one_broker_jar_cache(monkeypatch: pytest.MonkeyPatch) -> None:
-    from streamproc.kafka import local
+    from streamproc.devtools import broker as local
 
     monkeypatch.delenv("KAFKA_LOCAL_CACHE", raising=False)
     env = {k: v for k, v in os.environ.items() if k != "KAFKA_LOCAL_CACHE"}
@@ -283,7 +283,7 @@ def test_every_entry_point_shares_one_broker_jar_cache(monkeypatch: pytest.Monke
         check=True,
     )
     packaged = subprocess.run(
-        ["bash", str(ROOT / "streamproc" / "kafka" / "kafka-local"), "cache"],
+        ["bash", str(ROOT / "streamproc" / "devtools" / "kafka-local"), "cache"],
         env=env,
         capture_output=True,
         text=True,

@@ -14,6 +14,7 @@ from aiohttp import web
 from http_stand_in import Handler, serving
 
 from streamproc.destinations.base import Request
+from streamproc.devtools.simulator import PartnerSimulator
 from streamproc.dispatch import (
     Admission,
     Bulkhead,
@@ -28,7 +29,6 @@ from streamproc.dispatch import (
 from streamproc.errors import DeliveryError, PayloadValidationError
 from streamproc.handoff import DeliveryResult
 from streamproc.metrics import Metrics
-from streamproc.simulator import PartnerSimulator
 
 
 @dataclass

@@ -16,7 +16,7 @@ import pytest
 from kafka_helpers import async_wait_until
 from yarl import URL
 
-from streamproc.simulator import Latency, Outcome, PartnerSimulator, SimulatorClient
+from streamproc.devtools.simulator import Latency, Outcome, PartnerSimulator, SimulatorClient
 
 TIKTOK = "/open_api/v1.3/event/track/"
 SEG_TRACK = "/segment/abc8fb18-7559-4324-9921-a4b5015b4a1c/track"

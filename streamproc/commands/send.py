@@ -103,7 +103,9 @@ def _error_json(exc: DeliveryError | DecodeError | StreamprocError, masker: Mask
         "type": type(exc).__name__,
         "message": masker.text(str(getattr(exc, "message", None) or exc)),
         "status": getattr(exc, "status", None),
-        "retryable": bool(getattr(exc, "retryable", False)),
+        # What the worker would do: an error met while the delivery is built never reaches the
+        # partner, and the worker dead-letters it at once, whatever status the error carries.
+        "retryable": False,
     }
 
 

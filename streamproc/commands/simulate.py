@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
-import sys
 from typing import Any
-
-from streamproc.simulator import PartnerSimulator
 
 
 def register(subparsers: Any) -> None:
@@ -36,6 +32,8 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: Any) -> int:
+    from streamproc.devtools.simulator import serve
+
     try:
         import uvloop
 
@@ -43,22 +41,5 @@ def run(args: Any) -> int:
     except ImportError:
         runner = asyncio.run
     with contextlib.suppress(KeyboardInterrupt):
-        runner(_serve(args.host, args.port, args.seed, args.record))
+        runner(serve(args.host, args.port, seed=args.seed, record=args.record))
     return 0
-
-
-async def _serve(host: str, port: int, seed: int | None, record: bool) -> None:
-    simulator = PartnerSimulator(seed=seed, record=record)
-    base_url = await simulator.start(host, port)
-    # The base URL on stdout lets a parent process start the simulator with --port 0 and read it.
-    print(base_url, flush=True)
-    print(f"partner simulator listening on {base_url} (control API: {base_url}/_sim/)", file=sys.stderr)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await simulator.stop()

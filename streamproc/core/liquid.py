@@ -52,7 +52,8 @@ from streamproc.core.liquid_filters import (
     read_property,
     stringify,
 )
-from streamproc.core.mapping import MAX_STRING_LENGTH, _error, _raising
+from streamproc.core.resolving import MAX_STRING_LENGTH, raising
+from streamproc.errors import MappingError
 
 __all__ = ["DISABLED_FILTERS", "DISABLED_TAGS", "MAX_TEMPLATE_LENGTH", "compile_liquid"]
 
@@ -324,17 +325,17 @@ def compile_liquid(option: Any) -> Callable[[Any], Any]:
     """A resolver for one @liquid option. The template is parsed here; a template Segment would
     refuse fails each time it is resolved, with Segment's message, as Segment does."""
     if not isinstance(option, str):
-        return _raising("liquid template value must be a string")
+        return raising("liquid template value must be a string")
     if option == "":
         return lambda payload: ""
     if utf16_length(option) > MAX_TEMPLATE_LENGTH:
-        return _raising("liquid template values are limited to 1000 characters")
+        return raising("liquid template values are limited to 1000 characters")
     try:
         template = _ENV.from_string(_quote_keyword_properties(option))
     except LiquidError as exc:
-        return _raising(_message(option, exc))
+        return raising(_message(option, exc))
     except (RecursionError, ValueError) as exc:
-        return _raising(str(exc))
+        return raising(str(exc))
 
     def render(payload: Any) -> Any:
         data = payload if isinstance(payload, dict) else {}
@@ -343,9 +344,9 @@ def compile_liquid(option: Any) -> Callable[[Any], Any]:
             context = _JsContext(_ENV, globals=data)
             template.render_with_context(context, buffer)
         except LiquidError as exc:
-            raise _error(_message(option, exc)) from None
+            raise MappingError(_message(option, exc)) from None
         except (RecursionError, ValueError, TypeError, ArithmeticError) as exc:
-            raise _error(f"liquid render failed: {exc}") from None
+            raise MappingError(f"liquid render failed: {exc}") from None
         return paired(buffer.getvalue())
 
     # A disabled filter fails only when rendering reaches it (as in liquidjs), but it can never

@@ -50,7 +50,7 @@ from streamproc.core.js import (
 from streamproc.core.js.convert import js_add, js_compare, to_integer_or_infinity, to_primitive
 from streamproc.core.js.dates import days_from_civil
 from streamproc.core.js.url import decode_uri_component, encode_uri_component
-from streamproc.core.mapping import MAX_STRING_LENGTH
+from streamproc.core.resolving import MAX_STRING_LENGTH
 
 __all__ = [
     "FILTERS",

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping
 from types import CodeType
 from typing import Any, cast
 
+from streamproc.core import fast_paths
 from streamproc.core.js import (
     UNDEFINED,
     code_units,
@@ -31,6 +32,7 @@ from streamproc.core.js import (
     truthy,
     utf16_length,
 )
+from streamproc.core.resolving import MAX_STRING_LENGTH, raising
 from streamproc.errors import MappingError
 
 __all__ = ["DIRECTIVES", "CompiledMapping", "compile", "problems", "resolve", "validate"]
@@ -56,21 +58,8 @@ DIRECTIVES: tuple[str, ...] = (
 ROOT_DIRECTIVE_KEY = "__segment_internal_directive"
 MAX_PATTERN_LENGTH = 10
 MAX_REPLACEMENT_LENGTH = 10
-MAX_STRING_LENGTH = 1_000_000
-"""The longest string one event's mapping may build: an @replace or @template result, a liquid
-filter's result or a template's output. Past it the mapping fails (and the event is dead-lettered)
-before the string is built, so per-event work stays linear in the event whatever the mapping or the
-event asks for (the $` of @replace, a date width of 300000000, an append doubled by a run of
-assigns). Segment has no such bound (liquidjs counts up to 1e8 bytes in some filters only); below
-it every result is Segment's, and no partner takes a field anywhere near this long."""
 STACK_EXCEEDED = "Maximum call stack size exceeded"
 """The message of a mapping or payload nested too deeply to resolve (JavaScript's RangeError)."""
-
-
-def _error(message: str, messages: list[str] | None = None) -> MappingError:
-    err = MappingError(message)
-    err.messages = messages if messages is not None else [message]  # type: ignore[attr-defined]
-    return err
 
 
 # ---------------------------------------------------------------------------------------------
@@ -328,14 +317,14 @@ def compile_template(template: str) -> Callable[[Any], str]:
 
 
 def _too_long(directive: str) -> MappingError:
-    return _error(f"{directive} would build a string longer than {MAX_STRING_LENGTH} characters")
+    return MappingError(f"{directive} would build a string longer than {MAX_STRING_LENGTH} characters")
 
 
 def render_template(template: Any, data: Any = UNDEFINED) -> str:
     """Render an @template string once (Segment's placeholder renderer)."""
     if not isinstance(template, str):
         kind = real_type_of(template)
-        raise _error(f'Invalid template! Template should be a "string" but {kind} was given.')
+        raise MappingError(f'Invalid template! Template should be a "string" but {kind} was given.')
     return compile_template(template)({} if data is UNDEFINED else data)
 
 
@@ -422,10 +411,10 @@ def _js_ignorecase_pattern(pattern: str) -> str:
 def _make_replacer(pattern: str, replacement: str, flags: str) -> Callable[[str], str]:
     if utf16_length(pattern) > MAX_PATTERN_LENGTH:
         message = f'@replace requires a "pattern" less than {MAX_PATTERN_LENGTH} characters'
-        return _raising(message)
+        return raising(message)
     if utf16_length(replacement) > MAX_REPLACEMENT_LENGTH:
         message = f'@replace requires a "replacement" less than {MAX_REPLACEMENT_LENGTH} characters'
-        return _raising(message)
+        return raising(message)
     count = 0 if "g" in flags else 1
     parts = _replacement_parts(replacement)
     if "i" not in flags and all(isinstance(p, str) for p in parts):
@@ -481,17 +470,6 @@ def _make_replacer(pattern: str, replacement: str, flags: str) -> Callable[[str]
     return expand
 
 
-def _raising(message: str) -> Callable[..., Any]:
-    """A resolver that fails with `message` whenever it runs (Segment raises these when the directive
-    is resolved, not when the mapping is validated); `problem` lets a configuration check name it."""
-
-    def fail(*_args: Any) -> Any:
-        raise _error(message)
-
-    fail.problem = message  # type: ignore[attr-defined]
-    return fail
-
-
 # ---------------------------------------------------------------------------------------------
 # Resolution: each mapping node becomes a closure payload -> value
 # ---------------------------------------------------------------------------------------------
@@ -507,7 +485,7 @@ def _compile_node(node: Any) -> Resolver:
             name = next(k for k in node if k.startswith("@"))
             builder = _BUILDERS.get(name)
             if builder is None:
-                return _raising(f"{name} is not a valid directive, got undefined")
+                return raising(f"{name} is not a valid directive, got undefined")
             return builder(node[name])
         # Keys resolve in JavaScript's order, which decides which failing directive reports first.
         items = [(key, _compile_node(node[key]), node[key]) for key in js_keys(node)]
@@ -841,7 +819,7 @@ def _compile_string_directive(
     def run(payload: Any) -> Any:
         text = option_fn(payload)
         if not isinstance(text, str):
-            raise _error(f"{name}: expected string, got {real_type_of(text)}")
+            raise MappingError(f"{name}: expected string, got {real_type_of(text)}")
         return make(text)(payload)
 
     return run
@@ -883,11 +861,11 @@ def _build_literal(option: Any) -> Resolver:
 
 def _build_if(opts: Any) -> Resolver:
     if not isinstance(opts, dict):
-        return _raising('@if requires an object with an "exists" key')
+        return raising('@if requires an object with an "exists" key')
     exists = opts.get("exists", UNDEFINED)
     blank = opts.get("blank", UNDEFINED)
     if not truthy(exists) and not truthy(blank):
-        return _raising('@if requires an "exists" key or a "blank" key')
+        return raising('@if requires an "exists" key or a "blank" key')
     use_blank = exists is UNDEFINED
     condition_fn = _compile_node(blank if use_blank else exists)
     then = opts.get("then", UNDEFINED)
@@ -909,10 +887,10 @@ def _build_if(opts: Any) -> Resolver:
 
 def _build_case(opts: Any) -> Resolver:
     if not isinstance(opts, dict):
-        return _raising('@case requires an object with a "operator" key')
+        return raising('@case requires an object with a "operator" key')
     operator = opts.get("operator", UNDEFINED)
     if not truthy(operator):
-        return _raising('@case requires a "operator" key')
+        return raising('@case requires a "operator" key')
     value = opts.get("value", UNDEFINED)
     if not truthy(value):
         return _const(UNDEFINED)
@@ -925,7 +903,7 @@ def _build_case(opts: Any) -> Resolver:
                 return resolved.lower()
             if operator == "upper" and isinstance(operator, str):
                 return resolved.upper()
-            raise _error('operator key should have a value of "lower" or "upper"')
+            raise MappingError('operator key should have a value of "lower" or "upper"')
         return resolved
 
     return run
@@ -933,10 +911,10 @@ def _build_case(opts: Any) -> Resolver:
 
 def _build_replace(opts: Any) -> Resolver:
     if not isinstance(opts, dict):
-        return _raising('@replace requires an object with a "pattern" key')
+        return raising('@replace requires an object with a "pattern" key')
     pattern = opts.get("pattern", UNDEFINED)
     if not truthy(pattern):
-        return _raising('@replace requires a "pattern" key')
+        return raising('@replace requires a "pattern" key')
     replacement = opts.get("replacement", UNDEFINED)
     if replacement is None or replacement is UNDEFINED:
         replacement = ""
@@ -989,7 +967,7 @@ def _build_replace(opts: Any) -> Resolver:
 
 def _build_array_path(opts: Any) -> Resolver:
     if not isinstance(opts, list | tuple):
-        return _raising(f"@arrayPath expected array, got {real_type_of(opts)}")
+        return raising(f"@arrayPath expected array, got {real_type_of(opts)}")
     path = opts[0] if len(opts) > 0 else UNDEFINED
     shape = opts[1] if len(opts) > 1 else UNDEFINED
     root_fn = make_getter(split_path(_strip_dollar(path))) if isinstance(path, str) else _compile_node(path)
@@ -1027,10 +1005,10 @@ def _flatten_into(out: dict[str, Any], value: Any, prefix: str, separator: str, 
 
 def _build_flatten(opts: Any) -> Resolver:
     if not isinstance(opts, dict):
-        return _raising('@flatten requires an object with a "separator" key')
+        return raising('@flatten requires an object with a "separator" key')
     separator = opts.get("separator", UNDEFINED)
     if not truthy(separator):
-        return _raising('@flatten requires a "separator" key')
+        return raising('@flatten requires a "separator" key')
     separator_fn = _compile_node(separator)
     value_fn = _compile_node(opts.get("value", UNDEFINED))
     omit_arrays = truthy(opts.get("omitArrays", UNDEFINED))
@@ -1038,7 +1016,7 @@ def _build_flatten(opts: Any) -> Resolver:
     def run(payload: Any) -> Any:
         sep = separator_fn(payload)
         if not isinstance(sep, str):
-            raise _error("@flatten requires a string separator")
+            raise MappingError("@flatten requires a string separator")
         return flatten(value_fn(payload), "", sep, omit_arrays)
 
     return run
@@ -1046,13 +1024,13 @@ def _build_flatten(opts: Any) -> Resolver:
 
 def _build_json(opts: Any) -> Resolver:
     if not isinstance(opts, dict):
-        return _raising('@json requires an object with a "value" key')
+        return raising('@json requires an object with a "value" key')
     mode = opts.get("mode", UNDEFINED)
     if not truthy(mode):
-        return _raising('@json requires a "mode" key')
+        return raising('@json requires a "mode" key')
     value = opts.get("value", UNDEFINED)
     if not truthy(value):
-        return _raising('@json requires a "value" key')
+        return raising('@json requires a "value" key')
     value_fn = _compile_node(value)
     if mode == "encode" and isinstance(mode, str):
 
@@ -1078,10 +1056,10 @@ def _build_json(opts: Any) -> Resolver:
 
 def _build_merge(opts: Any) -> Resolver:
     if not isinstance(opts, dict):
-        return _raising('@merge requires an object with an "objects" key and a "direction" key')
+        return raising('@merge requires an object with an "objects" key and a "direction" key')
     direction = opts.get("direction", UNDEFINED)
     if not truthy(direction):
-        return _raising('@merge requires a "direction" key')
+        return raising('@merge requires a "direction" key')
     direction_fn = _compile_node(direction)
     objects = opts.get("objects", UNDEFINED)
     problem = None
@@ -1094,7 +1072,7 @@ def _build_merge(opts: Any) -> Resolver:
 
         def fail(payload: Any) -> Any:
             direction_fn(payload)
-            raise _error(message)
+            raise MappingError(message)
 
         fail.problem = message  # type: ignore[attr-defined]
         return fail
@@ -1118,17 +1096,17 @@ def _build_merge(opts: Any) -> Resolver:
 
 def _build_transform(opts: Any) -> Resolver:
     if not isinstance(opts, dict):
-        return _raising('@transform requires an object with an "apply" key and a "mapping" key')
+        return raising('@transform requires an object with an "apply" key and a "mapping" key')
     mapping = opts.get("mapping", UNDEFINED)
     if not truthy(mapping):
-        return _raising('@transform requires a "mapping" key')
+        return raising('@transform requires a "mapping" key')
     apply = opts.get("apply", UNDEFINED)
     if not truthy(apply):
-        return _raising('@transform requires a "apply" key')
+        return raising('@transform requires a "apply" key')
     if not isinstance(apply, dict):
-        return _raising('@transform "apply" key should be an object')
+        return raising('@transform "apply" key should be an object')
     try:
-        inner = _compile_root(apply, codegen=True)[0]
+        inner = _compile_root(apply, codegen=fast_paths.taken(fast_paths.MAPPING_CODEGEN))[0]
     except MappingError as exc:
         failure = exc
         apply_fn: Resolver = lambda payload: _reraise(failure)  # noqa: E731
@@ -1139,7 +1117,7 @@ def _build_transform(opts: Any) -> Resolver:
 
 
 def _reraise(exc: MappingError) -> Any:
-    raise _error(str(exc), list(getattr(exc, "messages", [str(exc)])))
+    raise MappingError(str(exc), list(getattr(exc, "messages", [str(exc)])))
 
 
 def _clean_nulls(value: Any) -> Any:
@@ -1460,7 +1438,7 @@ def _json_key(key: Any, stack: list[str]) -> str:
     if key is None or isinstance(key, bool | int | float):
         return to_js_string(key)
     where = "/" + "/".join(stack)
-    raise _error(f"{where} has a key that is not text: {key!r}.")
+    raise MappingError(f"{where} has a key that is not text: {key!r}.")
 
 
 def _json_copy(value: Any, stack: list[str]) -> Any:
@@ -1477,27 +1455,27 @@ def _json_copy(value: Any, stack: list[str]) -> Any:
     if isinstance(value, list | tuple):
         return [_json_copy(item, [*stack, str(i)]) for i, item in enumerate(value)]
     where = "/" + "/".join(stack)
-    raise _error(f"{where} should be a JSON value but it is {type(value).__name__}.")
+    raise MappingError(f"{where} should be a JSON value but it is {type(value).__name__}.")
 
 
 def _mapping_to_process(mapping: Any) -> Any:
     """Object-spread copy of the mapping, with the root directive key folded in (Segment's
     getMappingToProcess). Works on a deep copy so the caller's mapping is never changed."""
     if mapping is None or mapping is UNDEFINED:
-        raise _error("Cannot convert undefined or null to object")
+        raise MappingError("Cannot convert undefined or null to object")
     mapping = _json_copy(mapping, [])
     processed: Any = dict(_spread_source(mapping))
     if isinstance(mapping, dict) and ROOT_DIRECTIVE_KEY in mapping:
         customer = {k: v for k, v in mapping.items() if k != ROOT_DIRECTIVE_KEY}
         processed = mapping[ROOT_DIRECTIVE_KEY]
         if processed is None or processed is UNDEFINED:
-            raise _error("Cannot convert undefined or null to object")
+            raise MappingError("Cannot convert undefined or null to object")
         keys = _spread_source(processed)
         if len(keys) > 1:
-            raise _error("The root mapping must only have a single directive object")
+            raise MappingError("The root mapping must only have a single directive object")
         root_directive = keys[0][1] if keys else UNDEFINED
         if not truthy(root_directive) or not isinstance(root_directive, dict | list | tuple):
-            raise _error("The root directive must be an object")
+            raise MappingError("The root directive must be an object")
         if isinstance(root_directive, dict):
             root_directive["mapping"] = customer
     return processed
@@ -1507,7 +1485,7 @@ def _validate_processed(processed: Any) -> None:
     try:
         _validate(processed, [])
     except _Invalid as exc:
-        raise _error("\n".join(exc.messages), exc.messages) from None
+        raise MappingError("\n".join(exc.messages), exc.messages) from None
 
 
 def _compile_root(mapping: Any, codegen: bool) -> tuple[Resolver, Resolver]:
@@ -1524,7 +1502,7 @@ def _compile_root(mapping: Any, codegen: bool) -> tuple[Resolver, Resolver]:
             data = {}
         elif type(data) is not dict:
             if not isinstance(data, Mapping):
-                raise _error(f"data must be an object, got {real_type_of(data)}")
+                raise MappingError(f"data must be an object, got {real_type_of(data)}")
             data = dict(data)
         return fn(data)
 
@@ -1538,10 +1516,11 @@ class CompiledMapping:
 
     def __init__(self, mapping: Any, *, codegen: bool = True) -> None:
         self.mapping = mapping
+        codegen = codegen and fast_paths.taken(fast_paths.MAPPING_CODEGEN)
         try:
             self._run, resolve_dict = _compile_root(mapping, codegen)
         except RecursionError:
-            raise _error(STACK_EXCEEDED) from None
+            raise MappingError(STACK_EXCEEDED) from None
         self.resolve_dict: Callable[[dict[str, Any]], Any] = resolve_dict
         """`resolve` for an event that is a dict, where a RecursionError is left to the caller."""
 
@@ -1551,7 +1530,7 @@ class CompiledMapping:
         try:
             return self._run(event)
         except RecursionError:
-            raise _error(STACK_EXCEEDED) from None
+            raise MappingError(STACK_EXCEEDED) from None
 
     def __repr__(self) -> str:
         return f"CompiledMapping({self.mapping!r})"
@@ -1571,13 +1550,14 @@ def compile_validated(mapping: Any, schema: Any) -> Callable[[dict[str, Any]], A
             return None
         return _ObjectCode(processed, schema=schema).function()
     except RecursionError:
-        raise _error(STACK_EXCEEDED) from None
+        raise MappingError(STACK_EXCEEDED) from None
 
 
 def compile(mapping: Any, *, codegen: bool = True) -> CompiledMapping:
     """Validate a Mapping once; raises MappingError with Segment's path-prefixed messages.
     `codegen=False` resolves with plain closures instead of generated code (same payloads, slower;
-    the inner mapping of an @transform, compiled on its own, keeps its generated code)."""
+    the inner mapping of an @transform, compiled on its own, keeps its generated code).
+    STREAMPROC_EXACT_ONLY=1 (core.fast_paths) resolves every mapping, inner ones too, with closures."""
     return CompiledMapping(mapping, codegen=codegen)
 
 
@@ -1613,7 +1593,7 @@ def validate(mapping: Any) -> None:
     try:
         _validate_processed(_mapping_to_process(mapping))
     except RecursionError:
-        raise _error(STACK_EXCEEDED) from None
+        raise MappingError(STACK_EXCEEDED) from None
 
 
 def resolve(mapping: Any, event: Any) -> Any:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Final
 
+from streamproc.core import fast_paths
 from streamproc.core.fields import Choice, ConditionalRequired, Field
 from streamproc.core.js import (
     UNDEFINED,
@@ -863,7 +864,7 @@ def _conditional_rules(
 class PayloadSchema:
     """The compiled validator of one action's fields; `validate` is the hot path. `fast=False` leaves
     out the shortcuts for values that need no work, so every value goes through the full checks
-    (same payloads and errors, slower)."""
+    (same payloads and errors, slower), as under STREAMPROC_EXACT_ONLY=1."""
 
     __slots__ = (
         "_entries",
@@ -879,7 +880,7 @@ class PayloadSchema:
     _str_keys: dict[str, frozenset[str] | None]
 
     def __init__(self, fields: Mapping[str, Field], *, fast: bool = True) -> None:
-        shortcuts = fast
+        shortcuts = fast and fast_paths.taken(fast_paths.PAYLOAD_SHORTCUTS)
         self._fields = dict(fields)
         root = _object_node(fields, None, False)
         assert root.properties is not None

@@ -13,9 +13,10 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from streamproc.core import fast_paths
 from streamproc.core.fields import Field
 from streamproc.core.js import UNDEFINED
-from streamproc.errors import is_retryable_status
+from streamproc.errors import RETRYABLE_4XX, is_retryable_status
 
 __all__ = [
     "Action",
@@ -29,6 +30,7 @@ __all__ = [
     "Verdict",
     "classify_http",
     "fast_constructor",
+    "http_classifier",
     "new_request",
     "parse_retry_after",
 ]
@@ -75,8 +77,11 @@ def fast_constructor(cls: type, names: tuple[str, ...]) -> Callable[..., Any]:
     """A positional constructor for a frozen slotted dataclass that stores each field through its slot
     directly: the generated __init__ goes through object.__setattr__ once per field, which is a
     noticeable share of routing time. Falls back to the class itself if its fields are not `names`
-    or it has a __post_init__."""
+    or it has a __post_init__, or under STREAMPROC_EXACT_ONLY=1 (decided when the module that calls
+    it is imported)."""
     fields = tuple(f.name for f in dataclasses.fields(cls))
+    if not fast_paths.taken(fast_paths.SLOT_CONSTRUCTORS):
+        return cls
     if fields != names or hasattr(cls, "__post_init__") or len(names) not in (4, 8):
         return cls
     setters = [cls.__dict__[name].__set__ for name in names]
@@ -240,10 +245,20 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return max(0.0, seconds)
 
 
-def classify_http(status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
-    """Segment's rule: 2xx delivered; 408, 423, 429 and 5xx but 501 retried; other statuses permanent."""
-    if 200 <= status < 300:
-        return Outcome(Verdict.DELIVERED, status)
-    retry_after = parse_retry_after(headers.get("retry-after") or headers.get("Retry-After"))
-    verdict = Verdict.RETRY if is_retryable_status(status) else Verdict.FAIL
-    return Outcome(verdict, status, f"HTTP {status}", retry_after)
+def http_classifier(retryable_4xx: frozenset[int] = RETRYABLE_4XX) -> ClassifyFn:
+    """The classification by HTTP status alone: 2xx delivered; the statuses of `retryable_4xx` and
+    5xx but 501 retried, with the answer's Retry-After; other statuses permanent. Partners differ
+    only in which client errors are worth a retry."""
+
+    def classify(status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
+        if 200 <= status < 300:
+            return Outcome(Verdict.DELIVERED, status)
+        retry_after = parse_retry_after(headers.get("retry-after") or headers.get("Retry-After"))
+        verdict = Verdict.RETRY if is_retryable_status(status, retryable_4xx) else Verdict.FAIL
+        return Outcome(verdict, status, f"HTTP {status}", retry_after)
+
+    return classify
+
+
+classify_http: ClassifyFn = http_classifier()
+"""Segment's rule: 2xx delivered; 408, 423, 429 and 5xx but 501 retried; other statuses permanent."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from streamproc.core import fast_paths
 from streamproc.core.payload import PayloadSchema
 from streamproc.destinations.base import Action, BuildContext, BuildFn, Destination, Request, Skip
 
@@ -13,7 +14,8 @@ __all__ = ["CompiledAction", "validate_settings"]
 
 class CompiledAction:
     """An action of a destination with its payload schema compiled once; `run` is per event.
-    `fast=False` validates and builds without the shortcuts for the usual input (same outcome)."""
+    `fast=False` validates and builds without the shortcuts for the usual input (same outcome), as
+    under STREAMPROC_EXACT_ONLY=1 (core.fast_paths)."""
 
     __slots__ = ("_build", "_validate", "action", "destination", "schema")
 
@@ -26,7 +28,8 @@ class CompiledAction:
         self.action: Action = action
         self.schema = PayloadSchema(action.fields, fast=fast)
         self._validate = self.schema.validate
-        self._build = action.build if fast or action.build_exact is None else action.build_exact
+        shortcuts = fast and fast_paths.taken(fast_paths.BUILD_SHORTCUTS)
+        self._build = action.build if shortcuts or action.build_exact is None else action.build_exact
 
     @property
     def build(self) -> BuildFn:

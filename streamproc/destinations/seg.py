@@ -14,13 +14,11 @@ from streamproc.destinations.base import (
     Action,
     BuildContext,
     Destination,
-    Outcome,
     Preset,
     Request,
     Skip,
-    Verdict,
+    http_classifier,
     new_request,
-    parse_retry_after,
 )
 from streamproc.errors import SettingsError
 
@@ -323,15 +321,9 @@ def normalize_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def classify(status: int, headers: Mapping[str, str], body: bytes) -> Outcome:
-    """2xx delivered; 408, 429 and 5xx except 501 retried; every other status permanent."""
-    if 200 <= status < 300:
-        return Outcome(Verdict.DELIVERED, status)
-    retryable = status in (408, 429) or (500 <= status <= 599 and status != 501)
-    retry_after = None
-    if retryable:
-        retry_after = parse_retry_after(headers.get("retry-after") or headers.get("Retry-After"))
-    return Outcome(Verdict.RETRY if retryable else Verdict.FAIL, status, f"HTTP {status}", retry_after)
+classify = http_classifier(retryable_4xx=frozenset({408, 429}))
+"""2xx delivered; 408, 429 and 5xx except 501 retried; every other status permanent. Seg is no
+Segment destination: among client errors its contract retries only 408 and 429 (423 is permanent)."""
 
 
 _ACTIONS = {

@@ -44,8 +44,8 @@ from streamproc.runs.compose import build_dispatcher, build_senders
 # Imported where they are used: the operations server only with metrics on (it brings aiohttp's
 # server), parking and the retry consumer only when a destination parks.
 if TYPE_CHECKING:
-    from streamproc.http import OpsServer, Readiness
     from streamproc.kafka.retry import RetryConsumer
+    from streamproc.ops_server import OpsServer, Readiness
     from streamproc.parking import Parking
     from streamproc.runs.retry import RetryLane
 
@@ -300,7 +300,7 @@ class Worker:
     async def _start_http(self) -> None:
         if not self._serve_http:
             return
-        from streamproc.http import OpsServer, Readiness
+        from streamproc.ops_server import OpsServer, Readiness
 
         self._readiness = Readiness(gauge=self.metrics.ready)
         self._server = OpsServer(self.config.metrics, self.metrics.registry, self._readiness)

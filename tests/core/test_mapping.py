@@ -60,7 +60,7 @@ def test_segment_case(case: dict[str, Any]) -> None:
     if "expected_error" in case:
         with pytest.raises(MappingError) as caught:
             mk.resolve(mapping, case["input"])
-        assert caught.value.messages == expected_messages(case["expected_error"])  # type: ignore[attr-defined]
+        assert caught.value.messages == expected_messages(case["expected_error"])
     else:
         result = mk.resolve(mapping, case["input"])
         if case["expected_output"] is UNDEFINED:
@@ -74,7 +74,7 @@ def test_segment_validation_case(case: dict[str, Any]) -> None:
     if "expected_error" in case:
         with pytest.raises(MappingError) as caught:
             mk.validate(case["validate_mapping"])
-        assert caught.value.messages == expected_messages(case["expected_error"])  # type: ignore[attr-defined]
+        assert caught.value.messages == expected_messages(case["expected_error"])
         assert str(caught.value) == "\n".join(expected_messages(case["expected_error"]))
     else:
         mk.validate(case["validate_mapping"])

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from streamproc.simulator import PartnerSimulator
+from streamproc.devtools.simulator import PartnerSimulator
 
 
 @pytest.fixture

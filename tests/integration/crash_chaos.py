@@ -32,8 +32,8 @@ from test_worker_helpers import (
     write_config,
 )
 
+from streamproc.devtools.simulator import RecordedRequest
 from streamproc.kafka.progress import Progress
-from streamproc.simulator import RecordedRequest
 
 PARTNERS = ("stackadapt", "tiktok", "seg")
 DESTINATION_OF = {"stackadapt": "stackadapt", "tiktok": "tiktok-offline", "seg": "seg"}

@@ -39,9 +39,9 @@ from test_worker_helpers import (
 )
 
 from streamproc.config import load_config
+from streamproc.devtools.simulator import RecordedRequest
 from streamproc.kafka.progress import Progress, delivery_key
 from streamproc.router import Router
-from streamproc.simulator import RecordedRequest
 
 Stop = Literal["TERM", "KILL"]
 

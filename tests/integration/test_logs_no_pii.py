@@ -14,7 +14,7 @@ import orjson
 import pytest
 from kafka_helpers import async_wait_until, committed_offsets, end_offsets, produce, unique_name
 
-from streamproc.simulator import PartnerSimulator
+from streamproc.devtools.simulator import PartnerSimulator
 
 pytestmark = pytest.mark.kafka
 

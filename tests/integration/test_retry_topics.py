@@ -24,12 +24,12 @@ from test_worker_helpers import make_events, predict, recorded
 from streamproc.cli import build_parser
 from streamproc.commands.retry import inspect as retry_inspect
 from streamproc.config import load_config
+from streamproc.devtools.simulator import PartnerSimulator
 from streamproc.errors import KafkaError
 from streamproc.kafka.producer import AckedProducer, producer_config
 from streamproc.kafka.retry import retry_group
 from streamproc.router import Router
 from streamproc.runs.worker import Worker
-from streamproc.simulator import PartnerSimulator
 
 pytestmark = pytest.mark.kafka
 

@@ -16,7 +16,7 @@ from ops_helpers import cli_args, run_worker_until_done
 
 from streamproc.commands.dlq import inspect as dlq_inspect
 from streamproc.commands.retry import inspect as retry_inspect
-from streamproc.simulator import PartnerSimulator
+from streamproc.devtools.simulator import PartnerSimulator
 
 pytestmark = pytest.mark.kafka
 

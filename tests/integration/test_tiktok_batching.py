@@ -15,8 +15,8 @@ from test_worker_faults import Run, encode, sim
 from test_worker_helpers import make_events
 
 from streamproc.config import load_config
+from streamproc.devtools.simulator import PartnerSimulator
 from streamproc.router import Delivery, Router
-from streamproc.simulator import PartnerSimulator
 
 pytestmark = pytest.mark.kafka
 

@@ -16,9 +16,9 @@ from kafka_helpers import committed_offsets, end_offsets, produce, read_all, uni
 from test_worker_helpers import make_events, predict, recorded, user_key, write_config
 
 from streamproc.config import load_config
+from streamproc.devtools.simulator import PartnerSimulator
 from streamproc.router import Router
 from streamproc.runs.worker import Worker
-from streamproc.simulator import PartnerSimulator
 
 pytestmark = pytest.mark.kafka
 

@@ -23,7 +23,7 @@ import yaml
 from kafka_helpers import committed_offsets, end_offsets, produce
 
 from streamproc.config import load_config
-from streamproc.simulator import PartnerSimulator, RecordedRequest
+from streamproc.devtools.simulator import PartnerSimulator, RecordedRequest
 
 REPO = Path(__file__).resolve().parents[2]
 T = TypeVar("T")

@@ -10,6 +10,8 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from streamproc.core.fast_paths import JS_DATE_PARSE
+from streamproc.core.fast_paths import OFF as _FAST_PATHS_OFF
 from streamproc.core.js.strings import WHITESPACE_SET
 
 _KEYWORDS: dict[str, tuple[str, int]] = {
@@ -365,6 +367,8 @@ def date_parse(text: str) -> float:
     """`Date.parse(text)` in epoch milliseconds, NaN where V8 says Invalid Date. The usual Segment
     timestamp shapes are answered without tokenising; `date_parse_exact` always tokenises and gives
     the same answers."""
+    if JS_DATE_PARSE in _FAST_PATHS_OFF:
+        return date_parse_exact(text)
     if _UTC_MILLIS(text):
         # Segment's own timestamp shape. Where datetime accepts it (a real date and time) the two
         # agree; the edge cases it rejects (hour 24, day 31 of a short month, year 0) go on below.

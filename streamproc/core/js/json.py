@@ -9,6 +9,8 @@ from typing import Any
 
 import orjson
 
+from streamproc.core.fast_paths import JS_JSON
+from streamproc.core.fast_paths import OFF as _FAST_PATHS_OFF
 from streamproc.core.js.convert import number_to_string
 from streamproc.core.js.values import UNDEFINED
 
@@ -156,6 +158,8 @@ def json_bytes(value: Any, *, plain_keys: bool = False) -> bytes:
     ints, undefined, non-finite floats and lone surrogates make orjson refuse and take the exact path.
     `plain_keys` is the caller's word that no object key is an array index (one JavaScript would
     order first), so the output is not searched for one."""
+    if JS_JSON in _FAST_PATHS_OFF:
+        return json_bytes_exact(value)
     cls = value.__class__
     if cls is not dict and cls is not list:
         return _json_bytes_walked(value, plain_keys)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from urllib.parse import quote, quote_plus, unquote_to_bytes
 
+from streamproc.core.fast_paths import JS_FORM_ENCODE, JS_URL_QUERY
+from streamproc.core.fast_paths import OFF as _FAST_PATHS_OFF
 from streamproc.core.js.strings import well_formed
 
 # URLSearchParams keeps only ASCII alphanumerics and *-._ unescaped and writes space as "+";
@@ -67,6 +69,8 @@ def form_encode(pairs: list[tuple[str, str]]) -> str:
     escaped in one pass. When no name or value holds "&" or "=", the pairs are joined with them and
     those two are kept; otherwise NUL stands for "&" and U+0001 for "=", so their escapes "%00" and
     "%01" mark where the separators go (checked to occur nowhere else)."""
+    if JS_FORM_ENCODE in _FAST_PATHS_OFF:
+        return form_encode_exact(pairs)
     n = len(pairs)
     raw = "&".join(map("=".join, pairs))
     if raw.isascii():
@@ -97,6 +101,8 @@ class FormTemplate:
         self._separators = (len(names) - 1, len(names))
 
     def encode(self, values: tuple[str, ...]) -> str:
+        if JS_FORM_ENCODE in _FAST_PATHS_OFF:
+            return self.encode_exact(values)
         raw = self._format % values
         if raw.isascii():
             data = raw.encode("ascii")
@@ -181,6 +187,8 @@ def _general_query_of(url: str) -> str | None:
 def url_query_param(url: str, name: str) -> str | None:
     """`new URL(url).searchParams.get(name)`; None when the URL does not parse or lacks the name.
     Plain URLs and plain keys are read without decoding; `url_query_param_exact` gives the same."""
+    if JS_URL_QUERY in _FAST_PATHS_OFF:
+        return url_query_param_exact(url, name)
     if (
         name not in url
         and url.isascii()

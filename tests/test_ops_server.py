@@ -11,8 +11,8 @@ import pytest
 from manual_clock import ManualClock
 from prometheus_client.parser import text_string_to_metric_families
 
-from streamproc.http import Health, OpsServer, Readiness
 from streamproc.metrics import Metrics
+from streamproc.ops_server import Health, OpsServer, Readiness
 
 
 @dataclass(frozen=True)

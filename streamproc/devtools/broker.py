@@ -87,7 +87,7 @@ def cache_dir() -> Path:
 
 def _script() -> Path:
     # A real file: the package is installed unpacked (setuptools wheels are not zip-safe here).
-    return Path(str(resources.files("streamproc.kafka").joinpath("kafka-local")))
+    return Path(str(resources.files("streamproc.devtools").joinpath("kafka-local")))
 
 
 def _environment() -> dict[str, str]:
