@@ -261,6 +261,20 @@ def produce(
     return sent_at
 
 
+def backlog(
+    bootstrap: str, tag: str, mix: str, n: int, topics: list[str]
+) -> tuple[str, str, list[dict[str, Any]]]:
+    """A topic named `tag` holding `n` events of `mix` (seed 1), and its dead-letter topic, both
+    added to `topics` (deleted at the end): (topic, dead-letter topic, the events)."""
+    topic, dlq = tag, f"{tag}-dlq"
+    create_topic(bootstrap, topic, PARTITIONS)
+    create_topic(bootstrap, dlq, 1)
+    topics += [topic, dlq]
+    events = make_events(n, MIXES[mix], seed=1, prefix=f"{tag}-b")
+    produce(bootstrap, topic, [orjson.dumps(e) for e in events], [e["userId"].encode() for e in events])
+    return topic, dlq, events
+
+
 def committed_all(bootstrap: str, group: str, topics: dict[str, int]) -> bool:
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
     try:
@@ -811,12 +825,7 @@ def run_mix(
     topics: list[str],
 ) -> dict[str, Any]:
     tag = f"bench-{name}-{uuid.uuid4().hex[:6]}"
-    topic, dlq = tag, f"{tag}-dlq"
-    create_topic(bootstrap, topic, PARTITIONS)
-    create_topic(bootstrap, dlq, 1)
-    topics += [topic, dlq]
-    events = make_events(args.events, MIXES[name], seed=1, prefix=f"{tag}-b")
-    produce(bootstrap, topic, [orjson.dumps(e) for e in events], [e["userId"].encode() for e in events])
+    topic, dlq, events = backlog(bootstrap, tag, name, args.events, topics)
     sink_url, sink_pid = sink
     config = work / f"{tag}.yaml"
     config.write_text(yaml.safe_dump(base_config(bootstrap, [topic], dlq, tag, sink_url), sort_keys=False))

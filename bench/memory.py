@@ -350,14 +350,7 @@ def main() -> int:
     try:
         for mix in args.mix.split(","):
             tag = f"mem-{mix}-{uuid.uuid4().hex[:6]}"
-            topic, dlq = tag, f"{tag}-dlq"
-            e2e.create_topic(bootstrap, topic, e2e.PARTITIONS)
-            e2e.create_topic(bootstrap, dlq, 1)
-            topics += [topic, dlq]
-            events = e2e.make_events(args.events, e2e.MIXES[mix], seed=1, prefix=f"{tag}-b")
-            e2e.produce(
-                bootstrap, topic, [orjson.dumps(e) for e in events], [e["userId"].encode() for e in events]
-            )
+            topic, dlq, events = e2e.backlog(bootstrap, tag, mix, args.events, topics)
             # What the sink must receive: every request of the configuration the workers run.
             config = work / f"{tag}.yaml"
             data = e2e.base_config(bootstrap, [topic], dlq, tag, sink_url)

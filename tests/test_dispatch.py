@@ -582,6 +582,36 @@ async def test_admitted_deliveries_wait_without_tasks_in_key_order_within_the_li
     await dispatcher.close()
 
 
+async def test_a_delivery_whose_key_turn_comes_goes_ahead_of_those_let_in_after_it(
+    partner: StandIn,
+) -> None:
+    # Offsets become committable in the order deliveries were let in: a key's second delivery
+    # must not wait behind every delivery let in after it once its first one is done.
+    async def ok(request: web.Request) -> web.Response:
+        return web.Response(status=200)
+
+    partner.handler = ok
+    ordered = Bulkhead(policy(destination="o", ordered=True, concurrency=1))
+    dispatcher = Dispatcher([ordered])
+    started: list[asyncio.Task[DeliveryResult]] = []
+
+    def start(admission: Admission) -> bool:
+        task = asyncio.create_task(admission.send())
+        task.add_done_callback(admission.finish)
+        started.append(task)
+        return True
+
+    for name, key in (("a1", "a"), ("b1", "b"), ("a2", "a"), ("c1", "c"), ("d1", "d")):
+        dispatcher.admit(FakeDelivery(name, "o", [post(partner.url + f"/{name}")], ordering_key=key), start)
+    for _ in range(500):
+        if len(started) == 5 and all(t.done() for t in started):
+            break
+        await asyncio.sleep(0.01)
+    assert [path for _, path, _ in partner.seen] == ["/a1", "/b1", "/a2", "/c1", "/d1"]
+    assert ordered.in_flight == 0 and ordered.limiter.in_use == 0 and dispatcher.keys_waiting == 0
+    await dispatcher.close()
+
+
 async def test_an_admission_given_up_passes_its_turn_and_slot_on(partner: StandIn) -> None:
     async def ok(request: web.Request) -> web.Response:
         return web.Response(status=200)

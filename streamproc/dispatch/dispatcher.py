@@ -80,14 +80,22 @@ class Admission:
         if prev is None or prev.finished:
             self.queue()
         else:
-            KeySequencer.then(prev, self.queue)
+            KeySequencer.then(prev, self._turn_came)
 
-    def queue(self) -> None:
-        """Wait for a concurrency slot (a delivery with nothing to send starts without one)."""
+    def queue(self, first: bool = False) -> None:
+        """Wait for a concurrency slot (a delivery with nothing to send starts without one);
+        `first`: ahead of those waiting for one."""
         if self.delivery.requests and self.delivery.skipped is None:
-            self._bulkhead.limiter.when_free(self._started)
+            self._bulkhead.limiter.when_free(self._started, first=first)
         elif not self._start(self):
             self.finish()
+
+    def _turn_came(self) -> None:
+        # Its predecessor of the same key is done: it goes ahead of the deliveries waiting for a
+        # slot, which were mostly let in after it. At the back of the line it would wait for all
+        # of them, its event holding its partition's watermark (and the in-flight window) that
+        # long: on a backlog the window would stay full until the work ran out.
+        self.queue(first=True)
 
     def _started(self) -> bool:
         self.holds = True

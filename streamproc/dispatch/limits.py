@@ -105,15 +105,21 @@ class ConcurrencyLimit:
                 self.release()  # the slot was handed over just as we were cancelled
             raise
 
-    def when_free(self, start: Callable[[], bool]) -> None:
+    def when_free(self, start: Callable[[], bool], *, first: bool = False) -> None:
         """Call `start` holding a slot: now if one is free and nobody waits, else in turn, with no
         future and no task while it waits. `start` returns False when it no longer wants the
-        slot (the slot goes on to the next in line); otherwise the slot is its to release."""
-        if self.try_acquire():
+        slot (the slot goes on to the next in line); otherwise the slot is its to release.
+        `first`: ahead of everyone waiting (a delivery let in before them that waited for its key)."""
+        if self.in_use < self.limit and (first or not self._waiters):
+            self.in_use += 1
+            self.started += 1
             if not start():
                 self.release()
             return
-        self._waiters.append(start)
+        if first:
+            self._waiters.appendleft(start)
+        else:
+            self._waiters.append(start)
 
     def release(self) -> None:
         self.in_use -= 1

@@ -41,6 +41,19 @@ FINAL_COMMIT_WAIT = 10.0
 """Seconds a stopping worker keeps polling for its last commit while the group rebalances (within
 the Helm chart's margin of the grace period over `shutdown_timeout`)."""
 
+HOLD_BEFORE_PAUSE = 2.0
+"""Seconds a full window is held before the partitions pause: the loop stops polling and waits for
+the window to fall to its resume marks. On a backlog the window fills and falls back many times a
+second, and a pause would cost each time: librdkafka drops what it prefetched for paused partitions,
+and after the resume fetches again only when its fetcher thread next wakes (up to a second later),
+so the worker would run out of work meanwhile. While held, librdkafka keeps its prefetch (bounded,
+`backpressure.prefetch_settings`) and the next poll takes from it at once. Rebalance callbacks and
+commits, which run in polls, wait at most this long; a window still full after it (a slow partner)
+pauses as before, and the loop polls on."""
+
+HOLD_CHECK = 0.005
+"""Seconds between two looks at the window while it is held."""
+
 log = structlog.get_logger("streamproc.consumer")
 
 
@@ -185,6 +198,8 @@ class ConsumerLoop(PartitionReader[Partition]):
         while not self._stopping:
             m_in_flight.set(self.in_flight())
             self._want_paused = self._bound.update(self.window(), self.window_bytes())
+            if self._want_paused and not self._paused and await self._held():
+                continue
             batch = await self._step(self._want_paused)
             for msg in batch:
                 if self._stopping:
@@ -192,6 +207,16 @@ class ConsumerLoop(PartitionReader[Partition]):
                 self._accept(msg)
         if self._fatal is not None:
             raise self._fatal
+
+    async def _held(self) -> bool:
+        """Wait without polling, up to HOLD_BEFORE_PAUSE, for the window to fall to its resume
+        marks: True if it did, False (the partitions pause then) if not or if the loop stops."""
+        deadline = time.monotonic() + HOLD_BEFORE_PAUSE
+        while not self._stopping and time.monotonic() < deadline:
+            await asyncio.sleep(HOLD_CHECK)
+            if not self._bound.update(self.window(), self.window_bytes()):
+                return True
+        return False
 
     async def _step(self, paused: bool) -> list[Any]:
         """One poll (serving the group: rebalance callbacks run inside it), with the commit when

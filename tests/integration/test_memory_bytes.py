@@ -62,7 +62,8 @@ def test_rss_stays_under_the_bytes_bound_with_1mb_events_and_a_slow_partner(
         destination_limits={d: {"concurrency": 64} for d in ("stackadapt", "tiktok-offline", "seg")},
         ordering="none",
     )
-    sim.fault("*", latency=1500)
+    # Slower than the 2 s a full window is held before the partitions pause: the window stays full.
+    sim.fault("*", latency=3000)
     worker = WorkerProcess(config, tmp_path / "worker.log")
     try:
         deadline = time.monotonic() + 60

@@ -116,7 +116,8 @@ def test_memory_stays_bounded_under_lag_with_a_slow_partner(
         destination_limits={"stackadapt": many, "tiktok-offline": many, "seg": many},
         ordering="none",
     )
-    sim.fault("*", latency=500)
+    # Slow enough that the window stays full past the 2 s it is held before the partitions pause.
+    sim.fault("*", latency=1000)
     rss_bound_mb = 300.0
     worker = WorkerProcess(config, tmp_path / "worker.log")
     peak = 0.0

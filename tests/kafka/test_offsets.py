@@ -256,6 +256,27 @@ async def test_a_revoke_asks_for_open_batches_first_so_their_offsets_commit() ->
     await loop.close()
 
 
+async def test_a_full_window_that_falls_back_soon_is_held_not_paused() -> None:
+    # On a backlog the window fills and falls back many times a second. The loop stops polling
+    # while it is full instead of pausing: a pause would drop what librdkafka prefetched, and the
+    # worker would wait for it to be fetched again after the resume.
+    fake = ScriptedConsumer(10)
+    seen: list[tuple[int, Partition]] = []
+    loop = _scripted_loop(fake, seen, commit_interval=60.0, max_in_flight_events=8, resume_in_flight_events=3)
+    task = asyncio.create_task(loop.run())
+    await _until(lambda: len(seen) == 10)
+    polls = fake.polls
+    await asyncio.sleep(0.2)
+    assert fake.polls == polls  # full: no poll, which would take more messages
+    for offset, part in seen[:7]:
+        loop.complete(part, offset)
+    await _until(lambda: fake.polls > polls)  # at its resume mark: polling again at once
+    assert fake.paused == 0 and fake.resumed == 0
+    loop.request_stop()
+    await task
+    await loop.close()
+
+
 async def test_finished_events_behind_a_slow_one_count_against_the_bound() -> None:
     # One slow event holds the watermark while the nine after it finish: all ten would be read
     # again after a crash, so the worker stays paused until the slow one is done.
