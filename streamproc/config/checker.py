@@ -16,6 +16,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 from streamproc.config.interpolation import FromEnv
 from streamproc.config.models import KeySpec, key_specs
+from streamproc.core.events import kind_in_words
 from streamproc.errors import ConfigProblem
 
 __all__ = [
@@ -117,19 +118,7 @@ def did_you_mean(word: str, options: Iterable[str]) -> str:
 
 def kind_of(value: Any) -> str:
     """What the file gave, in words ('a list', 'null', ...)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "a mapping"
-    return type(value).__name__
+    return kind_in_words(value, a_list="a list", a_mapping="a mapping")
 
 
 def read_key(

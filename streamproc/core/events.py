@@ -10,7 +10,7 @@ import orjson
 from streamproc.core.js import number_to_string
 from streamproc.errors import DecodeError
 
-__all__ = ["decode_json", "message_id", "ordering_key"]
+__all__ = ["decode_json", "kind_in_words", "message_id", "ordering_key"]
 
 _loads = orjson.loads
 _JSONDecodeError = orjson.JSONDecodeError
@@ -23,11 +23,14 @@ def decode_json(raw: bytes | bytearray | memoryview | str) -> dict[str, Any]:
     except _JSONDecodeError as exc:
         raise DecodeError(f"not valid JSON: {exc}") from None
     if type(event) is not dict:
-        raise DecodeError(f"a Segment event must be a JSON object, got {_json_type(event)}")
+        raise DecodeError(f"a Segment event must be a JSON object, got {kind_in_words(event)}")
     return event
 
 
-def _json_type(value: object) -> str:
+def kind_in_words(value: object, *, a_list: str = "an array", a_mapping: str | None = None) -> str:
+    """What a decoded JSON or YAML value is, in words for an error message ('a string', 'null',
+    ...); a list and a mapping are worded as the reader knows them (JSON: an array; a config file:
+    a list, a mapping). Without `a_mapping`, a mapping is named by its type."""
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -37,7 +40,9 @@ def _json_type(value: object) -> str:
     if isinstance(value, str):
         return "a string"
     if isinstance(value, list):
-        return "an array"
+        return a_list
+    if isinstance(value, dict) and a_mapping is not None:
+        return a_mapping
     return type(value).__name__
 
 
