@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -537,6 +538,19 @@ def test_rising_latency_cuts_and_the_limit_stays_within_its_bounds() -> None:
     assert fixed.limit == 4
 
 
+async def all_finished(tasks: Sequence[asyncio.Task[Any]], count: int, timeout: float = 30.0) -> None:
+    """Wait until `count` admitted deliveries have their tasks and every one has finished, done
+    callbacks included: awaited together, each task's own callback (its admission's finish, added
+    before gather's) has run, not only the task."""
+
+    async def started() -> None:
+        while len(tasks) < count:
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(started(), timeout)
+    await asyncio.wait_for(asyncio.gather(*tasks), timeout)
+
+
 async def test_admitted_deliveries_wait_without_tasks_in_key_order_within_the_limit(
     partner: StandIn,
 ) -> None:
@@ -566,11 +580,7 @@ async def test_admitted_deliveries_wait_without_tasks_in_key_order_within_the_li
         )
     assert len(tasks) <= 4  # the rest wait for their turn or a slot, with no task yet
     assert ordered.in_flight == 60
-    while len(tasks) < 60:
-        await asyncio.sleep(0.01)
-    # Awaited together, so that each task's own done callback (its admission's finish, added
-    # before gather's) has run too, not only the task.
-    await asyncio.wait_for(asyncio.gather(*tasks), 30)
+    await all_finished(tasks, 60)
     assert all(t.result().outcome == "delivered" for t in tasks)
     per_user: dict[str, list[int]] = collections.defaultdict(list)
     for _, _, body in partner.seen:
@@ -603,10 +613,7 @@ async def test_a_delivery_whose_key_turn_comes_goes_ahead_of_those_let_in_after_
 
     for name, key in (("a1", "a"), ("b1", "b"), ("a2", "a"), ("c1", "c"), ("d1", "d")):
         dispatcher.admit(FakeDelivery(name, "o", [post(partner.url + f"/{name}")], ordering_key=key), start)
-    for _ in range(500):
-        if len(started) == 5 and all(t.done() for t in started):
-            break
-        await asyncio.sleep(0.01)
+    await all_finished(started, 5)
     assert [path for _, path, _ in partner.seen] == ["/a1", "/b1", "/a2", "/c1", "/d1"]
     assert ordered.in_flight == 0 and ordered.limiter.in_use == 0 and dispatcher.keys_waiting == 0
     await dispatcher.close()
@@ -638,12 +645,7 @@ async def test_an_admission_given_up_passes_its_turn_and_slot_on(partner: StandI
 
     for i in range(3):
         dispatcher.admit(FakeDelivery(f"d{i}", "o", [post(partner.url + f"/{i}")], ordering_key="k"), start)
-    for _ in range(200):
-        if len(started) == 2:
-            break
-        await asyncio.sleep(0.01)
-    # Each task's own done callback (its admission's finish) has run once gather sees it done.
-    await asyncio.wait_for(asyncio.gather(*started), 10)
+    await all_finished(started, 2)
     assert sorted(results) == ["d0", "d2"] and all(r.outcome == "delivered" for r in results.values())
     assert [path for _, path, _ in partner.seen] == ["/0", "/2"]
     assert ordered.in_flight == 0 and ordered.limiter.in_use == 0 and dispatcher.keys_waiting == 0
