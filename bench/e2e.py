@@ -15,12 +15,14 @@ orders and carts) it prints, measured in the same run on the same machine:
   streamproc           `streamproc run` as a process: backlog drain rate, events and requests per
                        worker CPU-second, worker CPU per request over the bare client's, the share of
                        its core it used and its peak RSS while draining, and the produce-to-partner
-                       latency p50/p99 at half the drain rate
+                       latency p50/p99 at half the drain rate, with the worker's own share of it
+                       (consumed to delivered, from its metrics)
 The partner side of the throughput phases is the Go sink in bench/sink/ (built into .cache/ on first
 use; it answers each partner's success shape and counts requests and TikTok items, so the run checks
 that every expected request arrived). The Python simulator (`streamproc simulate`) stays the tool for
-correctness and faults. Where taskset exists the worker (and the bare clients) run on one core and the
-sink on another; the broker floats. Worker CPU is the worker process's own (all its threads), read
+correctness and faults. Where taskset exists the worker (and the bare clients) run on one core, and
+the sink, the broker and this process (the producer of the latency phase) on the others, so the
+worker's core is its own. Worker CPU is the worker process's own (all its threads), read
 from /proc; the broker and the sink are not in it.
 
 --baseline REV checks REV out into a temporary git worktree (or takes a source directory) and runs
@@ -41,12 +43,15 @@ import contextlib
 import copy
 import os
 import random
+import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections import Counter, defaultdict, deque
 from dataclasses import dataclass, field
@@ -116,13 +121,48 @@ def base_config(bootstrap: str, topics: list[str], dlq: str, group: str, sink_ur
         "group_id": group,
         "dead_letter_topic": dlq,
     }
-    data["metrics"] = {"enabled": False}  # metrics are still counted; only the HTTP server is off
+    # Served on a free port: the latency phase reads the worker's own consumed-to-delivered histogram.
+    data["metrics"] = {"enabled": True, "port": free_port()}
     data["log"] = {"format": "json", "level": "warning"}
     for dest in data["destinations"]:
         dest["endpoint"] = sink_url
         # No rate limit: measure the worker, not the configured cap.
         dest["limits"] = {"concurrency": CONCURRENCY}
     return data
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def delivery_buckets(port: int) -> dict[float, float]:
+    """The worker's consumed-to-delivered histogram (all destinations): upper bound -> count."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    out: dict[float, float] = defaultdict(float)
+    for le, value in re.findall(
+        r'^streamproc_delivery_duration_seconds_bucket\{[^}]*le="([^"]+)"[^}]*\} (\S+)$', text, re.M
+    ):
+        out[float(le)] += float(value)
+    return dict(out)
+
+
+def bucket_quantile(q: float, before: dict[float, float], after: dict[float, float]) -> float | None:
+    """The q-quantile of what was observed between two reads, interpolated within its bucket
+    (as Prometheus' histogram_quantile does); None when nothing was."""
+    counts = sorted((le, after.get(le, 0.0) - before.get(le, 0.0)) for le in after)
+    total = counts[-1][1] if counts else 0.0
+    if total <= 0:
+        return None
+    lower, below = 0.0, 0.0
+    for le, cumulative in counts:
+        if cumulative >= q * total:
+            if le == float("inf"):
+                return lower
+            return lower + (le - lower) * (q * total - below) / max(cumulative - below, 1e-9)
+        lower, below = le, cumulative
+    return lower
 
 
 # -- worker variants --------------------------------------------------------------------------------
@@ -718,6 +758,8 @@ def run_worker(
             for r in reqs:
                 expected.add(r)
         mark = sink_stats(ctx.sink_url)
+        port = int(data["metrics"]["port"])
+        inside_before = delivery_buckets(port)
         sink_record(ctx.sink_url, True)
         try:
             sent_at = produce(
@@ -745,6 +787,12 @@ def run_worker(
         out["latency_p50_ms"] = percentile(latencies, 0.5) * 1000
         out["latency_p99_ms"] = percentile(latencies, 0.99) * 1000
         out["latency_samples"] = len(latencies)
+        # The worker's own share: consumed to delivered (its metric), without the broker's.
+        inside_after = delivery_buckets(port)
+        for q, field_name in ((0.5, "worker_latency_p50_ms"), (0.99, "worker_latency_p99_ms")):
+            value = bucket_quantile(q, inside_before, inside_after)
+            if value is not None:
+                out[field_name] = value * 1000
         out["problems"] += [f"latency phase: {p}" for p in check_arrivals(expected, stats, mark)]
         if not complete:
             out["error"] = f"latency phase stalled: {delivered(stats, mark)} of {expected.deliveries} arrived"
@@ -907,6 +955,7 @@ def print_mix(r: dict[str, Any]) -> None:
     header = (
         f"  {'streamproc run':<40} {'drain':>7} {'events':>7} {'reqs':>7} {'CPU':>6} {'x bare':>6}"
         f" {'worker':>6} {'sink':>5} {'peak':>5} {'items':>5}  {'latency p50/p99 ms':>18} {'at ev/s':>7}"
+        f"  {'in worker p50/p99':>17}"
     )
     print(header)
     print(
@@ -927,11 +976,16 @@ def print_mix(r: dict[str, Any]) -> None:
             if "latency_p50_ms" in w
             else f"{'-':>18} {'-':>7}"
         )
+        inside = (
+            f"  {w['worker_latency_p50_ms']:7.1f} /{w['worker_latency_p99_ms']:7.1f}"
+            if "worker_latency_p99_ms" in w
+            else ""
+        )
         print(
             f"{label} {w['events_per_s']:>7,.0f} {w['events_per_cpu_s']:>7,.0f}"
             f" {w['requests_per_cpu_s']:>7,.0f} {w['cpu_us_per_request']:>6,.0f} {ratio}"
             f" {w['worker_cpu_util']:>6.0%} {w['sink_cpu_util']:>5.0%} {w['peak_rss_mb']:>5.0f}"
-            f" {w['tiktok_items_per_request']:>5.1f}  {latency}"
+            f" {w['tiktok_items_per_request']:>5.1f}  {latency}{inside}"
         )
         for problem in w.get("problems", []):
             print(f"  {'':<40} !! {problem}")
@@ -1028,6 +1082,10 @@ def main() -> int:
     if args.bootstrap:
         os.environ["KAFKA_BOOTSTRAP_SERVERS"] = args.bootstrap
     cpus = choose_cpus(not args.no_pin)
+    if cpus[0] is not None:
+        # The worker's core is its own: this process (the producer of the paced phase) and the
+        # broker it starts run beside the sink, so neither takes CPU from the worker being measured.
+        os.sched_setaffinity(0, set(os.sched_getaffinity(0)) - {cpus[0]})
     bootstrap, run_dir = start_broker(work)
     sink_proc, sink_url = start_sink(cpus[1])
     baseline_tree = None
@@ -1072,7 +1130,10 @@ def main() -> int:
                 " the revision's own default client for default);"
                 "\nworker CPU: the share of its core the worker used while draining; peak RSS: the worker's"
                 " resident-set high-water mark (MB) from its start to the end of the drain;"
-                "\nitems/req: TikTok items per request; latency: produce to the sink receiving it."
+                "\nitems/req: TikTok items per request; latency: produce to the sink receiving it"
+                "\n(the broker's share included); in worker: consumed to delivered, from the worker's own"
+                "\nhistogram (interpolated within its buckets). The broker and this process share the sink's"
+                " core."
             )
     finally:
         sink_proc.terminate()

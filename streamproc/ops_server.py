@@ -11,12 +11,16 @@ module only reads it.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import json
+import socket
+import threading
 import time
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
-from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
@@ -154,7 +158,14 @@ class Readiness:
 
 
 class OpsServer:
-    """aiohttp server for /metrics, /healthz and /readyz; `start()` returns its base URL."""
+    """The HTTP server for /metrics, /healthz and /readyz; `start()` returns its base URL.
+
+    It is the standard library's threading server (aiohttp's would add about 8 MB to every worker
+    for three GET routes). Requests are read on its threads, but every answer is made on the event
+    loop, where the metrics are updated, so a scrape never sees one half-updated; a loop that does
+    not answer within ANSWER_TIMEOUT gets a 503 (for /healthz: the loop is blocked)."""
+
+    ANSWER_TIMEOUT = 5.0
 
     def __init__(
         self,
@@ -170,45 +181,37 @@ class OpsServer:
         # Once a second: the ready gauge follows a consumer that stopped polling, and rate-limited
         # log lines get their summary.
         self.health.on_beat.extend([readiness._publish, flush_suppressed])
-        self._runner: web.AppRunner | None = None
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         self.url: str | None = None
 
-    def app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_get("/metrics", self._metrics)
-        app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/readyz", self._readyz)
-        return app
-
-    async def _metrics(self, request: web.Request) -> web.Response:
-        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-        body = encoder(self.registry)
-        resp = web.Response(body=body)
-        # aiohttp refuses a charset inside content_type=, so the header is set whole.
-        resp.headers["Content-Type"] = content_type
-        return resp
-
-    async def _healthz(self, request: web.Request) -> web.Response:
-        ok, detail = self.health.status()
-        return web.json_response({"status": "ok" if ok else "failing", **detail}, status=200 if ok else 503)
-
-    async def _readyz(self, request: web.Request) -> web.Response:
-        self.readiness._publish()
-        ok, detail = self.readiness.status()
-        return web.json_response(
-            {"status": "ready" if ok else "not ready", **detail}, status=200 if ok else 503
-        )
+    def answer(self, path: str, accept: str) -> tuple[int, str, bytes]:
+        """(status, content type, body) of a GET of `path`; called on the event loop."""
+        if path == "/metrics":
+            encoder, content_type = choose_encoder(accept)
+            return 200, content_type, encoder(self.registry)
+        if path == "/healthz":
+            ok, detail = self.health.status()
+            return _json(200 if ok else 503, {"status": "ok" if ok else "failing", **detail})
+        if path == "/readyz":
+            self.readiness._publish()
+            ok, detail = self.readiness.status()
+            return _json(200 if ok else 503, {"status": "ready" if ok else "not ready", **detail})
+        return 404, "text/plain; charset=utf-8", b"404: Not Found"
 
     async def start(self) -> str:
-        self._runner = web.AppRunner(self.app(), access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.settings.host, self.settings.port)
-        await site.start()
-        sockets = getattr(site._server, "sockets", None) or []
-        port = sockets[0].getsockname()[1] if sockets else self.settings.port
-        host = self.settings.host if self.settings.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
-        self.url = f"http://{host}:{port}"
+        loop = asyncio.get_running_loop()
+        host = self.settings.host
+        server_class = _Server6 if ":" in host else _Server
+        self._httpd = server_class((host, self.settings.port), _handler(self, loop))
+        port = self._httpd.server_address[1]
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, args=(0.2,), name="ops-server", daemon=True
+        )
+        self._thread.start()
+        shown = host if host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+        self.url = f"http://[{shown}]:{port}" if ":" in shown else f"http://{shown}:{port}"
         self._heartbeat = asyncio.create_task(self.health.run(), name="streamproc-heartbeat")
         return self.url
 
@@ -218,6 +221,60 @@ class OpsServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._heartbeat
             self._heartbeat = None
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
+        if self._httpd is not None:
+            httpd, self._httpd = self._httpd, None
+            # shutdown() waits for serve_forever to notice (one poll interval): off the loop.
+            await asyncio.to_thread(httpd.shutdown)
+            httpd.server_close()
+            self._thread = None
+
+
+def _json(status: int, data: dict[str, Any]) -> tuple[int, str, bytes]:
+    return status, "application/json; charset=utf-8", json.dumps(data).encode()
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+def _handler(server: OpsServer, loop: asyncio.AbstractEventLoop) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            accept = self.headers.get("Accept", "")
+            answered: concurrent.futures.Future[tuple[int, str, bytes]] = concurrent.futures.Future()
+
+            def make() -> None:
+                try:
+                    answered.set_result(server.answer(path, accept))
+                except Exception as exc:  # shown as a 500, never crashes the loop
+                    answered.set_exception(exc)
+
+            try:
+                loop.call_soon_threadsafe(make)
+                status, content_type, body = answered.result(OpsServer.ANSWER_TIMEOUT)
+            except concurrent.futures.TimeoutError:
+                status, content_type = 503, "text/plain; charset=utf-8"
+                body = f"the event loop did not answer within {OpsServer.ANSWER_TIMEOUT:g}s\n".encode()
+            except RuntimeError:  # the loop is closed: the worker is stopping
+                status, content_type, body = 503, "text/plain; charset=utf-8", b"stopping\n"
+            except Exception as exc:
+                status, content_type = 500, "text/plain; charset=utf-8"
+                body = f"{type(exc).__name__}\n".encode()
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:  # no access log
+            pass
+
+    return Handler

@@ -93,6 +93,16 @@ def test_run_loads_what_the_configuration_asks_for(tmp_path: Path) -> None:
     assert {"streamproc.parking", "streamproc.kafka.retry", "streamproc.core.liquid"} <= loaded
 
 
+def test_serving_metrics_loads_no_web_framework() -> None:
+    # The operations server is the standard library's: a worker with metrics on (the default)
+    # does not pay aiohttp's memory for three GET routes.
+    code = "import json, sys, streamproc.ops_server; print(json.dumps(sorted(sys.modules)))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    loaded = set(json.loads(proc.stdout))
+    assert "streamproc.ops_server" in loaded and "aiohttp" not in loaded
+
+
 _MODULES_OF_PARSER = """
 import json, sys
 from streamproc.cli import build_parser

@@ -48,8 +48,9 @@ def test_every_pin_is_within_the_declared_bounds() -> None:
         assert req.specifier.contains(version, prereleases=True), f"{req.name}=={version} is not {req}"
 
 
-def test_the_metrics_server_library_is_past_its_published_advisories() -> None:
-    # aiohttp serves /metrics, /healthz and /readyz on 0.0.0.0; 3.14.3 fixes the last advisories
+def test_aiohttp_is_past_its_published_advisories() -> None:
+    # aiohttp serves the partner simulator and parses partners' answers when it is the chosen
+    # client; 3.14.3 fixes the last advisories
     # (request smuggling via WebSocket upgrade, an out-of-bounds read in the response parser).
     (aiohttp,) = [r for r in declared() if r.name == "aiohttp"]
     assert not aiohttp.specifier.contains("3.14.2") and aiohttp.specifier.contains("3.14.3")

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -135,3 +139,27 @@ async def test_ready_gauge_follows_polling_without_anyone_asking(
     clock.now += 60
     r._publish()  # what the heartbeat does every second
     assert metrics.ready._value.get() == 0
+
+
+async def test_a_blocked_event_loop_fails_the_liveness_probe_with_an_answer(
+    server: OpsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The probe is answered on the server's own thread even while the loop is stuck (CPU-bound
+    # work), so Kubernetes sees a 503 rather than a hung connection; the loop answers again after.
+    monkeypatch.setattr(OpsServer, "ANSWER_TIMEOUT", 0.2)
+    answers: list[int] = []
+
+    def probe() -> None:
+        try:
+            urllib.request.urlopen(f"{server.url}/healthz", timeout=10)
+            answers.append(200)
+        except urllib.error.HTTPError as exc:
+            answers.append(exc.code)
+
+    prober = threading.Thread(target=probe)
+    prober.start()
+    time.sleep(1.0)  # blocks the event loop
+    prober.join(10)
+    assert answers == [503]
+    assert (await get(server, "/healthz"))[0] == 200
+    assert (await get(server, "/nothing-here"))[0] == 404

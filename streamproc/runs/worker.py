@@ -41,8 +41,8 @@ from streamproc.pipeline import EventProcessor, kafka_section
 from streamproc.router import Router
 from streamproc.runs.compose import build_dispatcher, build_senders
 
-# Imported where they are used: the operations server only with metrics on (it brings aiohttp's
-# server), parking and the retry consumer only when a destination parks.
+# Imported where they are used: the operations server only with metrics on, parking and the retry
+# consumer only when a destination parks.
 if TYPE_CHECKING:
     from streamproc.kafka.retry import RetryConsumer
     from streamproc.ops_server import OpsServer, Readiness
