@@ -245,8 +245,16 @@ class _Server6(_Server):
 def _handler(server: OpsServer, loop: asyncio.AbstractEventLoop) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # A connection that sends nothing for this long is closed (a kept-alive scraper reconnects).
+        timeout = 60
 
         def do_GET(self) -> None:
+            self._respond(with_body=True)
+
+        def do_HEAD(self) -> None:
+            self._respond(with_body=False)
+
+        def _respond(self, *, with_body: bool) -> None:
             path = self.path.split("?", 1)[0]
             accept = self.headers.get("Accept", "")
             answered: concurrent.futures.Future[tuple[int, str, bytes]] = concurrent.futures.Future()
@@ -272,7 +280,8 @@ def _handler(server: OpsServer, loop: asyncio.AbstractEventLoop) -> type[BaseHTT
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            if with_body:
+                self.wfile.write(body)
 
         def log_message(self, format: str, *args: Any) -> None:  # no access log
             pass

@@ -163,3 +163,12 @@ async def test_a_blocked_event_loop_fails_the_liveness_probe_with_an_answer(
     assert answers == [503]
     assert (await get(server, "/healthz"))[0] == 200
     assert (await get(server, "/nothing-here"))[0] == 404
+
+
+async def test_a_head_request_gets_the_status_without_a_body(server: OpsServer, clock: ManualClock) -> None:
+    async with aiohttp.ClientSession() as s:
+        async with s.head(f"{server.url}/healthz") as r:
+            assert r.status == 200 and await r.read() == b""
+        clock.now += 30
+        async with s.head(f"{server.url}/healthz") as r:
+            assert r.status == 503
