@@ -9,9 +9,11 @@ import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import aiohttp
 import pytest
+import yaml
 from manual_clock import ManualClock
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -172,3 +174,10 @@ async def test_a_head_request_gets_the_status_without_a_body(server: OpsServer, 
         clock.now += 30
         async with s.head(f"{server.url}/healthz") as r:
             assert r.status == 503
+
+
+def test_a_blocked_loop_is_answered_within_the_charts_probe_timeouts() -> None:
+    # Otherwise the kubelet gives up first and sees a timeout, not the 503 that says why.
+    values = yaml.safe_load((Path(__file__).parents[1] / "deploy/helm/streamproc/values.yaml").read_text())
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert values[probe]["timeoutSeconds"] > OpsServer.ANSWER_TIMEOUT
