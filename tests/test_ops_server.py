@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
@@ -160,8 +159,7 @@ async def test_a_blocked_event_loop_fails_the_liveness_probe_with_an_answer(
 
     prober = threading.Thread(target=probe)
     prober.start()
-    time.sleep(1.0)  # blocks the event loop
-    prober.join(10)
+    prober.join(10)  # a synchronous wait: the event loop is blocked until the probe is answered
     assert answers == [503]
     assert (await get(server, "/healthz"))[0] == 200
     assert (await get(server, "/nothing-here"))[0] == 404
