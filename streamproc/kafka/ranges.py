@@ -18,6 +18,7 @@ from datetime import UTC
 from typing import Any
 
 import confluent_kafka
+import structlog
 from confluent_kafka import OFFSET_INVALID, TopicPartition
 
 from streamproc.config import KafkaConfig
@@ -35,6 +36,8 @@ __all__ = [
     "start_offsets",
     "whole_topic",
 ]
+
+log = structlog.get_logger("streamproc.ranges")
 
 PartitionRanges = dict[int, tuple[int, int]]
 """partition -> (first offset to read, first offset not to read)."""
@@ -127,9 +130,9 @@ def deleted_from(
     consumer: Any, topic: str, ranges: Mapping[int, tuple[int, int]], timeout: float = 10.0
 ) -> dict[int, tuple[int, int]]:
     """The part of each range the topic no longer holds: offsets below the partition's first one,
-    deleted by retention (or by a deletion of records) since the range was resolved. Reading would
-    start past them without a word (the consumer resets to the earliest offset), so the caller says
-    so instead."""
+    deleted by retention (or by a deletion of records) since the range was resolved, for the caller
+    to say before reading (then `RangeReader.told`); what goes while the range is being read, the
+    reader itself reports (`on_deleted`)."""
     gone: dict[int, tuple[int, int]] = {}
     for p, (s, e) in ranges.items():
         low, _high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout, cached=False)
@@ -147,10 +150,22 @@ class RangeReader:
     Every consumer call runs on one dedicated thread, so blocking polls never stall the event loop.
     """
 
-    def __init__(self, conf: Mapping[str, Any], topic: str, *, batch: int = 500) -> None:
+    def __init__(
+        self,
+        conf: Mapping[str, Any],
+        topic: str,
+        *,
+        batch: int = 500,
+        on_deleted: Callable[[int, int, int], None] | None = None,
+    ) -> None:
+        """`on_deleted(partition, first, low)`: records `first` to `low - 1` of a range were
+        deleted (by retention, or a deletion of records) before they were read; reading goes on
+        from `low`. Also logged as `range_records_deleted`."""
         self._conf = dict(conf)
         self.topic = topic
         self._batch = batch
+        self.on_deleted = on_deleted
+        self._told: dict[int, int] = {}
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="kafka-range"
         )
@@ -184,6 +199,13 @@ class RangeReader:
                 if err is not None:
                     if err.code() == confluent_kafka.KafkaError._PARTITION_EOF:
                         continue
+                    if err.code() == confluent_kafka.KafkaError._AUTO_OFFSET_RESET:
+                        # The next records to read are gone: said, then read past, never in silence.
+                        p, first, low = await self.call(self._past_deleted, msg.partition(), msg.offset())
+                        self._say_deleted(p, first, low)
+                        if low >= self._ends[p]:
+                            pending.discard(p)  # the rest of its range is gone
+                        continue
                     if err.fatal() or not err.retriable():
                         raise KafkaError(f"reading {self.topic}: {err.str()}")
                     continue
@@ -196,6 +218,44 @@ class RangeReader:
                 await self.call(self.consumer.pause, [TopicPartition(self.topic, p) for p in finished])
             if batch:
                 yield batch
+
+    def told(self, gone: Mapping[int, tuple[int, int]]) -> None:
+        """Gaps the caller has already reported (`deleted_from`): reading past them says nothing more."""
+        for p, (_first, low) in gone.items():
+            self._told[p] = low
+
+    def _past_deleted(self, partition: int, offset: int) -> tuple[int, int, int]:
+        """Move `partition`'s reading from `offset`, which the topic no longer holds, to its first
+        record left (or the range's end). Returns (partition, first gone, first left)."""
+        tp = TopicPartition(self.topic, partition)
+        low, high = self.consumer.get_watermark_offsets(tp, timeout=10, cached=False)
+        end = self._ends.get(partition, high)
+        if offset >= low:
+            raise KafkaError(
+                f"reading {self.topic}[{partition}]: offset {offset} is past the partition's end ({high});"
+                " was the topic deleted and created again?"
+            )
+        resume = min(low, end)
+        # A partition whose fetch failed so cannot be sought: it is assigned again where it goes on.
+        self.consumer.incremental_unassign([tp])
+        if resume < end:
+            self.consumer.incremental_assign([TopicPartition(self.topic, partition, resume)])
+        return partition, offset, resume
+
+    def _say_deleted(self, partition: int, first: int, low: int) -> None:
+        if self._told.get(partition) == low:
+            return
+        self._told[partition] = low
+        log.warning(
+            "range_records_deleted",
+            topic=self.topic,
+            partition=partition,
+            first=first,
+            low=low,
+            events=low - first,
+        )
+        if self.on_deleted is not None:
+            self.on_deleted(partition, first, low)
 
     def _consume(self) -> list[Any]:
         return list(self.consumer.consume(num_messages=self._batch, timeout=0.2))
@@ -222,7 +282,9 @@ def range_consumer_config(kafka: KafkaConfig, group_id: str) -> dict[str, Any]:
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "enable.partition.eof": False,
-            "auto.offset.reset": "earliest",
+            # Records deleted before they are read raise an error rather than being passed over in
+            # silence: the reader says so, then goes on from the first record left.
+            "auto.offset.reset": "error",
             "queued.max.messages.kbytes": 16384,
         }
     )

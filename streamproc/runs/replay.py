@@ -101,7 +101,16 @@ async def replay(args: argparse.Namespace, out: Any = None, err: Any = None) -> 
         raise StreamprocError(f"--progress-group must not be the workers' group ({kafka.group_id})")
     state = ReplayState.load(state_path) if state_path is not None else None
     group = progress_group or f"{kafka.group_id}.replay.{uuid.uuid4().hex[:8]}"
-    reader = RangeReader(range_consumer_config(kafka, group), topic)
+
+    def deleted(p: int, first: int, low: int) -> None:
+        # Said, not skipped in silence: these events can no longer be replayed from this topic.
+        print(
+            f"{topic}[{p}]: {low - first} events of the range (offsets {first}-{low - 1}) were deleted by"
+            f" the topic's retention before this replay read them; the replay goes on from offset {low}",
+            file=err,
+        )
+
+    reader = RangeReader(range_consumer_config(kafka, group), topic, on_deleted=deleted)
     in_kafka = GroupProgress(reader, group) if progress_group is not None else None
     saved_in = f"consumer group {progress_group}" if in_kafka is not None else str(state_path)
     summary = Summary()
@@ -133,16 +142,11 @@ async def replay(args: argparse.Namespace, out: Any = None, err: Any = None) -> 
                 state.save()
         gone = await reader.call(deleted_from, consumer, topic, state.remaining())
         for p, (first, low) in sorted(gone.items()):
-            # Said, not skipped in silence: these events can no longer be replayed from this topic.
-            print(
-                f"{topic}[{p}]: {low - first} events of the range (offsets {first}-{low - 1}) were deleted by"
-                " the topic's retention before this replay read them; the replay goes on from offset"
-                f" {low}",
-                file=err,
-            )
+            deleted(p, first, low)
             log.warning(
                 "replay_range_deleted", topic=topic, partition=p, first=first, low=low, events=low - first
             )
+        reader.told(gone)
         progress = Progress(state.total_left(), stream=err)
         await run_replay(
             reader,
