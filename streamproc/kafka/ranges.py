@@ -171,6 +171,7 @@ class RangeReader:
         )
         self.consumer: Any = None
         self._ends: dict[int, int] = {}
+        self._next: dict[int, int] = {}
 
     async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run a consumer call on the reader's thread."""
@@ -185,6 +186,7 @@ class RangeReader:
     ) -> AsyncIterator[list[Any]]:
         """Batches of messages in offset order per partition until every range is read or `stop` is set."""
         self._ends = {p: e for p, (s, e) in ranges.items() if e > s}
+        self._next = {p: s for p, (s, e) in ranges.items() if e > s}
         if not self._ends:
             return
         await self.call(
@@ -201,7 +203,10 @@ class RangeReader:
                         continue
                     if err.code() == confluent_kafka.KafkaError._AUTO_OFFSET_RESET:
                         # The next records to read are gone: said, then read past, never in silence.
-                        p, first, low = await self.call(self._past_deleted, msg.partition(), msg.offset())
+                        p = msg.partition()
+                        # The offset the fetch asked for (where reading stood, should it not say).
+                        at = msg.offset() if msg.offset() >= 0 else self._next[p]
+                        p, first, low = await self.call(self._past_deleted, p, at)
                         self._say_deleted(p, first, low)
                         if low >= self._ends[p]:
                             pending.discard(p)  # the rest of its range is gone
@@ -212,6 +217,7 @@ class RangeReader:
                 p = msg.partition()
                 if p in pending and msg.offset() < self._ends[p]:
                     batch.append(msg)
+                    self._next[p] = msg.offset() + 1
             finished = await self.call(self._finished, pending)
             if finished:
                 pending -= finished
