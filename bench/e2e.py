@@ -43,7 +43,6 @@ import contextlib
 import copy
 import os
 import random
-import re
 import shutil
 import signal
 import socket
@@ -62,6 +61,7 @@ import orjson
 import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.gosink import pinned, sink_record, sink_requests, sink_stats, start_sink
 from bench.suite import templates
@@ -141,10 +141,11 @@ def delivery_buckets(port: int) -> dict[float, float]:
     """The worker's consumed-to-delivered histogram (all destinations): upper bound -> count."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     out: dict[float, float] = defaultdict(float)
-    for le, value in re.findall(
-        r'^streamproc_delivery_duration_seconds_bucket\{[^}]*le="([^"]+)"[^}]*\} (\S+)$', text, re.M
-    ):
-        out[float(le)] += float(value)
+    for family in text_string_to_metric_families(text):
+        if family.name == "streamproc_delivery_duration_seconds":
+            for sample in family.samples:
+                if sample.name.endswith("_bucket"):
+                    out[float(sample.labels["le"])] += sample.value
     return dict(out)
 
 

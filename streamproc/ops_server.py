@@ -232,6 +232,7 @@ class OpsServer:
 
 
 def _json(status: int, data: dict[str, Any]) -> tuple[int, str, bytes]:
+    # json.dumps, as aiohttp's json_response wrote it: the same bytes as before for any reader.
     return status, "application/json; charset=utf-8", json.dumps(data).encode()
 
 

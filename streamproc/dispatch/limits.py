@@ -84,9 +84,10 @@ class ConcurrencyLimit:
         self._waiters: deque[asyncio.Future[None] | Callable[[], bool]] = deque()
         """In arrival order: futures of waiting tasks, and admissions' starters (`when_free`)."""
 
-    def try_acquire(self) -> bool:
-        """Take a slot if one is free and nobody waits (no await: the common case)."""
-        if self.in_use < self.limit and not self._waiters:
+    def try_acquire(self, *, first: bool = False) -> bool:
+        """Take a slot if one is free and nobody waits (no await: the common case); `first`: even
+        if some wait."""
+        if self.in_use < self.limit and (first or not self._waiters):
             self.in_use += 1
             self.started += 1
             return True
@@ -110,9 +111,7 @@ class ConcurrencyLimit:
         future and no task while it waits. `start` returns False when it no longer wants the
         slot (the slot goes on to the next in line); otherwise the slot is its to release.
         `first`: ahead of everyone waiting (a delivery let in before them that waited for its key)."""
-        if self.in_use < self.limit and (first or not self._waiters):
-            self.in_use += 1
-            self.started += 1
+        if self.try_acquire(first=first):
             if not start():
                 self.release()
             return

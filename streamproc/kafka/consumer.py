@@ -197,7 +197,7 @@ class ConsumerLoop(PartitionReader[Partition]):
         m_in_flight = self._metrics.in_flight_events
         while not self._stopping:
             m_in_flight.set(self.in_flight())
-            self._want_paused = self._bound.update(self.window(), self.window_bytes())
+            self._want_paused = self._full()
             if self._want_paused and not self._paused and await self._held():
                 continue
             batch = await self._step(self._want_paused)
@@ -214,9 +214,13 @@ class ConsumerLoop(PartitionReader[Partition]):
         deadline = time.monotonic() + HOLD_BEFORE_PAUSE
         while not self._stopping and time.monotonic() < deadline:
             await asyncio.sleep(HOLD_CHECK)
-            if not self._bound.update(self.window(), self.window_bytes()):
+            if not self._full():
                 return True
         return False
+
+    def _full(self) -> bool:
+        """Whether the window is at its bound (until it falls to its resume marks)."""
+        return self._bound.update(self.window(), self.window_bytes())
 
     async def _step(self, paused: bool) -> list[Any]:
         """One poll (serving the group: rebalance callbacks run inside it), with the commit when
