@@ -16,6 +16,7 @@ from kafka_helpers import produce, unique_name
 from test_worker_helpers import SimulatorThread, WorkerProcess, make_events, write_config
 
 from streamproc.kafka.backpressure import prefetch_settings
+from streamproc.kafka.consumer import HOLD_BEFORE_PAUSE
 
 pytestmark = pytest.mark.kafka
 
@@ -62,8 +63,9 @@ def test_rss_stays_under_the_bytes_bound_with_1mb_events_and_a_slow_partner(
         destination_limits={d: {"concurrency": 64} for d in ("stackadapt", "tiktok-offline", "seg")},
         ordering="none",
     )
-    # Slower than the 2 s a full window is held before the partitions pause: the window stays full.
-    sim.fault("*", latency=3000)
+    # Well past the time a full window is held before the partitions pause, refilling included (a
+    # fetch brings one 1 MB event per partition): the window stays full and pauses every round.
+    sim.fault("*", latency=int((HOLD_BEFORE_PAUSE + 4.0) * 1000))
     worker = WorkerProcess(config, tmp_path / "worker.log")
     try:
         deadline = time.monotonic() + 60
