@@ -1,6 +1,6 @@
 """Where the worker's CPU per event goes, layer by layer, in one process on one core.
 
-    .venv/bin/python -m bench.floor [--events 20000] [--rounds 5] [--mix stackadapt,tiktok]
+    .venv/bin/python -m bench.floor [--events 20000] [--rounds 9] [--mix stackadapt,tiktok]
 
 For each event mix of bench/e2e.py (its events, and its configuration with the mix's own partner
 only, as e2e's "one destination" variant), the same events go through the worker's own code with
@@ -250,7 +250,7 @@ STEPS = ("decode", "route", "pipeline", "task", "dispatch")
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=20000)
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--mix", default="stackadapt,tiktok")
     args = ap.parse_args()
     try:
