@@ -37,7 +37,7 @@ from typing import Any
 import orjson
 import yaml
 
-from bench.e2e import MIXES, base_config, make_events
+from bench.e2e import MIX_DESTINATION, MIXES, base_config, make_events
 from streamproc.config import load_config
 from streamproc.core.events import decode_json
 from streamproc.destinations.base import Request
@@ -51,7 +51,6 @@ from streamproc.router import Delivery, Router
 from streamproc.runs.worker import tune_gc
 from streamproc.senders import senders_for
 
-OWN_PARTNER = {"stackadapt": "stackadapt", "tiktok": "tiktok-offline"}
 PARTITIONS = 8
 WINDOW = 5000
 """Events in flight at most (the worker's window falls to about this before it reads more)."""
@@ -141,7 +140,7 @@ class Mix:
 
     def __init__(self, mix: str, n: int, work: Path) -> None:
         data = base_config("127.0.0.1:9092", ["events"], "events-dlq", "floor", "http://127.0.0.1:9")
-        data["destinations"] = [d for d in data["destinations"] if d["id"] == OWN_PARTNER[mix]]
+        data["destinations"] = [d for d in data["destinations"] if d["id"] == MIX_DESTINATION[mix][0]]
         path = work / f"{mix}.yaml"
         path.write_text(yaml.safe_dump(data))
         self.config = load_config(str(path))

@@ -206,8 +206,8 @@ class RangeReader:
                         p = msg.partition()
                         # The offset the fetch asked for (where reading stood, should it not say).
                         at = msg.offset() if msg.offset() >= 0 else self._next[p]
-                        p, first, low = await self.call(self._past_deleted, p, at)
-                        self._say_deleted(p, first, low)
+                        low = await self.call(self._past_deleted, p, at)
+                        self._say_deleted(p, at, low)
                         if low >= self._ends[p]:
                             pending.discard(p)  # the rest of its range is gone
                         continue
@@ -230,9 +230,9 @@ class RangeReader:
         for p, (_first, low) in gone.items():
             self._told[p] = low
 
-    def _past_deleted(self, partition: int, offset: int) -> tuple[int, int, int]:
+    def _past_deleted(self, partition: int, offset: int) -> int:
         """Move `partition`'s reading from `offset`, which the topic no longer holds, to its first
-        record left (or the range's end). Returns (partition, first gone, first left)."""
+        record left (or the range's end), and return that offset."""
         tp = TopicPartition(self.topic, partition)
         low, high = self.consumer.get_watermark_offsets(tp, timeout=10, cached=False)
         end = self._ends.get(partition, high)
@@ -246,7 +246,7 @@ class RangeReader:
         self.consumer.incremental_unassign([tp])
         if resume < end:
             self.consumer.incremental_assign([TopicPartition(self.topic, partition, resume)])
-        return partition, offset, resume
+        return resume
 
     def _say_deleted(self, partition: int, first: int, low: int) -> None:
         if self._told.get(partition) == low:
